@@ -1,0 +1,80 @@
+"""Errors that reach the user: each one names the file, line and field, says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+# Exit codes shared by every command (documented in the README and in `--help`).
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the command ran but the outcome is a failure (deployment failed, ...)
+EXIT_BAD_INPUT = 2  # the input files or arguments are wrong; nothing was sent anywhere
+EXIT_PLACEMENT = 3  # Nomad cannot place the job (no node fits)
+EXIT_TIMEOUT = 4  # --timeout passed before the deployment finished
+EXIT_CONNECTION = 5  # Nomad (or Consul) could not be reached or refused the request
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input, located as precisely as we know."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    field: str | None = None
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file
+            if self.line:
+                where += f":{self.line}"
+                if self.column:
+                    where += f":{self.column}"
+            where += ": "
+        field = f"{self.field}: " if self.field else ""
+        text = f"{where}{field}{self.message}"
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class NomadgsError(Exception):
+    """Base class of errors shown to the user without a traceback."""
+
+    exit_code = EXIT_FAILURE
+
+
+class InputError(NomadgsError):
+    """Bad input: a file or an argument that cannot be used as it is."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, problems: Problem | Sequence[Problem]) -> None:
+        self.problems: tuple[Problem, ...] = (problems,) if isinstance(problems, Problem) else tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    @classmethod
+    def merge(cls, errors: Iterable[InputError]) -> InputError:
+        return cls([p for e in errors for p in e.problems])
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """Return the candidate closest to `word` (case-insensitive), or None when nothing is close."""
+    import difflib
+
+    options = {c.lower(): c for c in candidates}
+    lowered = word.lower()
+    if lowered in options:
+        return options[lowered]
+    match = difflib.get_close_matches(lowered, list(options), n=1, cutoff=0.6)
+    return options[match[0]] if match else None
+
+
+def suggestion(word: str, candidates: Iterable[str], *, quote: str = "'") -> str | None:
+    """A "did you mean" hint, or None."""
+    best = did_you_mean(word, candidates)
+    return f"did you mean {quote}{best}{quote}?" if best else None

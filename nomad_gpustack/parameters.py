@@ -1,0 +1,69 @@
+"""Deployment `backend_parameters` to argv, as GPUStack's `_flatten_backend_param` builds them.
+
+Each list element that starts with a flag (`-x`, `--x`, not a negative number) is split like a shell would,
+except that a JSON value after the flag stays one argument; other elements stay one argument each. With the
+backend's `parameter_format`, each `--key value` pair becomes `--key value` (space) or `--key=value` (equal);
+options with several values stay space-separated and single-dash options stay as written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Sequence
+
+_FLAG = re.compile(r"-{1,2}[A-Za-z]")
+_KEY_REST = re.compile(r"(-{1,2}[^\s=]+)(?:=|\s+)(.*)", re.S)
+
+
+def is_flag(token: str) -> bool:
+    """`--max-model-len` and `-m` are flags; `-1` and `-0.5` are values."""
+    return bool(_FLAG.match(token))
+
+
+def _tokens(element: str) -> list[str]:
+    if not is_flag(element):
+        return [element]
+    match = _KEY_REST.fullmatch(element.strip())
+    if match:
+        key, rest = match.groups()
+        rest = rest.strip()
+        if rest[:1] in "{[":
+            try:
+                json.loads(rest)
+            except ValueError:
+                pass
+            else:
+                return [key, rest]
+    return shlex.split(element)
+
+
+def tokenize(element: str) -> list[str]:
+    """argv tokens of one backend_parameters element. Raises ValueError on unbalanced quotes."""
+    return _tokens(element)
+
+
+def apply_format(tokens: Sequence[str], parameter_format: str | None) -> list[str]:
+    """Rewrite `--key value` pairs as the backend's parameter_format asks; no format keeps them as they are."""
+    if parameter_format not in ("space", "equal"):
+        return list(tokens)
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if not token.startswith("--"):
+            out.append(token)
+            continue
+        key, eq, value = token.partition("=")
+        values = [value] if eq else []
+        while i < len(tokens) and not is_flag(tokens[i]):
+            values.append(tokens[i])
+            i += 1
+        if parameter_format == "equal" and len(values) == 1:
+            out.append(f"{key}={values[0]}")
+        else:
+            out.append(key)
+            out.extend(values)
+    return out
