@@ -1,0 +1,296 @@
+"""The one place that reads connection settings: NOMAD_* and CONSUL_* variables and their flags.
+
+Nomad variables are read as the `nomad` CLI reads them (`api/api.go` DefaultConfig); Consul variables as
+the `consul` CLI does. TLS verification is on unless skip-verify is asked for. Tokens are kept out of
+`repr()` and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from .errors import InputError, Problem
+
+if TYPE_CHECKING:
+    import httpx
+    import requests
+
+DEFAULT_NOMAD_ADDR = "http://127.0.0.1:4646"
+DEFAULT_CONSUL_ADDR = "127.0.0.1:8500"
+
+TRUE = frozenset({"1", "t", "true", "y", "yes", "on"})
+FALSE = frozenset({"0", "f", "false", "n", "no", "off"})
+
+
+def parse_bool(value: str | None) -> bool | None:
+    """Go's strconv.ParseBool, which the nomad CLI uses for NOMAD_SKIP_VERIFY; None when unset or invalid."""
+    if value is None or value == "":
+        return None
+    lowered = value.strip().lower()
+    if lowered in TRUE:
+        return True
+    if lowered in FALSE:
+        return False
+    return None  # the nomad CLI ignores a value it cannot parse; so do we
+
+
+def _normalise_address(address: str, default_scheme: str, what: str) -> str:
+    if "://" not in address:
+        address = f"{default_scheme}://{address}"
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", "https"):
+        raise InputError(
+            Problem(f"{what} '{address}' must be an http:// or https:// address", hint="unix sockets are not supported")
+        )
+    if not parts.hostname:
+        raise InputError(Problem(f"{what} '{address}' has no host name"))
+    return address.rstrip("/")
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS settings shared by the Nomad and Consul clients."""
+
+    ca_cert: str | None = None
+    ca_path: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    server_name: str | None = None
+    skip_verify: bool = False
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A verifying context (system CAs unless a CA file or folder is given)."""
+        for path, what in ((self.ca_cert, "CA certificate"), (self.client_cert, "client certificate"),
+                           (self.client_key, "client key"), (self.ca_path, "CA folder")):  # fmt: skip
+            if path and not os.path.exists(path):
+                raise InputError(Problem(f"{what} {path} does not exist"))
+        if self.client_cert and not self.client_key or self.client_key and not self.client_cert:
+            raise InputError(Problem("a client certificate needs its key, and a key its certificate"))
+        context = ssl.create_default_context(cafile=self.ca_cert, capath=self.ca_path)
+        if self.skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.client_cert and self.client_key:
+            context.load_cert_chain(self.client_cert, self.client_key)
+        return context
+
+    def requests_verify(self) -> bool | str:
+        if self.skip_verify:
+            return False
+        return self.ca_cert or self.ca_path or True
+
+    def requests_cert(self) -> tuple[str, str] | None:
+        return (self.client_cert, self.client_key) if self.client_cert and self.client_key else None
+
+
+@dataclass(frozen=True)
+class NomadSettings:
+    """How to reach Nomad."""
+
+    address: str = DEFAULT_NOMAD_ADDR
+    token: str | None = field(default=None, repr=False)
+    namespace: str | None = None
+    region: str | None = None
+    tls: TLS = field(default_factory=TLS)
+    http_auth: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> NomadSettings:
+        """Settings from NOMAD_* variables; `overrides` (command-line flags) win when not None."""
+        env = os.environ if env is None else env
+        tls = TLS(
+            ca_cert=env.get("NOMAD_CACERT") or None,
+            ca_path=env.get("NOMAD_CAPATH") or None,
+            client_cert=env.get("NOMAD_CLIENT_CERT") or None,
+            client_key=env.get("NOMAD_CLIENT_KEY") or None,
+            server_name=env.get("NOMAD_TLS_SERVER_NAME") or None,
+            skip_verify=bool(parse_bool(env.get("NOMAD_SKIP_VERIFY"))),
+        )
+        tls_overrides = {k: overrides.pop(k) for k in list(overrides) if k in TLS.__dataclass_fields__}
+        tls = replace(tls, **{k: v for k, v in tls_overrides.items() if v is not None})
+        settings = cls(
+            address=env.get("NOMAD_ADDR") or DEFAULT_NOMAD_ADDR,
+            token=env.get("NOMAD_TOKEN") or None,
+            namespace=env.get("NOMAD_NAMESPACE") or None,
+            region=env.get("NOMAD_REGION") or None,
+            tls=tls,
+            http_auth=env.get("NOMAD_HTTP_AUTH") or None,
+        )
+        settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+        return replace(settings, address=_normalise_address(settings.address, "http", "Nomad address"))
+
+    @property
+    def secure(self) -> bool:
+        return self.address.startswith("https://")
+
+    def headers(self) -> dict[str, str]:
+        headers = {"User-Agent": "nomadgs"}
+        if self.token:
+            headers["X-Nomad-Token"] = self.token
+        return headers
+
+    def params(self) -> dict[str, str]:
+        """Query parameters every request carries (namespace, region)."""
+        out: dict[str, str] = {}
+        if self.namespace:
+            out["namespace"] = self.namespace
+        if self.region:
+            out["region"] = self.region
+        return out
+
+    def _auth(self) -> tuple[str, str] | None:
+        if not self.http_auth:
+            return None
+        user, _, password = self.http_auth.partition(":")
+        return (user, password)
+
+    def httpx_client(self, *, timeout: float = 30.0, asynchronous: bool = False) -> Any:
+        """An httpx client for the calls python-nomad cannot make (blocking queries, streams, logs)."""
+        import httpx
+
+        verify: Any = self.tls.ssl_context() if self.secure else True
+        kwargs: dict[str, Any] = {
+            "base_url": self.address,
+            "headers": self.headers(),
+            "timeout": httpx.Timeout(timeout, connect=10.0),
+            "auth": self._auth(),
+            "trust_env": False,  # NOMAD_* decide; ambient proxy variables must not redirect the token
+        }
+        if asynchronous:
+            return httpx.AsyncClient(transport=_async_transport(verify, self.tls.server_name), **kwargs)
+        return httpx.Client(transport=_sync_transport(verify, self.tls.server_name), **kwargs)
+
+    def requests_session(self) -> requests.Session:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        session = requests.Session()
+        session.trust_env = False
+        session.verify = self.tls.requests_verify()
+        cert = self.tls.requests_cert()
+        if cert:
+            session.cert = cert
+        if self.http_auth:
+            session.auth = self._auth()
+        if self.tls.server_name:
+            name = self.tls.server_name
+
+            class _ServerName(HTTPAdapter):
+                def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+                    kwargs["server_hostname"] = name
+                    kwargs["assert_hostname"] = name
+                    super().init_poolmanager(*args, **kwargs)
+
+            session.mount("https://", _ServerName())
+        return session
+
+    def python_nomad(self, *, timeout: float = 30.0) -> Any:
+        """A python-nomad client for one-shot calls (validate, plan, register, stop, read)."""
+        import nomad
+
+        parts = urlsplit(self.address)
+        return nomad.Nomad(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (443 if self.secure else 80),
+            secure=self.secure,
+            address=self.address,
+            token=self.token,
+            namespace=self.namespace,
+            region=self.region,
+            timeout=int(timeout),
+            verify=self.tls.requests_verify(),
+            cert=self.tls.requests_cert() or (),
+            session=self.requests_session(),
+        )
+
+
+def _sync_transport(verify: Any, server_name: str | None) -> Any:
+    import httpx
+
+    class Transport(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if server_name:
+                request.extensions["sni_hostname"] = server_name
+            return super().handle_request(request)
+
+    return Transport(verify=verify, retries=0)
+
+
+def _async_transport(verify: Any, server_name: str | None) -> Any:
+    import httpx
+
+    class Transport(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if server_name:
+                request.extensions["sni_hostname"] = server_name
+            return await super().handle_async_request(request)
+
+    return Transport(verify=verify, retries=0)
+
+
+@dataclass(frozen=True)
+class ConsulSettings:
+    """How to reach Consul, from CONSUL_HTTP_ADDR and friends."""
+
+    address: str = f"http://{DEFAULT_CONSUL_ADDR}"
+    token: str | None = field(default=None, repr=False)
+    datacenter: str | None = None
+    tls: TLS = field(default_factory=TLS)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ConsulSettings:
+        env = os.environ if env is None else env
+        ssl_on = parse_bool(env.get("CONSUL_HTTP_SSL"))
+        verify = parse_bool(env.get("CONSUL_HTTP_SSL_VERIFY"))
+        address = overrides.pop("address", None) or env.get("CONSUL_HTTP_ADDR") or DEFAULT_CONSUL_ADDR
+        address = _normalise_address(address, "https" if ssl_on else "http", "Consul address")
+        tls = TLS(
+            ca_cert=env.get("CONSUL_CACERT") or None,
+            ca_path=env.get("CONSUL_CAPATH") or None,
+            client_cert=env.get("CONSUL_CLIENT_CERT") or None,
+            client_key=env.get("CONSUL_CLIENT_KEY") or None,
+            server_name=env.get("CONSUL_TLS_SERVER_NAME") or None,
+            skip_verify=verify is False,
+        )
+        settings = cls(address=address, token=env.get("CONSUL_HTTP_TOKEN") or None, tls=tls)
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+    def py_consul(self, *, timeout: float = 30.0) -> Any:
+        """A py-consul client for these settings."""
+        import consul
+
+        parts = urlsplit(self.address)
+        verify = self.tls.requests_verify()
+        return consul.Consul(
+            host=parts.hostname,
+            port=parts.port or (443 if parts.scheme == "https" else 80),
+            scheme=parts.scheme,
+            token=self.token,
+            dc=self.datacenter,
+            verify=verify,
+            cert=self.tls.requests_cert(),
+            connections_timeout=timeout,
+        )
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Consul-Token": self.token} if self.token else {}
+
+    def httpx_client(self, *, timeout: float = 30.0, asynchronous: bool = False) -> Any:
+        """An httpx client for Consul's HTTP API (blocking queries from async code)."""
+        import httpx
+
+        verify: Any = self.tls.ssl_context() if self.address.startswith("https://") else True
+        kwargs: dict[str, Any] = {
+            "base_url": self.address,
+            "headers": self.headers(),
+            "timeout": httpx.Timeout(timeout, connect=10.0),
+            "trust_env": False,
+        }
+        if asynchronous:
+            return httpx.AsyncClient(transport=_async_transport(verify, self.tls.server_name), **kwargs)
+        return httpx.Client(transport=_sync_transport(verify, self.tls.server_name), **kwargs)
