@@ -151,8 +151,7 @@ class VersionConfig(SpecModel):
         if value.lower() not in FRAMEWORKS:
             hint = suggestion(value, FRAMEWORKS)
             raise ValueError(
-                f"unknown framework '{value}'"
-                + (f"; {hint}" if hint else f"; use one of {', '.join(FRAMEWORKS)}")
+                f"unknown framework '{value}'" + (f"; {hint}" if hint else f"; use one of {', '.join(FRAMEWORKS)}")
             )
         return value.lower()
 

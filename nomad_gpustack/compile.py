@@ -13,8 +13,8 @@ from .jobspec import (
     JobUILink,
     NetworkResource,
     Port,
-    ReschedulePolicy,
     RequestedDevice,
+    ReschedulePolicy,
     Resources,
     RestartPolicy,
     Service,
@@ -28,7 +28,6 @@ from .jobspec import (
     VolumeMount,
     VolumeRequest,
 )
-from .resolve import MAIN_PORT, Resolved, nomad_name
 from .metadata import (
     META_API,
     META_BACKEND,
@@ -48,6 +47,7 @@ from .metadata import (
     TAG_MODEL,
     TAG_VERSION,
 )
+from .resolve import MAIN_PORT, Resolved, nomad_name
 from .sizes import nomad_size, to_mib
 
 GROUP = "inference"
@@ -156,26 +156,38 @@ def _constraints(r: Resolved) -> list[Constraint]:
     return out
 
 
-def _devices(r: Resolved) -> list[RequestedDevice] | None:
+def _devices(r: Resolved) -> list[RequestedDevice]:
     fw = r.framework
     if not fw.device_plugin or r.gpus == 0:
-        return None
+        return []
     nomad = r.deployment.nomad
+    device = RequestedDevice(Name=fw.device_plugin, Count=r.gpus)
     constraints: list[Constraint] = []
     if nomad.gpu_memory:
         # Nomad compares ${device.attr.memory} (MiB) only with a value that carries a unit.
-        constraints.append(Constraint(LTarget="${device.attr.memory}", Operand=">=", RTarget=nomad_size(nomad.gpu_memory)))
+        constraints.append(
+            Constraint(LTarget="${device.attr.memory}", Operand=">=", RTarget=nomad_size(nomad.gpu_memory))
+        )
     if nomad.gpu_model:
         constraints.append(Constraint(LTarget="${device.model}", Operand="=", RTarget=nomad.gpu_model))
-    return [RequestedDevice(Name=fw.device_plugin, Count=r.gpus, Constraints=constraints or None)]
+    if constraints:
+        device["Constraints"] = constraints
+    return [device]
 
 
 def _service(r: Resolved) -> Service:
     d = r.deployment
     nomad = d.nomad
-    checks = None
+    tags = [TAG_MARKER, "openai", f"{TAG_MODEL}{d.name}", f"{TAG_BACKEND}{r.backend_name}"]
+    if r.version:
+        tags.append(f"{TAG_VERSION}{r.version}")
+    tags.extend(d.categories or [])
+    tags.extend(nomad.tags or [])
+    service = Service(
+        Name=r.service_name, Tags=tags, PortLabel=MAIN_PORT, AddressMode="host", Provider=nomad.service_provider
+    )
     if r.health_check_path:
-        checks = [
+        service["Checks"] = [
             ServiceCheck(
                 Name=f"{d.name} health",
                 Type="http",
@@ -187,13 +199,7 @@ def _service(r: Resolved) -> Service:
                 CheckRestart=CheckRestart(Limit=3, Grace=nomad.startup_timeout, IgnoreWarnings=False),
             )
         ]
-    tags = [TAG_MARKER, "openai", f"{TAG_MODEL}{d.name}", f"{TAG_BACKEND}{r.backend_name}"]
-    if r.version:
-        tags.append(f"{TAG_VERSION}{r.version}")
-    tags.extend(d.categories or [])
-    tags.extend(nomad.tags or [])
-    meta = None
-    if nomad.service_provider == "consul":
+    if nomad.service_provider == "consul":  # Nomad's native services have no meta; tags carry the same facts
         meta = {
             META_MODEL: d.name,
             META_BACKEND: r.backend_name,
@@ -204,15 +210,8 @@ def _service(r: Resolved) -> Service:
         }
         if d.categories:
             meta[META_CATEGORIES] = ",".join(d.categories)
-    return Service(
-        Name=r.service_name,
-        PortLabel=MAIN_PORT,
-        AddressMode="host",
-        Provider=nomad.service_provider,
-        Tags=tags,
-        Meta=meta,
-        Checks=checks,
-    )
+        service["Meta"] = meta
+    return service
 
 
 def _task_env(r: Resolved) -> dict[str, str]:
@@ -263,34 +262,32 @@ def _main_task(r: Resolved) -> Task:
         config = {"command": r.command}
         if r.args:
             config["args"] = list(r.args)
-    mounts = None
+    resources = Resources(CPU=nomad.cpu, MemoryMB=to_mib(nomad.memory))
+    if nomad.memory_max:
+        resources["MemoryMaxMB"] = to_mib(nomad.memory_max)
+    devices = _devices(r)
+    if devices:
+        resources["Devices"] = devices
+    task = Task(Name=task_name(r), Driver=r.driver, Config=config)
+    env = _task_env(r)
+    if env:
+        task["Env"] = env
+    task["Services"] = [_service(r)]
+    task["Resources"] = resources
+    task["KillTimeout"] = KILL_TIMEOUT
+    if r.templates:
+        task["Templates"] = [
+            Template(DestPath=t.destination, EmbeddedTmpl=t.data, Envvars=t.env, ChangeMode="restart")
+            for t in r.templates
+        ]
     if r.weights.mount and r.driver != "raw_exec":
-        mounts = [VolumeMount(Volume=MODELS_VOLUME, Destination=r.weights.mount, ReadOnly=False)]
-    templates = [
-        Template(DestPath=t.destination, EmbeddedTmpl=t.data, Envvars=t.env or None, ChangeMode="restart")
-        for t in r.templates
-    ]
-    return Task(
-        Name=task_name(r),
-        Driver=r.driver,
-        Config=config,
-        Env=_task_env(r) or None,
-        Services=[_service(r)],
-        Resources=Resources(
-            CPU=nomad.cpu,
-            MemoryMB=to_mib(nomad.memory),
-            MemoryMaxMB=to_mib(nomad.memory_max) if nomad.memory_max else None,
-            Devices=_devices(r),
-        ),
-        VolumeMounts=mounts,
-        Templates=templates or None,
-        KillTimeout=KILL_TIMEOUT,
-    )
+        task["VolumeMounts"] = [VolumeMount(Volume=MODELS_VOLUME, Destination=r.weights.mount, ReadOnly=False)]
+    return task
 
 
 def _download_task(r: Resolved) -> Task | None:
     w = r.weights
-    if not w.download_dir or not w.source:
+    if not w.download_dir or not w.source or not w.mount:
         return None
     d = r.deployment
     env = {
@@ -336,12 +333,12 @@ def _ui(r: Resolved) -> JobUIConfig:
         first = r.description.strip().split("\n", 1)[0].strip()
         if first:
             summary += " " + (first if len(first) <= 200 else first[:197] + "...")
-    links = []
+    ui = JobUIConfig(Description=summary)
     if r.weights.source == "huggingface" and r.weights.repo:
-        links.append(JobUILink(Label="Hugging Face", URL=f"https://huggingface.co/{r.weights.repo}"))
+        ui["Links"] = [JobUILink(Label="Hugging Face", URL=f"https://huggingface.co/{r.weights.repo}")]
     if r.weights.source == "model_scope" and r.weights.repo:
-        links.append(JobUILink(Label="ModelScope", URL=f"https://modelscope.cn/models/{r.weights.repo}"))
-    return JobUIConfig(Description=summary, Links=links or None)
+        ui["Links"] = [JobUILink(Label="ModelScope", URL=f"https://modelscope.cn/models/{r.weights.repo}")]
+    return ui
 
 
 def compile_job(r: Resolved) -> Job:
@@ -351,21 +348,20 @@ def compile_job(r: Resolved) -> Job:
     healthy_deadline = nomad.startup_timeout
     ports = [Port(Label=MAIN_PORT)] + [Port(Label=label) for label in r.extras.ports or []]
     tasks = [t for t in (_download_task(r), _main_task(r)) if t is not None]
-    volumes = None
-    if r.weights.mount and r.driver != "raw_exec":
-        volumes = {MODELS_VOLUME: VolumeRequest(Name=MODELS_VOLUME, Type="host", Source=nomad.models_volume, ReadOnly=False)}
     if d.restart_on_error:
         restart = RestartPolicy(Attempts=2, Interval=30 * MINUTE, Delay=30 * SECOND, Mode="fail")
-        reschedule = ReschedulePolicy(Delay=30 * SECOND, DelayFunction="exponential", MaxDelay=60 * MINUTE, Unlimited=True)
+        reschedule = ReschedulePolicy(
+            Delay=30 * SECOND, DelayFunction="exponential", MaxDelay=60 * MINUTE, Unlimited=True
+        )
     else:
         restart = RestartPolicy(Attempts=0, Interval=30 * MINUTE, Delay=30 * SECOND, Mode="fail")
         reschedule = ReschedulePolicy(Attempts=0, Unlimited=False)
     group = TaskGroup(
         Name=GROUP,
         Count=d.replicas,
-        Networks=[NetworkResource(Mode="host", DynamicPorts=ports)],
-        Volumes=volumes,
         Tasks=tasks,
+        RestartPolicy=restart,
+        ReschedulePolicy=reschedule,
         Update=UpdateStrategy(
             MaxParallel=1,
             HealthCheck="checks" if r.health_check_path else "task_states",
@@ -374,24 +370,28 @@ def compile_job(r: Resolved) -> Job:
             ProgressDeadline=healthy_deadline + PROGRESS_MARGIN,
             AutoRevert=True,
         ),
-        RestartPolicy=restart,
-        ReschedulePolicy=reschedule,
+        Networks=[NetworkResource(Mode="host", DynamicPorts=ports)],
     )
-    spreads = None
+    if r.weights.mount and r.driver != "raw_exec":
+        group["Volumes"] = {
+            MODELS_VOLUME: VolumeRequest(Name=MODELS_VOLUME, Type="host", Source=nomad.models_volume, ReadOnly=False)
+        }
+    job = Job(ID=r.job_id, Name=d.name, Type="service", TaskGroups=[group])
+    if nomad.namespace:
+        job["Namespace"] = nomad.namespace
+    if nomad.region:
+        job["Region"] = nomad.region
+    if nomad.datacenters:
+        job["Datacenters"] = nomad.datacenters
+    if nomad.node_pool:
+        job["NodePool"] = nomad.node_pool
+    if nomad.priority:
+        job["Priority"] = nomad.priority
+    constraints = _constraints(r)
+    if constraints:
+        job["Constraints"] = constraints
     if d.placement_strategy == "spread" and d.replicas > 1:
-        spreads = [Spread(Attribute="${node.unique.id}", Weight=100)]
-    return Job(
-        ID=r.job_id,
-        Name=d.name,
-        Type="service",
-        Namespace=nomad.namespace,
-        Region=nomad.region,
-        Datacenters=nomad.datacenters,
-        NodePool=nomad.node_pool,
-        Priority=nomad.priority,
-        Constraints=_constraints(r) or None,
-        Spreads=spreads,
-        TaskGroups=[group],
-        Meta=job_meta(r),
-        UI=_ui(r),
-    )
+        job["Spreads"] = [Spread(Attribute="${node.unique.id}", Weight=100)]
+    job["Meta"] = job_meta(r)
+    job["UI"] = _ui(r)
+    return job

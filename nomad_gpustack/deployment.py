@@ -7,7 +7,7 @@ on Nomad. GPUStack fields without a Nomad meaning (gpu_selector, ...) are refuse
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
@@ -118,6 +118,8 @@ class DeploymentNomad(SpecModel):
 
 class Deployment(SpecModel):
     """One deployed model (GPUStack's model fields) and its Nomad settings."""
+
+    refused_keys: ClassVar[dict[str, str]] = UNSUPPORTED_GPUSTACK_FIELDS
 
     name: str
     source: Literal["huggingface", "model_scope", "local_path"] | None = None

@@ -8,18 +8,70 @@ there surfaces as a failed allocation. We check the keys up front against the sp
 from __future__ import annotations
 
 DOCKER_KEYS = frozenset(
-    """
-    image args entrypoint command ports port_map shm_size ipc_mode pid_mode userns_mode uts_mode runtime devices
-    privileged force_pull image_pull_timeout auth auth_soft_fail volumes mount mounts work_dir hostname network_mode
-    network_aliases dns_servers dns_search_domains dns_options extra_hosts labels sysctl ulimit logging healthchecks
-    cap_add cap_drop security_opt group_add advertise_ipv6_address cpu_hard_limit init interactive readonly_rootfs tty
-    cgroupns cpuset_cpus ipv4_address ipv6_address isolation load mac_address volume_driver
-    container_exists_attempts cpu_cfs_period memory_hard_limit oom_score_adj pids_limit storage_opt
-    """.split()
+    [
+        "image",
+        "args",
+        "entrypoint",
+        "command",
+        "ports",
+        "port_map",
+        "shm_size",
+        "ipc_mode",
+        "pid_mode",
+        "userns_mode",
+        "uts_mode",
+        "runtime",
+        "devices",
+        "privileged",
+        "force_pull",
+        "image_pull_timeout",
+        "auth",
+        "auth_soft_fail",
+        "volumes",
+        "mount",
+        "mounts",
+        "work_dir",
+        "hostname",
+        "network_mode",
+        "network_aliases",
+        "dns_servers",
+        "dns_search_domains",
+        "dns_options",
+        "extra_hosts",
+        "labels",
+        "sysctl",
+        "ulimit",
+        "logging",
+        "healthchecks",
+        "cap_add",
+        "cap_drop",
+        "security_opt",
+        "group_add",
+        "advertise_ipv6_address",
+        "cpu_hard_limit",
+        "init",
+        "interactive",
+        "readonly_rootfs",
+        "tty",
+        "cgroupns",
+        "cpuset_cpus",
+        "ipv4_address",
+        "ipv6_address",
+        "isolation",
+        "load",
+        "mac_address",
+        "volume_driver",
+        "container_exists_attempts",
+        "cpu_cfs_period",
+        "memory_hard_limit",
+        "oom_score_adj",
+        "pids_limit",
+        "storage_opt",
+    ]
 )
-EXEC_KEYS = frozenset("command args pid_mode ipc_mode cap_add cap_drop work_dir".split())
+EXEC_KEYS = frozenset(["command", "args", "pid_mode", "ipc_mode", "cap_add", "cap_drop", "work_dir"])
 RAW_EXEC_KEYS = frozenset(
-    "command args cgroup_v2_override cgroup_v1_override oom_score_adj work_dir denied_envvars".split()
+    ["command", "args", "cgroup_v2_override", "cgroup_v1_override", "oom_score_adj", "work_dir", "denied_envvars"]
 )
 
 CONFIG_KEYS: dict[str, frozenset[str]] = {"docker": DOCKER_KEYS, "exec": EXEC_KEYS, "raw_exec": RAW_EXEC_KEYS}

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import re
-import types
 import typing
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
-from pydantic import BaseModel
+from typing_extensions import is_typeddict
 
 from .durations import format_duration, parse_duration
-from .jobspec import Job, NomadModel, hcl_meta, hcl_name, is_duration
+from .jobspec import Job, fields_of, validate_job
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _LIST_WIDTH = 80  # longer lists of plain values get one item per line, as people write args by hand
@@ -29,34 +28,29 @@ _LIST_WIDTH = 80  # longer lists of plain values get one item per line, as peopl
 # --- field kinds ----------------------------------------------------------------------------------------
 
 
+def _is_struct(annotation: Any) -> bool:
+    return isinstance(annotation, type) and is_typeddict(annotation)
+
+
 @cache
-def _field_kind(model: type[BaseModel], field: str) -> tuple[str, type[BaseModel] | None]:
-    """Classify a field: "model", "models" (block list), "model_map" (labelled blocks), "map" or "value"."""
-    annotation = model.model_fields[field].annotation
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
-        annotation = args[0]
+def _field_kind(struct: type, field: str) -> tuple[str, type | None]:
+    """Classify a field: "struct", "structs" (block list), "struct_map" (labelled blocks), "map" or "value"."""
+    annotation = fields_of(struct)[field].annotation
     origin = typing.get_origin(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "model", annotation
+    if _is_struct(annotation):
+        return "struct", annotation
     if origin is list:
         (item,) = typing.get_args(annotation)
-        if isinstance(item, type) and issubclass(item, BaseModel):
-            return "models", item
-        return "value", None
+        return ("structs", item) if _is_struct(item) else ("value", None)
     if origin is dict:
         _, item = typing.get_args(annotation)
-        if isinstance(item, type) and issubclass(item, BaseModel):
-            return "model_map", item
-        return "map", None
+        return ("struct_map", item) if _is_struct(item) else ("map", None)
     return "value", None
 
 
-def _label_field(model: type[BaseModel]) -> str | None:
-    for name in model.model_fields:
-        if hcl_meta(model, name).label:
-            return name
-    return None
+@cache
+def _label_field(struct: type) -> str | None:
+    return next((f.name for f in fields_of(struct).values() if f.label), None)
 
 
 # --- rendering ------------------------------------------------------------------------------------------
@@ -92,9 +86,7 @@ def quote(text: str) -> str:
     escaped = "".join(out).replace("%{", "%%{")
     pieces = _RUNTIME_VARIABLE.split(escaped)
     # split() alternates literal text and variable names; only the literal parts get `${` escaped.
-    return "".join(
-        piece.replace("${", "$${") if i % 2 == 0 else "${" + piece + "}" for i, piece in enumerate(pieces)
-    )
+    return "".join(piece.replace("${", "$${") if i % 2 == 0 else "${" + piece + "}" for i, piece in enumerate(pieces))
 
 
 def _key(name: str) -> str:
@@ -145,59 +137,58 @@ def _attribute_lines(values: dict[str, Any], indent: int) -> list[str]:
     return lines
 
 
-def _block_lines(model: NomadModel, name: str, indent: int, label: str | None = None) -> list[str]:
+def _block_lines(struct: type, value: dict[str, Any], name: str, indent: int, label: str | None = None) -> list[str]:
     pad = "  " * indent
-    header = f"{pad}{name}" + (f" {quote(label)}" if label is not None else "")
-    body = list(_body_lines(model, indent + 1))
+    label_field = _label_field(struct)
+    if label is None and label_field:
+        label = value.get(label_field)
+    header = f"{pad}{name}" + (f" {quote(str(label))}" if label is not None else "")
+    body = list(_body_lines(struct, value, indent + 1))
     if not body:
         return [header + " {}"]
     return [header + " {", *body, f"{pad}}}"]
 
 
-def _body_lines(model: NomadModel, indent: int) -> Iterator[str]:
-    cls = type(model)
-    label_field = _label_field(cls)
+def _body_lines(struct: type, value: dict[str, Any], indent: int) -> Iterator[str]:
+    label_field = _label_field(struct)
     attributes: list[str] = []
     blocks: list[list[str]] = []
-    for field in cls.model_fields:
-        value = getattr(model, field)
-        if value is None or field == label_field:
+    for field, info in fields_of(struct).items():  # Go declaration order, whatever the dict's order
+        item = value.get(field)
+        if item is None or field == label_field:
             continue
-        name = hcl_name(cls, field)
-        kind, item = _field_kind(cls, field)
-        if kind == "model":
-            blocks.append(_block_lines(value, name, indent, _label_of(value)))
-        elif kind == "models":
-            for entry in value:
-                blocks.append(_block_lines(entry, name, indent, _label_of(entry)))
-        elif kind == "model_map":
-            for key, entry in value.items():
+        name = info.hcl
+        kind, sub = _field_kind(struct, field)
+        if kind == "struct":
+            assert sub is not None
+            blocks.append(_block_lines(sub, item, name, indent))
+        elif kind == "structs":
+            assert sub is not None
+            blocks.extend(_block_lines(sub, entry, name, indent) for entry in item)
+        elif kind == "struct_map":
+            assert sub is not None
+            for key, entry in item.items():
                 # The map key is the block label; the Name attribute repeats it (the parser sets it).
-                entry_body = entry.model_copy(update={"Name": None}) if "Name" in type(entry).model_fields else entry
-                blocks.append(_block_lines(entry_body, name, indent, key))
+                body = {k: v for k, v in entry.items() if k != "Name"}
+                blocks.append(_block_lines(sub, body, name, indent, label=key))
         elif kind == "map":
-            if all(_IDENT.fullmatch(k) for k in value) and value:
+            if item and all(_IDENT.fullmatch(k) for k in item):
                 pad = "  " * indent
-                blocks.append([f"{pad}{name} {{", *_attribute_lines(value, indent + 1), f"{pad}}}"])
+                blocks.append([f"{pad}{name} {{", *_attribute_lines(item, indent + 1), f"{pad}}}"])
             else:
-                attributes.extend(_attribute_lines({name: value}, indent))
-        elif is_duration(cls, field):
-            attributes.extend(_attribute_lines({name: format_duration(value)}, indent))
+                attributes.extend(_attribute_lines({name: item}, indent))
+        elif info.duration:
+            attributes.extend(_attribute_lines({name: format_duration(item)}, indent))
         else:
-            attributes.extend(_attribute_lines({name: value}, indent))
+            attributes.extend(_attribute_lines({name: item}, indent))
+    for key in value:
+        if key not in fields_of(struct):
+            raise ValueError(f"{struct.__name__} has no field {key!r}")
     yield from attributes
     for i, block in enumerate(blocks):
         if i or attributes:
             yield ""
         yield from block
-
-
-def _label_of(model: NomadModel) -> str | None:
-    field = _label_field(type(model))
-    if field is None:
-        return None
-    value = getattr(model, field)
-    return str(value) if value is not None else None
 
 
 def _align(lines: list[str]) -> list[str]:
@@ -258,7 +249,7 @@ def _net_brackets(text: str) -> int:
 
 def render_hcl(job: Job) -> str:
     """The job as an HCL2 jobspec."""
-    lines = _block_lines(job, "job", 0, job.ID)
+    lines = _block_lines(Job, dict(job), "job", 0)
     return "\n".join(_align(lines)) + "\n"
 
 
@@ -281,41 +272,40 @@ def _blocks(value: Any) -> list[Any]:
 
 def _labelled(value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
     for block in _blocks(value):
-        for label, body in block.items():
-            yield label, body
+        yield from block.items()
 
 
 def _map_value(value: Any) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for block in _blocks(value):
-        merged.update(block)
-    return _unescape(merged)
+        merged.update(_unescape(block))
+    return merged
 
 
-def _from_body(model: type[BaseModel], body: dict[str, Any], label: str | None = None) -> dict[str, Any]:
+def _from_body(struct: type, body: dict[str, Any], label: str | None = None) -> dict[str, Any]:
     by_name: dict[str, list[str]] = {}
-    for field in model.model_fields:
-        by_name.setdefault(hcl_name(model, field), []).append(field)
+    for field, info in fields_of(struct).items():
+        by_name.setdefault(info.hcl, []).append(field)
     out: dict[str, Any] = {}
-    label_field = _label_field(model)
+    label_field = _label_field(struct)
     if label_field and label is not None:
         out[label_field] = label
     for key, value in body.items():
         fields = by_name.get(key)
         if not fields:
-            raise ValueError(f"{model.__name__}: unknown HCL key '{key}'")
+            raise ValueError(f"{struct.__name__}: unknown HCL key '{key}'")
         if len(fields) > 1:  # `port` blocks: static ones are ReservedPorts, the others DynamicPorts
             for field in fields:
-                _, item = _field_kind(model, field)
+                _, item = _field_kind(struct, field)
                 assert item is not None
-                wanted = hcl_meta(model, field).reserved
+                wanted = fields_of(struct)[field].reserved
                 ports = [_from_body(item, b, lbl) for lbl, b in _labelled(value) if ("static" in b) == wanted]
                 if ports:
                     out[field] = ports
             continue
         (field,) = fields
-        kind, item = _field_kind(model, field)
-        if kind == "model":
+        kind, item = _field_kind(struct, field)
+        if kind == "struct":
             assert item is not None
             (block,) = _blocks(value)
             if _label_field(item):
@@ -323,18 +313,18 @@ def _from_body(model: type[BaseModel], body: dict[str, Any], label: str | None =
                 out[field] = _from_body(item, block, lbl)
             else:
                 out[field] = _from_body(item, block)
-        elif kind == "models":
+        elif kind == "structs":
             assert item is not None
             if _label_field(item):
                 out[field] = [_from_body(item, b, lbl) for lbl, b in _labelled(value)]
             else:
                 out[field] = [_from_body(item, b) for b in _blocks(value)]
-        elif kind == "model_map":
+        elif kind == "struct_map":
             assert item is not None
             out[field] = {lbl: {"Name": lbl, **_from_body(item, b)} for lbl, b in _labelled(value)}
         elif kind == "map":
             out[field] = _map_value(value)
-        elif is_duration(model, field):
+        elif fields_of(struct)[field].duration:
             out[field] = parse_duration(value)
         else:
             out[field] = _unescape(value)
@@ -344,4 +334,4 @@ def _from_body(model: type[BaseModel], body: dict[str, Any], label: str | None =
 def job_from_hcl(document: dict[str, Any]) -> Job:
     """Rebuild a `Job` from python-hcl2's dict of a jobspec (strip_string_quotes=True, explicit_blocks=False)."""
     ((label, body),) = list(_labelled(document["job"]))
-    return Job.model_validate(_from_body(Job, body, label))
+    return validate_job(_from_body(Job, body, label))

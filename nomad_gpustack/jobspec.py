@@ -1,19 +1,27 @@
 """Typed models of Nomad's job API structs (`api/jobs.go`, `api/tasks.go`, `api/resources.go`, ...).
 
-Attribute names are the Go field names, which are the JSON keys (the api structs carry almost no json tags).
-Durations are integer nanoseconds, as the JSON API requires. Unknown fields are rejected: Nomad's own decoder
+Keys are the Go field names, which are the JSON keys (the api structs carry almost no json tags).
+Durations are integer nanoseconds, as the JSON API requires. Unknown keys are rejected: Nomad's own decoder
 silently drops misspelled keys, so these models are the only guard against them.
+
+The models are TypedDicts: a job *is* its API JSON, mypy checks every key the compiler writes, and
+defining them costs microseconds, which keeps `nomadgs render` quick to start. `validate_job` checks any
+dict against them at run time, strictly (pydantic, built on first use).
 
 Each field also knows its HCL name (`MemoryMB` is `memory`, `Checks` is `check`, ...), whether it is a block
 label, and whether it is a duration, so one model renders to API JSON and to HCL alike (see `hcl.py`).
 """
 
+from __future__ import annotations
 
 import re
+import typing
 from dataclasses import dataclass
-from typing import Annotated, Any
+from functools import cache
+from typing import Annotated, Any, Required
 
-from pydantic import BaseModel, ConfigDict, Field
+from annotated_types import Ge, Interval
+from typing_extensions import TypedDict, is_typeddict
 
 
 @dataclass(frozen=True)
@@ -31,17 +39,12 @@ class _Duration:
 
 
 DURATION = _Duration()
-OptNanos = Annotated[int | None, DURATION, Field(ge=0)]
+Nanos = Annotated[int, DURATION, Ge(0)]
+STRICT = {"extra": "forbid"}  # pydantic config of every struct: unknown keys are errors
 
 
-class NomadModel(BaseModel):
-    """Base of every Nomad struct: strict keys, no coercion of field names."""
-
-    model_config = ConfigDict(extra="forbid", defer_build=True)
-
-    def api(self) -> dict[str, Any]:
-        """The JSON API form: unset fields left out."""
-        return self.model_dump(mode="json", exclude_none=True)
+def _h(name: str | None = None, *, label: bool = False, reserved: bool = False) -> HCL:
+    return HCL(name, label, reserved)
 
 
 def _snake(name: str) -> str:
@@ -50,573 +53,605 @@ def _snake(name: str) -> str:
     return name.lower()
 
 
-def hcl_name(model: type[BaseModel], field: str) -> str:
-    """The HCL attribute or block name of a model field."""
-    for meta in model.model_fields[field].metadata:
-        if isinstance(meta, HCL) and meta.name:
-            return meta.name
-    return _snake(field)
+@dataclass(frozen=True)
+class FieldInfo:
+    """What the renderers need to know about one struct field."""
+
+    name: str  # Go / JSON name
+    hcl: str
+    annotation: Any  # the type without Annotated/Required wrappers
+    label: bool
+    reserved: bool
+    duration: bool
 
 
-def hcl_meta(model: type[BaseModel], field: str) -> HCL:
-    for meta in model.model_fields[field].metadata:
-        if isinstance(meta, HCL):
-            return meta
-    return HCL()
-
-
-def is_duration(model: type[BaseModel], field: str) -> bool:
-    return DURATION in model.model_fields[field].metadata
-
-
-def _h(name: str | None = None, *, label: bool = False, reserved: bool = False) -> HCL:
-    return HCL(name, label, reserved)
+@cache
+def fields_of(struct: type) -> dict[str, FieldInfo]:
+    """The fields of a struct, in Go declaration order."""
+    hints = typing.get_type_hints(struct, include_extras=True)
+    out: dict[str, FieldInfo] = {}
+    for name, hint in hints.items():
+        meta: list[Any] = []
+        while True:
+            origin = typing.get_origin(hint)
+            if origin is Annotated:
+                meta.extend(hint.__metadata__)
+                hint = typing.get_args(hint)[0]
+            elif origin is Required:
+                hint = typing.get_args(hint)[0]
+            else:
+                break
+        hcl = next((m for m in meta if isinstance(m, HCL)), HCL())
+        out[name] = FieldInfo(
+            name=name,
+            hcl=hcl.name or _snake(name),
+            annotation=hint,
+            label=hcl.label,
+            reserved=hcl.reserved,
+            duration=DURATION in meta,
+        )
+    return out
 
 
 # --- constraints, affinities, spreads ---------------------------------------------------------------
 
 
-class Constraint(NomadModel):
-    LTarget: Annotated[str | None, _h("attribute")] = None
-    RTarget: Annotated[str | None, _h("value")] = None
-    Operand: Annotated[str | None, _h("operator")] = None
+class Constraint(TypedDict, total=False):
+    LTarget: Annotated[str, _h("attribute")]
+    RTarget: Annotated[str, _h("value")]
+    Operand: Annotated[str, _h("operator")]
 
 
-class Affinity(NomadModel):
-    LTarget: Annotated[str | None, _h("attribute")] = None
-    RTarget: Annotated[str | None, _h("value")] = None
-    Operand: Annotated[str | None, _h("operator")] = None
-    Weight: Annotated[int | None, Field(ge=-100, le=100)] = None
+class Affinity(TypedDict, total=False):
+    LTarget: Annotated[str, _h("attribute")]
+    RTarget: Annotated[str, _h("value")]
+    Operand: Annotated[str, _h("operator")]
+    Weight: Annotated[int, Interval(ge=-100, le=100)]
 
 
-class SpreadTarget(NomadModel):
-    Value: Annotated[str | None, _h(label=True)] = None
-    Percent: Annotated[int | None, Field(ge=0, le=100)] = None
+class SpreadTarget(TypedDict, total=False):
+    Value: Annotated[str, _h(label=True)]
+    Percent: Annotated[int, Interval(ge=0, le=100)]
 
 
-_SpreadTarget = SpreadTarget  # the field of the same name would shadow the class in later class bodies
-
-
-class Spread(NomadModel):
-    Attribute: str | None = None
-    Weight: Annotated[int | None, Field(ge=-128, le=127)] = None
-    SpreadTarget: Annotated[list[_SpreadTarget] | None, _h("target")] = None
+class Spread(TypedDict, total=False):
+    Attribute: str
+    Weight: Annotated[int, Interval(ge=-128, le=127)]
+    SpreadTarget: Annotated[list[SpreadTarget], _h("target")]
 
 
 # --- resources and networks ---------------------------------------------------------------------------
 
 
-class RequestedDevice(NomadModel):
-    Name: Annotated[str | None, _h(label=True)] = None
-    Count: Annotated[int | None, Field(ge=0)] = None
-    Constraints: Annotated[list[Constraint] | None, _h("constraint")] = None
-    Affinities: Annotated[list[Affinity] | None, _h("affinity")] = None
+class RequestedDevice(TypedDict, total=False):
+    Name: Annotated[str, _h(label=True)]
+    Count: Annotated[int, Ge(0)]
+    Constraints: Annotated[list[Constraint], _h("constraint")]
+    Affinities: Annotated[list[Affinity], _h("affinity")]
 
 
-class NUMAResource(NomadModel):
-    Affinity: str | None = None
-    Devices: list[str] | None = None
+class NUMAResource(TypedDict, total=False):
+    Affinity: str
+    Devices: list[str]
 
 
-class DNSConfig(NomadModel):
-    Servers: list[str] | None = None
-    Searches: list[str] | None = None
-    Options: list[str] | None = None
+class DNSConfig(TypedDict, total=False):
+    Servers: list[str]
+    Searches: list[str]
+    Options: list[str]
 
 
-class CNIConfig(NomadModel):
-    Args: dict[str, str] | None = None
+class CNIConfig(TypedDict, total=False):
+    Args: dict[str, str]
 
 
-class Port(NomadModel):
-    Label: Annotated[str | None, _h(label=True)] = None
-    Value: Annotated[int | None, _h("static")] = None
-    To: int | None = None
-    HostNetwork: str | None = None
-    IgnoreCollision: bool | None = None
+class Port(TypedDict, total=False):
+    Label: Annotated[str, _h(label=True)]
+    Value: Annotated[int, _h("static")]
+    To: int
+    HostNetwork: str
+    IgnoreCollision: bool
 
 
-class NetworkResource(NomadModel):
-    Mode: str | None = None
-    Device: str | None = None
-    CIDR: str | None = None
-    IP: str | None = None
-    DNS: DNSConfig | None = None
-    ReservedPorts: Annotated[list[Port] | None, _h("port", reserved=True)] = None
-    DynamicPorts: Annotated[list[Port] | None, _h("port")] = None
-    Hostname: str | None = None
-    MBits: Annotated[int | None, _h("mbits")] = None
-    CNI: CNIConfig | None = None
+class NetworkResource(TypedDict, total=False):
+    Mode: str
+    Device: str
+    CIDR: str
+    IP: str
+    DNS: DNSConfig
+    ReservedPorts: Annotated[list[Port], _h("port", reserved=True)]
+    DynamicPorts: Annotated[list[Port], _h("port")]
+    Hostname: str
+    MBits: Annotated[int, _h("mbits")]
+    CNI: CNIConfig
 
 
-class Resources(NomadModel):
-    CPU: int | None = None
-    Cores: int | None = None
-    MemoryMB: Annotated[int | None, _h("memory")] = None
-    MemoryMaxMB: Annotated[int | None, _h("memory_max")] = None
-    DiskMB: Annotated[int | None, _h("disk")] = None
-    Networks: Annotated[list[NetworkResource] | None, _h("network")] = None
-    Devices: Annotated[list[RequestedDevice] | None, _h("device")] = None
-    NUMA: NUMAResource | None = None
-    SecretsMB: Annotated[int | None, _h("secrets")] = None
-    IOPS: int | None = None
-
-
-_Resources = Resources  # the field of the same name would shadow the class in later class bodies
+class Resources(TypedDict, total=False):
+    CPU: int
+    Cores: int
+    MemoryMB: Annotated[int, _h("memory")]
+    MemoryMaxMB: Annotated[int, _h("memory_max")]
+    DiskMB: Annotated[int, _h("disk")]
+    Networks: Annotated[list[NetworkResource], _h("network")]
+    Devices: Annotated[list[RequestedDevice], _h("device")]
+    NUMA: NUMAResource
+    SecretsMB: Annotated[int, _h("secrets")]
+    IOPS: int
 
 
 # --- services and checks ------------------------------------------------------------------------------
 
 
-class CheckRestart(NomadModel):
-    Limit: int | None = None
-    Grace: OptNanos = None
-    IgnoreWarnings: bool | None = None
+class CheckRestart(TypedDict, total=False):
+    Limit: int
+    Grace: Nanos
+    IgnoreWarnings: bool
 
 
-_CheckRestart = CheckRestart  # the field of the same name would shadow the class in later class bodies
+class ServiceCheck(TypedDict, total=False):
+    Name: str
+    Type: str
+    Command: str
+    Args: list[str]
+    Path: str
+    Protocol: str
+    PortLabel: Annotated[str, _h("port")]
+    Expose: bool
+    AddressMode: str
+    Advertise: str
+    Interval: Nanos
+    Timeout: Nanos
+    InitialStatus: str
+    Notes: str
+    TLSServerName: str
+    TLSSkipVerify: bool
+    Header: dict[str, list[str]]
+    Method: str
+    CheckRestart: CheckRestart
+    GRPCService: str
+    GRPCUseTLS: Annotated[bool, _h("grpc_use_tls")]
+    TaskName: Annotated[str, _h("task")]
+    SuccessBeforePassing: int
+    FailuresBeforeCritical: int
+    FailuresBeforeWarning: int
+    Body: str
+    OnUpdate: str
 
 
-class ServiceCheck(NomadModel):
-    Name: str | None = None
-    Type: str | None = None
-    Command: str | None = None
-    Args: list[str] | None = None
-    Path: str | None = None
-    Protocol: str | None = None
-    PortLabel: Annotated[str | None, _h("port")] = None
-    Expose: bool | None = None
-    AddressMode: str | None = None
-    Advertise: str | None = None
-    Interval: OptNanos = None
-    Timeout: OptNanos = None
-    InitialStatus: str | None = None
-    Notes: str | None = None
-    TLSServerName: str | None = None
-    TLSSkipVerify: bool | None = None
-    Header: dict[str, list[str]] | None = None
-    Method: str | None = None
-    CheckRestart: _CheckRestart | None = None
-    GRPCService: str | None = None
-    GRPCUseTLS: Annotated[bool | None, _h("grpc_use_tls")] = None
-    TaskName: Annotated[str | None, _h("task")] = None
-    SuccessBeforePassing: int | None = None
-    FailuresBeforeCritical: int | None = None
-    FailuresBeforeWarning: int | None = None
-    Body: str | None = None
-    OnUpdate: str | None = None
+class ServiceWeights(TypedDict, total=False):
+    Passing: int
+    Warning: int
 
 
-class ServiceWeights(NomadModel):
-    Passing: int | None = None
-    Warning: int | None = None
+class WorkloadIdentity(TypedDict, total=False):
+    Name: str
+    Audience: Annotated[list[str], _h("aud")]
+    ChangeMode: str
+    ChangeSignal: str
+    Env: bool
+    File: bool
+    Filepath: str
+    ServiceName: str
+    TTL: Nanos
+    ExtraClaims: list[str]
 
 
-class WorkloadIdentity(NomadModel):
-    Name: str | None = None
-    Audience: Annotated[list[str] | None, _h("aud")] = None
-    ChangeMode: str | None = None
-    ChangeSignal: str | None = None
-    Env: bool | None = None
-    File: bool | None = None
-    Filepath: str | None = None
-    ServiceName: str | None = None
-    TTL: OptNanos = None
-    ExtraClaims: list[str] | None = None
-
-
-class Service(NomadModel):
-    Name: str | None = None
-    Tags: list[str] | None = None
-    CanaryTags: list[str] | None = None
-    EnableTagOverride: bool | None = None
-    PortLabel: Annotated[str | None, _h("port")] = None
-    AddressMode: str | None = None
-    Address: str | None = None
-    Checks: Annotated[list[ServiceCheck] | None, _h("check")] = None
-    CheckRestart: _CheckRestart | None = None
+class Service(TypedDict, total=False):
+    Name: str
+    Tags: list[str]
+    CanaryTags: list[str]
+    EnableTagOverride: bool
+    PortLabel: Annotated[str, _h("port")]
+    AddressMode: str
+    Address: str
+    Checks: Annotated[list[ServiceCheck], _h("check")]
+    CheckRestart: CheckRestart
     # Connect (the Consul service-mesh tree) is deliberately not modelled: model endpoints do not use it.
-    Meta: dict[str, str] | None = None
-    CanaryMeta: dict[str, str] | None = None
-    TaggedAddresses: dict[str, str] | None = None
-    TaskName: Annotated[str | None, _h("task")] = None
-    OnUpdate: str | None = None
-    Identity: WorkloadIdentity | None = None
-    Weights: ServiceWeights | None = None
-    Provider: str | None = None
-    Cluster: str | None = None
-    Kind: str | None = None
+    Meta: dict[str, str]
+    CanaryMeta: dict[str, str]
+    TaggedAddresses: dict[str, str]
+    TaskName: Annotated[str, _h("task")]
+    OnUpdate: str
+    Identity: WorkloadIdentity
+    Weights: ServiceWeights
+    Provider: str
+    Cluster: str
+    Kind: str
 
 
 # --- policies -----------------------------------------------------------------------------------------
 
 
-class UpdateStrategy(NomadModel):
-    Stagger: OptNanos = None
-    MaxParallel: int | None = None
-    HealthCheck: str | None = None
-    MinHealthyTime: OptNanos = None
-    HealthyDeadline: OptNanos = None
-    ProgressDeadline: OptNanos = None
-    Canary: int | None = None
-    AutoRevert: bool | None = None
-    AutoPromote: bool | None = None
+class UpdateStrategy(TypedDict, total=False):
+    Stagger: Nanos
+    MaxParallel: int
+    HealthCheck: str
+    MinHealthyTime: Nanos
+    HealthyDeadline: Nanos
+    ProgressDeadline: Nanos
+    Canary: int
+    AutoRevert: bool
+    AutoPromote: bool
 
 
-class RestartPolicy(NomadModel):
-    Interval: OptNanos = None
-    Attempts: int | None = None
-    Delay: OptNanos = None
-    Mode: str | None = None
-    RenderTemplates: bool | None = None
+class RestartPolicy(TypedDict, total=False):
+    Interval: Nanos
+    Attempts: int
+    Delay: Nanos
+    Mode: str
+    RenderTemplates: bool
 
 
-_RestartPolicy = RestartPolicy  # the field of the same name would shadow the class in later class bodies
+class ReschedulePolicy(TypedDict, total=False):
+    Attempts: int
+    Interval: Nanos
+    Delay: Nanos
+    DelayFunction: str
+    MaxDelay: Nanos
+    Unlimited: bool
 
 
-class ReschedulePolicy(NomadModel):
-    Attempts: int | None = None
-    Interval: OptNanos = None
-    Delay: OptNanos = None
-    DelayFunction: str | None = None
-    MaxDelay: OptNanos = None
-    Unlimited: bool | None = None
+class MigrateStrategy(TypedDict, total=False):
+    MaxParallel: int
+    HealthCheck: str
+    MinHealthyTime: Nanos
+    HealthyDeadline: Nanos
 
 
-_ReschedulePolicy = ReschedulePolicy  # the field of the same name would shadow the class in later class bodies
+class DisconnectStrategy(TypedDict, total=False):
+    LostAfter: Nanos
+    StopOnClientAfter: Nanos
+    Replace: bool
+    Reconcile: str
 
 
-class MigrateStrategy(NomadModel):
-    MaxParallel: int | None = None
-    HealthCheck: str | None = None
-    MinHealthyTime: OptNanos = None
-    HealthyDeadline: OptNanos = None
+class EphemeralDisk(TypedDict, total=False):
+    Sticky: bool
+    Migrate: bool
+    SizeMB: Annotated[int, _h("size")]
 
 
-class DisconnectStrategy(NomadModel):
-    LostAfter: OptNanos = None
-    StopOnClientAfter: OptNanos = None
-    Replace: bool | None = None
-    Reconcile: str | None = None
+class ScalingPolicy(TypedDict, total=False):
+    Min: int
+    Max: int
+    Policy: dict[str, Any]
+    Enabled: bool
+    Type: str
+    ID: str
+    Namespace: str
+    Target: dict[str, str]
+    CreateIndex: int
+    ModifyIndex: int
 
 
-class EphemeralDisk(NomadModel):
-    Sticky: bool | None = None
-    Migrate: bool | None = None
-    SizeMB: Annotated[int | None, _h("size")] = None
-
-
-_EphemeralDisk = EphemeralDisk  # the field of the same name would shadow the class in later class bodies
-
-
-class ScalingPolicy(NomadModel):
-    Min: int | None = None
-    Max: int | None = None
-    Policy: dict[str, Any] | None = None
-    Enabled: bool | None = None
-    Type: str | None = None
-    ID: str | None = None
-    Namespace: str | None = None
-    Target: dict[str, str] | None = None
-    CreateIndex: int | None = None
-    ModifyIndex: int | None = None
-
-
-class Consul(NomadModel):
-    Namespace: str | None = None
-    Cluster: str | None = None
-    Partition: str | None = None
-
-
-_Consul = Consul  # the field of the same name would shadow the class in later class bodies
+class Consul(TypedDict, total=False):
+    Namespace: str
+    Cluster: str
+    Partition: str
 
 
 # --- volumes ------------------------------------------------------------------------------------------
 
 
-class CSIMountOptions(NomadModel):
-    FSType: Annotated[str | None, _h("fs_type")] = None
-    MountFlags: list[str] | None = None
+class CSIMountOptions(TypedDict, total=False):
+    FSType: Annotated[str, _h("fs_type")]
+    MountFlags: list[str]
 
 
-class VolumeRequest(NomadModel):
-    Name: str | None = None
-    Type: str | None = None
-    Source: str | None = None
-    ReadOnly: bool | None = None
-    Sticky: bool | None = None
-    AccessMode: str | None = None
-    AttachmentMode: str | None = None
-    MountOptions: CSIMountOptions | None = None
-    PerAlloc: bool | None = None
+class VolumeRequest(TypedDict, total=False):
+    Name: str
+    Type: str
+    Source: str
+    ReadOnly: bool
+    Sticky: bool
+    AccessMode: str
+    AttachmentMode: str
+    MountOptions: CSIMountOptions
+    PerAlloc: bool
 
 
-class VolumeMount(NomadModel):
-    Volume: str | None = None
-    Destination: str | None = None
-    ReadOnly: bool | None = None
-    PropagationMode: str | None = None
-    SELinuxLabel: Annotated[str | None, _h("selinux_label")] = None
+class VolumeMount(TypedDict, total=False):
+    Volume: str
+    Destination: str
+    ReadOnly: bool
+    PropagationMode: str
+    SELinuxLabel: Annotated[str, _h("selinux_label")]
 
 
 # --- task pieces --------------------------------------------------------------------------------------
 
 
-class TaskLifecycle(NomadModel):
-    Hook: str | None = None
-    Sidecar: bool | None = None
+class TaskLifecycle(TypedDict, total=False):
+    Hook: str
+    Sidecar: bool
 
 
-class ChangeScript(NomadModel):
-    Command: str | None = None
-    Args: list[str] | None = None
-    Timeout: OptNanos = None
-    FailOnError: bool | None = None
-    RunOnFirstRender: bool | None = None
+class ChangeScript(TypedDict, total=False):
+    Command: str
+    Args: list[str]
+    Timeout: Nanos
+    FailOnError: bool
+    RunOnFirstRender: bool
 
 
-_ChangeScript = ChangeScript  # the field of the same name would shadow the class in later class bodies
+class WaitConfig(TypedDict, total=False):
+    Min: Nanos
+    Max: Nanos
 
 
-class WaitConfig(NomadModel):
-    Min: OptNanos = None
-    Max: OptNanos = None
+class Template(TypedDict, total=False):
+    SourcePath: Annotated[str, _h("source")]
+    DestPath: Annotated[str, _h("destination")]
+    EmbeddedTmpl: Annotated[str, _h("data")]
+    ChangeMode: str
+    ChangeScript: ChangeScript
+    ChangeSignal: str
+    Once: bool
+    Splay: Nanos
+    Perms: str
+    Uid: int
+    Gid: int
+    LeftDelim: Annotated[str, _h("left_delimiter")]
+    RightDelim: Annotated[str, _h("right_delimiter")]
+    Envvars: Annotated[bool, _h("env")]
+    VaultGrace: Nanos
+    Wait: WaitConfig
+    ErrMissingKey: Annotated[bool, _h("error_on_missing_key")]
 
 
-class Template(NomadModel):
-    SourcePath: Annotated[str | None, _h("source")] = None
-    DestPath: Annotated[str | None, _h("destination")] = None
-    EmbeddedTmpl: Annotated[str | None, _h("data")] = None
-    ChangeMode: str | None = None
-    ChangeScript: _ChangeScript | None = None
-    ChangeSignal: str | None = None
-    Once: bool | None = None
-    Splay: OptNanos = None
-    Perms: str | None = None
-    Uid: int | None = None
-    Gid: int | None = None
-    LeftDelim: Annotated[str | None, _h("left_delimiter")] = None
-    RightDelim: Annotated[str | None, _h("right_delimiter")] = None
-    Envvars: Annotated[bool | None, _h("env")] = None
-    VaultGrace: OptNanos = None
-    Wait: WaitConfig | None = None
-    ErrMissingKey: Annotated[bool | None, _h("error_on_missing_key")] = None
+class TaskArtifact(TypedDict, total=False):
+    GetterSource: Annotated[str, _h("source")]
+    GetterOptions: Annotated[dict[str, str], _h("options")]
+    GetterHeaders: Annotated[dict[str, str], _h("headers")]
+    GetterMode: Annotated[str, _h("mode")]
+    GetterInsecure: Annotated[bool, _h("insecure")]
+    RelativeDest: Annotated[str, _h("destination")]
+    Chown: bool
 
 
-class TaskArtifact(NomadModel):
-    GetterSource: Annotated[str | None, _h("source")] = None
-    GetterOptions: Annotated[dict[str, str] | None, _h("options")] = None
-    GetterHeaders: Annotated[dict[str, str] | None, _h("headers")] = None
-    GetterMode: Annotated[str | None, _h("mode")] = None
-    GetterInsecure: Annotated[bool | None, _h("insecure")] = None
-    RelativeDest: Annotated[str | None, _h("destination")] = None
-    Chown: bool | None = None
+class LogConfig(TypedDict, total=False):
+    MaxFiles: int
+    MaxFileSizeMB: Annotated[int, _h("max_file_size")]
+    Enabled: bool
+    Disabled: bool
 
 
-class LogConfig(NomadModel):
-    MaxFiles: int | None = None
-    MaxFileSizeMB: Annotated[int | None, _h("max_file_size")] = None
-    Enabled: bool | None = None
-    Disabled: bool | None = None
+class DispatchPayloadConfig(TypedDict, total=False):
+    File: str
 
 
-_LogConfig = LogConfig  # the field of the same name would shadow the class in later class bodies
+class Vault(TypedDict, total=False):
+    Policies: list[str]
+    Role: str
+    Namespace: str
+    Cluster: str
+    Env: bool
+    DisableFile: bool
+    ChangeMode: str
+    ChangeSignal: str
+    AllowTokenExpiration: bool
 
 
-class DispatchPayloadConfig(NomadModel):
-    File: str | None = None
+class TaskCSIPluginConfig(TypedDict, total=False):
+    ID: str
+    Type: str
+    MountDir: str
+    StagePublishBaseDir: str
+    HealthTimeout: Nanos
 
 
-class Vault(NomadModel):
-    Policies: list[str] | None = None
-    Role: str | None = None
-    Namespace: str | None = None
-    Cluster: str | None = None
-    Env: bool | None = None
-    DisableFile: bool | None = None
-    ChangeMode: str | None = None
-    ChangeSignal: str | None = None
-    AllowTokenExpiration: bool | None = None
+class Secret(TypedDict, total=False):
+    Name: str
+    Provider: str
+    Path: str
+    Config: dict[str, Any]
+    Env: dict[str, str]
 
 
-_Vault = Vault  # the field of the same name would shadow the class in later class bodies
+class Action(TypedDict, total=False):
+    Name: str
+    Command: str
+    Args: list[str]
 
 
-class TaskCSIPluginConfig(NomadModel):
-    ID: str | None = None
-    Type: str | None = None
-    MountDir: str | None = None
-    StagePublishBaseDir: str | None = None
-    HealthTimeout: OptNanos = None
+class TaskScheduleCron(TypedDict, total=False):
+    Start: str
+    End: str
+    Timezone: str
 
 
-class Secret(NomadModel):
-    Name: str | None = None
-    Provider: str | None = None
-    Path: str | None = None
-    Config: dict[str, Any] | None = None
-    Env: dict[str, str] | None = None
+class TaskSchedule(TypedDict, total=False):
+    Cron: TaskScheduleCron
 
 
-class Action(NomadModel):
-    Name: str | None = None
-    Command: str | None = None
-    Args: list[str] | None = None
+class Task(TypedDict, total=False):
+    Name: Required[Annotated[str, _h(label=True)]]
+    Driver: Required[str]
+    User: str
+    Lifecycle: TaskLifecycle
+    Config: dict[str, Any]
+    Constraints: Annotated[list[Constraint], _h("constraint")]
+    Affinities: Annotated[list[Affinity], _h("affinity")]
+    Env: dict[str, str]
+    Services: Annotated[list[Service], _h("service")]
+    Resources: Resources
+    RestartPolicy: Annotated[RestartPolicy, _h("restart")]
+    Meta: dict[str, str]
+    KillTimeout: Nanos
+    LogConfig: Annotated[LogConfig, _h("logs")]
+    Artifacts: Annotated[list[TaskArtifact], _h("artifact")]
+    Vault: Vault
+    Consul: Consul
+    Templates: Annotated[list[Template], _h("template")]
+    DispatchPayload: DispatchPayloadConfig
+    VolumeMounts: Annotated[list[VolumeMount], _h("volume_mount")]
+    CSIPluginConfig: Annotated[TaskCSIPluginConfig, _h("csi_plugin")]
+    Leader: bool
+    ShutdownDelay: Nanos
+    KillSignal: str
+    Kind: str
+    ScalingPolicies: Annotated[list[ScalingPolicy], _h("scaling")]
+    Secrets: Annotated[list[Secret], _h("secret")]
+    Identity: WorkloadIdentity
+    Identities: Annotated[list[WorkloadIdentity], _h("identity")]
+    Actions: Annotated[list[Action], _h("action")]
+    Schedule: TaskSchedule
 
 
-class TaskScheduleCron(NomadModel):
-    Start: str | None = None
-    End: str | None = None
-    Timezone: str | None = None
-
-
-class TaskSchedule(NomadModel):
-    Cron: TaskScheduleCron | None = None
-
-
-class Task(NomadModel):
-    Name: Annotated[str, _h(label=True)]
-    Driver: str
-    User: str | None = None
-    Lifecycle: TaskLifecycle | None = None
-    Config: dict[str, Any] | None = None
-    Constraints: Annotated[list[Constraint] | None, _h("constraint")] = None
-    Affinities: Annotated[list[Affinity] | None, _h("affinity")] = None
-    Env: dict[str, str] | None = None
-    Services: Annotated[list[Service] | None, _h("service")] = None
-    Resources: _Resources | None = None
-    RestartPolicy: Annotated[_RestartPolicy | None, _h("restart")] = None
-    Meta: dict[str, str] | None = None
-    KillTimeout: OptNanos = None
-    LogConfig: Annotated[_LogConfig | None, _h("logs")] = None
-    Artifacts: Annotated[list[TaskArtifact] | None, _h("artifact")] = None
-    Vault: _Vault | None = None
-    Consul: _Consul | None = None
-    Templates: Annotated[list[Template] | None, _h("template")] = None
-    DispatchPayload: DispatchPayloadConfig | None = None
-    VolumeMounts: Annotated[list[VolumeMount] | None, _h("volume_mount")] = None
-    CSIPluginConfig: Annotated[TaskCSIPluginConfig | None, _h("csi_plugin")] = None
-    Leader: bool | None = None
-    ShutdownDelay: OptNanos = None
-    KillSignal: str | None = None
-    Kind: str | None = None
-    ScalingPolicies: Annotated[list[ScalingPolicy] | None, _h("scaling")] = None
-    Secrets: Annotated[list[Secret] | None, _h("secret")] = None
-    Identity: WorkloadIdentity | None = None
-    Identities: Annotated[list[WorkloadIdentity] | None, _h("identity")] = None
-    Actions: Annotated[list[Action] | None, _h("action")] = None
-    Schedule: TaskSchedule | None = None
-
-
-class TaskGroup(NomadModel):
-    Name: Annotated[str, _h(label=True)]
-    Count: Annotated[int | None, Field(ge=0)] = None
-    Constraints: Annotated[list[Constraint] | None, _h("constraint")] = None
-    Affinities: Annotated[list[Affinity] | None, _h("affinity")] = None
-    Tasks: Annotated[list[Task], _h("task")]
-    Spreads: Annotated[list[Spread] | None, _h("spread")] = None
-    Volumes: Annotated[dict[str, VolumeRequest] | None, _h("volume")] = None
-    RestartPolicy: Annotated[_RestartPolicy | None, _h("restart")] = None
-    Disconnect: DisconnectStrategy | None = None
-    ReschedulePolicy: Annotated[_ReschedulePolicy | None, _h("reschedule")] = None
-    EphemeralDisk: _EphemeralDisk | None = None
-    Update: UpdateStrategy | None = None
-    Migrate: MigrateStrategy | None = None
-    Networks: Annotated[list[NetworkResource] | None, _h("network")] = None
-    Meta: dict[str, str] | None = None
-    Services: Annotated[list[Service] | None, _h("service")] = None
-    ShutdownDelay: OptNanos = None
-    MaxRunDuration: OptNanos = None
-    StopAfterClientDisconnect: OptNanos = None
-    MaxClientDisconnect: OptNanos = None
-    Scaling: ScalingPolicy | None = None
-    Consul: _Consul | None = None
-    PreventRescheduleOnLost: bool | None = None
+class TaskGroup(TypedDict, total=False):
+    Name: Required[Annotated[str, _h(label=True)]]
+    Count: Annotated[int, Ge(0)]
+    Constraints: Annotated[list[Constraint], _h("constraint")]
+    Affinities: Annotated[list[Affinity], _h("affinity")]
+    Tasks: Required[Annotated[list[Task], _h("task")]]
+    Spreads: Annotated[list[Spread], _h("spread")]
+    Volumes: Annotated[dict[str, VolumeRequest], _h("volume")]
+    RestartPolicy: Annotated[RestartPolicy, _h("restart")]
+    Disconnect: DisconnectStrategy
+    ReschedulePolicy: Annotated[ReschedulePolicy, _h("reschedule")]
+    EphemeralDisk: EphemeralDisk
+    Update: UpdateStrategy
+    Migrate: MigrateStrategy
+    Networks: Annotated[list[NetworkResource], _h("network")]
+    Meta: dict[str, str]
+    Services: Annotated[list[Service], _h("service")]
+    ShutdownDelay: Nanos
+    MaxRunDuration: Nanos
+    StopAfterClientDisconnect: Nanos
+    MaxClientDisconnect: Nanos
+    Scaling: ScalingPolicy
+    Consul: Consul
+    PreventRescheduleOnLost: bool
 
 
 # --- job ----------------------------------------------------------------------------------------------
 
 
-class PeriodicConfig(NomadModel):
-    Enabled: bool | None = None
-    Spec: Annotated[str | None, _h("cron")] = None
-    Specs: Annotated[list[str] | None, _h("crons")] = None
-    SpecType: str | None = None
-    ProhibitOverlap: bool | None = None
-    TimeZone: str | None = None
+class PeriodicConfig(TypedDict, total=False):
+    Enabled: bool
+    Spec: Annotated[str, _h("cron")]
+    Specs: Annotated[list[str], _h("crons")]
+    SpecType: str
+    ProhibitOverlap: bool
+    TimeZone: str
 
 
-class ParameterizedJobConfig(NomadModel):
-    Payload: str | None = None
-    MetaRequired: list[str] | None = None
-    MetaOptional: list[str] | None = None
+class ParameterizedJobConfig(TypedDict, total=False):
+    Payload: str
+    MetaRequired: list[str]
+    MetaOptional: list[str]
 
 
-class MultiregionStrategy(NomadModel):
-    MaxParallel: int | None = None
-    OnFailure: str | None = None
+class MultiregionStrategy(TypedDict, total=False):
+    MaxParallel: int
+    OnFailure: str
 
 
-class MultiregionRegion(NomadModel):
-    Name: Annotated[str | None, _h(label=True)] = None
-    Count: int | None = None
-    Datacenters: list[str] | None = None
-    NodePool: str | None = None
-    Meta: dict[str, str] | None = None
+class MultiregionRegion(TypedDict, total=False):
+    Name: Annotated[str, _h(label=True)]
+    Count: int
+    Datacenters: list[str]
+    NodePool: str
+    Meta: dict[str, str]
 
 
-class Multiregion(NomadModel):
-    Strategy: MultiregionStrategy | None = None
-    Regions: Annotated[list[MultiregionRegion] | None, _h("region")] = None
+class Multiregion(TypedDict, total=False):
+    Strategy: MultiregionStrategy
+    Regions: Annotated[list[MultiregionRegion], _h("region")]
 
 
-_Multiregion = Multiregion  # the field of the same name would shadow the class in later class bodies
+class JobUILink(TypedDict, total=False):
+    Label: str
+    URL: str
 
 
-class JobUILink(NomadModel):
-    Label: str | None = None
-    URL: str | None = None
+class JobUIConfig(TypedDict, total=False):
+    Description: str
+    Links: Annotated[list[JobUILink], _h("link")]
 
 
-class JobUIConfig(NomadModel):
-    Description: str | None = None
-    Links: Annotated[list[JobUILink] | None, _h("link")] = None
+class JobVersionTag(TypedDict, total=False):
+    Name: str
+    Description: str
+    TaggedTime: int
 
 
-class JobVersionTag(NomadModel):
-    Name: str | None = None
-    Description: str | None = None
-    TaggedTime: int | None = None
-
-
-class Job(NomadModel):
-    Region: str | None = None
-    Namespace: str | None = None
-    ID: Annotated[str, _h(label=True)]
-    Name: str | None = None
-    Type: str | None = None
-    Priority: Annotated[int | None, Field(ge=1, le=100)] = None
-    AllAtOnce: bool | None = None
-    Datacenters: list[str] | None = None
-    NodePool: str | None = None
-    Constraints: Annotated[list[Constraint] | None, _h("constraint")] = None
-    Affinities: Annotated[list[Affinity] | None, _h("affinity")] = None
-    TaskGroups: Annotated[list[TaskGroup], _h("group")]
-    Update: UpdateStrategy | None = None
-    Multiregion: _Multiregion | None = None
-    Spreads: Annotated[list[Spread] | None, _h("spread")] = None
-    Periodic: PeriodicConfig | None = None
-    ParameterizedJob: Annotated[ParameterizedJobConfig | None, _h("parameterized")] = None
-    Reschedule: ReschedulePolicy | None = None
-    Migrate: MigrateStrategy | None = None
-    Meta: dict[str, str] | None = None
-    UI: JobUIConfig | None = None
-    ConsulNamespace: str | None = None
-    VaultNamespace: str | None = None
-    VersionTag: JobVersionTag | None = None
+class Job(TypedDict, total=False):
+    Region: str
+    Namespace: str
+    ID: Required[Annotated[str, _h(label=True)]]
+    Name: str
+    Type: str
+    Priority: Annotated[int, Interval(ge=1, le=100)]
+    AllAtOnce: bool
+    Datacenters: list[str]
+    NodePool: str
+    Constraints: Annotated[list[Constraint], _h("constraint")]
+    Affinities: Annotated[list[Affinity], _h("affinity")]
+    TaskGroups: Required[Annotated[list[TaskGroup], _h("group")]]
+    Update: UpdateStrategy
+    Multiregion: Multiregion
+    Spreads: Annotated[list[Spread], _h("spread")]
+    Periodic: PeriodicConfig
+    ParameterizedJob: Annotated[ParameterizedJobConfig, _h("parameterized")]
+    Reschedule: ReschedulePolicy
+    Migrate: MigrateStrategy
+    Meta: dict[str, str]
+    UI: JobUIConfig
+    ConsulNamespace: str
+    VaultNamespace: str
+    VersionTag: JobVersionTag
     # Server-set fields (Stop, Status, Version, *Index, ...) are left out: we never send them.
 
 
+# Every struct forbids unknown keys at run-time validation (set here: mypy allows only fields in the bodies).
+for _struct in [v for v in list(globals().values()) if isinstance(v, type) and is_typeddict(v)]:
+    _struct.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
+
+
 def api_document(job: Job) -> dict[str, Any]:
-    """The document `nomad job run -json`, the HTTP API and Terraform's `nomad_job` (json = true) take."""
-    return {"Job": job.api()}
+    """The document `nomad job run -json`, the HTTP API and Terraform's `nomad_job` (json = true) take.
+
+    Keys come in Go declaration order, so rendered files diff cleanly whatever order the compiler used.
+    """
+    return {"Job": _ordered(Job, job)}
+
+
+def _ordered(struct: type, value: Any) -> Any:
+    fields = fields_of(struct)
+    out: dict[str, Any] = {}
+    for name, info in fields.items():
+        if name in value:
+            out[name] = _ordered_value(info.annotation, value[name])
+    return out
+
+
+def _ordered_value(annotation: Any, value: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and is_typeddict(annotation):
+        return _ordered(annotation, value)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return [_ordered_value(item, v) for v in value]
+    if origin is dict:
+        _, item = typing.get_args(annotation)
+        if isinstance(item, type) and is_typeddict(item):
+            return {k: _ordered(item, v) for k, v in value.items()}
+    return value
+
+
+@cache
+def _job_adapter() -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Job)
+
+
+def validate_job(data: Any) -> Job:
+    """Check a job against the strict models: unknown keys, wrong types and negative durations fail.
+
+    Built on first use: the compiler's output is checked statically (mypy sees TypedDict keys), so the
+    render path does not pay for building this validator; tests, `validate` and `submit` do.
+    """
+    job: Job = _job_adapter().validate_python(data, strict=True)
+    return job

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .backend import Backend
 from .catalog import Catalog, backends_from_document
-from .deployment import UNSUPPORTED_GPUSTACK_FIELDS, Deployment
+from .deployment import Deployment
 from .errors import InputError, Problem
 from .specfile import Sourced, validate
 from .yamlsource import MAX_FILE_BYTES, decode_text, parse_yaml
@@ -92,4 +92,4 @@ def load_catalog(extra: Sequence[Path] = ()) -> Catalog:
 def load_deployment(path: Path) -> Sourced[Deployment]:
     name = display_path(path)
     data, source = parse_yaml(read_text(path), name)
-    return validate(Deployment, data, source, hints=UNSUPPORTED_GPUSTACK_FIELDS)
+    return validate(Deployment, data, source)

@@ -9,7 +9,7 @@ from typing import Literal
 from .catalog import Catalog
 from .compile import compile_job
 from .deployment import Deployment
-from .jobspec import Job, api_document
+from .jobspec import Job, api_document, validate_job
 from .resolve import Resolved, resolve
 from .specfile import Sourced
 
@@ -27,15 +27,19 @@ class Compiled:
 
     @property
     def job_id(self) -> str:
-        return self.job.ID
+        return self.job["ID"]
 
 
-def build(deployment: Sourced[Deployment], catalog: Catalog) -> Compiled:
-    """Resolve and compile one deployment; the job is re-validated by the strict job models."""
+def build(deployment: Sourced[Deployment], catalog: Catalog, *, check: bool = False) -> Compiled:
+    """Resolve and compile one deployment.
+
+    With `check`, the job also goes through the strict run-time models (`validate_job`); `validate` and
+    `submit` ask for it, `render` relies on the static typing of the compiler and starts faster.
+    """
     resolved = resolve(deployment, catalog)
     job = compile_job(resolved)
-    # Round-trip through the strict models: the compiler cannot hand out a job they would refuse.
-    Job.model_validate(job.api())
+    if check:
+        validate_job(job)
     return Compiled(deployment, resolved, job)
 
 

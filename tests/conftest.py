@@ -71,7 +71,9 @@ def smollm2_gguf() -> str:
 def llama_server(smollm2_gguf: str) -> Iterator[str]:
     """A real llama.cpp server (xllamacpp + SmolLM2-135M) on 127.0.0.1; yields its base URL."""
     port = free_port()
-    process = subprocess.Popen(llama_command(port, model=smollm2_gguf), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        llama_command(port, model=smollm2_gguf), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/health", timeout=60)

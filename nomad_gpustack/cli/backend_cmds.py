@@ -68,8 +68,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for row in rows:
         frameworks = sorted({f for fws in row["versions"].values() for f in fws})
         print(
-            f"{row['name']:<28} {row['default_version'] or '-':<14} {','.join(frameworks):<28} "
-            f"{len(row['versions'])}"
+            f"{row['name']:<28} {row['default_version'] or '-':<14} {','.join(frameworks):<28} {len(row['versions'])}"
         )
     return 0
 
@@ -115,7 +114,10 @@ def backend_notes(backend: Any) -> list[str]:
         )
     env = set(spec.default_env or {})
     for version, config in spec.versions.items():
-        texts = [config.run_command or spec.default_run_command or "", config.entrypoint or spec.default_entrypoint or ""]
+        texts = [
+            config.run_command or spec.default_run_command or "",
+            config.entrypoint or spec.default_entrypoint or "",
+        ]
         version_env = env | set(config.env or {})
         for text in texts:
             for placeholder in placeholders_in(text):
@@ -147,9 +149,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 {
                     "file": str(file),
                     "valid": True,
-                    "backends": [
-                        {**_summary(b), "notes": backend_notes(b)} for b in backends
-                    ],
+                    "backends": [{**_summary(b), "notes": backend_notes(b)} for b in backends],
                 }
             )
     if args.output == "json":

@@ -28,7 +28,7 @@ def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         "render",
         help="compile deployments into Nomad job files (JSON or HCL)",
         description=(
-            "Compile deployment files into Nomad jobs. JSON is the API form ({\"Job\": ...}) that\n"
+            'Compile deployment files into Nomad jobs. JSON is the API form ({"Job": ...}) that\n'
             "`nomad job run -json`, the HTTP API and Terraform's nomad_job (json = true) take; HCL is\n"
             "a jobspec for `nomad job run` and Terraform's jobspec."
         ),
@@ -56,7 +56,7 @@ def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     validate.set_defaults(handler=cmd_validate)
 
 
-def compile_all(paths: list[Path], backends: list[Path]) -> list[Any]:
+def compile_all(paths: list[Path], backends: list[Path], *, check: bool = False) -> list[Any]:
     """Load the catalog and compile every deployment; report every failing file, not only the first."""
     from ..loader import load_catalog, load_deployment
     from ..render import build
@@ -66,7 +66,7 @@ def compile_all(paths: list[Path], backends: list[Path]) -> list[Any]:
     errors: list[InputError] = []
     for path in paths:
         try:
-            compiled.append(build(load_deployment(path), catalog))
+            compiled.append(build(load_deployment(path), catalog, check=check))
         except InputError as exc:
             errors.append(exc)
     if errors:
@@ -115,7 +115,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    compiled = compile_all(args.deployments, args.backends)
+    compiled = compile_all(args.deployments, args.backends, check=True)
     results = []
     for item in compiled:
         r = item.resolved
@@ -136,7 +136,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         output.emit_json({"valid": True, "deployments": results})
     else:
         for res in results:
-            gpus = f"{res['gpus']}× {res['framework']}" if res["gpus"] else "cpu"
+            replicas = f"{res['replicas']} replica{'s' if res['replicas'] != 1 else ''}"
+            where = (
+                f"{res['gpus']} {res['framework']} GPU{'s' if res['gpus'] != 1 else ''} each" if res["gpus"] else "CPU"
+            )
             version = f" {res['version']}" if res["version"] else ""
-            print(f"ok  {res['file']}: job {res['job']} ({res['backend']}{version}, {res['replicas']} × {gpus})")
+            print(f"ok  {res['file']}: job {res['job']} ({res['backend']}{version}, {replicas}, {where})")
     return 0

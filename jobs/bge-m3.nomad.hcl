@@ -1,0 +1,174 @@
+job "bge-m3" {
+  name = "bge-m3"
+  type = "service"
+
+  group "inference" {
+    count = 1
+
+    task "download-model" {
+      driver = "docker"
+
+      lifecycle {
+        hook    = "prestart"
+        sidecar = false
+      }
+
+      config {
+        image      = "python:3.12-slim"
+        entrypoint = ["/bin/sh"]
+        args       = ["/local/download.sh"]
+      }
+
+      env {
+        NOMADGS_MODEL_SOURCE = "huggingface"
+        NOMADGS_MODEL_REPO   = "BAAI/bge-m3"
+        NOMADGS_MODEL_FILE   = ""
+        NOMADGS_MODEL_DIR    = "/models/huggingface/BAAI/bge-m3"
+      }
+
+      resources {
+        cpu    = 1000
+        memory = 2048
+      }
+
+      template {
+        destination = "local/download.sh"
+        data        = "#!/bin/sh\n# Download the model into the models host volume once; allocations that find it there skip this.\nset -e\ndir=\"$NOMADGS_MODEL_DIR\"\nif [ -f \"$dir/.nomadgs-complete\" ]; then\n  echo \"model already present in $dir\"\n  exit 0\nfi\nmkdir -p \"$dir\"\necho \"downloading $NOMADGS_MODEL_REPO $NOMADGS_MODEL_FILE from $NOMADGS_MODEL_SOURCE into $dir\"\ncase \"$NOMADGS_MODEL_SOURCE\" in\n  huggingface)\n    pip install --quiet --no-cache-dir --disable-pip-version-check \"huggingface_hub[hf_xet]>=0.34\"\n    if [ -n \"$NOMADGS_MODEL_FILE\" ]; then\n      hf download \"$NOMADGS_MODEL_REPO\" \"$NOMADGS_MODEL_FILE\" --local-dir \"$dir\"\n    else\n      hf download \"$NOMADGS_MODEL_REPO\" --local-dir \"$dir\"\n    fi\n    ;;\n  model_scope)\n    pip install --quiet --no-cache-dir --disable-pip-version-check modelscope\n    if [ -n \"$NOMADGS_MODEL_FILE\" ]; then\n      modelscope download --model \"$NOMADGS_MODEL_REPO\" \"$NOMADGS_MODEL_FILE\" --local_dir \"$dir\"\n    else\n      modelscope download --model \"$NOMADGS_MODEL_REPO\" --local_dir \"$dir\"\n    fi\n    ;;\nesac\ntouch \"$dir/.nomadgs-complete\"\necho \"model downloaded to $dir\"\n"
+        change_mode = "noop"
+        perms       = "0755"
+      }
+
+      volume_mount {
+        volume      = "models"
+        destination = "/models"
+        read_only   = false
+      }
+    }
+
+    task "text-embeddings-inference" {
+      driver       = "docker"
+      kill_timeout = "30s"
+
+      config {
+        image = "ghcr.io/huggingface/text-embeddings-inference:cpu-1.9"
+        args = [
+          "--model-id",
+          "/models/huggingface/BAAI/bge-m3",
+          "--port",
+          "${NOMAD_PORT_http}",
+        ]
+        network_mode       = "host"
+        image_pull_timeout = "30m"
+        shm_size           = 10737418240
+      }
+
+      service {
+        name = "bge-m3"
+        tags = [
+          "nomadgs",
+          "openai",
+          "model=bge-m3",
+          "backend=Text-Embeddings-Inference",
+          "version=CPU-1.9",
+          "embedding",
+        ]
+        port         = "http"
+        address_mode = "host"
+        provider     = "consul"
+
+        check {
+          name     = "bge-m3 health"
+          type     = "http"
+          path     = "/health"
+          interval = "10s"
+          timeout  = "5s"
+          method   = "GET"
+
+          check_restart {
+            limit           = 3
+            grace           = "30m"
+            ignore_warnings = false
+          }
+        }
+
+        meta {
+          gpustack_model           = "bge-m3"
+          gpustack_backend         = "Text-Embeddings-Inference"
+          gpustack_backend_version = "CPU-1.9"
+          gpustack_framework       = "cpu"
+          gpustack_api             = "openai"
+          nomadgs_job              = "bge-m3"
+          gpustack_categories      = "embedding"
+        }
+      }
+
+      resources {
+        cpu    = 8000
+        memory = 8192
+      }
+
+      volume_mount {
+        volume      = "models"
+        destination = "/models"
+        read_only   = false
+      }
+    }
+
+    volume "models" {
+      type      = "host"
+      source    = "models"
+      read_only = false
+    }
+
+    restart {
+      interval = "30m"
+      attempts = 2
+      delay    = "30s"
+      mode     = "fail"
+    }
+
+    reschedule {
+      delay          = "30s"
+      delay_function = "exponential"
+      max_delay      = "1h"
+      unlimited      = true
+    }
+
+    update {
+      max_parallel      = 1
+      health_check      = "checks"
+      min_healthy_time  = "10s"
+      healthy_deadline  = "30m"
+      progress_deadline = "40m"
+      auto_revert       = true
+    }
+
+    network {
+      mode = "host"
+
+      port "http" {}
+    }
+  }
+
+  meta {
+    gpustack_model           = "bge-m3"
+    gpustack_backend         = "Text-Embeddings-Inference"
+    gpustack_backend_version = "CPU-1.9"
+    gpustack_framework       = "cpu"
+    gpustack_source          = "huggingface"
+    gpustack_model_ref       = "BAAI/bge-m3"
+    gpustack_gpus            = "0"
+    nomadgs_service          = "bge-m3"
+    nomadgs_managed          = "true"
+    gpustack_categories      = "embedding"
+  }
+
+  ui {
+    description = "bge-m3: BAAI/bge-m3 served by Text-Embeddings-Inference CPU-1.9 on CPU. TEI (Text Embeddings Inference) is a high-performance engine by Hugging Face specifically optimized for deploying embedding and reranking models on CUDA or CPU."
+
+    link {
+      label = "Hugging Face"
+      url   = "https://huggingface.co/BAAI/bge-m3"
+    }
+  }
+}

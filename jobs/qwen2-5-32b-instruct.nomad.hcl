@@ -1,0 +1,221 @@
+job "qwen2-5-32b-instruct" {
+  name        = "Qwen2.5-32B-Instruct"
+  type        = "service"
+  datacenters = ["dc1"]
+
+  constraint {
+    attribute = "${attr.driver.docker.runtimes}"
+    value     = "nvidia"
+    operator  = "set_contains"
+  }
+
+  group "inference" {
+    count = 2
+
+    task "download-model" {
+      driver = "docker"
+
+      lifecycle {
+        hook    = "prestart"
+        sidecar = false
+      }
+
+      config {
+        image      = "python:3.12-slim"
+        entrypoint = ["/bin/sh"]
+        args       = ["/local/download.sh"]
+      }
+
+      env {
+        NOMADGS_MODEL_SOURCE = "huggingface"
+        NOMADGS_MODEL_REPO   = "Qwen/Qwen2.5-32B-Instruct"
+        NOMADGS_MODEL_FILE   = ""
+        NOMADGS_MODEL_DIR    = "/models/huggingface/Qwen/Qwen2.5-32B-Instruct"
+      }
+
+      resources {
+        cpu    = 1000
+        memory = 2048
+      }
+
+      template {
+        destination = "local/download.sh"
+        data        = "#!/bin/sh\n# Download the model into the models host volume once; allocations that find it there skip this.\nset -e\ndir=\"$NOMADGS_MODEL_DIR\"\nif [ -f \"$dir/.nomadgs-complete\" ]; then\n  echo \"model already present in $dir\"\n  exit 0\nfi\nmkdir -p \"$dir\"\necho \"downloading $NOMADGS_MODEL_REPO $NOMADGS_MODEL_FILE from $NOMADGS_MODEL_SOURCE into $dir\"\ncase \"$NOMADGS_MODEL_SOURCE\" in\n  huggingface)\n    pip install --quiet --no-cache-dir --disable-pip-version-check \"huggingface_hub[hf_xet]>=0.34\"\n    if [ -n \"$NOMADGS_MODEL_FILE\" ]; then\n      hf download \"$NOMADGS_MODEL_REPO\" \"$NOMADGS_MODEL_FILE\" --local-dir \"$dir\"\n    else\n      hf download \"$NOMADGS_MODEL_REPO\" --local-dir \"$dir\"\n    fi\n    ;;\n  model_scope)\n    pip install --quiet --no-cache-dir --disable-pip-version-check modelscope\n    if [ -n \"$NOMADGS_MODEL_FILE\" ]; then\n      modelscope download --model \"$NOMADGS_MODEL_REPO\" \"$NOMADGS_MODEL_FILE\" --local_dir \"$dir\"\n    else\n      modelscope download --model \"$NOMADGS_MODEL_REPO\" --local_dir \"$dir\"\n    fi\n    ;;\nesac\ntouch \"$dir/.nomadgs-complete\"\necho \"model downloaded to $dir\"\n"
+        change_mode = "noop"
+        perms       = "0755"
+      }
+
+      template {
+        destination = "secrets/model-token.env"
+        data        = "{{ with nomadVar \"nomad/jobs/qwen2-5-32b-instruct\" }}{{ with .HF_TOKEN }}HF_TOKEN={{ . }}{{ end }}{{ end }}\n"
+        change_mode = "noop"
+        env         = true
+      }
+
+      volume_mount {
+        volume      = "models"
+        destination = "/models"
+        read_only   = false
+      }
+    }
+
+    task "vllm" {
+      driver       = "docker"
+      kill_timeout = "30s"
+
+      config {
+        image      = "vllm/vllm-openai:v0.19.0"
+        entrypoint = ["vllm", "serve"]
+        args = [
+          "/models/huggingface/Qwen/Qwen2.5-32B-Instruct",
+          "--host",
+          "${NOMAD_IP_http}",
+          "--port",
+          "${NOMAD_PORT_http}",
+          "--served-model-name",
+          "Qwen2.5-32B-Instruct",
+          "--tensor-parallel-size",
+          "2",
+          "--max-model-len=32768",
+        ]
+        network_mode       = "host"
+        image_pull_timeout = "30m"
+        shm_size           = 17179869184
+      }
+
+      env {
+        VLLM_NO_USAGE_STATS = "1"
+        CUDA_DEVICE_ORDER   = "PCI_BUS_ID"
+      }
+
+      service {
+        name = "qwen2-5-32b-instruct"
+        tags = [
+          "nomadgs",
+          "openai",
+          "model=Qwen2.5-32B-Instruct",
+          "backend=vLLM",
+          "version=0.19.0",
+          "llm",
+        ]
+        port         = "http"
+        address_mode = "host"
+        provider     = "consul"
+
+        check {
+          name     = "Qwen2.5-32B-Instruct health"
+          type     = "http"
+          path     = "/v1/models"
+          interval = "10s"
+          timeout  = "5s"
+          method   = "GET"
+
+          check_restart {
+            limit           = 3
+            grace           = "45m"
+            ignore_warnings = false
+          }
+        }
+
+        meta {
+          gpustack_model           = "Qwen2.5-32B-Instruct"
+          gpustack_backend         = "vLLM"
+          gpustack_backend_version = "0.19.0"
+          gpustack_framework       = "cuda"
+          gpustack_api             = "openai"
+          nomadgs_job              = "qwen2-5-32b-instruct"
+          gpustack_categories      = "llm"
+        }
+      }
+
+      resources {
+        cpu    = 8000
+        memory = 65536
+
+        device "nvidia/gpu" {
+          count = 2
+
+          constraint {
+            attribute = "${device.attr.memory}"
+            value     = "40 GiB"
+            operator  = ">="
+          }
+
+          constraint {
+            attribute = "${device.model}"
+            value     = "NVIDIA A100-SXM4-80GB"
+            operator  = "="
+          }
+        }
+      }
+
+      volume_mount {
+        volume      = "models"
+        destination = "/models"
+        read_only   = false
+      }
+    }
+
+    volume "models" {
+      type      = "host"
+      source    = "models"
+      read_only = false
+    }
+
+    restart {
+      interval = "30m"
+      attempts = 2
+      delay    = "30s"
+      mode     = "fail"
+    }
+
+    reschedule {
+      delay          = "30s"
+      delay_function = "exponential"
+      max_delay      = "1h"
+      unlimited      = true
+    }
+
+    update {
+      max_parallel      = 1
+      health_check      = "checks"
+      min_healthy_time  = "10s"
+      healthy_deadline  = "45m"
+      progress_deadline = "55m"
+      auto_revert       = true
+    }
+
+    network {
+      mode = "host"
+
+      port "http" {}
+    }
+  }
+
+  spread {
+    attribute = "${node.unique.id}"
+    weight    = 100
+  }
+
+  meta {
+    gpustack_model           = "Qwen2.5-32B-Instruct"
+    gpustack_backend         = "vLLM"
+    gpustack_backend_version = "0.19.0"
+    gpustack_framework       = "cuda"
+    gpustack_source          = "huggingface"
+    gpustack_model_ref       = "Qwen/Qwen2.5-32B-Instruct"
+    gpustack_gpus            = "2"
+    nomadgs_service          = "qwen2-5-32b-instruct"
+    nomadgs_managed          = "true"
+    gpustack_categories      = "llm"
+  }
+
+  ui {
+    description = "Qwen2.5-32B-Instruct: Qwen/Qwen2.5-32B-Instruct served by vLLM 0.19.0 on 2× cuda. vLLM is a high-throughput, memory-efficient inference and serving engine for LLMs, with an OpenAI-compatible API. Tensor parallelism follows the GPUs of each replica."
+
+    link {
+      label = "Hugging Face"
+      url   = "https://huggingface.co/Qwen/Qwen2.5-32B-Instruct"
+    }
+  }
+}

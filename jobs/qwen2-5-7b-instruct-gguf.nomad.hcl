@@ -1,0 +1,206 @@
+job "qwen2-5-7b-instruct-gguf" {
+  name = "qwen2.5-7b-instruct-gguf"
+  type = "service"
+
+  constraint {
+    attribute = "${meta.workload}"
+    value     = "inference"
+    operator  = "="
+  }
+
+  constraint {
+    attribute = "${attr.driver.docker.runtimes}"
+    value     = "nvidia"
+    operator  = "set_contains"
+  }
+
+  group "inference" {
+    count = 1
+
+    task "download-model" {
+      driver = "docker"
+
+      lifecycle {
+        hook    = "prestart"
+        sidecar = false
+      }
+
+      config {
+        image      = "python:3.12-slim"
+        entrypoint = ["/bin/sh"]
+        args       = ["/local/download.sh"]
+      }
+
+      env {
+        NOMADGS_MODEL_SOURCE = "huggingface"
+        NOMADGS_MODEL_REPO   = "Qwen/Qwen2.5-7B-Instruct-GGUF"
+        NOMADGS_MODEL_FILE   = "qwen2.5-7b-instruct-q4_k_m.gguf"
+        NOMADGS_MODEL_DIR    = "/models/huggingface/Qwen/Qwen2.5-7B-Instruct-GGUF"
+      }
+
+      resources {
+        cpu    = 1000
+        memory = 2048
+      }
+
+      template {
+        destination = "local/download.sh"
+        data        = "#!/bin/sh\n# Download the model into the models host volume once; allocations that find it there skip this.\nset -e\ndir=\"$NOMADGS_MODEL_DIR\"\nif [ -f \"$dir/.nomadgs-complete\" ]; then\n  echo \"model already present in $dir\"\n  exit 0\nfi\nmkdir -p \"$dir\"\necho \"downloading $NOMADGS_MODEL_REPO $NOMADGS_MODEL_FILE from $NOMADGS_MODEL_SOURCE into $dir\"\ncase \"$NOMADGS_MODEL_SOURCE\" in\n  huggingface)\n    pip install --quiet --no-cache-dir --disable-pip-version-check \"huggingface_hub[hf_xet]>=0.34\"\n    if [ -n \"$NOMADGS_MODEL_FILE\" ]; then\n      hf download \"$NOMADGS_MODEL_REPO\" \"$NOMADGS_MODEL_FILE\" --local-dir \"$dir\"\n    else\n      hf download \"$NOMADGS_MODEL_REPO\" --local-dir \"$dir\"\n    fi\n    ;;\n  model_scope)\n    pip install --quiet --no-cache-dir --disable-pip-version-check modelscope\n    if [ -n \"$NOMADGS_MODEL_FILE\" ]; then\n      modelscope download --model \"$NOMADGS_MODEL_REPO\" \"$NOMADGS_MODEL_FILE\" --local_dir \"$dir\"\n    else\n      modelscope download --model \"$NOMADGS_MODEL_REPO\" --local_dir \"$dir\"\n    fi\n    ;;\nesac\ntouch \"$dir/.nomadgs-complete\"\necho \"model downloaded to $dir\"\n"
+        change_mode = "noop"
+        perms       = "0755"
+      }
+
+      volume_mount {
+        volume      = "models"
+        destination = "/models"
+        read_only   = false
+      }
+    }
+
+    task "llama-cpp" {
+      driver       = "docker"
+      kill_timeout = "30s"
+
+      config {
+        image = "ghcr.io/ggml-org/llama.cpp:server-cuda"
+        args = [
+          "-m",
+          "/models/huggingface/Qwen/Qwen2.5-7B-Instruct-GGUF/qwen2.5-7b-instruct-q4_k_m.gguf",
+          "--host",
+          "0.0.0.0",
+          "--port",
+          "${NOMAD_PORT_http}",
+          "--alias",
+          "qwen2.5-7b-instruct-gguf",
+          "--gpu-layers",
+          "99",
+          "--ctx-size",
+          "16384",
+          "--flash-attn",
+          "on",
+        ]
+        network_mode       = "host"
+        image_pull_timeout = "30m"
+        shm_size           = 10737418240
+      }
+
+      service {
+        name = "qwen2-5-7b-instruct-gguf"
+        tags = [
+          "nomadgs",
+          "openai",
+          "model=qwen2.5-7b-instruct-gguf",
+          "backend=llama.cpp",
+          "version=cuda",
+          "llm",
+        ]
+        port         = "http"
+        address_mode = "host"
+        provider     = "consul"
+
+        check {
+          name     = "qwen2.5-7b-instruct-gguf health"
+          type     = "http"
+          path     = "/v1/models"
+          interval = "10s"
+          timeout  = "5s"
+          method   = "GET"
+
+          check_restart {
+            limit           = 3
+            grace           = "30m"
+            ignore_warnings = false
+          }
+        }
+
+        meta {
+          gpustack_model           = "qwen2.5-7b-instruct-gguf"
+          gpustack_backend         = "llama.cpp"
+          gpustack_backend_version = "cuda"
+          gpustack_framework       = "cuda"
+          gpustack_api             = "openai"
+          nomadgs_job              = "qwen2-5-7b-instruct-gguf"
+          gpustack_categories      = "llm"
+        }
+      }
+
+      resources {
+        cpu    = 4000
+        memory = 8192
+
+        device "nvidia/gpu" {
+          count = 1
+
+          constraint {
+            attribute = "${device.attr.memory}"
+            value     = "8 GiB"
+            operator  = ">="
+          }
+        }
+      }
+
+      volume_mount {
+        volume      = "models"
+        destination = "/models"
+        read_only   = false
+      }
+    }
+
+    volume "models" {
+      type      = "host"
+      source    = "models"
+      read_only = false
+    }
+
+    restart {
+      interval = "30m"
+      attempts = 2
+      delay    = "30s"
+      mode     = "fail"
+    }
+
+    reschedule {
+      delay          = "30s"
+      delay_function = "exponential"
+      max_delay      = "1h"
+      unlimited      = true
+    }
+
+    update {
+      max_parallel      = 1
+      health_check      = "checks"
+      min_healthy_time  = "10s"
+      healthy_deadline  = "30m"
+      progress_deadline = "40m"
+      auto_revert       = true
+    }
+
+    network {
+      mode = "host"
+
+      port "http" {}
+    }
+  }
+
+  meta {
+    gpustack_model           = "qwen2.5-7b-instruct-gguf"
+    gpustack_backend         = "llama.cpp"
+    gpustack_backend_version = "cuda"
+    gpustack_framework       = "cuda"
+    gpustack_source          = "huggingface"
+    gpustack_model_ref       = "Qwen/Qwen2.5-7B-Instruct-GGUF/qwen2.5-7b-instruct-q4_k_m.gguf"
+    gpustack_gpus            = "1"
+    nomadgs_service          = "qwen2-5-7b-instruct-gguf"
+    nomadgs_managed          = "true"
+    gpustack_categories      = "llm"
+  }
+
+  ui {
+    description = "qwen2.5-7b-instruct-gguf: Qwen/Qwen2.5-7B-Instruct-GGUF/qwen2.5-7b-instruct-q4_k_m.gguf served by llama.cpp cuda on 1× cuda. llama.cpp (https://github.com/ggml-org/llama.cpp) is a lightweight, high-performance inference engine for running large language models locally."
+
+    link {
+      label = "Hugging Face"
+      url   = "https://huggingface.co/Qwen/Qwen2.5-7B-Instruct-GGUF"
+    }
+  }
+}
