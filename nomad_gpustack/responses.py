@@ -1,0 +1,260 @@
+"""Typed models of the Nomad API responses the watcher reads (evaluations, allocations, deployments, ...).
+
+Unlike the job models these ignore unknown keys: Nomad adds response fields between versions, and a newer
+server must not break an older client. Empty fields are often left out or null (`omitempty`), so every
+field has a default and nulls become empty collections.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any, info: Any) -> Any:
+        # Nomad writes `null` for empty maps and lists; the field defaults say what "empty" is.
+        if value is None:
+            field = cls.model_fields[info.field_name]
+            if field.default_factory is not None:
+                return field.default_factory()  # type: ignore[call-arg]
+            return field.default
+        return value
+
+
+class AllocMetric(Response):
+    """Why a task group could not be (fully) placed: `FailedTGAllocs[group]`."""
+
+    NodesEvaluated: int = 0
+    NodesFiltered: int = 0
+    NodesInPool: int = 0
+    NodesAvailable: dict[str, int] = {}
+    ClassFiltered: dict[str, int] = {}
+    ConstraintFiltered: dict[str, int] = {}
+    NodesExhausted: int = 0
+    ClassExhausted: dict[str, int] = {}
+    DimensionExhausted: dict[str, int] = {}
+    QuotaExhausted: list[str] = []
+    CoalescedFailures: int = 0
+
+
+class Evaluation(Response):
+    ID: str
+    Status: str = ""
+    StatusDescription: str = ""
+    Type: str = ""
+    TriggeredBy: str = ""
+    JobID: str = ""
+    Namespace: str = ""
+    DeploymentID: str = ""
+    BlockedEval: str = ""
+    NextEval: str = ""
+    PreviousEval: str = ""
+    FailedTGAllocs: dict[str, AllocMetric] = {}
+    QueuedAllocations: dict[str, int] = {}
+    ModifyIndex: int = 0
+
+
+class TaskEvent(Response):
+    Type: str = ""
+    Time: int = 0
+    DisplayMessage: str = ""
+    Message: str = ""
+    Details: dict[str, str] = {}
+    FailsTask: bool = False
+    ExitCode: int = 0
+    Signal: int = 0
+    DriverError: str = ""
+    DriverMessage: str = ""
+    RestartReason: str = ""
+    SetupError: str = ""
+    ValidationError: str = ""
+    DownloadError: str = ""
+    KillError: str = ""
+
+    @property
+    def text(self) -> str:
+        """The most specific human text of the event."""
+        for value in (
+            self.DisplayMessage,
+            self.DriverError,
+            self.SetupError,
+            self.ValidationError,
+            self.DownloadError,
+            self.KillError,
+            self.RestartReason,
+            self.DriverMessage,
+            self.Message,
+        ):
+            if value:
+                return value
+        return self.Details.get("message", "")
+
+
+class TaskState(Response):
+    State: str = ""
+    Failed: bool = False
+    Restarts: int = 0
+    StartedAt: str | None = None
+    FinishedAt: str | None = None
+    Events: list[TaskEvent] = []
+
+
+class AllocDeploymentStatus(Response):
+    Healthy: bool | None = None
+    Timestamp: str | None = None
+    Canary: bool = False
+
+
+class Allocation(Response):
+    """An allocation list stub or a full allocation (the stub's fields are a subset)."""
+
+    ID: str
+    EvalID: str = ""
+    Name: str = ""
+    NodeID: str = ""
+    NodeName: str = ""
+    JobID: str = ""
+    JobVersion: int = 0
+    TaskGroup: str = ""
+    DesiredStatus: str = ""
+    DesiredDescription: str = ""
+    ClientStatus: str = ""
+    ClientDescription: str = ""
+    TaskStates: dict[str, TaskState] = {}
+    DeploymentID: str = ""
+    DeploymentStatus: AllocDeploymentStatus | None = None
+    FollowupEvalID: str = ""
+    NextAllocation: str = ""
+    PreviousAllocation: str = ""
+    CreateIndex: int = 0
+    ModifyIndex: int = 0
+    CreateTime: int = 0
+    AllocatedResources: dict[str, Any] | None = None
+
+    @property
+    def index(self) -> int | None:
+        """The replica number: `job.group[3]` -> 3."""
+        if self.Name.endswith("]") and "[" in self.Name:
+            try:
+                return int(self.Name[self.Name.rindex("[") + 1 : -1])
+            except ValueError:
+                return None
+        return None
+
+    @property
+    def healthy(self) -> bool | None:
+        return self.DeploymentStatus.Healthy if self.DeploymentStatus else None
+
+    def port(self, label: str) -> tuple[str, int] | None:
+        """(host IP, port) of a group port, from a full allocation."""
+        shared = (self.AllocatedResources or {}).get("Shared") or {}
+        for port in shared.get("Ports") or []:
+            if port.get("Label") == label:
+                return str(port.get("HostIP") or ""), int(port.get("Value") or 0)
+        return None
+
+
+class DeploymentState(Response):
+    AutoRevert: bool = False
+    Promoted: bool = False
+    DesiredTotal: int = 0
+    DesiredCanaries: int = 0
+    PlacedAllocs: int = 0
+    HealthyAllocs: int = 0
+    UnhealthyAllocs: int = 0
+    RequireProgressBy: str | None = None
+
+
+class Deployment(Response):
+    ID: str
+    JobID: str = ""
+    JobVersion: int = 0
+    JobModifyIndex: int = 0
+    Status: str = ""
+    StatusDescription: str = ""
+    TaskGroups: dict[str, DeploymentState] = {}
+    ModifyIndex: int = 0
+
+
+class JobSummaryCounts(Response):
+    Queued: int = 0
+    Starting: int = 0
+    Running: int = 0
+    Failed: int = 0
+    Complete: int = 0
+    Lost: int = 0
+
+
+class JobSummaryData(Response):
+    Summary: dict[str, JobSummaryCounts] = {}
+
+
+class JobStub(Response):
+    """A job as `/v1/jobs` lists it (with `?meta=true`) or `/v1/job/:id` reads it."""
+
+    ID: str
+    Name: str = ""
+    Namespace: str = ""
+    Type: str = ""
+    Status: str = ""
+    StatusDescription: str = ""
+    Stop: bool = False
+    Version: int = 0
+    JobModifyIndex: int = 0
+    Meta: dict[str, str] = {}
+    JobSummary: JobSummaryData | None = None
+    TaskGroups: list[dict[str, Any]] = []
+
+
+class DesiredUpdates(Response):
+    Place: int = 0
+    Stop: int = 0
+    Migrate: int = 0
+    InPlaceUpdate: int = 0
+    DestructiveUpdate: int = 0
+    Canary: int = 0
+    Ignore: int = 0
+    Preemptions: int = 0
+
+
+class PlanAnnotations(Response):
+    DesiredTGUpdates: dict[str, DesiredUpdates] = {}
+
+
+class PlanDiff(Response):
+    Type: str = ""
+    TaskGroups: list[dict[str, Any]] = []
+
+
+class PlanResponse(Response):
+    JobModifyIndex: int = 0
+    Diff: PlanDiff | None = None
+    Annotations: PlanAnnotations | None = None
+    FailedTGAllocs: dict[str, AllocMetric] = {}
+    Warnings: str = ""
+
+    @property
+    def changes(self) -> int:
+        """What nomad-pack counts as "changes": Stop+Place+Migrate+DestructiveUpdate+Canary."""
+        updates = self.Annotations.DesiredTGUpdates.values() if self.Annotations else []
+        return sum(u.Stop + u.Place + u.Migrate + u.DestructiveUpdate + u.Canary for u in updates)
+
+
+class ValidateResponse(Response):
+    DriverConfigValidated: bool = False
+    ValidationErrors: list[str] = []
+    Error: str = ""
+    Warnings: str = ""
+
+
+class RegisterResponse(Response):
+    EvalID: str = ""
+    EvalCreateIndex: int = 0
+    JobModifyIndex: int = 0
+    Warnings: str = ""
