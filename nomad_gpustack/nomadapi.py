@@ -42,12 +42,6 @@ class NomadError(NomadgsError):
         self.status = status
 
 
-class NomadUnavailable(NomadError):
-    """Nomad could not be reached, or the connection broke."""
-
-    exit_code = EXIT_CONNECTION
-
-
 class NomadDenied(NomadError):
     """403: no token, an unknown token, or a token without the capability."""
 
@@ -68,6 +62,12 @@ class TransientError(NomadError):
     """A failure worth retrying: connection trouble or a 5xx."""
 
 
+class NomadUnavailable(TransientError):
+    """Nomad could not be reached, or the connection broke."""
+
+    exit_code = EXIT_CONNECTION
+
+
 def _error_for(status: int | None, text: str, settings: NomadSettings) -> NomadError:
     text = (text or "").strip()
     if status == 403:
@@ -86,9 +86,21 @@ def _error_for(status: int | None, text: str, settings: NomadSettings) -> NomadE
     return NomadError(f"Nomad answered {status}: {text}", status)
 
 
+_CAUSES = [
+    ("CERTIFICATE_VERIFY_FAILED", "TLS certificate verification failed (set NOMAD_CACERT, or NOMAD_TLS_SERVER_NAME)"),
+    ("Connection refused", "connection refused"),
+    ("RemoteDisconnected", "the connection closed without an answer"),
+    ("Connection aborted", "the connection closed without an answer"),
+    ("Name or service not known", "unknown host name"),
+    ("Temporary failure in name resolution", "the host name could not be resolved"),
+    ("timed out", "timed out"),
+]
+
+
 def _unreachable(settings: NomadSettings, exc: BaseException) -> NomadUnavailable:
-    reason = str(exc).split("(Caused by")[-1].strip(" )") or type(exc).__name__
-    return NomadUnavailable(f"cannot reach Nomad at {settings.address}: {reason} (set NOMAD_ADDR or --address)", None)
+    text = str(exc)
+    reason = next((words for marker, words in _CAUSES if marker in text), type(exc).__name__)
+    return NomadUnavailable(f"cannot reach Nomad at {settings.address}: {reason} (set NOMAD_ADDR or --address)")
 
 
 class NomadAPI:
@@ -183,7 +195,7 @@ class NomadAPI:
         try:
             response = await http.get(path, params=query)
         except httpx.TransportError as exc:
-            raise TransientError(f"connection to Nomad failed: {exc or type(exc).__name__}") from None
+            raise NomadUnavailable(f"connection to Nomad failed: {exc or type(exc).__name__}") from None
         if response.status_code >= 400:
             raise _error_for(response.status_code, response.text, self.settings)
         return response.json(), int(response.headers.get("X-Nomad-Index", "0") or 0)
@@ -221,7 +233,7 @@ class NomadAPI:
         try:
             response = await http.get(f"/v1/client/fs/logs/{alloc_id}", params={**self.settings.params(), **params})
         except httpx.TransportError as exc:
-            raise TransientError(f"connection to Nomad failed: {exc}") from None
+            raise NomadUnavailable(f"connection to Nomad failed: {exc or type(exc).__name__}") from None
         if response.status_code >= 400:
             raise _error_for(response.status_code, response.text, self.settings)
         return str(response.text)
@@ -262,7 +274,7 @@ class NomadAPI:
                 async for chunk in response.aiter_text():
                     yield chunk
         except httpx.TransportError as exc:
-            raise TransientError(f"the log stream from Nomad broke: {exc}") from None
+            raise NomadUnavailable(f"the log stream from Nomad broke: {exc or type(exc).__name__}") from None
 
 
 async def sleep_backoff(attempt: int, *, base: float = 0.5, cap: float = 10.0) -> float:

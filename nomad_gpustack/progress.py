@@ -151,6 +151,11 @@ def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool
 
     deployment = snapshot.deployment
     ours = deployment is not None and (snapshot.version is None or deployment.JobVersion == snapshot.version)
+    settling = ours and deployment is not None and deployment.Status in ("running", "pending")
+    if failures and all(f.kind == "unhealthy" for f in failures) and settling:
+        # Nomad fails the deployment right after an unhealthy verdict; its description says whether it
+        # rolls back, so wait for it rather than end on the allocation alone.
+        return Assessment("deploying", done, f"{progress}; {failures[0].summary}")
     if failures:
         first = failures[0]
         headline = f"replica {first.replica}: {first.summary}" if first.replica is not None else first.summary
@@ -163,7 +168,8 @@ def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool
         return Assessment("failed", done, headline, details, tuple(failures), rollback, EXIT_FAILURE)
     if ours and deployment is not None:
         if deployment.Status == "successful" and healthy >= request.count:
-            return Assessment("succeeded", done, f"all {request.count} replicas healthy", exit_code=EXIT_OK)
+            every = "the replica is healthy" if request.count == 1 else f"all {request.count} replicas are healthy"
+            return Assessment("succeeded", done, every, exit_code=EXIT_OK)
         if deployment.Status == "successful":
             return Assessment("deploying", done, f"deployment successful, {progress}")
         if deployment.Status == "failed":

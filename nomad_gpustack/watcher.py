@@ -145,7 +145,7 @@ async def watch(
                 )
             )
         timed_out = False
-        nodes_fetched = False
+        nodes_fetched = verified = False
         try:
             while True:
                 for task in tasks:
@@ -163,6 +163,12 @@ async def watch(
                 ):
                     nodes_fetched = True
                     state.nodes = tuple(await _node_devices(api, http))
+                    continue
+                if assessment.done and not verified:
+                    # The three queries answer independently: before a verdict, read all of them once
+                    # more, so it never rests on a deployment newer than the allocations we hold.
+                    verified = True
+                    await _refresh(api, http, state, job_id, eval_id)
                     continue
                 reporter.update(assessment, elapsed)
                 if assessment.done:
@@ -186,6 +192,21 @@ async def watch(
             result.endpoints = await _endpoints(api, http, assessment)
         result.requests = api.requests
         return result
+
+
+async def _refresh(api: NomadAPI, http: Any, state: _State, job_id: str, eval_id: str | None) -> None:
+    """Plain reads of everything the watch follows (retrying transient errors a few times)."""
+    for attempt in range(5):
+        try:
+            allocs, deployment = await asyncio.gather(
+                api.allocations(http, job_id), api.latest_deployment(http, job_id)
+            )
+            state.allocations, state.deployment = tuple(allocs[0]), deployment[0]
+            if eval_id:
+                state.evaluation = (await api.evaluation(http, eval_id))[0]
+            return
+        except TransientError:
+            await sleep_backoff(attempt)
 
 
 async def _node_devices(api: NomadAPI, http: Any) -> list[Any]:
