@@ -607,6 +607,7 @@ class Job(TypedDict, total=False):
 # Every struct forbids unknown keys at run-time validation (set here: mypy allows only fields in the bodies).
 for _struct in [v for v in list(globals().values()) if isinstance(v, type) and is_typeddict(v)]:
     _struct.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
+del _struct
 
 
 def api_document(job: Job) -> dict[str, Any]:

@@ -1,0 +1,489 @@
+"""The HTTP layer: routing, request recording, injected faults, ACL checks, blocking queries and the streaming
+endpoints (event stream, task logs), on a stdlib `ThreadingHTTPServer` bound to 127.0.0.1.
+
+Errors are plain-text bodies with Nomad's status codes: 400 bad request, 403 permission, 404 not found, 500
+otherwise (nomad-api.md §3.1).
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import functools
+import json
+import random
+import re
+import select
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from . import queries
+from .cluster import Cluster, NomadError
+from .events import Subscription
+from .faults import Fault, Faults
+from .goduration import SECOND, parse_duration
+from .jobspec import JSON, canonicalize
+from .strict import PLAN_KEYS, REGISTER_KEYS, VALIDATE_KEYS, StrictDecodeError, check_request
+from .validation import multierror, validate
+
+DEFAULT_WAIT = 300.0  # Nomad's default and maximum blocking time (MaxBlockingRPCQueryTime)
+STREAM_POLL = 0.2  # how often a streaming handler looks whether its client went away
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the double received it (recorded before faults and ACL checks apply)."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    time: float  # time.monotonic() at arrival
+
+
+@dataclass
+class Backend:
+    """Everything the handlers need from the double."""
+
+    cluster: Cluster
+    faults: Faults
+    acl_tokens: dict[str, str] | None  # secret → "management" | "submit-job" | "read-job"
+    heartbeat_interval: float
+    max_wait: float
+    requests: list[RecordedRequest] = field(default_factory=list)
+    requests_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class DoubleHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # blocked streams must not keep the test process alive
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    q: queries.Query
+    headers: dict[str, str]
+    body: bytes
+
+
+_ID = "(?P<id>[^/]+)"
+_READS: list[tuple[str, Callable[..., queries.Result]]] = [
+    ("/v1/jobs", queries.list_jobs),
+    (f"/v1/job/{_ID}/allocations", queries.job_allocations),
+    (f"/v1/job/{_ID}/evaluations", queries.job_evaluations),
+    (f"/v1/job/{_ID}/deployments", queries.job_deployments),
+    (f"/v1/job/{_ID}/deployment", queries.job_latest_deployment),
+    (f"/v1/job/{_ID}/summary", queries.job_summary),
+    (f"/v1/job/{_ID}/services", queries.job_services),
+    (f"/v1/job/{_ID}", queries.read_job),
+    (f"/v1/evaluation/{_ID}/allocations", queries.evaluation_allocations),
+    (f"/v1/evaluation/{_ID}", queries.evaluation),
+    (f"/v1/allocation/{_ID}/services", queries.allocation_services),
+    (f"/v1/allocation/{_ID}", queries.allocation),
+    (f"/v1/deployment/allocations/{_ID}", queries.deployment_allocations),
+    (f"/v1/deployment/{_ID}", queries.deployment),
+    ("/v1/services", queries.list_services),
+    (f"/v1/service/{_ID}", queries.service),
+    (f"/v1/client/allocation/{_ID}/checks", queries.allocation_checks),
+]
+
+
+# (methods, path pattern, handler method name or blocking query); the first route matching path and method wins.
+_ROUTES: list[tuple[tuple[str, ...], str, str | Callable[..., queries.Result]]] = [
+    (("GET",), "/v1/status/leader", "_leader"),
+    (("GET",), "/v1/event/stream", "_event_stream"),
+    (("GET",), f"/v1/client/fs/logs/{_ID}", "_logs"),
+    (("PUT", "POST"), "/v1/jobs", "_register"),
+    (("PUT", "POST"), "/v1/validate/job", "_validate"),
+    (("PUT", "POST"), f"/v1/job/{_ID}/plan", "_plan"),
+    (("PUT", "POST"), f"/v1/job/{_ID}", "_register"),
+    (("DELETE",), f"/v1/job/{_ID}", "_deregister"),
+    *((("GET",), pattern, query) for pattern, query in _READS),
+]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, and chunked streams like Nomad's
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm and the client's
+    # delayed ACK add ~40 ms to every answer on keep-alive connections (Go's net/http sets it, too).
+    disable_nagle_algorithm = True
+    server: DoubleHTTPServer
+    _action: Fault | None = None
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: `nomad.requests` is the log."""
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
+        self._handle()
+
+    @property
+    def backend(self) -> Backend:
+        return self.server.backend
+
+    # --- dispatch -----------------------------------------------------------------------------------------
+
+    def _handle(self) -> None:
+        split = urlsplit(self.path)
+        body = self._read_body()
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        params = parse_qs(split.query, keep_blank_values=True)
+        with self.backend.requests_lock:
+            self.backend.requests.append(
+                RecordedRequest(self.command, split.path, params, headers, body, time.monotonic())
+            )
+        self._action = self.backend.faults.take(self.command, split.path, actions=True)
+        fault = self.backend.faults.take(self.command, split.path)
+        if fault is not None and fault.drop:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault is not None:
+            self._send_fault(fault.status, fault.body)
+            return
+        request = Request(self.command, split.path, queries.Query(params), headers, body)
+        try:
+            self._route(request)
+        except NomadError as exc:
+            self._send_text(exc.status, exc.message)
+        except StrictDecodeError as exc:
+            self._send_text(400, str(exc))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as exc:  # a bug in the double: answer 500 and fail the test at exit
+            traceback.print_exc(file=sys.stderr)
+            self.backend.cluster.errors.append(exc)
+            self._send_text(500, f"nomad double internal error: {exc!r}")
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts: list[bytes] = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
+            self.rfile.readline()  # the CRLF after the last (empty) chunk; trailers are not supported
+            return b"".join(parts)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _route(self, req: Request) -> None:
+        allowed = False
+        for methods, pattern, endpoint in _ROUTES:
+            m = re.fullmatch(pattern, req.path)
+            if m is None:
+                continue
+            allowed = True
+            if req.method in methods:
+                args = [unquote(v) for v in m.groups()]
+                if isinstance(endpoint, str):
+                    getattr(self, endpoint)(req, *args)
+                else:
+                    self._authorize(req, write=False)
+                    self._blocking(req, functools.partial(endpoint, self.backend.cluster.state, req.q, *args))
+                return
+        raise NomadError(405, "Invalid method") if allowed else NomadError(404, "Invalid URL")
+
+    def _authorize(self, req: Request, write: bool, management: bool = False) -> None:
+        """ACL checks with Nomad's messages: no token → `Permission denied`, unknown → `ACL token not found`."""
+        tokens = self.backend.acl_tokens
+        if tokens is None:
+            return
+        secret = req.headers.get("x-nomad-token", "")
+        bearer = req.headers.get("authorization", "")
+        if not secret and bearer.lower().startswith("bearer "):
+            secret = bearer[7:].strip()
+        if not secret:
+            raise NomadError(403, "Permission denied")
+        policy = tokens.get(secret)
+        if policy is None:
+            raise NomadError(403, "ACL token not found")
+        if policy == "management":
+            return
+        if management or (write and policy != "submit-job"):
+            raise NomadError(403, "Permission denied")
+
+    # --- responses ----------------------------------------------------------------------------------------
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Every answer starts here: a pending `after_request` action runs first (see Faults.after)."""
+        action, self._action = self._action, None
+        if action is not None and action.action is not None:
+            action.action()
+        super().send_response(code, message)
+
+    def _send_fault(self, status: int, body: str) -> None:
+        """An injected answer: JSON when the body is JSON (a faked 200), else plain text like Nomad's errors."""
+        try:
+            json.loads(body)
+        except ValueError:
+            self._send_text(status, body)
+            return
+        self._send_json(body, index=None, status=status, raw=True)
+
+    def _send_json(self, payload: Any, index: int | None, status: int = 200, raw: bool = False) -> None:
+        pretty = "pretty" in self.path
+        text = payload if raw else json.dumps(payload, indent=4 if pretty else None)
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if index is not None:
+            self.send_header("X-Nomad-Index", str(index))
+        if self.command == "GET":
+            self.send_header("X-Nomad-KnownLeader", "true")
+            self.send_header("X-Nomad-LastContact", "0")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _send_text(self, status: int, text: str, index: int | None = None) -> None:
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        if index is not None:
+            self.send_header("X-Nomad-Index", str(index))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _start_stream(self, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+    def _chunk(self, data: bytes) -> None:
+        if data:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def _end_stream(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _client_gone(self) -> bool:
+        """True when the peer closed its side (readable with nothing to read)."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            peeked: bytes = self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return True
+        return peeked == b""
+
+    # --- blocking queries ---------------------------------------------------------------------------------
+
+    def _blocking(self, req: Request, run: Callable[[], queries.Result]) -> None:
+        """`?index=X&wait=D`: while the result's index is ≤ X, wait on the state's condition variable (woken by
+        every change) until it moves or `wait` (capped, plus up to wait/16 jitter like Nomad) runs out."""
+        try:
+            min_index = int(req.q.get("index") or 0)
+        except ValueError:
+            raise NomadError(400, "Invalid index") from None
+        try:
+            wait = parse_duration(req.q.get("wait")) / SECOND if req.q.get("wait") else DEFAULT_WAIT
+        except ValueError:
+            raise NomadError(400, "Invalid wait time") from None
+        wait = min(wait, self.backend.max_wait)
+        deadline = time.monotonic() + wait + random.uniform(0, wait / 16)
+        state = self.backend.cluster.state
+        with state.cond:
+            while True:
+                index, payload = run()
+                remaining = deadline - time.monotonic()
+                if min_index == 0 or index > min_index or remaining <= 0 or state.closed:
+                    break
+                state.cond.wait(remaining)
+            if isinstance(payload, queries.NotFound):  # Nomad sets the query meta before answering 404
+                self._send_text(404, payload.message, index)
+                return
+            text = json.dumps(payload, indent=4 if "pretty" in self.path else None)
+        self._send_json(text, index=index, raw=True)
+
+    # --- jobs ---------------------------------------------------------------------------------------------
+
+    def _json_body(self, req: Request) -> Any:
+        try:
+            return json.loads(req.body or b"null")
+        except ValueError as exc:
+            raise NomadError(400, f"Failed to decode request body: {exc}") from None
+
+    def _job_body(self, req: Request, keys: dict[str, str]) -> JSON:
+        """The `{"Job": ...}` wrapper: Nomad answers a missing Job with 400 `Job must be specified`."""
+        body = self._json_body(req)
+        if not isinstance(body, dict) or body.get("Job") is None:
+            raise NomadError(400, "Job must be specified")
+        check_request(body, keys)
+        return body
+
+    def _namespace(self, req: Request, body: JSON) -> str:
+        """`?namespace=` > body Namespace > Job.Namespace > "default" (namespaceForJob)."""
+        return req.q.get("namespace") or body.get("Namespace") or body["Job"].get("Namespace") or "default"
+
+    def _leader(self, req: Request) -> None:
+        self._send_json("127.0.0.1:4647", index=None)
+
+    def _register(self, req: Request, path_id: str | None = None) -> None:
+        self._authorize(req, write=True)
+        body = self._job_body(req, REGISTER_KEYS)
+        job = body["Job"]
+        if not job.get("ID"):
+            raise NomadError(400, "Job ID hasn't been provided")
+        if path_id is not None and job["ID"] != path_id:
+            raise NomadError(400, "Job ID does not match name")
+        result = self.backend.cluster.register(
+            self._namespace(req, body), job, bool(body.get("EnforceIndex")), int(body.get("JobModifyIndex") or 0)
+        )
+        self._send_json(result, index=result["Index"])
+
+    def _deregister(self, req: Request, job_id: str) -> None:
+        self._authorize(req, write=True)
+        result = self.backend.cluster.deregister(req.q.namespace, job_id, req.q.flag("purge"))
+        self._send_json(result, index=result["Index"])
+
+    def _plan(self, req: Request, path_id: str) -> None:
+        self._authorize(req, write=True)
+        body = self._job_body(req, PLAN_KEYS)
+        job = body["Job"]
+        if not job.get("ID"):
+            raise NomadError(400, "Job ID hasn't been provided")
+        if job["ID"] != path_id:
+            raise NomadError(400, "Job ID does not match")
+        result = self.backend.cluster.plan(self._namespace(req, body), job, bool(body.get("Diff")))
+        self._send_json(result, index=result["Index"])
+
+    def _validate(self, req: Request) -> None:
+        self._authorize(req, write=False)
+        body = self._job_body(req, VALIDATE_KEYS)
+        errors = validate(canonicalize(body["Job"], self._namespace(req, body)))
+        reply = {
+            "DriverConfigValidated": True,
+            "ValidationErrors": errors or None,
+            "Error": multierror(errors) if errors else "",
+            "Warnings": "",
+        }
+        self._send_json(reply, index=None)
+
+    # --- event stream -------------------------------------------------------------------------------------
+
+    def _event_stream(self, req: Request) -> None:
+        """ndjson frames from `?index=` on (the frame at that index included), then live ones, with a `{}`
+        heartbeat every `heartbeat_interval`; until the client goes away or the double stops."""
+        subscription = Subscription.parse(req.q.params.get("topic", []), req.q.namespace)
+        self._authorize(req, write=False, management=subscription.wants_everything)
+        try:
+            start = int(req.q.get("index") or 0)
+        except ValueError:
+            raise NomadError(400, "Invalid index") from None
+        state = self.backend.cluster.state
+        interval = self.backend.heartbeat_interval
+        with state.cond:
+            position = bisect.bisect_left([f.index for f in state.frames], start)
+        self._start_stream("application/json")
+        next_heartbeat = time.monotonic() + interval
+        while True:
+            with state.cond:
+                while position >= len(state.frames) and not state.closed:
+                    remaining = next_heartbeat - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    state.cond.wait(min(remaining, STREAM_POLL))
+                    if self._client_gone():
+                        return
+                frames = state.frames[position:]
+                position = len(state.frames)
+                closed = state.closed
+            for frame in frames:
+                self._chunk(subscription.render(frame) or b"")
+            if time.monotonic() >= next_heartbeat:
+                self._chunk(b"{}\n")
+                next_heartbeat = time.monotonic() + interval
+            if closed:
+                self._end_stream()
+                return
+
+    # --- task logs ----------------------------------------------------------------------------------------
+
+    def _logs(self, req: Request, alloc_id: str) -> None:
+        """`/v1/client/fs/logs/:alloc`: `plain=true` sends raw text, otherwise JSON StreamFrames with base64
+        `Data`; `origin=end&offset=N` starts N bytes before the end; `follow=true` keeps streaming new output
+        until the client goes away, the task is dead (and drained), or the double stops."""
+        self._authorize(req, write=False)
+        q = req.q
+        task, kind = q.get("task"), q.get("type")
+        if not task:
+            raise NomadError(400, "must include task name")
+        if kind not in ("stdout", "stderr"):
+            raise NomadError(400, f"invalid log type: {kind!r}")
+        try:
+            offset = int(q.get("offset") or 0)
+        except ValueError:
+            raise NomadError(400, "invalid offset") from None
+        state = self.backend.cluster.state
+        key = (alloc_id, task, kind)
+        with state.cond:
+            if alloc_id not in state.allocs:
+                raise NomadError(404, f'Unknown allocation "{alloc_id}"')
+            size = len(state.logs.get(key, b""))
+        position = max(0, size - offset) if q.get("origin") == "end" else min(offset, size)
+        plain = q.flag("plain")
+        file_name = f"alloc/logs/{task}.{kind}.0"
+
+        def encode(data: bytes, at: int) -> bytes:
+            if plain:
+                return data
+            frame = {"Offset": at + len(data), "Data": base64.b64encode(data).decode(), "File": file_name}
+            return json.dumps(frame).encode()
+
+        content_type = "text/plain; charset=utf-8" if plain else "application/json"
+        if not q.flag("follow"):
+            with state.cond:
+                data = bytes(state.logs.get(key, b""))[position:]
+            body = encode(data, position) if data or plain else b""
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self._start_stream(content_type)
+        while True:
+            with state.cond:
+                data = bytes(state.logs.get(key, b""))[position:]
+                finished = state.closed or _task_dead(state.allocs[alloc_id], task)
+                if not data and not finished:
+                    state.cond.wait(STREAM_POLL)
+                    if self._client_gone():
+                        return
+                    continue
+            if data:
+                self._chunk(encode(data, position))
+                position += len(data)
+            elif finished:
+                self._end_stream()
+                return
+
+
+def _task_dead(alloc: JSON, task: str) -> bool:
+    states = alloc.get("TaskStates") or {}
+    return task in states and states[task]["State"] == "dead"

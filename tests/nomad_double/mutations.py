@@ -1,0 +1,219 @@
+"""State changes shared by scenarios, client mode and the manual test API; each runs inside an open `Tx`.
+
+They mirror who changes what in Nomad: the client updates task states and allocation health, the deployment
+watcher counts healthy allocations and sets deployment status, the scheduler stops allocations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from .jobspec import JSON, group_named, services
+from .objects import client_status, new_task_state, now_ns, rfc3339, task_event
+from .state import JobKey, State, Tx
+
+MAX_TASK_EVENTS = 10  # Nomad keeps the last 10 events per task state
+
+
+def init_task_states(alloc: JSON) -> JSON:
+    """The client's first update: every task of the group `pending` (TaskStates is null before that)."""
+    if alloc["TaskStates"] is None:
+        group = group_named(alloc["Job"], alloc["TaskGroup"])
+        alloc["TaskStates"] = {t["Name"]: new_task_state() for t in group.get("Tasks") or []}
+    states: JSON = alloc["TaskStates"]
+    return states
+
+
+def client_update(
+    tx: Tx,
+    alloc_id: str,
+    task: str,
+    events: list[JSON] | None = None,
+    state: str | None = None,
+    failed: bool | None = None,
+    restarted: bool = False,
+) -> None:
+    """One task-state update from the client: events, a state change, the restart counter. The allocation's
+    ClientStatus follows from all its task states, as the client derives it."""
+    alloc = tx.state.allocs[alloc_id]
+    # A task the job does not declare (a synthesized `download-model`, a manual update) gets a fresh state.
+    task_state = init_task_states(alloc).setdefault(task, new_task_state())
+    task_state["Events"] = [*task_state["Events"], *(events or [])][-MAX_TASK_EVENTS:]
+    if state is not None:
+        if state == "running" and task_state["State"] != "running":
+            task_state["StartedAt"] = rfc3339()
+        if state == "dead" and task_state["State"] != "dead":
+            task_state["FinishedAt"] = rfc3339()
+        task_state["State"] = state
+    if failed is not None:
+        task_state["Failed"] = failed
+    if restarted:
+        task_state["Restarts"] += 1
+        task_state["LastRestart"] = rfc3339()
+    alloc["ClientStatus"], alloc["ClientDescription"] = client_status(alloc["TaskStates"])
+    tx.put_alloc(alloc)
+
+
+def set_alloc_health(tx: Tx, alloc_id: str, healthy: bool | None) -> None:
+    """The client's deployment health verdict, and the deployment watcher's Healthy/Unhealthy counters."""
+    alloc = tx.state.allocs[alloc_id]
+    previous = (alloc.get("DeploymentStatus") or {}).get("Healthy")
+    alloc["DeploymentStatus"] = {"Healthy": healthy, "Timestamp": rfc3339(), "Canary": False, "ModifyIndex": tx.index}
+    tx.put_alloc(alloc)
+    deployment = tx.state.deployments.get(alloc["DeploymentID"])
+    if deployment is None:
+        return
+    group = deployment["TaskGroups"][alloc["TaskGroup"]]
+    for value, counter in ((True, "HealthyAllocs"), (False, "UnhealthyAllocs")):
+        group[counter] += (healthy is value) - (previous is value)
+    tx.put_deployment(deployment, "DeploymentAllocHealth")
+
+
+def set_deployment_status(tx: Tx, deployment_id: str, status: str, description: str) -> None:
+    """A deployment status change; a successful deployment marks its job version stable."""
+    deployment = tx.state.deployments[deployment_id]
+    deployment["Status"] = status
+    deployment["StatusDescription"] = description
+    tx.put_deployment(deployment)
+    if status != "successful":
+        return
+    key = (deployment["Namespace"], deployment["JobID"])
+    for version in tx.state.job_versions.get(key, []):
+        if version["Version"] == deployment["JobVersion"]:
+            version["Stable"] = True
+            if tx.state.jobs.get(key) is version:
+                tx.put_job(version, "DeploymentStatusUpdate")
+
+
+def cancel_deployments(tx: Tx, key: JobKey, description: str, keep: str = "") -> None:
+    """Cancel the job's running deployments other than `keep` (newer version, or job stopped)."""
+    for deployment in list(tx.state.deployments.values()):
+        same_job = (deployment["Namespace"], deployment["JobID"]) == key
+        if same_job and deployment["ID"] != keep and deployment["Status"] in ("running", "paused", "pending"):
+            set_deployment_status(tx, deployment["ID"], "cancelled", description)
+
+
+def stop_alloc(tx: Tx, alloc: JSON, description: str) -> None:
+    """The scheduler stops an allocation and the client confirms: desired stop, tasks killed, client complete."""
+    alloc["DesiredStatus"] = "stop"
+    alloc["DesiredDescription"] = description
+    if alloc["ClientStatus"] in ("pending", "running"):
+        tasks = {t["Name"]: t for t in group_named(alloc["Job"], alloc["TaskGroup"])["Tasks"]}
+        for name, task_state in init_task_states(alloc).items():
+            if task_state["State"] == "dead":
+                continue
+            killing = task_event("Killing", KillTimeout=tasks[name].get("KillTimeout", 0))
+            task_state["Events"] = [*task_state["Events"], killing, task_event("Killed")][-MAX_TASK_EVENTS:]
+            task_state["State"] = "dead"
+            task_state["FinishedAt"] = rfc3339()
+        alloc["ClientStatus"], alloc["ClientDescription"] = "complete", "All tasks have completed"
+    tx.put_alloc(alloc, "AllocationUpdateDesiredStatus")
+    for service_id in [s["ID"] for s in tx.state.services.values() if s["AllocID"] == alloc["ID"]]:
+        tx.delete_service(service_id)
+
+
+def alloc_terminal(alloc: JSON) -> bool:
+    return alloc["DesiredStatus"] in ("stop", "evict") or alloc["ClientStatus"] in ("complete", "failed", "lost")
+
+
+def job_status(state: State, key: JobKey) -> str:
+    """Nomad's getJobStatus: running with a live allocation, pending with an open evaluation, else dead."""
+    job = state.jobs[key]
+    allocs = [a for a in state.allocs.values() if (a["Namespace"], a["JobID"]) == key]
+    evals = [e for e in state.evals.values() if (e["Namespace"], e["JobID"]) == key]
+    if any(not alloc_terminal(a) for a in allocs):
+        return "running"
+    if any(e["Status"] in ("pending", "blocked") for e in evals):
+        return "pending"
+    if allocs or evals or job["Stop"]:
+        return "dead"
+    return "pending"
+
+
+def port_of(alloc: JSON, label: str | None) -> int:
+    """The host port a service or check refers to: a group port label, or a literal number."""
+    if not label:
+        return 0
+    if label.isdigit():
+        return int(label)
+    for port in alloc["AllocatedResources"]["Shared"]["Ports"] or []:
+        if port["Label"] == label:
+            return int(port["Value"])
+    raise KeyError(f"allocation {alloc['ID']} has no port {label!r}")
+
+
+def service_id(alloc: JSON, service: JSON, task: str | None) -> str:
+    """Nomad's registration ID: `_nomad-task-<alloc>-<task | group-<group>>-<service>-<port label>`."""
+    owner = task if task else f"group-{alloc['TaskGroup']}"
+    return f"_nomad-task-{alloc['ID']}-{owner}-{service['Name']}-{service.get('PortLabel') or ''}"
+
+
+def check_id(alloc: JSON, service: JSON, check: JSON, task: str | None) -> str:
+    """A stable check ID (Nomad hashes the check definition; this hashes its identity)."""
+    text = f"{alloc['ID']}/{task}/{service['Name']}/{check.get('Name')}/{check.get('Type')}/{check.get('Path')}"
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def alloc_services(alloc: JSON, provider: str, tasks: list[str] | None = None) -> list[tuple[JSON, str | None]]:
+    """The allocation's services of `provider` with their owning task: group services, and those of `tasks`
+    (all tasks when None)."""
+    group = group_named(alloc["Job"], alloc["TaskGroup"])
+    return [
+        (s, t) for s, t in services(group) if s["Provider"] == provider and (t is None or tasks is None or t in tasks)
+    ]
+
+
+def register_nomad_services(tx: Tx, alloc: JSON, tasks: list[str] | None = None) -> None:
+    """Register the allocation's `nomad` provider services in the double's own registry (`/v1/service/:name`)."""
+    for service, task in alloc_services(alloc, "nomad", tasks):
+        tx.put_service(
+            {
+                "ID": service_id(alloc, service, task),
+                "ServiceName": service["Name"],
+                "Namespace": alloc["Namespace"],
+                "NodeID": alloc["NodeID"],
+                "Datacenter": "dc1",
+                "JobID": alloc["JobID"],
+                "AllocID": alloc["ID"],
+                "Tags": service.get("Tags") or [],
+                "Address": "127.0.0.1",
+                "Port": port_of(alloc, service.get("PortLabel")),
+                "CreateIndex": 0,
+                "ModifyIndex": 0,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class CheckRef:
+    """One check of one service of an allocation, with the task owning the service (None: group service)."""
+
+    service: JSON
+    check: JSON
+    task: str | None
+
+
+def alloc_checks(alloc: JSON, provider: str, tasks: list[str] | None = None) -> list[CheckRef]:
+    return [CheckRef(s, c, t) for s, t in alloc_services(alloc, provider, tasks) for c in s.get("Checks") or []]
+
+
+def set_check(tx: Tx, alloc: JSON, ref: CheckRef, status: str, output: str, code: int) -> None:
+    """A nomad-provider check result as `/v1/client/allocation/:id/checks` reports it."""
+    cid = check_id(alloc, ref.service, ref.check, ref.task)
+    tx.put_check(
+        alloc["ID"],
+        cid,
+        {
+            "ID": cid,
+            "Check": ref.check.get("Name") or f'service: "{ref.service["Name"]}" check',
+            "Group": f"{alloc['JobID']}.{alloc['TaskGroup']}",
+            "Mode": "readiness" if ref.check.get("OnUpdate") == "ignore" else "healthiness",
+            "Output": output,
+            "Service": ref.service["Name"],
+            "Task": ref.task or "group",
+            "Status": status,
+            "StatusCode": code,
+            "Timestamp": now_ns() // 10**9,
+        },
+    )

@@ -1,0 +1,223 @@
+"""A few of Nomad's server-side job checks (`Job.Validate` in nomad/structs), on the canonicalized job.
+
+Only the rules the reference lists (nomad-api.md §1.3) are modelled. The message texts follow Nomad's where the
+reference or common knowledge gives them, and are close paraphrases otherwise; clients should not parse them.
+Errors are joined the way hashicorp/go-multierror prints them, which is what Nomad returns.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlparse
+
+from .goduration import SECOND, format_duration
+from .jobspec import JSON, groups, ports, services
+
+JOB_TYPES = ("service", "batch", "system", "sysbatch")
+HEALTH_CHECKS = ("checks", "task_states", "manual")
+LIFECYCLE_HOOKS = ("prestart", "poststart", "poststop")
+CHECK_TYPES = ("http", "tcp", "script", "grpc")
+CONSTRAINT_OPERANDS = frozenset(
+    {
+        *("=", "==", "is", "!=", "not", "<", "<=", ">", ">=", "regexp", "version", "semver"),
+        *("set_contains", "set_contains_all", "set_contains_any", "is_set", "is_not_set"),
+        *("distinct_hosts", "distinct_property"),
+    }
+)
+# ServiceCheck fields that only Consul understands; a nomad-provider check must leave them unset.
+CONSUL_ONLY_CHECK_FIELDS = (
+    "GRPCService",
+    "GRPCUseTLS",
+    "SuccessBeforePassing",
+    "FailuresBeforeCritical",
+    "FailuresBeforeWarning",
+    "Expose",
+    "Notes",
+)
+_RFC1123 = re.compile(r"^(?i:[a-z0-9]|[a-z0-9][a-z0-9\-]{0,61}[a-z0-9])$")
+
+
+def multierror(errors: list[str]) -> str:
+    """go-multierror's list format: `1 error occurred:\\n\\t* msg\\n\\n`."""
+    head = "1 error occurred:" if len(errors) == 1 else f"{len(errors)} errors occurred:"
+    return head + "\n" + "".join(f"\t* {e}\n" for e in errors) + "\n"
+
+
+def validate(job: JSON) -> list[str]:
+    """The top-level validation errors of a canonicalized job (empty when it is valid)."""
+    errors: list[str] = []
+    job_id = job.get("ID") or ""
+    if not job_id:
+        errors.append("Missing job ID")
+    elif " " in job_id:
+        errors.append("Job ID contains a space")
+    elif "\x00" in job_id:
+        errors.append("Job ID contains a null character")
+    if not job.get("Name"):
+        errors.append("Missing job name")
+    if job.get("Type") not in JOB_TYPES:
+        errors.append(f"Invalid job type: {job.get('Type')!r}")
+    if not 1 <= int(job.get("Priority") or 0) <= 100:
+        errors.append("Job priority must be between [1, 100]")
+    errors += _constraints(job.get("Constraints"))
+    if not groups(job):
+        errors.append("Missing job task groups")
+    seen: dict[str, int] = {}
+    for index, group in enumerate(groups(job)):
+        name = group.get("Name") or ""
+        if name in seen:
+            errors.append(f"Job task group {index + 1} redefines '{name}' from group {seen[name] + 1}")
+        else:
+            seen[name] = index
+        group_errors = _group(job, group)
+        if group_errors:
+            errors.append(f"Task group {name} validation failed: {multierror(group_errors)}")
+    return errors
+
+
+def _constraints(constraints: list[JSON] | None) -> list[str]:
+    return [
+        f"Unknown constraint type {c.get('Operand')!r}"
+        for c in constraints or []
+        if (c.get("Operand") or "=") not in CONSTRAINT_OPERANDS
+    ]
+
+
+def _group(job: JSON, group: JSON) -> list[str]:
+    errors: list[str] = []
+    if not group.get("Name"):
+        errors.append("Missing task group name")
+    if (group.get("Count") or 0) < 0:
+        errors.append("Task group count can't be negative")
+    if not group.get("Tasks"):
+        errors.append("Missing tasks for task group")
+    errors += _constraints(group.get("Constraints"))
+    update = group.get("Update")
+    if update and job.get("Type") == "service":
+        errors += _update(update)
+    labels = {p.label for p in ports(group)}
+    for service, _owner in services(group):
+        errors += _service(service, labels)
+    disk = (group.get("EphemeralDisk") or {}).get("SizeMB") or 0
+    seen: dict[str, int] = {}
+    for index, task in enumerate(group.get("Tasks") or []):
+        name = task.get("Name") or ""
+        if name in seen:
+            errors.append(f"Task {index + 1} redefines '{name}' from task {seen[name] + 1}")
+        else:
+            seen[name] = index
+        task_errors = _task(job, group, task, disk)
+        if task_errors:
+            errors.append(f"Task {name} validation failed: {multierror(task_errors)}")
+    return errors
+
+
+def _update(u: JSON) -> list[str]:
+    errors: list[str] = []
+    min_healthy, healthy, progress = u["MinHealthyTime"], u["HealthyDeadline"], u["ProgressDeadline"]
+    if u["HealthCheck"] not in HEALTH_CHECKS:
+        errors.append(f"Invalid health check given: {u['HealthCheck']!r}")
+    if u["MaxParallel"] < 0:
+        errors.append(f"Max parallel can not be less than zero: {u['MaxParallel']} < 0")
+    if u["Canary"] < 0:
+        errors.append(f"Canary count can not be less than zero: {u['Canary']} < 0")
+    if min_healthy < 0:
+        errors.append(f"Minimum healthy time may not be less than zero: {format_duration(min_healthy)}")
+    if healthy <= 0:
+        errors.append(f"Healthy deadline must be greater than zero: {format_duration(healthy)}")
+    if progress < 0:
+        errors.append(f"Progress deadline must be zero or greater: {format_duration(progress)}")
+    if min_healthy >= healthy:
+        errors.append(
+            "Minimum healthy time must be less than healthy deadline: "
+            f"{format_duration(min_healthy)} > {format_duration(healthy)}"
+        )
+    if progress != 0 and healthy >= progress:
+        errors.append(
+            "Healthy deadline must be less than progress deadline: "
+            f"{format_duration(healthy)} > {format_duration(progress)}"
+        )
+    if u["Stagger"] <= 0:
+        errors.append(f"Stagger must be greater than zero: {format_duration(u['Stagger'])}")
+    if u["AutoPromote"] and u["Canary"] == 0:
+        errors.append("Auto Promote requires a Canary count greater than zero")
+    return errors
+
+
+def _service(service: JSON, port_labels: set[str]) -> list[str]:
+    errors: list[str] = []
+    name = service.get("Name") or ""
+    provider = service.get("Provider")
+    if not _RFC1123.match(name):
+        errors.append(
+            f"Service name must be valid per RFC 1123 and can contain only alphanumeric characters or dashes: {name!r}"
+        )
+    if provider not in ("consul", "nomad"):
+        errors.append(f'Service {name} has invalid provider {provider!r}, must be "consul" or "nomad"')
+    if provider == "nomad" and service.get("Connect"):
+        errors.append(f"Service {name} with provider nomad cannot include Connect blocks")
+    port = service.get("PortLabel")
+    if port and not port.isdigit() and port not in port_labels:
+        errors.append(f"Port label {port!r} referenced by services [{name}] does not exist")
+    for check in service.get("Checks") or []:
+        errors += [f"Check {check.get('Name') or name} invalid: {e}" for e in _check(check, provider, port_labels)]
+    return errors
+
+
+def _check(check: JSON, provider: str | None, port_labels: set[str]) -> list[str]:
+    errors: list[str] = []
+    kind = check.get("Type") or ""
+    if kind not in CHECK_TYPES:
+        errors.append(f"invalid type ({kind!r})")
+    if provider == "nomad":
+        if kind not in ("http", "tcp"):
+            errors.append(f"check type {kind!r} is not supported by the nomad provider, only http and tcp")
+        errors += [
+            f"{field} is only valid for Consul service checks" for field in CONSUL_ONLY_CHECK_FIELDS if check.get(field)
+        ]
+    interval, timeout = check.get("Interval") or 0, check.get("Timeout") or 0
+    if interval < SECOND:
+        errors.append(f"interval ({format_duration(interval)}) cannot be lower than 1s")
+    if timeout < SECOND:
+        errors.append(f"timeout ({format_duration(timeout)}) is lower than required minimum timeout 1s")
+    if kind == "http":
+        path = check.get("Path") or ""
+        if not path:
+            errors.append("http type must have http path")
+        elif urlparse(path).scheme:
+            errors.append(f"http path {path!r} must be relative")
+    port = check.get("PortLabel")
+    if port and not port.isdigit() and port not in port_labels:
+        errors.append(f"port label {port!r} does not exist in the group network")
+    if check.get("OnUpdate") == "ignore" and check.get("CheckRestart"):
+        errors.append("on_update 'ignore' is incompatible with check_restart")
+    return errors
+
+
+def _task(job: JSON, group: JSON, task: JSON, disk_mb: int) -> list[str]:
+    errors: list[str] = []
+    name = task.get("Name") or ""
+    if not name:
+        errors.append("Missing task name")
+    elif name == "alloc":
+        errors.append('Task name cannot be "alloc"')
+    elif "/" in name or "\\" in name:
+        errors.append("Task name cannot include slashes")
+    if not task.get("Driver"):
+        errors.append("Missing task driver")
+    hook = (task.get("Lifecycle") or {}).get("Hook")
+    if task.get("Lifecycle") and hook not in LIFECYCLE_HOOKS:
+        errors.append(f"invalid hook: {hook!r}")
+    errors += _constraints(task.get("Constraints"))
+    progress = (group.get("Update") or {}).get("ProgressDeadline") or 0
+    kill_timeout = task.get("KillTimeout") or 0
+    if job.get("Type") == "service" and progress and kill_timeout > progress:
+        errors.append(
+            f"KillTimeout ({format_duration(kill_timeout)}) longer than the group's ProgressDeadline "
+            f"({format_duration(progress)})"
+        )
+    logs = task.get("LogConfig") or {}
+    log_mb = (logs.get("MaxFiles") or 0) * (logs.get("MaxFileSizeMB") or 0)
+    if log_mb >= disk_mb:
+        errors.append(f"log storage ({log_mb} MB) must be less than requested disk capacity ({disk_mb} MB)")
+    return errors
