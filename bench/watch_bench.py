@@ -82,7 +82,7 @@ def main() -> None:
                 request=group_request(dict(compiled.job)),
                 reporter=recorder,
                 timeout=None,
-            )  # fmt: skip
+            )
         )
 
         def run() -> None:
@@ -114,8 +114,10 @@ def main() -> None:
 
         delays.sort()
         print(f"watcher reaction to a state change in the double ({len(delays)} changes, loopback):")
-        print(f"  p50 {statistics.median(delays):6.1f} ms   p90 {delays[int(0.9 * (len(delays) - 1))]:6.1f} ms   "
-              f"max {delays[-1]:6.1f} ms")  # fmt: skip
+        print(
+            f"  p50 {statistics.median(delays):6.1f} ms   p90 {delays[int(0.9 * (len(delays) - 1))]:6.1f} ms   "
+            f"max {delays[-1]:6.1f} ms"
+        )
         per_minute = idle_requests * 60 / args.idle
         print(f"requests while idle for {args.idle:.0f}s: {idle_requests} ({per_minute:.1f} per minute)")
         print("  (for comparison, polling three resources every second would send 180 per minute)")

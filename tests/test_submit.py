@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
 import pytest
 
 from .components import ROOT
@@ -192,8 +193,12 @@ def test_unreachable_nomad() -> None:
 
 
 def test_server_validation_errors_are_bad_input(nomad: NomadDouble) -> None:
-    refusal = {"DriverConfigValidated": True, "Error": "1 error(s) occurred", "Warnings": "",
-               "ValidationErrors": ["Task group inference validation failed: minimum CPU value is 20; got 1"]}  # fmt: skip
+    refusal = {
+        "DriverConfigValidated": True,
+        "Error": "1 error(s) occurred",
+        "Warnings": "",
+        "ValidationErrors": ["Task group inference validation failed: minimum CPU value is 20; got 1"],
+    }
     nomad.faults.fail(r"^/v1/validate/job$", status=200, body=json.dumps(refusal))
     run = submit(nomad, VLLM)
     assert run.code == 2
@@ -205,8 +210,14 @@ def test_a_state_change_reaches_the_output_without_polling(nomad: NomadDouble) -
     """The watcher holds a blocking query open; a change in Nomad answers it, no interval involved."""
     nomad.default_scenario = scenarios.manual()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}, "NOMAD_ADDR": nomad.address}
-    proc = subprocess.Popen([sys.executable, "-m", "nomad_gpustack", "submit", str(VLLM), "--timeout", "60s"],
-                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nomad_gpustack", "submit", str(VLLM), "--timeout", "60s"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
     seen = threading.Event()
 
@@ -240,12 +251,18 @@ def test_a_state_change_reaches_the_output_without_polling(nomad: NomadDouble) -
 def test_ctrl_c_leaves_the_job_running(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.manual()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}, "NOMAD_ADDR": nomad.address}
-    proc = subprocess.Popen([sys.executable, "-m", "nomad_gpustack", "submit", str(VLLM)], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nomad_gpustack", "submit", str(VLLM)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     nomad.wait_for(lambda n: any(a["JobID"] == VLLM_JOB for a in n.allocations.values()), timeout=30)
     time.sleep(0.5)
     proc.send_signal(2)
-    out, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     assert f"the job keeps running. Resume with: nomadgs status {VLLM_JOB}" in err
     assert not any(r.method == "DELETE" for r in nomad.requests)

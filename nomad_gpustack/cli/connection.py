@@ -44,20 +44,18 @@ def add_nomad_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_token(path: str | None) -> str | None:
-    """Tokens come from a file or the environment, never from argv, where `ps` would show them."""
-    if not path:
-        return None
+def read_secret(path: str, what: str = "token") -> str:
+    """A token or key from a file: secrets come from files or the environment, never from argv (`ps` shows it)."""
     from ..errors import InputError, Problem
 
     try:
         with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
+            value = f.read().strip()
     except OSError as exc:
-        raise InputError(Problem(f"cannot read the token file: {exc.strerror}", path)) from None
-    if not token:
-        raise InputError(Problem("the token file is empty", path))
-    return token
+        raise InputError(Problem(f"cannot read the {what} file: {exc.strerror}", path)) from None
+    if not value:
+        raise InputError(Problem(f"the {what} file is empty", path))
+    return value
 
 
 def nomad_settings(args: argparse.Namespace) -> NomadSettings:
@@ -66,7 +64,7 @@ def nomad_settings(args: argparse.Namespace) -> NomadSettings:
         address=getattr(args, "address", None),
         namespace=getattr(args, "namespace", None),
         region=getattr(args, "region", None),
-        token=_read_token(getattr(args, "token_file", None)),
+        token=read_secret(args.token_file) if getattr(args, "token_file", None) else None,
         ca_cert=getattr(args, "ca_cert", None),
         ca_path=getattr(args, "ca_path", None),
         client_cert=getattr(args, "client_cert", None),
