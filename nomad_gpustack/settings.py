@@ -8,7 +8,6 @@ the `consul` CLI does. TLS verification is on unless skip-verify is asked for. T
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,8 @@ from urllib.parse import urlsplit
 from .errors import InputError, Problem
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
     import requests
 
@@ -65,6 +66,8 @@ class TLS:
 
     def ssl_context(self) -> ssl.SSLContext:
         """A verifying context (system CAs unless a CA file or folder is given)."""
+        import ssl
+
         for path, what in ((self.ca_cert, "CA certificate"), (self.client_cert, "client certificate"),
                            (self.client_key, "client key"), (self.ca_path, "CA folder")):  # fmt: skip
             if path and not os.path.exists(path):

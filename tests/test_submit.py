@@ -315,3 +315,16 @@ def test_status_logs_and_stop(nomad: NomadDouble) -> None:
     stop = nomadgs("stop", "qwen2-5-0-5b-instruct-gguf", "--purge", env=env)
     assert stop.code == 0 and "stopped and purged" in stop.out
     assert "no models deployed" in nomadgs("status", env=env).out
+
+
+def test_the_deployments_namespace_scopes_every_request(nomad: NomadDouble, tmp_path: Path) -> None:
+    nomad.default_scenario = scenarios.rollout()
+    deployment = tmp_path / "ml.yaml"
+    deployment.write_text(LLAMA_CPU.read_text().replace("nomad:\n", "nomad:\n  namespace: ml\n"))
+    run = submit(nomad, deployment)
+    assert run.code == 0, run.err
+    assert "ml/qwen2-5-0-5b-instruct-gguf" in nomad.jobs
+    watched = [r for r in nomad.requests if r.method == "GET" and "/allocations" in r.path]
+    assert watched and all(r.query.get("namespace") == ["ml"] for r in watched)
+    run = nomadgs("submit", deployment, env={"NOMAD_ADDR": nomad.address, "NOMAD_NAMESPACE": "prod"})
+    assert run.code == 2 and "nomad.namespace is 'ml' but NOMAD_NAMESPACE (or --namespace) says 'prod'" in run.err

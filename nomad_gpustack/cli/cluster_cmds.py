@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,10 +129,31 @@ def _timeout(text: str) -> float:
         raise InputError(Problem(str(exc), field="--timeout")) from None
 
 
-def _api(args: argparse.Namespace) -> NomadAPI:
+def _api(args: argparse.Namespace, compiled: Compiled | None = None) -> NomadAPI:
+    """A client for the cluster; for a deployment, scoped to the namespace and region its job names."""
+    from dataclasses import replace
+
     from ..nomadapi import NomadAPI
 
-    return NomadAPI(nomad_settings(args))
+    settings = nomad_settings(args)
+    if compiled is not None:
+        for key, env in (("namespace", "NOMAD_NAMESPACE"), ("region", "NOMAD_REGION")):
+            wanted = str(compiled.job.get(key.capitalize()) or "")
+            current = getattr(settings, key)
+            if wanted and current and wanted != current:
+                raise InputError(
+                    Problem(
+                        f"the deployment's nomad.{key} is '{wanted}' but {env} (or --{key}) says '{current}'",
+                        compiled.source.filename,
+                        field=f"nomad.{key}",
+                        hint=f"unset {env}, or make them agree",
+                    )
+                )
+            if wanted and not current:
+                settings = (
+                    replace(settings, namespace=wanted) if key == "namespace" else replace(settings, region=wanted)
+                )
+    return NomadAPI(settings)
 
 
 def _check_ownership(api: NomadAPI, job_id: str, *, force: bool) -> Any:
@@ -165,6 +185,8 @@ def _register(api: NomadAPI, compiled: Compiled, plan_index: int) -> str:
     After a dropped connection or a 5xx the request is sent again with the same index: if the first one
     did arrive, Nomad refuses the second as a conflict, and the plan then shows no difference from ours.
     """
+    import asyncio
+
     from ..nomadapi import IndexConflict, TransientError, sleep_backoff
 
     job_id = compiled.job_id
@@ -254,6 +276,8 @@ def _print_outcome(compiled: Compiled, result: WatchResult) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    import asyncio
+
     from ..explain import group_request
     from ..watcher import watch
     from .progress_view import view_for
@@ -261,10 +285,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     timeout = _timeout(args.timeout)
     compiled_all = compile_all([Path(p) for p in args.deployments], args.backends, check=True)
-    api = _api(args)
+    apis = [_api(args, compiled) for compiled in compiled_all]  # every namespace conflict before any submit
     results: list[dict[str, Any]] = []
     worst = EXIT_OK
-    for compiled in compiled_all:
+    for compiled, api in zip(compiled_all, apis, strict=True):
         job_id = compiled.job_id
         _server_validate(api, compiled)
         existing = _check_ownership(api, job_id, force=args.force)
@@ -326,7 +350,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     try:
         (compiled,) = compile_all([Path(args.deployment)], args.backends, check=True)
-        api = _api(args)
+        api = _api(args, compiled)
         plan = api.plan(compiled.job)
     except NomadgsError as exc:
         output.report(exc)
@@ -388,6 +412,8 @@ def _find_job(api: NomadAPI, name: str) -> Any:
 
 async def _job_view(api: NomadAPI, job: Any) -> dict[str, Any]:
     """One job's deployment, replicas and endpoints, read without blocking."""
+    import asyncio
+
     from ..explain import GroupRequest
     from ..progress import Snapshot, assess
     from ..responses import Evaluation
@@ -426,6 +452,8 @@ async def _job_view(api: NomadAPI, job: Any) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+
     api = _api(args)
     if args.name:
         job = _find_job(api, args.name)
@@ -468,6 +496,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    import asyncio
+
     api = _api(args)
     job = _find_job(api, args.name)
 
