@@ -34,7 +34,6 @@ EXPORT_ONLY_KEYS = frozenset(
 BUILT_IN_NAMES = ("vLLM", "SGLang", "MindIE", "VoxBox", "Custom")
 VERSION_KEY = re.compile(r"[A-Za-z0-9._-]+")
 PORT_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-PLATFORMS = ("amd64", "arm64")
 
 
 def _text_scalar(value: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .drivers import MOUNTS_VOLUMES
 from .durations import MINUTE, SECOND, format_duration
 from .jobspec import (
     CheckRestart,
@@ -29,6 +30,7 @@ from .jobspec import (
     VolumeRequest,
 )
 from .metadata import (
+    DOWNLOAD_TASK,
     META_API,
     META_BACKEND,
     META_CATEGORIES,
@@ -51,9 +53,7 @@ from .resolve import MAIN_PORT, Resolved, nomad_name
 from .sizes import nomad_size, to_mib
 
 GROUP = "inference"
-DOWNLOAD_TASK = "download-model"
 MODELS_VOLUME = "models"
-MARKER_FILE = ".nomadgs-complete"
 
 UPDATE_MIN_HEALTHY = 10 * SECOND
 PROGRESS_MARGIN = 10 * MINUTE  # ProgressDeadline must stay strictly greater than HealthyDeadline
@@ -280,7 +280,7 @@ def _main_task(r: Resolved) -> Task:
             Template(DestPath=t.destination, EmbeddedTmpl=t.data, Envvars=t.env, ChangeMode="restart")
             for t in r.templates
         ]
-    if r.weights.mount and r.driver != "raw_exec":
+    if r.weights.mount and r.driver in MOUNTS_VOLUMES:
         task["VolumeMounts"] = [VolumeMount(Volume=MODELS_VOLUME, Destination=r.weights.mount, ReadOnly=False)]
     return task
 
@@ -372,7 +372,7 @@ def compile_job(r: Resolved) -> Job:
         ),
         Networks=[NetworkResource(Mode="host", DynamicPorts=ports)],
     )
-    if r.weights.mount and r.driver != "raw_exec":
+    if r.weights.mount and r.driver in MOUNTS_VOLUMES:
         group["Volumes"] = {
             MODELS_VOLUME: VolumeRequest(Name=MODELS_VOLUME, Type="host", Source=nomad.models_volume, ReadOnly=False)
         }

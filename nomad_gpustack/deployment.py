@@ -18,7 +18,6 @@ from .sizes import parse_size
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")  # GPUStack UI's rule
 NOMAD_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 label: job IDs and service names
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # GPUStack model fields with no meaning on Nomad, and what to use instead.
 UNSUPPORTED_GPUSTACK_FIELDS = {

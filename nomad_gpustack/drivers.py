@@ -1,8 +1,8 @@
 """What each Nomad task driver accepts in its `config` block (Task.Config is a map, not a Go struct).
 
 Nomad decodes `config` with the driver's own spec on the client, long after the job was accepted; a typo
-there surfaces as a failed allocation. We check the keys up front against the specs in
-`drivers/docker/config.go`, `drivers/exec/driver.go` and `drivers/rawexec/driver.go`.
+there surfaces as a failed allocation. We check the keys of extra docker options up front against the spec
+in `drivers/docker/config.go`.
 """
 
 from __future__ import annotations
@@ -69,18 +69,11 @@ DOCKER_KEYS = frozenset(
         "storage_opt",
     ]
 )
-EXEC_KEYS = frozenset(["command", "args", "pid_mode", "ipc_mode", "cap_add", "cap_drop", "work_dir"])
-RAW_EXEC_KEYS = frozenset(
-    ["command", "args", "cgroup_v2_override", "cgroup_v1_override", "oom_score_adj", "work_dir", "denied_envvars"]
-)
-
-CONFIG_KEYS: dict[str, frozenset[str]] = {"docker": DOCKER_KEYS, "exec": EXEC_KEYS, "raw_exec": RAW_EXEC_KEYS}
-
 # Keys the compiler owns; setting them through `nomad.docker` would silently fight the compiler.
 COMPILER_OWNED = frozenset({"image", "args", "entrypoint", "command"})
 
 # Namespace modes fail on Nomad >= 2.0.4 unless the client allows them (CVE-2026-14891).
 LOCKED_DOWN_MODES = frozenset({"ipc_mode", "pid_mode", "userns_mode", "uts_mode"})
 
-# Drivers that can mount a Nomad host volume into the task.
+# Drivers that can mount a Nomad host volume into the task (raw_exec runs on the host's own paths).
 MOUNTS_VOLUMES = frozenset({"docker", "exec"})

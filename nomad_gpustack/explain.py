@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .metadata import DOWNLOAD_TASK
 from .responses import Allocation, AllocMetric, TaskEvent, TaskState
 from .sizes import MIB, human_size, parse_size
 
@@ -287,7 +288,7 @@ def task_failure(
         if gave_up:
             summary += "; Nomad gave up restarting it"
         kind = "crash-loop" if state.Restarts or gave_up else "exited"
-        if task == "download-model":
+        if task == DOWNLOAD_TASK:
             return failure(
                 "download",
                 f"downloading the model failed: {summary}",
@@ -331,9 +332,7 @@ def unhealthy_hint(req: GroupRequest) -> str:
     )
 
 
-def deployment_outcome(description: str) -> tuple[str, int | None]:
-    """The deployment's verdict and, when Nomad rolls back, the job version it rolls back to."""
+def rollback_version(description: str) -> int | None:
+    """The job version Nomad's auto-revert rolls back to, read from a failed deployment's description."""
     match = re.search(r"rolling back to job version (\d+)", description)
-    if match:
-        return description, int(match.group(1))
-    return description, None
+    return int(match.group(1)) if match else None

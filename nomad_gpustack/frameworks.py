@@ -7,7 +7,7 @@ on the client), plus `distinct_hosts` so two replicas never share a node's accel
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,6 @@ class Framework:
     runtime_visible_env: str | None = None  # env the vendor's container runtime reads
     backend_visible_env: tuple[str, ...] = ()  # env the inference engine reads
     driver_mounts: tuple[str, ...] = ()  # host paths the container needs read-only (driver libraries)
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def uses_gpus(self) -> bool:
@@ -95,10 +94,3 @@ FRAMEWORKS: dict[str, Framework] = {
         ),
     )
 }
-
-NAMES = tuple(FRAMEWORKS)
-
-
-def framework(name: str) -> Framework:
-    """Look a framework up by name, case-insensitively. Raises KeyError."""
-    return FRAMEWORKS[name.lower()]

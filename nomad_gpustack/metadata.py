@@ -20,6 +20,9 @@ RESERVED_META = frozenset(
      META_GPUS, META_API, META_MANAGED, META_SERVICE}
 )  # fmt: skip
 
+# The prestart task that downloads the weights; the watcher reports it as "downloading".
+DOWNLOAD_TASK = "download-model"
+
 # Service tags; `model=<name>` etc. carry the metadata for Nomad's native services, which have no meta.
 TAG_MARKER = "nomadgs"
 TAG_MODEL = "model="

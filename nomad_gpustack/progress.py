@@ -16,15 +16,15 @@ from .explain import (
     NodeDevices,
     TaskFailure,
     alloc_failures,
-    deployment_outcome,
     placement_failure,
+    rollback_version,
     unhealthy_hint,
 )
+from .metadata import DOWNLOAD_TASK
 from .responses import Allocation, Deployment, Evaluation, TaskState
 
 ReplicaState = Literal["pending", "scheduled", "downloading", "starting", "running", "error"]
 Phase = Literal["evaluating", "waiting-capacity", "placement-failed", "deploying", "succeeded", "failed"]
-DOWNLOAD_TASK = "download-model"
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool
         details = tuple(f.hint for f in failures[:1] if f.hint)
         rollback = None
         if ours and deployment is not None and deployment.Status == "failed":
-            _, rollback = deployment_outcome(deployment.StatusDescription)
+            rollback = rollback_version(deployment.StatusDescription)
         if first.kind == "unhealthy":
             details = (*details, unhealthy_hint(request))
         return Assessment("failed", done, headline, details, tuple(failures), rollback, EXIT_FAILURE)
@@ -173,7 +173,8 @@ def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool
         if deployment.Status == "successful":
             return Assessment("deploying", done, f"deployment successful, {progress}")
         if deployment.Status == "failed":
-            description, rollback = deployment_outcome(deployment.StatusDescription)
+            description = deployment.StatusDescription
+            rollback = rollback_version(description)
             why = (unhealthy_hint(request),) if "progress deadline" in description or "unhealthy" in description else ()
             return Assessment("failed", done, f"deployment failed: {description}", why, (), rollback, EXIT_FAILURE)
         if deployment.Status == "cancelled":

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .backend import Backend, NomadExtras, TemplateFile, VersionConfig
 from .catalog import CUSTOM, Catalog
 from .deployment import Deployment
+from .drivers import LOCKED_DOWN_MODES
 from .durations import SECOND
 from .errors import InputError, suggestion
 from .frameworks import FRAMEWORKS, Framework
@@ -269,6 +270,25 @@ class _Resolver:
         except UnknownPlaceholder as exc:
             raise origin.error(path, str(exc), hint=exc.hint) from None
 
+    def parameters(self, backend: Sourced[Backend] | None, values: dict[str, str], env: dict[str, str]) -> list[str]:
+        """The deployment's backend_parameters as argv, placeholders filled, in the backend's parameter_format."""
+        d = self.d
+        parameters = d.backend_parameters or []
+        fmt = backend.spec.parameter_format if backend is not None else None
+        out: list[str] = []
+        for index, element in enumerate(parameters):
+            try:
+                tokens = tokenize(element)
+            except ValueError as exc:
+                raise self.fail(
+                    ("backend_parameters", index), f"cannot split the parameter: {exc}", "check the quotes"
+                ) from None
+            try:
+                out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
+            except UnknownPlaceholder as exc:
+                raise self.fail(("backend_parameters", index), str(exc), exc.hint) from None
+        return apply_format(out, fmt)
+
     def run(self) -> Resolved:
         d = self.d
         backend = self.backend()
@@ -331,7 +351,7 @@ class _Resolver:
             elif backend.spec.default_entrypoint:
                 entrypoint = self.argv(backend.spec.default_entrypoint, backend, ("default_entrypoint",), values, env)
 
-        params = flatten_parameters(self, backend, values, env)
+        params = self.parameters(backend, values, env)
         args.extend(params)
 
         image = d.image_name or config.image_name
@@ -392,6 +412,11 @@ class _Resolver:
             raise self.fail(("nomad", "check_timeout"), "check_timeout must not be longer than check_interval")
         if nomad.check_interval < SECOND:
             raise self.fail(("nomad", "check_interval"), "check_interval must be at least 1s (Nomad's minimum)")
+        for mode in sorted(LOCKED_DOWN_MODES & set(extras.docker or {})):
+            self.warnings.append(
+                f"docker option {mode} fails on Nomad >= 2.0.4 unless the client's docker plugin allows it "
+                "(allowed_modes); prefer shm_size over ipc_mode"
+            )
         if nomad.gpu_memory and not framework.device_plugin:
             self.warnings.append(
                 f"nomad.gpu_memory is only enforced for frameworks with a Nomad device plugin (cuda), "
@@ -423,27 +448,6 @@ class _Resolver:
             description=d.description or (backend.spec.description if backend is not None else None),
             warnings=tuple(self.warnings),
         )
-
-
-def flatten_parameters(
-    resolver: _Resolver, backend: Sourced[Backend] | None, values: dict[str, str], env: dict[str, str]
-) -> list[str]:
-    d = resolver.d
-    parameters = d.backend_parameters or []
-    fmt = backend.spec.parameter_format if backend is not None else None
-    out: list[str] = []
-    for index, element in enumerate(parameters):
-        try:
-            tokens = tokenize(element)
-        except ValueError as exc:
-            raise resolver.fail(
-                ("backend_parameters", index), f"cannot split the parameter: {exc}", "check the quotes"
-            ) from None
-        try:
-            out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
-        except UnknownPlaceholder as exc:
-            raise resolver.fail(("backend_parameters", index), str(exc), exc.hint) from None
-    return apply_format(out, fmt)
 
 
 def resolve(deployment: Sourced[Deployment], catalog: Catalog) -> Resolved:

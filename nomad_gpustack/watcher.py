@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .explain import GroupRequest, node_devices
+from .metadata import DOWNLOAD_TASK
 from .nomadapi import NomadAPI, NomadError, TransientError, sleep_backoff
-from .progress import DOWNLOAD_TASK, Assessment, Snapshot, assess
+from .progress import Assessment, Snapshot, assess
 from .responses import Allocation, Evaluation
 
 TERMINAL_EVAL = ("complete", "failed", "canceled")

@@ -15,6 +15,7 @@ from ..errors import (
     NomadgsError,
     Problem,
 )
+from ..metadata import DOWNLOAD_TASK
 from . import output
 from .connection import NOMAD_ENV_HELP, add_nomad_options, nomad_settings
 from .render_cmds import add_input_options
@@ -516,7 +517,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     )
                 )
             alloc = live[0]
-            task = args.task or next((t for t in alloc.TaskStates if t != "download-model"), None)
+            task = args.task or next((t for t in alloc.TaskStates if t != DOWNLOAD_TASK), None)
             if task is None:
                 group = job.TaskGroups[0] if job.TaskGroups else {}
                 task = next((t["Name"] for t in group.get("Tasks", []) if not t.get("Lifecycle")), "")

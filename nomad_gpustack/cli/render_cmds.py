@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, Problem
 from . import output
+
+if TYPE_CHECKING:
+    from ..render import Compiled
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +59,7 @@ def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     validate.set_defaults(handler=cmd_validate)
 
 
-def compile_all(paths: list[Path], backends: list[Path], *, check: bool = False) -> list[Any]:
+def compile_all(paths: list[Path], backends: list[Path], *, check: bool = False) -> list[Compiled]:
     """Load the catalog and compile every deployment; report every failing file, not only the first."""
     from ..loader import load_catalog, load_deployment
     from ..render import build

@@ -1,0 +1,78 @@
+"""Connection settings: read as the nomad and consul CLIs read them, flags on top, tokens kept secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nomad_gpustack.errors import InputError
+from nomad_gpustack.settings import ConsulSettings, NomadSettings
+
+from .helpers import nomadgs
+from .nomad_double import NomadDouble, scenarios
+
+
+def test_nomad_variables_and_flags() -> None:
+    env = {
+        "NOMAD_ADDR": "nomad.example:4646",
+        "NOMAD_TOKEN": "s3cret",
+        "NOMAD_NAMESPACE": "ml",
+        "NOMAD_REGION": "eu",
+        "NOMAD_SKIP_VERIFY": "true",
+        "NOMAD_TLS_SERVER_NAME": "server.global.nomad",
+    }
+    settings = NomadSettings.from_env(env)
+    assert settings.address == "http://nomad.example:4646"
+    assert (settings.namespace, settings.region, settings.tls.skip_verify) == ("ml", "eu", True)
+    assert settings.tls.server_name == "server.global.nomad"
+    assert settings.headers()["X-Nomad-Token"] == "s3cret"
+    assert settings.params() == {"namespace": "ml", "region": "eu"}
+    assert "s3cret" not in repr(settings)
+    flagged = NomadSettings.from_env(env, address="https://other:4646", namespace="prod", skip_verify=False)
+    assert (flagged.address, flagged.namespace, flagged.tls.skip_verify) == ("https://other:4646", "prod", False)
+    assert NomadSettings.from_env({}).address == "http://127.0.0.1:4646"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("TRUE", True), ("0", False), ("yes please", False)])
+def test_skip_verify_is_a_go_bool(value: str, expected: bool) -> None:
+    assert NomadSettings.from_env({"NOMAD_SKIP_VERIFY": value}).tls.skip_verify is expected
+
+
+def test_verification_stays_on_and_bad_tls_files_are_bad_input() -> None:
+    settings = NomadSettings.from_env({"NOMAD_ADDR": "https://n:4646"})
+    assert settings.tls.requests_verify() is True
+    assert settings.tls.ssl_context().check_hostname is True
+    with pytest.raises(InputError, match=r"CA certificate /nope\.pem does not exist"):
+        NomadSettings.from_env({"NOMAD_ADDR": "https://n:4646", "NOMAD_CACERT": "/nope.pem"}).tls.ssl_context()
+    with pytest.raises(InputError, match="unix sockets are not supported"):
+        NomadSettings.from_env({"NOMAD_ADDR": "unix:///var/run/nomad.sock"})
+
+
+def test_consul_variables() -> None:
+    settings = ConsulSettings.from_env(
+        {
+            "CONSUL_HTTP_ADDR": "consul:8501",
+            "CONSUL_HTTP_SSL": "true",
+            "CONSUL_HTTP_TOKEN": "t0k",
+            "CONSUL_HTTP_SSL_VERIFY": "false",
+        }
+    )
+    assert settings.address == "https://consul:8501" and settings.tls.skip_verify is True
+    assert settings.headers() == {"X-Consul-Token": "t0k"} and "t0k" not in repr(settings)
+    assert ConsulSettings.from_env({}).address == "http://127.0.0.1:8500"
+
+
+def test_the_token_reaches_nomad_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("file-token\n")
+    with NomadDouble(acl_tokens={"env-token": "management", "file-token": "management"}) as nomad:
+        nomad.default_scenario = scenarios.rollout()
+        run = nomadgs("status", env={"NOMAD_ADDR": nomad.address, "NOMAD_TOKEN": "env-token"})
+        assert run.code == 0, run.err
+        run = nomadgs("status", "--token-file", token_file, env={"NOMAD_ADDR": nomad.address})
+        assert run.code == 0, run.err
+        sent = {r.headers.get("x-nomad-token") for r in nomad.requests}
+        assert sent == {"env-token", "file-token"}
+        run = nomadgs("status", "--token-file", tmp_path / "missing", env={"NOMAD_ADDR": nomad.address})
+        assert run.code == 2 and "cannot read the token file" in run.err
