@@ -38,9 +38,10 @@ def test_examples_round_trip_through_hcl(example: Path) -> None:
     round_trip(build(load_deployment(example), load_catalog()).job)
 
 
-def test_every_shared_backend_version_round_trips(shared_backends: Path) -> None:
+def test_every_shared_and_builtin_backend_version_round_trips(shared_backends: Path) -> None:
     count = 0
-    for file in sorted(shared_backends.rglob("*.yaml")):
+    files = sorted(shared_backends.rglob("*.yaml")) + sorted((ROOT / "backends").glob("*.yaml"))
+    for file in files:
         for backend in load_backend_file(file):
             for version, config in backend.spec.versions.items():
                 nomad = {} if "cpu" in config.frameworks else {"gpus": 2, "gpu_memory": "16 GiB"}
@@ -48,7 +49,7 @@ def test_every_shared_backend_version_round_trips(shared_backends: Path) -> None
                                    "backend_version": version, "replicas": 2, "nomad": nomad})  # fmt: skip
                 round_trip(build(spec, Catalog().adding([backend])).job)
                 count += 1
-    assert count >= 55
+    assert count >= 55 + 20
 
 
 def test_hcl_names_match_nomads_jobspec() -> None:
