@@ -82,6 +82,36 @@ class TLS:
             context.load_cert_chain(self.client_cert, self.client_key)
         return context
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], prefix: str, *, skip_verify: bool) -> TLS:
+        """`<PREFIX>_CACERT`, `_CAPATH`, `_CLIENT_CERT`, `_CLIENT_KEY`, `_TLS_SERVER_NAME`, as both CLIs name them."""
+        return cls(
+            ca_cert=env.get(f"{prefix}_CACERT") or None,
+            ca_path=env.get(f"{prefix}_CAPATH") or None,
+            client_cert=env.get(f"{prefix}_CLIENT_CERT") or None,
+            client_key=env.get(f"{prefix}_CLIENT_KEY") or None,
+            server_name=env.get(f"{prefix}_TLS_SERVER_NAME") or None,
+            skip_verify=skip_verify,
+        )
+
+    def httpx_client(
+        self, base_url: str, headers: dict[str, str], *, timeout: float, asynchronous: bool, auth: Any = None
+    ) -> Any:
+        """An httpx client that verifies as these settings say (and sends SNI for the server name)."""
+        import httpx
+
+        verify: Any = self.ssl_context() if base_url.startswith("https://") else True
+        kwargs: dict[str, Any] = {
+            "base_url": base_url,
+            "headers": headers,
+            "timeout": httpx.Timeout(timeout, connect=10.0),
+            "auth": auth,
+            "trust_env": False,  # our settings decide; ambient proxy variables must not redirect a token
+        }
+        if asynchronous:
+            return httpx.AsyncClient(transport=_async_transport(verify, self.server_name), **kwargs)
+        return httpx.Client(transport=_sync_transport(verify, self.server_name), **kwargs)
+
     def requests_verify(self) -> bool | str:
         if self.skip_verify:
             return False
@@ -106,14 +136,7 @@ class NomadSettings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> NomadSettings:
         """Settings from NOMAD_* variables; `overrides` (command-line flags) win when not None."""
         env = os.environ if env is None else env
-        tls = TLS(
-            ca_cert=env.get("NOMAD_CACERT") or None,
-            ca_path=env.get("NOMAD_CAPATH") or None,
-            client_cert=env.get("NOMAD_CLIENT_CERT") or None,
-            client_key=env.get("NOMAD_CLIENT_KEY") or None,
-            server_name=env.get("NOMAD_TLS_SERVER_NAME") or None,
-            skip_verify=bool(parse_bool(env.get("NOMAD_SKIP_VERIFY"))),
-        )
+        tls = TLS.from_env(env, "NOMAD", skip_verify=bool(parse_bool(env.get("NOMAD_SKIP_VERIFY"))))
         tls_overrides = {k: overrides.pop(k) for k in list(overrides) if k in TLS.__dataclass_fields__}
         tls = replace(tls, **{k: v for k, v in tls_overrides.items() if v is not None})
         settings = cls(
@@ -154,19 +177,9 @@ class NomadSettings:
 
     def httpx_client(self, *, timeout: float = 30.0, asynchronous: bool = False) -> Any:
         """An httpx client for the calls python-nomad cannot make (blocking queries, streams, logs)."""
-        import httpx
-
-        verify: Any = self.tls.ssl_context() if self.secure else True
-        kwargs: dict[str, Any] = {
-            "base_url": self.address,
-            "headers": self.headers(),
-            "timeout": httpx.Timeout(timeout, connect=10.0),
-            "auth": self._auth(),
-            "trust_env": False,  # NOMAD_* decide; ambient proxy variables must not redirect the token
-        }
-        if asynchronous:
-            return httpx.AsyncClient(transport=_async_transport(verify, self.tls.server_name), **kwargs)
-        return httpx.Client(transport=_sync_transport(verify, self.tls.server_name), **kwargs)
+        return self.tls.httpx_client(
+            self.address, self.headers(), timeout=timeout, asynchronous=asynchronous, auth=self._auth()
+        )
 
     def requests_session(self) -> requests.Session:
         import requests
@@ -252,14 +265,7 @@ class ConsulSettings:
         verify = parse_bool(env.get("CONSUL_HTTP_SSL_VERIFY"))
         address = overrides.pop("address", None) or env.get("CONSUL_HTTP_ADDR") or DEFAULT_CONSUL_ADDR
         address = _normalise_address(address, "https" if ssl_on else "http", "Consul address")
-        tls = TLS(
-            ca_cert=env.get("CONSUL_CACERT") or None,
-            ca_path=env.get("CONSUL_CAPATH") or None,
-            client_cert=env.get("CONSUL_CLIENT_CERT") or None,
-            client_key=env.get("CONSUL_CLIENT_KEY") or None,
-            server_name=env.get("CONSUL_TLS_SERVER_NAME") or None,
-            skip_verify=verify is False,
-        )
+        tls = TLS.from_env(env, "CONSUL", skip_verify=verify is False)
         settings = cls(address=address, token=env.get("CONSUL_HTTP_TOKEN") or None, tls=tls)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -285,15 +291,4 @@ class ConsulSettings:
 
     def httpx_client(self, *, timeout: float = 30.0, asynchronous: bool = False) -> Any:
         """An httpx client for Consul's HTTP API (blocking queries from async code)."""
-        import httpx
-
-        verify: Any = self.tls.ssl_context() if self.address.startswith("https://") else True
-        kwargs: dict[str, Any] = {
-            "base_url": self.address,
-            "headers": self.headers(),
-            "timeout": httpx.Timeout(timeout, connect=10.0),
-            "trust_env": False,
-        }
-        if asynchronous:
-            return httpx.AsyncClient(transport=_async_transport(verify, self.tls.server_name), **kwargs)
-        return httpx.Client(transport=_sync_transport(verify, self.tls.server_name), **kwargs)
+        return self.tls.httpx_client(self.address, self.headers(), timeout=timeout, asynchronous=asynchronous)
