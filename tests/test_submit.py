@@ -328,3 +328,26 @@ def test_the_deployments_namespace_scopes_every_request(nomad: NomadDouble, tmp_
     assert watched and all(r.query.get("namespace") == ["ml"] for r in watched)
     run = nomadgs("submit", deployment, env={"NOMAD_ADDR": nomad.address, "NOMAD_NAMESPACE": "prod"})
     assert run.code == 2 and "nomad.namespace is 'ml' but NOMAD_NAMESPACE (or --namespace) says 'prod'" in run.err
+
+
+def test_logs_follow_streams_new_lines(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout(stdout="INFO: ready\n")
+    assert submit(nomad, VLLM).code == 0
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}, "NOMAD_ADDR": nomad.address}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nomad_gpustack", "logs", VLLM_JOB, "--follow"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "INFO: ready\n"
+        alloc_id = next(a["ID"] for a in nomad.allocations.values() if a["JobID"] == VLLM_JOB)
+        nomad.write_log(alloc_id, "vllm", "INFO: 200 POST /v1/chat/completions\n")
+        assert proc.stdout.readline() == "INFO: 200 POST /v1/chat/completions\n"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

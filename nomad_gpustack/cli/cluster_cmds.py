@@ -498,6 +498,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     import asyncio
+    import contextlib
 
     api = _api(args)
     job = _find_job(api, args.name)
@@ -526,12 +527,35 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 text = await api.log_tail(http, alloc.ID, task, stream=stream, tail_bytes=256 * 1024)
                 sys.stdout.write("\n".join(text.splitlines()[-args.tail :]) + ("\n" if text else ""))
                 return EXIT_OK
-            tail = await api.log_tail(http, alloc.ID, task, stream=stream, tail_bytes=256 * 1024)
-            sys.stdout.write("\n".join(tail.splitlines()[-args.tail :]) + ("\n" if tail else ""))
+            # One stream from the last 256 KiB on: a separate read of the tail would lose or repeat the lines
+            # written between the two requests. What arrives in the first moment is the backlog: only its last
+            # --tail lines are shown. A reader task feeds a queue, so waiting with a timeout never cancels the
+            # stream itself.
+            queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+            async def pump() -> None:
+                try:
+                    async for chunk in api.follow_logs(
+                        http, alloc.ID, task, stream=stream, origin="end", offset=256 * 1024
+                    ):
+                        await queue.put(chunk)
+                finally:
+                    await queue.put(None)
+
+            reader = asyncio.create_task(pump())
+            backlog: list[str] = []
+            with contextlib.suppress(TimeoutError):
+                while (chunk := await asyncio.wait_for(queue.get(), timeout=0.3)) is not None:
+                    backlog.append(chunk)
+            sys.stdout.write("".join("".join(backlog).splitlines(keepends=True)[-args.tail :]))
             sys.stdout.flush()
-            async for chunk in api.follow_logs(http, alloc.ID, task, stream=stream, origin="end", offset=0):
+            while not reader.done() or not queue.empty():
+                chunk = await queue.get()
+                if chunk is None:
+                    break
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
+            await reader  # a broken stream raises here, as a NomadError
         return EXIT_OK
 
     try:
