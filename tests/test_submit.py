@@ -77,11 +77,22 @@ def test_detach_returns_after_registration(nomad: NomadDouble) -> None:
     assert not any("index" in r.query for r in nomad.requests), "no watching with --detach"
 
 
-def test_placement_failure_is_explained(nomad: NomadDouble) -> None:
-    nomad.default_scenario = scenarios.placement_failure()
-    run = submit(nomad, TP2)
+def test_placement_failure_is_explained() -> None:
+    a10 = {
+        "Vendor": "nvidia",
+        "Type": "gpu",
+        "Name": "NVIDIA A10",
+        "Attributes": {"memory": {"Int": 24576, "Unit": "MiB"}},
+        "Instances": [{"ID": "GPU-1", "Healthy": True}, {"ID": "GPU-2", "Healthy": True}],
+    }
+    with NomadDouble(node_devices=[a10]) as nomad:
+        nomad.default_scenario = scenarios.placement_failure()
+        run = submit(nomad, TP2)
     assert run.code == 3, run.err
-    assert "cannot place 2 of 2 replicas: no node has 2 × nvidia/gpu (NVIDIA A100-SXM4-80GB) with ≥ 40 GiB" in run.err
+    assert (
+        "cannot place 2 of 2 replicas: no node has 2 × nvidia/gpu (NVIDIA A100-SXM4-80GB) with ≥ 40 GiB: "
+        "1 node has GPUs, 24 GiB"
+    ) in run.err
     assert "had no free matching devices" in run.err
     assert "--wait-for-capacity" in run.err
     assert "Traceback" not in run.err

@@ -272,8 +272,10 @@ def _print_outcome(compiled: Compiled, result: WatchResult) -> None:
         output.info(f"  last lines of {label} stderr:")
         for line in text.splitlines():
             output.info(f"    | {line}")
-    if result.timed_out or a.phase not in ("failed",):
+    if result.timed_out:
         output.info(f"  the job keeps running; follow it with `nomadgs status {compiled.job_id}`")
+    elif a.phase == "placement-failed":
+        output.info(f"  `nomadgs stop {compiled.job_id}` removes it from the queue")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

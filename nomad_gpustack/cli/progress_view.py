@@ -84,7 +84,7 @@ class PlainView:
             key = (replica.state, replica.detail)
             if self.last_replicas.get(replica.index) != key:
                 self.last_replicas[replica.index] = key
-                node = f" [{replica.node}]" if replica.node else ""
+                node = f" [{replica.node}]" if replica.node and replica.state != "scheduled" else ""
                 self.stream.write(f"{stamp}   replica {replica.index}: {replica.state} - {replica.detail}{node}\n")
         self.stream.flush()
 

@@ -59,6 +59,7 @@ class Backend:
     acl_tokens: dict[str, str] | None  # secret → "management" | "submit-job" | "read-job"
     heartbeat_interval: float
     max_wait: float
+    node_devices: list[JSON] = field(default_factory=list)  # the one node's device groups (NodeResources)
     requests: list[RecordedRequest] = field(default_factory=list)
     requests_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -105,6 +106,7 @@ _READS: list[tuple[str, Callable[..., queries.Result]]] = [
 # (methods, path pattern, handler method name or blocking query); the first route matching path and method wins.
 _ROUTES: list[tuple[tuple[str, ...], str, str | Callable[..., queries.Result]]] = [
     (("GET",), "/v1/status/leader", "_leader"),
+    (("GET",), "/v1/nodes", "_nodes"),
     (("GET",), "/v1/event/stream", "_event_stream"),
     (("GET",), f"/v1/client/fs/logs/{_ID}", "_logs"),
     (("PUT", "POST"), "/v1/jobs", "_register"),
@@ -342,6 +344,25 @@ class Handler(BaseHTTPRequestHandler):
 
     def _leader(self, req: Request) -> None:
         self._send_json("127.0.0.1:4647", index=None)
+
+    def _nodes(self, req: Request) -> None:
+        """`/v1/nodes`: node list stubs; `?resources=true` adds NodeResources (its Devices), as Nomad >= 1.6."""
+        self._authorize(req, write=False)
+        backend = self.backend
+        node_id, node_name = backend.cluster.node
+        node: JSON = {
+            "ID": node_id,
+            "Name": node_name,
+            "Datacenter": "dc1",
+            "NodePool": "default",
+            "Status": "ready",
+            "SchedulingEligibility": "eligible",
+            "Drivers": {},
+            "Attributes": {},
+        }
+        if req.q.get("resources") == "true":
+            node["NodeResources"] = {"Devices": backend.node_devices}
+        self._send_json([node], index=1)
 
     def _register(self, req: Request, path_id: str | None = None) -> None:
         self._authorize(req, write=True)

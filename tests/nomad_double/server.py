@@ -50,6 +50,7 @@ class NomadDouble:
     `acl_tokens` maps secrets to "management", "submit-job" or "read-job" and turns ACL checks on.
     `client` runs raw_exec tasks as local processes: it is the default scenario of every job.
     `heartbeat_interval` is the event stream's `{}` period (Nomad: 30 s); `max_wait` caps blocking queries.
+    `node_devices` are the device groups `/v1/nodes?resources=true` reports for the double's one node.
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class NomadDouble:
         client: LocalClient | None = None,
         heartbeat_interval: float = 0.5,
         max_wait: float = 300.0,
+        node_devices: list[JSON] | None = None,
     ) -> None:
         default: Runnable = client if client is not None else scenarios.rollout()
         self.client = client
@@ -69,6 +71,7 @@ class NomadDouble:
             acl_tokens=dict(acl_tokens) if acl_tokens is not None else None,
             heartbeat_interval=heartbeat_interval,
             max_wait=max_wait,
+            node_devices=list(node_devices or []),
         )
         self._server: DoubleHTTPServer | None = None
         self._thread: threading.Thread | None = None
