@@ -9,7 +9,7 @@ GPUStack ignores that block on import, so the files stay importable there.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -175,6 +175,9 @@ class VersionConfig(SpecModel):
 
 class Backend(SpecModel):
     """An inference backend (`InferenceBackendBase` plus the `nomad:` block)."""
+
+    kind: ClassVar[str] = "backend"
+    ignored_keys: ClassVar[frozenset[str]] = EXPORT_ONLY_KEYS
 
     backend_name: str
     version_configs: dict[str, VersionConfig] | None = None

@@ -119,6 +119,7 @@ class Deployment(SpecModel):
     """One deployed model (GPUStack's model fields) and its Nomad settings."""
 
     refused_keys: ClassVar[dict[str, str]] = UNSUPPORTED_GPUSTACK_FIELDS
+    kind: ClassVar[str] = "deployment"
 
     name: str
     source: Literal["huggingface", "model_scope", "local_path"] | None = None

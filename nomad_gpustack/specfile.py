@@ -12,6 +12,7 @@ from .errors import InputError, Problem, suggestion
 from .yamlsource import Path, SourceMap
 
 M = TypeVar("M", bound=BaseModel)
+MAX_PROBLEMS = 10  # per document; past that, the rest is counted
 
 _KIND_NAMES = {
     "str": "text",
@@ -106,7 +107,7 @@ def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMa
             name = str(loc[-1])
             parent = _model_at(model, loc[:-1])
             known = list(parent.model_fields) if parent else []
-            message = f"unknown key '{name}'"
+            message = f"unknown key '{_short(name)}'"
             # A model may explain keys it knows but refuses (GPUStack fields with no Nomad meaning).
             hint = getattr(parent, "refused_keys", {}).get(name) or suggestion(name, known)
             if hint is None and known:
@@ -154,6 +155,11 @@ def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMa
     return problems
 
 
+def _short(text: str, limit: int = 40) -> str:
+    """Keys echoed in messages are cut short: the file may not be what the user meant to pass."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _format(path: Path) -> str | None:
     from .yamlsource import format_path
 
@@ -163,9 +169,25 @@ def _format(path: Path) -> str | None:
 def validate(model: type[M], data: Any, source: SourceMap, prefix: Path = ()) -> Sourced[M]:
     """Validate parsed YAML against a spec model; raise InputError with located problems."""
     if not isinstance(data, dict):
-        raise InputError(source.problem(prefix, f"expected a mapping (key: value), got {_describe(data)}"))
+        kind = _KIND_NAMES.get(type(data).__name__, type(data).__name__)  # the value itself is not echoed
+        raise InputError(source.problem(prefix, f"expected a mapping (key: value), got {kind}"))
+    known = set(model.model_fields) | set(getattr(model, "refused_keys", {})) | set(getattr(model, "ignored_keys", ()))
+    if data and not known & set(data):
+        # Not one familiar key: the wrong file, not a file with typos. One message, not one per line.
+        what = getattr(model, "kind", model.__name__.lower())
+        raise InputError(
+            source.problem(
+                prefix,
+                f"this is not a {what} file: none of its keys is a {what} key",
+                hint=f"see the {what} keys in the README",
+            )
+        )
     try:
         spec = model.model_validate(data)
     except ValidationError as exc:
-        raise InputError(problems_from(exc, model, source, prefix)) from None
+        problems = problems_from(exc, model, source, prefix)
+        if len(problems) > MAX_PROBLEMS:
+            rest = len(problems) - MAX_PROBLEMS
+            problems = [*problems[:MAX_PROBLEMS], Problem(f"... and {rest} more problems", source.filename)]
+        raise InputError(problems) from None
     return Sourced(spec, source, prefix)

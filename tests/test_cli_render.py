@@ -81,7 +81,8 @@ BAD_INPUTS = {
                             "bad.yaml:4:14: run_command:", "unknown placeholder {{model}}"),
     "missing image": ("name: tiny\nbackend: Custom\nrun_command: serve\n", "bad.yaml:", "needs image_name"),
     "invalid name": ("name: 'no spaces allowed'\n", "bad.yaml:1:7: name:", "is not a valid model name"),
-    "not a mapping": ("- a\n- b\n", "bad.yaml:1:1:", "expected a mapping"),
+    "not a mapping": ("- a\n- b\n", "bad.yaml:1:1:", "expected a mapping (key: value), got a list"),
+    "wrong file": ("user: root\nshell: /bin/sh\n", "bad.yaml:1:1:", "this is not a deployment file"),
 }  # fmt: skip
 
 
@@ -157,3 +158,11 @@ def test_jobs_folder_is_in_sync_with_examples(tmp_path: Path) -> None:
             )
     expected = {p.name for fmt in ("json", "hcl") for p in (tmp_path / fmt).iterdir()}
     assert {p.name for p in (ROOT / "jobs").iterdir()} == expected, "jobs/ holds files no example produces"
+
+
+def test_many_problems_are_capped(tmp_path: Path) -> None:
+    text = "name: tiny\n" + "".join(f"unknown_{i}: 1\n" for i in range(15))
+    run = nomadgs("validate", write(tmp_path, "many.yaml", text), cwd=tmp_path)
+    assert run.code == 2
+    lines = run.err.strip().splitlines()
+    assert len(lines) == 11 and lines[-1] == "error: many.yaml: ... and 5 more problems"
