@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .drivers import MOUNTS_VOLUMES
 from .durations import MINUTE, SECOND, format_duration
 from .jobspec import (
     CheckRestart,
@@ -280,7 +279,7 @@ def _main_task(r: Resolved) -> Task:
             Template(DestPath=t.destination, EmbeddedTmpl=t.data, Envvars=t.env, ChangeMode="restart")
             for t in r.templates
         ]
-    if r.weights.mount and r.driver in MOUNTS_VOLUMES:
+    if r.weights.mount:
         task["VolumeMounts"] = [VolumeMount(Volume=MODELS_VOLUME, Destination=r.weights.mount, ReadOnly=False)]
     return task
 
@@ -372,7 +371,7 @@ def compile_job(r: Resolved) -> Job:
         ),
         Networks=[NetworkResource(Mode="host", DynamicPorts=ports)],
     )
-    if r.weights.mount and r.driver in MOUNTS_VOLUMES:
+    if r.weights.mount:
         group["Volumes"] = {
             MODELS_VOLUME: VolumeRequest(Name=MODELS_VOLUME, Type="host", Source=nomad.models_volume, ReadOnly=False)
         }

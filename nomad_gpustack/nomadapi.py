@@ -186,19 +186,24 @@ class NomadAPI:
         params: dict[str, str] | None = None,
     ) -> tuple[Any, int]:
         """GET a JSON resource; with `index`, as a blocking query. Returns (data, X-Nomad-Index)."""
-        import httpx
-
-        query = {**self.settings.params(), **(params or {})}
+        query = dict(params or {})
         if index is not None:
             query.update(index=str(index), wait=wait)
+        response = await self._get(http, path, query)
+        return response.json(), int(response.headers.get("X-Nomad-Index", "0") or 0)
+
+    async def _get(self, http: Any, path: str, params: dict[str, str]) -> Any:
+        """One GET with the namespace/region parameters, errors mapped to NomadError."""
+        import httpx
+
         self.requests += 1
         try:
-            response = await http.get(path, params=query)
+            response = await http.get(path, params={**self.settings.params(), **params})
         except httpx.TransportError as exc:
             raise NomadUnavailable(f"connection to Nomad failed: {exc or type(exc).__name__}") from None
         if response.status_code >= 400:
             raise _error_for(response.status_code, response.text, self.settings)
-        return response.json(), int(response.headers.get("X-Nomad-Index", "0") or 0)
+        return response
 
     async def evaluation(self, http: Any, eval_id: str, index: int | None = None) -> tuple[Evaluation, int]:
         data, idx = await self.get(http, f"/v1/evaluation/{eval_id}", index=index)
@@ -227,15 +232,7 @@ class NomadAPI:
     ) -> str:
         """The last bytes a task wrote to stderr/stdout, as text (`/v1/client/fs/logs`)."""
         params = {"task": task, "type": stream, "origin": "end", "offset": str(tail_bytes), "plain": "true"}
-        import httpx
-
-        self.requests += 1
-        try:
-            response = await http.get(f"/v1/client/fs/logs/{alloc_id}", params={**self.settings.params(), **params})
-        except httpx.TransportError as exc:
-            raise NomadUnavailable(f"connection to Nomad failed: {exc or type(exc).__name__}") from None
-        if response.status_code >= 400:
-            raise _error_for(response.status_code, response.text, self.settings)
+        response = await self._get(http, f"/v1/client/fs/logs/{alloc_id}", params)
         return str(response.text)
 
     async def follow_logs(

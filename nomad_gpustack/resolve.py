@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .backend import Backend, NomadExtras, TemplateFile, VersionConfig
 from .catalog import CUSTOM, Catalog
 from .deployment import Deployment
-from .drivers import LOCKED_DOWN_MODES
+from .drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
 from .durations import SECOND
 from .errors import InputError, suggestion
 from .frameworks import FRAMEWORKS, Framework
@@ -40,7 +40,7 @@ class Weights:
     file: str | None = None
     path: str = ""  # the value of {{model_path}} inside the task
     download_dir: str | None = None  # where the prestart task puts the repository, inside the task
-    mount: str | None = None  # where the models host volume is mounted, when one is used
+    mount: str | None = None  # where the models host volume is mounted; None when the driver cannot mount one
 
 
 @dataclass(frozen=True)
@@ -209,9 +209,9 @@ class _Resolver:
             return Weights(source=None)
         if source == "local_path":
             assert d.local_path is not None
-            if driver == "raw_exec":
+            if driver not in MOUNTS_VOLUMES:
                 if not d.local_path.startswith("/"):
-                    raise self.fail(("local_path",), "the raw_exec driver needs an absolute local_path on the node")
+                    raise self.fail(("local_path",), f"the {driver} driver needs an absolute local_path on the node")
                 return Weights(source, path=d.local_path)
             path = posixpath.normpath(posixpath.join(mount, d.local_path))
             if path != mount and not path.startswith(mount.rstrip("/") + "/"):

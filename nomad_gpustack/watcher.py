@@ -190,7 +190,7 @@ async def watch(
         if assessment.failures or assessment.phase == "failed" or timed_out:
             result.logs = await _failure_logs(api, http, assessment, state.allocations)
         if assessment.phase == "succeeded":
-            result.endpoints = await _endpoints(api, http, assessment)
+            result.endpoints = await running_endpoints(api, http, assessment)
         result.requests = api.requests
         return result
 
@@ -249,10 +249,11 @@ async def _failure_logs(
     return logs
 
 
-async def _endpoints(api: NomadAPI, http: Any, assessment: Assessment) -> list[str]:
+async def running_endpoints(api: NomadAPI, http: Any, assessment: Assessment) -> list[str]:
+    """OpenAI base URLs of the running replicas, read from their full allocations (host IP and port)."""
     urls = []
     for replica in assessment.replicas:
-        if not replica.alloc_id:
+        if replica.state != "running" or not replica.alloc_id:
             continue
         try:
             alloc = await api.allocation(http, replica.alloc_id)

@@ -420,6 +420,7 @@ async def _job_view(api: NomadAPI, job: Any) -> dict[str, Any]:
     from ..explain import GroupRequest
     from ..progress import Snapshot, assess
     from ..responses import Evaluation
+    from ..watcher import running_endpoints
 
     async with api.async_client() as http:
         (allocs, _), (deployment, _) = await asyncio.gather(
@@ -429,12 +430,7 @@ async def _job_view(api: NomadAPI, job: Any) -> dict[str, Any]:
         request = GroupRequest(group=group.get("Name", ""), count=int(group.get("Count", 0) or 0))
         snapshot = Snapshot(job.ID, job.Version, Evaluation(ID="", Status="complete"), None, deployment, tuple(allocs))
         assessment = assess(snapshot, request)
-        endpoints = []
-        for replica in assessment.replicas:
-            if replica.state == "running" and replica.alloc_id:
-                port = (await api.allocation(http, replica.alloc_id)).port("http")
-                if port and port[0]:
-                    endpoints.append(f"http://{port[0]}:{port[1]}/v1")
+        endpoints = await running_endpoints(api, http, assessment)
     return {
         "job": job.ID,
         "model": job.Meta.get("gpustack_model", job.Name),
