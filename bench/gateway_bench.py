@@ -115,8 +115,8 @@ def run_backend(sock: socket.socket) -> None:
 
 
 def run_gateway(sock: socket.socket, backend_port: int) -> None:
-    from nomad_gpustack.discovery import Endpoint
-    from nomad_gpustack.gateway import Gateway, StaticSource, serve
+    from nomad_gpustack.serving.discovery import Endpoint
+    from nomad_gpustack.serving.gateway import Gateway, StaticSource, serve
 
     endpoint = Endpoint(model=MODEL, service=MODEL, service_id="bench-1", address="127.0.0.1", port=backend_port,
                         health="passing")  # fmt: skip

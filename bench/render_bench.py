@@ -48,12 +48,12 @@ def cold_start(runs: int) -> None:
 
 def throughput(seconds: float) -> None:
     sys.path.insert(0, str(ROOT))
-    from nomad_gpustack.deployment import Deployment
-    from nomad_gpustack.jobspec import api_document
-    from nomad_gpustack.loader import load_catalog, load_deployment, read_text
-    from nomad_gpustack.render import build, render_text
-    from nomad_gpustack.specfile import validate
-    from nomad_gpustack.yamlsource import parse_yaml
+    from nomad_gpustack.compile.build import build, render_text
+    from nomad_gpustack.nomad.jobspec import api_document
+    from nomad_gpustack.spec.deployment import Deployment
+    from nomad_gpustack.spec.loader import load_catalog, load_deployment, read_text
+    from nomad_gpustack.spec.specfile import validate
+    from nomad_gpustack.spec.yamlsource import parse_yaml
 
     catalog = load_catalog()
     examples = sorted((ROOT / "examples").glob("*.yaml"))

@@ -19,14 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nomad_gpustack.explain import group_request  # noqa: E402
-from nomad_gpustack.loader import load_catalog, load_deployment  # noqa: E402
-from nomad_gpustack.nomadapi import NomadAPI  # noqa: E402
-from nomad_gpustack.progress import Assessment  # noqa: E402
-from nomad_gpustack.render import build  # noqa: E402
+from nomad_gpustack.compile.build import build  # noqa: E402
+from nomad_gpustack.nomad.client import NomadAPI  # noqa: E402
+from nomad_gpustack.nomad.explain import group_request  # noqa: E402
+from nomad_gpustack.nomad.rollout import Assessment  # noqa: E402
+from nomad_gpustack.nomad.watcher import watch  # noqa: E402
 from nomad_gpustack.settings import NomadSettings  # noqa: E402
-from nomad_gpustack.watcher import watch  # noqa: E402
-from tests.nomad_double import NomadDouble, scenarios  # noqa: E402
+from nomad_gpustack.spec.loader import load_catalog, load_deployment  # noqa: E402
+from tests.support.nomad_double import NomadDouble, scenarios  # noqa: E402
 
 
 class Recorder:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .components import (
+from .support.components import (
     ROOT,
     ComponentUnavailable,
     ConsulAgent,

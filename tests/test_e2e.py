@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from .components import LLAMA_LAUNCHER, ROOT, ConsulAgent, free_port, wait_http
-from .helpers import nomadgs
-from .nomad_double import LocalClient, NomadDouble
+from .support.components import LLAMA_LAUNCHER, ROOT, ConsulAgent, free_port, wait_http
+from .support.helpers import nomadgs
+from .support.nomad_double import LocalClient, NomadDouble
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ import pytest
 from nomad_gpustack.errors import InputError
 from nomad_gpustack.settings import ConsulSettings, NomadSettings
 
-from .helpers import nomadgs
-from .nomad_double import NomadDouble, scenarios
+from .support.helpers import nomadgs
+from .support.nomad_double import NomadDouble, scenarios
 
 
 def test_nomad_variables_and_flags() -> None:

@@ -44,7 +44,7 @@ def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 
 def _summary(backend: Any) -> dict[str, Any]:
-    from ..resolve import resolve_version
+    from ..compile.resolve import resolve_version
 
     spec = backend.spec
     return {
@@ -57,7 +57,7 @@ def _summary(backend: Any) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ..loader import load_catalog
+    from ..spec.loader import load_catalog
 
     catalog = load_catalog(args.backends)
     rows = [_summary(b) for b in catalog]
@@ -74,7 +74,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from ..loader import load_catalog
+    from ..spec.loader import load_catalog
 
     catalog = load_catalog(args.backends)
     found = catalog.find(args.name)
@@ -95,9 +95,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def backend_notes(backend: Any) -> list[str]:
     """Things GPUStack would do differently with this file: worth knowing, not errors."""
-    from ..backend import BUILT_IN_NAMES
-    from ..resolve import resolve_version
-    from ..templating import PLACEHOLDERS, placeholders_in
+    from ..compile.resolve import resolve_version
+    from ..compile.templating import PLACEHOLDERS, placeholders_in
+    from ..spec.backend import BUILT_IN_NAMES
 
     spec = backend.spec
     notes: list[str] = []
@@ -130,7 +130,7 @@ def backend_notes(backend: Any) -> list[str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ..loader import load_backend_file, yaml_files
+    from ..spec.loader import load_backend_file, yaml_files
 
     results: list[dict[str, Any]] = []
     errors: list[InputError] = []

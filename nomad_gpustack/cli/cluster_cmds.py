@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..compile.metadata import DOWNLOAD_TASK
 from ..errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -15,15 +16,14 @@ from ..errors import (
     NomadgsError,
     Problem,
 )
-from ..metadata import DOWNLOAD_TASK
 from . import output
 from .connection import NOMAD_ENV_HELP, add_nomad_options, nomad_settings
 from .render_cmds import add_input_options
 
 if TYPE_CHECKING:
-    from ..nomadapi import NomadAPI
-    from ..render import Compiled
-    from ..watcher import WatchResult
+    from ..compile.build import Compiled
+    from ..nomad.client import NomadAPI
+    from ..nomad.watcher import WatchResult
 
 SUBMIT_HELP = (
     """\
@@ -134,7 +134,7 @@ def _api(args: argparse.Namespace, compiled: Compiled | None = None) -> NomadAPI
     """A client for the cluster; for a deployment, scoped to the namespace and region its job names."""
     from dataclasses import replace
 
-    from ..nomadapi import NomadAPI
+    from ..nomad.client import NomadAPI
 
     settings = nomad_settings(args)
     if compiled is not None:
@@ -188,7 +188,7 @@ def _register(api: NomadAPI, compiled: Compiled, plan_index: int) -> str:
     """
     import asyncio
 
-    from ..nomadapi import IndexConflict, TransientError, sleep_backoff
+    from ..nomad.client import IndexConflict, TransientError, sleep_backoff
 
     job_id = compiled.job_id
     answer_lost = False
@@ -281,8 +281,8 @@ def _print_outcome(compiled: Compiled, result: WatchResult) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     import asyncio
 
-    from ..explain import group_request
-    from ..watcher import watch
+    from ..nomad.explain import group_request
+    from ..nomad.watcher import watch
     from .progress_view import view_for
     from .render_cmds import compile_all
 
@@ -348,7 +348,7 @@ PLAN_NO_CHANGES, PLAN_CHANGES, PLAN_ERROR = 0, 1, 255
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..explain import group_request, placement_failure
+    from ..nomad.explain import group_request, placement_failure
     from .render_cmds import compile_all
 
     try:
@@ -417,10 +417,10 @@ async def _job_view(api: NomadAPI, job: Any) -> dict[str, Any]:
     """One job's deployment, replicas and endpoints, read without blocking."""
     import asyncio
 
-    from ..explain import GroupRequest
-    from ..progress import Snapshot, assess
-    from ..responses import Evaluation
-    from ..watcher import running_endpoints
+    from ..nomad.explain import GroupRequest
+    from ..nomad.responses import Evaluation
+    from ..nomad.rollout import Snapshot, assess
+    from ..nomad.watcher import running_endpoints
 
     async with api.async_client() as http:
         (allocs, _), (deployment, _) = await asyncio.gather(

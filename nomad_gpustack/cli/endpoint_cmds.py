@@ -24,8 +24,8 @@ from .connection import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..chat import ChatClient, ChatOptions, Conversation
-    from ..discovery import Endpoint, RoutingTable
+    from ..serving.chat import ChatClient, ChatOptions, Conversation
+    from ..serving.discovery import Endpoint, RoutingTable
 
 PROVIDERS = ("consul", "nomad", "all")
 GATEWAY_ENV_HELP = """\
@@ -115,7 +115,7 @@ def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 
 def _api_key_env() -> str:
-    from ..chat import API_KEY_ENV
+    from ..serving.chat import API_KEY_ENV
 
     return API_KEY_ENV
 
@@ -132,14 +132,14 @@ def _add_discovery_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_model_name(name: str) -> None:
-    from ..deployment import MODEL_NAME
+    from ..spec.deployment import MODEL_NAME
 
     if not MODEL_NAME.fullmatch(name):
         raise InputError(Problem(f"'{name}' is not a model name", hint="1-63 letters, digits, '.', '_' or '-'"))
 
 
 def _discover(args: argparse.Namespace) -> RoutingTable:
-    from ..discovery import build_table, discover
+    from ..serving.discovery import build_table, discover
 
     consul = consul_settings(args) if args.provider in ("consul", "all") else None
     nomad = nomad_settings(args) if args.provider in ("nomad", "all") else None
@@ -147,7 +147,7 @@ def _discover(args: argparse.Namespace) -> RoutingTable:
 
 
 def _no_instance(model: str, table: RoutingTable, provider: str) -> Exception:
-    from ..discovery import NoInstanceError
+    from ..serving.discovery import NoInstanceError
 
     where = {"consul": "in Consul", "nomad": "in Nomad", "all": "in Consul or Nomad"}[provider]
     if table.knows(model):
@@ -211,7 +211,7 @@ def _chat_target(args: argparse.Namespace) -> tuple[str, str | None]:
     import random
 
     if args.url:
-        from ..chat import API_KEY_ENV
+        from ..serving.chat import API_KEY_ENV
 
         key = read_secret(args.api_key_file, "API key") if args.api_key_file else os.environ.get(API_KEY_ENV)
         return args.url, key or None
@@ -223,7 +223,7 @@ def _chat_target(args: argparse.Namespace) -> tuple[str, str | None]:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from ..chat import ChatClient, ChatOptions, Conversation
+    from ..serving.chat import ChatClient, ChatOptions, Conversation
 
     _check_model_name(args.model)
     if args.max_tokens is not None and args.max_tokens < 1:
@@ -237,7 +237,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if not prompt.strip():
             raise InputError(Problem("the prompt is empty", hint="pass it with -p TEXT or on stdin"))
     if args.url:
-        from ..chat import normalise_base_url
+        from ..serving.chat import normalise_base_url
 
         args.url = normalise_base_url(args.url)
     base_url, api_key = _chat_target(args)
@@ -255,7 +255,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def _chat_loop(client: ChatClient, options: ChatOptions, conversation: Conversation) -> int:
     """The terminal playground: one question per line, the answer streamed below it."""
-    from ..chat import ChatError
+    from ..serving.chat import ChatError
 
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
@@ -322,8 +322,8 @@ def _log_changes() -> Callable[[RoutingTable], None]:
 def cmd_gateway(args: argparse.Namespace) -> int:
     import logging
 
-    from ..discovery import ConsulWatcher
-    from ..gateway import Gateway, bind, is_loopback, load_api_keys, parse_listen, run, serve
+    from ..serving.discovery import ConsulWatcher
+    from ..serving.gateway import Gateway, bind, is_loopback, load_api_keys, parse_listen, run, serve
 
     host, port = parse_listen(args.listen)
     keys = load_api_keys(args.api_key, args.api_keys_file, os.environ)

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import TextIO
 
-from ..progress import Assessment, Replica
+from ..nomad.rollout import Assessment, Replica
 
 _STATE_COLOURS = {
     "pending": "2",

@@ -11,7 +11,7 @@ from ..errors import InputError, Problem
 from . import output
 
 if TYPE_CHECKING:
-    from ..render import Compiled
+    from ..compile.build import Compiled
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +61,8 @@ def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
 def compile_all(paths: list[Path], backends: list[Path], *, check: bool = False) -> list[Compiled]:
     """Load the catalog and compile every deployment; report every failing file, not only the first."""
-    from ..loader import load_catalog, load_deployment
-    from ..render import build
+    from ..compile.build import build
+    from ..spec.loader import load_catalog, load_deployment
 
     catalog = load_catalog(backends)
     compiled = []
@@ -93,8 +93,8 @@ def compile_all(paths: list[Path], backends: list[Path], *, check: bool = False)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from ..atomicfile import write_atomic
-    from ..render import SUFFIXES, render_text
+    from ..compile.build import SUFFIXES, render_text
+    from .atomicfile import write_atomic
 
     compiled = compile_all(args.deployments, args.backends)
     texts = [(item, render_text(item.job, args.format)) for item in compiled]

@@ -1,0 +1,455 @@
+"""Resolve a deployment against the catalog: pick backend, version and framework, build argv and env.
+
+The result, `Resolved`, holds every decision in plain values, so the Nomad compiler only translates.
+GPUStack's rules are followed where it has them (version fallback, placeholders, env precedence, default
+backend); where it is silent or lenient we refuse ambiguous input with a message that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from ..durations import SECOND
+from ..errors import InputError, suggestion
+from ..sizes import GIB, parse_size
+from ..spec.backend import Backend, NomadExtras, TemplateFile, VersionConfig
+from ..spec.catalog import CUSTOM, Catalog
+from ..spec.deployment import Deployment
+from ..spec.specfile import Sourced
+from ..spec.yamlsource import Path
+from .drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
+from .frameworks import FRAMEWORKS, Framework
+from .parameters import apply_format, tokenize
+from .templating import PLACEHOLDERS, UnknownPlaceholder, expand, placeholders_in
+
+MAIN_PORT = "http"
+DEFAULT_HEALTH_CHECK_PATH = "/v1/models"  # GPUStack's documented default
+DEFAULT_SHM_SIZE = 10 * GIB  # GPUStack's default (GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB)
+_GLOB = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where the model comes from and where the task finds it."""
+
+    source: str | None  # huggingface | model_scope | local_path | None (image brings its own model)
+    repo: str | None = None
+    file: str | None = None
+    path: str = ""  # the value of {{model_path}} inside the task
+    download_dir: str | None = None  # where the prestart task puts the repository, inside the task
+    mount: str | None = None  # where the models host volume is mounted; None when the driver cannot mount one
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Everything decided about one deployment, ready to become a Nomad job."""
+
+    deployment: Deployment
+    job_id: str
+    service_name: str
+    backend_name: str
+    backend_file: str | None
+    version: str | None
+    framework: Framework
+    driver: str
+    image: str | None
+    command: str | None  # exec/raw_exec program
+    entrypoint: tuple[str, ...]
+    args: tuple[str, ...]
+    env: dict[str, str]
+    health_check_path: str | None  # None: no HTTP check
+    gpus: int
+    weights: Weights
+    extras: NomadExtras
+    templates: tuple[TemplateFile, ...] = ()
+    platform: str | None = None
+    shm_size: int | None = None
+    description: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+
+def nomad_name(name: str) -> str:
+    """A model name made valid as a Nomad job ID and a Consul/Nomad service name (RFC 1123, <= 63)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", name.lower())
+    slug = re.sub(r"-{2,}", "-", slug).strip("-")
+    return slug[:63].rstrip("-")
+
+
+def version_sort_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Natural order of version keys: 0.10.0 > 0.9.1, v1-cuda > v1-cpu; numbers sort below words."""
+    parts = re.findall(r"\d+|[A-Za-z]+", version)
+    return tuple((1, int(p)) if p.isdigit() else (0, p.lower()) for p in parts)
+
+
+def resolve_version(backend: Backend, requested: str | None) -> str | None:
+    """GPUStack's rule: the requested version, else `default_version`, else the newest version key."""
+    versions = backend.versions
+    if requested:
+        return requested if requested in versions else None
+    if backend.default_version and backend.default_version in versions:
+        return backend.default_version
+    if not versions:
+        return None
+    return max(versions, key=version_sort_key)
+
+
+def _platform_from_image(image: str | None) -> str | None:
+    """Images tagged for one architecture (`...-aarch64`, `...-arm64`) only run there."""
+    if not image or ":" not in image.rsplit("/", 1)[-1]:
+        return None
+    tag = image.rsplit(":", 1)[-1].lower()
+    if re.search(r"(^|[-_.])(aarch64|arm64)($|[-_.])", tag):
+        return "arm64"
+    if re.search(r"(^|[-_.])(x86_64|amd64)($|[-_.])", tag):
+        return "amd64"
+    return None
+
+
+class _Resolver:
+    def __init__(self, deployment: Sourced[Deployment], catalog: Catalog) -> None:
+        self.sourced = deployment
+        self.d = deployment.spec
+        self.catalog = catalog
+        self.warnings: list[str] = []
+
+    def fail(self, path: Path, message: str, hint: str | None = None) -> InputError:
+        return self.sourced.error(path, message, hint=hint)
+
+    # --- backend, version, framework --------------------------------------------------------------
+
+    def backend(self) -> Sourced[Backend] | None:
+        d = self.d
+        name = d.backend
+        if name is None:
+            # GPUStack: no backend means Custom for GGUF files, vLLM otherwise.
+            name = CUSTOM if (d.model_file or d.local_path or "").lower().endswith(".gguf") else "vLLM"
+        if name.lower() == CUSTOM.lower() and self.catalog.find(name) is None:
+            return None
+        found = self.catalog.find(name)
+        if found is None:
+            guess = self.catalog.closest(name)
+            hint = f"did you mean '{guess}'?" if guess else "known backends: " + ", ".join(self.catalog.names)
+            raise self.fail(("backend",), f"unknown backend '{name}'", hint + " (see `nomadgs backends list`)")
+        return found
+
+    def version(self, backend: Sourced[Backend]) -> tuple[str, VersionConfig]:
+        spec = backend.spec
+        if not spec.versions:
+            raise backend.error(("version_configs",), f"backend '{spec.backend_name}' defines no versions")
+        chosen = resolve_version(spec, self.d.backend_version)
+        if chosen is None:
+            requested = self.d.backend_version or ""
+            hint = suggestion(requested, spec.versions)
+            raise self.fail(
+                ("backend_version",),
+                f"backend '{spec.backend_name}' has no version '{requested}'",
+                hint or "versions: " + ", ".join(spec.versions),
+            )
+        return chosen, spec.versions[chosen]
+
+    def framework(self, backend: Sourced[Backend] | None, version: str | None, config: VersionConfig) -> Framework:
+        wanted = self.d.nomad.framework
+        if wanted is not None and wanted.lower() not in FRAMEWORKS:
+            raise self.fail(("nomad", "framework"), f"unknown framework '{wanted}'", suggestion(wanted, FRAMEWORKS))
+        if backend is None:  # Custom: the deployment says, or GPUs imply CUDA
+            name = wanted or ("cuda" if self.d.nomad.gpus else "cpu")
+            return FRAMEWORKS[name.lower()]
+        available = config.frameworks
+        if not available:
+            raise backend.error(
+                ("version_configs", version or ""),
+                f"version '{version}' has no custom_framework",
+                hint="add custom_framework: one of " + ", ".join(FRAMEWORKS),
+            )
+        if wanted is not None:
+            if wanted.lower() not in available:
+                raise self.fail(
+                    ("nomad", "framework"),
+                    f"version '{version}' of {backend.spec.backend_name} runs on {', '.join(available)}, not {wanted}",
+                    "pick a backend_version built for this framework",
+                )
+            return FRAMEWORKS[wanted.lower()]
+        return FRAMEWORKS[available[0]]
+
+    def gpus(self, framework: Framework) -> int:
+        requested = self.d.nomad.gpus
+        if not framework.uses_gpus:
+            if requested:
+                raise self.fail(
+                    ("nomad", "gpus"),
+                    f"this version runs on the CPU but {requested} GPU(s) were requested",
+                    "remove nomad.gpus, or choose a GPU version with backend_version",
+                )
+            return 0
+        if requested == 0:
+            raise self.fail(
+                ("nomad", "gpus"),
+                f"framework {framework.name} needs at least one accelerator",
+                "choose a CPU version with backend_version to run without GPUs",
+            )
+        return requested if requested is not None else 1
+
+    # --- model weights ---------------------------------------------------------------------------------
+
+    def weights(self, driver: str) -> Weights:
+        d = self.d
+        mount = d.nomad.models_mount
+        source = d.model_source
+        needed = {
+            "huggingface": "huggingface_repo_id",
+            "model_scope": "model_scope_model_id",
+            "local_path": "local_path",
+        }
+        if source is not None and not getattr(d, needed[source]):
+            raise self.fail(("source",), f"source '{source}' needs {needed[source]}")
+        if source is None:
+            return Weights(source=None)
+        if source == "local_path":
+            assert d.local_path is not None
+            if driver not in MOUNTS_VOLUMES:
+                if not d.local_path.startswith("/"):
+                    raise self.fail(("local_path",), f"the {driver} driver needs an absolute local_path on the node")
+                return Weights(source, path=d.local_path)
+            path = posixpath.normpath(posixpath.join(mount, d.local_path))
+            if path != mount and not path.startswith(mount.rstrip("/") + "/"):
+                raise self.fail(
+                    ("local_path",),
+                    f"'{d.local_path}' is outside the models volume, which is mounted at {mount}",
+                    f"give a path relative to the volume, or set nomad.models_mount to the volume's host path "
+                    f"(e.g. {posixpath.dirname(d.local_path) or '/'}) so paths stay the same inside the task",
+                )
+            return Weights(source, path=path, mount=mount)
+        repo = d.huggingface_repo_id if source == "huggingface" else d.model_scope_model_id
+        assert repo is not None
+        file_field = "huggingface_filename" if source == "huggingface" else "model_scope_file_path"
+        file = d.model_file
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*", repo):
+            raise self.fail((needed[source],), f"'{repo}' is not a repository id", "write it as owner/name")
+        if file is not None and (_GLOB.search(file) or file.startswith("/") or ".." in file.split("/")):
+            raise self.fail(
+                (file_field,),
+                f"'{file}' must name one file of the repository exactly",
+                "patterns are not supported: write the full file name, e.g. model-Q4_K_M.gguf",
+            )
+        if driver not in ("docker",):
+            raise self.fail(
+                ("source",),
+                f"downloading from {source} needs the docker driver; this backend uses {driver}",
+                "download the model beforehand and use source: local_path",
+            )
+        directory = posixpath.join(mount, source, repo)
+        return Weights(
+            source,
+            repo=repo,
+            file=file,
+            path=posixpath.join(directory, file) if file else directory,
+            download_dir=directory,
+            mount=mount,
+        )
+
+    # --- command line ----------------------------------------------------------------------------------
+
+    def argv(
+        self,
+        text: str,
+        origin: Sourced[Deployment] | Sourced[Backend],
+        path: Path,
+        values: dict[str, str],
+        env: dict[str, str],
+    ) -> list[str]:
+        try:
+            tokens = shlex.split(text, comments=False, posix=True)
+        except ValueError as exc:
+            raise origin.error(path, f"cannot split the command: {exc}", hint="check the quotes") from None
+        try:
+            # Split first, then fill in: a value with spaces (a path) stays one argument.
+            return [expand(token, values, env) for token in tokens]
+        except UnknownPlaceholder as exc:
+            raise origin.error(path, str(exc), hint=exc.hint) from None
+
+    def parameters(self, backend: Sourced[Backend] | None, values: dict[str, str], env: dict[str, str]) -> list[str]:
+        """The deployment's backend_parameters as argv, placeholders filled, in the backend's parameter_format."""
+        d = self.d
+        parameters = d.backend_parameters or []
+        fmt = backend.spec.parameter_format if backend is not None else None
+        out: list[str] = []
+        for index, element in enumerate(parameters):
+            try:
+                tokens = tokenize(element)
+            except ValueError as exc:
+                raise self.fail(
+                    ("backend_parameters", index), f"cannot split the parameter: {exc}", "check the quotes"
+                ) from None
+            try:
+                out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
+            except UnknownPlaceholder as exc:
+                raise self.fail(("backend_parameters", index), str(exc), exc.hint) from None
+        return apply_format(out, fmt)
+
+    def run(self) -> Resolved:
+        d = self.d
+        backend = self.backend()
+        version: str | None = None
+        config = VersionConfig()
+        if backend is not None:
+            version, config = self.version(backend)
+        base_extras = backend.spec.nomad if backend is not None else None
+        extras = config.nomad.merged_over(base_extras) if config.nomad else (base_extras or NomadExtras())
+        driver = extras.driver or "docker"
+        if extras.docker and driver != "docker":
+            assert backend is not None
+            raise backend.error(("nomad", "docker"), f"docker options are set but the driver is {driver}")
+        framework = self.framework(backend, version, config)
+        gpus = self.gpus(framework)
+        weights = self.weights(driver)
+
+        env: dict[str, str] = {}
+        if backend is not None:
+            env.update(backend.spec.default_env or {})
+        env.update(config.env or {})
+        env.update(d.env or {})
+
+        values = {
+            "model_path": weights.path,
+            "port": f"${{NOMAD_PORT_{MAIN_PORT}}}",
+            "worker_ip": f"${{NOMAD_IP_{MAIN_PORT}}}",
+            "model_name": d.name,
+            "gpu_count": str(gpus),
+            # Inside the container the reserved accelerators are numbered from 0.
+            "gpu_ids": ",".join(str(i) for i in range(gpus)),
+        }
+        assert tuple(values) == PLACEHOLDERS
+
+        # Run command: the deployment's override, else the version's, else the backend's default.
+        command_origin: Sourced[Deployment] | Sourced[Backend] = self.sourced
+        command_path: Path = ("run_command",)
+        template = d.run_command
+        if template is None and backend is not None:
+            command_origin = backend
+            if config.run_command:
+                template, command_path = config.run_command, ("version_configs", version or "", "run_command")
+            else:
+                template, command_path = backend.spec.default_run_command, ("default_run_command",)
+        template = template or ""
+        if "model_path" in placeholders_in(template) and weights.source is None:
+            raise self.fail(
+                ("source",),
+                "the run command uses {{model_path}} but the deployment names no model",
+                "set huggingface_repo_id, model_scope_model_id or local_path",
+            )
+        args = self.argv(template, command_origin, command_path, values, env)
+
+        entrypoint: list[str] = []
+        if backend is not None:
+            if config.entrypoint:
+                entrypoint = self.argv(
+                    config.entrypoint, backend, ("version_configs", version or "", "entrypoint"), values, env
+                )
+            elif backend.spec.default_entrypoint:
+                entrypoint = self.argv(backend.spec.default_entrypoint, backend, ("default_entrypoint",), values, env)
+
+        params = self.parameters(backend, values, env)
+        args.extend(params)
+
+        image = d.image_name or config.image_name
+        command: str | None = None
+        if driver == "docker":
+            if not image:
+                if backend is None:
+                    raise self.fail(("image_name",), "the Custom backend needs image_name in the deployment")
+                raise backend.error(
+                    ("version_configs", version or ""),
+                    f"version '{version}' of {backend.spec.backend_name} has no image_name",
+                    hint="add image_name to the version, or set image_name in the deployment",
+                )
+        else:
+            assert backend is not None
+            if extras.command:
+                command = self.argv(extras.command, backend, ("nomad", "command"), values, env)[0]
+            elif entrypoint:
+                command, entrypoint = entrypoint[0], entrypoint[1:]
+            else:
+                raise backend.error(("nomad",), f"the {driver} driver needs nomad.command (the program to run)")
+            args = [*entrypoint, *args]
+            entrypoint = []
+            image = None
+
+        health_path: str | None = (d.env or {}).get("GPUSTACK_MODEL_HEALTH_CHECK_PATH") or (
+            backend.spec.health_check_path if backend is not None else None
+        )
+        health_path = health_path or DEFAULT_HEALTH_CHECK_PATH
+        enabled = d.nomad.health_check if d.nomad.health_check is not None else extras.health_check
+        if enabled is False:
+            health_path = None
+        elif not health_path.startswith("/"):
+            raise self.fail(("env", "GPUSTACK_MODEL_HEALTH_CHECK_PATH"), "the health check path must start with '/'")
+
+        template_values = {
+            **values,
+            "port": f'{{{{ env "NOMAD_PORT_{MAIN_PORT}" }}}}',
+            "worker_ip": f'{{{{ env "NOMAD_IP_{MAIN_PORT}" }}}}',
+        }
+        templates = [
+            t.model_copy(update={"data": expand(t.data, template_values, env, strict=False)})
+            for t in extras.templates or []
+        ]
+
+        shm_size = d.nomad.shm_size
+        if shm_size is None and driver == "docker":
+            gib = (d.env or {}).get("GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB")
+            try:
+                shm_size = parse_size(f"{gib} GiB") if gib else DEFAULT_SHM_SIZE
+            except ValueError:
+                raise self.fail(
+                    ("env", "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"), f"'{gib}' is not a number of GiB"
+                ) from None
+
+        nomad = d.nomad
+        if nomad.check_timeout > nomad.check_interval:
+            raise self.fail(("nomad", "check_timeout"), "check_timeout must not be longer than check_interval")
+        if nomad.check_interval < SECOND:
+            raise self.fail(("nomad", "check_interval"), "check_interval must be at least 1s (Nomad's minimum)")
+        for mode in sorted(LOCKED_DOWN_MODES & set(extras.docker or {})):
+            self.warnings.append(
+                f"docker option {mode} fails on Nomad >= 2.0.4 unless the client's docker plugin allows it "
+                "(allowed_modes); prefer shm_size over ipc_mode"
+            )
+        if nomad.gpu_memory and not framework.device_plugin:
+            self.warnings.append(
+                f"nomad.gpu_memory is only enforced for frameworks with a Nomad device plugin (cuda), "
+                f"not {framework.name}"
+            )
+
+        job_id = nomad.job_id or nomad_name(d.name)
+        return Resolved(
+            deployment=d,
+            job_id=job_id,
+            service_name=nomad.service_name or nomad_name(d.name),
+            backend_name=backend.spec.backend_name if backend is not None else CUSTOM,
+            backend_file=backend.filename if backend is not None else None,
+            version=version,
+            framework=framework,
+            driver=driver,
+            image=image,
+            command=command,
+            entrypoint=tuple(entrypoint),
+            args=tuple(args),
+            env=env,
+            health_check_path=health_path,
+            gpus=gpus,
+            weights=weights,
+            extras=extras,
+            templates=tuple(templates),
+            platform=extras.platform or (_platform_from_image(image) if driver == "docker" else None),
+            shm_size=shm_size if driver == "docker" else None,
+            description=d.description or (backend.spec.description if backend is not None else None),
+            warnings=tuple(self.warnings),
+        )
+
+
+def resolve(deployment: Sourced[Deployment], catalog: Catalog) -> Resolved:
+    """Resolve one deployment. Raises InputError pointing at the deployment or backend file."""
+    return _Resolver(deployment, catalog).run()

@@ -1,0 +1,283 @@
+"""The Nomad client: python-nomad for one-shot calls, httpx for what python-nomad cannot do.
+
+python-nomad serves validate, plan, register, stop and reads. It falls short for watching: its methods take
+no `index`/`wait` and drop the `X-Nomad-Index` header (no blocking queries), its event stream thread dies
+silently on a connect error, and its log call reads the whole body instead of streaming. Those go through
+httpx. Both clients are built from the same `NomadSettings`, so address, token, namespace, region and TLS
+are decided in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from ..errors import EXIT_BAD_INPUT, EXIT_CONNECTION, EXIT_FAILURE, NomadgsError
+from ..settings import NomadSettings
+from .jobspec import Job
+from .responses import (
+    Allocation,
+    Deployment,
+    Evaluation,
+    JobStub,
+    PlanResponse,
+    RegisterResponse,
+    ValidateResponse,
+)
+
+T = TypeVar("T", bound=BaseModel)
+DEFAULT_WAIT = "5m"  # blocking-query wait; Nomad caps it at 5m (plus jitter)
+
+
+class NomadError(NomadgsError):
+    """Nomad answered, with an error."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NomadDenied(NomadError):
+    """403: no token, an unknown token, or a token without the capability."""
+
+    exit_code = EXIT_CONNECTION
+
+
+class NomadRejected(NomadError):
+    """400: Nomad refused the request as malformed."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class IndexConflict(NomadError):
+    """Registration with EnforceIndex lost a race: someone changed the job since we planned."""
+
+
+class TransientError(NomadError):
+    """A failure worth retrying: connection trouble or a 5xx."""
+
+
+class NomadUnavailable(TransientError):
+    """Nomad could not be reached, or the connection broke."""
+
+    exit_code = EXIT_CONNECTION
+
+
+def _error_for(status: int | None, text: str, settings: NomadSettings) -> NomadError:
+    text = (text or "").strip()
+    if status == 403:
+        hint = "set NOMAD_TOKEN to a token with submit-job and read-job in the namespace"
+        if "not found" in text.lower():
+            hint = "NOMAD_TOKEN is not a known ACL token on this cluster"
+        return NomadDenied(f"Nomad refused the request ({text or 'Permission denied'}): {hint}", status)
+    if status == 400:
+        return NomadRejected(f"Nomad rejected the request: {text}", status)
+    if status == 404:
+        return NomadError(f"not found: {text or 'no such object'}", status)
+    if status is not None and "Enforcing job modify index" in text:
+        return IndexConflict(f"the job changed since it was planned ({text})", status)
+    if status is not None and status >= 500:
+        return TransientError(f"Nomad answered {status}: {text}", status)
+    return NomadError(f"Nomad answered {status}: {text}", status)
+
+
+_CAUSES = [
+    ("CERTIFICATE_VERIFY_FAILED", "TLS certificate verification failed (set NOMAD_CACERT, or NOMAD_TLS_SERVER_NAME)"),
+    ("Connection refused", "connection refused"),
+    ("RemoteDisconnected", "the connection closed without an answer"),
+    ("Connection aborted", "the connection closed without an answer"),
+    ("Name or service not known", "unknown host name"),
+    ("Temporary failure in name resolution", "the host name could not be resolved"),
+    ("timed out", "timed out"),
+]
+
+
+def _unreachable(settings: NomadSettings, exc: BaseException) -> NomadUnavailable:
+    text = str(exc)
+    reason = next((words for marker, words in _CAUSES if marker in text), type(exc).__name__)
+    return NomadUnavailable(f"cannot reach Nomad at {settings.address}: {reason} (set NOMAD_ADDR or --address)")
+
+
+class NomadAPI:
+    """One-shot calls (blocking, python-nomad) and watch calls (async, httpx) against one cluster."""
+
+    def __init__(self, settings: NomadSettings, *, timeout: float = 30.0) -> None:
+        self.settings = settings
+        self.timeout = timeout
+        self._client: Any = None
+        self.requests = 0  # HTTP requests sent through the async client (the benchmark reports it)
+
+    # --- one-shot calls through python-nomad -----------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.settings.python_nomad(timeout=self.timeout)
+        return self._client
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        import nomad.api.exceptions as nomad_exc
+        import requests
+
+        try:
+            return fn(*args, **kwargs)
+        except nomad_exc.BaseNomadException as exc:
+            resp = exc.nomad_resp
+            if isinstance(resp, requests.Response):
+                raise _error_for(resp.status_code, resp.text, self.settings) from None
+            raise _unreachable(self.settings, resp if isinstance(resp, BaseException) else exc) from None
+        except requests.RequestException as exc:
+            raise _unreachable(self.settings, exc) from None
+
+    def validate(self, job: Job) -> ValidateResponse:
+        """Server-side validation (`/v1/validate/job`), with the `{"Job": ...}` wrapper it needs."""
+        resp = self._call(self.client.validate.validate_job, {"Job": job})
+        return ValidateResponse.model_validate(resp.json())
+
+    def plan(self, job: Job) -> PlanResponse:
+        data = self._call(self.client.job.plan_job, job["ID"], {"Job": job}, diff=True)
+        return PlanResponse.model_validate(data)
+
+    def register(self, job: Job, *, modify_index: int) -> RegisterResponse:
+        """Register with check-and-set: fails with IndexConflict if the job is not at `modify_index`."""
+        body = {"Job": job, "EnforceIndex": True, "JobModifyIndex": modify_index}
+        return RegisterResponse.model_validate(self._call(self.client.job.register_job, job["ID"], body))
+
+    def job(self, job_id: str) -> JobStub | None:
+        try:
+            return JobStub.model_validate(self._call(self.client.job.get_job, job_id))
+        except NomadError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def latest_evaluation(self, job_id: str) -> str:
+        """The ID of the job's newest evaluation ("" when it has none)."""
+        evals = self._call(self.client.job.get_evaluations, job_id) or []
+        newest = max(evals, key=lambda e: e.get("CreateIndex", 0), default=None)
+        return str(newest["ID"]) if newest else ""
+
+    def jobs(self) -> list[JobStub]:
+        """Jobs of the namespace with their meta (`?meta=true`)."""
+        data = self._call(self.client.jobs.request, method="get", params={"meta": "true"})
+        return [JobStub.model_validate(j) for j in data.json()]
+
+    def stop(self, job_id: str, *, purge: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(self.client.job.deregister_job, job_id, purge=purge or None)
+        return result
+
+    # --- watch calls through httpx -------------------------------------------------------------------
+
+    def async_client(self) -> Any:
+        return self.settings.httpx_client(timeout=self.timeout + 330, asynchronous=True)
+
+    async def get(
+        self,
+        http: Any,
+        path: str,
+        *,
+        index: int | None = None,
+        wait: str = DEFAULT_WAIT,
+        params: dict[str, str] | None = None,
+    ) -> tuple[Any, int]:
+        """GET a JSON resource; with `index`, as a blocking query. Returns (data, X-Nomad-Index)."""
+        query = dict(params or {})
+        if index is not None:
+            query.update(index=str(index), wait=wait)
+        response = await self._get(http, path, query)
+        return response.json(), int(response.headers.get("X-Nomad-Index", "0") or 0)
+
+    async def _get(self, http: Any, path: str, params: dict[str, str]) -> Any:
+        """One GET with the namespace/region parameters, errors mapped to NomadError."""
+        import httpx
+
+        self.requests += 1
+        try:
+            response = await http.get(path, params={**self.settings.params(), **params})
+        except httpx.TransportError as exc:
+            raise NomadUnavailable(f"connection to Nomad failed: {exc or type(exc).__name__}") from None
+        if response.status_code >= 400:
+            raise _error_for(response.status_code, response.text, self.settings)
+        return response
+
+    async def evaluation(self, http: Any, eval_id: str, index: int | None = None) -> tuple[Evaluation, int]:
+        data, idx = await self.get(http, f"/v1/evaluation/{eval_id}", index=index)
+        return Evaluation.model_validate(data), idx
+
+    async def allocations(self, http: Any, job_id: str, index: int | None = None) -> tuple[list[Allocation], int]:
+        data, idx = await self.get(http, f"/v1/job/{job_id}/allocations", index=index)
+        return [Allocation.model_validate(a) for a in data or []], idx
+
+    async def latest_deployment(
+        self, http: Any, job_id: str, index: int | None = None
+    ) -> tuple[Deployment | None, int]:
+        data, idx = await self.get(http, f"/v1/job/{job_id}/deployment", index=index)
+        return (Deployment.model_validate(data) if data else None), idx
+
+    async def allocation(self, http: Any, alloc_id: str) -> Allocation:
+        data, _ = await self.get(http, f"/v1/allocation/{alloc_id}")
+        return Allocation.model_validate(data)
+
+    async def nodes(self, http: Any) -> list[dict[str, Any]]:
+        data, _ = await self.get(http, "/v1/nodes", params={"resources": "true"})
+        return list(data or [])
+
+    async def log_tail(
+        self, http: Any, alloc_id: str, task: str, *, stream: str = "stderr", tail_bytes: int = 8192
+    ) -> str:
+        """The last bytes a task wrote to stderr/stdout, as text (`/v1/client/fs/logs`)."""
+        params = {"task": task, "type": stream, "origin": "end", "offset": str(tail_bytes), "plain": "true"}
+        response = await self._get(http, f"/v1/client/fs/logs/{alloc_id}", params)
+        return str(response.text)
+
+    async def follow_logs(
+        self,
+        http: Any,
+        alloc_id: str,
+        task: str,
+        *,
+        stream: str = "stdout",
+        origin: str = "start",
+        offset: int = 0,
+        follow: bool = True,
+    ) -> AsyncIterator[str]:
+        """Stream a task's log as it is written (`follow=true`), chunk by chunk."""
+        import httpx
+
+        params = {
+            "task": task,
+            "type": stream,
+            "origin": origin,
+            "offset": str(offset),
+            "plain": "true",
+            "follow": "true" if follow else "false",
+        }
+        self.requests += 1
+        try:
+            async with http.stream(
+                "GET",
+                f"/v1/client/fs/logs/{alloc_id}",
+                params={**self.settings.params(), **params},
+                timeout=httpx.Timeout(None, connect=10.0),
+            ) as response:
+                if response.status_code >= 400:
+                    body = (await response.aread()).decode(errors="replace")
+                    raise _error_for(response.status_code, body, self.settings)
+                async for chunk in response.aiter_text():
+                    yield chunk
+        except httpx.TransportError as exc:
+            raise NomadUnavailable(f"the log stream from Nomad broke: {exc or type(exc).__name__}") from None
+
+
+async def sleep_backoff(attempt: int, *, base: float = 0.5, cap: float = 10.0) -> float:
+    """Exponential backoff with jitter; returns the delay slept."""
+    import random
+
+    delay: float = min(cap, base * (2 ** min(attempt, 10))) * (0.5 + random.random() / 2)
+    await asyncio.sleep(delay)
+    return delay

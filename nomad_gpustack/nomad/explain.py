@@ -1,0 +1,338 @@
+"""Plain-words explanations of why Nomad could not place or run a model. Pure functions over API models.
+
+The scheduler's reasons (`FailedTGAllocs`, the AllocMetric of `nomad/structs`) and task events are precise
+but cryptic ("devices: no devices match request", "Driver Failure"). These functions turn them into
+sentences that say what is missing and what to change, in the deployment's own terms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..compile.metadata import DOWNLOAD_TASK
+from ..sizes import MIB, human_size, parse_size
+from .responses import Allocation, AllocMetric, TaskEvent, TaskState
+
+
+@dataclass(frozen=True)
+class GroupRequest:
+    """What one replica of the job asks the scheduler for, read from the compiled job."""
+
+    group: str
+    count: int
+    cpu: int = 0
+    memory_mb: int = 0
+    device: str | None = None  # e.g. nvidia/gpu
+    gpus: int = 0
+    gpu_memory: str | None = None  # e.g. "24 GiB"
+    gpu_model: str | None = None
+    datacenters: tuple[str, ...] = ()
+    node_pool: str | None = None
+    health_path: str | None = None
+    startup_timeout_ns: int = 0
+
+
+def group_request(job: dict[str, Any], group_index: int = 0) -> GroupRequest:
+    """The request of one task group of a compiled job (API JSON form)."""
+    group = job["TaskGroups"][group_index]
+    cpu = memory = 0
+    device = gpu_memory = gpu_model = health = None
+    gpus = 0
+    startup = 0
+    for task in group["Tasks"]:
+        if task.get("Lifecycle"):
+            continue
+        resources = task.get("Resources") or {}
+        cpu += resources.get("CPU", 0)
+        memory += resources.get("MemoryMB", 0)
+        for dev in resources.get("Devices") or []:
+            device, gpus = dev["Name"], dev.get("Count", 1)
+            for constraint in dev.get("Constraints") or []:
+                if constraint.get("LTarget") == "${device.attr.memory}":
+                    gpu_memory = constraint.get("RTarget")
+                if constraint.get("LTarget") == "${device.model}":
+                    gpu_model = constraint.get("RTarget")
+        for service in task.get("Services") or []:
+            for check in service.get("Checks") or []:
+                health = check.get("Path")
+                startup = (check.get("CheckRestart") or {}).get("Grace", 0)
+    return GroupRequest(
+        group=group["Name"],
+        count=group.get("Count", 1),
+        cpu=cpu,
+        memory_mb=memory,
+        device=device,
+        gpus=gpus,
+        gpu_memory=gpu_memory,
+        gpu_model=gpu_model,
+        datacenters=tuple(job.get("Datacenters") or ()),
+        node_pool=job.get("NodePool"),
+        health_path=health,
+        startup_timeout_ns=startup,
+    )
+
+
+@dataclass(frozen=True)
+class NodeDevices:
+    """Accelerators one node reports (from `/v1/nodes?resources=true`)."""
+
+    node: str
+    name: str  # vendor/type/model
+    memory_mib: int | None
+    count: int
+
+
+def node_devices(nodes: Iterable[dict[str, Any]]) -> list[NodeDevices]:
+    """Device groups of node list stubs that carry `NodeResources` (Nomad >= 1.6 with `resources=true`)."""
+    out: list[NodeDevices] = []
+    for node in nodes:
+        for dev in ((node.get("NodeResources") or {}).get("Devices")) or []:
+            memory = (dev.get("Attributes") or {}).get("memory") or {}
+            mib: int | None = None
+            if "Int" in memory:
+                unit = memory.get("Unit") or "MiB"
+                try:
+                    mib = parse_size(f"{memory['Int']} {unit}") // MIB
+                except ValueError:
+                    mib = None
+            name = "/".join(str(dev.get(k) or "") for k in ("Vendor", "Type", "Name"))
+            out.append(NodeDevices(node.get("Name") or node.get("ID", "?"), name, mib, len(dev.get("Instances") or [])))
+    return out
+
+
+def _gpu_phrase(req: GroupRequest) -> str:
+    phrase = f"{req.gpus} × {req.device}"
+    if req.gpu_model:
+        phrase += f" ({req.gpu_model})"
+    if req.gpu_memory:
+        phrase += f" with ≥ {req.gpu_memory}"
+    return phrase
+
+
+def _devices_summary(req: GroupRequest, devices: Sequence[NodeDevices]) -> str | None:
+    if not req.device:
+        return None
+    vendor_type = "/".join(req.device.split("/")[:2])
+    matching = [d for d in devices if d.name.startswith(vendor_type)]
+    if not matching:
+        return f"no node reports any {vendor_type} device (is the device plugin installed on the clients?)"
+    nodes = {d.node for d in matching}
+    memories = sorted({d.memory_mib for d in matching if d.memory_mib is not None})
+    most = max(d.count for d in matching)
+    text = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} {'have' if len(nodes) != 1 else 'has'} GPUs"
+    if memories:
+        sizes = ", ".join(human_size(m * MIB) for m in memories)
+        text += f", {'all ' if len(memories) == 1 and len(nodes) > 1 else ''}{sizes}"
+    if most < req.gpus:
+        text += f"; the most on one node is {most}"
+    return text
+
+
+# Hints for constraints the compiler writes (and common ones users add).
+_CONSTRAINT_HINTS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"docker\.runtimes"), "the NVIDIA container runtime is not registered with Docker on those nodes"),
+    (re.compile(r"\$\{meta\.gpu_vendor\}"), 'set `meta { gpu_vendor = "..." }` in the client config of GPU nodes'),
+    (re.compile(r"\$\{attr\.cpu\.arch\}"), "the image is built for another CPU architecture"),
+    (re.compile(r"missing devices"), "no matching device: install nomad-device-nvidia in the clients' plugin_dir"),
+    (re.compile(r"missing drivers"), "the task driver (docker, exec, raw_exec) is not enabled on those nodes"),
+    (re.compile(r"missing compatible host volumes"), "the host volume for the model weights is not configured there"),
+    (re.compile(r"\$\{meta\.(?!gpu_vendor)"), "the node meta does not match the deployment's worker_selector"),
+    (re.compile(r"distinct_hosts"), "each replica needs its own node"),
+]
+
+
+def _constraint_text(key: str) -> str:
+    for pattern, hint in _CONSTRAINT_HINTS:
+        if pattern.search(key):
+            return f"{key} ({hint})"
+    return key
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def placement_failure(req: GroupRequest, metric: AllocMetric, devices: Sequence[NodeDevices] = ()) -> list[str]:
+    """Sentences that explain one group's failed placement; the first one is the headline."""
+    failed = metric.CoalescedFailures + 1
+    lines: list[str] = []
+    if metric.NodesEvaluated == 0:
+        empty_dcs = [dc for dc, n in metric.NodesAvailable.items() if n == 0]
+        if req.node_pool and metric.NodesInPool == 0:
+            headline = f"node pool '{req.node_pool}' has no ready nodes"
+        elif empty_dcs:
+            headline = "no ready node in datacenter " + ", ".join(empty_dcs)
+        else:
+            headline = "no nodes were eligible for evaluation"
+            if req.datacenters:
+                headline += f" in {', '.join(req.datacenters)}"
+        lines.append(headline)
+    exhausted_devices = {k: v for k, v in metric.DimensionExhausted.items() if k.startswith("devices")}
+    if req.device and (exhausted_devices or "missing devices" in metric.ConstraintFiltered):
+        headline = f"no node has {_gpu_phrase(req)}"
+        summary = _devices_summary(req, devices)
+        lines.append(f"{headline}: {summary}" if summary else headline)
+    for dimension, nodes in sorted(metric.DimensionExhausted.items()):
+        if dimension.startswith("devices"):
+            lines.append(f"{_plural(nodes, 'node')} had no free matching devices ({dimension})")
+        elif dimension == "memory":
+            lines.append(f"not enough free memory for {human_size(req.memory_mb * MIB)} on {_plural(nodes, 'node')}")
+        elif dimension == "cpu":
+            lines.append(f"not enough free CPU for {req.cpu} MHz on {_plural(nodes, 'node')}")
+        else:
+            lines.append(f"{dimension} exhausted on {_plural(nodes, 'node')}")
+    for constraint, nodes in sorted(metric.ConstraintFiltered.items()):
+        lines.append(f"{_plural(nodes, 'node')} excluded by {_constraint_text(constraint)}")
+    for klass, nodes in sorted(metric.ClassFiltered.items()):
+        lines.append(f"{_plural(nodes, 'node')} of class {klass} excluded by constraints")
+    for quota in metric.QuotaExhausted:
+        lines.append(f"quota exhausted: {quota}")
+    if not lines:
+        lines.append(f"{_plural(metric.NodesEvaluated, 'node')} evaluated, none could take the replica")
+    prefix = f"cannot place {failed} of {req.count} replica{'s' if req.count != 1 else ''}: "
+    lines[0] = prefix + lines[0]
+    return lines
+
+
+# --- task failures ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """Why one task of one allocation failed, in words, plus the events worth showing."""
+
+    alloc_id: str
+    replica: int | None
+    task: str
+    kind: str  # image-pull | oom | crash-loop | unhealthy | driver | setup | download | exited | lost
+    summary: str
+    hint: str | None = None
+    events: list[TaskEvent] = field(default_factory=list)
+
+
+_DRIVER_HINTS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r'runtime "nvidia" was not found'), "install nvidia-container-toolkit and register the runtime"),
+    (re.compile(r"volumes are not enabled"), "enable `volumes` in the docker plugin config, or use host volumes"),
+    (re.compile(r'cannot apply "\w+_mode"'), "namespace modes are locked down since Nomad 2.0.4; use shm_size"),
+    (
+        re.compile(r"pull access denied|unauthorized|authentication required", re.I),
+        "the registry refused the pull: check the image name and registry credentials",
+    ),
+    (re.compile(r"manifest unknown|not found", re.I), "check the image name and tag (backend version image_name)"),
+]
+
+_INTERESTING = {
+    "Driver Failure",
+    "Setup Failure",
+    "Failed Validation",
+    "Task hook failed",
+    "Terminated",
+    "Not Restarting",
+    "Killing",
+    "Restarting",
+    "Failed Artifact Download",
+    "Sibling Task Failed",
+    "Alloc Unhealthy",
+    "Disk Resources Exceeded",
+    "Driver",
+    "Started",
+}
+
+
+def _hint_for(text: str, hints: list[tuple[re.Pattern[str], str]]) -> str | None:
+    for pattern, hint in hints:
+        if pattern.search(text):
+            return hint
+    return None
+
+
+def task_failure(
+    alloc: Allocation, task: str, state: TaskState, *, memory_mb: int = 0, restart_limit: int = 2
+) -> TaskFailure | None:
+    """The failure of one task, if its events show one; None while it is healthy or still starting."""
+    events = state.Events
+    shown = [e for e in events if e.Type in _INTERESTING][-8:]
+
+    def failure(kind: str, summary: str, hint: str | None = None) -> TaskFailure:
+        return TaskFailure(alloc.ID, alloc.index, task, kind, summary, hint, shown)
+
+    for event in reversed(events):
+        if event.Type == "Terminated" and event.Details.get("oom_killed") == "true":
+            limit = f" (limit {human_size(memory_mb * MIB)})" if memory_mb else ""
+            return failure("oom", f"{task} ran out of memory and was killed{limit}", "raise nomad.memory")
+    for event in reversed(events):
+        if event.Type == "Driver Failure":
+            text = event.text
+            if "pull" in text.lower() or "manifest" in text.lower():
+                return failure("image-pull", f"the image could not be pulled: {text}", _hint_for(text, _DRIVER_HINTS))
+            return failure("driver", f"{task} could not start: {text}", _hint_for(text, _DRIVER_HINTS))
+        if event.Type in ("Setup Failure", "Failed Validation", "Task hook failed"):
+            text = event.text
+            hint = None
+            if "nomadVar" in text or "nomad/jobs" in text:
+                hint = "the token variable (nomad.token_variable) is missing or not readable by the job"
+            return failure("setup", f"{task} could not be set up: {text}", hint)
+        if event.Type == "Failed Artifact Download":
+            return failure("download", f"{task} could not download an artifact: {event.text}")
+    exits = [e for e in events if e.Type == "Terminated"]
+    gave_up = any(e.Type == "Not Restarting" for e in events)
+    if exits and (gave_up or state.Restarts >= restart_limit or state.Failed):
+        last = exits[-1]
+        what = f"exited with code {last.ExitCode}" if last.ExitCode else "stopped"
+        summary = f"{task} {what}"
+        if state.Restarts:
+            summary += f" and was restarted {_plural(state.Restarts, 'time')}"
+        if gave_up:
+            summary += "; Nomad gave up restarting it"
+        kind = "crash-loop" if state.Restarts or gave_up else "exited"
+        if task == DOWNLOAD_TASK:
+            return failure(
+                "download",
+                f"downloading the model failed: {summary}",
+                "check the repository id, file name and token variable; the task's log below says more",
+            )
+        return failure(kind, summary, "the engine's own error is in its log below")
+    if state.Failed:
+        reason = next((e.text for e in reversed(events) if e.text), "failed")
+        return failure("exited", f"{task} failed: {reason}")
+    return None
+
+
+def alloc_failures(alloc: Allocation, *, memory_mb: int = 0) -> list[TaskFailure]:
+    """Every failing task of an allocation, plus an unhealthy verdict when no task explains it."""
+    out = []
+    for task, state in alloc.TaskStates.items():
+        found = task_failure(alloc, task, state, memory_mb=memory_mb)
+        if found:
+            out.append(found)
+    if not out and alloc.ClientStatus == "lost":
+        out.append(TaskFailure(alloc.ID, alloc.index, "", "lost", f"the node running replica {alloc.index} was lost"))
+    if not out and alloc.healthy is False:
+        events = [e for s in alloc.TaskStates.values() for e in s.Events if e.Type == "Alloc Unhealthy"]
+        reason = events[-1].text if events else "its health check did not pass in time"
+        out.append(
+            TaskFailure(alloc.ID, alloc.index, "", "unhealthy", f"replica marked unhealthy: {reason}", None, events)
+        )
+    return out
+
+
+def unhealthy_hint(req: GroupRequest) -> str:
+    """What to try when a replica never passes its health check."""
+    from ..durations import format_duration
+
+    if not req.health_path:
+        return "the task did not stay running long enough"
+    deadline = format_duration(req.startup_timeout_ns) if req.startup_timeout_ns else "the healthy deadline"
+    return (
+        f"GET {req.health_path} did not answer 200 within {deadline}: a big model may need a longer "
+        "nomad.startup_timeout, or the engine failed to start (see its log)"
+    )
+
+
+def rollback_version(description: str) -> int | None:
+    """The job version Nomad's auto-revert rolls back to, read from a failed deployment's description."""
+    match = re.search(r"rolling back to job version (\d+)", description)
+    return int(match.group(1)) if match else None

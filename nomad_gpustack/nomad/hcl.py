@@ -1,0 +1,337 @@
+"""HCL2 for Nomad job models: render a `Job` as a jobspec, and map a parsed jobspec back to a `Job`.
+
+The renderer writes what `nomad job run file.nomad.hcl` and Terraform's `jobspec` read: HCL block and
+attribute names (`memory`, `check`, `port "http" {}`), Go duration strings, and the layout `nomad fmt`
+produces (two-space indents, `=` aligned over runs of single-line attributes, as hclwrite does).
+
+`job_from_hcl` takes the dict python-hcl2 makes of a jobspec (quotes stripped, no block markers) and
+rebuilds the API model, so tests can check that the HCL and the JSON we write describe the same job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import typing
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+from typing_extensions import is_typeddict
+
+from ..durations import format_duration, parse_duration
+from .jobspec import Job, fields_of, validate_job
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_LIST_WIDTH = 80  # longer lists of plain values get one item per line, as people write args by hand
+
+# --- field kinds ----------------------------------------------------------------------------------------
+
+
+def _is_struct(annotation: Any) -> bool:
+    return isinstance(annotation, type) and is_typeddict(annotation)
+
+
+@cache
+def _field_kind(struct: type, field: str) -> tuple[str, type | None]:
+    """Classify a field: "struct", "structs" (block list), "struct_map" (labelled blocks), "map" or "value"."""
+    annotation = fields_of(struct)[field].annotation
+    origin = typing.get_origin(annotation)
+    if _is_struct(annotation):
+        return "struct", annotation
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return ("structs", item) if _is_struct(item) else ("value", None)
+    if origin is dict:
+        _, item = typing.get_args(annotation)
+        return ("struct_map", item) if _is_struct(item) else ("map", None)
+    return "value", None
+
+
+@cache
+def _label_field(struct: type) -> str | None:
+    return next((f.name for f in fields_of(struct).values() if f.label), None)
+
+
+# --- rendering ------------------------------------------------------------------------------------------
+
+
+_RUNTIME_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.\-]*)\}")
+
+
+def quote(text: str) -> str:
+    """An HCL quoted string.
+
+    `${NOMAD_PORT_http}`, `${attr.cpu.arch}` and the like stay interpolations: Nomad keeps runtime variables
+    for the client to fill in, exactly as it does with the same text in JSON. Any other `${` is escaped so
+    HCL reads it as literal text.
+    """
+    out = ['"']
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    escaped = "".join(out).replace("%{", "%%{")
+    pieces = _RUNTIME_VARIABLE.split(escaped)
+    # split() alternates literal text and variable names; only the literal parts get `${` escaped.
+    return "".join(piece.replace("${", "$${") if i % 2 == 0 else "${" + piece + "}" for i, piece in enumerate(pieces))
+
+
+def _key(name: str) -> str:
+    return name if _IDENT.fullmatch(name) else quote(name)
+
+
+def _value_lines(value: Any, indent: int) -> list[str]:
+    """An HCL expression, as lines (the first without indentation)."""
+    pad = "  " * indent
+    if isinstance(value, bool):
+        return ["true" if value else "false"]
+    if isinstance(value, int | float):
+        return [json.dumps(value)]
+    if isinstance(value, str):
+        return [quote(value)]
+    if value is None:
+        return ["null"]
+    if isinstance(value, list):
+        if all(not isinstance(v, dict | list) for v in value):
+            one_line = "[" + ", ".join(_value_lines(v, 0)[0] for v in value) + "]"
+            if len(one_line) <= _LIST_WIDTH:
+                return [one_line]
+        lines = ["["]
+        for item in value:
+            sub = _value_lines(item, indent + 1)
+            lines.append(f"{pad}  {sub[0]}")
+            lines.extend(sub[1:])
+            lines[-1] += ","
+        lines.append(f"{pad}]")
+        return lines
+    if isinstance(value, dict):
+        if not value:
+            return ["{}"]
+        lines = ["{"]
+        lines.extend(_attribute_lines(value, indent + 1))
+        lines.append(f"{pad}}}")
+        return lines
+    raise TypeError(f"cannot write {type(value).__name__} as HCL")
+
+
+def _attribute_lines(values: dict[str, Any], indent: int) -> list[str]:
+    pad = "  " * indent
+    lines: list[str] = []
+    for key, value in values.items():
+        sub = _value_lines(value, indent)
+        lines.append(f"{pad}{_key(key)} = {sub[0]}")
+        lines.extend(sub[1:])
+    return lines
+
+
+def _block_lines(struct: type, value: dict[str, Any], name: str, indent: int, label: str | None = None) -> list[str]:
+    pad = "  " * indent
+    label_field = _label_field(struct)
+    if label is None and label_field:
+        label = value.get(label_field)
+    header = f"{pad}{name}" + (f" {quote(str(label))}" if label is not None else "")
+    body = list(_body_lines(struct, value, indent + 1))
+    if not body:
+        return [header + " {}"]
+    return [header + " {", *body, f"{pad}}}"]
+
+
+def _body_lines(struct: type, value: dict[str, Any], indent: int) -> Iterator[str]:
+    label_field = _label_field(struct)
+    attributes: list[str] = []
+    blocks: list[list[str]] = []
+    for field, info in fields_of(struct).items():  # Go declaration order, whatever the dict's order
+        item = value.get(field)
+        if item is None or field == label_field:
+            continue
+        name = info.hcl
+        kind, sub = _field_kind(struct, field)
+        if kind == "struct":
+            assert sub is not None
+            blocks.append(_block_lines(sub, item, name, indent))
+        elif kind == "structs":
+            assert sub is not None
+            blocks.extend(_block_lines(sub, entry, name, indent) for entry in item)
+        elif kind == "struct_map":
+            assert sub is not None
+            for key, entry in item.items():
+                # The map key is the block label; the Name attribute repeats it (the parser sets it).
+                body = {k: v for k, v in entry.items() if k != "Name"}
+                blocks.append(_block_lines(sub, body, name, indent, label=key))
+        elif kind == "map":
+            if item and all(_IDENT.fullmatch(k) for k in item):
+                pad = "  " * indent
+                blocks.append([f"{pad}{name} {{", *_attribute_lines(item, indent + 1), f"{pad}}}"])
+            else:
+                attributes.extend(_attribute_lines({name: item}, indent))
+        elif info.duration:
+            attributes.extend(_attribute_lines({name: format_duration(item)}, indent))
+        else:
+            attributes.extend(_attribute_lines({name: item}, indent))
+    for key in value:
+        if key not in fields_of(struct):
+            raise ValueError(f"{struct.__name__} has no field {key!r}")
+    yield from attributes
+    for i, block in enumerate(blocks):
+        if i or attributes:
+            yield ""
+        yield from block
+
+
+def _align(lines: list[str]) -> list[str]:
+    """Align `=` over runs of lines holding a whole single-line attribute, as hclwrite's formatter does."""
+    out = list(lines)
+    run: list[tuple[int, str, str]] = []
+
+    def flush() -> None:
+        if len(run) > 1:
+            width = max(len(lead) for _, lead, _ in run)
+            for index, lead, rest in run:
+                out[index] = f"{lead.ljust(width)} = {rest}"
+        run.clear()
+
+    for index, line in enumerate(lines):
+        split = _split_assignment(line)
+        if split is None:
+            flush()
+        else:
+            run.append((index, *split))
+    flush()
+    return out
+
+
+def _split_assignment(line: str) -> tuple[str, str] | None:
+    match = re.match(r"^(\s*(?:[A-Za-z_][A-Za-z0-9_-]*|\"(?:[^\"\\]|\\.)*\")) = (.*)$", line)
+    if not match:
+        return None
+    lead, rest = match.groups()
+    if _net_brackets(rest) != 0:
+        return None  # the value opens a multi-line expression: hclwrite gives the line no assign cell
+    return lead, rest
+
+
+def _net_brackets(text: str) -> int:
+    depth = 0
+    in_string = False
+    escaped = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        i += 1
+    return depth
+
+
+def render_hcl(job: Job) -> str:
+    """The job as an HCL2 jobspec."""
+    lines = _block_lines(Job, dict(job), "job", 0)
+    return "\n".join(_align(lines)) + "\n"
+
+
+# --- reading back ---------------------------------------------------------------------------------------
+
+
+def _unescape(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("%%{", "%{").replace("$${", "${")
+    if isinstance(value, list):
+        return [_unescape(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _unescape(v) for k, v in value.items()}
+    return value
+
+
+def _blocks(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _labelled(value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    for block in _blocks(value):
+        yield from block.items()
+
+
+def _map_value(value: Any) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for block in _blocks(value):
+        merged.update(_unescape(block))
+    return merged
+
+
+def _from_body(struct: type, body: dict[str, Any], label: str | None = None) -> dict[str, Any]:
+    by_name: dict[str, list[str]] = {}
+    for field, info in fields_of(struct).items():
+        by_name.setdefault(info.hcl, []).append(field)
+    out: dict[str, Any] = {}
+    label_field = _label_field(struct)
+    if label_field and label is not None:
+        out[label_field] = label
+    for key, value in body.items():
+        fields = by_name.get(key)
+        if not fields:
+            raise ValueError(f"{struct.__name__}: unknown HCL key '{key}'")
+        if len(fields) > 1:  # `port` blocks: static ones are ReservedPorts, the others DynamicPorts
+            for field in fields:
+                _, item = _field_kind(struct, field)
+                assert item is not None
+                wanted = fields_of(struct)[field].reserved
+                ports = [_from_body(item, b, lbl) for lbl, b in _labelled(value) if ("static" in b) == wanted]
+                if ports:
+                    out[field] = ports
+            continue
+        (field,) = fields
+        kind, item = _field_kind(struct, field)
+        if kind == "struct":
+            assert item is not None
+            (block,) = _blocks(value)
+            if _label_field(item):
+                ((lbl, block),) = block.items()
+                out[field] = _from_body(item, block, lbl)
+            else:
+                out[field] = _from_body(item, block)
+        elif kind == "structs":
+            assert item is not None
+            if _label_field(item):
+                out[field] = [_from_body(item, b, lbl) for lbl, b in _labelled(value)]
+            else:
+                out[field] = [_from_body(item, b) for b in _blocks(value)]
+        elif kind == "struct_map":
+            assert item is not None
+            out[field] = {lbl: {"Name": lbl, **_from_body(item, b)} for lbl, b in _labelled(value)}
+        elif kind == "map":
+            out[field] = _map_value(value)
+        elif fields_of(struct)[field].duration:
+            out[field] = parse_duration(value)
+        else:
+            out[field] = _unescape(value)
+    return out
+
+
+def job_from_hcl(document: dict[str, Any]) -> Job:
+    """Rebuild a `Job` from python-hcl2's dict of a jobspec (strip_string_quotes=True, explicit_blocks=False)."""
+    ((label, body),) = list(_labelled(document["job"]))
+    return validate_job(_from_body(Job, body, label))

@@ -1,0 +1,183 @@
+"""Where a rollout stands, from what Nomad reports. Pure: a snapshot in, an assessment out.
+
+Replicas get GPUStack's instance states (pending, scheduled, downloading, starting, running, error), so a
+user who knows GPUStack reads Nomad's progress in familiar words. The assessment also decides when the
+watch is over and with which exit code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..compile.metadata import DOWNLOAD_TASK
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
+from .explain import (
+    GroupRequest,
+    NodeDevices,
+    TaskFailure,
+    alloc_failures,
+    placement_failure,
+    rollback_version,
+    unhealthy_hint,
+)
+from .responses import Allocation, Deployment, Evaluation, TaskState
+
+ReplicaState = Literal["pending", "scheduled", "downloading", "starting", "running", "error"]
+Phase = Literal["evaluating", "waiting-capacity", "placement-failed", "deploying", "succeeded", "failed"]
+
+
+@dataclass(frozen=True)
+class Replica:
+    index: int
+    state: ReplicaState
+    detail: str = ""
+    alloc_id: str | None = None
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the watcher last heard from Nomad about one job version."""
+
+    job_id: str
+    version: int | None
+    evaluation: Evaluation | None = None
+    blocked: Evaluation | None = None
+    deployment: Deployment | None = None
+    allocations: tuple[Allocation, ...] = ()
+    nodes: tuple[NodeDevices, ...] = ()
+
+
+@dataclass(frozen=True)
+class Assessment:
+    phase: Phase
+    replicas: tuple[Replica, ...]
+    headline: str
+    details: tuple[str, ...] = ()
+    failures: tuple[TaskFailure, ...] = ()
+    rollback_to: int | None = None
+    exit_code: int | None = None  # None while the rollout goes on
+
+    @property
+    def done(self) -> bool:
+        return self.exit_code is not None
+
+    @property
+    def healthy(self) -> int:
+        return sum(1 for r in self.replicas if r.state == "running")
+
+
+def _ours(snapshot: Snapshot) -> list[Allocation]:
+    return [a for a in snapshot.allocations if snapshot.version is None or a.JobVersion == snapshot.version]
+
+
+def _latest_per_index(allocs: list[Allocation]) -> dict[int, Allocation]:
+    latest: dict[int, Allocation] = {}
+    for alloc in sorted(allocs, key=lambda a: a.CreateIndex):
+        if alloc.index is not None:
+            latest[alloc.index] = alloc
+    return latest
+
+
+def _main_task(alloc: Allocation) -> TaskState | None:
+    return next((state for name, state in alloc.TaskStates.items() if name != DOWNLOAD_TASK), None)
+
+
+def replica_state(alloc: Allocation, request: GroupRequest, failures: list[TaskFailure]) -> Replica:
+    """One replica's GPUStack-like state from its allocation."""
+    node = alloc.NodeName or (alloc.NodeID[:8] if alloc.NodeID else None)
+
+    def replica(state: ReplicaState, detail: str) -> Replica:
+        return Replica(alloc.index or 0, state, detail, alloc.ID, node)
+
+    if failures:
+        return replica("error", failures[0].summary)
+    if alloc.ClientStatus in ("failed", "lost"):
+        return replica("error", alloc.ClientDescription or alloc.ClientStatus)
+    if alloc.ClientStatus == "complete":
+        return replica("error", "the server exited")
+    download = alloc.TaskStates.get(DOWNLOAD_TASK)
+    if download is not None and download.State == "running":
+        return replica("downloading", "downloading model weights")
+    main = _main_task(alloc)
+    if alloc.ClientStatus == "pending" or main is None or main.State == "pending":
+        pulling = [e for e in (main.Events if main else []) if e.Type == "Driver" and "image" in e.text.lower()]
+        if pulling:
+            return replica("downloading", pulling[-1].text)
+        return replica("scheduled", f"placed on {node}" if node else "placed")
+    if alloc.healthy:
+        return replica("running", "healthy")
+    check = f"waiting for GET {request.health_path}" if request.health_path else "waiting to be healthy"
+    restarts = f" (restarted {main.Restarts}×)" if main.Restarts else ""
+    return replica("starting", f"loading the model, {check}{restarts}")
+
+
+def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool = False) -> Assessment:
+    """Where the rollout of `snapshot.version` stands, and whether watching is over."""
+    evaluation = snapshot.evaluation
+    allocs = _ours(snapshot)
+    live = [a for a in allocs if a.DesiredStatus == "run"]
+    latest = _latest_per_index(live or allocs)
+    failures = [f for a in latest.values() for f in alloc_failures(a, memory_mb=request.memory_mb)]
+    replicas: list[Replica] = []
+    for index in range(request.count):
+        alloc = latest.get(index)
+        if alloc is None:
+            replicas.append(Replica(index, "pending", "waiting to be placed"))
+        else:
+            mine = [f for f in failures if f.alloc_id == alloc.ID]
+            replicas.append(replica_state(alloc, request, mine))
+    done = tuple(replicas)
+    healthy = sum(1 for r in replicas if r.state == "running")
+    progress = f"{healthy}/{request.count} healthy"
+
+    if evaluation is None or evaluation.Status == "pending":
+        return Assessment("evaluating", done, "Nomad is evaluating the job")
+    if evaluation.Status in ("failed", "canceled"):
+        text = evaluation.StatusDescription or evaluation.Status
+        return Assessment("failed", done, f"the evaluation {evaluation.Status}: {text}", exit_code=EXIT_FAILURE)
+
+    unplaced = request.count - len(latest)
+    metrics = evaluation.FailedTGAllocs or (snapshot.blocked.FailedTGAllocs if snapshot.blocked else {})
+    blocked = snapshot.blocked is not None and snapshot.blocked.Status == "blocked"
+    if unplaced > 0 and (metrics or blocked):
+        metric = metrics.get(request.group) or next(iter(metrics.values()), None)
+        lines = placement_failure(request, metric, snapshot.nodes) if metric else ["no node can take the job yet"]
+        if wait_for_capacity:
+            return Assessment("waiting-capacity", done, "waiting for capacity: " + lines[0], tuple(lines[1:]))
+        lines.append("Nomad keeps the job queued and places it when capacity appears (watch with --wait-for-capacity)")
+        return Assessment("placement-failed", done, lines[0], tuple(lines[1:]), exit_code=EXIT_PLACEMENT)
+
+    deployment = snapshot.deployment
+    ours = deployment is not None and (snapshot.version is None or deployment.JobVersion == snapshot.version)
+    settling = ours and deployment is not None and deployment.Status in ("running", "pending")
+    if failures and all(f.kind == "unhealthy" for f in failures) and settling:
+        # Nomad fails the deployment right after an unhealthy verdict; its description says whether it
+        # rolls back, so wait for it rather than end on the allocation alone.
+        return Assessment("deploying", done, f"{progress}; {failures[0].summary}")
+    if failures:
+        first = failures[0]
+        headline = f"replica {first.replica}: {first.summary}" if first.replica is not None else first.summary
+        details = tuple(f.hint for f in failures[:1] if f.hint)
+        rollback = None
+        if ours and deployment is not None and deployment.Status == "failed":
+            rollback = rollback_version(deployment.StatusDescription)
+        if first.kind == "unhealthy":
+            details = (*details, unhealthy_hint(request))
+        return Assessment("failed", done, headline, details, tuple(failures), rollback, EXIT_FAILURE)
+    if ours and deployment is not None:
+        if deployment.Status == "successful" and healthy >= request.count:
+            every = "the replica is healthy" if request.count == 1 else f"all {request.count} replicas are healthy"
+            return Assessment("succeeded", done, every, exit_code=EXIT_OK)
+        if deployment.Status == "successful":
+            return Assessment("deploying", done, f"deployment successful, {progress}")
+        if deployment.Status == "failed":
+            description = deployment.StatusDescription
+            rollback = rollback_version(description)
+            why = (unhealthy_hint(request),) if "progress deadline" in description or "unhealthy" in description else ()
+            return Assessment("failed", done, f"deployment failed: {description}", why, (), rollback, EXIT_FAILURE)
+        if deployment.Status == "cancelled":
+            text = deployment.StatusDescription or "cancelled"
+            return Assessment("failed", done, f"deployment cancelled: {text}", exit_code=EXIT_FAILURE)
+    return Assessment("deploying", done, progress)

@@ -1,0 +1,265 @@
+"""Follow a job version's rollout with blocking queries until it is healthy, failed, or out of time.
+
+Three blocking queries run side by side (the evaluation, the job's allocations, its latest deployment);
+each returns as soon as Nomad's state changes, so progress shows up without a polling interval, and an idle
+watch costs a handful of requests a minute. A dropped connection or a 5xx is retried with backoff and the
+query resumes from the last index seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..compile.metadata import DOWNLOAD_TASK
+from .client import NomadAPI, NomadError, TransientError, sleep_backoff
+from .explain import GroupRequest, node_devices
+from .responses import Allocation, Evaluation
+from .rollout import Assessment, Snapshot, assess
+
+TERMINAL_EVAL = ("complete", "failed", "canceled")
+LOG_LINES = 20
+
+
+class Reporter(Protocol):
+    def update(self, assessment: Assessment, elapsed: float) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+
+@dataclass
+class WatchResult:
+    """How the watch ended."""
+
+    assessment: Assessment
+    elapsed: float
+    timed_out: bool = False
+    logs: dict[str, str] = field(default_factory=dict)  # "replica 0 (vllm)" -> last lines of stderr
+    endpoints: list[str] = field(default_factory=list)
+    requests: int = 0
+
+
+@dataclass
+class _State:
+    evaluation: Evaluation | None = None
+    blocked: Evaluation | None = None
+    deployment: Any = None
+    allocations: tuple[Allocation, ...] = ()
+    nodes: tuple[Any, ...] = ()
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _poll(
+    fetch: Callable[[int | None], Awaitable[tuple[Any, int]]],
+    store: Callable[[Any], bool],
+    reporter: Reporter,
+    what: str,
+) -> None:
+    """Run one blocking query forever, resuming from the last index; `store` returns False to stop."""
+    index: int | None = None
+    attempt = 0
+    while True:
+        try:
+            value, new_index = await fetch(index)
+        except TransientError as exc:
+            delay = await sleep_backoff(attempt)
+            attempt += 1
+            reporter.note(f"{exc} while watching {what}; retried after {delay:.1f}s")
+            continue
+        attempt = 0
+        if (index is None or new_index != index) and not store(value):
+            return
+        # An index that goes backwards (a restored snapshot) means: start over with a plain read.
+        index = new_index if new_index >= (index or 0) and new_index > 0 else None
+
+
+async def watch(
+    api: NomadAPI,
+    *,
+    job_id: str,
+    version: int | None,
+    eval_id: str | None,
+    request: GroupRequest,
+    reporter: Reporter,
+    timeout: float | None = None,
+    wait_for_capacity: bool = False,
+) -> WatchResult:
+    """Watch one job version until the assessment says it is done, or `timeout` seconds pass."""
+    start = time.monotonic()
+    state = _State()
+    if eval_id is None:  # nothing was registered (no changes): judge the job as it stands
+        state.evaluation = Evaluation(ID="", Status="complete")
+
+    def store_allocations(value: list[Allocation]) -> bool:
+        state.allocations = tuple(value)
+        state.changed.set()
+        return True
+
+    def store_deployment(value: Any) -> bool:
+        state.deployment = value
+        state.changed.set()
+        return True
+
+    def store_eval(value: Evaluation) -> bool:
+        state.evaluation = value
+        state.changed.set()
+        if value.BlockedEval and not blocked_started:
+            blocked_started.append(True)
+            tasks.append(
+                asyncio.create_task(
+                    _poll(
+                        lambda i: api.evaluation(http, value.BlockedEval, i),
+                        store_blocked,
+                        reporter,
+                        "the blocked evaluation",
+                    )
+                )
+            )
+        return value.Status not in TERMINAL_EVAL or bool(value.NextEval)
+
+    def store_blocked(value: Evaluation) -> bool:
+        state.blocked = value
+        state.changed.set()
+        return value.Status == "blocked"
+
+    blocked_started: list[bool] = []
+    tasks: list[asyncio.Task[None]] = []
+    async with api.async_client() as http:
+        tasks.append(
+            asyncio.create_task(
+                _poll(lambda i: api.allocations(http, job_id, i), store_allocations, reporter, "allocations")
+            )
+        )
+        tasks.append(
+            asyncio.create_task(
+                _poll(lambda i: api.latest_deployment(http, job_id, i), store_deployment, reporter, "the deployment")
+            )
+        )
+        if eval_id:
+            tasks.append(
+                asyncio.create_task(
+                    _poll(lambda i: api.evaluation(http, eval_id, i), store_eval, reporter, "the evaluation")
+                )
+            )
+        timed_out = False
+        nodes_fetched = verified = False
+        try:
+            while True:
+                for task in tasks:
+                    if task.done() and task.exception():
+                        raise task.exception()  # type: ignore[misc]  # a non-transient error: 403, 404 ...
+                snapshot = Snapshot(
+                    job_id, version, state.evaluation, state.blocked, state.deployment, state.allocations, state.nodes
+                )
+                assessment = assess(snapshot, request, wait_for_capacity=wait_for_capacity)
+                elapsed = time.monotonic() - start
+                if (
+                    assessment.phase in ("placement-failed", "waiting-capacity")
+                    and request.device
+                    and not nodes_fetched
+                ):
+                    nodes_fetched = True
+                    state.nodes = tuple(await _node_devices(api, http))
+                    continue
+                if assessment.done and not verified:
+                    # The three queries answer independently: before a verdict, read all of them once
+                    # more, so it never rests on a deployment newer than the allocations we hold.
+                    verified = True
+                    await _refresh(api, http, state, job_id, eval_id)
+                    continue
+                reporter.update(assessment, elapsed)
+                if assessment.done:
+                    break
+                remaining = None if timeout is None else timeout - elapsed
+                if remaining is not None and remaining <= 0:
+                    timed_out = True
+                    break
+                state.changed.clear()
+                # Wake on a change, or once a second to refresh the elapsed time on a terminal (no request).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(state.changed.wait(), timeout=min(1.0, remaining or 1.0))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        result = WatchResult(assessment, time.monotonic() - start, timed_out)
+        if assessment.failures or assessment.phase == "failed" or timed_out:
+            result.logs = await _failure_logs(api, http, assessment, state.allocations)
+        if assessment.phase == "succeeded":
+            result.endpoints = await running_endpoints(api, http, assessment)
+        result.requests = api.requests
+        return result
+
+
+async def _refresh(api: NomadAPI, http: Any, state: _State, job_id: str, eval_id: str | None) -> None:
+    """Plain reads of everything the watch follows (retrying transient errors a few times)."""
+    for attempt in range(5):
+        try:
+            allocs, deployment = await asyncio.gather(
+                api.allocations(http, job_id), api.latest_deployment(http, job_id)
+            )
+            state.allocations, state.deployment = tuple(allocs[0]), deployment[0]
+            if eval_id:
+                state.evaluation = (await api.evaluation(http, eval_id))[0]
+            return
+        except TransientError:
+            await sleep_backoff(attempt)
+
+
+async def _node_devices(api: NomadAPI, http: Any) -> list[Any]:
+    try:
+        return node_devices(await api.nodes(http))
+    except NomadError:
+        return []  # listing nodes needs node:read; the explanation works without it
+
+
+async def _failure_logs(
+    api: NomadAPI, http: Any, assessment: Assessment, allocs: tuple[Allocation, ...]
+) -> dict[str, str]:
+    """The last lines of stderr of the tasks that failed (or of the main task of unhealthy replicas)."""
+    wanted: list[tuple[str, str, str]] = []
+    for failure in assessment.failures[:2]:
+        alloc = next((a for a in allocs if a.ID == failure.alloc_id), None)
+        if alloc is None:
+            continue
+        task = failure.task or next((t for t in alloc.TaskStates if t != DOWNLOAD_TASK), "")
+        if task:
+            wanted.append((f"replica {failure.replica} ({task})", alloc.ID, task))
+    if not wanted and assessment.phase == "failed":
+        for replica in assessment.replicas:
+            alloc = next((a for a in allocs if a.ID == replica.alloc_id), None)
+            if alloc is not None:
+                task = next((t for t in alloc.TaskStates if t != DOWNLOAD_TASK), "")
+                if task:
+                    wanted.append((f"replica {replica.index} ({task})", alloc.ID, task))
+                break
+    logs: dict[str, str] = {}
+    for label, alloc_id, task in wanted:
+        try:
+            text = await api.log_tail(http, alloc_id, task)
+        except NomadError:
+            continue
+        lines = [line for line in text.splitlines() if line.strip()]
+        if lines:
+            logs[label] = "\n".join(lines[-LOG_LINES:])
+    return logs
+
+
+async def running_endpoints(api: NomadAPI, http: Any, assessment: Assessment) -> list[str]:
+    """OpenAI base URLs of the running replicas, read from their full allocations (host IP and port)."""
+    urls = []
+    for replica in assessment.replicas:
+        if replica.state != "running" or not replica.alloc_id:
+            continue
+        try:
+            alloc = await api.allocation(http, replica.alloc_id)
+        except NomadError:
+            continue
+        port = alloc.port("http")
+        if port and port[0]:
+            urls.append(f"http://{port[0]}:{port[1]}/v1")
+    return urls

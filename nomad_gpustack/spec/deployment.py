@@ -1,0 +1,200 @@
+"""A deployment file: one model to serve, with GPUStack's model fields plus a `nomad:` block for the cluster.
+
+Top-level keys are those of GPUStack's `ModelSpecBase` (`gpustack/schemas/models.py`) that mean something
+on Nomad. GPUStack fields without a Nomad meaning (gpu_selector, ...) are refused with a hint, not ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+
+from ..compile.metadata import RESERVED_META
+from ..durations import SECOND, parse_duration
+from ..sizes import parse_size
+from .backend import EnvMap, SpecModel
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")  # GPUStack UI's rule
+NOMAD_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 label: job IDs and service names
+
+# GPUStack model fields with no meaning on Nomad, and what to use instead.
+UNSUPPORTED_GPUSTACK_FIELDS = {
+    "gpu_selector": "pick GPUs with nomad.gpus, nomad.gpu_model and nomad.gpu_memory",
+    "gpu_type_selector": "pick GPUs with nomad.gpu_model and nomad.gpu_memory",
+    "distributed_inference_across_workers": "one replica runs on one Nomad node; use nomad.gpus for more GPUs",
+    "distributable": "one replica runs on one Nomad node",
+    "extended_kv_cache": "pass the engine's own flags in backend_parameters",
+    "speculative_config": "pass the engine's own flags in backend_parameters",
+    "lora_list": "pass the engine's LoRA flags in backend_parameters",
+    "scaling_schedule": "scale with `nomad job scale` or the Nomad autoscaler",
+    "cluster_id": "choose the cluster with NOMAD_ADDR",
+    "generic_proxy": "use `nomadgs gateway`",
+}
+
+
+def _duration(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("expected a duration such as '30m'")
+    if isinstance(value, int):
+        return value * SECOND  # a bare number in a YAML file means seconds, like Consul's and systemd's
+    return parse_duration(value)
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("expected a size such as '24 GiB'")
+    return parse_size(value)
+
+
+def _positive(value: int) -> int:
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+Duration = Annotated[int, BeforeValidator(_duration), AfterValidator(_positive)]
+Size = Annotated[int, BeforeValidator(_size), AfterValidator(_positive)]
+
+
+def _nomad_name(value: str) -> str:
+    if not NOMAD_NAME.fullmatch(value):
+        raise ValueError(f"'{value}' must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'")
+    return value
+
+
+NomadName = Annotated[str, AfterValidator(_nomad_name)]
+
+
+class DeploymentNomad(SpecModel):
+    """Where and how the model runs on Nomad."""
+
+    job_id: NomadName | None = None
+    service_name: NomadName | None = None
+    datacenters: list[str] | None = None
+    namespace: str | None = None
+    region: str | None = None
+    node_pool: str | None = None
+    priority: Annotated[int, Field(ge=1, le=100)] | None = None
+
+    framework: str | None = None
+    gpus: Annotated[int, Field(ge=0, le=64)] | None = None
+    gpu_memory: Size | None = None
+    gpu_model: str | None = None
+    cpu: Annotated[int, Field(ge=1)] = 4000
+    memory: Size = 16 * 1024**3
+    memory_max: Size | None = None
+    shm_size: Size | None = None
+
+    models_volume: str = "models"
+    models_mount: str = "/models"
+    token_variable: str | None = None
+    downloader_image: str = "python:3.12-slim"
+
+    service_provider: Literal["consul", "nomad"] = "consul"
+    tags: list[str] | None = None
+    health_check: bool | None = None
+    check_interval: Duration = 10 * SECOND
+    check_timeout: Duration = 5 * SECOND
+    startup_timeout: Duration = 30 * 60 * SECOND
+    image_pull_timeout: Duration = 30 * 60 * SECOND
+
+    @field_validator("models_mount")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path inside the task, such as /models")
+        return value.rstrip("/") or "/"
+
+    @field_validator("datacenters")
+    @classmethod
+    def _non_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("list at least one datacenter, or leave the key out for all of them ('*')")
+        return value
+
+
+class Deployment(SpecModel):
+    """One deployed model (GPUStack's model fields) and its Nomad settings."""
+
+    refused_keys: ClassVar[dict[str, str]] = UNSUPPORTED_GPUSTACK_FIELDS
+    kind: ClassVar[str] = "deployment"
+
+    name: str
+    source: Literal["huggingface", "model_scope", "local_path"] | None = None
+    huggingface_repo_id: str | None = None
+    huggingface_filename: str | None = None
+    model_scope_model_id: str | None = None
+    model_scope_file_path: str | None = None
+    local_path: str | None = None
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 1
+    backend: str | None = None
+    backend_version: str | None = None
+    backend_parameters: list[str] | None = None
+    env: EnvMap | None = None
+    image_name: str | None = None
+    run_command: str | None = None
+    worker_selector: dict[str, str] | None = None
+    placement_strategy: Literal["spread", "binpack"] = "spread"
+    cpu_offloading: bool | None = None
+    description: str | None = None
+    meta: dict[str, Any] | None = None
+    categories: list[str] | None = None
+    restart_on_error: bool = True
+    nomad: DeploymentNomad = Field(default_factory=DeploymentNomad)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_nomad(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "nomad" in data and data["nomad"] is None:
+            return {k: v for k, v in data.items() if k != "nomad"}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if not MODEL_NAME.fullmatch(value):
+            raise ValueError(
+                f"'{value}' is not a valid model name: use 1-63 letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("meta")
+    @classmethod
+    def _meta_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for key in value or {}:
+            if key in RESERVED_META:
+                raise ValueError(f"'{key}' is set by nomadgs; choose another meta key")
+        return value
+
+    @field_validator("worker_selector")
+    @classmethod
+    def _selector_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key in value or {}:
+            if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
+                raise ValueError(f"'{key}' cannot be a node meta key")
+        return value
+
+    @property
+    def model_source(self) -> str | None:
+        """The source, given or implied by the one source field that is set."""
+        if self.source:
+            return self.source
+        if self.huggingface_repo_id:
+            return "huggingface"
+        if self.model_scope_model_id:
+            return "model_scope"
+        if self.local_path:
+            return "local_path"
+        return None
+
+    @property
+    def model_file(self) -> str | None:
+        """The single file of the model (a GGUF, ...), when the source names one."""
+        if self.model_source == "huggingface":
+            return self.huggingface_filename
+        if self.model_source == "model_scope":
+            return self.model_scope_file_path
+        return None

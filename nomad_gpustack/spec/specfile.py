@@ -1,0 +1,193 @@
+"""Turning parsed YAML into validated spec models, with every error pointing at its file, line and field."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import InputError, Problem, suggestion
+from .yamlsource import Path, SourceMap
+
+M = TypeVar("M", bound=BaseModel)
+MAX_PROBLEMS = 10  # per document; past that, the rest is counted
+
+_KIND_NAMES = {
+    "str": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "dict": "a mapping (key: value)",
+    "list": "a list",
+    "NoneType": "nothing",
+    "datetime": "a date",
+    "date": "a date",
+}
+
+
+@dataclass(frozen=True)
+class Sourced(Generic[M]):
+    """A validated spec plus where it came from, so later stages can point back at the file."""
+
+    spec: M
+    source: SourceMap
+    prefix: Path = ()
+
+    @property
+    def filename(self) -> str:
+        return self.source.filename
+
+    def problem(self, path: Path, message: str, *, hint: str | None = None) -> Problem:
+        return self.source.problem((*self.prefix, *path), message, hint=hint)
+
+    def error(self, path: Path, message: str, *, hint: str | None = None) -> InputError:
+        return InputError(self.problem(path, message, hint=hint))
+
+
+def _describe(value: Any) -> str:
+    kind = _KIND_NAMES.get(type(value).__name__, type(value).__name__)
+    if isinstance(value, dict | list):
+        return kind
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{kind} ({text})"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model class that holds the last element of `loc`, following fields, lists and dicts."""
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            if not isinstance(part, str) or part not in current.model_fields:
+                return None
+            current = current.model_fields[part].annotation
+        else:
+            current = _unwrap(current)
+            origin = typing.get_origin(current)
+            if origin is list or origin is dict:
+                current = typing.get_args(current)[-1]
+            else:
+                return None
+        current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if origin in (typing.Union, __import__("types").UnionType) and len(args) == 1:
+            annotation = args[0]
+            continue
+        return annotation
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    # pydantic adds validator names ("function-after[...]") and union branches to some locations.
+    return tuple(p for p in loc if isinstance(p, int) or not ("[" in str(p) and "]" in str(p)))
+
+
+def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMap, prefix: Path = ()) -> list[Problem]:
+    """Plain-words problems, one per pydantic error, located in the YAML file."""
+    problems: list[Problem] = []
+    for error in exc.errors(include_url=False):
+        loc = _clean_loc(error["loc"])
+        path = (*prefix, *loc)
+        kind = error["type"]
+        value = error.get("input")
+        hint: str | None = None
+        key = False
+        if kind == "extra_forbidden":
+            name = str(loc[-1])
+            parent = _model_at(model, loc[:-1])
+            known = list(parent.model_fields) if parent else []
+            message = f"unknown key '{_short(name)}'"
+            # A model may explain keys it knows but refuses (GPUStack fields with no Nomad meaning).
+            hint = getattr(parent, "refused_keys", {}).get(name) or suggestion(name, known)
+            if hint is None and known:
+                hint = "known keys: " + ", ".join(known)
+            key = True
+        elif kind == "missing":
+            message = f"required key '{loc[-1]}' is missing"
+            path = (*prefix, *loc[:-1])
+            key = False
+        elif kind in ("string_type",):
+            message = f"expected text, got {_describe(value)}"
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                hint = f"quote it: '{value}'"
+        elif kind in ("int_type", "int_parsing", "int_from_float"):
+            message = f"expected a whole number, got {_describe(value)}"
+        elif kind in ("bool_type", "bool_parsing"):
+            message = f"expected true or false, got {_describe(value)}"
+        elif kind in ("dict_type", "model_type", "model_attributes_type"):
+            message = f"expected a mapping (key: value), got {_describe(value)}"
+        elif kind == "list_type":
+            message = f"expected a list, got {_describe(value)}"
+        elif kind == "literal_error":
+            expected = error.get("ctx", {}).get("expected", "")
+            message = f"{value!r} is not allowed here; expected {expected}"
+            if isinstance(value, str):
+                options = [o.strip().strip("'") for o in str(expected).replace(" or ", ",").split(",")]
+                hint = suggestion(value, [o for o in options if o])
+        elif kind == "value_error":
+            message = str(error["msg"]).removeprefix("Value error, ")
+        elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+            message = f"{_describe(value)}: {str(error['msg']).lower()}"
+        else:
+            message = str(error["msg"])
+        mark = source.locate_key(path) if key else source.locate_for_message(path)
+        problems.append(
+            Problem(
+                message,
+                source.filename,
+                mark.line if mark else None,
+                mark.column if mark else None,
+                _format(path),
+                hint,
+            )
+        )
+    return problems
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """Keys echoed in messages are cut short: the file may not be what the user meant to pass."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _format(path: Path) -> str | None:
+    from .yamlsource import format_path
+
+    return format_path(path) or None
+
+
+def validate(model: type[M], data: Any, source: SourceMap, prefix: Path = ()) -> Sourced[M]:
+    """Validate parsed YAML against a spec model; raise InputError with located problems."""
+    if not isinstance(data, dict):
+        kind = _KIND_NAMES.get(type(data).__name__, type(data).__name__)  # the value itself is not echoed
+        raise InputError(source.problem(prefix, f"expected a mapping (key: value), got {kind}"))
+    known = set(model.model_fields) | set(getattr(model, "refused_keys", {})) | set(getattr(model, "ignored_keys", ()))
+    if data and not known & set(data):
+        # Not one familiar key: the wrong file, not a file with typos. One message, not one per line.
+        what = getattr(model, "kind", model.__name__.lower())
+        raise InputError(
+            source.problem(
+                prefix,
+                f"this is not a {what} file: none of its keys is a {what} key",
+                hint=f"see the {what} keys in the README",
+            )
+        )
+    try:
+        spec = model.model_validate(data)
+    except ValidationError as exc:
+        problems = problems_from(exc, model, source, prefix)
+        if len(problems) > MAX_PROBLEMS:
+            rest = len(problems) - MAX_PROBLEMS
+            problems = [*problems[:MAX_PROBLEMS], Problem(f"... and {rest} more problems", source.filename)]
+        raise InputError(problems) from None
+    return Sourced(spec, source, prefix)

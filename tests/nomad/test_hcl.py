@@ -1,0 +1,200 @@
+"""HCL output: python-hcl2 parses it back into the very job the JSON describes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+from nomad_gpustack.compile.build import build
+from nomad_gpustack.nomad.hcl import job_from_hcl, quote, render_hcl
+from nomad_gpustack.nomad.jobspec import Job, validate_job
+from nomad_gpustack.spec.catalog import Catalog
+from nomad_gpustack.spec.loader import load_backend_file, load_catalog, load_deployment
+
+from ..support.components import ROOT
+from ..support.helpers import deployment
+
+OPTIONS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def parse(text: str) -> dict[str, Any]:
+    result: dict[str, Any] = hcl2.loads(text, serialization_options=OPTIONS)
+    return result
+
+
+def round_trip(job: Job) -> None:
+    validate_job(job)  # every rendered job is accepted by the strict models
+    back = job_from_hcl(parse(render_hcl(job)))
+    assert back == job
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_round_trip_through_hcl(example: Path) -> None:
+    round_trip(build(load_deployment(example), load_catalog()).job)
+
+
+def test_every_shared_and_builtin_backend_version_round_trips(shared_backends: Path) -> None:
+    count = 0
+    files = sorted(shared_backends.rglob("*.yaml")) + sorted((ROOT / "backends").glob("*.yaml"))
+    for file in files:
+        for backend in load_backend_file(file):
+            for version, config in backend.spec.versions.items():
+                nomad = {} if "cpu" in config.frameworks else {"gpus": 2, "gpu_memory": "16 GiB"}
+                spec = deployment({"name": "m", "huggingface_repo_id": "o/r", "backend": backend.spec.backend_name,
+                                   "backend_version": version, "replicas": 2, "nomad": nomad})  # fmt: skip
+                round_trip(build(spec, Catalog().adding([backend])).job)
+                count += 1
+    assert count >= 55 + 20
+
+
+def test_hcl_names_match_nomads_jobspec() -> None:
+    """Written by hand from Nomad's jobspec docs, not by our renderer: checks the HCL name mapping itself."""
+    text = """
+job "tiny-llm" {
+  datacenters = ["dc1"]
+  type        = "service"
+
+  constraint {
+    attribute = "${attr.kernel.name}"
+    value     = "linux"
+  }
+
+  group "server" {
+    count = 1
+
+    network {
+      port "http" {
+        to = 8000
+      }
+      port "admin" {
+        static = 9000
+      }
+    }
+
+    volume "models" {
+      type      = "host"
+      source    = "models"
+      read_only = true
+    }
+
+    restart {
+      attempts = 2
+      interval = "30m"
+    }
+
+    service {
+      name     = "tiny-llm"
+      port     = "http"
+      provider = "consul"
+      tags     = ["inference", "openai"]
+
+      check {
+        type     = "http"
+        path     = "/v1/models"
+        interval = "10s"
+        timeout  = "2s"
+      }
+    }
+
+    task "vllm" {
+      driver = "docker"
+
+      config {
+        image = "vllm/vllm-openai:v0.6.3"
+        ports = ["http"]
+        args  = ["--model", "${NOMAD_META_model}", "--tensor-parallel-size", "1"]
+      }
+
+      env {
+        HF_HOME = "/local/hf"
+      }
+
+      volume_mount {
+        volume      = "models"
+        destination = "/models"
+      }
+
+      resources {
+        cpu    = 4000
+        memory = 16384
+
+        device "nvidia/gpu" {
+          count = 1
+
+          constraint {
+            attribute = "${device.attr.memory}"
+            operator  = ">="
+            value     = "40 GiB"
+          }
+        }
+      }
+    }
+  }
+}
+"""
+    job: Any = job_from_hcl(parse(text))
+    assert job["ID"] == "tiny-llm" and job["Constraints"] == [{"LTarget": "${attr.kernel.name}", "RTarget": "linux"}]
+    group = job["TaskGroups"][0]
+    assert group["Networks"][0]["DynamicPorts"] == [{"Label": "http", "To": 8000}]
+    assert group["Networks"][0]["ReservedPorts"] == [{"Label": "admin", "Value": 9000}]
+    assert group["Volumes"] == {"models": {"Name": "models", "Type": "host", "Source": "models", "ReadOnly": True}}
+    assert group["RestartPolicy"] == {"Attempts": 2, "Interval": 30 * 60 * 10**9}
+    check = group["Services"][0]["Checks"][0]
+    assert group["Services"][0]["PortLabel"] == "http"
+    assert check == {"Type": "http", "Path": "/v1/models", "Interval": 10 * 10**9, "Timeout": 2 * 10**9}
+    task = group["Tasks"][0]
+    assert task["Config"]["args"][1] == "${NOMAD_META_model}"
+    assert task["VolumeMounts"] == [{"Volume": "models", "Destination": "/models"}]
+    assert task["Resources"]["MemoryMB"] == 16384
+    assert task["Resources"]["Devices"] == [
+        {"Name": "nvidia/gpu", "Count": 1,
+         "Constraints": [{"LTarget": "${device.attr.memory}", "Operand": ">=", "RTarget": "40 GiB"}]}
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain", '"plain"'),
+        ('say "hi"\\n', '"say \\"hi\\"\\\\n"'),
+        ("line\nnext", '"line\\nnext"'),
+        ("${NOMAD_PORT_http}", '"${NOMAD_PORT_http}"'),
+        ("${attr.cpu.arch}", '"${attr.cpu.arch}"'),
+        ("${FOO:-bar}", '"$${FOO:-bar}"'),
+        ("%{ if x }", '"%%{ if x }"'),
+    ],
+)
+def test_quoting_keeps_runtime_variables_and_escapes_the_rest(text: str, expected: str) -> None:
+    assert quote(text) == expected
+    assert parse(f"x = {expected}\n")["x"].replace("$${", "${").replace("%%{", "%{") == text
+
+
+def test_layout_looks_like_nomad_fmt() -> None:
+    job = build(load_deployment(EXAMPLES[0]), load_catalog()).job
+    text = render_hcl(job)
+    lines = text.splitlines()
+    assert lines[0].startswith('job "') and lines[-1] == "}"
+    assert all((len(line) - len(line.lstrip(" "))) % 2 == 0 for line in lines)
+    assert "\t" not in text and not any(line != line.rstrip() for line in lines)
+    # `=` aligned over runs of single-line attributes (hclwrite's rule)
+    run: list[str] = []
+    for line in [*lines, ""]:
+        if " = " in line and not line.rstrip().endswith(("[", "{")):
+            run.append(line)
+            continue
+        if len(run) > 1:
+            assert len({r.index(" = ") for r in run}) == 1, run
+        run = []
+
+
+def test_jobs_json_equals_hcl_for_every_checked_in_job() -> None:
+    for json_file in sorted((ROOT / "jobs").glob("*.nomad.json")):
+        hcl_file = json_file.with_name(json_file.name.replace(".json", ".hcl"))
+        from_json = json.loads(json_file.read_text())["Job"]
+        from_hcl = job_from_hcl(parse(hcl_file.read_text()))
+        assert from_hcl == from_json, json_file.name

@@ -1,0 +1,168 @@
+"""GPUStack backend files: the real ones import, bad ones fail with located messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nomad_gpustack.compile.build import build
+from nomad_gpustack.compile.resolve import resolve_version
+from nomad_gpustack.errors import InputError
+from nomad_gpustack.spec.catalog import Catalog
+from nomad_gpustack.spec.loader import load_backend_file, load_catalog
+
+from ..support.helpers import backends, deployment, nomadgs
+
+
+def shared_files(shared_backends: Path) -> list[Path]:
+    files = sorted(shared_backends.rglob("*.yaml"))
+    assert len(files) >= 22, "the shared backend folder lost files"
+    return files
+
+
+def test_every_shared_backend_file_validates_with_the_cli(shared_backends: Path) -> None:
+    files = shared_files(shared_backends)
+    run = nomadgs("backends", "validate", *files, "--output", "json")
+    assert run.code == 0, run.err
+    results = json.loads(run.out)
+    assert len(results) == len(files)
+    assert all(r["valid"] for r in results)
+    names = {b["name"] for r in results for b in r["backends"]}
+    assert {"llama.cpp", "TokenSpeed", "Kokoro-FastAPI", "vllm-custom", "advanced-backend-custom"} <= names
+
+
+def test_text_output_lists_each_backend_and_notes_gpustack_rules(shared_backends: Path) -> None:
+    run = nomadgs("backends", "validate", shared_backends / "docs-history" / "llama.cpp-custom.cuda-cpu.yaml",
+                  shared_backends / "docs-history" / "TensorRT-LLM.no-host.yaml")  # fmt: skip
+    assert run.code == 0, run.err
+    assert "ok  " in run.out and "llama.cpp-custom (v1-cuda, v1-cpu)" in run.out
+    # default_version v1-custom is dangling: GPUStack falls back to the newest key
+    assert "default_version 'v1-custom' is not one of the versions" in run.err
+    assert "newest version 'v1-cuda'" in run.err
+    assert "must end" not in run.err or "'-custom'" in run.err
+    assert "TensorRT-LLM" in run.err and "ending in '-custom'" in run.err
+
+
+def test_every_version_of_every_shared_backend_renders(shared_backends: Path) -> None:
+    rendered = 0
+    for file in shared_files(shared_backends):
+        for backend in load_backend_file(file):
+            catalog = Catalog().adding([backend])
+            for version, config in backend.spec.versions.items():
+                uses_gpu = "cpu" not in config.frameworks
+                compiled = build(
+                    deployment(
+                        {
+                            "name": "test-model",
+                            "huggingface_repo_id": "org/model",
+                            "backend": backend.spec.backend_name,
+                            "backend_version": version,
+                            "nomad": {"gpus": 1} if uses_gpu else {},
+                        }
+                    ),
+                    catalog,
+                )
+                assert compiled.job["TaskGroups"][0]["Tasks"][-1]["Config"] is not None
+                rendered += 1
+    assert rendered >= 55  # every version of the 22 files
+
+
+def test_export_only_keys_are_ignored_and_list_files_hold_several_backends() -> None:
+    text = """
+- backend_name: one-custom
+  is_built_in: false
+  icon: data:image/png;base64,AAAA
+  framework_index_map: {cuda: [v1]}
+  version_configs:
+    v1: {image_name: a:1, custom_framework: cuda}
+- backend_name: two-custom
+  version_configs:
+    v1: {image_name: b:1, built_in_frameworks: [cpu]}
+"""
+    found = backends(text)
+    assert [b.spec.backend_name for b in found] == ["one-custom", "two-custom"]
+    assert found[1].spec.versions["v1"].frameworks == ["cpu"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("backend_name: x\nversion_configs:\n  v1:\n    imag_name: a\n",
+         "backend.yaml:4:5: version_configs.v1.imag_name: unknown key 'imag_name' (did you mean 'image_name'?)"),
+        ("backend_name: x\ndefault_run_comand: serve\n",
+         "backend.yaml:2:1: default_run_comand: unknown key 'default_run_comand' "
+         "(did you mean 'default_run_command'?)"),
+        ("backend_name: x\nversion_configs:\n  v1:\n    custom_framework: cdua\n",
+         "backend.yaml:4:23: version_configs.v1.custom_framework: unknown framework 'cdua'; did you mean 'cuda'?"),
+        ("backend_name: x\nparameter_format: spaces\n",
+         "backend.yaml:2:19: parameter_format: 'spaces' is not allowed here; expected 'space' or 'equal' "
+         "(did you mean 'space'?)"),
+        ("backend_name: x\nversion_configs:\n  v1:\n    image_name: 3\n",
+         "backend.yaml:4:17: version_configs.v1.image_name: expected text, got a whole number (3) (quote it: '3')"),
+        ("backend_name: x\nversion_configs: [a, b]\n", "backend.yaml:2:18: version_configs: expected a mapping"),
+        ("backend_name: x\nversion_configs:\n  'v 1': {image_name: a}\n",
+         "version_configs: version 'v 1' may only use letters, digits"),
+        ("version_configs: {}\n", "backend.yaml:1:1: required key 'backend_name' is missing"),
+        ("backend_name: x\nhealth_check_path: v1/models\n", "health_check_path must start with '/'"),
+        ("backend_name: x\nnomad:\n  docker:\n    ipc_mod: host\n",
+         "'ipc_mod' is not a docker driver option; did you mean 'ipc_mode'?"),
+        ("backend_name: x\nnomad:\n  docker:\n    image: other\n", "'image' is set by nomadgs"),
+        ("backend_name: x\nnomad:\n  driver: podman\n", "nomad.driver: 'podman' is not allowed here"),
+    ],
+)  # fmt: skip
+def test_bad_backend_files_give_located_messages(text: str, expected: str) -> None:
+    with pytest.raises(InputError) as info:
+        backends(text)
+    messages = [str(p) for p in info.value.problems]
+    assert any(expected in m for m in messages), messages
+
+
+def test_version_resolution_follows_gpustack() -> None:
+    (b,) = backends("backend_name: x\ndefault_version: gone\nversion_configs:\n  0.9.1: {}\n  0.10.0: {}\n  0.2: {}\n")
+    assert resolve_version(b.spec, None) == "0.10.0"  # dangling default: newest key, natural order
+    assert resolve_version(b.spec, "0.2") == "0.2"
+    assert resolve_version(b.spec, "1.0") is None
+    (c,) = backends("backend_name: y\ndefault_version: v1-cpu\nversion_configs:\n  v1-cuda: {}\n  v1-cpu: {}\n")
+    assert resolve_version(c.spec, None) == "v1-cpu"
+
+
+def test_builtin_catalog_has_the_promised_backends() -> None:
+    catalog = load_catalog()
+    names = {n.lower() for n in catalog.names}
+    assert {"vllm", "sglang", "llama.cpp", "tensorrt-llm", "text-embeddings-inference", "kokoro-fastapi",
+            "voxbox", "mindie"} <= names  # fmt: skip
+    llama = catalog.find("LLAMA.CPP")
+    assert llama is not None
+    frameworks = {f for v in llama.spec.versions.values() for f in v.frameworks}
+    assert {"cuda", "cpu"} <= frameworks
+    mindie = catalog.find("mindie")
+    assert mindie is not None and {f for v in mindie.spec.versions.values() for f in v.frameworks} == {"cann"}
+
+
+def test_backends_cli_list_and_show() -> None:
+    listed = nomadgs("backends", "list", "--output", "json")
+    assert listed.code == 0
+    rows = {r["name"]: r for r in json.loads(listed.out)}
+    assert rows["vLLM"]["health_check_path"] == "/v1/models"
+    assert rows["llama.cpp"]["default_version"] == "cpu"
+    shown = nomadgs("backends", "show", "vllm", "--format", "json")
+    assert shown.code == 0 and json.loads(shown.out)["backend_name"] == "vLLM"
+    yaml_out = nomadgs("backends", "show", "kokoro-fastapi")
+    assert yaml_out.code == 0 and "backend_name: Kokoro-FastAPI" in yaml_out.out
+    unknown = nomadgs("backends", "show", "vlm")
+    assert unknown.code == 2
+    assert "unknown backend 'vlm' (did you mean 'vLLM'?)" in unknown.err
+    assert "Traceback" not in unknown.err
+
+
+def test_user_backends_override_builtin_ones(tmp_path: Path) -> None:
+    override = tmp_path / "vllm.yaml"
+    override.write_text(
+        "backend_name: VLLM\nversion_configs:\n  mine: {image_name: me/vllm:1, custom_framework: cuda}\n"
+    )
+    run = nomadgs("backends", "list", "--backends", tmp_path, "--output", "json")
+    assert run.code == 0, run.err
+    rows = [r for r in json.loads(run.out) if r["name"].lower() == "vllm"]
+    assert len(rows) == 1 and list(rows[0]["versions"]) == ["mine"]

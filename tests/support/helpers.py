@@ -1,0 +1,71 @@
+"""Small helpers shared by the tests: run the real CLI, build deployments in memory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nomad_gpustack.compile.build import Compiled, build
+from nomad_gpustack.spec.backend import Backend
+from nomad_gpustack.spec.catalog import Catalog, parse_backends
+from nomad_gpustack.spec.deployment import Deployment
+from nomad_gpustack.spec.loader import load_catalog
+from nomad_gpustack.spec.specfile import Sourced, validate
+from nomad_gpustack.spec.yamlsource import parse_yaml
+
+from .components import ROOT
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def nomadgs(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: str | None = None,
+            timeout: float = 120) -> Run:  # fmt: skip
+    """Run the real `nomadgs` command (as a separate process) and capture its result."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "nomad_gpustack", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        input=stdin,
+        timeout=timeout,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def deployment(data: dict[str, Any] | str, filename: str = "deploy.yaml") -> Sourced[Deployment]:
+    text = data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False)
+    parsed, source = parse_yaml(text, filename)
+    return validate(Deployment, parsed, source)
+
+
+def backends(text: str, filename: str = "backend.yaml") -> list[Sourced[Backend]]:
+    return parse_backends(text, filename)
+
+
+def catalog_with(*texts: str) -> Catalog:
+    catalog = load_catalog()
+    for i, text in enumerate(texts):
+        catalog = catalog.adding(backends(text, f"backend{i}.yaml"))
+    return catalog
+
+
+def compile_yaml(data: dict[str, Any] | str, *backend_texts: str) -> Compiled:
+    return build(deployment(data), catalog_with(*backend_texts))
+
+
+def main_task(compiled: Compiled) -> Any:
+    return compiled.job["TaskGroups"][0]["Tasks"][-1]
