@@ -1,4 +1,23 @@
-"""Errors that reach the user: each one names the file, line and field, says what is wrong and how to fix it."""
+"""The one error hierarchy: errors that reach the user in plain words, never as a traceback.
+
+Every domain error subclasses one of the classes below; its class decides the exit code.
+
+    NomadgsError              1  the operation ran and failed
+    ├── InputError            2  bad input (a file, flag or name); nothing was sent anywhere
+    ├── ServiceError          1  a service (Nomad, Consul, a model server) answered with an error
+    │   ├── nomad.client.NomadError           Nomad answered an error status
+    │   │   ├── NomadRejected              2  400: Nomad refused the request as malformed
+    │   │   ├── IndexConflict                 check-and-set lost a race
+    │   │   ├── TransientError                worth retrying (5xx, connection trouble)
+    │   │   └── NomadDenied                5  403 (also an AccessError)
+    │   ├── serving.chat.ChatError            a model endpoint failed
+    │   └── serving.discovery.NoInstanceError the model has no (healthy) instance
+    └── UnreachableError      5  a service cannot be reached, or refuses us (TLS, ACL)
+        ├── nomad.client.NomadUnavailable     (also a TransientError: retried first)
+        └── serving.discovery.DiscoveryError  Consul unreachable or unusable
+
+Input problems name the file, line and field, say what is wrong and how to fix it (`Problem`).
+"""
 
 from __future__ import annotations
 
@@ -46,6 +65,18 @@ class NomadgsError(Exception):
     """Base class of errors shown to the user without a traceback."""
 
     exit_code = EXIT_FAILURE
+
+
+class ServiceError(NomadgsError):
+    """A service answered, with an error."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UnreachableError(NomadgsError):
+    """A service could not be reached, or refused access (TLS, ACL token)."""
+
+    exit_code = EXIT_CONNECTION
 
 
 class InputError(NomadgsError):

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from ..errors import EXIT_BAD_INPUT, EXIT_CONNECTION, EXIT_FAILURE, NomadgsError
+from ..errors import EXIT_BAD_INPUT, ServiceError, UnreachableError
 from ..settings import NomadSettings
 from .jobspec import Job
 from .responses import (
@@ -32,20 +32,16 @@ T = TypeVar("T", bound=BaseModel)
 DEFAULT_WAIT = "5m"  # blocking-query wait; Nomad caps it at 5m (plus jitter)
 
 
-class NomadError(NomadgsError):
+class NomadError(ServiceError):
     """Nomad answered, with an error."""
-
-    exit_code = EXIT_FAILURE
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 
 
-class NomadDenied(NomadError):
+class NomadDenied(UnreachableError, NomadError):
     """403: no token, an unknown token, or a token without the capability."""
-
-    exit_code = EXIT_CONNECTION
 
 
 class NomadRejected(NomadError):
@@ -62,10 +58,8 @@ class TransientError(NomadError):
     """A failure worth retrying: connection trouble or a 5xx."""
 
 
-class NomadUnavailable(TransientError):
+class NomadUnavailable(UnreachableError, TransientError):
     """Nomad could not be reached, or the connection broke."""
-
-    exit_code = EXIT_CONNECTION
 
 
 def _error_for(status: int | None, text: str, settings: NomadSettings) -> NomadError:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NomadgsError
+from ..errors import ServiceError
 
 if TYPE_CHECKING:
     import httpx
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 API_KEY_ENV = "NOMADGS_API_KEY"
 
 
-class ChatError(NomadgsError):
+class ChatError(ServiceError):
     """The model endpoint could not be reached or answered with an error."""
 
 

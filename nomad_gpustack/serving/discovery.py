@@ -29,7 +29,7 @@ from ..compile.metadata import (
     TAG_MODEL,
     TAG_VERSION,
 )
-from ..errors import EXIT_CONNECTION, NomadgsError
+from ..errors import ServiceError, UnreachableError
 
 if TYPE_CHECKING:
     import httpx
@@ -51,13 +51,11 @@ NOMAD_CHECK_HEALTH: dict[str, Health] = {"success": "passing", "failure": "criti
 NOMAD_SERVICE_ID = re.compile(r"_nomad-(?:task|group)-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-")
 
 
-class DiscoveryError(NomadgsError):
+class DiscoveryError(UnreachableError):
     """Consul could not be reached, refused the request or answered something unusable."""
 
-    exit_code = EXIT_CONNECTION
 
-
-class NoInstanceError(NomadgsError):
+class NoInstanceError(ServiceError):
     """The model asked for has no (healthy) instance."""
 
 

@@ -1,0 +1,270 @@
+"""Putting compiled jobs on Nomad: scoping, ownership, server validation, plan, check-and-set register, stop.
+
+What `nomadgs submit`, `plan` and `stop` do, and the Ansible modules with them. The functions call the Nomad
+client and return typed results; printing is the caller's business. Progress notes go to a `Notes` sink
+(the CLI prints them, the Ansible module collects them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from ..compile.build import Compiled
+from ..compile.metadata import META_MANAGED
+from ..errors import EXIT_OK, EXIT_TIMEOUT, InputError, NomadgsError, Problem
+from ..settings import NomadSettings
+from .client import IndexConflict, NomadAPI, TransientError, sleep_backoff
+from .explain import group_request, placement_failure
+from .responses import JobStub, PlanResponse
+from .watcher import Reporter, WatchResult, watch
+
+REGISTER_ATTEMPTS = 4
+
+# `nomad job plan` exit codes, which `nomadgs plan` keeps.
+PLAN_NO_CHANGES, PLAN_CHANGES, PLAN_ERROR = 0, 1, 255
+
+
+class Notes(Protocol):
+    """Where progress notes and warnings go."""
+
+    def info(self, message: str) -> None: ...
+
+    def warning(self, message: str) -> None: ...
+
+
+def is_managed(job: JobStub) -> bool:
+    """Whether nomadgs created this job (its meta says so)."""
+    return job.Meta.get(META_MANAGED) == "true"
+
+
+def scoped_settings(settings: NomadSettings, compiled: Compiled) -> NomadSettings:
+    """The settings scoped to the namespace and region the deployment's job names.
+
+    A deployment that names a namespace (or region) other than NOMAD_NAMESPACE (or the flag) is refused:
+    one of the two is a mistake, and guessing which could register the model in the wrong place.
+    """
+    for key, env in (("namespace", "NOMAD_NAMESPACE"), ("region", "NOMAD_REGION")):
+        wanted = str(compiled.job.get(key.capitalize()) or "")
+        current = getattr(settings, key)
+        if wanted and current and wanted != current:
+            raise InputError(
+                Problem(
+                    f"the deployment's nomad.{key} is '{wanted}' but {env} (or --{key}) says '{current}'",
+                    compiled.source.filename,
+                    field=f"nomad.{key}",
+                    hint=f"unset {env}, or make them agree",
+                )
+            )
+        if wanted and not current:
+            settings = replace(settings, namespace=wanted) if key == "namespace" else replace(settings, region=wanted)
+    return settings
+
+
+def check_ownership(api: NomadAPI, job_id: str, *, force: bool) -> JobStub | None:
+    """The job as it stands on Nomad (None when absent); InputError when it is someone else's and not `force`."""
+    existing = api.job(job_id)
+    if existing is not None and not existing.Stop and not is_managed(existing) and not force:
+        raise InputError(
+            Problem(
+                f"job '{job_id}' exists on Nomad but was not created by nomadgs",
+                hint="use --force to replace it, or set nomad.job_id to another name",
+            )
+        )
+    return existing
+
+
+def server_validate(api: NomadAPI, compiled: Compiled, notes: Notes) -> None:
+    """Nomad's own validation of the job (`/v1/validate/job`); InputError with every reason it gives."""
+    result = api.validate(compiled.job)
+    if result.Warnings:
+        notes.warning(f"{compiled.source.filename}: Nomad: {result.Warnings.strip()}")
+    errors = result.ValidationErrors or ([result.Error] if result.Error else [])
+    if errors:
+        raise InputError(
+            [Problem(f"Nomad refused the job: {e}", compiled.source.filename, field="job") for e in errors]
+        )
+
+
+def register(api: NomadAPI, compiled: Compiled, plan_index: int, notes: Notes) -> str:
+    """Register with EnforceIndex and return the evaluation ID; a lost answer never registers twice.
+
+    After a dropped connection or a 5xx the request is sent again with the same index: if the first one
+    did arrive, Nomad refuses the second as a conflict, and the plan then shows no difference from ours.
+    """
+    job_id = compiled.job_id
+    answer_lost = False
+    for attempt in range(REGISTER_ATTEMPTS):
+        try:
+            return api.register(compiled.job, modify_index=plan_index).EvalID
+        except TransientError as exc:
+            if attempt == REGISTER_ATTEMPTS - 1:
+                raise
+            answer_lost = True
+            notes.warning(f"registering {job_id}: {exc}; sending it again")
+            asyncio.run(sleep_backoff(attempt))
+        except IndexConflict:
+            plan = api.plan(compiled.job) if answer_lost else None
+            if plan is not None and plan.Diff is not None and plan.Diff.Type == "None":
+                return api.latest_evaluation(job_id)  # our earlier request arrived; only its answer was lost
+            raise NomadgsError(
+                f"job '{job_id}' was changed by someone else since nomadgs planned it "
+                f"(expected modify index {plan_index}); nothing was registered. "
+                "Check `nomadgs status`, then run submit again to apply this version over theirs."
+            ) from None
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A compiled job put on Nomad (or found unchanged there)."""
+
+    compiled: Compiled
+    version: int | None
+    eval_id: str  # "" when nothing was registered because nothing changed
+    plan: PlanResponse
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.eval_id) or self.plan.Diff is None or self.plan.Diff.Type != "None"
+
+
+def submit(api: NomadAPI, compiled: Compiled, *, force: bool, notes: Notes) -> Registration:
+    """Validate with the server, check ownership, plan, and register unless nothing changed."""
+    job_id = compiled.job_id
+    server_validate(api, compiled, notes)
+    existing = check_ownership(api, job_id, force=force)
+    plan = api.plan(compiled.job)
+    if existing is not None and not existing.Stop and plan.Diff is not None and plan.Diff.Type == "None":
+        notes.info(f"{job_id}: no changes; checking the running version {existing.Version}")
+        return Registration(compiled, existing.Version, "", plan)
+    eval_id = register(api, compiled, plan.JobModifyIndex, notes)
+    current = api.job(job_id)
+    version = current.Version if current else None
+    notes.info(f"{job_id}: registered version {version} (evaluation {eval_id[:8] or '-'})")
+    return Registration(compiled, version, eval_id, plan)
+
+
+def follow(
+    api: NomadAPI,
+    registration: Registration,
+    *,
+    reporter: Reporter,
+    timeout: float | None,
+    wait_for_capacity: bool = False,
+) -> WatchResult:
+    """Watch the registered version until it is healthy, failed, or `timeout` seconds pass."""
+    return asyncio.run(
+        watch(
+            api,
+            job_id=registration.compiled.job_id,
+            version=registration.version,
+            eval_id=registration.eval_id or None,
+            request=group_request(dict(registration.compiled.job)),
+            reporter=reporter,
+            timeout=timeout,
+            wait_for_capacity=wait_for_capacity,
+        )
+    )
+
+
+def outcome(result: WatchResult) -> tuple[str, int]:
+    """(status word, exit code) of a finished watch."""
+    if result.timed_out:
+        return "timeout", EXIT_TIMEOUT
+    return result.assessment.phase, result.assessment.exit_code or EXIT_OK
+
+
+def result_document(registration: Registration, result: WatchResult | None, status: str, code: int) -> dict[str, Any]:
+    """One deployment's result as `submit --output json` and the Ansible module report it."""
+    compiled = registration.compiled
+    data: dict[str, Any] = {
+        "deployment_file": compiled.source.filename,
+        "model": compiled.source.spec.name,
+        "job": compiled.job_id,
+        "version": registration.version,
+        "eval_id": registration.eval_id or None,
+        "status": status,
+        "exit_code": code,
+    }
+    if result is not None:
+        a = result.assessment
+        data.update(
+            phase=a.phase,
+            message=a.headline,
+            details=list(a.details),
+            replicas=[
+                {"index": r.index, "state": r.state, "detail": r.detail, "alloc_id": r.alloc_id, "node": r.node}
+                for r in a.replicas
+            ],
+            failures=[
+                {"replica": f.replica, "task": f.task, "kind": f.kind, "summary": f.summary, "hint": f.hint}
+                for f in a.failures
+            ],
+            rollback_to_version=a.rollback_to,
+            logs=result.logs,
+            endpoints=result.endpoints,
+            elapsed_seconds=round(result.elapsed, 3),
+        )
+    return data
+
+
+# --- plan ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """What the scheduler's dry run says a submit would change."""
+
+    job_id: str
+    diff: str  # Added | Edited | Deleted | None
+    changes: int
+    job_modify_index: int
+    updates: dict[str, dict[str, int]]  # group -> DesiredTGUpdates counts
+    placement: list[str]  # plain-words placement failures
+    warnings: str
+
+    @property
+    def exit_code(self) -> int:
+        return PLAN_NO_CHANGES if self.diff == "None" and self.changes == 0 else PLAN_CHANGES
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job_id,
+            "diff": self.diff,
+            "changes": self.changes,
+            "job_modify_index": self.job_modify_index,
+            "updates": self.updates,
+            "placement": self.placement,
+            "warnings": self.warnings,
+            "exit_code": self.exit_code,
+        }
+
+
+def plan(api: NomadAPI, compiled: Compiled) -> PlanSummary:
+    """Nomad's plan for the compiled job, summarised."""
+    response = api.plan(compiled.job)
+    request = group_request(dict(compiled.job))
+    placement = [line for metric in response.FailedTGAllocs.values() for line in placement_failure(request, metric)]
+    updates = response.Annotations.DesiredTGUpdates if response.Annotations else {}
+    return PlanSummary(
+        job_id=compiled.job_id,
+        diff=response.Diff.Type if response.Diff else "Unknown",
+        changes=response.changes,
+        job_modify_index=response.JobModifyIndex,
+        updates={group: u.model_dump() for group, u in updates.items()},
+        placement=placement,
+        warnings=response.Warnings,
+    )
+
+
+# --- stop ---------------------------------------------------------------------------------------------
+
+
+def stop(api: NomadAPI, job: JobStub, *, purge: bool = False, force: bool = False) -> str:
+    """Stop (and with `purge`, remove) a job nomadgs created; returns the evaluation ID."""
+    if not is_managed(job) and not force:
+        raise InputError(Problem(f"job '{job.ID}' was not created by nomadgs", hint="use --force to stop it anyway"))
+    result = api.stop(job.ID, purge=purge)
+    return str(result.get("EvalID", ""))

@@ -1,0 +1,108 @@
+"""What runs: the models nomadgs deployed, found by job ID or model name, with replicas and endpoints.
+
+What `nomadgs status` shows and the Ansible `model_info` module returns. Reads only; never changes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from ..compile.metadata import META_BACKEND, META_MODEL, META_VERSION
+from ..errors import InputError, Problem, suggestion
+from .client import NomadAPI
+from .explain import GroupRequest
+from .responses import Deployment, Evaluation, JobStub
+from .rollout import Replica, Snapshot, assess
+from .runner import is_managed
+from .watcher import running_endpoints
+
+
+def managed_jobs(api: NomadAPI) -> list[JobStub]:
+    """The jobs of the namespace that nomadgs created."""
+    return [j for j in api.jobs() if is_managed(j)]
+
+
+def find_job(api: NomadAPI, name: str) -> JobStub:
+    """A job by ID, or a nomadgs job by its model name (case-insensitive); InputError with a hint otherwise."""
+    job = api.job(name)
+    if job is not None:
+        return job
+    managed = managed_jobs(api)
+    for candidate in managed:
+        if candidate.Meta.get(META_MODEL, "").lower() == name.lower():
+            found = api.job(candidate.ID)
+            if found is not None:
+                return found
+    names = [j.ID for j in managed] + [j.Meta.get(META_MODEL, "") for j in managed]
+    raise InputError(Problem(f"no job or model named '{name}'", hint=suggestion(name, names) or "see `nomadgs status`"))
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One deployed model: its job, latest deployment, replicas in GPUStack's states, and endpoints."""
+
+    job: str
+    model: str
+    backend: str
+    backend_version: str
+    job_version: int
+    job_status: str
+    deployment: Deployment | None
+    desired: int
+    replicas: tuple[Replica, ...]
+    endpoints: tuple[str, ...]
+
+    @property
+    def healthy(self) -> int:
+        return sum(1 for r in self.replicas if r.state == "running")
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.deployment
+        return {
+            "job": self.job,
+            "model": self.model,
+            "backend": self.backend,
+            "backend_version": self.backend_version,
+            "job_version": self.job_version,
+            "job_status": self.job_status,
+            "deployment": {"id": d.ID, "status": d.Status, "description": d.StatusDescription} if d else None,
+            "healthy": self.healthy,
+            "desired": self.desired,
+            "replicas": [
+                {"index": r.index, "state": r.state, "detail": r.detail, "node": r.node} for r in self.replicas
+            ],
+            "endpoints": list(self.endpoints),
+        }
+
+
+async def model_status(api: NomadAPI, job: JobStub) -> ModelStatus:
+    """One job's deployment, replicas and endpoints, read without blocking."""
+    async with api.async_client() as http:
+        (allocs, _), (deployment, _) = await asyncio.gather(
+            api.allocations(http, job.ID), api.latest_deployment(http, job.ID)
+        )
+        group = job.TaskGroups[0] if job.TaskGroups else {}
+        request = GroupRequest(group=group.get("Name", ""), count=int(group.get("Count", 0) or 0))
+        snapshot = Snapshot(job.ID, job.Version, Evaluation(ID="", Status="complete"), None, deployment, tuple(allocs))
+        assessment = assess(snapshot, request)
+        endpoints = await running_endpoints(api, http, assessment)
+    return ModelStatus(
+        job=job.ID,
+        model=job.Meta.get(META_MODEL, job.Name),
+        backend=job.Meta.get(META_BACKEND, ""),
+        backend_version=job.Meta.get(META_VERSION, ""),
+        job_version=job.Version,
+        job_status="stopped" if job.Stop else job.Status,
+        deployment=deployment,
+        desired=request.count,
+        replicas=assessment.replicas,
+        endpoints=tuple(endpoints),
+    )
+
+
+async def all_model_statuses(api: NomadAPI) -> list[ModelStatus]:
+    """Every model nomadgs deployed in the namespace."""
+    jobs = [api.job(j.ID) for j in managed_jobs(api)]
+    return list(await asyncio.gather(*(model_status(api, j) for j in jobs if j is not None)))
