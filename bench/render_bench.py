@@ -48,8 +48,9 @@ def cold_start(runs: int) -> None:
 
 def throughput(seconds: float) -> None:
     sys.path.insert(0, str(ROOT))
-    from nomad_gpustack.compile.build import build, render_text
+    from nomad_gpustack.compile.build import build
     from nomad_gpustack.nomad.jobspec import api_document
+    from nomad_gpustack.nomad.render import render_text
     from nomad_gpustack.spec.deployment import Deployment
     from nomad_gpustack.spec.loader import load_catalog, load_deployment, read_text
     from nomad_gpustack.spec.specfile import validate

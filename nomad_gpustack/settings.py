@@ -154,6 +154,10 @@ class NomadSettings:
     def secure(self) -> bool:
         return self.address.startswith("https://")
 
+    def insecure_notice(self) -> str | None:
+        """The one warning to show when certificates go unchecked; None when they are checked."""
+        return _insecure_notice("Nomad", self.address, self.tls, "NOMAD_SKIP_VERIFY or --tls-skip-verify")
+
     def headers(self) -> dict[str, str]:
         headers = {"User-Agent": "nomadgs"}
         if self.token:
@@ -188,6 +192,13 @@ class NomadSettings:
         session = requests.Session()
         session.trust_env = False
         session.verify = self.tls.requests_verify()
+        if self.tls.skip_verify:
+            # urllib3 warns on every request; the caller says it once (`insecure_notice`).
+            import warnings
+
+            from urllib3.exceptions import InsecureRequestWarning
+
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
         cert = self.tls.requests_cert()
         if cert:
             session.cert = cert
@@ -223,6 +234,12 @@ class NomadSettings:
             cert=self.tls.requests_cert() or (),
             session=self.requests_session(),
         )
+
+
+def _insecure_notice(what: str, address: str, tls: TLS, cause: str) -> str | None:
+    if not tls.skip_verify or not address.startswith("https://"):
+        return None
+    return f"TLS certificates of {what} at {address} are not verified ({cause}): the connection can be intercepted"
 
 
 def _sync_transport(verify: Any, server_name: str | None) -> Any:
@@ -269,25 +286,12 @@ class ConsulSettings:
         settings = cls(address=address, token=env.get("CONSUL_HTTP_TOKEN") or None, tls=tls)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
-    def py_consul(self, *, timeout: float = 30.0) -> Any:
-        """A py-consul client for these settings."""
-        import consul
-
-        parts = urlsplit(self.address)
-        verify = self.tls.requests_verify()
-        return consul.Consul(
-            host=parts.hostname,
-            port=parts.port or (443 if parts.scheme == "https" else 80),
-            scheme=parts.scheme,
-            token=self.token,
-            dc=self.datacenter,
-            verify=verify,
-            cert=self.tls.requests_cert(),
-            connections_timeout=timeout,
-        )
-
     def headers(self) -> dict[str, str]:
         return {"X-Consul-Token": self.token} if self.token else {}
+
+    def insecure_notice(self) -> str | None:
+        """The one warning to show when certificates go unchecked; None when they are checked."""
+        return _insecure_notice("Consul", self.address, self.tls, "CONSUL_HTTP_SSL_VERIFY=false")
 
     def httpx_client(self, *, timeout: float = 30.0, asynchronous: bool = False) -> Any:
         """An httpx client for Consul's HTTP API (blocking queries from async code)."""

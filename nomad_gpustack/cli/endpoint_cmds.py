@@ -139,7 +139,8 @@ def _check_model_name(name: str) -> None:
 
 
 def _discover(args: argparse.Namespace) -> RoutingTable:
-    from ..serving.discovery import build_table, discover
+    from ..serving.discovery import build_table
+    from ..serving.lookup import discover
 
     consul = consul_settings(args) if args.provider in ("consul", "all") else None
     nomad = nomad_settings(args) if args.provider in ("nomad", "all") else None
@@ -237,7 +238,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if not prompt.strip():
             raise InputError(Problem("the prompt is empty", hint="pass it with -p TEXT or on stdin"))
     if args.url:
-        from ..serving.chat import normalise_base_url
+        from ..urls import normalise_base_url
 
         args.url = normalise_base_url(args.url)
     base_url, api_key = _chat_target(args)
@@ -322,7 +323,7 @@ def _log_changes() -> Callable[[RoutingTable], None]:
 def cmd_gateway(args: argparse.Namespace) -> int:
     import logging
 
-    from ..serving.discovery import ConsulWatcher
+    from ..serving.consul import ConsulWatcher
     from ..serving.gateway import Gateway, bind, is_loopback, load_api_keys, parse_listen, run, serve
 
     host, port = parse_listen(args.listen)

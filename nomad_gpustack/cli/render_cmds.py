@@ -93,7 +93,7 @@ def compile_all(paths: list[Path], backends: list[Path], *, check: bool = False)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from ..compile.build import SUFFIXES, render_text
+    from ..nomad.render import SUFFIXES, render_text
     from .atomicfile import write_atomic
 
     compiled = compile_all(args.deployments, args.backends)

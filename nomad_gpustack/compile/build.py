@@ -1,20 +1,15 @@
-"""From a deployment to job text: resolve, compile, render. The data flow of `nomadgs render` and `submit`."""
+"""From a deployment to a Nomad job: resolve, then compile. The pure core of `nomadgs render` and `submit`."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Literal
 
-from ..nomad.jobspec import Job, api_document, validate_job
+from ..nomad.jobspec import Job, validate_job
 from ..spec.catalog import Catalog
 from ..spec.deployment import Deployment
 from ..spec.specfile import Sourced
 from .job import compile_job
 from .resolve import Resolved, resolve
-
-Format = Literal["json", "hcl"]
-SUFFIXES: dict[str, str] = {"json": ".nomad.json", "hcl": ".nomad.hcl"}
 
 
 @dataclass(frozen=True)
@@ -41,12 +36,3 @@ def build(deployment: Sourced[Deployment], catalog: Catalog, *, check: bool = Fa
     if check:
         validate_job(job)
     return Compiled(deployment, resolved, job)
-
-
-def render_text(job: Job, fmt: Format) -> str:
-    """The job as API JSON (`{"Job": ...}`) or as an HCL2 jobspec."""
-    if fmt == "hcl":
-        from ..nomad.hcl import render_hcl
-
-        return render_hcl(job)
-    return json.dumps(api_document(job), indent=2, ensure_ascii=False) + "\n"

@@ -9,7 +9,6 @@ are decided in one place.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -17,6 +16,7 @@ from pydantic import BaseModel
 
 from ..errors import EXIT_BAD_INPUT, ServiceError, UnreachableError
 from ..settings import NomadSettings
+from .blocking import header_index
 from .jobspec import Job
 from .responses import (
     Allocation,
@@ -184,7 +184,7 @@ class NomadAPI:
         if index is not None:
             query.update(index=str(index), wait=wait)
         response = await self._get(http, path, query)
-        return response.json(), int(response.headers.get("X-Nomad-Index", "0") or 0)
+        return response.json(), header_index(response.headers, "X-Nomad-Index")
 
     async def _get(self, http: Any, path: str, params: dict[str, str]) -> Any:
         """One GET with the namespace/region parameters, errors mapped to NomadError."""
@@ -266,12 +266,3 @@ class NomadAPI:
                     yield chunk
         except httpx.TransportError as exc:
             raise NomadUnavailable(f"the log stream from Nomad broke: {exc or type(exc).__name__}") from None
-
-
-async def sleep_backoff(attempt: int, *, base: float = 0.5, cap: float = 10.0) -> float:
-    """Exponential backoff with jitter; returns the delay slept."""
-    import random
-
-    delay: float = min(cap, base * (2 ** min(attempt, 10))) * (0.5 + random.random() / 2)
-    await asyncio.sleep(delay)
-    return delay

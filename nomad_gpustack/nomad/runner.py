@@ -15,7 +15,8 @@ from ..compile.build import Compiled
 from ..compile.metadata import META_MANAGED
 from ..errors import EXIT_OK, EXIT_TIMEOUT, InputError, NomadgsError, Problem
 from ..settings import NomadSettings
-from .client import IndexConflict, NomadAPI, TransientError, sleep_backoff
+from .blocking import sleep_backoff
+from .client import IndexConflict, NomadAPI, TransientError
 from .explain import group_request, placement_failure
 from .responses import JobStub, PlanResponse
 from .watcher import Reporter, WatchResult, watch

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..compile.metadata import DOWNLOAD_TASK
-from .client import NomadAPI, NomadError, TransientError, sleep_backoff
+from ..urls import openai_base_url
+from . import blocking
+from .client import NomadAPI, NomadError, TransientError
 from .explain import GroupRequest, node_devices
 from .responses import Allocation, Evaluation
 from .rollout import Assessment, Snapshot, assess
@@ -59,22 +61,14 @@ async def _poll(
     reporter: Reporter,
     what: str,
 ) -> None:
-    """Run one blocking query forever, resuming from the last index; `store` returns False to stop."""
-    index: int | None = None
-    attempt = 0
-    while True:
-        try:
-            value, new_index = await fetch(index)
-        except TransientError as exc:
-            delay = await sleep_backoff(attempt)
-            attempt += 1
-            reporter.note(f"{exc} while watching {what}; retried after {delay:.1f}s")
-            continue
-        attempt = 0
-        if (index is None or new_index != index) and not store(value):
+    """Follow one blocking query until `store` returns False."""
+
+    def retried(exc: Exception, delay: float) -> None:
+        reporter.note(f"{exc} while watching {what}; retried after {delay:.1f}s")
+
+    async for value in blocking.follow(lambda i: fetch(i or None), retry_on=TransientError, on_retry=retried):
+        if not store(value):
             return
-        # An index that goes backwards (a restored snapshot) means: start over with a plain read.
-        index = new_index if new_index >= (index or 0) and new_index > 0 else None
 
 
 async def watch(
@@ -207,7 +201,7 @@ async def _refresh(api: NomadAPI, http: Any, state: _State, job_id: str, eval_id
                 state.evaluation = (await api.evaluation(http, eval_id))[0]
             return
         except TransientError:
-            await sleep_backoff(attempt)
+            await blocking.sleep_backoff(attempt)
 
 
 async def _node_devices(api: NomadAPI, http: Any) -> list[Any]:
@@ -261,5 +255,5 @@ async def running_endpoints(api: NomadAPI, http: Any, assessment: Assessment) ->
             continue
         port = alloc.port("http")
         if port and port[0]:
-            urls.append(f"http://{port[0]}:{port[1]}/v1")
+            urls.append(openai_base_url(port[0], port[1]))
     return urls

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ServiceError
+from ..urls import normalise_base_url
 
 if TYPE_CHECKING:
     import httpx
@@ -132,16 +133,6 @@ def error_message(body: Any) -> str:
             return str(body["message"])
     text = body if isinstance(body, str) else json.dumps(body)
     return text.strip()[:300] or "(empty answer)"
-
-
-def normalise_base_url(url: str) -> str:
-    """`host:port`, `http://host:port` or `http://host:port/v1` to the OpenAI base URL (`.../v1`)."""
-    url = url.strip().rstrip("/")
-    if "://" not in url:
-        url = f"http://{url}"
-    if not url.endswith("/v1"):
-        url += "/v1"
-    return url
 
 
 class ChatClient:

@@ -1,23 +1,17 @@
-"""Where the models run: instances of our services read back from Consul or from Nomad's service API.
+"""Where the models run, as pure data: `Endpoint`s and a `RoutingTable` parsed from Consul's and Nomad's answers.
 
-Pure parsing functions turn API answers into `Endpoint`s and a `RoutingTable`; the I/O functions around them
-fetch those answers once (`discover`, for the CLI) or follow Consul with blocking queries (`ConsulWatcher`,
-for the gateway). Our services are the ones tagged `nomadgs`; model, backend and version come from the meta
-keys the compiler writes, or from the `model=`/`backend=`/`version=` tags where there is no meta (Nomad's
-native services have none).
+No I/O here: `serving.consul` reads and follows Consul, `serving.nomad_services` reads Nomad's own service
+catalog, `serving.lookup.discover` asks both once. Our services are the ones tagged `nomadgs`; model, backend
+and version come from the meta keys the compiler writes, or from the `model=`/`backend=`/`version=` tags where
+there is no meta (Nomad's native services have none).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import math
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal
 
 from ..compile.metadata import (
     META_BACKEND,
@@ -30,14 +24,7 @@ from ..compile.metadata import (
     TAG_VERSION,
 )
 from ..errors import ServiceError, UnreachableError
-
-if TYPE_CHECKING:
-    import httpx
-
-    from ..nomad.client import NomadAPI
-    from ..settings import ConsulSettings, NomadSettings
-
-log = logging.getLogger("nomadgs.discovery")
+from ..urls import openai_base_url, origin
 
 Health = Literal["passing", "warning", "critical"]
 Provider = Literal["consul", "nomad"]
@@ -79,13 +66,12 @@ class Endpoint:
     @property
     def origin(self) -> str:
         """`http://address:port`, with an IPv6 address in brackets."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}"
+        return origin(self.address, self.port)
 
     @property
     def base_url(self) -> str:
         """The OpenAI base URL of this instance."""
-        return f"{self.origin}/v1"
+        return openai_base_url(self.address, self.port)
 
     @property
     def passing(self) -> bool:
@@ -296,279 +282,3 @@ def parse_nomad_registrations(registrations: Any, checks_by_alloc: Mapping[str, 
             )
         )
     return endpoints
-
-
-def next_index(previous: int, returned: int) -> int:
-    """The index for the next blocking query, with Consul's sanity rules.
-
-    An index that goes backwards (a snapshot restore, a new leader) resets to 0, which reads the current state
-    at once; an index below 1 would return immediately for ever, so it is raised to 1.
-    """
-    if returned < previous:
-        return 0
-    return max(returned, 1)
-
-
-def header_index(headers: Mapping[str, str], name: str) -> int:
-    """A blocking-query index header (`X-Consul-Index`, `X-Nomad-Index`); 0 when absent or malformed."""
-    try:
-        return int(headers.get(name, "0"))
-    except ValueError:
-        return 0
-
-
-# ----------------------------------------------------------------------------------------------------
-# I/O: one-shot reads.
-
-
-async def _get_json(client: httpx.AsyncClient, path: str, what: str, params: Mapping[str, str]) -> httpx.Response:
-    """GET a JSON answer; every transport or HTTP failure becomes a DiscoveryError with a plain message."""
-    import httpx
-
-    try:
-        response = await client.get(path, params=params)
-    except httpx.TimeoutException:
-        raise DiscoveryError(f"{what} at {client.base_url} did not answer in time") from None
-    except httpx.TransportError as exc:
-        raise DiscoveryError(f"cannot reach {what} at {client.base_url}: {exc or type(exc).__name__}") from None
-    status = response.status_code
-    if status in (401, 403):
-        raise DiscoveryError(
-            f"{what} refused the request ({status}: {_first_line(response.text)}); check the ACL token"
-        )
-    if status >= 400:
-        raise DiscoveryError(f"{what} answered {status} to GET {path}: {_first_line(response.text)}")
-    try:
-        response.json()
-    except ValueError:
-        raise DiscoveryError(f"{what} answered GET {path} with something that is not JSON") from None
-    return response
-
-
-def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or ["(empty answer)"])[0][:200]
-
-
-def _consul_params(settings: ConsulSettings, index: int | None = None, wait: float | None = None) -> dict[str, str]:
-    params: dict[str, str] = {}
-    if settings.datacenter:
-        params["dc"] = settings.datacenter
-    if index is not None:
-        params["index"] = str(index)
-    if wait is not None:
-        params["wait"] = f"{math.ceil(wait)}s"
-    return params
-
-
-async def consul_services(
-    client: httpx.AsyncClient,
-    settings: ConsulSettings,
-    *,
-    index: int | None = None,
-    wait: float | None = None,
-) -> tuple[int, list[str]]:
-    """(X-Consul-Index, names of our services) from the catalog; blocking when `index` is given."""
-    response = await _get_json(client, "/v1/catalog/services", "Consul", _consul_params(settings, index, wait))
-    return header_index(response.headers, "X-Consul-Index"), parse_consul_services(response.json())
-
-
-async def consul_service_health(
-    client: httpx.AsyncClient,
-    settings: ConsulSettings,
-    name: str,
-    *,
-    index: int | None = None,
-    wait: float | None = None,
-) -> tuple[int, list[Endpoint]]:
-    """(X-Consul-Index, every instance of one service with its health); blocking when `index` is given."""
-    from urllib.parse import quote
-
-    response = await _get_json(
-        client, f"/v1/health/service/{quote(name, safe='')}", "Consul", _consul_params(settings, index, wait)
-    )
-    return header_index(response.headers, "X-Consul-Index"), parse_consul_health(response.json())
-
-
-async def consul_endpoints(settings: ConsulSettings) -> list[Endpoint]:
-    """Every instance of our services registered in Consul, healthy or not."""
-    async with settings.httpx_client(asynchronous=True) as client:
-        _, names = await consul_services(client, settings)
-        answers = await asyncio.gather(*(consul_service_health(client, settings, n) for n in names))
-    return [endpoint for _, endpoints in answers for endpoint in endpoints]
-
-
-async def nomad_endpoints(settings: NomadSettings) -> list[Endpoint]:
-    """Every instance of our services registered with Nomad's own service provider, healthy or not.
-
-    Nomad's errors are the shared client's (`nomadapi`): unreachable or refused is exit code 5.
-    """
-    from urllib.parse import quote
-
-    from ..nomad.client import NomadAPI
-
-    api = NomadAPI(settings)
-    async with api.async_client() as http:
-        listing, _ = await api.get(http, "/v1/services")
-        services = parse_nomad_services(listing)
-        answers = await asyncio.gather(
-            *(api.get(http, f"/v1/service/{quote(name, safe='')}", params={"namespace": ns}) for ns, name in services)
-        )
-        registrations = [regs for regs, _ in answers]
-        alloc_ids = sorted(
-            {str(reg["AllocID"]) for regs in registrations if isinstance(regs, list)
-             for reg in regs if isinstance(reg, dict) and reg.get("AllocID")}
-        )  # fmt: skip
-        checks = await asyncio.gather(*(_alloc_checks(api, http, alloc) for alloc in alloc_ids))
-    by_alloc = dict(zip(alloc_ids, checks, strict=True))
-    return [e for regs in registrations for e in parse_nomad_registrations(regs, by_alloc)]
-
-
-async def _alloc_checks(api: NomadAPI, http: httpx.AsyncClient, alloc_id: str) -> Any:
-    """The checks of one allocation, or None (so: unhealthy) when its Nomad client cannot tell."""
-    from ..nomad.client import NomadDenied, NomadError, NomadUnavailable
-
-    try:
-        checks, _ = await api.get(http, f"/v1/client/allocation/{alloc_id}/checks")
-    except (NomadUnavailable, NomadDenied):
-        raise  # Nomad itself is out of reach or refuses us: not a matter of one allocation
-    except NomadError as exc:
-        log.debug("no checks for allocation %s: %s", alloc_id, exc)
-        return None
-    return checks
-
-
-def discover(*, consul: ConsulSettings | None = None, nomad: NomadSettings | None = None) -> list[Endpoint]:
-    """Every instance of our services from the providers given, in table order (model, service, id)."""
-
-    async def gather() -> list[Endpoint]:
-        found: list[Endpoint] = []
-        if consul is not None:
-            found += await consul_endpoints(consul)
-        if nomad is not None:
-            found += await nomad_endpoints(nomad)
-        return found
-
-    return list(build_table(asyncio.run(gather())).endpoints)
-
-
-# ----------------------------------------------------------------------------------------------------
-# I/O: following Consul.
-
-T = TypeVar("T")
-
-
-class ConsulWatcher:
-    """Keeps `table` up to date with Consul, using blocking queries only (no polling at a fixed interval).
-
-    One query follows the catalog (which of our services exist); one query per service follows its instances
-    and their checks. Each answer replaces the service's part of the table at once, so a check that turns
-    critical is out of `routes` as soon as Consul knows. While Consul is unreachable the last table stays in
-    use and the queries are retried with a growing pause.
-    """
-
-    def __init__(
-        self,
-        settings: ConsulSettings,
-        *,
-        wait: float = 55.0,
-        on_change: Callable[[RoutingTable], None] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.wait = wait
-        self.table = RoutingTable()
-        self._on_change = on_change
-        self._client: httpx.AsyncClient | None = None
-        self._services: dict[str, list[Endpoint]] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._catalog_task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Read the whole state once (raising DiscoveryError when Consul cannot be read), then follow it."""
-        if self._client is not None:
-            return
-        # Consul may hold a blocking query for wait + wait/16: the read timeout must be longer than that.
-        self._client = self.settings.httpx_client(timeout=self.wait * 1.1 + 10, asynchronous=True)
-        try:
-            catalog_index, names = await consul_services(self._client, self.settings)
-            answers = await asyncio.gather(*(consul_service_health(self._client, self.settings, n) for n in names))
-        except BaseException:
-            await self.stop()
-            raise
-        for name, (index, endpoints) in zip(names, answers, strict=True):
-            self._services[name] = endpoints
-            self._tasks[name] = asyncio.create_task(self._follow_service(name, next_index(0, index)))
-        self._publish()
-        self._catalog_task = asyncio.create_task(self._follow_catalog(next_index(0, catalog_index)))
-
-    async def stop(self) -> None:
-        """Stop following Consul; the last table stays readable."""
-        tasks = [t for t in (self._catalog_task, *self._tasks.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._catalog_task = None
-        self._tasks.clear()
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
-
-    @property
-    def _consul(self) -> httpx.AsyncClient:
-        if self._client is None:
-            raise RuntimeError("the watcher is not started")
-        return self._client
-
-    async def _follow_catalog(self, index: int) -> None:
-        async for names in self._blocking(
-            index, lambda i: consul_services(self._consul, self.settings, index=i, wait=self.wait)
-        ):
-            current = set(names)
-            for gone in set(self._tasks) - current:
-                self._tasks.pop(gone).cancel()
-                self._services.pop(gone, None)
-            for new in current - set(self._tasks):
-                # Index 0 reads the new service at once; its loop then blocks on the index it got.
-                self._tasks[new] = asyncio.create_task(self._follow_service(new, 0))
-            self._publish()
-
-    async def _follow_service(self, name: str, index: int) -> None:
-        async for endpoints in self._blocking(
-            index, lambda i: consul_service_health(self._consul, self.settings, name, index=i, wait=self.wait)
-        ):
-            if endpoints != self._services.get(name):
-                self._services[name] = endpoints
-                self._publish()
-
-    async def _blocking(self, index: int, query: Callable[[int], Awaitable[tuple[int, T]]]) -> AsyncIterator[T]:
-        """Run a blocking query for ever; yield its result each time the index moves."""
-        from ..nomad.client import sleep_backoff
-
-        attempt = 0
-        while True:
-            started = time.monotonic()
-            try:
-                returned, result = await query(index)
-            except DiscoveryError as exc:
-                delay = await sleep_backoff(attempt)
-                attempt += 1
-                log.warning("%s; retried after %.1fs", exc, delay)
-                continue
-            attempt = 0
-            if returned == index and index > 0:
-                # The wait ran out without a change. An unchanged index that comes back at once would spin:
-                # Consul's documentation asks clients to rate-limit that case.
-                if time.monotonic() - started < 0.05:
-                    await asyncio.sleep(0.1)
-                continue
-            index = next_index(index, returned)
-            yield result
-
-    def _publish(self) -> None:
-        table = build_table(e for endpoints in self._services.values() for e in endpoints)
-        if table == self.table:
-            return
-        self.table = table  # one assignment: readers see either the old or the new table, never a mix
-        if self._on_change is not None:
-            self._on_change(table)

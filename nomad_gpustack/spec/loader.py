@@ -83,13 +83,15 @@ def builtin_catalog_dir() -> Path:
     return packaged if packaged.is_dir() else here.parent / "backends"
 
 
-def load_catalog(extra: Sequence[Path] = ()) -> Catalog:
+def load_catalog(extra: Sequence[str | Path] = ()) -> Catalog:
     """The built-in backends plus those of `extra` files or folders; later ones replace earlier ones."""
     catalog = Catalog().adding(load_backend_files([builtin_catalog_dir()]))
-    return catalog.adding(load_backend_files(extra)) if extra else catalog
+    return catalog.adding(load_backend_files([Path(p) for p in extra])) if extra else catalog
 
 
-def load_deployment(path: Path) -> Sourced[Deployment]:
+def load_deployment(path: str | Path) -> Sourced[Deployment]:
+    """A deployment file, validated; InputError with located problems when it is wrong."""
+    path = Path(path)
     name = display_path(path)
     data, source = parse_yaml(read_text(path), name)
     return validate(Deployment, data, source)

@@ -16,11 +16,11 @@ from nomad_gpustack.serving.chat import (
     Conversation,
     deltas,
     error_message,
-    normalise_base_url,
     request_body,
     sse_data,
 )
 from nomad_gpustack.serving.gateway import BackgroundServer, StaticSource, create_app
+from nomad_gpustack.urls import normalise_base_url
 
 from ..support.components import ConsulAgent, free_port
 from . import test_gateway

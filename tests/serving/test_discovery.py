@@ -17,12 +17,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from nomad_gpustack.cli import main
+from nomad_gpustack.serving.consul import ConsulWatcher
 from nomad_gpustack.serving.discovery import (
-    ConsulWatcher,
     DiscoveryError,
     Endpoint,
     build_table,
-    next_index,
     parse_consul_health,
     parse_consul_services,
     parse_nomad_registrations,
@@ -180,13 +179,6 @@ def test_routing_table_routes_only_passing_instances() -> None:
     assert "b" not in table.routes and table.knows("b") and not table.knows("c")
     assert table.models == ["a", "b"]
     assert build_table(endpoints) == table  # order of the answers does not matter
-
-
-def test_next_index_follows_consuls_rules() -> None:
-    assert next_index(10, 12) == 12
-    assert next_index(10, 10) == 10
-    assert next_index(10, 3) == 0  # went backwards: read everything again
-    assert next_index(0, 0) == 1  # never 0 again after an answer, else the next query returns at once
 
 
 # ----------------------------------------------------------------------------------------------------

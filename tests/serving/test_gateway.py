@@ -27,7 +27,8 @@ from starlette.routing import Route
 
 from nomad_gpustack.cli import main
 from nomad_gpustack.errors import InputError
-from nomad_gpustack.serving.discovery import ConsulWatcher, Endpoint
+from nomad_gpustack.serving.consul import ConsulWatcher
+from nomad_gpustack.serving.discovery import Endpoint
 from nomad_gpustack.serving.gateway import (
     ROUTED_PATHS,
     BackgroundServer,

@@ -15,6 +15,7 @@ import random
 import re
 import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -67,9 +68,17 @@ class Backend:
 class DoubleHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # blocked streams must not keep the test process alive
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, tls: ssl.SSLContext | None = None) -> None:
         self.backend = backend
+        self.tls = tls
         super().__init__(("127.0.0.1", 0), Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            # The handshake runs in the handler's thread, so one client that never finishes it blocks nobody.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
 
 @dataclass(frozen=True)

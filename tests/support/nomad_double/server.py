@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +52,7 @@ class NomadDouble:
     `client` runs raw_exec tasks as local processes: it is the default scenario of every job.
     `heartbeat_interval` is the event stream's `{}` period (Nomad: 30 s); `max_wait` caps blocking queries.
     `node_devices` are the device groups `/v1/nodes?resources=true` reports for the double's one node.
+    `tls` serves HTTPS with that server context.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class NomadDouble:
         heartbeat_interval: float = 0.5,
         max_wait: float = 300.0,
         node_devices: list[JSON] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         default: Runnable = client if client is not None else scenarios.rollout()
         self.client = client
@@ -73,13 +76,14 @@ class NomadDouble:
             max_wait=max_wait,
             node_devices=list(node_devices or []),
         )
+        self._tls = tls
         self._server: DoubleHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> NomadDouble:
-        self._server = DoubleHTTPServer(self._backend)
+        self._server = DoubleHTTPServer(self._backend, self._tls)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="nomad-double-http", daemon=True
         )
@@ -108,7 +112,8 @@ class NomadDouble:
     def address(self) -> str:
         if self._server is None:
             raise RuntimeError("the double is not running")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     # --- scenarios ----------------------------------------------------------------------------------------
 

@@ -1,0 +1,21 @@
+"""Job text: the API JSON document (`{"Job": ...}`) or an HCL2 jobspec, from the same job model."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from .jobspec import Job, api_document
+
+Format = Literal["json", "hcl"]
+FORMATS: tuple[Format, ...] = ("json", "hcl")
+SUFFIXES: dict[str, str] = {"json": ".nomad.json", "hcl": ".nomad.hcl"}
+
+
+def render_text(job: Job, fmt: Format) -> str:
+    """The job as API JSON (`{"Job": ...}`, what the HTTP API, `nomad job run -json` and Terraform take) or HCL2."""
+    if fmt == "hcl":
+        from .hcl import render_hcl
+
+        return render_hcl(job)
+    return json.dumps(api_document(job), indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,209 @@
+"""Consul's side of discovery: one-shot reads of our services, and `ConsulWatcher`, which follows them.
+
+Every read goes through the one blocking-query loop (`nomad.blocking.follow`); answers are parsed by the pure
+functions of `serving.discovery`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from ..nomad import blocking
+from .discovery import DiscoveryError, Endpoint, RoutingTable, build_table, parse_consul_health, parse_consul_services
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ..settings import ConsulSettings
+
+log = logging.getLogger("nomadgs.discovery")
+
+# ----------------------------------------------------------------------------------------------------
+# One-shot reads.
+
+
+async def _get_json(client: httpx.AsyncClient, path: str, what: str, params: Mapping[str, str]) -> httpx.Response:
+    """GET a JSON answer; every transport or HTTP failure becomes a DiscoveryError with a plain message."""
+    import httpx
+
+    try:
+        response = await client.get(path, params=params)
+    except httpx.TimeoutException:
+        raise DiscoveryError(f"{what} at {client.base_url} did not answer in time") from None
+    except httpx.TransportError as exc:
+        raise DiscoveryError(f"cannot reach {what} at {client.base_url}: {exc or type(exc).__name__}") from None
+    status = response.status_code
+    if status in (401, 403):
+        raise DiscoveryError(
+            f"{what} refused the request ({status}: {_first_line(response.text)}); check the ACL token"
+        )
+    if status >= 400:
+        raise DiscoveryError(f"{what} answered {status} to GET {path}: {_first_line(response.text)}")
+    try:
+        response.json()
+    except ValueError:
+        raise DiscoveryError(f"{what} answered GET {path} with something that is not JSON") from None
+    return response
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or ["(empty answer)"])[0][:200]
+
+
+def _consul_params(settings: ConsulSettings, index: int | None = None, wait: float | None = None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if settings.datacenter:
+        params["dc"] = settings.datacenter
+    if index is not None:
+        params["index"] = str(index)
+    if wait is not None:
+        params["wait"] = f"{math.ceil(wait)}s"
+    return params
+
+
+async def consul_services(
+    client: httpx.AsyncClient,
+    settings: ConsulSettings,
+    *,
+    index: int | None = None,
+    wait: float | None = None,
+) -> tuple[list[str], int]:
+    """(names of our services, X-Consul-Index) from the catalog; blocking when `index` is given."""
+    response = await _get_json(client, "/v1/catalog/services", "Consul", _consul_params(settings, index, wait))
+    return parse_consul_services(response.json()), blocking.header_index(response.headers, "X-Consul-Index")
+
+
+async def consul_service_health(
+    client: httpx.AsyncClient,
+    settings: ConsulSettings,
+    name: str,
+    *,
+    index: int | None = None,
+    wait: float | None = None,
+) -> tuple[list[Endpoint], int]:
+    """(every instance of one service with its health, X-Consul-Index); blocking when `index` is given."""
+    from urllib.parse import quote
+
+    response = await _get_json(
+        client, f"/v1/health/service/{quote(name, safe='')}", "Consul", _consul_params(settings, index, wait)
+    )
+    return parse_consul_health(response.json()), blocking.header_index(response.headers, "X-Consul-Index")
+
+
+async def consul_endpoints(settings: ConsulSettings) -> list[Endpoint]:
+    """Every instance of our services registered in Consul, healthy or not."""
+    async with settings.httpx_client(asynchronous=True) as client:
+        names, _ = await consul_services(client, settings)
+        answers = await asyncio.gather(*(consul_service_health(client, settings, n) for n in names))
+    return [endpoint for endpoints, _ in answers for endpoint in endpoints]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Following Consul.
+
+
+class ConsulWatcher:
+    """Keeps `table` up to date with Consul, using blocking queries only (no polling at a fixed interval).
+
+    One query follows the catalog (which of our services exist); one query per service follows its instances
+    and their checks. Each answer replaces the service's part of the table at once, so a check that turns
+    critical is out of `routes` as soon as Consul knows. While Consul is unreachable the last table stays in
+    use and the queries are retried with a growing pause.
+    """
+
+    def __init__(
+        self,
+        settings: ConsulSettings,
+        *,
+        wait: float = 55.0,
+        on_change: Callable[[RoutingTable], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.wait = wait
+        self.table = RoutingTable()
+        self._on_change = on_change
+        self._client: httpx.AsyncClient | None = None
+        self._services: dict[str, list[Endpoint]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._catalog_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Read the whole state once (raising DiscoveryError when Consul cannot be read), then follow it."""
+        if self._client is not None:
+            return
+        # Consul may hold a blocking query for wait + wait/16: the read timeout must be longer than that.
+        self._client = self.settings.httpx_client(timeout=self.wait * 1.1 + 10, asynchronous=True)
+        try:
+            names, catalog_index = await consul_services(self._client, self.settings)
+            answers = await asyncio.gather(*(consul_service_health(self._client, self.settings, n) for n in names))
+        except BaseException:
+            await self.stop()
+            raise
+        for name, (endpoints, index) in zip(names, answers, strict=True):
+            self._services[name] = endpoints
+            self._tasks[name] = asyncio.create_task(self._follow_service(name, blocking.next_index(0, index)))
+        self._publish()
+        self._catalog_task = asyncio.create_task(self._follow_catalog(blocking.next_index(0, catalog_index)))
+
+    async def stop(self) -> None:
+        """Stop following Consul; the last table stays readable."""
+        tasks = [t for t in (self._catalog_task, *self._tasks.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._catalog_task = None
+        self._tasks.clear()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    @property
+    def _consul(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("the watcher is not started")
+        return self._client
+
+    def _retried(self, exc: Exception, delay: float) -> None:
+        log.warning("%s; retried after %.1fs", exc, delay)
+
+    async def _follow_catalog(self, index: int) -> None:
+        async for names in blocking.follow(
+            lambda i: consul_services(self._consul, self.settings, index=i, wait=self.wait),
+            retry_on=DiscoveryError,
+            on_retry=self._retried,
+            index=index,
+        ):
+            current = set(names)
+            for gone in set(self._tasks) - current:
+                self._tasks.pop(gone).cancel()
+                self._services.pop(gone, None)
+            for new in current - set(self._tasks):
+                # Index 0 reads the new service at once; its loop then blocks on the index it got.
+                self._tasks[new] = asyncio.create_task(self._follow_service(new, 0))
+            self._publish()
+
+    async def _follow_service(self, name: str, index: int) -> None:
+        async for endpoints in blocking.follow(
+            lambda i: consul_service_health(self._consul, self.settings, name, index=i, wait=self.wait),
+            retry_on=DiscoveryError,
+            on_retry=self._retried,
+            index=index,
+        ):
+            if endpoints != self._services.get(name):
+                self._services[name] = endpoints
+                self._publish()
+
+    def _publish(self) -> None:
+        table = build_table(e for endpoints in self._services.values() for e in endpoints)
+        if table == self.table:
+            return
+        self.table = table  # one assignment: readers see either the old or the new table, never a mix
+        if self._on_change is not None:
+            self._on_change(table)

@@ -1,0 +1,57 @@
+"""Nomad's own service catalog (`service_provider: nomad`): our services and the health of their checks.
+
+Nomad's errors are the shared client's (`nomad.client`): unreachable or refused is exit code 5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .discovery import Endpoint, parse_nomad_registrations, parse_nomad_services
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ..nomad.client import NomadAPI
+    from ..settings import NomadSettings
+
+log = logging.getLogger("nomadgs.discovery")
+
+
+async def nomad_endpoints(settings: NomadSettings) -> list[Endpoint]:
+    """Every instance of our services registered with Nomad's own service provider, healthy or not."""
+    from urllib.parse import quote
+
+    from ..nomad.client import NomadAPI
+
+    api = NomadAPI(settings)
+    async with api.async_client() as http:
+        listing, _ = await api.get(http, "/v1/services")
+        services = parse_nomad_services(listing)
+        answers = await asyncio.gather(
+            *(api.get(http, f"/v1/service/{quote(name, safe='')}", params={"namespace": ns}) for ns, name in services)
+        )
+        registrations = [regs for regs, _ in answers]
+        alloc_ids = sorted(
+            {str(reg["AllocID"]) for regs in registrations if isinstance(regs, list)
+             for reg in regs if isinstance(reg, dict) and reg.get("AllocID")}
+        )  # fmt: skip
+        checks = await asyncio.gather(*(_alloc_checks(api, http, alloc) for alloc in alloc_ids))
+    by_alloc = dict(zip(alloc_ids, checks, strict=True))
+    return [e for regs in registrations for e in parse_nomad_registrations(regs, by_alloc)]
+
+
+async def _alloc_checks(api: NomadAPI, http: httpx.AsyncClient, alloc_id: str) -> Any:
+    """The checks of one allocation, or None (so: unhealthy) when its Nomad client cannot tell."""
+    from ..nomad.client import NomadDenied, NomadError, NomadUnavailable
+
+    try:
+        checks, _ = await api.get(http, f"/v1/client/allocation/{alloc_id}/checks")
+    except (NomadUnavailable, NomadDenied):
+        raise  # Nomad itself is out of reach or refuses us: not a matter of one allocation
+    except NomadError as exc:
+        log.debug("no checks for allocation %s: %s", alloc_id, exc)
+        return None
+    return checks

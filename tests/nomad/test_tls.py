@@ -1,0 +1,111 @@
+"""TLS to Nomad: verification on by default, a CA file, a server name, and skip-verify with one notice of ours.
+
+The double serves HTTPS with certificates made here by the `openssl` command; both clients are checked:
+python-nomad (one-shot calls) and httpx (blocking queries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+import subprocess
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from nomad_gpustack.errors import EXIT_CONNECTION
+from nomad_gpustack.nomad.client import NomadAPI, NomadUnavailable
+from nomad_gpustack.settings import TLS, NomadSettings
+
+from ..conftest import unavailable
+from ..support.nomad_double import NomadDouble
+
+
+@dataclass(frozen=True)
+class Certs:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA and a server certificate for the name `nomad.test` only (not 127.0.0.1)."""
+    if shutil.which("openssl") is None:
+        unavailable("the openssl command is needed to make test certificates")
+    d = tmp_path_factory.mktemp("tls")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=test CA", cwd=d)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=nomad.test", cwd=d)  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=DNS:nomad.test\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.pem", "-days", "2", "-extfile", "san.ext", cwd=d)  # fmt: skip
+    return Certs(d / "ca.pem", d / "server.pem", d / "server.key")
+
+
+@pytest.fixture
+def nomad(certs: Certs) -> Iterator[NomadDouble]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.cert, certs.key)
+    with NomadDouble(tls=context) as double:
+        yield double
+
+
+def reads(settings: NomadSettings) -> None:
+    """One python-nomad call and one httpx call."""
+    api = NomadAPI(settings)
+    assert api.job("missing") is None
+
+    async def watch_read() -> None:
+        async with api.async_client() as http:
+            await api.allocations(http, "missing")
+
+    asyncio.run(watch_read())
+
+
+def test_verification_is_on_by_default(nomad: NomadDouble) -> None:
+    api = NomadAPI(NomadSettings(address=nomad.address))
+    with pytest.raises(NomadUnavailable) as caught:
+        api.job("missing")
+    assert caught.value.exit_code == EXIT_CONNECTION
+    assert "TLS certificate verification failed" in str(caught.value)
+
+    async def watch_read() -> None:
+        async with api.async_client() as http:
+            await api.allocations(http, "missing")
+
+    with pytest.raises(NomadUnavailable):
+        asyncio.run(watch_read())
+
+
+def test_a_ca_file_and_the_server_name_make_it_verify(nomad: NomadDouble, certs: Certs) -> None:
+    tls = TLS(ca_cert=str(certs.ca), server_name="nomad.test")
+    reads(NomadSettings(address=nomad.address, tls=tls))
+    # Without the server name the certificate (for nomad.test) does not match 127.0.0.1: refused.
+    with pytest.raises(NomadUnavailable):
+        NomadAPI(NomadSettings(address=nomad.address, tls=TLS(ca_cert=str(certs.ca)))).job("missing")
+
+
+def test_skip_verify_works_and_warns_once_in_our_words(nomad: NomadDouble) -> None:
+    settings = NomadSettings.from_env({"NOMAD_ADDR": nomad.address, "NOMAD_SKIP_VERIFY": "true"})
+    notice = settings.insecure_notice()
+    assert notice is not None and nomad.address in notice and "not verified" in notice
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reads(settings)
+        reads(settings)
+    assert not [w for w in caught if "Unverified HTTPS request" in str(w.message)], "no urllib3 warning per request"
+
+
+def test_no_notice_when_verifying_or_on_plain_http() -> None:
+    assert NomadSettings(address="https://n:4646").insecure_notice() is None
+    assert NomadSettings(address="http://n:4646", tls=TLS(skip_verify=True)).insecure_notice() is None

@@ -1,0 +1,118 @@
+"""The watcher, called directly: what it reports, how it ends, and how it rides out a flaky Nomad."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from nomad_gpustack.compile.build import Compiled
+from nomad_gpustack.errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
+from nomad_gpustack.nomad.client import NomadAPI, NomadDenied
+from nomad_gpustack.nomad.explain import group_request
+from nomad_gpustack.nomad.rollout import Assessment
+from nomad_gpustack.nomad.watcher import WatchResult, watch
+from nomad_gpustack.settings import NomadSettings
+
+from ..support.components import ROOT
+from ..support.helpers import compile_yaml
+from ..support.nomad_double import NomadDouble, scenarios
+
+EXAMPLE = (ROOT / "examples" / "llamacpp-qwen2.5-0.5b-cpu.yaml").read_text()  # two replicas
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.updates: list[Assessment] = []
+        self.notes: list[str] = []
+
+    def update(self, assessment: Assessment, elapsed: float) -> None:
+        self.updates.append(assessment)
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+    def states(self, replica: int) -> list[str]:
+        seen: list[str] = []
+        for a in self.updates:
+            state = a.replicas[replica].state
+            if not seen or seen[-1] != state:
+                seen.append(state)
+        return seen
+
+
+@pytest.fixture
+def nomad() -> Iterator[NomadDouble]:
+    with NomadDouble() as double:
+        yield double
+
+
+def run_watch(nomad: NomadDouble, compiled: Compiled, recorder: Recorder, timeout: float = 30) -> WatchResult:
+    api = NomadAPI(NomadSettings(address=nomad.address))
+    registered = api.register(compiled.job, modify_index=0)
+    return asyncio.run(
+        watch(
+            api,
+            job_id=compiled.job_id,
+            version=0,
+            eval_id=registered.EvalID,
+            request=group_request(dict(compiled.job)),
+            reporter=recorder,
+            timeout=timeout,
+        )
+    )
+
+
+def test_a_rollout_ends_healthy_with_the_endpoints(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout(step=0.1, healthy_after=0.2)
+    recorder = Recorder()
+    result = run_watch(nomad, compile_yaml(EXAMPLE), recorder)
+    assert result.assessment.phase == "succeeded" and result.assessment.exit_code == EXIT_OK
+    assert not result.timed_out
+    assert len(result.endpoints) == 2 and all(u.startswith("http://") and u.endswith("/v1") for u in result.endpoints)
+    assert recorder.states(0)[-1] == "running" and "starting" in recorder.states(0)
+    assert recorder.updates[-1].done and not any(a.done for a in recorder.updates[:-1])
+
+
+def test_transient_errors_are_retried_and_noted(nomad: NomadDouble) -> None:
+    compiled = compile_yaml(EXAMPLE)
+    nomad.default_scenario = scenarios.rollout(step=0.1, healthy_after=0.2)
+    nomad.faults.fail(rf"^/v1/job/{compiled.job_id}/allocations$", status=500, body="No cluster leader", count=2)
+    nomad.faults.drop(rf"^/v1/job/{compiled.job_id}/deployment$", count=1)
+    recorder = Recorder()
+    result = run_watch(nomad, compiled, recorder)
+    assert result.assessment.phase == "succeeded"
+    assert sum("No cluster leader while watching allocations" in n for n in recorder.notes) == 2
+    assert any("while watching the deployment" in n for n in recorder.notes)
+
+
+def test_placement_failure_ends_the_watch_with_exit_3(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.placement_failure()
+    result = run_watch(nomad, compile_yaml(EXAMPLE), Recorder())
+    assert result.assessment.phase == "placement-failed" and result.assessment.exit_code == EXIT_PLACEMENT
+    assert result.assessment.headline.startswith("cannot place")
+
+
+def test_a_crash_loop_brings_the_last_lines_of_stderr(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.crash_loop(
+        exit_code=1, stderr="error: unknown argument: --bogus\nusage: llama-server ...", step=0.05
+    )
+    result = run_watch(nomad, compile_yaml(EXAMPLE), Recorder())
+    assert result.assessment.phase == "failed" and result.assessment.exit_code == EXIT_FAILURE
+    assert any(f.kind == "crash-loop" for f in result.assessment.failures)
+    assert any("unknown argument: --bogus" in text for text in result.logs.values())
+
+
+def test_a_timeout_returns_the_state_so_far(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.manual()
+    result = run_watch(nomad, compile_yaml(EXAMPLE), Recorder(), timeout=0.5)
+    assert result.timed_out and result.assessment.exit_code is None
+
+
+def test_a_denied_read_ends_the_watch_with_the_error(nomad: NomadDouble) -> None:
+    compiled = compile_yaml(EXAMPLE)
+    nomad.default_scenario = scenarios.manual()
+    nomad.faults.fail(rf"^/v1/job/{compiled.job_id}/allocations$", status=403, body="Permission denied")
+    with pytest.raises(NomadDenied):
+        run_watch(nomad, compiled, Recorder())
