@@ -218,7 +218,7 @@ def _result_json(
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "deployment_file": compiled.source.filename,
-        "model": compiled.resolved.deployment.name,
+        "model": compiled.resolved.model_name,
         "job": compiled.job_id,
         "version": version,
         "eval_id": eval_id or None,
@@ -249,7 +249,7 @@ def _result_json(
 
 def _print_outcome(compiled: Compiled, result: WatchResult) -> None:
     a = result.assessment
-    name = compiled.resolved.deployment.name
+    name = compiled.resolved.model_name
     if a.phase == "succeeded":
         print(f"{name}: {a.headline} after {result.elapsed:.0f}s (job {compiled.job_id})")
         for url in result.endpoints:
@@ -311,7 +311,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 print(f"{job_id}: registered; follow it with `nomadgs status {job_id}`")
             continue
         request = group_request(dict(compiled.job))
-        view = view_for(f"{compiled.resolved.deployment.name} (job {job_id} v{version})")
+        view = view_for(f"{compiled.resolved.model_name} (job {job_id} v{version})")
         try:
             result = asyncio.run(
                 watch(
