@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..compile.metadata import DOWNLOAD_TASK
+from ..compile.metadata import DOWNLOAD_TASK, is_managed, model_labels, model_name
 from ..errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -159,7 +159,7 @@ def _api(args: argparse.Namespace, compiled: Compiled | None = None) -> NomadAPI
 
 def _check_ownership(api: NomadAPI, job_id: str, *, force: bool) -> Any:
     existing = api.job(job_id)
-    if existing is not None and not existing.Stop and existing.Meta.get("nomadgs_managed") != "true" and not force:
+    if existing is not None and not existing.Stop and not is_managed(existing.Meta) and not force:
         raise InputError(
             Problem(
                 f"job '{job_id}' exists on Nomad but was not created by nomadgs",
@@ -281,7 +281,7 @@ def _print_outcome(compiled: Compiled, result: WatchResult) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     import asyncio
 
-    from ..nomad.explain import group_request
+    from ..compile.request import group_request
     from ..nomad.watcher import watch
     from .progress_view import view_for
     from .render_cmds import compile_all
@@ -348,7 +348,8 @@ PLAN_NO_CHANGES, PLAN_CHANGES, PLAN_ERROR = 0, 1, 255
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..nomad.explain import group_request, placement_failure
+    from ..compile.request import group_request
+    from ..nomad.explain import placement_failure
     from .render_cmds import compile_all
 
     try:
@@ -396,7 +397,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _managed(api: NomadAPI) -> list[Any]:
-    return [j for j in api.jobs() if j.Meta.get("nomadgs_managed") == "true"]
+    return [j for j in api.jobs() if is_managed(j.Meta)]
 
 
 def _find_job(api: NomadAPI, name: str) -> Any:
@@ -405,11 +406,11 @@ def _find_job(api: NomadAPI, name: str) -> Any:
         return job
     managed = _managed(api)
     for candidate in managed:
-        if candidate.Meta.get("gpustack_model", "").lower() == name.lower():
+        if (model_name(candidate.Meta) or "").lower() == name.lower():
             return api.job(candidate.ID)
     from ..errors import suggestion
 
-    names = [j.ID for j in managed] + [j.Meta.get("gpustack_model", "") for j in managed]
+    names = [j.ID for j in managed] + [model_name(j.Meta) or "" for j in managed]
     raise InputError(Problem(f"no job or model named '{name}'", hint=suggestion(name, names) or "see `nomadgs status`"))
 
 
@@ -417,7 +418,7 @@ async def _job_view(api: NomadAPI, job: Any) -> dict[str, Any]:
     """One job's deployment, replicas and endpoints, read without blocking."""
     import asyncio
 
-    from ..nomad.explain import GroupRequest
+    from ..compile.request import GroupRequest
     from ..nomad.responses import Evaluation
     from ..nomad.rollout import Snapshot, assess
     from ..nomad.watcher import running_endpoints
@@ -431,11 +432,12 @@ async def _job_view(api: NomadAPI, job: Any) -> dict[str, Any]:
         snapshot = Snapshot(job.ID, job.Version, Evaluation(ID="", Status="complete"), None, deployment, tuple(allocs))
         assessment = assess(snapshot, request)
         endpoints = await running_endpoints(api, http, assessment)
+    labels = model_labels(job.Name, (), job.Meta)
     return {
         "job": job.ID,
-        "model": job.Meta.get("gpustack_model", job.Name),
-        "backend": job.Meta.get("gpustack_backend", ""),
-        "backend_version": job.Meta.get("gpustack_backend_version", ""),
+        "model": labels.model,
+        "backend": labels.backend or "",
+        "backend_version": labels.version or "",
         "job_version": job.Version,
         "job_status": "stopped" if job.Stop else job.Status,
         "deployment": {"id": deployment.ID, "status": deployment.Status, "description": deployment.StatusDescription}
@@ -565,7 +567,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     api = _api(args)
     job = _find_job(api, args.name)
-    if job.Meta.get("nomadgs_managed") != "true" and not args.force:
+    if not is_managed(job.Meta) and not args.force:
         raise InputError(Problem(f"job '{job.ID}' was not created by nomadgs", hint="use --force to stop it anyway"))
     result = api.stop(job.ID, purge=args.purge)
     what = "stopped and purged" if args.purge else "stopped"

@@ -28,27 +28,8 @@ from ..nomad.jobspec import (
     VolumeMount,
     VolumeRequest,
 )
-from ..sizes import nomad_size
-from .metadata import (
-    DOWNLOAD_TASK,
-    META_API,
-    META_BACKEND,
-    META_CATEGORIES,
-    META_FRAMEWORK,
-    META_GPUS,
-    META_JOB,
-    META_MANAGED,
-    META_MODEL,
-    META_MODEL_REF,
-    META_SERVICE,
-    META_SOURCE,
-    META_VERSION,
-    RESERVED_META,
-    TAG_BACKEND,
-    TAG_MARKER,
-    TAG_MODEL,
-    TAG_VERSION,
-)
+from .metadata import DOWNLOAD_TASK, JobLabels, job_meta, service_meta, service_tags
+from .request import requested_device
 from .resolve import MAIN_PORT, Resolved, nomad_name
 
 GROUP = "inference"
@@ -100,25 +81,20 @@ def task_name(resolved: Resolved) -> str:
     return nomad_name(resolved.backend_name) or "server"
 
 
-def job_meta(r: Resolved) -> dict[str, str]:
-    meta = {
-        META_MODEL: r.model_name,
-        META_BACKEND: r.backend_name,
-        META_VERSION: r.version or "",
-        META_FRAMEWORK: r.framework.name,
-        META_SOURCE: r.weights.source or "image",
-        META_MODEL_REF: r.weights.ref,
-        META_GPUS: str(r.resources.gpus),
-        META_SERVICE: r.service_name,
-        META_MANAGED: "true",
-    }
-    if r.categories:
-        meta[META_CATEGORIES] = ",".join(r.categories)
-    for key, value in r.meta.items():
-        if key in RESERVED_META:
-            continue  # the deployment model refuses these keys; never let user meta hide ours
-        meta[key] = value
-    return meta
+def job_labels(r: Resolved) -> JobLabels:
+    """What the job and its service say about the model (see metadata.py for how it is written and read)."""
+    return JobLabels(
+        model=r.model_name,
+        backend=r.backend_name,
+        version=r.version,
+        framework=r.framework.name,
+        source=r.weights.source,
+        model_ref=r.weights.ref,
+        gpus=r.resources.gpus,
+        job_id=r.job_id,
+        service=r.service_name,
+        categories=r.categories,
+    )
 
 
 def _constraints(r: Resolved) -> list[Constraint]:
@@ -146,29 +122,18 @@ def _devices(r: Resolved) -> list[RequestedDevice]:
     res = r.resources
     if not fw.device_plugin or res.gpus == 0:
         return []
-    device = RequestedDevice(Name=fw.device_plugin, Count=res.gpus)
-    constraints: list[Constraint] = []
-    if res.gpu_memory:
-        # Nomad compares ${device.attr.memory} (MiB) only with a value that carries a unit.
-        constraints.append(
-            Constraint(LTarget="${device.attr.memory}", Operand=">=", RTarget=nomad_size(res.gpu_memory))
-        )
-    if res.gpu_model:
-        constraints.append(Constraint(LTarget="${device.model}", Operand="=", RTarget=res.gpu_model))
-    if constraints:
-        device["Constraints"] = constraints
-    return [device]
+    return [requested_device(fw.device_plugin, res.gpus, res.gpu_memory, res.gpu_model)]
 
 
 def _service(r: Resolved) -> Service:
     settings = r.service
-    tags = [TAG_MARKER, "openai", f"{TAG_MODEL}{r.model_name}", f"{TAG_BACKEND}{r.backend_name}"]
-    if r.version:
-        tags.append(f"{TAG_VERSION}{r.version}")
-    tags.extend(r.categories)
-    tags.extend(settings.tags)
+    labels = job_labels(r)
     service = Service(
-        Name=r.service_name, Tags=tags, PortLabel=MAIN_PORT, AddressMode="host", Provider=settings.provider
+        Name=r.service_name,
+        Tags=service_tags(labels, settings.tags),
+        PortLabel=MAIN_PORT,
+        AddressMode="host",
+        Provider=settings.provider,
     )
     if settings.health_check_path:
         service["Checks"] = [
@@ -184,17 +149,7 @@ def _service(r: Resolved) -> Service:
             )
         ]
     if settings.provider == "consul":  # Nomad's native services have no meta; tags carry the same facts
-        meta = {
-            META_MODEL: r.model_name,
-            META_BACKEND: r.backend_name,
-            META_VERSION: r.version or "",
-            META_FRAMEWORK: r.framework.name,
-            META_API: "openai",
-            META_JOB: r.job_id,
-        }
-        if r.categories:
-            meta[META_CATEGORIES] = ",".join(r.categories)
-        service["Meta"] = meta
+        service["Meta"] = service_meta(labels)
     return service
 
 
@@ -374,6 +329,6 @@ def compile_job(r: Resolved) -> Job:
         job["Constraints"] = constraints
     if placement.strategy == "spread" and placement.replicas > 1:
         job["Spreads"] = [Spread(Attribute="${node.unique.id}", Weight=100)]
-    job["Meta"] = job_meta(r)
+    job["Meta"] = job_meta(job_labels(r), r.meta)
     job["UI"] = _ui(r)
     return job

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..compile.metadata import DOWNLOAD_TASK
+from ..compile.request import GroupRequest
 from .client import NomadAPI, NomadError, TransientError, sleep_backoff
-from .explain import GroupRequest, node_devices
+from .explain import node_devices
 from .responses import Allocation, Evaluation
 from .rollout import Assessment, Snapshot, assess
 
