@@ -130,8 +130,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 "backend": r.backend_name,
                 "version": r.version,
                 "framework": r.framework.name,
-                "gpus": r.gpus,
-                "replicas": r.deployment.replicas,
+                "gpus": r.resources.gpus,
+                "replicas": r.placement.replicas,
                 "image": r.image,
             }
         )

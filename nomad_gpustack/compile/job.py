@@ -28,27 +28,8 @@ from ..nomad.jobspec import (
     VolumeMount,
     VolumeRequest,
 )
-from ..sizes import nomad_size, to_mib
-from .metadata import (
-    DOWNLOAD_TASK,
-    META_API,
-    META_BACKEND,
-    META_CATEGORIES,
-    META_FRAMEWORK,
-    META_GPUS,
-    META_JOB,
-    META_MANAGED,
-    META_MODEL,
-    META_MODEL_REF,
-    META_SERVICE,
-    META_SOURCE,
-    META_VERSION,
-    RESERVED_META,
-    TAG_BACKEND,
-    TAG_MARKER,
-    TAG_MODEL,
-    TAG_VERSION,
-)
+from .metadata import DOWNLOAD_TASK, JobLabels, job_meta, service_meta, service_tags
+from .request import requested_device
 from .resolve import MAIN_PORT, Resolved, nomad_name
 
 GROUP = "inference"
@@ -100,47 +81,28 @@ def task_name(resolved: Resolved) -> str:
     return nomad_name(resolved.backend_name) or "server"
 
 
-def _model_ref(r: Resolved) -> str:
-    w = r.weights
-    if w.repo:
-        return f"{w.repo}/{w.file}" if w.file else w.repo
-    return r.deployment.local_path or ""
-
-
-def job_meta(r: Resolved) -> dict[str, str]:
-    d = r.deployment
-    meta = {
-        META_MODEL: d.name,
-        META_BACKEND: r.backend_name,
-        META_VERSION: r.version or "",
-        META_FRAMEWORK: r.framework.name,
-        META_SOURCE: r.weights.source or "image",
-        META_MODEL_REF: _model_ref(r),
-        META_GPUS: str(r.gpus),
-        META_SERVICE: r.service_name,
-        META_MANAGED: "true",
-    }
-    if d.categories:
-        meta[META_CATEGORIES] = ",".join(d.categories)
-    for key, value in (d.meta or {}).items():
-        if key in RESERVED_META:
-            continue  # the deployment model refuses these keys; never let user meta hide ours
-        meta[str(key)] = value if isinstance(value, str) else _json(value)
-    return meta
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True, default=str)
+def job_labels(r: Resolved) -> JobLabels:
+    """What the job and its service say about the model (see metadata.py for how it is written and read)."""
+    return JobLabels(
+        model=r.model_name,
+        backend=r.backend_name,
+        version=r.version,
+        framework=r.framework.name,
+        source=r.weights.source,
+        model_ref=r.weights.ref,
+        gpus=r.resources.gpus,
+        job_id=r.job_id,
+        service=r.service_name,
+        categories=r.categories,
+    )
 
 
 def _constraints(r: Resolved) -> list[Constraint]:
-    d = r.deployment
+    placement = r.placement
     out: list[Constraint] = []
-    if r.platform:
-        out.append(Constraint(LTarget="${attr.cpu.arch}", Operand="=", RTarget=r.platform))
-    for key, value in (d.worker_selector or {}).items():
+    if placement.platform:
+        out.append(Constraint(LTarget="${attr.cpu.arch}", Operand="=", RTarget=placement.platform))
+    for key, value in placement.worker_selector.items():
         out.append(Constraint(LTarget=f"${{meta.{key}}}", Operand="=", RTarget=value))
     fw = r.framework
     if fw.device_plugin and r.driver == "docker":
@@ -150,96 +112,74 @@ def _constraints(r: Resolved) -> list[Constraint]:
     if fw.uses_gpus and not fw.device_plugin:
         # No device plugin counts these accelerators: place by node meta, one replica per node.
         out.append(Constraint(LTarget="${meta.gpu_vendor}", Operand="=", RTarget=fw.vendor))
-        if d.replicas > 1:
+        if placement.replicas > 1:
             out.append(Constraint(Operand="distinct_hosts", RTarget="true"))
     return out
 
 
 def _devices(r: Resolved) -> list[RequestedDevice]:
     fw = r.framework
-    if not fw.device_plugin or r.gpus == 0:
+    res = r.resources
+    if not fw.device_plugin or res.gpus == 0:
         return []
-    nomad = r.deployment.nomad
-    device = RequestedDevice(Name=fw.device_plugin, Count=r.gpus)
-    constraints: list[Constraint] = []
-    if nomad.gpu_memory:
-        # Nomad compares ${device.attr.memory} (MiB) only with a value that carries a unit.
-        constraints.append(
-            Constraint(LTarget="${device.attr.memory}", Operand=">=", RTarget=nomad_size(nomad.gpu_memory))
-        )
-    if nomad.gpu_model:
-        constraints.append(Constraint(LTarget="${device.model}", Operand="=", RTarget=nomad.gpu_model))
-    if constraints:
-        device["Constraints"] = constraints
-    return [device]
+    return [requested_device(fw.device_plugin, res.gpus, res.gpu_memory, res.gpu_model)]
 
 
 def _service(r: Resolved) -> Service:
-    d = r.deployment
-    nomad = d.nomad
-    tags = [TAG_MARKER, "openai", f"{TAG_MODEL}{d.name}", f"{TAG_BACKEND}{r.backend_name}"]
-    if r.version:
-        tags.append(f"{TAG_VERSION}{r.version}")
-    tags.extend(d.categories or [])
-    tags.extend(nomad.tags or [])
+    settings = r.service
+    labels = job_labels(r)
     service = Service(
-        Name=r.service_name, Tags=tags, PortLabel=MAIN_PORT, AddressMode="host", Provider=nomad.service_provider
+        Name=r.service_name,
+        Tags=service_tags(labels, settings.tags),
+        PortLabel=MAIN_PORT,
+        AddressMode="host",
+        Provider=settings.provider,
     )
-    if r.health_check_path:
+    if settings.health_check_path:
         service["Checks"] = [
             ServiceCheck(
-                Name=f"{d.name} health",
+                Name=f"{r.model_name} health",
                 Type="http",
-                Path=r.health_check_path,
+                Path=settings.health_check_path,
                 Method="GET",
-                Interval=nomad.check_interval,
-                Timeout=nomad.check_timeout,
+                Interval=settings.check_interval,
+                Timeout=settings.check_timeout,
                 # Loading weights can take many minutes: no restarts until the deadline for startup has passed.
-                CheckRestart=CheckRestart(Limit=3, Grace=nomad.startup_timeout, IgnoreWarnings=False),
+                CheckRestart=CheckRestart(Limit=3, Grace=r.lifecycle.startup_timeout, IgnoreWarnings=False),
             )
         ]
-    if nomad.service_provider == "consul":  # Nomad's native services have no meta; tags carry the same facts
-        meta = {
-            META_MODEL: d.name,
-            META_BACKEND: r.backend_name,
-            META_VERSION: r.version or "",
-            META_FRAMEWORK: r.framework.name,
-            META_API: "openai",
-            META_JOB: r.job_id,
-        }
-        if d.categories:
-            meta[META_CATEGORIES] = ",".join(d.categories)
-        service["Meta"] = meta
+    if settings.provider == "consul":  # Nomad's native services have no meta; tags carry the same facts
+        service["Meta"] = service_meta(labels)
     return service
 
 
 def _task_env(r: Resolved) -> dict[str, str]:
     env = dict(r.env)
     fw = r.framework
-    ids = ",".join(str(i) for i in range(r.gpus))
+    gpus = r.resources.gpus
+    ids = ",".join(str(i) for i in range(gpus))
     if fw.uses_gpus and not fw.device_plugin:
         for name in (fw.runtime_visible_env, *fw.backend_visible_env):
             if name:
                 env.setdefault(name, ids)
-    if fw.name == "cuda" and r.gpus > 1:
+    if fw.name == "cuda" and gpus > 1:
         env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # as GPUStack sets it for several GPUs
     return env
 
 
 def _docker_config(r: Resolved) -> dict[str, Any]:
-    nomad = r.deployment.nomad
     config: dict[str, Any] = {"image": r.image}
     if r.entrypoint:
         config["entrypoint"] = list(r.entrypoint)
     if r.args:
         config["args"] = list(r.args)
     config["network_mode"] = "host"  # as GPUStack runs backends: the engine binds the allocated port itself
-    config["image_pull_timeout"] = format_duration(nomad.image_pull_timeout)  # a string: driver config
-    if r.shm_size:
-        config["shm_size"] = r.shm_size  # instead of ipc_mode=host, refused since Nomad 2.0.4
+    config["image_pull_timeout"] = format_duration(r.lifecycle.image_pull_timeout)  # a string: driver config
+    if r.resources.shm_size:
+        config["shm_size"] = r.resources.shm_size  # instead of ipc_mode=host, refused since Nomad 2.0.4
     fw = r.framework
     devices = [{"host_path": p} for p in fw.device_files]
-    devices += [{"host_path": p.format(i=i)} for p in fw.per_device_files for i in range(r.gpus)]
+    devices += [{"host_path": p.format(i=i)} for p in fw.per_device_files for i in range(r.resources.gpus)]
     for device in r.extras.devices or []:
         devices.append(device.model_dump(exclude_none=True))
     if devices:
@@ -254,16 +194,16 @@ def _docker_config(r: Resolved) -> dict[str, Any]:
 
 
 def _main_task(r: Resolved) -> Task:
-    nomad = r.deployment.nomad
     if r.driver == "docker":
         config = _docker_config(r)
     else:
         config = {"command": r.command}
         if r.args:
             config["args"] = list(r.args)
-    resources = Resources(CPU=nomad.cpu, MemoryMB=to_mib(nomad.memory))
-    if nomad.memory_max:
-        resources["MemoryMaxMB"] = to_mib(nomad.memory_max)
+    res = r.resources
+    resources = Resources(CPU=res.cpu, MemoryMB=res.memory_mib)
+    if res.memory_max_mib:
+        resources["MemoryMaxMB"] = res.memory_max_mib
     devices = _devices(r)
     if devices:
         resources["Devices"] = devices
@@ -286,25 +226,25 @@ def _main_task(r: Resolved) -> Task:
 
 def _download_task(r: Resolved) -> Task | None:
     w = r.weights
-    if not w.download_dir or not w.source or not w.mount:
+    download = w.download
+    if download is None or not w.source or not w.mount:
         return None
-    d = r.deployment
     env = {
         "NOMADGS_MODEL_SOURCE": w.source,
         "NOMADGS_MODEL_REPO": w.repo or "",
         "NOMADGS_MODEL_FILE": w.file or "",
-        "NOMADGS_MODEL_DIR": w.download_dir,
+        "NOMADGS_MODEL_DIR": download.directory,
     }
     env.update({k: v for k, v in r.env.items() if k.startswith(_PASS_TO_DOWNLOADER)})
     templates = [Template(DestPath="local/download.sh", EmbeddedTmpl=DOWNLOAD_SCRIPT, Perms="0755", ChangeMode="noop")]
-    if d.nomad.token_variable:
+    if download.token_variable:
         key = TOKEN_KEYS[w.source]
         # The token stays in Nomad Variables: the template reads it on the client, never the job file.
         templates.append(
             Template(
                 DestPath="secrets/model-token.env",
                 EmbeddedTmpl=(
-                    f'{{{{ with nomadVar "{d.nomad.token_variable}" }}}}'
+                    f'{{{{ with nomadVar "{download.token_variable}" }}}}'
                     f"{{{{ with .{key} }}}}{key}={{{{ . }}}}{{{{ end }}}}{{{{ end }}}}\n"
                 ),
                 Envvars=True,
@@ -315,7 +255,7 @@ def _download_task(r: Resolved) -> Task | None:
         Name=DOWNLOAD_TASK,
         Driver="docker",
         Lifecycle=TaskLifecycle(Hook="prestart", Sidecar=False),
-        Config={"image": d.nomad.downloader_image, "entrypoint": ["/bin/sh"], "args": ["/local/download.sh"]},
+        Config={"image": download.image, "entrypoint": ["/bin/sh"], "args": ["/local/download.sh"]},
         Env=env,
         Resources=Resources(CPU=1000, MemoryMB=2048),
         VolumeMounts=[VolumeMount(Volume=MODELS_VOLUME, Destination=w.mount, ReadOnly=False)],
@@ -324,10 +264,9 @@ def _download_task(r: Resolved) -> Task | None:
 
 
 def _ui(r: Resolved) -> JobUIConfig:
-    d = r.deployment
-    what = _model_ref(r) or "its image's built-in model"
-    gpus = f"{r.gpus}× {r.framework.name}" if r.gpus else "CPU"
-    summary = f"{d.name}: {what} served by {r.backend_name} {r.version or ''}".rstrip() + f" on {gpus}."
+    what = r.weights.ref or "its image's built-in model"
+    gpus = f"{r.resources.gpus}× {r.framework.name}" if r.resources.gpus else "CPU"
+    summary = f"{r.model_name}: {what} served by {r.backend_name} {r.version or ''}".rstrip() + f" on {gpus}."
     if r.description:
         first = r.description.strip().split("\n", 1)[0].strip()
         if first:
@@ -342,12 +281,11 @@ def _ui(r: Resolved) -> JobUIConfig:
 
 def compile_job(r: Resolved) -> Job:
     """The Nomad job for one resolved deployment."""
-    d = r.deployment
-    nomad = d.nomad
-    healthy_deadline = nomad.startup_timeout
+    placement = r.placement
+    healthy_deadline = r.lifecycle.startup_timeout
     ports = [Port(Label=MAIN_PORT)] + [Port(Label=label) for label in r.extras.ports or []]
     tasks = [t for t in (_download_task(r), _main_task(r)) if t is not None]
-    if d.restart_on_error:
+    if r.lifecycle.restart_on_error:
         restart = RestartPolicy(Attempts=2, Interval=30 * MINUTE, Delay=30 * SECOND, Mode="fail")
         reschedule = ReschedulePolicy(
             Delay=30 * SECOND, DelayFunction="exponential", MaxDelay=60 * MINUTE, Unlimited=True
@@ -357,13 +295,13 @@ def compile_job(r: Resolved) -> Job:
         reschedule = ReschedulePolicy(Attempts=0, Unlimited=False)
     group = TaskGroup(
         Name=GROUP,
-        Count=d.replicas,
+        Count=placement.replicas,
         Tasks=tasks,
         RestartPolicy=restart,
         ReschedulePolicy=reschedule,
         Update=UpdateStrategy(
             MaxParallel=1,
-            HealthCheck="checks" if r.health_check_path else "task_states",
+            HealthCheck="checks" if r.service.health_check_path else "task_states",
             MinHealthyTime=UPDATE_MIN_HEALTHY,
             HealthyDeadline=healthy_deadline,
             ProgressDeadline=healthy_deadline + PROGRESS_MARGIN,
@@ -371,26 +309,26 @@ def compile_job(r: Resolved) -> Job:
         ),
         Networks=[NetworkResource(Mode="host", DynamicPorts=ports)],
     )
-    if r.weights.mount:
+    if r.weights.mount and r.weights.volume:
         group["Volumes"] = {
-            MODELS_VOLUME: VolumeRequest(Name=MODELS_VOLUME, Type="host", Source=nomad.models_volume, ReadOnly=False)
+            MODELS_VOLUME: VolumeRequest(Name=MODELS_VOLUME, Type="host", Source=r.weights.volume, ReadOnly=False)
         }
-    job = Job(ID=r.job_id, Name=d.name, Type="service", TaskGroups=[group])
-    if nomad.namespace:
-        job["Namespace"] = nomad.namespace
-    if nomad.region:
-        job["Region"] = nomad.region
-    if nomad.datacenters:
-        job["Datacenters"] = nomad.datacenters
-    if nomad.node_pool:
-        job["NodePool"] = nomad.node_pool
-    if nomad.priority:
-        job["Priority"] = nomad.priority
+    job = Job(ID=r.job_id, Name=r.model_name, Type="service", TaskGroups=[group])
+    if placement.namespace:
+        job["Namespace"] = placement.namespace
+    if placement.region:
+        job["Region"] = placement.region
+    if placement.datacenters:
+        job["Datacenters"] = list(placement.datacenters)
+    if placement.node_pool:
+        job["NodePool"] = placement.node_pool
+    if placement.priority:
+        job["Priority"] = placement.priority
     constraints = _constraints(r)
     if constraints:
         job["Constraints"] = constraints
-    if d.placement_strategy == "spread" and d.replicas > 1:
+    if placement.strategy == "spread" and placement.replicas > 1:
         job["Spreads"] = [Spread(Attribute="${node.unique.id}", Weight=100)]
-    job["Meta"] = job_meta(r)
+    job["Meta"] = job_meta(job_labels(r), r.meta)
     job["UI"] = _ui(r)
     return job

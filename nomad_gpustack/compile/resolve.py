@@ -7,14 +7,16 @@ backend); where it is silent or lenient we refuse ambiguous input with a message
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from ..durations import SECOND
 from ..errors import InputError, suggestion
-from ..sizes import GIB, parse_size
+from ..sizes import GIB, parse_size, to_mib
 from ..spec.backend import Backend, NomadExtras, TemplateFile, VersionConfig
 from ..spec.catalog import CUSTOM, Catalog
 from ..spec.deployment import Deployment
@@ -32,6 +34,15 @@ _GLOB = re.compile(r"[*?\[]")
 
 
 @dataclass(frozen=True)
+class Download:
+    """The prestart task that fetches the weights from a hub into the models volume."""
+
+    directory: str  # where the repository goes, inside the task
+    image: str  # the downloader's image
+    token_variable: str | None  # the Nomad Variable that holds the hub token; None: download anonymously
+
+
+@dataclass(frozen=True)
 class Weights:
     """Where the model comes from and where the task finds it."""
 
@@ -39,15 +50,68 @@ class Weights:
     repo: str | None = None
     file: str | None = None
     path: str = ""  # the value of {{model_path}} inside the task
-    download_dir: str | None = None  # where the prestart task puts the repository, inside the task
+    ref: str = ""  # what the model is, for labels: repo[/file], or local_path as written; "" for none
     mount: str | None = None  # where the models host volume is mounted; None when the driver cannot mount one
+    volume: str | None = None  # the Nomad host volume mounted at `mount`
+    download: Download | None = None  # None: nothing to download (local path, or the image's own model)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What each replica's main task reserves on its node, in the units Nomad takes."""
+
+    cpu: int  # MHz
+    memory_mib: int
+    memory_max_mib: int | None  # None: no memory oversubscription
+    gpus: int  # accelerators per replica; 0 runs on the CPU
+    gpu_memory: int | None  # bytes each accelerator must have at least; None: any
+    gpu_model: str | None
+    shm_size: int | None  # bytes of /dev/shm; None for drivers other than docker
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How many replicas run, and where the scheduler may put them."""
+
+    replicas: int
+    strategy: Literal["spread", "binpack"]
+    datacenters: tuple[str, ...]  # empty: leave Nomad's default (every datacenter)
+    namespace: str | None
+    region: str | None
+    node_pool: str | None
+    priority: int | None  # None: Nomad's default
+    worker_selector: dict[str, str]  # node meta that must match
+    platform: str | None  # CPU architecture the image is built for; None: any
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """How the model's endpoint is registered and health-checked (durations in nanoseconds)."""
+
+    provider: Literal["consul", "nomad"]
+    tags: tuple[str, ...]  # the deployment's own tags, added after those nomadgs writes
+    health_check_path: str | None  # None: no HTTP check
+    check_interval: int
+    check_timeout: int
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """Deadlines and restart behaviour of a replica (durations in nanoseconds)."""
+
+    startup_timeout: int  # until a new replica must be healthy: check grace and healthy deadline
+    image_pull_timeout: int
+    restart_on_error: bool
 
 
 @dataclass(frozen=True)
 class Resolved:
-    """Everything decided about one deployment, ready to become a Nomad job."""
+    """Everything decided about one deployment, ready to become a Nomad job.
 
-    deployment: Deployment
+    The compiler reads only this: every default is applied and every value is in its final unit.
+    """
+
+    model_name: str  # the deployment's name, as GPUStack knows the model
     job_id: str
     service_name: str
     backend_name: str
@@ -60,14 +124,16 @@ class Resolved:
     entrypoint: tuple[str, ...]
     args: tuple[str, ...]
     env: dict[str, str]
-    health_check_path: str | None  # None: no HTTP check
-    gpus: int
     weights: Weights
+    resources: Resources
+    placement: Placement
+    service: ServiceSettings
+    lifecycle: Lifecycle
     extras: NomadExtras
     templates: tuple[TemplateFile, ...] = ()
-    platform: str | None = None
-    shm_size: int | None = None
     description: str | None = None
+    categories: tuple[str, ...] = ()
+    meta: dict[str, str] = field(default_factory=dict)  # the deployment's own job meta, as text
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -106,6 +172,11 @@ def _platform_from_image(image: str | None) -> str | None:
     if re.search(r"(^|[-_.])(x86_64|amd64)($|[-_.])", tag):
         return "amd64"
     return None
+
+
+def _meta_text(value: Any) -> str:
+    """Nomad meta values are strings: other YAML values (numbers, lists, ...) are kept as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
 class _Resolver:
@@ -212,7 +283,7 @@ class _Resolver:
             if driver not in MOUNTS_VOLUMES:
                 if not d.local_path.startswith("/"):
                     raise self.fail(("local_path",), f"the {driver} driver needs an absolute local_path on the node")
-                return Weights(source, path=d.local_path)
+                return Weights(source, path=d.local_path, ref=d.local_path)
             path = posixpath.normpath(posixpath.join(mount, d.local_path))
             if path != mount and not path.startswith(mount.rstrip("/") + "/"):
                 raise self.fail(
@@ -221,7 +292,7 @@ class _Resolver:
                     f"give a path relative to the volume, or set nomad.models_mount to the volume's host path "
                     f"(e.g. {posixpath.dirname(d.local_path) or '/'}) so paths stay the same inside the task",
                 )
-            return Weights(source, path=path, mount=mount)
+            return Weights(source, path=path, ref=d.local_path, mount=mount, volume=d.nomad.models_volume)
         repo = d.huggingface_repo_id if source == "huggingface" else d.model_scope_model_id
         assert repo is not None
         file_field = "huggingface_filename" if source == "huggingface" else "model_scope_file_path"
@@ -246,8 +317,10 @@ class _Resolver:
             repo=repo,
             file=file,
             path=posixpath.join(directory, file) if file else directory,
-            download_dir=directory,
+            ref=f"{repo}/{file}" if file else repo,
             mount=mount,
+            volume=d.nomad.models_volume,
+            download=Download(directory, d.nomad.downloader_image, d.nomad.token_variable),
         )
 
     # --- command line ----------------------------------------------------------------------------------
@@ -423,10 +496,9 @@ class _Resolver:
                 f"not {framework.name}"
             )
 
-        job_id = nomad.job_id or nomad_name(d.name)
         return Resolved(
-            deployment=d,
-            job_id=job_id,
+            model_name=d.name,
+            job_id=nomad.job_id or nomad_name(d.name),
             service_name=nomad.service_name or nomad_name(d.name),
             backend_name=backend.spec.backend_name if backend is not None else CUSTOM,
             backend_file=backend.filename if backend is not None else None,
@@ -438,14 +510,44 @@ class _Resolver:
             entrypoint=tuple(entrypoint),
             args=tuple(args),
             env=env,
-            health_check_path=health_path,
-            gpus=gpus,
             weights=weights,
+            resources=Resources(
+                cpu=nomad.cpu,
+                memory_mib=to_mib(nomad.memory),
+                memory_max_mib=to_mib(nomad.memory_max) if nomad.memory_max else None,
+                gpus=gpus,
+                gpu_memory=nomad.gpu_memory,
+                gpu_model=nomad.gpu_model,
+                shm_size=shm_size if driver == "docker" else None,
+            ),
+            placement=Placement(
+                replicas=d.replicas,
+                strategy=d.placement_strategy,
+                datacenters=tuple(nomad.datacenters or ()),
+                namespace=nomad.namespace,
+                region=nomad.region,
+                node_pool=nomad.node_pool,
+                priority=nomad.priority,
+                worker_selector=dict(d.worker_selector or {}),
+                platform=extras.platform or (_platform_from_image(image) if driver == "docker" else None),
+            ),
+            service=ServiceSettings(
+                provider=nomad.service_provider,
+                tags=tuple(nomad.tags or ()),
+                health_check_path=health_path,
+                check_interval=nomad.check_interval,
+                check_timeout=nomad.check_timeout,
+            ),
+            lifecycle=Lifecycle(
+                startup_timeout=nomad.startup_timeout,
+                image_pull_timeout=nomad.image_pull_timeout,
+                restart_on_error=d.restart_on_error,
+            ),
             extras=extras,
             templates=tuple(templates),
-            platform=extras.platform or (_platform_from_image(image) if driver == "docker" else None),
-            shm_size=shm_size if driver == "docker" else None,
             description=d.description or (backend.spec.description if backend is not None else None),
+            categories=tuple(d.categories or ()),
+            meta={str(key): _meta_text(value) for key, value in (d.meta or {}).items()},
             warnings=tuple(self.warnings),
         )
 

@@ -13,66 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..compile.metadata import DOWNLOAD_TASK
+from ..compile.request import GroupRequest
 from ..sizes import MIB, human_size, parse_size
 from .responses import Allocation, AllocMetric, TaskEvent, TaskState
-
-
-@dataclass(frozen=True)
-class GroupRequest:
-    """What one replica of the job asks the scheduler for, read from the compiled job."""
-
-    group: str
-    count: int
-    cpu: int = 0
-    memory_mb: int = 0
-    device: str | None = None  # e.g. nvidia/gpu
-    gpus: int = 0
-    gpu_memory: str | None = None  # e.g. "24 GiB"
-    gpu_model: str | None = None
-    datacenters: tuple[str, ...] = ()
-    node_pool: str | None = None
-    health_path: str | None = None
-    startup_timeout_ns: int = 0
-
-
-def group_request(job: dict[str, Any], group_index: int = 0) -> GroupRequest:
-    """The request of one task group of a compiled job (API JSON form)."""
-    group = job["TaskGroups"][group_index]
-    cpu = memory = 0
-    device = gpu_memory = gpu_model = health = None
-    gpus = 0
-    startup = 0
-    for task in group["Tasks"]:
-        if task.get("Lifecycle"):
-            continue
-        resources = task.get("Resources") or {}
-        cpu += resources.get("CPU", 0)
-        memory += resources.get("MemoryMB", 0)
-        for dev in resources.get("Devices") or []:
-            device, gpus = dev["Name"], dev.get("Count", 1)
-            for constraint in dev.get("Constraints") or []:
-                if constraint.get("LTarget") == "${device.attr.memory}":
-                    gpu_memory = constraint.get("RTarget")
-                if constraint.get("LTarget") == "${device.model}":
-                    gpu_model = constraint.get("RTarget")
-        for service in task.get("Services") or []:
-            for check in service.get("Checks") or []:
-                health = check.get("Path")
-                startup = (check.get("CheckRestart") or {}).get("Grace", 0)
-    return GroupRequest(
-        group=group["Name"],
-        count=group.get("Count", 1),
-        cpu=cpu,
-        memory_mb=memory,
-        device=device,
-        gpus=gpus,
-        gpu_memory=gpu_memory,
-        gpu_model=gpu_model,
-        datacenters=tuple(job.get("Datacenters") or ()),
-        node_pool=job.get("NodePool"),
-        health_path=health,
-        startup_timeout_ns=startup,
-    )
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..compile.metadata import DOWNLOAD_TASK
+from ..compile.request import GroupRequest
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
 from .explain import (
-    GroupRequest,
     NodeDevices,
     TaskFailure,
     alloc_failures,

@@ -11,13 +11,14 @@ import asyncio
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from ..compile import metadata
 from ..compile.build import Compiled
-from ..compile.metadata import META_MANAGED
+from ..compile.request import group_request
 from ..errors import EXIT_OK, EXIT_TIMEOUT, InputError, NomadgsError, Problem
 from ..settings import NomadSettings
 from .blocking import sleep_backoff
 from .client import IndexConflict, NomadAPI, TransientError
-from .explain import group_request, placement_failure
+from .explain import placement_failure
 from .responses import JobStub, PlanResponse
 from .watcher import Reporter, WatchResult, watch
 
@@ -37,7 +38,7 @@ class Notes(Protocol):
 
 def is_managed(job: JobStub) -> bool:
     """Whether nomadgs created this job (its meta says so)."""
-    return job.Meta.get(META_MANAGED) == "true"
+    return metadata.is_managed(job.Meta)
 
 
 def scoped_settings(settings: NomadSettings, compiled: Compiled) -> NomadSettings:

@@ -9,10 +9,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from ..compile.metadata import META_BACKEND, META_MODEL, META_VERSION
+from ..compile.metadata import model_labels, model_name
+from ..compile.request import GroupRequest
 from ..errors import InputError, Problem, suggestion
 from .client import NomadAPI
-from .explain import GroupRequest
 from .responses import Deployment, Evaluation, JobStub
 from .rollout import Replica, Snapshot, assess
 from .runner import is_managed
@@ -31,11 +31,11 @@ def find_job(api: NomadAPI, name: str) -> JobStub:
         return job
     managed = managed_jobs(api)
     for candidate in managed:
-        if candidate.Meta.get(META_MODEL, "").lower() == name.lower():
+        if (model_name(candidate.Meta) or "").lower() == name.lower():
             found = api.job(candidate.ID)
             if found is not None:
                 return found
-    names = [j.ID for j in managed] + [j.Meta.get(META_MODEL, "") for j in managed]
+    names = [j.ID for j in managed] + [model_name(j.Meta) or "" for j in managed]
     raise InputError(Problem(f"no job or model named '{name}'", hint=suggestion(name, names) or "see `nomadgs status`"))
 
 
@@ -88,11 +88,12 @@ async def model_status(api: NomadAPI, job: JobStub) -> ModelStatus:
         snapshot = Snapshot(job.ID, job.Version, Evaluation(ID="", Status="complete"), None, deployment, tuple(allocs))
         assessment = assess(snapshot, request)
         endpoints = await running_endpoints(api, http, assessment)
+    labels = model_labels(job.Name, (), job.Meta)
     return ModelStatus(
         job=job.ID,
-        model=job.Meta.get(META_MODEL, job.Name),
-        backend=job.Meta.get(META_BACKEND, ""),
-        backend_version=job.Meta.get(META_VERSION, ""),
+        model=labels.model,
+        backend=labels.backend or "",
+        backend_version=labels.version or "",
         job_version=job.Version,
         job_status="stopped" if job.Stop else job.Status,
         deployment=deployment,

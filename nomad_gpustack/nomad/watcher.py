@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..compile.metadata import DOWNLOAD_TASK
+from ..compile.request import GroupRequest
 from ..urls import openai_base_url
 from . import blocking
 from .client import NomadAPI, NomadError, TransientError
-from .explain import GroupRequest, node_devices
+from .explain import node_devices
 from .responses import Allocation, Evaluation
 from .rollout import Assessment, Snapshot, assess
 

@@ -9,20 +9,11 @@ there is no meta (Nomad's native services have none).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..compile.metadata import (
-    META_BACKEND,
-    META_JOB,
-    META_MODEL,
-    META_VERSION,
-    TAG_BACKEND,
-    TAG_MARKER,
-    TAG_MODEL,
-    TAG_VERSION,
-)
+from ..compile.metadata import is_ours, model_labels, service_job
 from ..errors import ServiceError, UnreachableError
 from ..urls import openai_base_url, origin
 
@@ -139,27 +130,6 @@ def worst_health(statuses: Iterable[str]) -> Health:
     return HEALTHS[worst]
 
 
-def tag_value(tags: Sequence[Any], prefix: str) -> str | None:
-    """The value of the first `prefix<value>` tag, or None."""
-    for tag in tags:
-        if isinstance(tag, str) and tag.startswith(prefix) and len(tag) > len(prefix):
-            return tag[len(prefix) :]
-    return None
-
-
-def is_ours(tags: Any) -> bool:
-    """Services that nomadgs compiled carry the marker tag."""
-    return isinstance(tags, list) and TAG_MARKER in tags
-
-
-def _labels(service: str, tags: Sequence[Any], meta: Mapping[str, str]) -> tuple[str, str | None, str | None]:
-    """Model, backend and version: meta first (Consul), then tags; the model defaults to the service name."""
-    model = meta.get(META_MODEL) or tag_value(tags, TAG_MODEL) or service
-    backend = meta.get(META_BACKEND) or tag_value(tags, TAG_BACKEND)
-    version = meta.get(META_VERSION) or tag_value(tags, TAG_VERSION)
-    return model, backend, version
-
-
 def alloc_id_from_service_id(service_id: str) -> str | None:
     """The allocation ID inside the ID that Nomad gives the Consul services it registers."""
     match = NOMAD_SERVICE_ID.match(service_id)
@@ -190,7 +160,7 @@ def parse_consul_health(entries: Any) -> list[Endpoint]:
         name = str(service.get("Service") or "")
         service_id = str(service.get("ID") or name)
         meta = service.get("Meta") or {}
-        model, backend, version = _labels(name, tags, meta)
+        model, backend, version = model_labels(name, tags, meta)
         checks = entry.get("Checks") or []
         endpoints.append(
             Endpoint(
@@ -204,7 +174,7 @@ def parse_consul_health(entries: Any) -> list[Endpoint]:
                 version=version,
                 node=node.get("Node") or None,
                 alloc_id=alloc_id_from_service_id(service_id),
-                job_id=meta.get(META_JOB) or None,
+                job_id=service_job(meta),
                 provider="consul",
             )
         )
@@ -264,7 +234,7 @@ def parse_nomad_registrations(registrations: Any, checks_by_alloc: Mapping[str, 
             continue
         name = str(reg.get("ServiceName") or "")
         alloc_id = str(reg.get("AllocID") or "") or None
-        model, backend, version = _labels(name, tags, {})
+        model, backend, version = model_labels(name, tags, {})
         endpoints.append(
             Endpoint(
                 model=model,

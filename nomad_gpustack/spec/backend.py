@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from ..compile.drivers import COMPILER_OWNED, DOCKER_KEYS
 from ..compile.frameworks import FRAMEWORKS
 from ..errors import suggestion
+from .base import EnvMap, SpecModel
 
 # Keys GPUStack writes when it exports a backend but ignores when it imports one.
 EXPORT_ONLY_KEYS = frozenset(
@@ -34,33 +35,6 @@ EXPORT_ONLY_KEYS = frozenset(
 BUILT_IN_NAMES = ("vLLM", "SGLang", "MindIE", "VoxBox", "Custom")
 VERSION_KEY = re.compile(r"[A-Za-z0-9._-]+")
 PORT_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _text_scalar(value: Any) -> Any:
-    """Env values: YAML reads `8000` and `true` as a number and a bool; an environment only holds text."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
-EnvValue = Annotated[str, BeforeValidator(_text_scalar)]
-
-
-def _env_map(value: Any) -> Any:
-    if isinstance(value, dict):
-        for key in value:
-            if not key or "=" in key or "\x00" in key:
-                raise ValueError(f"'{key}' is not a valid environment variable name")
-    return value
-
-
-EnvMap = Annotated[dict[str, EnvValue], BeforeValidator(_env_map)]
-
-
-class SpecModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True, str_strip_whitespace=False)
 
 
 class DeviceFile(SpecModel):

@@ -9,15 +9,13 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..compile.metadata import RESERVED_META
-from ..durations import SECOND, parse_duration
-from ..sizes import parse_size
-from .backend import EnvMap, SpecModel
+from ..durations import SECOND
+from .base import Duration, EnvMap, NomadName, Size, SpecModel
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")  # GPUStack UI's rule
-NOMAD_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 label: job IDs and service names
 
 # GPUStack model fields with no meaning on Nomad, and what to use instead.
 UNSUPPORTED_GPUSTACK_FIELDS = {
@@ -32,39 +30,6 @@ UNSUPPORTED_GPUSTACK_FIELDS = {
     "cluster_id": "choose the cluster with NOMAD_ADDR",
     "generic_proxy": "use `nomadgs gateway`",
 }
-
-
-def _duration(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError("expected a duration such as '30m'")
-    if isinstance(value, int):
-        return value * SECOND  # a bare number in a YAML file means seconds, like Consul's and systemd's
-    return parse_duration(value)
-
-
-def _size(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError("expected a size such as '24 GiB'")
-    return parse_size(value)
-
-
-def _positive(value: int) -> int:
-    if value <= 0:
-        raise ValueError("must be greater than zero")
-    return value
-
-
-Duration = Annotated[int, BeforeValidator(_duration), AfterValidator(_positive)]
-Size = Annotated[int, BeforeValidator(_size), AfterValidator(_positive)]
-
-
-def _nomad_name(value: str) -> str:
-    if not NOMAD_NAME.fullmatch(value):
-        raise ValueError(f"'{value}' must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'")
-    return value
-
-
-NomadName = Annotated[str, AfterValidator(_nomad_name)]
 
 
 class DeploymentNomad(SpecModel):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from nomad_gpustack.compile.request import GroupRequest
 from nomad_gpustack.errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
-from nomad_gpustack.nomad.explain import GroupRequest, group_request, node_devices, placement_failure, task_failure
+from nomad_gpustack.nomad.explain import node_devices, placement_failure, task_failure
 from nomad_gpustack.nomad.responses import Allocation, AllocMetric, Deployment, Evaluation, TaskState
 from nomad_gpustack.nomad.rollout import Snapshot, assess
-
-from ..support.helpers import compile_yaml
 
 REQUEST = GroupRequest(
     group="inference",
@@ -259,18 +258,3 @@ def test_assessment_of_failures() -> None:
     old = alloc(JobVersion=0, DeploymentStatus={"Healthy": True}, TaskStates={"vllm": {"State": "running"}})
     a = assess(snapshot(allocations=(old,), deployment=Deployment(ID="d", JobVersion=1, Status="running")), request)
     assert a.replicas[0].state == "pending", "allocations of the previous version do not count"
-
-
-def test_group_request_reads_the_compiled_job() -> None:
-    job = compile_yaml(
-        {
-            "name": "q",
-            "huggingface_repo_id": "o/r",
-            "backend": "vLLM",
-            "replicas": 2,
-            "nomad": {"gpus": 2, "gpu_memory": "40 GiB", "memory": "64 GiB", "startup_timeout": "45m"},
-        }
-    ).job
-    req = group_request(dict(job))
-    assert (req.group, req.count, req.device, req.gpus, req.gpu_memory) == ("inference", 2, "nvidia/gpu", 2, "40 GiB")
-    assert req.memory_mb == 65536 and req.health_path == "/v1/models" and req.startup_timeout_ns == 45 * 60 * 10**9

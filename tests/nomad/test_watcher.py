@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from nomad_gpustack.compile.build import Compiled
+from nomad_gpustack.compile.request import group_request
 from nomad_gpustack.errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
 from nomad_gpustack.nomad.client import NomadAPI, NomadDenied
-from nomad_gpustack.nomad.explain import group_request
 from nomad_gpustack.nomad.rollout import Assessment
 from nomad_gpustack.nomad.watcher import WatchResult, watch
 from nomad_gpustack.settings import NomadSettings
