@@ -1,0 +1,241 @@
+"""The gateway itself: an ASGI application that routes each request by the `model` of its body to a healthy
+instance of that model, with failover to another replica when an instance refuses the connection.
+
+The gateway only ever connects to discovered instances: the upstream URL is an instance's address and port
+plus the fixed path of the route, never anything taken from the request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .balancer import EJECT_SECONDS, Balancer
+from .errors import EXCEPTION_HANDLERS, ApiError, not_found, send_error
+from .keys import ApiKeys
+from .pool import InstancePool
+from .relay import cancel_on_disconnect, header, model_of, read_body, reason, relay, upstream_headers
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
+    from ..discovery import Endpoint
+    from .source import RouteSource
+
+log = logging.getLogger("nomadgs.gateway")
+
+# The OpenAI paths routed by the body's `model` field (GPUStack's set, rerank included).
+ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/audio/speech")
+MAX_BODY = 64 * 1024 * 1024  # far above any JSON request; stops a client from filling the gateway's memory
+
+
+class Gateway:
+    """The OpenAI-compatible front: routing, balancing, failover, API keys; `asgi()` is the application."""
+
+    def __init__(
+        self,
+        source: RouteSource,
+        *,
+        api_keys: Iterable[str] = (),
+        connect_timeout: float = 5.0,
+        eject_seconds: float = EJECT_SECONDS,
+        max_body: int = MAX_BODY,
+    ) -> None:
+        self.source = source
+        self.keys = ApiKeys(api_keys)
+        self.balancer = Balancer(eject_seconds)
+        self.max_body = max_body
+        self.connect_timeout = connect_timeout
+        self._client: httpx.AsyncClient | None = None
+        self.pool = InstancePool()
+
+    async def start(self) -> None:
+        """Start the source and the shared connection pool; calling it again does nothing."""
+        await self.source.start()
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                transport=self.pool,
+                # No read timeout: a model may think for minutes before its first byte; a stream may pause.
+                timeout=httpx.Timeout(connect=self.connect_timeout, read=None, write=60.0, pool=None),
+                trust_env=False,  # proxy variables must not send model traffic elsewhere
+                follow_redirects=False,
+            )
+
+    async def aclose(self) -> None:
+        await self.source.stop()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()  # closes the pool's connections too
+            self.pool = InstancePool()  # ready for another start()
+
+    def asgi(self) -> Starlette:
+        """The Starlette application; its lifespan starts and stops the gateway."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.aclose()
+
+        routes = [Route(path, _Forward(self, path), methods=["POST"]) for path in ROUTED_PATHS]
+        routes += [
+            Route("/v1/models", self._list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self._get_model, methods=["GET"]),
+            Route("/healthz", self._healthz, methods=["GET"]),
+        ]
+        app = Starlette(
+            routes=routes,
+            lifespan=lifespan,
+            exception_handlers=EXCEPTION_HANDLERS,
+        )
+        app.state.gateway = self
+        return app
+
+    # --- models -------------------------------------------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        """The models that have a healthy instance, as OpenAI model objects."""
+        table = self.source.table
+        out = []
+        for model, instances in sorted(table.routes.items()):
+            first = instances[0]
+            out.append(
+                {"id": model, "object": "model", "created": 0, "owned_by": "nomadgs",
+                 "backend": first.backend, "version": first.version, "instances": len(instances)}
+            )  # fmt: skip
+        return out
+
+    async def _list_models(self, request: Request) -> Response:
+        self._authorize(request.scope)
+        return JSONResponse({"object": "list", "data": self.models()})
+
+    async def _get_model(self, request: Request) -> Response:
+        self._authorize(request.scope)
+        wanted = request.path_params["model"]
+        for model in self.models():
+            if model["id"] == wanted:
+                return JSONResponse(model)
+        raise not_found(wanted)
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "models": len(self.source.table.routes)})
+
+    # --- forwarding ---------------------------------------------------------------------------------------
+
+    def _authorize(self, scope: Scope) -> None:
+        if self.keys:
+            self.keys.check(header(scope, b"authorization"))
+
+    def candidates(self, model: str) -> Sequence[Endpoint]:
+        """The instances to try for `model`, best first; ApiError 404 or 503 when there is none."""
+        table = self.source.table
+        instances = table.routes.get(model)
+        if instances:
+            return self.balancer.order(model, instances)
+        if table.knows(model):
+            raise ApiError(
+                503,
+                f"The model '{model}' has no healthy instance right now.",
+                "server_error",
+                "no_healthy_instance",
+            )
+        raise not_found(model)
+
+    async def forward(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one request to a routed path (the ASGI hot path)."""
+        try:
+            self._authorize(scope)
+            body = await read_body(receive, self.max_body)
+            model = model_of(body)
+            candidates = self.candidates(model)
+        except ApiError as exc:
+            await send_error(send, exc)
+            return
+        headers = upstream_headers(scope, drop_authorization=bool(self.keys))
+        query = scope.get("query_string")
+        suffix = f"{path}?{query.decode('latin-1')}" if query else path
+        # The client may leave while the model works: then stop waiting and close the upstream request, which
+        # frees the model's slot instead of generating for nobody.
+        async with anyio.create_task_group() as group:
+            group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
+            try:
+                await self._exchange(model, candidates, suffix, body, headers, send)
+            except ApiError as exc:
+                await send_error(send, exc)
+            group.cancel_scope.cancel()
+
+    async def _exchange(
+        self,
+        model: str,
+        candidates: Sequence[Endpoint],
+        suffix: str,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+        send: Send,
+    ) -> None:
+        client = self._client
+        if client is None:
+            raise ApiError(503, "The gateway is starting.", "server_error", "starting")
+        refused: list[str] = []
+        for endpoint in candidates:
+            request = client.build_request("POST", endpoint.origin + suffix, content=body, headers=headers)
+            self.balancer.acquire(endpoint)
+            try:
+                try:
+                    response = await client.send(request, stream=True)
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    # Nothing reached the instance, so another one can take the request safely.
+                    self.balancer.eject(endpoint)
+                    refused.append(f"{endpoint.address}:{endpoint.port} ({reason(exc)})")
+                    log.warning("model %s: %s:%s %s; trying the next instance",
+                                model, endpoint.address, endpoint.port, reason(exc))  # fmt: skip
+                    continue
+                except httpx.TransportError as exc:
+                    # The request may have reached the model: sending it again could run it twice.
+                    raise ApiError(
+                        502,
+                        f"The instance of '{model}' failed: {reason(exc)}.",
+                        "server_error",
+                        "upstream_error",
+                    ) from None
+                try:
+                    await relay(response, send, model)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
+                return
+            finally:
+                self.balancer.release(endpoint)
+        raise ApiError(
+            502,
+            f"All {len(refused)} instances of '{model}' failed: {'; '.join(refused)}.",
+            "server_error",
+            "upstream_unavailable",
+        )
+
+
+class _Forward:
+    """The ASGI endpoint of one routed path; an object, not a function, so Starlette passes the raw call."""
+
+    def __init__(self, gateway: Gateway, path: str) -> None:
+        self.gateway = gateway
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.gateway.forward(self.path, scope, receive, send)
+
+
+def create_app(source: RouteSource, *, api_keys: Iterable[str] = (), **options: Any) -> Starlette:
+    """A gateway application over `source` (`app.state.gateway` is the Gateway)."""
+    return Gateway(source, api_keys=api_keys, **options).asgi()

@@ -1,0 +1,116 @@
+"""Fake OpenAI backends, and a gateway in front of them, for the serving tests. Every server runs on 127.0.0.1
+with uvicorn on a thread of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from nomad_gpustack.serving.discovery import Endpoint
+from nomad_gpustack.serving.gateway import ROUTED_PATHS, BackgroundServer, Gateway, create_app
+
+from ..support.components import free_port
+
+
+def sse(payload: dict[str, Any] | str) -> str:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
+
+
+def delta(text: str) -> dict[str, Any]:
+    return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]}
+
+
+class FakeBackend:
+    """An OpenAI-like server that says who it is. When streaming it sends "hello ", then waits for `gate`
+    (when set up with one) before the rest, so a test can tell relayed chunks from a buffered answer."""
+
+    def __init__(self, name: str, *, gate: threading.Event | None = None, answer: str | None = None) -> None:
+        self.name = name
+        self.gate = gate
+        self.answer = answer or f"from {name}"
+        self.healthy = True
+        self.requests: list[dict[str, Any]] = []
+        self.stream_finished = threading.Event()  # the generator ran to its end
+        self.stream_closed = threading.Event()  # the generator stopped, finished or cancelled
+        self.server: BackgroundServer | None = None
+
+    def app(self) -> Starlette:
+        routes = [Route(path, self._handle, methods=["POST"]) for path in ROUTED_PATHS]
+        routes.append(Route("/health", self._health))
+        return Starlette(routes=routes)
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok" if self.healthy else "sick"}, 200 if self.healthy else 500)
+
+    async def _handle(self, request: Request) -> Response:
+        body = await request.json()
+        client = request.client.port if request.client else None
+        self.requests.append(
+            {"path": request.url.path, "headers": dict(request.headers), "body": body, "client": client}
+        )
+        if body.get("stream"):
+            return StreamingResponse(self._stream(), media_type="text/event-stream")
+        message = {"role": "assistant", "content": self.answer}
+        return JSONResponse(
+            {"object": "chat.completion", "served_by": self.name, "path": request.url.path, "model": body["model"],
+             "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+        )  # fmt: skip
+
+    async def _stream(self) -> AsyncIterator[str]:
+        try:
+            yield sse(delta("hello "))
+            if self.gate is not None:
+                deadline = time.monotonic() + 10
+                while not self.gate.is_set() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.005)
+            for word in self.answer.split(" "):
+                yield sse(delta(word + " "))
+            yield sse("[DONE]")
+            self.stream_finished.set()
+        finally:
+            self.stream_closed.set()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    def endpoint(self, model: str, *, health: str = "passing", service_id: str | None = None) -> Endpoint:
+        return Endpoint(model=model, service=model, service_id=service_id or f"{self.name}-{model}",
+                        address="127.0.0.1", port=self.port, health=health, backend="fake")  # type: ignore[arg-type]  # fmt: skip
+
+
+@contextmanager
+def gateway(source: Any, **options: Any) -> Iterator[tuple[httpx.Client, Gateway]]:
+    """A gateway served by uvicorn, and a client for it."""
+    app = create_app(source, **options)
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        yield client, app.state.gateway
+
+
+def dead_endpoint(model: str, service_id: str) -> Endpoint:
+    """An instance whose port refuses connections."""
+    return Endpoint(model=model, service=model, service_id=service_id, address="127.0.0.1", port=free_port(),
+                    health="passing")  # fmt: skip
+
+
+def chat(client: httpx.Client, model: str, path: str = "/v1/chat/completions", **headers: str) -> httpx.Response:
+    return client.post(path, json={"model": model, "messages": [{"role": "user", "content": "hi"}]}, headers=headers)
+
+
+def answers(client: httpx.Client, path: str) -> bool:
+    try:
+        return client.get(path).status_code == 200
+    except httpx.TransportError:
+        return False
