@@ -9,7 +9,7 @@ import pytest
 
 from nomad_gpustack.serving.gateway import BackgroundServer
 
-from .fakes import FakeBackend
+from .fakes import FakeBackend, ProcessBackend
 
 
 @pytest.fixture
@@ -27,3 +27,18 @@ def backends() -> Iterator[Callable[..., FakeBackend]]:
     for backend in started:
         if backend.server is not None:
             backend.server.stop()
+
+
+@pytest.fixture
+def process_backends() -> Iterator[Callable[[str], ProcessBackend]]:
+    """Start fake backends in processes of their own on demand; all are killed at the end of the test."""
+    started: list[ProcessBackend] = []
+
+    def start(name: str) -> ProcessBackend:
+        backend = ProcessBackend(name)
+        started.append(backend)
+        return backend
+
+    yield start
+    for backend in started:
+        backend.close()

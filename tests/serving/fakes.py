@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +24,7 @@ from starlette.routing import Route
 from nomad_gpustack.serving.discovery import Endpoint
 from nomad_gpustack.serving.gateway import ROUTED_PATHS, BackgroundServer, Gateway, create_app
 
-from ..support.components import free_port
+from ..support.components import ROOT, free_port
 
 
 def sse(payload: dict[str, Any] | str) -> str:
@@ -99,6 +103,44 @@ def gateway(source: Any, **options: Any) -> Iterator[tuple[httpx.Client, Gateway
         yield client, app.state.gateway
 
 
+class ProcessBackend:
+    """A FakeBackend in a process of its own, which a test can stop (SIGSTOP: its port still accepts connections
+    but nothing answers, as with a hung GPU server), resume or kill."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.serving.fakes", name],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], 30)
+        line = self.process.stdout.readline() if ready else ""
+        if not line.startswith("listening on "):
+            self.close()
+            raise RuntimeError(f"the backend process {name} did not start")
+        self.port = int(line.split()[-1])
+
+    def endpoint(self, model: str, *, health: str = "passing", service_id: str | None = None) -> Endpoint:
+        return Endpoint(model=model, service=model, service_id=service_id or f"{self.name}-{model}",
+                        address="127.0.0.1", port=self.port, health=health, backend="fake")  # type: ignore[arg-type]  # fmt: skip
+
+    def hang(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.resume()
+            self.kill()
+
+
 def dead_endpoint(model: str, service_id: str) -> Endpoint:
     """An instance whose port refuses connections."""
     return Endpoint(model=model, service=model, service_id=service_id, address="127.0.0.1", port=free_port(),
@@ -114,3 +156,21 @@ def answers(client: httpx.Client, path: str) -> bool:
         return client.get(path).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def main() -> None:
+    """`python -m tests.serving.fakes NAME`: serve a FakeBackend on a free port of 127.0.0.1 until killed; the
+    first line of output is `listening on PORT`, written once connections are accepted."""
+    import uvicorn
+
+    from nomad_gpustack.serving.gateway import bind, run, uvicorn_config
+
+    backend = FakeBackend(sys.argv[1])
+    sock = bind("127.0.0.1", 0)
+    sock.listen(128)  # connections wait in the backlog until uvicorn takes the socket over
+    print(f"listening on {sock.getsockname()[1]}", flush=True)
+    run(uvicorn.Server(uvicorn_config(backend.app(), quiet=True)).serve(sockets=[sock]))
+
+
+if __name__ == "__main__":
+    main()

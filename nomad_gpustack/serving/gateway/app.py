@@ -7,6 +7,7 @@ plus the fixed path of the route, never anything taken from the request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -19,16 +20,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .balancer import EJECT_SECONDS, Balancer
+from .balancer import EJECT_AFTER, EJECT_SECONDS, Balancer
 from .errors import EXCEPTION_HANDLERS, ApiError, not_found, send_error
 from .keys import ApiKeys
 from .pool import InstancePool
-from .relay import cancel_on_disconnect, header, model_of, read_body, reason, relay, upstream_headers
+from .relay import (
+    StreamCut,
+    cancel_on_disconnect,
+    header,
+    model_of,
+    read_body,
+    reason,
+    relay,
+    seconds_text,
+    upstream_headers,
+)
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
-    from ..discovery import Endpoint
+    from ..discovery import Endpoint, RoutingTable
     from .source import RouteSource
 
 log = logging.getLogger("nomadgs.gateway")
@@ -36,6 +47,9 @@ log = logging.getLogger("nomadgs.gateway")
 # The OpenAI paths routed by the body's `model` field (GPUStack's set, rerank included).
 ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/audio/speech")
 MAX_BODY = 64 * 1024 * 1024  # far above any JSON request; stops a client from filling the gateway's memory
+UPSTREAM_TIMEOUT = 600.0  # seconds to the first byte of an answer: a long generation may send nothing before its end
+STREAM_IDLE_TIMEOUT = 120.0  # seconds between two chunks of an answer
+WATCH_SECONDS = 0.5  # how often the table is looked at between requests (an identity check: no I/O)
 
 
 class Gateway:
@@ -47,15 +61,25 @@ class Gateway:
         *,
         api_keys: Iterable[str] = (),
         connect_timeout: float = 5.0,
+        upstream_timeout: float | None = UPSTREAM_TIMEOUT,
+        stream_idle_timeout: float | None = STREAM_IDLE_TIMEOUT,
         eject_seconds: float = EJECT_SECONDS,
+        eject_after: int = EJECT_AFTER,
         max_body: int = MAX_BODY,
     ) -> None:
+        """Timeouts are in seconds; None or 0 is no limit. `upstream_timeout`: from sending a request to the
+        head of the answer; `stream_idle_timeout`: between two chunks of the answer. `eject_after` timeouts or
+        failed connections in a row take an instance out of rotation (see Balancer)."""
         self.source = source
         self.keys = ApiKeys(api_keys)
-        self.balancer = Balancer(eject_seconds)
+        self.balancer = Balancer(eject_seconds, eject_after)
         self.max_body = max_body
         self.connect_timeout = connect_timeout
+        self.upstream_timeout = upstream_timeout or None
+        self.stream_idle_timeout = stream_idle_timeout or None
         self._client: httpx.AsyncClient | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._seen: RoutingTable | None = None
         self.pool = InstancePool()
 
     async def start(self) -> None:
@@ -64,13 +88,21 @@ class Gateway:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 transport=self.pool,
-                # No read timeout: a model may think for minutes before its first byte; a stream may pause.
+                # No read timeout here: the time to the first byte and the pauses of a stream have limits of
+                # their own (upstream_timeout, stream_idle_timeout), which one read timeout cannot tell apart.
                 timeout=httpx.Timeout(connect=self.connect_timeout, read=None, write=60.0, pool=None),
                 trust_env=False,  # proxy variables must not send model traffic elsewhere
                 follow_redirects=False,
             )
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._follow_table())
 
     async def aclose(self) -> None:
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         await self.source.stop()
         if self._client is not None:
             client, self._client = self._client, None
@@ -140,9 +172,13 @@ class Gateway:
     def candidates(self, model: str) -> Sequence[Endpoint]:
         """The instances to try for `model`, best first; ApiError 404 or 503 when there is none."""
         table = self.source.table
+        if table is not self._seen:
+            self._observe(table)
         instances = table.routes.get(model)
         if instances:
-            return self.balancer.order(model, instances)
+            ordered = self.balancer.order(model, instances)
+            if ordered:
+                return ordered
         if table.knows(model):
             raise ApiError(
                 503,
@@ -151,6 +187,26 @@ class Gateway:
                 "no_healthy_instance",
             )
         raise not_found(model)
+
+    def _observe(self, table: RoutingTable) -> None:
+        """Act on a new routing table: instances out of rotation whose state changed are no longer held out."""
+        self._seen = table
+        for endpoint in self.balancer.observe(table):
+            log.info("model %s: %s changed in the routing table; no longer held out of rotation",
+                     endpoint.model, _where(endpoint))  # fmt: skip
+
+    async def _follow_table(self) -> None:
+        """Look at the table between requests too, so that no change of it goes unseen for long."""
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            table = self.source.table
+            if table is not self._seen:
+                self._observe(table)
+
+    def _failed(self, endpoint: Endpoint) -> None:
+        if self.balancer.failed(endpoint):
+            log.warning("model %s: %s failed %d times in a row; out of rotation until its health check changes",
+                        endpoint.model, _where(endpoint), self.balancer.eject_after)  # fmt: skip
 
     async def forward(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one request to a routed path (the ASGI hot path)."""
@@ -193,14 +249,28 @@ class Gateway:
             self.balancer.acquire(endpoint)
             try:
                 try:
-                    response = await client.send(request, stream=True)
+                    with anyio.fail_after(self.upstream_timeout):
+                        response = await client.send(request, stream=True)
                 except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                     # Nothing reached the instance, so another one can take the request safely.
-                    self.balancer.eject(endpoint)
+                    self._failed(endpoint)
                     refused.append(f"{endpoint.address}:{endpoint.port} ({reason(exc)})")
-                    log.warning("model %s: %s:%s %s; trying the next instance",
-                                model, endpoint.address, endpoint.port, reason(exc))  # fmt: skip
+                    log.warning("model %s: %s %s; trying the next instance", model, _where(endpoint), reason(exc))
                     continue
+                except (TimeoutError, httpx.TimeoutException) as exc:
+                    # Not retried elsewhere: the instance may be working on it (or hang), a second run costs.
+                    self._failed(endpoint)
+                    if isinstance(exc, TimeoutError):
+                        waited = f"within {seconds_text(self.upstream_timeout)}"
+                    else:  # httpx's write timeout: the instance does not even read the request
+                        waited = f"in time ({reason(exc)})"
+                    log.warning("model %s: %s did not answer %s", model, _where(endpoint), waited)
+                    raise ApiError(
+                        504,
+                        f"The instance of '{model}' did not answer {waited}.",
+                        "server_error",
+                        "upstream_timeout",
+                    ) from None
                 except httpx.TransportError as exc:
                     # The request may have reached the model: sending it again could run it twice.
                     raise ApiError(
@@ -210,7 +280,13 @@ class Gateway:
                         "upstream_error",
                     ) from None
                 try:
-                    await relay(response, send, model)
+                    await relay(response, send, self.stream_idle_timeout)
+                except StreamCut as cut:
+                    log.warning("model %s: %s cut its answer: %s", model, _where(endpoint), cut)
+                    if cut.timed_out:
+                        self._failed(endpoint)
+                else:
+                    self.balancer.succeeded(endpoint)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await response.aclose()
@@ -223,6 +299,10 @@ class Gateway:
             "server_error",
             "upstream_unavailable",
         )
+
+
+def _where(endpoint: Endpoint) -> str:
+    return f"{endpoint.address}:{endpoint.port}"
 
 
 class _Forward:

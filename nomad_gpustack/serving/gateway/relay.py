@@ -4,18 +4,16 @@ instance's answer relayed chunk by chunk, so server-sent events reach the client
 from __future__ import annotations
 
 import json
-import logging
 from typing import TYPE_CHECKING
 
 import anyio
 import httpx
 
+from ...durations import SECOND, format_duration
 from .errors import ApiError, bad_request
 
 if TYPE_CHECKING:
     from starlette.types import Message, Receive, Scope, Send
-
-log = logging.getLogger("nomadgs.gateway")
 
 # Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), plus those httpx and uvicorn
 # set themselves (host, length, server, date).
@@ -77,18 +75,32 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def relay(response: httpx.Response, send: Send, model: str) -> None:
-    """Pass the instance's answer on as it comes: status, headers, then each chunk as soon as it arrives."""
+class StreamCut(Exception):
+    """The instance failed, or went quiet for too long, after the head of its answer was passed on: too late
+    for an error answer. The client's answer is cut as well, which tells it that the answer is truncated."""
+
+    def __init__(self, cause: str, *, timed_out: bool) -> None:
+        super().__init__(cause)
+        self.timed_out = timed_out
+
+
+async def relay(response: httpx.Response, send: Send, idle_timeout: float | None = None) -> None:
+    """Pass the instance's answer on as it comes: status, headers, then each chunk as soon as it arrives.
+    StreamCut when the instance fails, or sends nothing for `idle_timeout` seconds, in the middle."""
     headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _DROP_RESPONSE]
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-    try:
-        async for chunk in response.aiter_raw():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except httpx.TransportError as exc:
-        # Too late for an error answer; leaving the response incomplete makes the server cut the connection,
-        # which tells the client that the answer is truncated.
-        log.warning("model %s: the instance failed in the middle of its answer: %s", model, reason(exc))
-        return
+    chunks = response.aiter_raw()
+    while True:
+        try:
+            with anyio.fail_after(idle_timeout):
+                chunk = await anext(chunks, None)
+        except TimeoutError:
+            raise StreamCut(f"nothing sent for {seconds_text(idle_timeout)}", timed_out=True) from None
+        except httpx.TransportError as exc:
+            raise StreamCut(reason(exc), timed_out=False) from None
+        if chunk is None:
+            break
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -99,6 +111,11 @@ async def cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> No
         if message["type"] == "http.disconnect":
             scope.cancel()
             return
+
+
+def seconds_text(seconds: float | None) -> str:
+    """Seconds as a short duration for messages: 600.0 -> "10m"."""
+    return format_duration(round((seconds or 0) * SECOND))
 
 
 def reason(exc: Exception) -> str:

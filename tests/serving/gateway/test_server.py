@@ -15,7 +15,7 @@ import pytest
 
 from nomad_gpustack.cli import main
 from nomad_gpustack.errors import InputError
-from nomad_gpustack.serving.gateway import parse_listen
+from nomad_gpustack.serving.gateway import Gateway, parse_listen
 
 from ...support.components import ConsulAgent, free_port
 from ..fakes import FakeBackend, answers, chat
@@ -77,3 +77,19 @@ def test_gateway_command_serves_models_from_consul(consul: ConsulAgent, backends
     assert f"gateway: http://127.0.0.1:{port}/v1" in err and "2 API key(s) accepted" in err
     assert f"model {model}: 1 healthy instance(s) of 1" in err
     assert "env-secret" not in out + err and "Traceback" not in err
+
+
+def test_gateway_command_timeouts(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    served: list[Gateway] = []
+
+    async def serve(gateway: Gateway, sock: socket.socket, **options: object) -> None:
+        served.append(gateway)
+
+    monkeypatch.setattr("nomad_gpustack.serving.gateway.serve", serve)
+    argv = ["gateway", "--listen", "127.0.0.1:0", "--consul-address", f"127.0.0.1:{free_port()}"]
+    assert main(argv) == 0
+    assert main([*argv, "--upstream-timeout", "1h30m", "--stream-idle-timeout", "0"]) == 0
+    assert [(g.upstream_timeout, g.stream_idle_timeout) for g in served] == [(600.0, 120.0), (5400.0, None)]
+    capsys.readouterr()
+    assert main(["gateway", "--stream-idle-timeout", "soon"]) == 2
+    assert "--stream-idle-timeout: 'soon' is not a duration" in capsys.readouterr().err

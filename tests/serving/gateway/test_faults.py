@@ -1,0 +1,85 @@
+"""The gateway under faults: a hung instance, a quiet stream, instances that refuse connections."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from nomad_gpustack.serving.gateway import StaticSource
+
+from ..fakes import FakeBackend, ProcessBackend, chat, dead_endpoint, gateway
+from ..test_discovery import wait_until
+
+
+def test_hung_instance_times_out_with_504_and_stays_out_until_its_health_changes(
+    backends: Callable[..., FakeBackend],
+    process_backends: Callable[[str], ProcessBackend],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hung, live = process_backends("hung"), backends("live")
+    hung_endpoint, live_endpoint = hung.endpoint("m", service_id="a-hung"), live.endpoint("m", service_id="b-live")
+    source = StaticSource([hung_endpoint, live_endpoint])
+    # No soft ejection, so that round robin sends every other request to the hung instance until it is out.
+    options = {"upstream_timeout": 1.0, "eject_after": 2, "eject_seconds": 0.0}
+    with caplog.at_level(logging.INFO, "nomadgs.gateway"), gateway(source, **options) as (client, gw):
+        assert {chat(client, "m").json()["served_by"] for _ in range(2)} == {"hung", "live"}
+        hung.hang()  # its port still accepts connections, and Consul would still call it passing
+        answers = [chat(client, "m") for _ in range(8)]
+        assert sorted(r.status_code for r in answers) == [200] * 6 + [504] * 2
+        for timed_out in (r for r in answers if r.status_code == 504):
+            assert timed_out.headers["content-type"] == "application/json"
+            error = timed_out.json()["error"]
+            assert error["code"] == "upstream_timeout" and error["type"] == "server_error"
+            assert error["message"] == "The instance of 'm' did not answer within 1s."
+        assert {r.json()["served_by"] for r in answers if r.status_code == 200} == {"live"}
+        assert gw.balancer.out == [hung_endpoint]
+        assert any("failed 2 times in a row; out of rotation" in r.getMessage() for r in caplog.records)
+
+        hung.resume()  # it answers again, but the table still shows the same state: it stays out
+        assert {chat(client, "m").json()["served_by"] for _ in range(4)} == {"live"}
+
+        source.set([hung.endpoint("m", service_id="a-hung", health="critical"), live_endpoint])
+        wait_until(lambda: gw.balancer.out == [], 10, "the table change seen without a request")
+        source.set([hung_endpoint, live_endpoint])  # its check passes again: back in rotation
+        assert {chat(client, "m").json()["served_by"] for _ in range(4)} == {"hung", "live"}
+
+
+def test_quiet_stream_is_cut_after_the_idle_timeout(
+    backends: Callable[..., FakeBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = threading.Event()  # never set: after its first chunk the backend sends nothing for 10 s
+    quiet = backends("quiet", gate=gate)
+    body = {"model": "m", "stream": True, "messages": []}
+    source = StaticSource([quiet.endpoint("m")])
+    options = {"stream_idle_timeout": 0.5, "eject_after": 1}
+    with caplog.at_level(logging.WARNING, "nomadgs.gateway"), gateway(source, **options) as (client, gw):
+        with client.stream("POST", "/v1/chat/completions", json=body, timeout=30) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            assert next(lines).startswith("data: ")
+            with pytest.raises(httpx.RemoteProtocolError):  # the answer is cut: the client can tell
+                list(lines)
+        wait_until(quiet.stream_closed.is_set, 10, "upstream stream closed")
+        assert not quiet.stream_finished.is_set()
+        assert gw.balancer.out == [quiet.endpoint("m")]  # a quiet stream counts as a timeout
+    assert any(f"127.0.0.1:{quiet.port} cut its answer: nothing sent for 500ms" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+
+
+def test_instance_refusing_connections_in_a_row_is_out_of_rotation(
+    backends: Callable[..., FakeBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    live = backends("live")
+    dead = dead_endpoint("m", "a-dead")
+    source = StaticSource([dead, live.endpoint("m", service_id="b-live")])
+    options = {"eject_after": 2, "eject_seconds": 0.0}
+    with caplog.at_level(logging.WARNING, "nomadgs.gateway"), gateway(source, **options) as (client, gw):
+        responses = [chat(client, "m") for _ in range(8)]
+        assert [r.status_code for r in responses] == [200] * 8
+        assert gw.balancer.out == [dead]
+    retried = [r for r in caplog.records if "trying the next instance" in r.getMessage()]
+    assert len(retried) == 2  # then out: not tried again
