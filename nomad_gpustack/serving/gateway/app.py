@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .balancer import EJECT_AFTER, EJECT_SECONDS, Balancer
-from .errors import EXCEPTION_HANDLERS, ApiError, not_found, send_error
+from .errors import EXCEPTION_HANDLERS, ApiError, no_healthy_instance, not_found, send_error
 from .keys import ApiKeys
 from .pool import InstancePool
 from .relay import (
@@ -179,13 +179,9 @@ class Gateway:
             ordered = self.balancer.order(model, instances)
             if ordered:
                 return ordered
+            raise no_healthy_instance(model, "its instances stopped answering and are out of rotation")
         if table.knows(model):
-            raise ApiError(
-                503,
-                f"The model '{model}' has no healthy instance right now.",
-                "server_error",
-                "no_healthy_instance",
-            )
+            raise no_healthy_instance(model)
         raise not_found(model)
 
     def _observe(self, table: RoutingTable) -> None:
@@ -243,7 +239,6 @@ class Gateway:
         client = self._client
         if client is None:
             raise ApiError(503, "The gateway is starting.", "server_error", "starting")
-        refused: list[str] = []
         for endpoint in candidates:
             request = client.build_request("POST", endpoint.origin + suffix, content=body, headers=headers)
             self.balancer.acquire(endpoint)
@@ -254,7 +249,6 @@ class Gateway:
                 except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                     # Nothing reached the instance, so another one can take the request safely.
                     self._failed(endpoint)
-                    refused.append(f"{endpoint.address}:{endpoint.port} ({reason(exc)})")
                     log.warning("model %s: %s %s; trying the next instance", model, _where(endpoint), reason(exc))
                     continue
                 except (TimeoutError, httpx.TimeoutException) as exc:
@@ -293,12 +287,8 @@ class Gateway:
                 return
             finally:
                 self.balancer.release(endpoint)
-        raise ApiError(
-            502,
-            f"All {len(refused)} instances of '{model}' failed: {'; '.join(refused)}.",
-            "server_error",
-            "upstream_unavailable",
-        )
+        # Nothing reached any instance: the same outage as when Consul already calls them all critical.
+        raise no_healthy_instance(model, "none of its instances could be reached")
 
 
 def _where(endpoint: Endpoint) -> str:

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nomadgs.gateway")
 
+RETRY_AFTER = 5  # seconds, in the Retry-After of a 503: about the time Consul takes to notice a change
+
 
 class GatewayError(NomadgsError):
     """The gateway cannot start (its address is taken, ...)."""
@@ -25,13 +27,16 @@ class GatewayError(NomadgsError):
 class ApiError(Exception):
     """An error answered to the client in OpenAI's shape: `{"error": {"message", "type", "code"}}`."""
 
-    def __init__(self, status: int, message: str, type_: str, code: str, param: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, type_: str, code: str, param: str | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type_
         self.code = code
         self.param = param
+        self.retry_after = retry_after
 
     def body(self) -> bytes:
         error = {"message": self.message, "type": self.type, "code": self.code, "param": self.param}
@@ -41,6 +46,8 @@ class ApiError(Exception):
         headers = [(b"content-type", b"application/json")]
         if self.status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
+        if self.retry_after is not None:
+            headers.append((b"retry-after", str(self.retry_after).encode()))
         return headers
 
     def response(self) -> Response:
@@ -55,6 +62,13 @@ def bad_request(message: str, code: str, param: str | None = None) -> ApiError:
 def not_found(model: str) -> ApiError:
     """The 404 for a model nobody registered."""
     return ApiError(404, f"The model '{model}' does not exist.", "invalid_request_error", "model_not_found", "model")
+
+
+def no_healthy_instance(model: str, why: str = "") -> ApiError:
+    """The 503 for a model that has no instance to take a request now, for whatever reason: one outage, one
+    answer, and a Retry-After for the clients that retry."""
+    message = f"The model '{model}' has no healthy instance right now{': ' + why if why else ''}."
+    return ApiError(503, message, "server_error", "no_healthy_instance", retry_after=RETRY_AFTER)
 
 
 async def send_error(send: Send, error: ApiError) -> None:

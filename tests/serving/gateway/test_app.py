@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -63,13 +64,21 @@ def test_refused_connection_fails_over_to_another_replica(
     assert gw.balancer.inflight == {}
 
 
-def test_all_instances_failing_is_502() -> None:
-    source = StaticSource([dead_endpoint("m", "one"), dead_endpoint("m", "two")])
+def test_unreachable_instances_are_the_same_503_as_no_healthy_instance() -> None:
+    """One outage, one answer: before Consul notices that the only instances died, and after."""
+    dead = [dead_endpoint("m", "one"), dead_endpoint("m", "two")]
+    source = StaticSource(dead)
     with gateway(source) as (client, _):
-        response = chat(client, "m")
-    assert response.status_code == 502
-    error = response.json()["error"]
-    assert error["code"] == "upstream_unavailable" and "All 2 instances of 'm' failed" in error["message"]
+        unreachable = chat(client, "m")
+        source.set([replace(e, health="critical") for e in dead])  # Consul noticed
+        unhealthy = chat(client, "m")
+    for response in (unreachable, unhealthy):
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        error = response.json()["error"]
+        assert (error["code"], error["type"]) == ("no_healthy_instance", "server_error")
+        assert error["message"].startswith("The model 'm' has no healthy instance right now")
+    assert "none of its instances could be reached" in unreachable.json()["error"]["message"]
 
 
 def test_follows_consul_health_checks(

@@ -83,3 +83,14 @@ def test_instance_refusing_connections_in_a_row_is_out_of_rotation(
         assert gw.balancer.out == [dead]
     retried = [r for r in caplog.records if "trying the next instance" in r.getMessage()]
     assert len(retried) == 2  # then out: not tried again
+
+
+def test_only_instance_unreachable_then_out_of_rotation_is_503_both_times() -> None:
+    source = StaticSource([dead_endpoint("m", "dead")])
+    with gateway(source, eject_after=1) as (client, gw):
+        unreachable, held_out = chat(client, "m"), chat(client, "m")
+        assert len(gw.balancer.out) == 1
+    for response in (unreachable, held_out):
+        assert response.status_code == 503 and response.headers["retry-after"] == "5"
+        assert response.json()["error"]["code"] == "no_healthy_instance"
+    assert "out of rotation" in held_out.json()["error"]["message"]
