@@ -23,7 +23,7 @@ from starlette.routing import Route
 from .balancer import EJECT_AFTER, EJECT_SECONDS, Balancer
 from .errors import EXCEPTION_HANDLERS, ApiError, no_healthy_instance, not_found, send_error
 from .keys import ApiKeys
-from .pool import InstancePool
+from .pool import InstancePool, instance_key
 from .relay import (
     StreamCut,
     cancel_on_disconnect,
@@ -49,7 +49,7 @@ ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v
 MAX_BODY = 64 * 1024 * 1024  # far above any JSON request; stops a client from filling the gateway's memory
 UPSTREAM_TIMEOUT = 600.0  # seconds to the first byte of an answer: a long generation may send nothing before its end
 STREAM_IDLE_TIMEOUT = 120.0  # seconds between two chunks of an answer
-WATCH_SECONDS = 0.5  # how often the table is looked at between requests (an identity check: no I/O)
+WATCH_SECONDS = 0.5  # how often the table and the idle connections are looked at between requests
 
 
 class Gateway:
@@ -80,6 +80,7 @@ class Gateway:
         self._client: httpx.AsyncClient | None = None
         self._watch: asyncio.Task[None] | None = None
         self._seen: RoutingTable | None = None
+        self._routed: frozenset[tuple[bytes, int]] = frozenset()  # pool keys of the passing instances
         self.pool = InstancePool()
 
     async def start(self) -> None:
@@ -185,19 +186,26 @@ class Gateway:
         raise not_found(model)
 
     def _observe(self, table: RoutingTable) -> None:
-        """Act on a new routing table: instances out of rotation whose state changed are no longer held out."""
+        """Act on a new routing table: instances out of rotation whose state changed are no longer held out;
+        connections to the instances no longer routed to are closed by the next `_follow_table` pass."""
         self._seen = table
+        self._routed = frozenset(instance_key(e.origin) for instances in table.routes.values() for e in instances)
         for endpoint in self.balancer.observe(table):
             log.info("model %s: %s changed in the routing table; no longer held out of rotation",
                      endpoint.model, _where(endpoint))  # fmt: skip
 
     async def _follow_table(self) -> None:
-        """Look at the table between requests too, so that no change of it goes unseen for long."""
+        """Look at the table between requests too, so that no change of it goes unseen for long, and close the
+        idle connections that expired or lead to instances no longer routed to."""
         while True:
             await asyncio.sleep(WATCH_SECONDS)
-            table = self.source.table
-            if table is not self._seen:
-                self._observe(table)
+            try:
+                table = self.source.table
+                if table is not self._seen:
+                    self._observe(table)
+                await self.pool.prune(self._routed)
+            except Exception:  # one failed pass must not end the upkeep
+                log.exception("gateway upkeep failed")
 
     def _failed(self, endpoint: Endpoint) -> None:
         if self.balancer.failed(endpoint):

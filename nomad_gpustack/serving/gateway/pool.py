@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Container
 from typing import Any
 
 import anyio
@@ -17,6 +17,10 @@ class InstancePool(httpx.AsyncBaseTransport):
     once a few hundred streams are open, the normal state of a model gateway. Here each instance has a stack
     of idle connections: taking one and giving it back are O(1). The last used is taken first, so surplus
     connections age out after a burst. Plain http only: instances are reached on their host address.
+
+    `prune`, called now and then, closes the idle connections that the instance closed or that sat idle too
+    long, and those to instances no longer routed to: else they stay open, in CLOSE-WAIT once the instance
+    is gone, one more set at every reschedule.
     """
 
     def __init__(self, *, keepalive_expiry: float = 4.0, max_idle_per_instance: int = 256) -> None:
@@ -26,7 +30,7 @@ class InstancePool(httpx.AsyncBaseTransport):
         self.keepalive_expiry = keepalive_expiry
         self.max_idle_per_instance = max_idle_per_instance
         self._idle: dict[tuple[bytes, int], list[Any]] = {}
-        self._open: set[Any] = set()  # every connection, idle or busy, so that aclose() misses none
+        self._open: dict[Any, tuple[bytes, int]] = {}  # every connection, idle or busy, so that aclose() misses none
         self._closed = False
 
     @property
@@ -34,12 +38,33 @@ class InstancePool(httpx.AsyncBaseTransport):
         """Open connections, idle or busy."""
         return len(self._open)
 
+    def connections_to(self, origin: str) -> int:
+        """Open connections, idle or busy, to the instance at `origin` (`http://host:port`)."""
+        key = instance_key(origin)
+        return sum(1 for k in self._open.values() if k == key)
+
+    async def prune(self, keep: Container[tuple[bytes, int]]) -> None:
+        """Close the idle connections that expired (closed by the instance, or idle too long) and those to
+        instances not in `keep` (keys from `instance_key`). Busy ones are left to finish their answer."""
+        doomed: list[Any] = []
+        for key, stack in list(self._idle.items()):
+            alive: list[Any] = []
+            for connection in stack:  # in order: the last used stays on top
+                (alive if key in keep and not connection.has_expired() else doomed).append(connection)
+            if len(alive) == len(stack):
+                continue
+            stack[:] = alive  # in place: a checkout waiting on a close holds this list
+            if not alive:
+                del self._idle[key]
+        for connection in doomed:
+            await self._discard(connection)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         httpcore = self._httpcore
         url = request.url
         if url.scheme != "http":
             raise httpx.UnsupportedProtocol(f"the gateway reaches instances over http, not {url.scheme}")
-        key = (url.raw_host, url.port or 80)
+        key = (url.raw_host, url.port or 80)  # as instance_key() computes it
         core_request = httpcore.Request(
             method=request.method,
             url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
@@ -76,7 +101,7 @@ class InstancePool(httpx.AsyncBaseTransport):
         connection = self._httpcore.AsyncHTTPConnection(
             origin=self._httpcore.Origin(b"http", key[0], key[1]), keepalive_expiry=self.keepalive_expiry
         )
-        self._open.add(connection)
+        self._open[connection] = key
         return connection
 
     async def _checkin(self, key: tuple[bytes, int], connection: Any) -> None:
@@ -89,7 +114,7 @@ class InstancePool(httpx.AsyncBaseTransport):
                 self._idle.pop(key, None)  # no entry left behind for an instance that went away
 
     async def _discard(self, connection: Any) -> None:
-        self._open.discard(connection)
+        self._open.pop(connection, None)
         with anyio.CancelScope(shield=True):
             await connection.aclose()
 
@@ -98,6 +123,12 @@ class InstancePool(httpx.AsyncBaseTransport):
         self._idle.clear()
         for connection in list(self._open):
             await self._discard(connection)
+
+
+def instance_key(origin: str) -> tuple[bytes, int]:
+    """The pool's key for the instance at `origin` (`http://host:port`), as requests to it compute it."""
+    url = httpx.URL(origin)
+    return url.raw_host, url.port or 80
 
 
 class _PooledStream(httpx.AsyncByteStream):
