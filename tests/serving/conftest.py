@@ -30,12 +30,12 @@ def backends() -> Iterator[Callable[..., FakeBackend]]:
 
 
 @pytest.fixture
-def process_backends() -> Iterator[Callable[[str], ProcessBackend]]:
+def process_backends() -> Iterator[Callable[..., ProcessBackend]]:
     """Start fake backends in processes of their own on demand; all are killed at the end of the test."""
     started: list[ProcessBackend] = []
 
-    def start(name: str) -> ProcessBackend:
-        backend = ProcessBackend(name)
+    def start(name: str, **options: Any) -> ProcessBackend:
+        backend = ProcessBackend(name, **options)
         started.append(backend)
         return backend
 

@@ -107,10 +107,11 @@ class ProcessBackend:
     """A FakeBackend in a process of its own, which a test can stop (SIGSTOP: its port still accepts connections
     but nothing answers, as with a hung GPU server), resume or kill."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, hold: bool = False) -> None:
+        """With `hold`, a streamed answer stops for 10 s after its first chunk."""
         self.name = name
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.serving.fakes", name],
+            [sys.executable, "-m", "tests.serving.fakes", name, *(["--hold"] if hold else [])],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         assert self.process.stdout is not None
@@ -159,13 +160,14 @@ def answers(client: httpx.Client, path: str) -> bool:
 
 
 def main() -> None:
-    """`python -m tests.serving.fakes NAME`: serve a FakeBackend on a free port of 127.0.0.1 until killed; the
-    first line of output is `listening on PORT`, written once connections are accepted."""
+    """`python -m tests.serving.fakes NAME [--hold]`: serve a FakeBackend on a free port of 127.0.0.1 until
+    killed; the first line of output is `listening on PORT`, written once connections are accepted. With
+    --hold, streamed answers wait (for a gate never opened) after their first chunk."""
     import uvicorn
 
     from nomad_gpustack.serving.gateway import bind, run, uvicorn_config
 
-    backend = FakeBackend(sys.argv[1])
+    backend = FakeBackend(sys.argv[1], gate=threading.Event() if "--hold" in sys.argv[2:] else None)
     sock = bind("127.0.0.1", 0)
     sock.listen(128)  # connections wait in the backlog until uvicorn takes the socket over
     print(f"listening on {sock.getsockname()[1]}", flush=True)

@@ -275,16 +275,18 @@ class Gateway:
                     ) from None
                 except httpx.TransportError as exc:
                     # The request may have reached the model: sending it again could run it twice.
+                    log.warning("model %s: %s failed before answering: %s", model, _where(endpoint), reason(exc))
                     raise ApiError(
                         502,
-                        f"The instance of '{model}' failed: {reason(exc)}.",
+                        f"The instance of '{model}' failed before answering: {reason(exc)}.",
                         "server_error",
                         "upstream_error",
                     ) from None
                 try:
                     await relay(response, send, self.stream_idle_timeout)
                 except StreamCut as cut:
-                    log.warning("model %s: %s cut its answer: %s", model, _where(endpoint), cut)
+                    log.warning("model %s: %s stopped in the middle of its answer, which is cut: %s",
+                                model, _where(endpoint), cut)  # fmt: skip
                     if cut.timed_out:
                         self._failed(endpoint)
                 else:

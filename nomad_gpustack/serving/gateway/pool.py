@@ -166,5 +166,20 @@ def _httpx_error(exc: BaseException) -> BaseException:
         if cls.__module__.startswith("httpcore"):
             mapped = getattr(httpx, cls.__name__, None)
             if isinstance(mapped, type) and issubclass(mapped, httpx.TransportError):
-                return mapped(str(exc))
+                return mapped(_detail(exc))
     return exc
+
+
+def _detail(exc: BaseException) -> str:
+    """The first words found down an exception's chain: httpcore wraps the socket's own error (say, "Connection
+    reset by peer") in exceptions that have no text of their own."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        if str(current):
+            return str(current)
+        current = current.__cause__ or current.__context__
+    return ""

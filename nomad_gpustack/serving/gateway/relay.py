@@ -4,6 +4,7 @@ instance's answer relayed chunk by chunk, so server-sent events reach the client
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 import anyio
@@ -25,6 +26,15 @@ _DROP_REQUEST = _HOP_BY_HOP | {b"host", b"content-length"}
 _DROP_REQUEST_AUTH = _DROP_REQUEST | {b"authorization"}
 _DROP_RESPONSE = _HOP_BY_HOP | {b"server", b"date"}
 _IDENTITY = (b"accept-encoding", b"identity")
+_WHAT = (
+    (httpx.ReadError, "the connection broke while reading"),
+    (httpx.WriteError, "the connection broke while sending"),
+    (httpx.ConnectError, "cannot connect"),
+)
+
+# Set in the request's context when its answer is cut on purpose, for the filter that keeps uvicorn from
+# logging that as an error of the application (see server.py): the gateway logs its own line.
+RESPONSE_CUT: ContextVar[bool] = ContextVar("nomadgs_response_cut", default=False)
 
 
 def model_of(body: bytes) -> str:
@@ -95,8 +105,10 @@ async def relay(response: httpx.Response, send: Send, idle_timeout: float | None
             with anyio.fail_after(idle_timeout):
                 chunk = await anext(chunks, None)
         except TimeoutError:
+            RESPONSE_CUT.set(True)
             raise StreamCut(f"nothing sent for {seconds_text(idle_timeout)}", timed_out=True) from None
         except httpx.TransportError as exc:
+            RESPONSE_CUT.set(True)
             raise StreamCut(reason(exc), timed_out=False) from None
         if chunk is None:
             break
@@ -119,5 +131,9 @@ def seconds_text(seconds: float | None) -> str:
 
 
 def reason(exc: Exception) -> str:
-    """An exception as a short cause for messages: its text, else its type's name."""
-    return str(exc) or type(exc).__name__
+    """An exception as a short cause for messages: what failed, and the error's own text when it has one."""
+    detail = str(exc)
+    for cls, what in _WHAT:
+        if isinstance(exc, cls):
+            return f"{what} ({detail})" if detail else what
+    return detail or type(exc).__name__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 import threading
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError, Problem
 from .errors import GatewayError
+from .relay import RESPONSE_CUT
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -60,11 +62,23 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _CutResponseFilter(logging.Filter):
+    """Drops uvicorn's error about an incomplete answer when the gateway cut it on purpose: an instance that
+    dies in the middle of a stream is an expected event, and the gateway logs its own line about it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (RESPONSE_CUT.get() and record.getMessage() == _INCOMPLETE)
+
+
+_INCOMPLETE = "ASGI callable returned without completing response."
+_CUT_FILTER = _CutResponseFilter()
+
+
 def uvicorn_config(app: ASGIApp, *, log_level: str = "warning", access_log: bool = False, quiet: bool = False) -> Any:
     """The uvicorn settings of the gateway and of the servers tests start."""
     import uvicorn
 
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         lifespan="on",
         log_level=log_level,
@@ -73,6 +87,10 @@ def uvicorn_config(app: ASGIApp, *, log_level: str = "warning", access_log: bool
         proxy_headers=False,  # X-Forwarded-* mean nothing here, and the middleware costs time per request
         timeout_graceful_shutdown=5,
     )
+    error_log = logging.getLogger("uvicorn.error")  # after Config(): it sets uvicorn's logging up
+    if _CUT_FILTER not in error_log.filters:
+        error_log.addFilter(_CUT_FILTER)
+    return config
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:

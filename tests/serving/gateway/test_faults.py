@@ -17,7 +17,7 @@ from ..test_discovery import wait_until
 
 def test_hung_instance_times_out_with_504_and_stays_out_until_its_health_changes(
     backends: Callable[..., FakeBackend],
-    process_backends: Callable[[str], ProcessBackend],
+    process_backends: Callable[..., ProcessBackend],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     hung, live = process_backends("hung"), backends("live")
@@ -66,8 +66,8 @@ def test_quiet_stream_is_cut_after_the_idle_timeout(
         wait_until(quiet.stream_closed.is_set, 10, "upstream stream closed")
         assert not quiet.stream_finished.is_set()
         assert gw.balancer.out == [quiet.endpoint("m")]  # a quiet stream counts as a timeout
-    assert any(f"127.0.0.1:{quiet.port} cut its answer: nothing sent for 500ms" in r.getMessage()
-               for r in caplog.records)  # fmt: skip
+    assert any(f"127.0.0.1:{quiet.port} stopped in the middle of its answer, which is cut: nothing sent for 500ms"
+               in r.getMessage() for r in caplog.records)  # fmt: skip
 
 
 def test_instance_refusing_connections_in_a_row_is_out_of_rotation(
@@ -94,3 +94,60 @@ def test_only_instance_unreachable_then_out_of_rotation_is_503_both_times() -> N
         assert response.status_code == 503 and response.headers["retry-after"] == "5"
         assert response.json()["error"]["code"] == "no_healthy_instance"
     assert "out of rotation" in held_out.json()["error"]["message"]
+
+
+def test_instance_dying_in_the_middle_of_a_stream_is_one_warning_of_ours(
+    process_backends: Callable[..., ProcessBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    dying = process_backends("dying", hold=True)
+    body = {"model": "m", "stream": True, "messages": []}
+    with (
+        caplog.at_level(logging.INFO),
+        gateway(StaticSource([dying.endpoint("m")])) as (client, _),
+        client.stream("POST", "/v1/chat/completions", json=body, timeout=30) as response,
+    ):
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+        dying.kill()
+        with pytest.raises(httpx.RemoteProtocolError):  # the client's answer is cut too
+            list(lines)
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.name, r.levelname) for r in problems] == [("nomadgs.gateway", "WARNING")]  # no uvicorn ERROR
+    message = problems[0].getMessage()
+    assert f"model m: 127.0.0.1:{dying.port} stopped in the middle of its answer, which is cut: " in message
+
+
+def test_instance_dying_before_its_answer_is_502_with_the_cause(
+    process_backends: Callable[..., ProcessBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    dying = process_backends("dying")
+    source = StaticSource([dying.endpoint("m")])
+    with caplog.at_level(logging.WARNING, "nomadgs.gateway"), gateway(source) as (client, _):
+        dying.hang()
+        answer: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: answer.append(chat(client, "m")))
+        asking.start()
+        # Killed with the request unread in its socket: the kernel resets the connection.
+        wait_until(lambda: unread_bytes(dying.port) > 0, 10, "request waiting in the instance's socket")
+        dying.kill()
+        asking.join(30)
+    [response] = answer
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert error["code"] == "upstream_error"
+    assert error["message"] == (
+        "The instance of 'm' failed before answering: the connection broke while reading (Connection reset by peer)."
+    )
+    assert any(f"127.0.0.1:{dying.port} failed before answering: the connection broke while reading" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+
+
+def unread_bytes(port: int) -> int:
+    """Bytes waiting to be read in the sockets listening or accepted on 127.0.0.1:`port` (/proc/net/tcp)."""
+    total = 0
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port:
+                total += int(fields[4].split(":")[1], 16)  # tx_queue:rx_queue
+    return total

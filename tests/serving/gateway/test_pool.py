@@ -90,7 +90,7 @@ def test_connections_to_an_instance_are_closed_when_it_leaves_the_table(backends
 
 
 def test_no_socket_stays_in_close_wait_after_an_instance_dies(
-    process_backends: Callable[[str], ProcessBackend],
+    process_backends: Callable[..., ProcessBackend],
 ) -> None:
     doomed = process_backends("doomed")
     origin = f"http://127.0.0.1:{doomed.port}"
