@@ -9,10 +9,13 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from nomad_gpustack.serving.discovery import ConsulWatcher
 from nomad_gpustack.serving.gateway import StaticSource
+from nomad_gpustack.settings import ConsulSettings
 
+from ...support.components import ConsulAgent
 from ..fakes import FakeBackend, ProcessBackend, chat, dead_endpoint, gateway
-from ..test_discovery import wait_until
+from ..test_discovery import ConsulServices, unique, wait_until
 
 
 def test_hung_instance_times_out_with_504_and_stays_out_until_its_health_changes(
@@ -151,3 +154,37 @@ def unread_bytes(port: int) -> int:
             if int(fields[1].split(":")[1], 16) == port:
                 total += int(fields[4].split(":")[1], 16)  # tx_queue:rx_queue
     return total
+
+
+def test_hung_instance_returns_once_consul_saw_its_check_fail_and_pass(
+    consul: ConsulAgent,
+    backends: Callable[..., FakeBackend],
+    process_backends: Callable[..., ProcessBackend],
+) -> None:
+    model = unique("hangs")
+    hung, live = process_backends("hung"), backends("live")
+    registry = ConsulServices(consul)
+    try:
+        for backend in (hung, live):
+            registry.register(model, backend.port, http_check=f"http://127.0.0.1:{backend.port}/health")
+        watcher = ConsulWatcher(ConsulSettings(address=consul.address), wait=30)
+        options = {"upstream_timeout": 0.5, "eject_after": 1, "eject_seconds": 0.0}
+        with gateway(watcher, **options) as (client, gw):
+
+            def routed() -> set[int]:
+                return {e.port for e in gw.source.table.routes.get(model, ())}
+
+            wait_until(lambda: routed() == {hung.port, live.port}, 10, "both instances passing")
+            hung.hang()
+            # Consul's check (every second, 1 s timeout) has not failed yet: the gateway finds out first.
+            statuses = [chat(client, model).status_code for _ in range(2)]
+            assert sorted(statuses) == [200, 504]
+            assert [e.port for e in gw.balancer.out] == [hung.port]
+            wait_until(lambda: routed() == {live.port}, 10, "Consul calls it critical")
+            wait_until(lambda: gw.balancer.out == [], 10, "no longer held out: its state changed")
+            hung.resume()
+            wait_until(lambda: routed() == {hung.port, live.port}, 10, "its check passes again")
+            served = {chat(client, model).json()["served_by"] for _ in range(4)}
+            assert served == {"hung", "live"}
+    finally:
+        registry.close()
