@@ -208,9 +208,18 @@ class Gateway:
                 log.exception("gateway upkeep failed")
 
     def _failed(self, endpoint: Endpoint) -> None:
-        if self.balancer.failed(endpoint):
-            log.warning("model %s: %s failed %d times in a row; out of rotation until its health check changes",
-                        endpoint.model, _where(endpoint), self.balancer.eject_after)  # fmt: skip
+        if not self.balancer.failed(endpoint):
+            return
+        table = self.source.table
+        if endpoint in table.routes.get(endpoint.model, ()):
+            log.warning(
+                "model %s: %s out of rotation after %d timeouts or failed connections in a row, until its health "
+                "check changes", endpoint.model, _where(endpoint), self.balancer.eject_after,
+            )  # fmt: skip
+        else:
+            # The table no longer shows it passing as when the request was routed (Consul noticed first): that
+            # change is the fresh state it comes back from, not a later one.
+            self.balancer.observe(table)
 
     async def forward(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one request to a routed path (the ASGI hot path)."""

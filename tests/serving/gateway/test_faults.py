@@ -40,7 +40,8 @@ def test_hung_instance_times_out_with_504_and_stays_out_until_its_health_changes
             assert error["message"] == "The instance of 'm' did not answer within 1s."
         assert {r.json()["served_by"] for r in answers if r.status_code == 200} == {"live"}
         assert gw.balancer.out == [hung_endpoint]
-        assert any("failed 2 times in a row; out of rotation" in r.getMessage() for r in caplog.records)
+        assert any("out of rotation after 2 timeouts or failed connections in a row" in r.getMessage()
+                   for r in caplog.records)  # fmt: skip
 
         hung.resume()  # it answers again, but the table still shows the same state: it stays out
         assert {chat(client, "m").json()["served_by"] for _ in range(4)} == {"live"}
@@ -188,3 +189,25 @@ def test_hung_instance_returns_once_consul_saw_its_check_fail_and_pass(
             assert served == {"hung", "live"}
     finally:
         registry.close()
+
+
+def test_timeout_seen_after_the_table_changed_does_not_hold_the_instance_out(
+    process_backends: Callable[..., ProcessBackend],
+) -> None:
+    """Consul may call a hung instance critical before its requests time out: then that change, not a later
+    one, is the fresh state the instance comes back from."""
+    hung = process_backends("hung")
+    source = StaticSource([hung.endpoint("m")])
+    with gateway(source, upstream_timeout=2.0, eject_after=1) as (client, gw):
+        hung.hang()
+        answer: list[httpx.Response] = []
+        asking = threading.Thread(target=lambda: answer.append(chat(client, "m")))
+        asking.start()
+        wait_until(lambda: unread_bytes(hung.port) > 0, 10, "request waiting in the instance's socket")
+        source.set([hung.endpoint("m", health="critical")])  # Consul noticed first
+        asking.join(30)
+        assert answer[0].status_code == 504
+        assert gw.balancer.out == []
+        hung.resume()
+        source.set([hung.endpoint("m")])  # its check passes again
+        assert chat(client, "m").json()["served_by"] == "hung"
