@@ -112,13 +112,13 @@ def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     gateway.add_argument(
         "--upstream-timeout",
         metavar="DURATION",
-        default="10m",
+        default="10m",  # the Gateway's UPSTREAM_TIMEOUT (tested); not imported: the command list stays light
         help="longest wait for an instance to start its answer, then 504; 0: no limit (default: %(default)s)",
     )
     gateway.add_argument(
         "--stream-idle-timeout",
         metavar="DURATION",
-        default="2m",
+        default="2m",  # the Gateway's STREAM_IDLE_TIMEOUT (tested)
         help="longest pause in the middle of an answer, then it is cut; 0: no limit (default: %(default)s)",
     )
     gateway.add_argument("--access-log", action="store_true", help="log every request (costs some throughput)")

@@ -15,7 +15,7 @@ import pytest
 
 from nomad_gpustack.cli import main
 from nomad_gpustack.errors import InputError
-from nomad_gpustack.serving.gateway import Gateway, parse_listen
+from nomad_gpustack.serving.gateway import STREAM_IDLE_TIMEOUT, UPSTREAM_TIMEOUT, Gateway, parse_listen
 
 from ...support.components import ConsulAgent, free_port
 from ..fakes import FakeBackend, answers, chat
@@ -89,7 +89,8 @@ def test_gateway_command_timeouts(capsys: pytest.CaptureFixture[str], monkeypatc
     argv = ["gateway", "--listen", "127.0.0.1:0", "--consul-address", f"127.0.0.1:{free_port()}"]
     assert main(argv) == 0
     assert main([*argv, "--upstream-timeout", "1h30m", "--stream-idle-timeout", "0"]) == 0
-    assert [(g.upstream_timeout, g.stream_idle_timeout) for g in served] == [(600.0, 120.0), (5400.0, None)]
+    defaults = (UPSTREAM_TIMEOUT, STREAM_IDLE_TIMEOUT)  # the command's defaults are the gateway's
+    assert [(g.upstream_timeout, g.stream_idle_timeout) for g in served] == [defaults, (5400.0, None)]
     capsys.readouterr()
     assert main(["gateway", "--stream-idle-timeout", "soon"]) == 2
     assert "--stream-idle-timeout: 'soon' is not a duration" in capsys.readouterr().err
