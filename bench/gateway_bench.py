@@ -1,6 +1,7 @@
 """What the gateway costs: the same requests sent to a backend directly and through `nomadgs gateway`.
 
     .venv/bin/python bench/gateway_bench.py [--seconds 3] [--concurrency 16] [--requests 1500]
+    .venv/bin/python bench/gateway_bench.py --hung [--concurrency 16]
 
 A minimal raw-asyncio backend answers a tiny chat completion (JSON) and a streamed one (SSE: the first event at
 once, the others 2 ms apart). The backend and the gateway each run in a process of their own on 127.0.0.1; the
@@ -8,6 +9,10 @@ load comes from a raw-asyncio HTTP/1.1 client in this process, so the client's o
 both paths. Latency is measured one request at a time, alternating direct and gateway blocks so that drift
 hits both alike; throughput with a number of keep-alive connections in parallel. Prints figures, asserts
 nothing.
+
+With --hung, three backends behind the gateway take a steady load while one of them is stopped (SIGSTOP: its
+port still accepts connections) for 5 s: how many requests got a 504 and how long they waited, and the
+throughput before, during and after the hang.
 """
 
 from __future__ import annotations
@@ -114,13 +119,16 @@ def run_backend(sock: socket.socket) -> None:
     asyncio.run(main())
 
 
-def run_gateway(sock: socket.socket, backend_port: int) -> None:
+def run_gateway(sock: socket.socket, backend_ports: list[int], options: dict[str, Any] | None = None) -> None:
+    import logging
+
     from nomad_gpustack.serving.discovery import Endpoint
     from nomad_gpustack.serving.gateway import Gateway, StaticSource, serve
 
-    endpoint = Endpoint(model=MODEL, service=MODEL, service_id="bench-1", address="127.0.0.1", port=backend_port,
-                        health="passing")  # fmt: skip
-    asyncio.run(serve(Gateway(StaticSource([endpoint])), sock, log_level="warning"))
+    logging.getLogger("nomadgs").setLevel(logging.ERROR)  # the hung case would print a warning per timeout
+    endpoints = [Endpoint(model=MODEL, service=MODEL, service_id=f"bench-{n}", address="127.0.0.1", port=port,
+                          health="passing") for n, port in enumerate(backend_ports)]  # fmt: skip
+    asyncio.run(serve(Gateway(StaticSource(endpoints), **(options or {})), sock, log_level="warning"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,7 +269,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="throughput time per path (default 6)")
     parser.add_argument("--concurrency", type=int, default=16, help="parallel connections for throughput")
     parser.add_argument("--requests", type=int, default=1500, help="sequential requests per path for latency")
+    parser.add_argument("--hung", action="store_true", help="measure the hung-instance case instead")
     args = parser.parse_args()
+    if args.hung:
+        hung_instance(args.concurrency)
+        return
 
     context = multiprocessing.get_context("fork")  # the bound sockets pass to the children as they are
     backend_sock, gateway_sock = bound_socket(), bound_socket()
@@ -269,7 +281,7 @@ def main() -> None:
     backend_sock.listen(1024)
     processes = [
         context.Process(target=run_backend, args=(backend_sock,), daemon=True),
-        context.Process(target=run_gateway, args=(gateway_sock, backend_port), daemon=True),
+        context.Process(target=run_gateway, args=(gateway_sock, [backend_port]), daemon=True),
     ]
     for process in processes:
         process.start()
@@ -302,6 +314,83 @@ def main() -> None:
           f"{rps['gateway'] / rps['direct'] - 1:+10.0%}")  # fmt: skip
     print("(streams run one at a time and each ends in ~8 ms of idle waiting; on this VM every step of the\n"
           " next request then runs about twice as slow, which weighs on the gateway's longer path most)")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One instance of three hung for 5 s under load
+
+HUNG_OPTIONS = {"upstream_timeout": 1.0}  # short, so that the run is short; the default is 10m
+BEFORE, HANG, AFTER = 2.0, 5.0, 3.0
+
+
+async def steady_load(port: int, concurrency: int, hung_pid: int) -> list[tuple[float, int, float]]:
+    """(start since the beginning, status, seconds) of each request; one backend is stopped BEFORE seconds in,
+    resumed HANG seconds later."""
+    import httpx
+
+    results: list[tuple[float, int, float]] = []
+    begin = time.perf_counter()
+    end = begin + BEFORE + HANG + AFTER
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            response = await client.post("/v1/chat/completions", content=JSON_BODY)
+            results.append((start - begin, response.status_code, time.perf_counter() - start))
+
+    async def conductor() -> None:
+        await asyncio.sleep(BEFORE)
+        os.kill(hung_pid, signal.SIGSTOP)
+        await asyncio.sleep(HANG)
+        os.kill(hung_pid, signal.SIGCONT)
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as client:
+        await asyncio.gather(conductor(), *(worker(client) for _ in range(concurrency)))
+    return results
+
+
+def hung_instance(concurrency: int) -> None:
+    context = multiprocessing.get_context("fork")
+    backend_socks = [bound_socket() for _ in range(3)]
+    for sock in backend_socks:
+        sock.listen(1024)
+    ports = [sock.getsockname()[1] for sock in backend_socks]
+    gateway_sock = bound_socket()
+    gateway_port = gateway_sock.getsockname()[1]
+    processes = [context.Process(target=run_backend, args=(sock,), daemon=True) for sock in backend_socks]
+    processes.append(context.Process(target=run_gateway, args=(gateway_sock, ports, HUNG_OPTIONS), daemon=True))
+    for process in processes:
+        process.start()
+    try:
+        for port in (*ports, gateway_port):
+            wait_listening(port)
+        assert processes[0].pid is not None
+        results = asyncio.run(steady_load(gateway_port, concurrency, processes[0].pid))
+    finally:
+        for process in processes:
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGCONT)
+            process.terminate()
+            process.join(5)
+
+    def rate(start: float, stop: float) -> float:
+        return sum(1 for t, status, _ in results if start <= t < stop and status == 200) / (stop - start)
+
+    timed_out = [seconds for _, status, seconds in results if status == 504]
+    others = sorted({status for _, status, _ in results} - {200, 504})
+    print(f"one of 3 instances stopped for {HANG:.0f}s under c={concurrency} load, upstream timeout "
+          f"{HUNG_OPTIONS['upstream_timeout']:.0f}s, out of rotation after 3 timeouts in a row")  # fmt: skip
+    print(f"{'answered 200 per second':30}{'before':>10}{'hung':>10}{'after':>10}")
+    print(f"{'':30}{rate(0, BEFORE):10.0f}{rate(BEFORE, BEFORE + HANG):10.0f}"
+          f"{rate(BEFORE + HANG, BEFORE + HANG + AFTER):10.0f}")  # fmt: skip
+    print(f"504 answers: {len(timed_out)}, after {statistics.mean(timed_out) if timed_out else 0:.2f}s on average"
+          + (f"; other statuses: {others}" if others else ""))  # fmt: skip
+    slowest = max((seconds for _, status, seconds in results if status == 200), default=0.0)
+    print(
+        f"slowest 200: {slowest * 1000:.0f} ms (the hung instance stays out once resumed: its state in the "
+        "routing table did not change)"
+    )
 
 
 if __name__ == "__main__":

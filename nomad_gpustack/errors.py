@@ -3,6 +3,7 @@
 Every domain error subclasses one of the classes below; its class decides the exit code.
 
     NomadgsError              1  the operation ran and failed
+    │   └── serving.gateway.GatewayError      the gateway cannot start (address taken, ...)
     ├── InputError            2  bad input (a file, flag or name); nothing was sent anywhere
     ├── ServiceError          1  a service (Nomad, Consul, a model server) answered with an error
     │   ├── nomad.client.NomadError           Nomad answered an error status

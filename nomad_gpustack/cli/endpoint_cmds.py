@@ -109,6 +109,18 @@ def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
         default="info",
         help="default: %(default)s",
     )
+    gateway.add_argument(
+        "--upstream-timeout",
+        metavar="DURATION",
+        default="10m",  # the Gateway's UPSTREAM_TIMEOUT (tested); not imported: the command list stays light
+        help="longest wait for an instance to start its answer, then 504; 0: no limit (default: %(default)s)",
+    )
+    gateway.add_argument(
+        "--stream-idle-timeout",
+        metavar="DURATION",
+        default="2m",  # the Gateway's STREAM_IDLE_TIMEOUT (tested)
+        help="longest pause in the middle of an answer, then it is cut; 0: no limit (default: %(default)s)",
+    )
     gateway.add_argument("--access-log", action="store_true", help="log every request (costs some throughput)")
     add_consul_options(gateway)
     gateway.set_defaults(handler=cmd_gateway)
@@ -320,6 +332,16 @@ def _log_changes() -> Callable[[RoutingTable], None]:
     return on_change
 
 
+def _seconds(text: str, flag: str) -> float | None:
+    """A duration flag in seconds; None for 0 (no limit)."""
+    from ..durations import SECOND, parse_duration
+
+    try:
+        return parse_duration(text) / SECOND or None
+    except ValueError as exc:
+        raise InputError(Problem(str(exc), field=flag)) from None
+
+
 def cmd_gateway(args: argparse.Namespace) -> int:
     import logging
 
@@ -327,6 +349,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from ..serving.gateway import Gateway, bind, is_loopback, load_api_keys, parse_listen, run, serve
 
     host, port = parse_listen(args.listen)
+    upstream_timeout = _seconds(args.upstream_timeout, "--upstream-timeout")
+    stream_idle_timeout = _seconds(args.stream_idle_timeout, "--stream-idle-timeout")
     keys = load_api_keys(args.api_key, args.api_keys_file, os.environ)
     settings = consul_settings(args)
     handler = logging.StreamHandler()
@@ -337,10 +361,16 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if not keys and not is_loopback(host):
         output.warning(f"the gateway listens on {host} without API keys: anyone who reaches it can use the models")
     sock = bind(host, port)
-    gateway = Gateway(ConsulWatcher(settings, on_change=_log_changes()), api_keys=keys)
-    shown = f"[{host}]" if ":" in host else host
+    gateway = Gateway(
+        ConsulWatcher(settings, on_change=_log_changes()),
+        api_keys=keys,
+        upstream_timeout=upstream_timeout,
+        stream_idle_timeout=stream_idle_timeout,
+    )
+    from ..urls import openai_base_url
+
     output.info(
-        f"gateway: http://{shown}:{port}/v1 for the models in Consul at {settings.address}; "
+        f"gateway: {openai_base_url(host, port)} for the models in Consul at {settings.address}; "
         + (f"{len(gateway.keys)} API key(s) accepted" if keys else "no API key required")
     )
     try:

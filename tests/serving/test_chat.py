@@ -23,11 +23,8 @@ from nomad_gpustack.serving.gateway import BackgroundServer, StaticSource, creat
 from nomad_gpustack.urls import normalise_base_url
 
 from ..support.components import ConsulAgent, free_port
-from . import test_gateway
+from .fakes import FakeBackend
 from .test_discovery import ConsulServices, unique
-from .test_gateway import FakeBackend
-
-backends = test_gateway.backends  # the fixture that starts fake OpenAI servers
 
 # ----------------------------------------------------------------------------------------------------
 # The core

@@ -1,0 +1,330 @@
+"""The gateway itself: an ASGI application that routes each request by the `model` of its body to a healthy
+instance of that model, with failover to another replica when an instance refuses the connection.
+
+The gateway only ever connects to discovered instances: the upstream URL is an instance's address and port
+plus the fixed path of the route, never anything taken from the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .balancer import EJECT_AFTER, EJECT_SECONDS, Balancer
+from .errors import EXCEPTION_HANDLERS, ApiError, no_healthy_instance, not_found, send_error
+from .keys import ApiKeys
+from .pool import InstancePool, instance_key
+from .relay import (
+    StreamCut,
+    cancel_on_disconnect,
+    header,
+    model_of,
+    read_body,
+    reason,
+    relay,
+    seconds_text,
+    upstream_headers,
+)
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
+    from ..discovery import Endpoint, RoutingTable
+    from .source import RouteSource
+
+log = logging.getLogger("nomadgs.gateway")
+
+# The OpenAI paths routed by the body's `model` field (GPUStack's set, rerank included).
+ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/audio/speech")
+MAX_BODY = 64 * 1024 * 1024  # far above any JSON request; stops a client from filling the gateway's memory
+UPSTREAM_TIMEOUT = 600.0  # seconds to the first byte of an answer: a long generation may send nothing before its end
+STREAM_IDLE_TIMEOUT = 120.0  # seconds between two chunks of an answer
+WATCH_SECONDS = 0.5  # how often the table and the idle connections are looked at between requests
+
+
+class Gateway:
+    """The OpenAI-compatible front: routing, balancing, failover, API keys; `asgi()` is the application."""
+
+    def __init__(
+        self,
+        source: RouteSource,
+        *,
+        api_keys: Iterable[str] = (),
+        connect_timeout: float = 5.0,
+        upstream_timeout: float | None = UPSTREAM_TIMEOUT,
+        stream_idle_timeout: float | None = STREAM_IDLE_TIMEOUT,
+        eject_seconds: float = EJECT_SECONDS,
+        eject_after: int = EJECT_AFTER,
+        max_body: int = MAX_BODY,
+    ) -> None:
+        """Timeouts are in seconds; None or 0 is no limit. `upstream_timeout`: from sending a request to the
+        head of the answer; `stream_idle_timeout`: between two chunks of the answer. `eject_after` timeouts or
+        failed connections in a row take an instance out of rotation (see Balancer)."""
+        self.source = source
+        self.keys = ApiKeys(api_keys)
+        self.balancer = Balancer(eject_seconds, eject_after)
+        self.max_body = max_body
+        self.connect_timeout = connect_timeout
+        self.upstream_timeout = upstream_timeout or None
+        self.stream_idle_timeout = stream_idle_timeout or None
+        self._client: httpx.AsyncClient | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._seen: RoutingTable | None = None
+        self._routed: frozenset[tuple[bytes, int]] = frozenset()  # pool keys of the passing instances
+        self.pool = InstancePool()
+
+    async def start(self) -> None:
+        """Start the source and the shared connection pool; calling it again does nothing."""
+        await self.source.start()
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                transport=self.pool,
+                # No read timeout here: the time to the first byte and the pauses of a stream have limits of
+                # their own (upstream_timeout, stream_idle_timeout), which one read timeout cannot tell apart.
+                timeout=httpx.Timeout(connect=self.connect_timeout, read=None, write=60.0, pool=None),
+                trust_env=False,  # proxy variables must not send model traffic elsewhere
+                follow_redirects=False,
+            )
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._follow_table())
+
+    async def aclose(self) -> None:
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        await self.source.stop()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()  # closes the pool's connections too
+            self.pool = InstancePool()  # ready for another start()
+
+    def asgi(self) -> Starlette:
+        """The Starlette application; its lifespan starts and stops the gateway."""
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.aclose()
+
+        routes = [Route(path, _Forward(self, path), methods=["POST"]) for path in ROUTED_PATHS]
+        routes += [
+            Route("/v1/models", self._list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self._get_model, methods=["GET"]),
+            Route("/healthz", self._healthz, methods=["GET"]),
+        ]
+        app = Starlette(
+            routes=routes,
+            lifespan=lifespan,
+            exception_handlers=EXCEPTION_HANDLERS,
+        )
+        app.state.gateway = self
+        return app
+
+    # --- models -------------------------------------------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        """The models that have a healthy instance, as OpenAI model objects."""
+        table = self.source.table
+        out = []
+        for model, instances in sorted(table.routes.items()):
+            first = instances[0]
+            out.append(
+                {"id": model, "object": "model", "created": 0, "owned_by": "nomadgs",
+                 "backend": first.backend, "version": first.version, "instances": len(instances)}
+            )  # fmt: skip
+        return out
+
+    async def _list_models(self, request: Request) -> Response:
+        self._authorize(request.scope)
+        return JSONResponse({"object": "list", "data": self.models()})
+
+    async def _get_model(self, request: Request) -> Response:
+        self._authorize(request.scope)
+        wanted = request.path_params["model"]
+        for model in self.models():
+            if model["id"] == wanted:
+                return JSONResponse(model)
+        raise not_found(wanted)
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "models": len(self.source.table.routes)})
+
+    # --- forwarding ---------------------------------------------------------------------------------------
+
+    def _authorize(self, scope: Scope) -> None:
+        if self.keys:
+            self.keys.check(header(scope, b"authorization"))
+
+    def candidates(self, model: str) -> Sequence[Endpoint]:
+        """The instances to try for `model`, best first; ApiError 404 or 503 when there is none."""
+        table = self.source.table
+        if table is not self._seen:
+            self._observe(table)
+        instances = table.routes.get(model)
+        if instances:
+            ordered = self.balancer.order(model, instances)
+            if ordered:
+                return ordered
+            raise no_healthy_instance(model, "its instances stopped answering and are out of rotation")
+        if table.knows(model):
+            raise no_healthy_instance(model)
+        raise not_found(model)
+
+    def _observe(self, table: RoutingTable) -> None:
+        """Act on a new routing table: instances out of rotation whose state changed are no longer held out;
+        connections to the instances no longer routed to are closed by the next `_follow_table` pass."""
+        self._seen = table
+        self._routed = frozenset(instance_key(e.origin) for instances in table.routes.values() for e in instances)
+        for endpoint in self.balancer.observe(table):
+            log.info("model %s: %s changed in the routing table; no longer held out of rotation",
+                     endpoint.model, _where(endpoint))  # fmt: skip
+
+    async def _follow_table(self) -> None:
+        """Look at the table between requests too, so that no change of it goes unseen for long, and close the
+        idle connections that expired or lead to instances no longer routed to."""
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                table = self.source.table
+                if table is not self._seen:
+                    self._observe(table)
+                await self.pool.prune(self._routed)
+            except Exception:  # one failed pass must not end the upkeep
+                log.exception("gateway upkeep failed")
+
+    def _failed(self, endpoint: Endpoint) -> None:
+        if not self.balancer.failed(endpoint):
+            return
+        table = self.source.table
+        if endpoint in table.routes.get(endpoint.model, ()):
+            log.warning(
+                "model %s: %s out of rotation after %d timeouts or failed connections in a row, until its health "
+                "check changes", endpoint.model, _where(endpoint), self.balancer.eject_after,
+            )  # fmt: skip
+        else:
+            # The table no longer shows it passing as when the request was routed (Consul noticed first): that
+            # change is the fresh state it comes back from, not a later one.
+            self.balancer.observe(table)
+
+    async def forward(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one request to a routed path (the ASGI hot path)."""
+        try:
+            self._authorize(scope)
+            body = await read_body(receive, self.max_body)
+            model = model_of(body)
+            candidates = self.candidates(model)
+        except ApiError as exc:
+            await send_error(send, exc)
+            return
+        headers = upstream_headers(scope, drop_authorization=bool(self.keys))
+        query = scope.get("query_string")
+        suffix = f"{path}?{query.decode('latin-1')}" if query else path
+        # The client may leave while the model works: then stop waiting and close the upstream request, which
+        # frees the model's slot instead of generating for nobody.
+        async with anyio.create_task_group() as group:
+            group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
+            try:
+                await self._exchange(model, candidates, suffix, body, headers, send)
+            except ApiError as exc:
+                await send_error(send, exc)
+            group.cancel_scope.cancel()
+
+    async def _exchange(
+        self,
+        model: str,
+        candidates: Sequence[Endpoint],
+        suffix: str,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+        send: Send,
+    ) -> None:
+        client = self._client
+        if client is None:
+            raise ApiError(503, "The gateway is starting.", "server_error", "starting")
+        for endpoint in candidates:
+            request = client.build_request("POST", endpoint.origin + suffix, content=body, headers=headers)
+            self.balancer.acquire(endpoint)
+            try:
+                try:
+                    with anyio.fail_after(self.upstream_timeout):
+                        response = await client.send(request, stream=True)
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    # Nothing reached the instance, so another one can take the request safely.
+                    self._failed(endpoint)
+                    log.warning("model %s: %s %s; trying the next instance", model, _where(endpoint), reason(exc))
+                    continue
+                except (TimeoutError, httpx.TimeoutException) as exc:
+                    # Not retried elsewhere: the instance may be working on it (or hang), a second run costs.
+                    self._failed(endpoint)
+                    if isinstance(exc, TimeoutError):
+                        waited = f"within {seconds_text(self.upstream_timeout)}"
+                    else:  # httpx's write timeout: the instance does not even read the request
+                        waited = f"in time ({reason(exc)})"
+                    log.warning("model %s: %s did not answer %s", model, _where(endpoint), waited)
+                    raise ApiError(
+                        504,
+                        f"The instance of '{model}' did not answer {waited}.",
+                        "server_error",
+                        "upstream_timeout",
+                    ) from None
+                except httpx.TransportError as exc:
+                    # The request may have reached the model: sending it again could run it twice.
+                    log.warning("model %s: %s failed before answering: %s", model, _where(endpoint), reason(exc))
+                    raise ApiError(
+                        502,
+                        f"The instance of '{model}' failed before answering: {reason(exc)}.",
+                        "server_error",
+                        "upstream_error",
+                    ) from None
+                try:
+                    await relay(response, send, self.stream_idle_timeout)
+                except StreamCut as cut:
+                    log.warning("model %s: %s stopped in the middle of its answer, which is cut: %s",
+                                model, _where(endpoint), cut)  # fmt: skip
+                    if cut.timed_out:
+                        self._failed(endpoint)
+                else:
+                    self.balancer.succeeded(endpoint)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await response.aclose()
+                return
+            finally:
+                self.balancer.release(endpoint)
+        # Nothing reached any instance: the same outage as when Consul already calls them all critical.
+        raise no_healthy_instance(model, "none of its instances could be reached")
+
+
+def _where(endpoint: Endpoint) -> str:
+    return f"{endpoint.address}:{endpoint.port}"
+
+
+class _Forward:
+    """The ASGI endpoint of one routed path; an object, not a function, so Starlette passes the raw call."""
+
+    def __init__(self, gateway: Gateway, path: str) -> None:
+        self.gateway = gateway
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.gateway.forward(self.path, scope, receive, send)
+
+
+def create_app(source: RouteSource, *, api_keys: Iterable[str] = (), **options: Any) -> Starlette:
+    """A gateway application over `source` (`app.state.gateway` is the Gateway)."""
+    return Gateway(source, api_keys=api_keys, **options).asgi()

@@ -1,0 +1,36 @@
+"""Where the gateway reads its routing table: `ConsulWatcher` in production, `StaticSource` otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from ..discovery import Endpoint, RoutingTable, build_table
+
+
+class RouteSource(Protocol):
+    """Where the gateway reads its routing table; `table` must be cheap to read on every request."""
+
+    @property
+    def table(self) -> RoutingTable: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class StaticSource:
+    """A routing table set by hand: for tests, benchmarks, and gateways in front of fixed instances."""
+
+    def __init__(self, endpoints: Iterable[Endpoint] = ()) -> None:
+        self.table = build_table(endpoints)
+
+    def set(self, endpoints: Iterable[Endpoint]) -> None:
+        """Replace the table."""
+        self.table = build_table(endpoints)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
