@@ -144,7 +144,7 @@ def throughput(seconds: float) -> None:
         "resolve + compile + JSON text": lambda s: render_text(build(s, catalog).job, "json"),
         "resolve + compile + HCL text": lambda s: render_text(build(s, catalog).job, "hcl"),
     }
-    print(f"\nin-process throughput of this tree over {len(sourced)} example deployments, {seconds:.0f}s each")
+    print(f"\nin-process throughput of this tree over {len(sourced)} example deployments, {seconds:g} s each")
     for label, work in cases.items():
         print(f"  {label:<58} {rate(work, sourced, seconds):10,.0f} /s")
     it = iter(range(10**12))

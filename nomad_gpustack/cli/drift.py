@@ -59,7 +59,7 @@ def report_drift(rendered: Mapping[Path, str], folder: Path | None = None, suffi
         output.note(f"{next(iter(rendered))} is up to date")
     else:
         output.note(
-            f"{count} job file{'s' if count != 1 else ''} in {folder} {'are' if count != 1 else 'is'} up to date"
+            f"{count} job file{'s' if count != 1 else ''} in {folder}/ {'are' if count != 1 else 'is'} up to date"
         )
     return EXIT_OK
 
