@@ -44,6 +44,15 @@ def test_render_imports_no_client_server_or_gateway() -> None:
         assert "nomad_gpustack.cli.cluster_cmds" not in modules and "nomad_gpustack.cli.endpoint_cmds" not in modules
 
 
+@pytest.mark.parametrize("module", ["render_cmds", "backend_cmds", "cluster_cmds", "endpoint_cmds"])
+def test_command_modules_import_only_click_and_the_cli_helpers(module: str) -> None:
+    script = f"import sys, nomad_gpustack.cli.{module}; print('\\n'.join(sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    ours = [m for m in proc.stdout.split() if m.startswith("nomad_gpustack")]
+    assert [m for m in ours if m != "nomad_gpustack" and not m.startswith("nomad_gpustack.cli")] == []
+    assert "click" in proc.stdout.split() and not [m for m in proc.stdout.split() if m.split(".")[0] in HEAVY]
+
+
 def test_version_loads_neither_click_nor_a_command_module() -> None:
     modules = modules_after(["--version"])["modules"]
     assert isinstance(modules, list)
