@@ -26,7 +26,8 @@ class HelpFormatter(click.HelpFormatter):
         super().write_usage(prog, args, "usage: " if prefix is None else prefix)
 
     def write_heading(self, heading: str) -> None:
-        super().write_heading(heading.lower())
+        # Click's own headings ("Options", "Commands") only; ours are written as they should read.
+        super().write_heading(heading.lower() if heading.isalpha() else heading)
 
 
 class Context(click.Context):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import output as say
-from .base import apply, command, preformatted
+from .base import F, apply, command, preformatted
 from .connection import (
     CHAT_ENV_HELP,
     CONSUL_ENV_HELP,
@@ -37,7 +37,7 @@ environment:
 """
 
 
-def discovery_options(f: Any) -> Any:
+def discovery_options(f: F) -> F:
     """--provider and the Consul and Nomad connection flags of `endpoints` and `chat`."""
     provider = click.option(
         "--provider",

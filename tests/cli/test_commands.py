@@ -70,7 +70,7 @@ def test_help_texts_keep_their_tables() -> None:
         "  downloading  pulling the image or downloading the model weights",
         "  4    --timeout passed; the job keeps running (follow it with `nomadgs status NAME`)",
         "  NOMAD_TOKEN            ACL token, sent as X-Nomad-Token (never printed)",
-        "nomad connection (overrides nomad_* variables):",
+        "Nomad connection (overrides NOMAD_* variables):",
         "  --token-file FILE",
     ):
         assert line in submit, line
