@@ -67,7 +67,7 @@ def test_console_script_and_module_entry_points() -> None:
         run = subprocess.run([*argv, "render", str(EXAMPLE)], capture_output=True, text=True, cwd=ROOT)
         assert run.returncode == 0 and json.loads(run.stdout)["Job"]["ID"] == "qwen2-5-7b-instruct", run.stderr
         run = subprocess.run([*argv, "render", "--bogus"], capture_output=True, text=True, cwd=ROOT)
-        assert run.returncode == 2 and "error: No such option '--bogus'" in run.stderr
+        assert run.returncode == 2 and "error: No such option" in run.stderr and "--bogus" in run.stderr
 
 
 def test_ctrl_c_exits_130_without_a_traceback() -> None:
