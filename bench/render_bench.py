@@ -5,7 +5,9 @@ Prints figures; asserts nothing. Run: .venv/bin/python bench/render_bench.py [--
 Cold start is reported as a ratio to a bare `python -I -c pass` of the same interpreter, measured in the same
 run with the runs interleaved, so a busy machine slows both alike. With `--compare REV` (a git revision, e.g.
 b214706, the last argparse one) that revision is checked out into a temporary git worktree and measured side by
-side with this tree: its cold start, and its in-process resolve + compile rate.
+side with this tree: its cold start, and its in-process resolve + compile rate. The validated built-in
+catalog is cached in a temporary folder of the bench after the first run (as in $XDG_CACHE_HOME/nomadgs for a
+user); one row measures runs that find no cache.
 Targets: render cold start at most 15 x the bare interpreter (aim: 8); resolve + compile over 5,000 per second.
 """
 
@@ -38,29 +40,39 @@ LAYOUTS = (
 # Cold start
 
 
-def tree_env(tree: Path) -> dict[str, str]:
+# The command line keeps the validated built-in catalog in $XDG_CACHE_HOME/nomadgs (written by its first run):
+# the bench gives it a folder of its own, and measures a run that finds no cache too.
+NO_CACHE = {"XDG_CACHE_HOME": os.devnull + "/no-cache"}  # neither readable nor writable
+
+
+def tree_env(tree: Path, cache_home: Path | None = None) -> dict[str, str]:
     """The environment that makes `python -m nomad_gpustack` run the package of `tree`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_", "PYTHON"))}
     env["PYTHONPATH"] = str(tree)
+    if cache_home is not None:
+        env["XDG_CACHE_HOME"] = str(cache_home)
     return env
 
 
-def commands(tree: Path) -> dict[str, list[str]]:
+def commands() -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Each measured command: its arguments and the environment it adds."""
     py = [sys.executable, "-m", "nomad_gpustack"]
     return {
-        "nomadgs --version": [*py, "--version"],
-        "nomadgs render (json)": [*py, "render", str(EXAMPLE)],
-        "nomadgs render --format hcl": [*py, "render", str(EXAMPLE), "--format", "hcl"],
+        "nomadgs --version": ([*py, "--version"], {}),
+        "nomadgs render (json)": ([*py, "render", str(EXAMPLE)], {}),
+        "nomadgs render --format hcl": ([*py, "render", str(EXAMPLE), "--format", "hcl"], {}),
+        "nomadgs render, no catalog cache": ([*py, "render", str(EXAMPLE)], NO_CACHE),
     }
 
 
-def cold_start(trees: dict[str, Path], runs: int) -> dict[tuple[str, str], list[float]]:
+def cold_start(trees: dict[str, Path], runs: int, cache_home: Path) -> dict[tuple[str, str], list[float]]:
     """Milliseconds per run of each command of each tree, and of the bare interpreter, interleaved."""
     jobs: list[tuple[str, str, list[str], Path, dict[str, str]]] = [
         ("", "python -I -c pass", [sys.executable, "-I", "-c", "pass"], ROOT, dict(os.environ))
     ]
     for label, tree in trees.items():
-        jobs += [(label, name, argv, tree, tree_env(tree)) for name, argv in commands(tree).items()]
+        for name, (argv, env) in commands().items():
+            jobs.append((label, name, argv, tree, {**tree_env(tree, cache_home), **env}))
     for _, name, argv, cwd, env in jobs:  # warm the file cache and write .pyc files; fail loudly if broken
         proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env)
         if proc.returncode != 0:
@@ -182,14 +194,15 @@ def revision(tree: Path) -> str:
 
 
 def report(trees: dict[str, Path], runs: int, seconds: float) -> None:
-    times = cold_start(trees, runs)
+    with tempfile.TemporaryDirectory(prefix="nomadgs-bench-cache-") as cache_home:
+        times = cold_start(trees, runs, Path(cache_home))
     floor = statistics.median(times[("", "python -I -c pass")])
     labels = list(trees)
     width = 24
     print(f"cold start, whole process: median ms of {runs} interleaved runs (x = ratio to python -I -c pass)")
     print(f"  {'':<30}" + "".join(f"{label:>{width}}" for label in labels))
     print(f"  {'python -I -c pass':<30}" + "".join(f"{floor:>{width - 9}.1f} ms  1.0 x" for _ in labels))
-    for name in commands(ROOT):
+    for name in commands():
         cells = []
         for label in labels:
             median = statistics.median(times[(label, name)])

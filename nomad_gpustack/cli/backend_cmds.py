@@ -40,8 +40,9 @@ def _summary(backend: Any) -> dict[str, Any]:
 def list_backends(backends: tuple[Path, ...], output: str) -> int:
     from ..spec.loader import load_catalog
     from . import output as say
+    from .cachefolder import cache_folder
 
-    catalog = load_catalog(backends)
+    catalog = load_catalog(backends, cache=cache_folder())
     rows = [_summary(b) for b in catalog]
     if output == "json":
         say.emit_json(rows)
@@ -69,8 +70,9 @@ def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
     from ..errors import InputError, Problem
     from ..spec.loader import load_catalog
     from . import output as say
+    from .cachefolder import cache_folder
 
-    catalog = load_catalog(backends)
+    catalog = load_catalog(backends, cache=cache_folder())
     found = catalog.find(name)
     if found is None:
         guess = catalog.closest(name)

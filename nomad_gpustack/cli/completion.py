@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from click.shell_completion import CompletionItem
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 DEPLOYMENT_SUFFIXES = (".yaml", ".yml")
 
@@ -21,6 +23,8 @@ def complete_deployment_files(ctx: click.Context, param: click.Parameter, incomp
 
     When only folders match, the shell completes the folder itself (type "dir"), so it adds no space after it.
     """
+    from click.shell_completion import CompletionItem
+
     try:
         folder, sep, prefix = incomplete.rpartition("/")
         where = Path(os.path.expanduser(folder or "/")) if sep else Path(".")
@@ -45,6 +49,8 @@ def complete_deployment_files(ctx: click.Context, param: click.Parameter, incomp
 
 def complete_backend_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Backend names of the catalog (built-in plus `--backends` given before), case-insensitively."""
+    from click.shell_completion import CompletionItem
+
     try:
         catalog = _catalog(ctx)
         return [
@@ -58,8 +64,9 @@ def complete_backend_names(ctx: click.Context, param: click.Parameter, incomplet
 
 def _catalog(ctx: click.Context) -> Any:
     from ..spec.loader import load_catalog
+    from .cachefolder import cache_folder
 
-    return load_catalog(tuple(ctx.params.get("backends") or ()))
+    return load_catalog(tuple(ctx.params.get("backends") or ()), cache=cache_folder())
 
 
 def _versions_help(backend: Any) -> str | None:

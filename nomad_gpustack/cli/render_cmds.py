@@ -31,8 +31,9 @@ def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = 
     from ..errors import InputError, Problem
     from ..spec.loader import load_catalog, load_deployment
     from . import output
+    from .cachefolder import cache_folder
 
-    catalog = load_catalog(backends)
+    catalog = load_catalog(backends, cache=cache_folder())
     compiled = []
     errors: list[InputError] = []
     for path in paths:
@@ -83,7 +84,6 @@ def render(
     from ..compile.build import SUFFIXES, render_text
     from ..errors import InputError, Problem
     from . import output as say
-    from .atomicfile import write_atomic
 
     if check and output is None:
         raise InputError(Problem("--check compares with files on disk: give them with --output PATH"))
@@ -105,6 +105,8 @@ def render(
         from .drift import report_drift
 
         return report_drift(files, target if as_folder else None, SUFFIXES[fmt])
+    from .atomicfile import write_atomic  # tempfile and friends: only when writing
+
     # Everything compiled before anything is written: a bad deployment leaves no partial output.
     for path, text in files.items():
         write_atomic(path, text)
