@@ -69,6 +69,7 @@ def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = 
     "--output",
     "-o",
     metavar="PATH",
+    type=click.Path(),  # a file or a folder, existing or not; the shell completes paths
     help="write to this file, or into this folder as <job>.nomad.json|hcl (required for several deployments)",
 )
 @click.option(

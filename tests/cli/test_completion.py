@@ -57,6 +57,10 @@ def test_backend_names_include_user_files_and_survive_broken_ones(tmp_path: Path
     assert run.returncode == 0 and run.stdout.strip() == "" and run.stderr == ""
 
 
+def test_output_paths_are_left_to_the_shell() -> None:
+    assert complete("render", "x.yaml", "--output", incomplete="jo") == [("jo", "file")]
+
+
 def test_choices() -> None:
     assert [v for v, _ in complete("render", "x.yaml", "--format")] == ["json", "hcl"]
     assert [v for v, _ in complete("validate", "x.yaml", "--output")] == ["text", "json"]
