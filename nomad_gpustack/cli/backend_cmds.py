@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, Problem
-from . import output
-from .render_cmds import add_input_options
+import click
+
+from .base import group
+from .completion import complete_backend_names
+from .options import Choice, backends_option, output_option
 
 
-def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
-    backends = sub.add_parser(
-        "backends",
-        help="list, show and validate inference backends (GPUStack backend YAML)",
-        formatter_class=formatter,
-    )
-    bsub = backends.add_subparsers(dest="backends_command", metavar="SUBCOMMAND")
-    bsub.required = True
-
-    ls = bsub.add_parser("list", help="list the backends of the catalog", formatter_class=formatter)
-    add_input_options(ls)
-    ls.add_argument("--output", choices=("text", "json"), default="text", help="result format")
-    ls.set_defaults(handler=cmd_list)
-
-    show = bsub.add_parser("show", help="print one backend's definition", formatter_class=formatter)
-    show.add_argument("name", metavar="NAME", help="backend name (case-insensitive)")
-    add_input_options(show)
-    show.add_argument("--format", choices=("yaml", "json"), default="yaml", help="output format (default: yaml)")
-    show.set_defaults(handler=cmd_show)
-
-    validate = bsub.add_parser(
-        "validate",
-        help="check backend files (GPUStack YAML, one backend or a list)",
-        formatter_class=formatter,
-    )
-    validate.add_argument("files", metavar="FILE", nargs="+", type=Path, help="backend YAML files or folders")
-    validate.add_argument("--output", choices=("text", "json"), default="text", help="result format")
-    validate.set_defaults(handler=cmd_validate)
+@group(
+    "backends",
+    short_help="list, show and validate inference backends (GPUStack backend YAML)",
+    help="List, show and validate inference backends (GPUStack backend YAML).",
+)
+def backends() -> None:
+    pass
 
 
 def _summary(backend: Any) -> dict[str, Any]:
@@ -56,13 +34,18 @@ def _summary(backend: Any) -> dict[str, Any]:
     }
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+@backends.command("list", short_help="list the backends of the catalog", help="List the backends of the catalog.")
+@backends_option
+@output_option
+def list_backends(backends: tuple[Path, ...], output: str) -> int:
     from ..spec.loader import load_catalog
+    from . import output as say
+    from .cachefolder import cache_folder
 
-    catalog = load_catalog(args.backends)
+    catalog = load_catalog(backends, cache=cache_folder())
     rows = [_summary(b) for b in catalog]
-    if args.output == "json":
-        output.emit_json(rows)
+    if output == "json":
+        say.emit_json(rows)
         return 0
     print(f"{'BACKEND':<28} {'DEFAULT':<14} {'FRAMEWORKS':<28} VERSIONS")
     for row in rows:
@@ -73,18 +56,31 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    from ..spec.loader import load_catalog
+@backends.command(
+    "show",
+    short_help="print one backend's definition",
+    help="Print one backend's definition. NAME: backend name (case-insensitive).",
+)
+@click.argument("name", metavar="NAME", shell_complete=complete_backend_names)
+@backends_option
+@click.option("--format", "fmt", type=Choice(("yaml", "json")), default="yaml", help="output format (default: yaml)")
+def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
+    import sys
 
-    catalog = load_catalog(args.backends)
-    found = catalog.find(args.name)
+    from ..errors import InputError, Problem
+    from ..spec.loader import load_catalog
+    from . import output as say
+    from .cachefolder import cache_folder
+
+    catalog = load_catalog(backends, cache=cache_folder())
+    found = catalog.find(name)
     if found is None:
-        guess = catalog.closest(args.name)
+        guess = catalog.closest(name)
         hint = f"did you mean '{guess}'?" if guess else "see `nomadgs backends list`"
-        raise InputError(Problem(f"unknown backend '{args.name}'", hint=hint))
+        raise InputError(Problem(f"unknown backend '{name}'", hint=hint))
     data = found.spec.model_dump(mode="json", exclude_none=True)
-    if args.format == "json":
-        output.emit_json(data)
+    if fmt == "json":
+        say.emit_json(data)
     else:
         import yaml
 
@@ -129,18 +125,30 @@ def backend_notes(backend: Any) -> list[str]:
     return notes
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+@backends.command(
+    "validate",
+    short_help="check backend files (GPUStack YAML, one backend or a list)",
+    help="Check backend files (GPUStack YAML, one backend or a list). FILE: backend YAML files or folders.",
+)
+@click.argument("files", metavar="FILE...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@output_option
+def validate(files: tuple[Path, ...], output: str) -> int:
+    import json
+    import sys
+
+    from ..errors import InputError, Problem
     from ..spec.loader import load_backend_file, yaml_files
+    from . import output as say
 
     results: list[dict[str, Any]] = []
     errors: list[InputError] = []
-    for path in args.files:
+    for path in files:
         if not path.exists():
             errors.append(InputError(Problem("no such file or folder", str(path))))
             continue
         for file in yaml_files(path):
             try:
-                backends = load_backend_file(file)
+                loaded = load_backend_file(file)
             except InputError as exc:
                 errors.append(exc)
                 results.append({"file": str(file), "valid": False, "errors": [str(p) for p in exc.problems]})
@@ -149,10 +157,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 {
                     "file": str(file),
                     "valid": True,
-                    "backends": [{**_summary(b), "notes": backend_notes(b)} for b in backends],
+                    "backends": [{**_summary(b), "notes": backend_notes(b)} for b in loaded],
                 }
             )
-    if args.output == "json":
+    if output == "json":
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 2 if errors else 0
@@ -163,7 +171,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             versions = ", ".join(backend["versions"])
             print(f"ok  {result['file']}: {backend['name']} ({versions})")
             for message in backend["notes"]:
-                output.note(f"{result['file']}: {message}")
+                say.note(f"{result['file']}: {message}")
     if errors:
         raise InputError.merge(errors)
     return 0

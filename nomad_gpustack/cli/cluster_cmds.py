@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    InputError,
-    NomadgsError,
-    Problem,
-)
-from . import output
-from .connection import NOMAD_ENV_HELP, add_nomad_options, nomad_settings
-from .render_cmds import add_input_options
+import click
+
+from . import output as say
+from .base import command, preformatted
+from .connection import NOMAD_ENV_HELP, nomad_options
+from .options import backends_option, deployment_argument, deployments_argument, duration_seconds, output_option
 
 if TYPE_CHECKING:
     from ..compile.build import Compiled
@@ -24,7 +19,7 @@ if TYPE_CHECKING:
     from ..nomad.runner import Registration
     from ..nomad.watcher import WatchResult
 
-SUBMIT_HELP = (
+SUBMIT_HELP = preformatted(
     """\
 Render each deployment, validate it with the server, register it with check-and-set (EnforceIndex,
 so a concurrent change is detected, never overwritten), then follow the rollout until every replica
@@ -51,70 +46,10 @@ exit codes:
     + NOMAD_ENV_HELP
 )
 
-
-def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
-    submit = sub.add_parser(
-        "submit",
-        help="register deployments on Nomad and wait until the models answer their health checks",
-        description=SUBMIT_HELP,
-        formatter_class=formatter,
-    )
-    submit.add_argument("deployments", metavar="DEPLOYMENT", nargs="+", help="deployment YAML file(s)")
-    add_input_options(submit)
-    submit.add_argument("--timeout", default="2h", metavar="DURATION", help="give up watching after this (default 2h)")
-    submit.add_argument("--detach", action="store_true", help="return once the job is registered")
-    submit.add_argument(
-        "--wait-for-capacity",
-        action="store_true",
-        help="when no node fits yet, wait for one (autoscaling) instead of failing with exit 3",
-    )
-    submit.add_argument("--force", action="store_true", help="take over a job that nomadgs did not create")
-    submit.add_argument("--output", choices=("text", "json"), default="text", help="result format on stdout")
-    add_nomad_options(submit)
-    submit.set_defaults(handler=cmd_submit)
-
-    plan = sub.add_parser(
-        "plan",
-        help="show what submitting a deployment would change (exit 0: no changes, 1: changes, 255: error)",
-        description="Dry-run the scheduler for a deployment. Exit codes as `nomad job plan`: "
-        "0 no changes, 1 changes, 255 error.\n\n" + NOMAD_ENV_HELP,
-        formatter_class=formatter,
-    )
-    plan.add_argument("deployment", metavar="DEPLOYMENT")
-    add_input_options(plan)
-    plan.add_argument("--output", choices=("text", "json"), default="text")
-    add_nomad_options(plan)
-    plan.set_defaults(handler=cmd_plan)
-
-    status = sub.add_parser(
-        "status",
-        help="list deployed models, or show one in detail",
-        description=NOMAD_ENV_HELP,
-        formatter_class=formatter,
-    )
-    status.add_argument("name", metavar="NAME", nargs="?", help="job ID or model name")
-    status.add_argument("--output", choices=("text", "json"), default="text")
-    add_nomad_options(status)
-    status.set_defaults(handler=cmd_status)
-
-    logs = sub.add_parser("logs", help="print or follow a model server's log", formatter_class=formatter)
-    logs.add_argument("name", metavar="NAME", help="job ID or model name")
-    logs.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
-    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines")
-    logs.add_argument("--replica", type=int, metavar="N", help="replica number (default: the first running one)")
-    logs.add_argument(
-        "--task", metavar="TASK", help="task (default: the model server; download-model for the download)"
-    )
-    logs.add_argument("--tail", type=int, default=100, metavar="LINES", help="lines to print first (default 100)")
-    add_nomad_options(logs)
-    logs.set_defaults(handler=cmd_logs)
-
-    stop = sub.add_parser("stop", help="stop a deployed model", formatter_class=formatter)
-    stop.add_argument("name", metavar="NAME", help="job ID or model name")
-    stop.add_argument("--purge", action="store_true", help="also remove the job from Nomad's state")
-    stop.add_argument("--force", action="store_true", help="stop a job that nomadgs did not create")
-    add_nomad_options(stop)
-    stop.set_defaults(handler=cmd_stop)
+PLAN_HELP = preformatted(
+    "Dry-run the scheduler for a deployment. Exit codes as `nomad job plan`: 0 no changes, 1 changes,\n"
+    "255 error (bad input included).\n\n" + NOMAD_ENV_HELP
+)
 
 
 # --- submit -------------------------------------------------------------------------------------------
@@ -124,27 +59,19 @@ class _Notes:
     """Runner notes on stderr."""
 
     def info(self, message: str) -> None:
-        output.info(message)
+        say.info(message)
 
     def warning(self, message: str) -> None:
-        output.warning(message)
+        say.warning(message)
 
 
-def _timeout(text: str) -> float:
-    from ..durations import SECOND, parse_duration
-
-    try:
-        return parse_duration(text) / SECOND
-    except ValueError as exc:
-        raise InputError(Problem(str(exc), field="--timeout")) from None
-
-
-def _api(args: argparse.Namespace, compiled: Compiled | None = None) -> NomadAPI:
+def _api(connection: Mapping[str, Any], compiled: Compiled | None = None) -> NomadAPI:
     """A client for the cluster; for a deployment, scoped to the namespace and region its job names."""
     from ..nomad.client import NomadAPI
     from ..nomad.runner import scoped_settings
+    from .connection import nomad_settings
 
-    settings = nomad_settings(args)
+    settings = nomad_settings(connection)
     return NomadAPI(scoped_settings(settings, compiled) if compiled is not None else settings)
 
 
@@ -158,82 +85,115 @@ def _print_outcome(registration: Registration, result: WatchResult) -> None:
             print(f"  OpenAI base URL: {url}")
         return
     if result.timed_out:
-        output.error(f"{name}: timed out while {a.phase}: {a.headline}")
+        say.error(f"{name}: timed out while {a.phase}: {a.headline}")
     else:
-        output.error(f"{name}: {a.headline}")
+        say.error(f"{name}: {a.headline}")
     for line in a.details:
-        output.info(f"  {line}")
+        say.info(f"  {line}")
     for failure in a.failures[:3]:
         if failure.hint and failure.hint not in a.details:
-            output.info(f"  hint: {failure.hint}")
+            say.info(f"  hint: {failure.hint}")
         for event in failure.events[-5:]:
-            output.info(f"  event: {event.Type}: {event.text}")
+            say.info(f"  event: {event.Type}: {event.text}")
     if a.rollback_to is not None:
-        output.info(f"  Nomad is rolling back to job version {a.rollback_to} (auto-revert)")
+        say.info(f"  Nomad is rolling back to job version {a.rollback_to} (auto-revert)")
     for label, text in result.logs.items():
-        output.info(f"  last lines of {label} stderr:")
+        say.info(f"  last lines of {label} stderr:")
         for line in text.splitlines():
-            output.info(f"    | {line}")
+            say.info(f"    | {line}")
     if result.timed_out:
-        output.info(f"  the job keeps running; follow it with `nomadgs status {compiled.job_id}`")
+        say.info(f"  the job keeps running; follow it with `nomadgs status {compiled.job_id}`")
     elif a.phase == "placement-failed":
-        output.info(f"  `nomadgs stop {compiled.job_id}` removes it from the queue")
+        say.info(f"  `nomadgs stop {compiled.job_id}` removes it from the queue")
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
+@command(
+    "submit",
+    short_help="register deployments on Nomad and wait until the models answer their health checks",
+    help=SUBMIT_HELP,
+)
+@deployments_argument
+@backends_option
+@click.option("--timeout", default="2h", metavar="DURATION", help="give up watching after this (default 2h)")
+@click.option("--detach", is_flag=True, help="return once the job is registered")
+@click.option(
+    "--wait-for-capacity",
+    is_flag=True,
+    help="when no node fits yet, wait for one (autoscaling) instead of failing with exit 3",
+)
+@click.option("--force", is_flag=True, help="take over a job that nomadgs did not create")
+@output_option
+@nomad_options
+def submit(
+    deployments: tuple[Path, ...],
+    backends: tuple[Path, ...],
+    timeout: str,
+    detach: bool,
+    wait_for_capacity: bool,
+    force: bool,
+    output: str,
+    **connection: Any,
+) -> int:
+    from ..errors import EXIT_INTERRUPTED, EXIT_OK
     from ..nomad import runner
     from .progress_view import view_for
     from .render_cmds import compile_all
 
-    timeout = _timeout(args.timeout)
-    compiled_all = compile_all([Path(p) for p in args.deployments], args.backends, check=True)
-    apis = [_api(args, compiled) for compiled in compiled_all]  # every namespace conflict before any submit
+    seconds = duration_seconds(timeout, "--timeout")
+    compiled_all = compile_all(list(deployments), backends, check=True)
+    apis = [_api(connection, compiled) for compiled in compiled_all]  # every namespace conflict before any submit
     results: list[dict[str, Any]] = []
     worst = EXIT_OK
     for compiled, api in zip(compiled_all, apis, strict=True):
         job_id = compiled.job_id
-        registration = runner.submit(api, compiled, force=args.force, notes=_Notes())
-        if args.detach:
+        registration = runner.submit(api, compiled, force=force, notes=_Notes())
+        if detach:
             results.append(runner.result_document(registration, None, "registered", EXIT_OK))
-            if args.output == "text":
+            if output == "text":
                 print(f"{job_id}: registered; follow it with `nomadgs status {job_id}`")
             continue
         view = view_for(f"{compiled.source.spec.name} (job {job_id} v{registration.version})")
         try:
             result = runner.follow(
-                api, registration, reporter=view, timeout=timeout, wait_for_capacity=args.wait_for_capacity
+                api, registration, reporter=view, timeout=seconds, wait_for_capacity=wait_for_capacity
             )
         except KeyboardInterrupt:
-            output.info(f"\nstopped watching; the job keeps running. Resume with: nomadgs status {job_id}")
-            if args.output == "json":
+            say.info(f"\nstopped watching; the job keeps running. Resume with: nomadgs status {job_id}")
+            if output == "json":
                 results.append(runner.result_document(registration, None, "interrupted", EXIT_INTERRUPTED))
-                output.emit_json({"ok": False, "exit_code": EXIT_INTERRUPTED, "results": results})
+                say.emit_json({"ok": False, "exit_code": EXIT_INTERRUPTED, "results": results})
             return EXIT_INTERRUPTED
         status, code = runner.outcome(result)
         results.append(runner.result_document(registration, result, status, code))
-        if args.output == "text":
+        if output == "text":
             _print_outcome(registration, result)
         worst = max(worst, code)
-    if args.output == "json":
-        output.emit_json({"ok": worst == EXIT_OK, "exit_code": worst, "results": results})
+    if output == "json":
+        say.emit_json({"ok": worst == EXIT_OK, "exit_code": worst, "results": results})
     return worst
 
 
 # --- plan ---------------------------------------------------------------------------------------------
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+@command(
+    "plan",
+    short_help="show what submitting a deployment would change (exit 0: no changes, 1: changes, 255: error)",
+    help=PLAN_HELP,
+    error_exit_code=255,  # nomad.runner.PLAN_ERROR: every error, bad input included, as `nomad job plan`
+)
+@deployment_argument
+@backends_option
+@output_option
+@nomad_options
+def plan(deployment: Path, backends: tuple[Path, ...], output: str, **connection: Any) -> int:
     from ..nomad import runner
     from .render_cmds import compile_all
 
-    try:
-        (compiled,) = compile_all([Path(args.deployment)], args.backends, check=True)
-        summary = runner.plan(_api(args, compiled), compiled)
-    except NomadgsError as exc:
-        output.report(exc)
-        return runner.PLAN_ERROR
-    if args.output == "json":
-        output.emit_json(summary.to_json())
+    (compiled,) = compile_all([deployment], backends, check=True)
+    summary = runner.plan(_api(connection, compiled), compiled)
+    if output == "json":
+        say.emit_json(summary.to_json())
         return summary.exit_code
     what = {"Added": "new job", "Edited": "changes", "Deleted": "removal", "None": "no changes"}.get(
         summary.diff, summary.diff
@@ -247,24 +207,33 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for line in summary.placement:
         print(f"  placement: {line}")
     if summary.warnings:
-        output.warning(summary.warnings.strip())
-    print(f"submit with check-and-set index {summary.job_modify_index}: nomadgs submit {args.deployment}")
+        say.warning(summary.warnings.strip())
+    print(f"submit with check-and-set index {summary.job_modify_index}: nomadgs submit {deployment}")
     return summary.exit_code
 
 
 # --- status, logs, stop -------------------------------------------------------------------------------
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+@command(
+    "status",
+    short_help="list deployed models, or show one in detail",
+    help=preformatted("List deployed models, or show one in detail. NAME: job ID or model name.\n\n" + NOMAD_ENV_HELP),
+)
+@click.argument("name", metavar="[NAME]", required=False)
+@output_option
+@nomad_options
+def status(name: str | None, output: str, **connection: Any) -> int:
     import asyncio
 
+    from ..errors import EXIT_OK
     from ..nomad.status import all_model_statuses, find_job, model_status
 
-    api = _api(args)
-    if args.name:
-        view = asyncio.run(model_status(api, find_job(api, args.name)))
-        if args.output == "json":
-            output.emit_json(view.to_json())
+    api = _api(connection)
+    if name:
+        view = asyncio.run(model_status(api, find_job(api, name)))
+        if output == "json":
+            say.emit_json(view.to_json())
             return EXIT_OK
         print(f"model      {view.model}  ({view.backend} {view.backend_version})")
         print(f"job        {view.job} version {view.job_version}, {view.job_status}")
@@ -279,8 +248,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     views = asyncio.run(all_model_statuses(api))
-    if args.output == "json":
-        output.emit_json([v.to_json() for v in views])
+    if output == "json":
+        say.emit_json([v.to_json() for v in views])
         return EXIT_OK
     if not views:
         print("no models deployed by nomadgs in this namespace")
@@ -296,23 +265,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
+@command(
+    "logs",
+    short_help="print or follow a model server's log",
+    help=preformatted("Print or follow a model server's log. NAME: job ID or model name.\n\n" + NOMAD_ENV_HELP),
+)
+@click.argument("name", metavar="NAME")
+@click.option("--stderr", is_flag=True, help="stderr instead of stdout")
+@click.option("--follow", "-f", is_flag=True, help="keep printing new lines")
+@click.option("--replica", type=int, metavar="N", help="replica number (default: the first running one)")
+@click.option("--task", metavar="TASK", help="task (default: the model server; download-model for the download)")
+@click.option("--tail", type=int, default=100, metavar="LINES", help="lines to print first (default 100)")
+@nomad_options
+def logs(
+    name: str, stderr: bool, follow: bool, replica: int | None, task: str | None, tail: int, **connection: Any
+) -> int:
     import asyncio
+    import sys
 
-    from ..nomad import logs
+    from ..errors import EXIT_OK
+    from ..nomad import logs as nomad_logs
     from ..nomad.status import find_job
 
-    api = _api(args)
-    job = find_job(api, args.name)
-    stream = "stderr" if args.stderr else "stdout"
+    api = _api(connection)
+    job = find_job(api, name)
+    stream = "stderr" if stderr else "stdout"
 
     async def run() -> int:
         async with api.async_client() as http:
-            source = await logs.log_source(api, http, job, replica=args.replica, task=args.task)
-            if not args.follow:
-                sys.stdout.write(await logs.tail(api, http, source, stream=stream, lines=args.tail))
+            source = await nomad_logs.log_source(api, http, job, replica=replica, task=task)
+            if not follow:
+                sys.stdout.write(await nomad_logs.tail(api, http, source, stream=stream, lines=tail))
                 return EXIT_OK
-            async for piece in logs.follow(api, http, source, stream=stream, lines=args.tail):
+            async for piece in nomad_logs.follow(api, http, source, stream=stream, lines=tail):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         return EXIT_OK
@@ -323,13 +308,23 @@ def cmd_logs(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-def cmd_stop(args: argparse.Namespace) -> int:
+@command(
+    "stop",
+    short_help="stop a deployed model",
+    help=preformatted("Stop a deployed model. NAME: job ID or model name.\n\n" + NOMAD_ENV_HELP),
+)
+@click.argument("name", metavar="NAME")
+@click.option("--purge", is_flag=True, help="also remove the job from Nomad's state")
+@click.option("--force", is_flag=True, help="stop a job that nomadgs did not create")
+@nomad_options
+def stop(name: str, purge: bool, force: bool, **connection: Any) -> int:
+    from ..errors import EXIT_OK
     from ..nomad import runner
     from ..nomad.status import find_job
 
-    api = _api(args)
-    job = find_job(api, args.name)
-    eval_id = runner.stop(api, job, purge=args.purge, force=args.force)
-    what = "stopped and purged" if args.purge else "stopped"
+    api = _api(connection)
+    job = find_job(api, name)
+    eval_id = runner.stop(api, job, purge=purge, force=force)
+    what = "stopped and purged" if purge else "stopped"
     print(f"{job.ID}: {what} (evaluation {eval_id[:8] or '-'})")
     return EXIT_OK

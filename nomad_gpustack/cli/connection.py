@@ -1,10 +1,23 @@
-"""Connection flags shared by the commands that talk to Nomad or Consul; they override NOMAD_* / CONSUL_*."""
+"""Connection flags shared by the commands that talk to Nomad or Consul; they override NOMAD_* / CONSUL_*.
+
+`nomad_options` and `consul_options` add the flags to a command; the command takes them as `**connection`
+and hands that to `nomad_settings` / `consul_settings`, which read the environment through settings.py.
+"""
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..settings import ConsulSettings, NomadSettings
+import click
+
+from .base import SectionOption, apply
+
+if TYPE_CHECKING:
+    from ..settings import ConsulSettings, NomadSettings
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 NOMAD_ENV_HELP = """\
 environment (flags win over these):
@@ -19,6 +32,11 @@ environment (flags win over these):
   NOMAD_HTTP_AUTH        user:password for HTTP basic auth in front of Nomad
 """
 
+CHAT_ENV_HELP = """\
+environment:
+  NOMADGS_API_KEY        API key for --url (or use --api-key-file)
+"""
+
 CONSUL_ENV_HELP = """\
   CONSUL_HTTP_ADDR       Consul HTTP address (default 127.0.0.1:8500)
   CONSUL_HTTP_TOKEN      ACL token (never printed)
@@ -27,21 +45,39 @@ CONSUL_ENV_HELP = """\
   CONSUL_HTTP_SSL_VERIFY false: do not verify Consul's certificate (unsafe)
 """
 
+_nomad = partial(click.option, cls=SectionOption, section="Nomad connection (overrides NOMAD_* variables)")
+_consul = partial(click.option, cls=SectionOption, section="Consul connection (overrides CONSUL_* variables)")
 
-def add_nomad_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Nomad connection (overrides NOMAD_* variables)")
-    group.add_argument("--address", metavar="URL", help="Nomad HTTP address [NOMAD_ADDR]")
-    group.add_argument("--namespace", metavar="NS", help="Nomad namespace [NOMAD_NAMESPACE]")
-    group.add_argument("--region", metavar="REGION", help="Nomad region [NOMAD_REGION]")
-    group.add_argument("--token-file", metavar="FILE", help="read the ACL token from FILE [NOMAD_TOKEN]")
-    group.add_argument("--ca-cert", metavar="FILE", help="CA certificate file [NOMAD_CACERT]")
-    group.add_argument("--ca-path", metavar="DIR", help="CA certificate folder [NOMAD_CAPATH]")
-    group.add_argument("--client-cert", metavar="FILE", help="client certificate [NOMAD_CLIENT_CERT]")
-    group.add_argument("--client-key", metavar="FILE", help="client key [NOMAD_CLIENT_KEY]")
-    group.add_argument("--tls-server-name", metavar="NAME", help="server name to verify [NOMAD_TLS_SERVER_NAME]")
-    group.add_argument(
-        "--tls-skip-verify", action="store_true", default=None, help="skip TLS verification [NOMAD_SKIP_VERIFY]"
-    )
+# Certificate files are checked when the flags are parsed: a typo is a usage error before anything connects.
+_FILE = click.Path(exists=True, dir_okay=False)
+_DIR = click.Path(exists=True, file_okay=False)
+
+NOMAD_OPTIONS = (
+    _nomad("--address", metavar="URL", help="Nomad HTTP address [NOMAD_ADDR]"),
+    _nomad("--namespace", metavar="NS", help="Nomad namespace [NOMAD_NAMESPACE]"),
+    _nomad("--region", metavar="REGION", help="Nomad region [NOMAD_REGION]"),
+    _nomad("--token-file", metavar="FILE", help="read the ACL token from FILE [NOMAD_TOKEN]"),
+    _nomad("--ca-cert", metavar="FILE", type=_FILE, help="CA certificate file [NOMAD_CACERT]"),
+    _nomad("--ca-path", metavar="DIR", type=_DIR, help="CA certificate folder [NOMAD_CAPATH]"),
+    _nomad("--client-cert", metavar="FILE", type=_FILE, help="client certificate [NOMAD_CLIENT_CERT]"),
+    _nomad("--client-key", metavar="FILE", type=_FILE, help="client key [NOMAD_CLIENT_KEY]"),
+    _nomad("--tls-server-name", metavar="NAME", help="server name to verify [NOMAD_TLS_SERVER_NAME]"),
+    # No flag leaves NOMAD_SKIP_VERIFY in charge: the value stays None unless the flag is given.
+    _nomad("--tls-skip-verify", is_flag=True, flag_value=True, default=None,
+           help="skip TLS verification [NOMAD_SKIP_VERIFY]"),
+)  # fmt: skip
+
+CONSUL_OPTIONS = (_consul("--consul-address", metavar="ADDR", help="Consul HTTP address [CONSUL_HTTP_ADDR]"),)
+
+
+def nomad_options(f: F) -> F:
+    """The Nomad connection flags; the command receives them in `**connection`."""
+    return apply(NOMAD_OPTIONS, f)
+
+
+def consul_options(f: F) -> F:
+    """The Consul connection flags; the command receives them in `**connection`."""
+    return apply(CONSUL_OPTIONS, f)
 
 
 def read_secret(path: str, what: str = "token") -> str:
@@ -58,26 +94,27 @@ def read_secret(path: str, what: str = "token") -> str:
     return value
 
 
-def nomad_settings(args: argparse.Namespace) -> NomadSettings:
+def nomad_settings(connection: Mapping[str, Any]) -> NomadSettings:
     """NOMAD_* variables with this command's flags on top."""
+    from ..settings import NomadSettings
+
+    token_file = connection.get("token_file")
     return NomadSettings.from_env(
-        address=getattr(args, "address", None),
-        namespace=getattr(args, "namespace", None),
-        region=getattr(args, "region", None),
-        token=read_secret(args.token_file) if getattr(args, "token_file", None) else None,
-        ca_cert=getattr(args, "ca_cert", None),
-        ca_path=getattr(args, "ca_path", None),
-        client_cert=getattr(args, "client_cert", None),
-        client_key=getattr(args, "client_key", None),
-        server_name=getattr(args, "tls_server_name", None),
-        skip_verify=getattr(args, "tls_skip_verify", None),
+        address=connection.get("address"),
+        namespace=connection.get("namespace"),
+        region=connection.get("region"),
+        token=read_secret(token_file) if token_file else None,
+        ca_cert=connection.get("ca_cert"),
+        ca_path=connection.get("ca_path"),
+        client_cert=connection.get("client_cert"),
+        client_key=connection.get("client_key"),
+        server_name=connection.get("tls_server_name"),
+        skip_verify=connection.get("tls_skip_verify"),
     )
 
 
-def add_consul_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Consul connection (overrides CONSUL_* variables)")
-    group.add_argument("--consul-address", metavar="ADDR", help="Consul HTTP address [CONSUL_HTTP_ADDR]")
+def consul_settings(connection: Mapping[str, Any]) -> ConsulSettings:
+    """CONSUL_* variables with this command's flags on top."""
+    from ..settings import ConsulSettings
 
-
-def consul_settings(args: argparse.Namespace) -> ConsulSettings:
-    return ConsulSettings.from_env(address=getattr(args, "consul_address", None))
+    return ConsulSettings.from_env(address=connection.get("consul_address"))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ..errors import InputError, NomadgsError
+if TYPE_CHECKING:
+    from ..errors import NomadgsError
 
 
 def _colour(stream: TextIO, code: str, text: str) -> str:
@@ -34,6 +35,8 @@ def info(message: str) -> None:
 
 def report(exc: NomadgsError) -> None:
     """One line per problem; never a traceback."""
+    from ..errors import InputError
+
     if isinstance(exc, InputError):
         for problem in exc.problems:
             error(str(problem))

@@ -2,69 +2,39 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..errors import InputError, Problem
-from . import output
+import click
+
+from .base import command, preformatted
+from .options import Choice, backends_option, deployments_argument, output_option
 
 if TYPE_CHECKING:
     from ..compile.build import Compiled
+    from ..nomad.render import Format
 
 
-def add_input_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that reads deployment files."""
-    parser.add_argument(
-        "--backends",
-        metavar="PATH",
-        type=Path,
-        action="append",
-        default=[],
-        help="backend YAML file or folder added to the built-in catalog (repeatable; later ones override)",
-    )
+RENDER_HELP = preformatted("""\
+Compile deployment files into Nomad jobs. JSON is the API form ({"Job": ...}) that
+`nomad job run -json`, the HTTP API and Terraform's nomad_job (json = true) take; HCL is
+a jobspec for `nomad job run` and Terraform's jobspec.
+
+With --check, nothing is written: the files in --output FOLDER are compared with what the
+deployments render to (exit 0: up to date; exit 1: a unified diff of what differs, on stdout).
+For CI pipelines that keep rendered jobs in git.
+""")
 
 
-def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
-    render = sub.add_parser(
-        "render",
-        help="compile deployments into Nomad job files (JSON or HCL)",
-        description=(
-            'Compile deployment files into Nomad jobs. JSON is the API form ({"Job": ...}) that\n'
-            "`nomad job run -json`, the HTTP API and Terraform's nomad_job (json = true) take; HCL is\n"
-            "a jobspec for `nomad job run` and Terraform's jobspec."
-        ),
-        formatter_class=formatter,
-    )
-    render.add_argument("deployments", metavar="DEPLOYMENT", nargs="+", type=Path, help="deployment YAML file(s)")
-    add_input_options(render)
-    render.add_argument("--format", choices=("json", "hcl"), default="json", help="output format (default: json)")
-    render.add_argument(
-        "--output",
-        "-o",
-        metavar="PATH",
-        help="write to this file, or into this folder as <job>.nomad.json|hcl (required for several deployments)",
-    )
-    render.set_defaults(handler=cmd_render)
-
-    validate = sub.add_parser(
-        "validate",
-        help="check deployments: files, backends, versions, placeholders and the resulting job",
-        formatter_class=formatter,
-    )
-    validate.add_argument("deployments", metavar="DEPLOYMENT", nargs="+", type=Path)
-    add_input_options(validate)
-    validate.add_argument("--output", choices=("text", "json"), default="text", help="result format")
-    validate.set_defaults(handler=cmd_validate)
-
-
-def compile_all(paths: list[Path], backends: list[Path], *, check: bool = False) -> list[Compiled]:
+def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = False) -> list[Compiled]:
     """Load the catalog and compile every deployment; report every failing file, not only the first."""
     from ..compile.build import build
+    from ..errors import InputError, Problem
     from ..spec.loader import load_catalog, load_deployment
+    from . import output
+    from .cachefolder import cache_folder
 
-    catalog = load_catalog(backends)
+    catalog = load_catalog(backends, cache=cache_folder())
     compiled = []
     errors: list[InputError] = []
     for path in paths:
@@ -92,33 +62,72 @@ def compile_all(paths: list[Path], backends: list[Path], *, check: bool = False)
     return compiled
 
 
-def cmd_render(args: argparse.Namespace) -> int:
-    from ..nomad.render import SUFFIXES, render_text
-    from .atomicfile import write_atomic
+@command("render", short_help="compile deployments into Nomad job files (JSON or HCL)", help=RENDER_HELP)
+@deployments_argument
+@backends_option
+@click.option("--format", "fmt", type=Choice(("json", "hcl")), default="json", help="output format (default: json)")
+@click.option(
+    "--output",
+    "-o",
+    metavar="PATH",
+    type=click.Path(),  # a file or a folder, existing or not; the shell completes paths
+    help="write to this file, or into this folder as <job>.nomad.json|hcl (required for several deployments)",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="write nothing; exit 1 and print a diff when the files in --output differ from the rendering",
+)
+def render(
+    deployments: tuple[Path, ...], backends: tuple[Path, ...], fmt: Format, output: str | None, check: bool
+) -> int:
+    import sys
 
-    compiled = compile_all(args.deployments, args.backends)
-    texts = [(item, render_text(item.job, args.format)) for item in compiled]
-    if args.output is None:
+    from ..errors import InputError, Problem
+    from ..nomad.render import SUFFIXES, render_text
+    from . import output as say
+
+    if check and output is None:
+        raise InputError(Problem("--check compares with files on disk: give them with --output PATH"))
+    compiled = compile_all(list(deployments), backends)
+    texts = [(item, render_text(item.job, fmt)) for item in compiled]
+    if output is None:
         if len(texts) > 1:
             raise InputError(
                 Problem("several deployments need --output FOLDER", hint="each job is written to its own file")
             )
         sys.stdout.write(texts[0][1])
         return 0
-    target = Path(args.output)
-    as_folder = target.is_dir() or len(texts) > 1 or args.output.endswith(("/", "\\"))
+    target = Path(output)
+    as_folder = target.is_dir() or len(texts) > 1 or output.endswith(("/", "\\"))
     if as_folder and target.exists() and not target.is_dir():
         raise InputError(Problem("is a file, but several jobs need a folder", str(target)))
+    files = {(target / f"{item.job_id}{SUFFIXES[fmt]}" if as_folder else target): text for item, text in texts}
+    if check:
+        from .drift import report_drift
+
+        return report_drift(files, target if as_folder else None, SUFFIXES[fmt])
+    from .atomicfile import write_atomic  # tempfile and friends: only when writing
+
     # Everything compiled before anything is written: a bad deployment leaves no partial output.
-    for item, text in texts:
-        path = target / f"{item.job_id}{SUFFIXES[args.format]}" if as_folder else target
+    for path, text in files.items():
         write_atomic(path, text)
-        output.info(f"wrote {path}")
+        say.info(f"wrote {path}")
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    compiled = compile_all(args.deployments, args.backends, check=True)
+@command(
+    "validate",
+    short_help="check deployments: files, backends, versions, placeholders and the resulting job",
+    help="Check deployments: files, backends, versions, placeholders and the resulting job.",
+)
+@deployments_argument
+@backends_option
+@output_option
+def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], output: str) -> int:
+    from . import output as say
+
+    compiled = compile_all(list(deployments), backends, check=True)
     results = []
     for item in compiled:
         r = item.resolved
@@ -135,8 +144,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 "image": r.image,
             }
         )
-    if args.output == "json":
-        output.emit_json({"valid": True, "deployments": results})
+    if output == "json":
+        say.emit_json({"valid": True, "deployments": results})
     else:
         for res in results:
             replicas = f"{res['replicas']} replica{'s' if res['replicas'] != 1 else ''}"

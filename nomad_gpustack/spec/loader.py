@@ -83,9 +83,19 @@ def builtin_catalog_dir() -> Path:
     return packaged if packaged.is_dir() else here.parent / "backends"
 
 
-def load_catalog(extra: Sequence[str | Path] = ()) -> Catalog:
-    """The built-in backends plus those of `extra` files or folders; later ones replace earlier ones."""
-    catalog = Catalog().adding(load_backend_files([builtin_catalog_dir()]))
+def load_catalog(extra: Sequence[str | Path] = (), *, cache: Path | None = None) -> Catalog:
+    """The built-in backends plus those of `extra` files or folders; later ones replace earlier ones.
+
+    With `cache`, a folder, the validated built-in backends are kept there for the next call (catalogcache.py).
+    """
+    folder = builtin_catalog_dir()
+    if cache is None:
+        builtins = load_backend_files([folder])
+    else:
+        from .catalogcache import cached_backends
+
+        builtins = cached_backends(folder, cache, lambda f: load_backend_files([f]), display_path)
+    catalog = Catalog().adding(builtins)
     return catalog.adding(load_backend_files([Path(p) for p in extra])) if extra else catalog
 
 

@@ -1,0 +1,12 @@
+"""Where the command line keeps what it can reuse between runs (the validated built-in catalog)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_folder() -> Path:
+    """$XDG_CACHE_HOME/nomadgs, else ~/.cache/nomadgs (created when first written)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nomadgs"

@@ -1,0 +1,73 @@
+"""`nomadgs render --output PATH --check`: compare the job files on disk with the rendering; write nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ..support.components import ROOT
+from ..support.helpers import nomadgs
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+VLLM = ROOT / "examples" / "vllm-qwen2.5-7b-instruct.yaml"
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("fmt", ["json", "hcl"])
+def test_the_jobs_folder_of_this_repository_is_up_to_date(fmt: str) -> None:
+    before = snapshot(ROOT / "jobs")
+    run = nomadgs("render", *EXAMPLES, "--output", "jobs/", "--format", fmt, "--check")
+    assert run.code == 0, run.out + run.err
+    assert run.out == ""
+    assert run.err == f"note: {len(EXAMPLES)} job files in jobs/ are up to date\n"
+    assert snapshot(ROOT / "jobs") == before
+
+
+def test_differences_missing_files_and_nothing_written(tmp_path: Path) -> None:
+    out = tmp_path / "jobs"
+    assert nomadgs("render", *EXAMPLES, "--output", out).code == 0
+    edited = out / "qwen2-5-7b-instruct.nomad.json"
+    edited.write_text(edited.read_text().replace('"Count": 1', '"Count": 3'))
+    (out / "bge-m3.nomad.json").unlink()
+    before = snapshot(out)
+    run = nomadgs("render", *EXAMPLES, "--output", out, "--check")
+    assert run.code == 1
+    assert snapshot(out) == before, "--check writes nothing"
+    assert f"error: {out}/bge-m3.nomad.json: is missing\n" in run.err
+    assert f"error: {edited}: differs from the rendering\n" in run.err
+    assert "2 of 7 job file(s) differ" in run.err
+    lines = run.out.splitlines()
+    assert f"--- {edited} (on disk)" in lines and f"+++ {edited} (rendered)" in lines
+    assert '-        "Count": 3,' in lines and '+        "Count": 1,' in lines
+    assert "--- /dev/null" in lines and f"+++ {out}/bge-m3.nomad.json (rendered)" in lines
+    assert all(line.startswith(("--- ", "+++ ", "@@ ", "-", "+", " ")) for line in lines), "only a unified diff"
+
+
+def test_a_single_file_and_a_stale_file(tmp_path: Path) -> None:
+    target = tmp_path / "job.hcl"
+    run = nomadgs("render", VLLM, "-o", target, "--format", "hcl", "--check")
+    assert run.code == 1 and f"error: {target}: is missing" in run.err and not target.exists()
+    assert nomadgs("render", VLLM, "-o", target, "--format", "hcl").code == 0
+    run = nomadgs("render", VLLM, "-o", target, "--format", "hcl", "--check")
+    assert run.code == 0 and run.err == f"note: {target} is up to date\n" and run.out == ""
+    out = tmp_path / "out"
+    assert nomadgs("render", VLLM, "-o", f"{out}/").code == 0
+    (out / "removed-model.nomad.json").write_text("{}\n")
+    (out / "other.nomad.hcl").write_text("")  # another format: not this render's business
+    run = nomadgs("render", VLLM, "-o", f"{out}/", "--check")
+    assert run.code == 0
+    assert f"note: {out}/removed-model.nomad.json: no deployment given renders to this file" in run.err
+    assert "other.nomad.hcl" not in run.err
+
+
+def test_check_needs_an_output_and_bad_input_is_still_bad_input(tmp_path: Path) -> None:
+    run = nomadgs("render", VLLM, "--check")
+    assert run.code == 2 and "--check compares with files on disk" in run.err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: tiny\nreplicas: many\n")
+    run = nomadgs("render", bad, "-o", tmp_path / "out", "--check")
+    assert run.code == 2 and "bad.yaml:2:11: replicas:" in run.err and not (tmp_path / "out").exists()
