@@ -7,13 +7,8 @@ python-nomad (one-shot calls) and httpx (blocking queries).
 from __future__ import annotations
 
 import asyncio
-import shutil
-import ssl
-import subprocess
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -21,42 +16,18 @@ from nomad_gpustack.errors import EXIT_CONNECTION
 from nomad_gpustack.nomad.client import NomadAPI, NomadUnavailable
 from nomad_gpustack.settings import TLS, NomadSettings
 
-from ..conftest import unavailable
 from ..support.nomad_double import NomadDouble
-
-
-@dataclass(frozen=True)
-class Certs:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+from ..support.tls import Certs, make_certs
 
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    """A CA and a server certificate for the name `nomad.test` only (not 127.0.0.1)."""
-    if shutil.which("openssl") is None:
-        unavailable("the openssl command is needed to make test certificates")
-    d = tmp_path_factory.mktemp("tls")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=test CA", cwd=d)  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=nomad.test", cwd=d)  # fmt: skip
-    (d / "san.ext").write_text("subjectAltName=DNS:nomad.test\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "san.ext", cwd=d)  # fmt: skip
-    return Certs(d / "ca.pem", d / "server.pem", d / "server.key")
+    return make_certs(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
 def nomad(certs: Certs) -> Iterator[NomadDouble]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certs.cert, certs.key)
-    with NomadDouble(tls=context) as double:
+    with NomadDouble(tls=certs.server_context()) as double:
         yield double
 
 
