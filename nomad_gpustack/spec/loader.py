@@ -58,22 +58,28 @@ def load_backend_file(path: Path) -> list[Sourced[Backend]]:
     return backends_from_document(data, source)
 
 
-def load_backend_files(paths: Iterable[Path]) -> list[Sourced[Backend]]:
-    """Backends from files and folders, in order. All files are read; all their problems are reported."""
-    found: list[Sourced[Backend]] = []
-    errors: list[InputError] = []
+def read_backend_files(paths: Iterable[Path]) -> list[tuple[str, list[Sourced[Backend]] | InputError]]:
+    """Each YAML file of `paths` (files or folders), in order, with its backends or the error that stopped it."""
+    results: list[tuple[str, list[Sourced[Backend]] | InputError]] = []
     for path in paths:
         if not path.exists():
-            errors.append(InputError(Problem("no such file or folder", display_path(path))))
+            results.append((display_path(path), InputError(Problem("no such file or folder", display_path(path)))))
             continue
         for file in yaml_files(path):
             try:
-                found.extend(load_backend_file(file))
+                results.append((display_path(file), load_backend_file(file)))
             except InputError as exc:
-                errors.append(exc)
+                results.append((display_path(file), exc))
+    return results
+
+
+def load_backend_files(paths: Iterable[Path]) -> list[Sourced[Backend]]:
+    """Backends from files and folders, in order. All files are read; all their problems are reported."""
+    results = read_backend_files(paths)
+    errors = [r for _, r in results if isinstance(r, InputError)]
     if errors:
         raise InputError.merge(errors)
-    return found
+    return [b for _, r in results if not isinstance(r, InputError) for b in r]
 
 
 def builtin_catalog_dir() -> Path:

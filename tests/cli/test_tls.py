@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from ..support.helpers import nomadgs
 from ..support.nomad_double import NomadDouble
-from ..support.tls import Certs, make_certs
+from ..support.tls import Certs
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    return make_certs(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def nomad(certs: Certs) -> Iterator[NomadDouble]:
-    with NomadDouble(tls=certs.server_context()) as double:
-        yield double
-
-
-def test_an_unverifiable_certificate_is_exit_5_without_a_traceback(nomad: NomadDouble) -> None:
-    run = nomadgs("status", env={"NOMAD_ADDR": nomad.address})
+def test_an_unverifiable_certificate_is_exit_5_without_a_traceback(tls_nomad: NomadDouble) -> None:
+    run = nomadgs("status", env={"NOMAD_ADDR": tls_nomad.address})
     assert run.code == 5, run.err
     assert "TLS certificate verification failed" in run.err and "Traceback" not in run.err
 
 
-def test_a_ca_file_and_server_name_from_flags(nomad: NomadDouble, certs: Certs) -> None:
-    run = nomadgs("status", "--ca-cert", certs.ca, "--tls-server-name", "nomad.test", env={"NOMAD_ADDR": nomad.address})
+def test_a_ca_file_and_server_name_from_flags(tls_nomad: NomadDouble, tls_certs: Certs) -> None:
+    run = nomadgs(
+        "status", "--ca-cert", tls_certs.ca, "--tls-server-name", "nomad.test", env={"NOMAD_ADDR": tls_nomad.address}
+    )
     assert run.code == 0, run.err
     assert "no models deployed" in run.out and "warning" not in run.err
 
 
-def test_skip_verify_gives_one_warning_of_ours(nomad: NomadDouble) -> None:
-    run = nomadgs("status", "--tls-skip-verify", env={"NOMAD_ADDR": nomad.address})
+def test_skip_verify_gives_one_warning_of_ours(tls_nomad: NomadDouble) -> None:
+    run = nomadgs("status", "--tls-skip-verify", env={"NOMAD_ADDR": tls_nomad.address})
     assert run.code == 0, run.err
     warnings = [line for line in run.err.splitlines() if "warning" in line.lower()]
     assert len(warnings) == 1 and "not verified" in warnings[0], run.err

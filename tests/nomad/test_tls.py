@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,18 +16,7 @@ from nomad_gpustack.nomad.client import NomadAPI, NomadUnavailable
 from nomad_gpustack.settings import TLS, NomadSettings
 
 from ..support.nomad_double import NomadDouble
-from ..support.tls import Certs, make_certs
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    return make_certs(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def nomad(certs: Certs) -> Iterator[NomadDouble]:
-    with NomadDouble(tls=certs.server_context()) as double:
-        yield double
+from ..support.tls import Certs
 
 
 def reads(settings: NomadSettings) -> None:
@@ -43,8 +31,8 @@ def reads(settings: NomadSettings) -> None:
     asyncio.run(watch_read())
 
 
-def test_verification_is_on_by_default(nomad: NomadDouble) -> None:
-    api = NomadAPI(NomadSettings(address=nomad.address))
+def test_verification_is_on_by_default(tls_nomad: NomadDouble) -> None:
+    api = NomadAPI(NomadSettings(address=tls_nomad.address))
     with pytest.raises(NomadUnavailable) as caught:
         api.job("missing")
     assert caught.value.exit_code == EXIT_CONNECTION
@@ -58,18 +46,18 @@ def test_verification_is_on_by_default(nomad: NomadDouble) -> None:
         asyncio.run(watch_read())
 
 
-def test_a_ca_file_and_the_server_name_make_it_verify(nomad: NomadDouble, certs: Certs) -> None:
-    tls = TLS(ca_cert=str(certs.ca), server_name="nomad.test")
-    reads(NomadSettings(address=nomad.address, tls=tls))
+def test_a_ca_file_and_the_server_name_make_it_verify(tls_nomad: NomadDouble, tls_certs: Certs) -> None:
+    tls = TLS(ca_cert=str(tls_certs.ca), server_name="nomad.test")
+    reads(NomadSettings(address=tls_nomad.address, tls=tls))
     # Without the server name the certificate (for nomad.test) does not match 127.0.0.1: refused.
     with pytest.raises(NomadUnavailable):
-        NomadAPI(NomadSettings(address=nomad.address, tls=TLS(ca_cert=str(certs.ca)))).job("missing")
+        NomadAPI(NomadSettings(address=tls_nomad.address, tls=TLS(ca_cert=str(tls_certs.ca)))).job("missing")
 
 
-def test_skip_verify_works_and_warns_once_in_our_words(nomad: NomadDouble) -> None:
-    settings = NomadSettings.from_env({"NOMAD_ADDR": nomad.address, "NOMAD_SKIP_VERIFY": "true"})
+def test_skip_verify_works_and_warns_once_in_our_words(tls_nomad: NomadDouble) -> None:
+    settings = NomadSettings.from_env({"NOMAD_ADDR": tls_nomad.address, "NOMAD_SKIP_VERIFY": "true"})
     notice = settings.insecure_notice()
-    assert notice is not None and nomad.address in notice and "not verified" in notice
+    assert notice is not None and tls_nomad.address in notice and "not verified" in notice
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reads(settings)
