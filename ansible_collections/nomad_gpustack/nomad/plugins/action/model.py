@@ -71,5 +71,7 @@ class ActionModule(ActionBase):
         if args.get("definition") is not None:
             args["_definition_origin"] = definition_origin(self._task, args["definition"])
         result = merge_hash(result, self._execute_module(module_args=args, task_vars=task_vars))
+        # The origin is ours, not the user's: keep it out of the invocation shown with -v.
+        result.get("invocation", {}).get("module_args", {}).pop("_definition_origin", None)
         self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
