@@ -203,7 +203,9 @@ def test_bad_input_is_located_and_the_token_never_shows(tmp_path: Path) -> None:
       ignore_errors: true
 """,
         )
-        play = run_playbook(book, "-vvv", "-e", f"@{secrets}", env={"ANSIBLE_LOG_PATH": str(log), "NOMAD_TOKEN": token}, record=True)
+        play = run_playbook(
+            book, "-vvv", "-e", f"@{secrets}", env={"ANSIBLE_LOG_PATH": str(log), "NOMAD_TOKEN": token}, record=True
+        )
         sent = [r for r in nomad.requests if r.headers.get("x-nomad-token") == token]
         registered = [r for r in nomad.requests if r.path == f"/v1/job/{JOB}" and r.method == "POST"]
     assert play.code == 0, play.text
