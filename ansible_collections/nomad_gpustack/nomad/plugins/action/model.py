@@ -47,8 +47,8 @@ def _walk(value, path, marks, key_marks, file):
 def definition_origin(task, definition):
     """Where the task's inline definition was written: file, task name, and the lines of its values."""
     task_path = task.get_path() or ""
-    file, _, line = task_path.rpartition(":")
-    if not file or not line.isdigit():
+    file, separator, line = task_path.rpartition(":")
+    if not separator or not line.isdigit():
         file, line = task_path, ""
     marks, key_marks = [], []
     root = _origin_of(definition)

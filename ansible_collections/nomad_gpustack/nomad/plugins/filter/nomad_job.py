@@ -18,7 +18,7 @@ description:
   - The same function works in plain Jinja2, outside Ansible
     (C(env.filters.update(nomad_gpustack.filters.FILTERS))).
 author:
-  - nomad-gpustack developers
+  - nomad-gpustack developers (!UNKNOWN)
 options:
   _input:
     description: The deployment, as a dictionary (or the path of a deployment file on the controller).

@@ -21,7 +21,7 @@ description:
     count, healthy, memory, driver)."
   - The inventory file's name must end in C(nomad.yml) or C(nomad.yaml) (for example C(nodes.nomad.yml)).
 author:
-  - nomad-gpustack developers
+  - nomad-gpustack developers (!UNKNOWN)
 extends_documentation_fragment:
   - constructed
 options:

@@ -18,7 +18,7 @@ description:
   - Runs on the controller. With C(lookup), several URLs come back joined by commas; use C(query) (or
     C(wantlist=true)) for a list.
 author:
-  - nomad-gpustack developers
+  - nomad-gpustack developers (!UNKNOWN)
 options:
   _terms:
     description: Model names, as C(nomadgs endpoints) lists them.

@@ -21,7 +21,7 @@ description:
   - Check mode runs Nomad's plan and registers nothing; with C(--diff), the fields the plan would change are shown.
   - Runs the same Python functions as the C(nomadgs) command; it does not call the command.
 author:
-  - nomad-gpustack developers
+  - nomad-gpustack developers (!UNKNOWN)
 extends_documentation_fragment:
   - nomad_gpustack.nomad.connection
 attributes:

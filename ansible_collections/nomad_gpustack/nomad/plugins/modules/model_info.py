@@ -14,7 +14,7 @@ description:
     their job, latest deployment, replicas in GPUStack's states and the OpenAI base URLs of the running ones.
   - Reads only; never changes anything.
 author:
-  - nomad-gpustack developers
+  - nomad-gpustack developers (!UNKNOWN)
 extends_documentation_fragment:
   - nomad_gpustack.nomad.connection
 attributes:
