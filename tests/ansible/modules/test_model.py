@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
+
 from ...support.nomad_double import NomadDouble, scenarios
 from ..conftest import EXAMPLES, requests_to, run_playbook
 
@@ -127,6 +129,10 @@ def test_failures_are_explained_in_msg_without_a_traceback(tmp_path: Path) -> No
     with NomadDouble(node_devices=[a10]) as nomad:
         nomad.set_scenario(JOB, scenarios.crash_loop(stderr="loading weights\nValueError: unsupported architecture\n"))
         nomad.set_scenario("qwen2-5-7b-instruct", scenarios.placement_failure())
+        foreign = {"ID": "bge-m3", "Name": "bge-m3", "Type": "service", "Datacenters": ["dc1"], "TaskGroups": [
+            {"Name": "web", "Count": 1, "Tasks": [{"Name": "web", "Driver": "docker", "Config": {"image": "nginx"}}]}
+        ]}  # fmt: skip
+        httpx.post(f"{nomad.address}/v1/jobs", json={"Job": foreign}).raise_for_status()
         small = deployment_file(tmp_path)
         book = playbook(
             tmp_path,
@@ -141,6 +147,13 @@ def test_failures_are_explained_in_msg_without_a_traceback(tmp_path: Path) -> No
       ignore_errors: true
     - name: timeout
       nomad_gpustack.nomad.model: {{deployment: {small}, wait_timeout: nonsense}}
+      ignore_errors: true
+    - name: not ours
+      nomad_gpustack.nomad.model: {{deployment: {EXAMPLES / "tei-bge-m3-embeddings.yaml"}, state: absent}}
+      ignore_errors: true
+    - name: not ours in check mode
+      nomad_gpustack.nomad.model: {{deployment: {EXAMPLES / "tei-bge-m3-embeddings.yaml"}}}
+      check_mode: true
       ignore_errors: true
 """,
         )
@@ -162,7 +175,12 @@ def test_failures_are_explained_in_msg_without_a_traceback(tmp_path: Path) -> No
 
     bad = r["timeout"]
     assert bad["failed"] is True and bad["exit_code"] == 2 and "wait_timeout" in bad["msg"]
+    for name in ("not ours", "not ours in check mode"):
+        foreign_job = r[name]
+        assert foreign_job["failed"] is True and "was not created by nomad" in foreign_job["msg"], foreign_job
+        assert "set force: true" in foreign_job["msg"] and "--force" not in foreign_job["msg"]
     assert "Traceback" not in play.text and "MODULE FAILURE" not in play.text
+    assert requests_to(nomad, "DELETE", "/v1/job/bge-m3") == 0 and requests_to(nomad, "POST", "/v1/job/bge-m3") == 0
 
 
 def test_bad_input_is_located_and_the_token_never_shows(tmp_path: Path) -> None:

@@ -67,6 +67,29 @@ def nomad_settings(params):
     )
 
 
+# The package's messages name the command's flags; in a module they are these options.
+OPTION_WORDS = (
+    ("use --force", "set force: true"),
+    ("(watch with --wait-for-capacity)", "(wait_for_capacity: true waits for it)"),
+    ("(set NOMAD_ADDR or --address)", "(set nomad_addr or NOMAD_ADDR)"),
+    ("(or --namespace)", "(or the namespace option)"),
+    ("(or --region)", "(or the region option)"),
+)
+
+
+def in_module_words(value):
+    """`value` (text, or lists and dicts of it) with the command's flags named as this module's options."""
+    if isinstance(value, str):
+        for flag, option in OPTION_WORDS:
+            value = value.replace(flag, option)
+        return value
+    if isinstance(value, dict):
+        return {k: in_module_words(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [in_module_words(v) for v in value]
+    return value
+
+
 def scrub(value, secrets):
     """`value` (text, or lists and dicts of it) with every secret replaced: exception texts never echo one."""
     secrets = [s for s in secrets if s]
@@ -136,12 +159,13 @@ def run_guarded(module, work):
     try:
         result = work()
     except NomadgsError as exc:
-        module.fail_json(**scrub(error_result(exc), secrets))
+        module.fail_json(**scrub(in_module_words(error_result(exc)), secrets))
     except KeyboardInterrupt:
         module.fail_json(msg="interrupted")
     except Exception as exc:  # a bug: say so in one line; the traceback would only hide the message
         module.fail_json(msg=scrub(f"unexpected error in nomad-gpustack: {type(exc).__name__}: {exc}", secrets))
     failed = result.pop("failed", False)
     if failed:
+        result["msg"] = in_module_words(result.get("msg", ""))
         module.fail_json(**scrub(result, secrets))
     module.exit_json(**scrub(result, secrets))

@@ -349,9 +349,7 @@ def present(module, api, compiled, notes):
         lines = [verdict.headline(registration, watched), *verdict.explanation(registration, watched)]
         if watched.timed_out:
             lines.append(f"the job keeps running; see it with nomad_gpustack.nomad.model_info (name: {job_id})")
-        # The package's explanations name the command's flag; here it is this module's option.
-        text = "\n".join(lines).replace("(watch with --wait-for-capacity)", "(wait_for_capacity: true waits for it)")
-        result.update(failed=True, msg=text)
+        result.update(failed=True, msg="\n".join(lines))
     return result
 
 
