@@ -96,11 +96,12 @@ compose:
 # Then, in a playbook: hosts: gpu_nvidia_a10:&node_pool_gpu
 """
 
-import os
 import re
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
+
+from ansible_collections.nomad_gpustack.nomad.plugins.module_utils.bridge import nomad_settings
 
 try:
     from nomad_gpustack.errors import NomadgsError
@@ -108,24 +109,6 @@ try:
     IMPORT_ERROR = None
 except ImportError as exc:
     IMPORT_ERROR = exc
-
-
-def nomad_settings(options):
-    """NomadSettings from the inventory's options over the NOMAD_* environment."""
-    from nomad_gpustack.settings import NomadSettings
-
-    validate = options.get("validate_certs")
-    return NomadSettings.from_env(
-        os.environ,
-        address=options.get("nomad_addr"),
-        token=options.get("token"),
-        region=options.get("region"),
-        ca_cert=options.get("ca_cert"),
-        client_cert=options.get("client_cert"),
-        client_key=options.get("client_key"),
-        server_name=options.get("tls_server_name"),
-        skip_verify=None if validate is None else not validate,
-    )
 
 
 def group_name(prefix, value):
