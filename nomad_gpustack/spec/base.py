@@ -55,9 +55,9 @@ def _duration(value: Any) -> int:
 
 
 def _size(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("expected a size such as '24 GiB'")
-    return parse_size(value)
+    return parse_size(value)  # a bare number is refused: MiB to Nomad users, bytes to the parser
 
 
 def _positive(value: int) -> int:

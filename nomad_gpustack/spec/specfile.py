@@ -8,7 +8,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import InputError, Problem, suggestion
+from ..errors import HintedValueError, InputError, Problem, suggestion
 from .yamlsource import Path, SourceMap
 
 M = TypeVar("M", bound=BaseModel)
@@ -137,6 +137,9 @@ def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMa
                 hint = suggestion(value, [o for o in options if o])
         elif kind == "value_error":
             message = str(error["msg"]).removeprefix("Value error, ")
+            cause = error.get("ctx", {}).get("error")
+            if isinstance(cause, HintedValueError):
+                message, hint = str(cause), cause.hint
         elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
             message = f"{_describe(value)}: {str(error['msg']).lower()}"
         else:
