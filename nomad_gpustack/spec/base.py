@@ -17,6 +17,19 @@ from ..sizes import parse_size
 NOMAD_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 label: job IDs and service names
 
 
+class AsWritten:
+    """Marks text read as it is written in the file: YAML 1.1 would make `017` 15, `1.10` 1.1 and `yes` true.
+
+    `specfile.validate` puts the scalar's own text back before validation wherever this marker sits.
+    """
+
+    def __repr__(self) -> str:
+        return "AS_WRITTEN"
+
+
+AS_WRITTEN = AsWritten()
+
+
 class SpecModel(BaseModel):
     """Base of the input models: unknown keys are errors, models are built on first use."""
 
@@ -24,7 +37,7 @@ class SpecModel(BaseModel):
 
 
 def _text_scalar(value: Any) -> Any:
-    """Env values: YAML reads `8000` and `true` as a number and a bool; an environment only holds text."""
+    """Env values are text. Values from a file arrive as written (AS_WRITTEN); these are for values built in code."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -32,7 +45,8 @@ def _text_scalar(value: Any) -> Any:
     return value
 
 
-EnvValue = Annotated[str, BeforeValidator(_text_scalar)]
+EnvValue = Annotated[str, AS_WRITTEN, BeforeValidator(_text_scalar)]
+WrittenText = Annotated[str, AS_WRITTEN]  # a version, a node meta value: `1.10` stays "1.10"
 
 
 def _env_map(value: Any) -> Any:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from ..errors import HintedValueError, InputError, Problem, suggestion
+from .base import AsWritten
 from .yamlsource import Path, SourceMap
 
 M = TypeVar("M", bound=BaseModel)
@@ -82,10 +85,54 @@ def _unwrap(annotation: Any) -> Any:
             annotation = typing.get_args(annotation)[0]
             continue
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if origin in (typing.Union, __import__("types").UnionType) and len(args) == 1:
+        if origin in (typing.Union, types.UnionType) and len(args) == 1:
             annotation = args[0]
             continue
         return annotation
+
+
+def _marked(annotation: Any, metadata: Iterable[Any] = ()) -> bool:
+    """Whether an annotation (or a field's metadata) carries AS_WRITTEN, through Optional."""
+    if any(isinstance(m, AsWritten) for m in metadata):
+        return True
+    while True:
+        if typing.get_origin(annotation) is typing.Annotated:
+            if any(isinstance(m, AsWritten) for m in annotation.__metadata__):
+                return True
+            annotation = typing.get_args(annotation)[0]
+            continue
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+            annotation = args[0]
+            continue
+        return False
+
+
+def as_written(annotation: Any, value: Any, source: SourceMap, path: Path, metadata: Iterable[Any] = ()) -> Any:
+    """`value` with the file's own text put back wherever the model marks a field AS_WRITTEN."""
+    if _marked(annotation, metadata):
+        if value is not None and not isinstance(value, str | list | dict):
+            return source.texts.get(path, value)
+        return value
+    inner = _unwrap(annotation)
+    if isinstance(inner, type) and issubclass(inner, BaseModel):
+        if not isinstance(value, dict):
+            return value
+        fields = inner.model_fields
+        return {
+            key: as_written(fields[key].annotation, item, source, (*path, key), fields[key].metadata)
+            if key in fields
+            else item
+            for key, item in value.items()
+        }
+    origin = typing.get_origin(inner)
+    if origin is list and isinstance(value, list):
+        (item_type,) = typing.get_args(inner)
+        return [as_written(item_type, item, source, (*path, i)) for i, item in enumerate(value)]
+    if origin is dict and isinstance(value, dict):
+        item_type = typing.get_args(inner)[-1]
+        return {key: as_written(item_type, item, source, (*path, key)) for key, item in value.items()}
+    return value
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
@@ -119,8 +166,13 @@ def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMa
             key = False
         elif kind in ("string_type",):
             message = f"expected text, got {_describe(value)}"
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            written = source.texts.get(path)
+            if written is not None:
+                hint = f"quote it: '{written}'"  # as written: YAML made 1.10 the number 1.1
+            elif isinstance(value, int | float) and not isinstance(value, bool):
                 hint = f"quote it: '{value}'"
+            elif value is None:
+                hint = "write '' for empty text"
         elif kind in ("int_type", "int_parsing", "int_from_float"):
             message = f"expected a whole number, got {_describe(value)}"
         elif kind in ("bool_type", "bool_parsing"):
@@ -185,6 +237,7 @@ def validate(model: type[M], data: Any, source: SourceMap, prefix: Path = ()) ->
                 hint=f"see the {what} keys in the README",
             )
         )
+    data = as_written(model, data, source, prefix)
     try:
         spec = model.model_validate(data)
     except ValidationError as exc:

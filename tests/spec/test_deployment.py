@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from nomad_gpustack.errors import InputError
 from nomad_gpustack.sizes import GIB, MIB
 
-from ..support.helpers import deployment
+from ..support.helpers import backends, compile_yaml, deployment, main_task
+
+
+def main_task_image(job: Any) -> str:
+    image: str = job["TaskGroups"][0]["Tasks"][-1]["Config"]["image"]
+    return image
 
 
 def problems(text: str) -> list[str]:
@@ -56,3 +63,47 @@ def test_one_letter_units_are_ambiguous_and_refused(value: str) -> None:
 )  # fmt: skip
 def test_sizes_with_units_are_read_binary_or_decimal_as_written(value: str, size: int) -> None:
     assert deployment(nomad_block("memory", value)).spec.nomad.memory == size
+
+
+# --- text as written ----------------------------------------------------------------------------------------
+
+
+def test_env_values_are_text_as_written_not_yaml_numbers_or_booleans() -> None:
+    spec = deployment("name: m\nenv: {H: 017, D: 1.10, G: yes, P: 8000, T: true, X: 0x1F, DAY: 2024-01-01}\n").spec
+    assert spec.env == {"H": "017", "D": "1.10", "G": "yes", "P": "8000", "T": "true", "X": "0x1F", "DAY": "2024-01-01"}
+
+
+def test_backend_env_values_are_text_as_written() -> None:
+    (backend,) = backends(
+        "backend_name: b-custom\ndefault_env: {A: 1.10}\nversion_configs:\n  v1:\n    env: {B: 017, C: off}\n"
+    )
+    assert backend.spec.default_env == {"A": "1.10"}
+    assert backend.spec.versions["v1"].env == {"B": "017", "C": "off"}
+
+
+def test_the_job_gets_env_values_as_written() -> None:
+    text = "name: m\nlocal_path: m.gguf\nbackend: llama.cpp\nbackend_version: cpu\nenv: {H: 017, D: 1.10, G: yes}\n"
+    env = main_task(compile_yaml(text))["Env"]
+    assert (env["H"], env["D"], env["G"]) == ("017", "1.10", "yes")
+
+
+def test_backend_version_node_meta_and_job_meta_are_text_as_written() -> None:
+    spec = deployment("name: m\nbackend_version: 1.10\nworker_selector: {cuda: 12.10}\nmeta: {v: 1.10, on: yes}\n").spec
+    assert (spec.backend_version, spec.worker_selector, spec.meta) == (
+        "1.10",
+        {"cuda": "12.10"},
+        {"v": "1.10", "on": "yes"},
+    )
+    versions = "backend_name: v-custom\nversion_configs:\n  '1.1': {image_name: 'a:1', custom_framework: cpu}\n" \
+               "  '1.10': {image_name: 'a:2', custom_framework: cpu}\n"  # fmt: skip
+    job = compile_yaml("name: m\nbackend: v-custom\nbackend_version: 1.10\n", versions).job
+    assert main_task_image(job) == "a:2"
+
+
+def test_other_text_fields_ask_for_quotes_with_the_value_as_written() -> None:
+    assert problems("name: m\nnomad:\n  tags: [1.10]\n") == [
+        "deploy.yaml:3:10: nomad.tags[0]: expected text, got a number (1.1) (quote it: '1.10')"
+    ]
+    assert problems("name: m\nenv: {EMPTY: }\n") == [
+        "deploy.yaml:2:14: env.EMPTY: expected text, got nothing (None) (write '' for empty text)"
+    ]
