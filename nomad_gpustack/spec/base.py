@@ -33,7 +33,7 @@ AS_WRITTEN = AsWritten()
 class SpecModel(BaseModel):
     """Base of the input models: unknown keys are errors, models are built on first use."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True, str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", defer_build=True, str_strip_whitespace=False, strict=True)
 
 
 def _text_scalar(value: Any) -> Any:

@@ -49,11 +49,12 @@ class Sourced(Generic[M]):
         return InputError(self.problem(path, message, hint=hint))
 
 
-def _describe(value: Any) -> str:
+def _describe(value: Any, written: str | None = None) -> str:
+    """What a value is, for messages: its kind, and the value as the file wrote it."""
     kind = _KIND_NAMES.get(type(value).__name__, type(value).__name__)
     if isinstance(value, dict | list):
         return kind
-    text = repr(value)
+    text = written if written is not None else repr(value)
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{kind} ({text})"
@@ -148,6 +149,7 @@ def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMa
         path = (*prefix, *loc)
         kind = error["type"]
         value = error.get("input")
+        written = source.texts.get(path)
         hint: str | None = None
         key = False
         if kind == "extra_forbidden":
@@ -165,8 +167,7 @@ def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMa
             path = (*prefix, *loc[:-1])
             key = False
         elif kind in ("string_type",):
-            message = f"expected text, got {_describe(value)}"
-            written = source.texts.get(path)
+            message = f"expected text, got {_describe(value, written)}"
             if written is not None:
                 hint = f"quote it: '{written}'"  # as written: YAML made 1.10 the number 1.1
             elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -174,9 +175,11 @@ def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMa
             elif value is None:
                 hint = "write '' for empty text"
         elif kind in ("int_type", "int_parsing", "int_from_float"):
-            message = f"expected a whole number, got {_describe(value)}"
+            message = f"expected a whole number, got {_describe(value, written)}"
+            if isinstance(value, str) and value.strip().isdigit():
+                hint = f"write {value.strip()} without quotes"
         elif kind in ("bool_type", "bool_parsing"):
-            message = f"expected true or false, got {_describe(value)}"
+            message = f"expected true or false, got {_describe(value, written)}"
         elif kind in ("dict_type", "model_type", "model_attributes_type"):
             message = f"expected a mapping (key: value), got {_describe(value)}"
         elif kind == "list_type":
@@ -193,7 +196,7 @@ def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMa
             if isinstance(cause, HintedValueError):
                 message, hint = str(cause), cause.hint
         elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-            message = f"{_describe(value)}: {str(error['msg']).lower()}"
+            message = f"{_describe(value, written)}: {str(error['msg']).lower()}"
         else:
             message = str(error["msg"])
         mark = source.locate_key(path) if key else source.locate_for_message(path)

@@ -102,8 +102,35 @@ def test_backend_version_node_meta_and_job_meta_are_text_as_written() -> None:
 
 def test_other_text_fields_ask_for_quotes_with_the_value_as_written() -> None:
     assert problems("name: m\nnomad:\n  tags: [1.10]\n") == [
-        "deploy.yaml:3:10: nomad.tags[0]: expected text, got a number (1.1) (quote it: '1.10')"
+        "deploy.yaml:3:10: nomad.tags[0]: expected text, got a number (1.10) (quote it: '1.10')"
     ]
     assert problems("name: m\nenv: {EMPTY: }\n") == [
         "deploy.yaml:2:14: env.EMPTY: expected text, got nothing (None) (write '' for empty text)"
     ]
+
+
+# --- strict types ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("replicas: true\n", "2:11: replicas: expected a whole number, got true or false (true)"),
+        ("nomad:\n  gpus: true\n", "3:9: nomad.gpus: expected a whole number, got true or false (true)"),
+        ("nomad:\n  gpus: '2'\n", "3:9: nomad.gpus: expected a whole number, got text ('2') (write 2 without quotes)"),
+        ("nomad:\n  gpus: 2.0\n", "3:9: nomad.gpus: expected a whole number, got a number (2.0)"),
+        ("nomad:\n  priority: yes\n", "3:13: nomad.priority: expected a whole number, got true or false (yes)"),
+        ("nomad:\n  cpu: '4000'\n",
+         "3:8: nomad.cpu: expected a whole number, got text ('4000') (write 4000 without quotes)"),
+        ("restart_on_error: 1\n", "2:19: restart_on_error: expected true or false, got a whole number (1)"),
+        ("nomad:\n  health_check: 'no'\n", "3:17: nomad.health_check: expected true or false, got text ('no')"),
+    ],
+)  # fmt: skip
+def test_counts_and_switches_are_not_coerced(text: str, expected: str) -> None:
+    assert problems("name: m\n" + text) == [f"deploy.yaml:{expected}"]
+
+
+def test_backend_switches_are_not_coerced() -> None:
+    with pytest.raises(InputError) as info:
+        backends("backend_name: b-custom\nnomad:\n  health_check: 0\n")
+    assert str(info.value) == "backend.yaml:3:17: nomad.health_check: expected true or false, got a whole number (0)"
