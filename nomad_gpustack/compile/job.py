@@ -30,12 +30,11 @@ from ..nomad.jobspec import (
 )
 from .metadata import DOWNLOAD_TASK, JobLabels, job_meta, service_meta, service_tags
 from .request import requested_device
-from .resolve import MAIN_PORT, Resolved, nomad_name
+from .resolve import MAIN_PORT, UPDATE_MIN_HEALTHY, Resolved, nomad_name
 
 GROUP = "inference"
 MODELS_VOLUME = "models"
 
-UPDATE_MIN_HEALTHY = 10 * SECOND
 PROGRESS_MARGIN = 10 * MINUTE  # ProgressDeadline must stay strictly greater than HealthyDeadline
 KILL_TIMEOUT = 30 * SECOND  # engines flush and free GPU memory on SIGTERM
 
@@ -78,7 +77,9 @@ _PASS_TO_DOWNLOADER = ("HF_", "HUGGING_FACE_", "MODELSCOPE_", "HTTP_PROXY", "HTT
 
 def task_name(resolved: Resolved) -> str:
     """The main task's name: the backend's, readable in the Nomad UI (`vllm`, `llama-cpp`)."""
-    return nomad_name(resolved.backend_name) or "server"
+    name = nomad_name(resolved.backend_name) or "server"
+    # Nomad refuses a task named "alloc", and two tasks of one name.
+    return f"{name}-server" if name in ("alloc", DOWNLOAD_TASK) else name
 
 
 def job_labels(r: Resolved) -> JobLabels:

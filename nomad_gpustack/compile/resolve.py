@@ -14,9 +14,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..durations import SECOND
+from ..durations import SECOND, format_duration
 from ..errors import InputError, suggestion
-from ..sizes import GIB, parse_size, to_mib
+from ..sizes import GIB, human_size, parse_size, to_mib
 from ..spec.backend import Backend, NomadExtras, TemplateFile, VersionConfig
 from ..spec.catalog import CUSTOM, Catalog
 from ..spec.deployment import Deployment
@@ -30,6 +30,8 @@ from .templating import PLACEHOLDERS, UnknownPlaceholder, expand, placeholders_i
 MAIN_PORT = "http"
 DEFAULT_HEALTH_CHECK_PATH = "/v1/models"  # GPUStack's documented default
 DEFAULT_SHM_SIZE = 10 * GIB  # GPUStack's default (GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB)
+MIN_MEMORY_MIB = 10  # Nomad's MinResources: a task below it is refused
+UPDATE_MIN_HEALTHY = 10 * SECOND  # how long a new replica must stay healthy (the job's Update.MinHealthyTime)
 _GLOB = re.compile(r"[*?\[]")
 
 
@@ -362,6 +364,39 @@ class _Resolver:
                 raise self.fail(("backend_parameters", index), str(exc), exc.hint) from None
         return apply_format(out, fmt)
 
+    def nomad_rules(self) -> None:
+        """Nomad's own job validation, for the values the deployment sets: refused here, not at submit time."""
+        nomad = self.d.nomad
+        if nomad.check_timeout > nomad.check_interval:
+            raise self.fail(("nomad", "check_timeout"), "check_timeout must not be longer than check_interval")
+        for key in ("check_interval", "check_timeout"):
+            if getattr(nomad, key) < SECOND:
+                raise self.fail(("nomad", key), f"{key} must be at least 1s (Nomad's minimum)")
+        if nomad.startup_timeout <= UPDATE_MIN_HEALTHY:
+            raise self.fail(
+                ("nomad", "startup_timeout"),
+                f"startup_timeout must be longer than {format_duration(UPDATE_MIN_HEALTHY)}, the time a replica "
+                "must stay healthy (Nomad needs min_healthy_time < healthy_deadline)",
+                "loading a model takes minutes: the default is 30m",
+            )
+        memory = to_mib(nomad.memory)
+        if memory < MIN_MEMORY_MIB:
+            raise self.fail(
+                ("nomad", "memory"),
+                f"{human_size(nomad.memory)} is below Nomad's minimum of {MIN_MEMORY_MIB} MiB",
+                "a model server needs GiBs: write e.g. '16 GiB'",
+            )
+        if nomad.memory_max is not None and to_mib(nomad.memory_max) < memory:
+            raise self.fail(
+                ("nomad", "memory_max"),
+                f"memory_max ({human_size(nomad.memory_max)}) is below memory ({human_size(nomad.memory)}); "
+                "Nomad refuses such a job",
+                "memory_max is the limit a replica may grow to: make it at least memory, or leave it out",
+            )
+        for index, datacenter in enumerate(nomad.datacenters or []):
+            if not datacenter.strip():
+                raise self.fail(("nomad", "datacenters", index), "a datacenter name cannot be empty")
+
     def run(self) -> Resolved:
         d = self.d
         backend = self.backend()
@@ -481,10 +516,7 @@ class _Resolver:
                 ) from None
 
         nomad = d.nomad
-        if nomad.check_timeout > nomad.check_interval:
-            raise self.fail(("nomad", "check_timeout"), "check_timeout must not be longer than check_interval")
-        if nomad.check_interval < SECOND:
-            raise self.fail(("nomad", "check_interval"), "check_interval must be at least 1s (Nomad's minimum)")
+        self.nomad_rules()
         for mode in sorted(LOCKED_DOWN_MODES & set(extras.docker or {})):
             self.warnings.append(
                 f"docker option {mode} fails on Nomad >= 2.0.4 unless the client's docker plugin allows it "

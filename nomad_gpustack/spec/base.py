@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from ..durations import SECOND, parse_duration
+from ..errors import HintedValueError
 from ..sizes import parse_size
 
 NOMAD_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 label: job IDs and service names
@@ -80,8 +81,30 @@ def _positive(value: int) -> int:
     return value
 
 
+CPU_MIN_MHZ = 100  # Nomad's own default for a task; below it, the number was surely meant as cores
+CPU_MAX_MHZ = 10_000_000  # a node offers cores × clock: 10 THz is more than any machine has
+
+
+def _cpu_mhz(value: int) -> int:
+    if value <= 0:
+        hint = "write the MHz one replica reserves, e.g. 4000"
+        raise HintedValueError(f"cpu must be at least {CPU_MIN_MHZ} MHz", hint)
+    if value < CPU_MIN_MHZ:
+        raise HintedValueError(
+            f"cpu is in MHz, not cores: {value} MHz is below the floor of {CPU_MIN_MHZ} MHz",
+            f"{value} cores at 2.5 GHz: write {value * 2500}",
+        )
+    if value > CPU_MAX_MHZ:
+        raise HintedValueError(
+            f"{value} MHz is more than any Nomad node offers (a node's cpu is its cores × clock in MHz)",
+            f"64 cores at 3 GHz are 192000; the most this accepts is {CPU_MAX_MHZ}",
+        )
+    return value
+
+
 Duration = Annotated[int, BeforeValidator(_duration), AfterValidator(_positive)]  # nanoseconds
 Size = Annotated[int, BeforeValidator(_size), AfterValidator(_positive)]  # bytes
+CpuMHz = Annotated[int, AfterValidator(_cpu_mhz)]  # Nomad's `cpu`: MHz of the node's total compute
 
 
 def _nomad_name(value: str) -> str:

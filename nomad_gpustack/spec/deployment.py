@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..compile.metadata import RESERVED_META
 from ..durations import SECOND
-from .base import AS_WRITTEN, Duration, EnvMap, NomadName, Size, SpecModel, WrittenText
+from .base import AS_WRITTEN, CpuMHz, Duration, EnvMap, NomadName, Size, SpecModel, WrittenText
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")  # GPUStack UI's rule
 
@@ -47,7 +47,7 @@ class DeploymentNomad(SpecModel):
     gpus: Annotated[int, Field(ge=0, le=64)] | None = None
     gpu_memory: Size | None = None
     gpu_model: str | None = None
-    cpu: Annotated[int, Field(ge=1)] = 4000
+    cpu: CpuMHz = 4000
     memory: Size = 16 * 1024**3
     memory_max: Size | None = None
     shm_size: Size | None = None

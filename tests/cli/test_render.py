@@ -84,6 +84,8 @@ BAD_INPUTS = {
                           "a size needs a unit; 16384 alone would be read as bytes (write '16 GiB' or '16384 MiB')"),
     "coerced count": ("name: tiny\nlocal_path: m\nbackend: llama.cpp\nreplicas: true\n", "bad.yaml:4:11: replicas:",
                       "expected a whole number, got true or false (true)"),
+    "cpu in cores": ("name: tiny\nlocal_path: m\nbackend: llama.cpp\nnomad:\n  cpu: 4\n", "bad.yaml:5:8: nomad.cpu:",
+                     "cpu is in MHz, not cores: 4 MHz is below the floor of 100 MHz (4 cores at 2.5 GHz: write 10000)"),
     "missing image": ("name: tiny\nbackend: Custom\nrun_command: serve\n", "bad.yaml:", "needs image_name"),
     "invalid name": ("name: 'no spaces allowed'\n", "bad.yaml:1:7: name:", "is not a valid model name"),
     "not a mapping": ("- a\n- b\n", "bad.yaml:1:1:", "expected a mapping (key: value), got a list"),
