@@ -25,7 +25,7 @@ from ..spec.yamlsource import Path
 from .drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
 from .frameworks import FRAMEWORKS, Framework
 from .parameters import apply_format, tokenize
-from .templating import PLACEHOLDERS, UnknownPlaceholder, expand, placeholders_in
+from .templating import PLACEHOLDERS, PlaceholderError, expand, placeholders_in, prepare
 
 MAIN_PORT = "http"
 DEFAULT_HEALTH_CHECK_PATH = "/v1/models"  # GPUStack's documented default
@@ -336,14 +336,15 @@ class _Resolver:
         env: dict[str, str],
     ) -> list[str]:
         try:
+            text = prepare(text, values, env)
+        except PlaceholderError as exc:
+            raise origin.error(path, str(exc), hint=exc.hint) from None
+        try:
             tokens = shlex.split(text, comments=False, posix=True)
         except ValueError as exc:
             raise origin.error(path, f"cannot split the command: {exc}", hint="check the quotes") from None
-        try:
-            # Split first, then fill in: a value with spaces (a path) stays one argument.
-            return [expand(token, values, env) for token in tokens]
-        except UnknownPlaceholder as exc:
-            raise origin.error(path, str(exc), hint=exc.hint) from None
+        # Split first, then fill in: a value with spaces (a path) stays one argument.
+        return [expand(token, values, env) for token in tokens]
 
     def parameters(self, backend: Sourced[Backend] | None, values: dict[str, str], env: dict[str, str]) -> list[str]:
         """The deployment's backend_parameters as argv, placeholders filled, in the backend's parameter_format."""
@@ -353,15 +354,16 @@ class _Resolver:
         out: list[str] = []
         for index, element in enumerate(parameters):
             try:
+                element = prepare(element, values, env)
+            except PlaceholderError as exc:
+                raise self.fail(("backend_parameters", index), str(exc), exc.hint) from None
+            try:
                 tokens = tokenize(element)
             except ValueError as exc:
                 raise self.fail(
                     ("backend_parameters", index), f"cannot split the parameter: {exc}", "check the quotes"
                 ) from None
-            try:
-                out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
-            except UnknownPlaceholder as exc:
-                raise self.fail(("backend_parameters", index), str(exc), exc.hint) from None
+            out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
         return apply_format(out, fmt)
 
     def nomad_rules(self) -> None:

@@ -301,6 +301,43 @@ def test_an_unknown_placeholder_names_the_closest_or_lists_them() -> None:
     assert "env variables: CACHE, LEVEL, ONLY_BACKEND" in found.hint
 
 
+def test_placeholders_with_spaces_inside_the_braces_are_filled() -> None:
+    run = "serve {{ model_path }} --port {{  port  }} --cache {{ CACHE }}"
+    params = ["--name {{ model_name }}", "--ids={{ gpu_ids }}"]
+    r = resolved(engine_deployment(backend_version="cuda", run_command=run, backend_parameters=params), engine())
+    assert r.args == (
+        "serve", "/models/huggingface/org/repo", "--port", "${NOMAD_PORT_http}", "--cache", "/from-version",
+        "--name", "my-model", "--ids=0",
+    )  # fmt: skip
+    backend = engine().replace("--port {{port}}", "--port {{ port }}")
+    assert "${NOMAD_PORT_http}" in resolved(engine_deployment(backend_version="cpu"), backend).args
+
+
+@pytest.mark.parametrize(
+    ("run_command", "message", "hint"),
+    [
+        ("serve {{ modle_path }}", "unknown placeholder {{modle_path}}", "did you mean {{model_path}}?"),
+        ("serve {{ model path }}", "unknown placeholder {{model path}}", "did you mean {{model_path}}?"),
+        ("serve {{model_path --port 1", "'{{' is not closed in '{{model_path --port 1'",
+         "write placeholders as {{name}}, e.g. {{model_path}}"),
+    ],
+)  # fmt: skip
+def test_a_placeholder_that_cannot_be_filled_is_reported_not_split(run_command: str, message: str, hint: str) -> None:
+    found = problem(engine_deployment(backend_version="cuda", run_command=run_command), engine())
+    assert (found.field, found.message, found.hint) == ("run_command", message, hint)
+    found = problem(engine_deployment(backend_version="cuda", backend_parameters=["--x", run_command]), engine())
+    assert (found.field, found.message, found.hint) == ("backend_parameters[1]", message, hint)
+
+
+def test_template_files_fill_placeholders_with_or_without_spaces_and_leave_nomads_own() -> None:
+    data = 'port={{port}} p={{ port }} m={{ model_name }} home={{ env "HOME" }}{{ end }}'
+    backend = engine() + f"nomad:\n  templates: [{{destination: local/c, data: '{data}'}}]\n"
+    (template,) = resolved(engine_deployment(backend_version="cpu"), backend).templates
+    assert template.data == (
+        'port={{ env "NOMAD_PORT_http" }} p={{ env "NOMAD_PORT_http" }} m=my-model home={{ env "HOME" }}{{ end }}'
+    )
+
+
 def test_a_placeholder_error_in_the_backend_points_at_the_backend_file() -> None:
     backend = engine().replace("--cache {{CACHE}}", "--cache {{CAHCE}}")
     found = problem(engine_deployment(backend_version="cuda"), backend)
