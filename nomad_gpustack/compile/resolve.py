@@ -524,11 +524,12 @@ class _Resolver:
                 f"docker option {mode} fails on Nomad >= 2.0.4 unless the client's docker plugin allows it "
                 "(allowed_modes); prefer shm_size over ipc_mode"
             )
-        if nomad.gpu_memory and not framework.device_plugin:
-            self.warnings.append(
-                f"nomad.gpu_memory is only enforced for frameworks with a Nomad device plugin (cuda), "
-                f"not {framework.name}"
-            )
+        for key in ("gpu_memory", "gpu_model"):
+            if getattr(nomad, key) and not framework.device_plugin:
+                self.warnings.append(
+                    f"nomad.{key} is only enforced for frameworks with a Nomad device plugin (cuda), "
+                    f"not {framework.name}: the job does not use it"
+                )
 
         return Resolved(
             model_name=d.name,

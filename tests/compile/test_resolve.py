@@ -527,7 +527,15 @@ def test_locked_down_docker_modes_warn() -> None:
     assert warnings[1].startswith("docker option pid_mode fails on Nomad >= 2.0.4")
 
 
-def test_gpu_memory_without_a_device_plugin_warns() -> None:
+def test_gpu_memory_and_model_without_a_device_plugin_warn() -> None:
     r = resolved(engine_deployment(backend_version="multi", nomad={"gpu_memory": "24 GiB"}), engine())
     (warning,) = r.warnings
-    assert "only enforced for frameworks with a Nomad device plugin (cuda), not rocm" in warning
+    assert warning.startswith("nomad.gpu_memory is only enforced for frameworks with a Nomad device plugin (cuda), "
+                              "not rocm")  # fmt: skip
+    r = resolved(engine_deployment(backend_version="multi", nomad={"gpu_model": "MI300X"}), engine())
+    assert r.warnings == (
+        "nomad.gpu_model is only enforced for frameworks with a Nomad device plugin (cuda), not rocm: "
+        "the job does not use it",
+    )
+    cuda = resolved(engine_deployment(backend_version="cuda", nomad={"gpu_model": "L4"}), engine())
+    assert cuda.warnings == () and cuda.resources.gpu_model == "L4"
