@@ -72,7 +72,6 @@ touch "$dir/.nomadgs-complete"
 echo "model downloaded to $dir"
 """
 TOKEN_KEYS = {"huggingface": "HF_TOKEN", "model_scope": "MODELSCOPE_API_TOKEN"}
-_PASS_TO_DOWNLOADER = ("HF_", "HUGGING_FACE_", "MODELSCOPE_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "PIP_")
 
 
 def task_name(resolved: Resolved) -> str:
@@ -236,7 +235,7 @@ def _download_task(r: Resolved) -> Task | None:
         "NOMADGS_MODEL_FILE": w.file or "",
         "NOMADGS_MODEL_DIR": download.directory,
     }
-    env.update({k: v for k, v in r.env.items() if k.startswith(_PASS_TO_DOWNLOADER)})
+    env.update(download.env)
     templates = [Template(DestPath="local/download.sh", EmbeddedTmpl=DOWNLOAD_SCRIPT, Perms="0755", ChangeMode="noop")]
     if download.token_variable:
         key = TOKEN_KEYS[w.source]

@@ -11,7 +11,7 @@ import json
 import posixpath
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..durations import SECOND, format_duration
@@ -34,6 +34,21 @@ MIN_MEMORY_MIB = 10  # Nomad's MinResources: a task below it is refused
 UPDATE_MIN_HEALTHY = 10 * SECOND  # how long a new replica must stay healthy (the job's Update.MinHealthyTime)
 _GLOB = re.compile(r"[*?\[]")
 
+# What the download task takes from the merged env: the hub's address and timeouts, proxies, pip's index.
+# Nothing else: HF_HUB_OFFLINE=1 is meant for the engine and would stop the download, and a hub token only
+# reaches the download through nomad.token_variable, never from env (which is written into the job).
+_PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+DOWNLOAD_ENV = {
+    "huggingface": ("HF_ENDPOINT", "HF_HUB_DOWNLOAD_TIMEOUT", "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DISABLE_XET"),
+    "model_scope": ("MODELSCOPE_DOMAIN",),
+}
+DOWNLOAD_ENV_ANY_SOURCE = (
+    *_PROXY_ENV, *(name.lower() for name in _PROXY_ENV), "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST",
+)  # fmt: skip
+HUB_TOKENS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELSCOPE_API_TOKEN")
+_SECRET_NAME = re.compile(r"(?:^|_)(?:TOKEN|API_?KEY|SECRET(?:_KEY)?|PASSWORD|ACCESS_KEY)$", re.IGNORECASE)
+_SWITCH = frozenset({"", "0", "1", "true", "false", "yes", "no", "on", "off"})
+
 
 @dataclass(frozen=True)
 class Download:
@@ -42,6 +57,7 @@ class Download:
     directory: str  # where the repository goes, inside the task
     image: str  # the downloader's image
     token_variable: str | None  # the Nomad Variable that holds the hub token; None: download anonymously
+    env: dict[str, str] = field(default_factory=dict)  # what the download needs of the merged env (DOWNLOAD_ENV)
 
 
 @dataclass(frozen=True)
@@ -366,6 +382,22 @@ class _Resolver:
             out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
         return apply_format(out, fmt)
 
+    def secrets_in(self, env: dict[str, str]) -> None:
+        """Warn about env values that look like secrets: the job file holds them in clear text."""
+        for name, value in env.items():
+            if not _SECRET_NAME.search(name) or value.strip().lower() in _SWITCH:
+                continue
+            if name.upper() in HUB_TOKENS:
+                self.warnings.append(
+                    f"env {name} is written into the job in clear text, and the download task does not get it: "
+                    "put the token in a Nomad Variable and set nomad.token_variable"
+                )
+            else:
+                self.warnings.append(
+                    f"env {name} looks like a secret and is written into the job in clear text: keep it in a "
+                    "Nomad Variable and read it with a template (the backend's nomad.templates, env: true)"
+                )
+
     def nomad_rules(self) -> None:
         """Nomad's own job validation, for the values the deployment sets: refused here, not at submit time."""
         nomad = self.d.nomad
@@ -421,6 +453,11 @@ class _Resolver:
             env.update(backend.spec.default_env or {})
         env.update(config.env or {})
         env.update(d.env or {})
+        if weights.download is not None and weights.source is not None:
+            wanted = (*DOWNLOAD_ENV.get(weights.source, ()), *DOWNLOAD_ENV_ANY_SOURCE)
+            download_env = {name: env[name] for name in wanted if name in env}
+            weights = replace(weights, download=replace(weights.download, env=download_env))
+        self.secrets_in(env)
 
         values = {
             "model_path": weights.path,
