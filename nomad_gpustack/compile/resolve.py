@@ -22,6 +22,7 @@ from ..spec.catalog import CUSTOM, Catalog
 from ..spec.deployment import Deployment
 from ..spec.specfile import Sourced
 from ..spec.yamlsource import Path
+from . import hazards
 from .drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
 from .frameworks import FRAMEWORKS, Framework
 from .parameters import apply_format, tokenize
@@ -45,9 +46,6 @@ DOWNLOAD_ENV = {
 DOWNLOAD_ENV_ANY_SOURCE = (
     *_PROXY_ENV, *(name.lower() for name in _PROXY_ENV), "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST",
 )  # fmt: skip
-HUB_TOKENS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELSCOPE_API_TOKEN")
-_SECRET_NAME = re.compile(r"(?:^|_)(?:TOKEN|API_?KEY|SECRET(?:_KEY)?|PASSWORD|ACCESS_KEY)$", re.IGNORECASE)
-_SWITCH = frozenset({"", "0", "1", "true", "false", "yes", "no", "on", "off"})
 
 
 @dataclass(frozen=True)
@@ -382,22 +380,6 @@ class _Resolver:
             out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
         return apply_format(out, fmt)
 
-    def secrets_in(self, env: dict[str, str]) -> None:
-        """Warn about env values that look like secrets: the job file holds them in clear text."""
-        for name, value in env.items():
-            if not _SECRET_NAME.search(name) or value.strip().lower() in _SWITCH:
-                continue
-            if name.upper() in HUB_TOKENS:
-                self.warnings.append(
-                    f"env {name} is written into the job in clear text, and the download task does not get it: "
-                    "put the token in a Nomad Variable and set nomad.token_variable"
-                )
-            else:
-                self.warnings.append(
-                    f"env {name} looks like a secret and is written into the job in clear text: keep it in a "
-                    "Nomad Variable and read it with a template (the backend's nomad.templates, env: true)"
-                )
-
     def nomad_rules(self) -> None:
         """Nomad's own job validation, for the values the deployment sets: refused here, not at submit time."""
         nomad = self.d.nomad
@@ -457,7 +439,7 @@ class _Resolver:
             wanted = (*DOWNLOAD_ENV.get(weights.source, ()), *DOWNLOAD_ENV_ANY_SOURCE)
             download_env = {name: env[name] for name in wanted if name in env}
             weights = replace(weights, download=replace(weights.download, env=download_env))
-        self.secrets_in(env)
+        self.warnings.extend(hazards.secrets_in(env))
 
         values = {
             "model_path": weights.path,
@@ -499,6 +481,7 @@ class _Resolver:
                 entrypoint = self.argv(backend.spec.default_entrypoint, backend, ("default_entrypoint",), values, env)
 
         params = self.parameters(backend, values, env)
+        self.warnings.extend(hazards.repeated_flags([*entrypoint, *args], params, model=d.name, gpus=gpus))
         args.extend(params)
 
         image = d.image_name or config.image_name
@@ -543,6 +526,13 @@ class _Resolver:
             t.model_copy(update={"data": expand(t.data, template_values, env, strict=False)})
             for t in extras.templates or []
         ]
+
+        port_warning = hazards.port_unused(
+            [*args, *entrypoint, command or "", *(t.data for t in templates), *env.values()],
+            health_check=health_path is not None,
+        )
+        if port_warning:
+            self.warnings.append(port_warning)
 
         shm_size = d.nomad.shm_size
         if shm_size is None and driver == "docker":

@@ -539,3 +539,44 @@ def test_gpu_memory_and_model_without_a_device_plugin_warn() -> None:
     )
     cuda = resolved(engine_deployment(backend_version="cuda", nomad={"gpu_model": "L4"}), engine())
     assert cuda.warnings == () and cuda.resources.gpu_model == "L4"
+
+
+def test_a_command_that_never_uses_the_port_warns() -> None:
+    custom = {"name": "m", "backend": "Custom", "image_name": "x:1", "run_command": "serve --listen 8080"}
+    (warning,) = resolved(custom).warnings
+    assert warning.startswith(
+        "the command never uses {{port}}: the engine does not listen on the port Nomad allocated, so the health "
+        "check targets a port nothing listens on and the model never becomes healthy"
+    )
+    (warning,) = resolved({**custom, "nomad": {"health_check": False}}).warnings
+    assert "so the service points at a port nothing listens on" in warning
+    for run_command in (
+        "serve --port {{ port }}",
+        "serve --port ${NOMAD_PORT_http}",
+        "serve --bind {{worker_ip}}:{{port}}",
+    ):
+        assert resolved({**custom, "run_command": run_command}).warnings == (), run_command
+    in_a_file = (
+        engine().replace("--port {{port}}", "")
+        + "nomad:\n  templates: [{destination: local/c, data: 'port={{port}}'}]\n"
+    )
+    assert resolved(engine_deployment(backend_version="cpu"), in_a_file).warnings == ()
+
+
+def test_backend_parameters_that_repeat_the_commands_flags_warn_with_the_consequence() -> None:
+    vllm = {"name": "qwen", "huggingface_repo_id": "o/r", "backend": "vLLM", "nomad": {"gpus": 2}}
+    params = ["--served-model-name other", "--tensor-parallel-size 4", "--max-model-len 4096"]
+    assert resolved({**vllm, "backend_parameters": params}).warnings == (
+        "backend_parameters sets --served-model-name, which the backend's command already sets: the engine serves "
+        "the model under another name than 'qwen', the name clients and `nomadgs gateway` ask for",
+        "backend_parameters sets --tensor-parallel-size, which the backend's command already sets: the engine "
+        "splits the model over another number of GPUs than the 2 Nomad reserves for it (set nomad.gpus instead)",
+    )
+    (warning,) = resolved({**vllm, "backend_parameters": ["-tp 1"]}).warnings
+    assert warning.startswith(
+        "backend_parameters sets -tp, which the backend's command already sets: the engine splits"
+    )
+    (warning,) = resolved(engine_deployment(backend_version="cpu", backend_parameters=["--gpus=3"]), engine()).warnings
+    assert warning.endswith("sets --gpus, which the backend's command already sets: most engines take the last value, "
+                            "so it replaces the backend's")  # fmt: skip
+    assert resolved({**vllm, "backend_parameters": ["--max-model-len 4096", "--enable-prefix-caching"]}).warnings == ()
