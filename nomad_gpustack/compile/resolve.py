@@ -25,7 +25,7 @@ from ..spec.yamlsource import Path
 from . import hazards
 from .drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
 from .frameworks import FRAMEWORKS, Framework
-from .parameters import apply_format, tokenize
+from .parameters import apply_format, is_flag, tokenize
 from .templating import PLACEHOLDERS, PlaceholderError, expand, placeholders_in, prepare
 
 MAIN_PORT = "http"
@@ -480,6 +480,7 @@ class _Resolver:
             elif backend.spec.default_entrypoint:
                 entrypoint = self.argv(backend.spec.default_entrypoint, backend, ("default_entrypoint",), values, env)
 
+        program = args[0] if args and not is_flag(args[0]) else None  # exec drivers: the run command's first word
         params = self.parameters(backend, values, env)
         self.warnings.extend(hazards.repeated_flags([*entrypoint, *args], params, model=d.name, gpus=gpus))
         args.extend(params)
@@ -501,8 +502,16 @@ class _Resolver:
                 command = self.argv(extras.command, backend, ("nomad", "command"), values, env)[0]
             elif entrypoint:
                 command, entrypoint = entrypoint[0], entrypoint[1:]
+            elif program is not None:
+                command, args = program, args[1:]  # run_command: /opt/llama/llama-server -m {{model_path}} ...
             else:
-                raise backend.error(("nomad",), f"the {driver} driver needs nomad.command (the program to run)")
+                origin: Sourced[Deployment] | Sourced[Backend] = command_origin if template else backend
+                raise origin.error(
+                    command_path if template else ("nomad",),
+                    f"the {driver} driver needs the program to run",
+                    hint="start the run command with it (e.g. /opt/llama/llama-server --port {{port}}), "
+                    "or set the backend's entrypoint or nomad.command",
+                )
             args = [*entrypoint, *args]
             entrypoint = []
             image = None

@@ -255,6 +255,27 @@ def test_exec_drivers_run_the_entrypoint_as_the_command() -> None:
     assert r.args == ("-m", "server", "--model", "/opt/m.gguf", "--port", "${NOMAD_PORT_http}")
 
 
+BARE_EXEC = "backend_name: bin-custom\nversion_configs:\n  v1: {custom_framework: cpu}\nnomad: {driver: raw_exec}\n"
+
+
+def test_exec_drivers_take_the_program_from_the_run_commands_first_word() -> None:
+    run = "/opt/llama/llama-server -m {{model_path}} --port {{port}}"
+    data = {"name": "m", "local_path": "/opt/m.gguf", "backend": "bin-custom", "run_command": run,
+            "backend_parameters": ["--ctx-size 4096"]}  # fmt: skip
+    r = resolved(data, BARE_EXEC)
+    assert (r.driver, r.command, r.entrypoint) == ("raw_exec", "/opt/llama/llama-server", ())
+    assert r.args == ("-m", "/opt/m.gguf", "--port", "${NOMAD_PORT_http}", "--ctx-size", "4096")
+    found = problem({**data, "run_command": "--port {{port}}"}, BARE_EXEC)
+    assert (found.file, found.field, found.message) == (
+        "deploy.yaml",
+        "run_command",
+        "the raw_exec driver needs the program to run",
+    )
+    assert found.hint is not None and "set the backend's entrypoint or nomad.command" in found.hint
+    found = problem({**data, "run_command": None}, BARE_EXEC)
+    assert (found.file, found.field) == ("backend0.yaml", "nomad")
+
+
 @pytest.mark.parametrize(
     ("extra", "field", "text"),
     [
