@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import warnings
@@ -93,6 +94,16 @@ def llama_server(smollm2_gguf: str) -> Iterator[str]:
     yield base
     process.terminate()
     process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def terraform_binary() -> str:
+    """`terraform`, whose `fmt` is the HCL formatter `nomad fmt` uses too."""
+    found = shutil.which("terraform")
+    if found is None:
+        unavailable("terraform is not on PATH: rendered HCL is not checked against terraform fmt")
+        raise AssertionError("unreachable")
+    return found
 
 
 @pytest.fixture(scope="session")
