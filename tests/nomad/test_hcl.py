@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from nomad_gpustack.nomad.jobspec import Job, validate_job
 from nomad_gpustack.spec.catalog import Catalog
 from nomad_gpustack.spec.loader import load_backend_file, load_catalog, load_deployment
 
+from ..support.backend_files import PROJECT_BACKENDS, BackendCorpus
 from ..support.components import ROOT
 from ..support.helpers import compile_yaml, deployment
 
@@ -41,18 +43,34 @@ def test_examples_round_trip_through_hcl(example: Path) -> None:
     round_trip(build(load_deployment(example), load_catalog()).job)
 
 
-def test_every_shared_and_builtin_backend_version_round_trips(shared_backends: Path) -> None:
-    count = 0
-    files = sorted(shared_backends.rglob("*.yaml")) + sorted((ROOT / "backends").glob("*.yaml"))
+def version_jobs(files: list[Path]) -> Iterator[tuple[str, Job]]:
+    """A job for every version of every backend in `files`: two replicas, two GPUs of 16 GiB where it has GPUs."""
     for file in files:
         for backend in load_backend_file(file):
             for version, config in backend.spec.versions.items():
                 nomad = {} if "cpu" in config.frameworks else {"gpus": 2, "gpu_memory": "16 GiB"}
                 spec = deployment({"name": "m", "huggingface_repo_id": "o/r", "backend": backend.spec.backend_name,
                                    "backend_version": version, "replicas": 2, "nomad": nomad})  # fmt: skip
-                round_trip(build(spec, Catalog().adding([backend])).job)
-                count += 1
-    assert count >= 55 + 20
+                yield f"{file.name} {version}", build(spec, Catalog().adding([backend])).job
+
+
+BUILTIN = sorted((ROOT / "backends").glob("*.yaml"))
+
+
+def test_every_builtin_backend_version_round_trips() -> None:
+    count = 0
+    for _, job in version_jobs(BUILTIN):
+        round_trip(job)
+        count += 1
+    assert count >= 20
+
+
+def test_every_backend_version_of_each_corpus_round_trips(backend_corpus: BackendCorpus) -> None:
+    count = 0
+    for _, job in version_jobs(backend_corpus.files()):
+        round_trip(job)
+        count += 1
+    assert count >= backend_corpus.min_versions
 
 
 def test_hcl_names_match_nomads_jobspec() -> None:
@@ -257,15 +275,11 @@ def terraform_fmt(binary: str, text: str) -> str:
 
 
 def rendered_jobs() -> dict[str, str]:
-    """Every HCL file this project renders: the checked-in jobs, every built-in backend version, the heredoc cases."""
+    """Every HCL file this project renders: the checked-in jobs, every version of the built-in and the project's
+    backend files, the heredoc cases."""
     jobs = {path.name: path.read_text() for path in sorted((ROOT / "jobs").glob("*.nomad.hcl"))}
-    for file in sorted((ROOT / "backends").glob("*.yaml")):
-        for backend in load_backend_file(file):
-            for version, config in backend.spec.versions.items():
-                nomad = {} if "cpu" in config.frameworks else {"gpus": 2, "gpu_memory": "16 GiB"}
-                spec = deployment({"name": "m", "huggingface_repo_id": "o/r", "backend": backend.spec.backend_name,
-                                   "backend_version": version, "replicas": 2, "nomad": nomad})  # fmt: skip
-                jobs[f"{file.name} {version}"] = render_hcl(build(spec, Catalog().adding([backend])).job)
+    for name, job in version_jobs([*BUILTIN, *sorted(PROJECT_BACKENDS.rglob("*.yaml"))]):
+        jobs[name] = render_hcl(job)
     for case, (text, _) in HEREDOC_TEXTS.items():
         jobs[f"heredoc: {case}"] = render_hcl(templated_job(text))
     return jobs
@@ -274,7 +288,7 @@ def rendered_jobs() -> dict[str, str]:
 def test_rendered_hcl_is_what_terraform_fmt_writes(terraform_binary: str) -> None:
     """`terraform fmt` is hclwrite's formatter, as `nomad fmt` is: it may only unwrap `"${x}"` to `x`."""
     jobs = rendered_jobs()
-    assert len(jobs) >= 7 + 20 + len(HEREDOC_TEXTS)
+    assert len(jobs) >= 7 + 20 + 24 + len(HEREDOC_TEXTS)
     together = "\n".join(jobs.values())
     if terraform_fmt(terraform_binary, together) == _INTERPOLATION_ONLY.sub(r"\1\2", together):
         return
