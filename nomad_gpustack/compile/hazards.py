@@ -35,15 +35,16 @@ _CONSEQUENCE = {
 }
 
 
-def secrets_in(env: Mapping[str, str]) -> list[str]:
+def secrets_in(env: Mapping[str, str], *, download: bool) -> list[str]:
     """Env variables named like secrets: the job file holds them in clear text. Values are never quoted."""
     out: list[str] = []
     for name, value in env.items():
         if not _SECRET_NAME.search(name) or value.strip().lower() in _SWITCH:
             continue
         if name.upper() in HUB_TOKENS:
+            also = ", and the download task does not get it" if download else ""
             out.append(
-                f"env {name} is written into the job in clear text, and the download task does not get it: "
+                f"env {name} is written into the job in clear text{also}: "
                 "put the token in a Nomad Variable and set nomad.token_variable"
             )
         else:
@@ -62,7 +63,7 @@ def _flag_name(token: str) -> str | None:
 
 
 def repeated_flags(command: Sequence[str], parameters: Sequence[str], *, model: str, gpus: int) -> list[str]:
-    """Flags of backend_parameters that the backend's command already sets, with what the repeat changes."""
+    """Flags of backend_parameters that the run command (or entrypoint) already sets, and what the repeat changes."""
     set_by_command = {name for name in map(_flag_name, command) if name}
     out: list[str] = []
     seen: set[str] = set()
@@ -74,7 +75,7 @@ def repeated_flags(command: Sequence[str], parameters: Sequence[str], *, model: 
         written = token.split("=", 1)[0]
         consequence = _CONSEQUENCE.get(name, "most engines take the last value, so it replaces the backend's")
         out.append(
-            f"backend_parameters sets {written}, which the backend's command already sets: "
+            f"backend_parameters sets {written}, which the run command already sets: "
             + consequence.format(model=model, gpus=gpus)
         )
     return out

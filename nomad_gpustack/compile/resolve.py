@@ -439,7 +439,7 @@ class _Resolver:
             wanted = (*DOWNLOAD_ENV.get(weights.source, ()), *DOWNLOAD_ENV_ANY_SOURCE)
             download_env = {name: env[name] for name in wanted if name in env}
             weights = replace(weights, download=replace(weights.download, env=download_env))
-        self.warnings.extend(hazards.secrets_in(env))
+        self.warnings.extend(hazards.secrets_in(env, download=weights.download is not None))
 
         values = {
             "model_path": weights.path,

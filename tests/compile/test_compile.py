@@ -358,6 +358,11 @@ def test_secrets_in_env_are_warned_about_without_their_value() -> None:
         "Variable and read it with a template (the backend's nomad.templates, env: true)",
     )
     assert not any(value in warning for value in env.values() for warning in warnings if len(value) > 1)
+    custom = {"name": "m", "backend": "Custom", "image_name": "x:1", "run_command": "serve --port {{port}}"}
+    assert compile_yaml({**custom, "env": {"HF_TOKEN": "hf_0123456789abcdef"}}).resolved.warnings == (
+        "env HF_TOKEN is written into the job in clear text: put the token in a Nomad Variable and set "
+        "nomad.token_variable",
+    )  # no download task, so nothing is said about one
 
 
 def test_local_path_needs_no_download_and_must_be_in_the_volume() -> None:

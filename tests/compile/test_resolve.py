@@ -588,16 +588,14 @@ def test_backend_parameters_that_repeat_the_commands_flags_warn_with_the_consequ
     vllm = {"name": "qwen", "huggingface_repo_id": "o/r", "backend": "vLLM", "nomad": {"gpus": 2}}
     params = ["--served-model-name other", "--tensor-parallel-size 4", "--max-model-len 4096"]
     assert resolved({**vllm, "backend_parameters": params}).warnings == (
-        "backend_parameters sets --served-model-name, which the backend's command already sets: the engine serves "
+        "backend_parameters sets --served-model-name, which the run command already sets: the engine serves "
         "the model under another name than 'qwen', the name clients and `nomadgs gateway` ask for",
-        "backend_parameters sets --tensor-parallel-size, which the backend's command already sets: the engine "
+        "backend_parameters sets --tensor-parallel-size, which the run command already sets: the engine "
         "splits the model over another number of GPUs than the 2 Nomad reserves for it (set nomad.gpus instead)",
     )
     (warning,) = resolved({**vllm, "backend_parameters": ["-tp 1"]}).warnings
-    assert warning.startswith(
-        "backend_parameters sets -tp, which the backend's command already sets: the engine splits"
-    )
+    assert warning.startswith("backend_parameters sets -tp, which the run command already sets: the engine splits")
     (warning,) = resolved(engine_deployment(backend_version="cpu", backend_parameters=["--gpus=3"]), engine()).warnings
-    assert warning.endswith("sets --gpus, which the backend's command already sets: most engines take the last value, "
+    assert warning.endswith("sets --gpus, which the run command already sets: most engines take the last value, "
                             "so it replaces the backend's")  # fmt: skip
     assert resolved({**vllm, "backend_parameters": ["--max-model-len 4096", "--enable-prefix-caching"]}).warnings == ()
