@@ -79,6 +79,10 @@ def test_backend_env_values_are_text_as_written() -> None:
     )
     assert backend.spec.default_env == {"A": "1.10"}
     assert backend.spec.versions["v1"].env == {"B": "017", "C": "off"}
+    listed = backends(
+        "- backend_name: a-custom\n  default_env: {X: 1.10}\n- backend_name: b-custom\n  default_env: {Y: 017}\n"
+    )
+    assert [b.spec.default_env for b in listed] == [{"X": "1.10"}, {"Y": "017"}]  # a catalog list, too
 
 
 def test_the_job_gets_env_values_as_written() -> None:
