@@ -33,7 +33,38 @@ job "qwen2-5-0-5b-instruct-gguf" {
 
       template {
         destination = "local/download.sh"
-        data        = "#!/bin/sh\n# Download the model into the models host volume once; allocations that find it there skip this.\nset -e\ndir=\"$NOMADGS_MODEL_DIR\"\nif [ -f \"$dir/.nomadgs-complete\" ]; then\n  echo \"model already present in $dir\"\n  exit 0\nfi\nmkdir -p \"$dir\"\necho \"downloading $NOMADGS_MODEL_REPO $NOMADGS_MODEL_FILE from $NOMADGS_MODEL_SOURCE into $dir\"\ncase \"$NOMADGS_MODEL_SOURCE\" in\n  huggingface)\n    pip install --quiet --no-cache-dir --disable-pip-version-check \"huggingface_hub[hf_xet]>=0.34\"\n    if [ -n \"$NOMADGS_MODEL_FILE\" ]; then\n      hf download \"$NOMADGS_MODEL_REPO\" \"$NOMADGS_MODEL_FILE\" --local-dir \"$dir\"\n    else\n      hf download \"$NOMADGS_MODEL_REPO\" --local-dir \"$dir\"\n    fi\n    ;;\n  model_scope)\n    pip install --quiet --no-cache-dir --disable-pip-version-check modelscope\n    if [ -n \"$NOMADGS_MODEL_FILE\" ]; then\n      modelscope download --model \"$NOMADGS_MODEL_REPO\" \"$NOMADGS_MODEL_FILE\" --local_dir \"$dir\"\n    else\n      modelscope download --model \"$NOMADGS_MODEL_REPO\" --local_dir \"$dir\"\n    fi\n    ;;\nesac\ntouch \"$dir/.nomadgs-complete\"\necho \"model downloaded to $dir\"\n"
+        data        = <<-EOT
+          #!/bin/sh
+          # Download the model into the models host volume once; allocations that find it there skip this.
+          set -e
+          dir="$NOMADGS_MODEL_DIR"
+          if [ -f "$dir/.nomadgs-complete" ]; then
+            echo "model already present in $dir"
+            exit 0
+          fi
+          mkdir -p "$dir"
+          echo "downloading $NOMADGS_MODEL_REPO $NOMADGS_MODEL_FILE from $NOMADGS_MODEL_SOURCE into $dir"
+          case "$NOMADGS_MODEL_SOURCE" in
+            huggingface)
+              pip install --quiet --no-cache-dir --disable-pip-version-check "huggingface_hub[hf_xet]>=0.34"
+              if [ -n "$NOMADGS_MODEL_FILE" ]; then
+                hf download "$NOMADGS_MODEL_REPO" "$NOMADGS_MODEL_FILE" --local-dir "$dir"
+              else
+                hf download "$NOMADGS_MODEL_REPO" --local-dir "$dir"
+              fi
+              ;;
+            model_scope)
+              pip install --quiet --no-cache-dir --disable-pip-version-check modelscope
+              if [ -n "$NOMADGS_MODEL_FILE" ]; then
+                modelscope download --model "$NOMADGS_MODEL_REPO" "$NOMADGS_MODEL_FILE" --local_dir "$dir"
+              else
+                modelscope download --model "$NOMADGS_MODEL_REPO" --local_dir "$dir"
+              fi
+              ;;
+          esac
+          touch "$dir/.nomadgs-complete"
+          echo "model downloaded to $dir"
+        EOT
         change_mode = "noop"
         perms       = "0755"
       }

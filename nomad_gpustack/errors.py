@@ -62,6 +62,14 @@ class Problem:
         return text
 
 
+class HintedValueError(ValueError):
+    """A bad value and how to fix it, raised by validators: becomes a Problem's message and hint."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
 class NomadgsError(Exception):
     """Base class of errors shown to the user without a traceback."""
 

@@ -1,8 +1,10 @@
-"""The one size parser: "24 GiB", "512MiB", "16G" to bytes, and back to the unit strings Nomad compares."""
+"""The one size parser: "24 GiB", "512MiB", "16 GB" to bytes, and back to the unit strings Nomad compares."""
 
 from __future__ import annotations
 
 import re
+
+from .errors import HintedValueError
 
 KIB = 1024
 MIB = KIB**2
@@ -14,24 +16,51 @@ _UNITS = {
     "kib": KIB, "mib": MIB, "gib": GIB, "tib": TIB,
     "ki": KIB, "mi": MIB, "gi": GIB, "ti": TIB,
     "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-    "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
 }  # fmt: skip
+# One letter is binary to Docker (`16g` is 16 GiB) and decimal to Kubernetes (`16G` is 16 GB): refused.
+_AMBIGUOUS = frozenset("kmgt")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
 
 
-def parse_size(value: str | int) -> int:
-    """Parse a size into bytes. A bare number is bytes. Raises ValueError with a readable message."""
+def _number_text(number: float) -> str:
+    return str(int(number)) if number == int(number) else str(number)
+
+
+def _needs_unit(number: float) -> HintedValueError:
+    """A bare number: say what it would mean and how to write it, assuming Nomad's habit of MiB."""
+    text = _number_text(number)
+    if number >= 1024 and number % 1024 == 0:
+        fix = f"write '{_number_text(number / 1024)} GiB' or '{text} MiB'"
+    else:
+        fix = f"write '{text} GiB' or '{text} MiB'"
+    return HintedValueError(f"a size needs a unit; {text} alone would be read as bytes", fix)
+
+
+def parse_size(value: str | int | float) -> int:
+    """Parse a size with its unit ("24 GiB", "512MiB", "16 GB") into bytes. Raises ValueError.
+
+    A size without a unit is refused, and so are the one-letter units `k`, `m`, `g`, `t`: Nomad users mean
+    MiB by a bare number, Docker means GiB by `g`, Kubernetes GB by `G`. The errors carry how to fix them.
+    """
     if isinstance(value, bool):
         raise ValueError("expected a size such as '24 GiB'")
-    if isinstance(value, int):
+    if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a size cannot be negative")
-        return value
+        raise _needs_unit(value)
     match = _SIZE.fullmatch(value)
     if not match:
         raise ValueError(f"'{value}' is not a size; write it like '24 GiB' or '512 MiB'")
     number, unit = match.groups()
-    factor = _UNITS.get(unit.lower() or "b")
+    if not unit:
+        raise _needs_unit(float(number))
+    if unit.lower() in _AMBIGUOUS:
+        letter = unit.upper()
+        raise HintedValueError(
+            f"'{value}' is ambiguous: Docker reads '{unit}' as {letter}iB (binary), Kubernetes as {letter}B (decimal)",
+            f"write '{number} {letter}iB' or '{number} {letter}B'",
+        )
+    factor = _UNITS.get(unit.lower())
     if factor is None:
         raise ValueError(f"unknown unit '{unit}' in '{value}'; use B, KiB, MiB, GiB or TiB (or kB, MB, GB, TB)")
     return int(float(number) * factor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import warnings
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .support.backend_files import CORPORA, SHARED_BACKENDS, BackendCorpus
 from .support.components import (
-    ROOT,
     ComponentUnavailable,
     ConsulAgent,
     ensure_xllamacpp,
@@ -24,8 +25,6 @@ from .support.components import (
 )
 from .support.nomad_double import NomadDouble
 from .support.tls import Certs, make_certs
-
-SHARED_BACKENDS = ROOT.parent / "shared" / "gpustack-backends"
 
 
 def unavailable(reason: str) -> None:
@@ -98,9 +97,23 @@ def llama_server(smollm2_gguf: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def terraform_binary() -> str:
+    """`terraform`, whose `fmt` is the HCL formatter `nomad fmt` uses too."""
+    found = shutil.which("terraform")
+    if found is None:
+        unavailable("terraform is not on PATH: rendered HCL is not checked against terraform fmt")
+        raise AssertionError("unreachable")
+    return found
+
+
+@pytest.fixture(scope="session")
 def shared_backends() -> Path:
+    """GPUStack's published backend files: skipped loudly when absent (a clone alone), required in CI."""
     if not SHARED_BACKENDS.is_dir():
-        pytest.fail(f"{SHARED_BACKENDS} is missing: the real GPUStack backend files must sit beside the checkout")
+        unavailable(
+            f"{SHARED_BACKENDS} is missing: GPUStack's backend files are not tested (put them beside the checkout "
+            "or set NOMADGS_SHARED_BACKENDS; the project's own files in tests/data/backends are tested)"
+        )
     return SHARED_BACKENDS
 
 
@@ -115,3 +128,11 @@ def tls_nomad(tls_certs: Certs) -> Iterator[NomadDouble]:
     """The Nomad double serving HTTPS with `tls_certs`."""
     with NomadDouble(tls=tls_certs.server_context()) as double:
         yield double
+
+
+@pytest.fixture(params=list(CORPORA))
+def backend_corpus(request: pytest.FixtureRequest) -> BackendCorpus:
+    """Each folder of backend files: the project's own, and GPUStack's when present (see shared_backends)."""
+    if request.param == "shared":
+        request.getfixturevalue("shared_backends")
+    return CORPORA[request.param]

@@ -30,12 +30,11 @@ from ..nomad.jobspec import (
 )
 from .metadata import DOWNLOAD_TASK, JobLabels, job_meta, service_meta, service_tags
 from .request import requested_device
-from .resolve import MAIN_PORT, Resolved, nomad_name
+from .resolve import MAIN_PORT, UPDATE_MIN_HEALTHY, Resolved, nomad_name
 
 GROUP = "inference"
 MODELS_VOLUME = "models"
 
-UPDATE_MIN_HEALTHY = 10 * SECOND
 PROGRESS_MARGIN = 10 * MINUTE  # ProgressDeadline must stay strictly greater than HealthyDeadline
 KILL_TIMEOUT = 30 * SECOND  # engines flush and free GPU memory on SIGTERM
 
@@ -73,12 +72,13 @@ touch "$dir/.nomadgs-complete"
 echo "model downloaded to $dir"
 """
 TOKEN_KEYS = {"huggingface": "HF_TOKEN", "model_scope": "MODELSCOPE_API_TOKEN"}
-_PASS_TO_DOWNLOADER = ("HF_", "HUGGING_FACE_", "MODELSCOPE_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "PIP_")
 
 
 def task_name(resolved: Resolved) -> str:
     """The main task's name: the backend's, readable in the Nomad UI (`vllm`, `llama-cpp`)."""
-    return nomad_name(resolved.backend_name) or "server"
+    name = nomad_name(resolved.backend_name) or "server"
+    # Nomad refuses a task named "alloc", and two tasks of one name.
+    return f"{name}-server" if name in ("alloc", DOWNLOAD_TASK) else name
 
 
 def job_labels(r: Resolved) -> JobLabels:
@@ -235,7 +235,7 @@ def _download_task(r: Resolved) -> Task | None:
         "NOMADGS_MODEL_FILE": w.file or "",
         "NOMADGS_MODEL_DIR": download.directory,
     }
-    env.update({k: v for k, v in r.env.items() if k.startswith(_PASS_TO_DOWNLOADER)})
+    env.update(download.env)
     templates = [Template(DestPath="local/download.sh", EmbeddedTmpl=DOWNLOAD_SCRIPT, Perms="0755", ChangeMode="noop")]
     if download.token_variable:
         key = TOKEN_KEYS[w.source]

@@ -11,26 +11,41 @@ import json
 import posixpath
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ..durations import SECOND
+from ..durations import SECOND, format_duration
 from ..errors import InputError, suggestion
-from ..sizes import GIB, parse_size, to_mib
+from ..sizes import GIB, human_size, parse_size, to_mib
 from ..spec.backend import Backend, NomadExtras, TemplateFile, VersionConfig
 from ..spec.catalog import CUSTOM, Catalog
 from ..spec.deployment import Deployment
 from ..spec.specfile import Sourced
 from ..spec.yamlsource import Path
+from . import hazards
 from .drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
 from .frameworks import FRAMEWORKS, Framework
-from .parameters import apply_format, tokenize
-from .templating import PLACEHOLDERS, UnknownPlaceholder, expand, placeholders_in
+from .parameters import apply_format, is_flag, tokenize
+from .templating import PLACEHOLDERS, PlaceholderError, expand, placeholders_in, prepare
 
 MAIN_PORT = "http"
 DEFAULT_HEALTH_CHECK_PATH = "/v1/models"  # GPUStack's documented default
 DEFAULT_SHM_SIZE = 10 * GIB  # GPUStack's default (GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB)
+MIN_MEMORY_MIB = 10  # Nomad's MinResources: a task below it is refused
+UPDATE_MIN_HEALTHY = 10 * SECOND  # how long a new replica must stay healthy (the job's Update.MinHealthyTime)
 _GLOB = re.compile(r"[*?\[]")
+
+# What the download task takes from the merged env: the hub's address and timeouts, proxies, pip's index.
+# Nothing else: HF_HUB_OFFLINE=1 is meant for the engine and would stop the download, and a hub token only
+# reaches the download through nomad.token_variable, never from env (which is written into the job).
+_PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+DOWNLOAD_ENV = {
+    "huggingface": ("HF_ENDPOINT", "HF_HUB_DOWNLOAD_TIMEOUT", "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DISABLE_XET"),
+    "model_scope": ("MODELSCOPE_DOMAIN",),
+}
+DOWNLOAD_ENV_ANY_SOURCE = (
+    *_PROXY_ENV, *(name.lower() for name in _PROXY_ENV), "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,7 @@ class Download:
     directory: str  # where the repository goes, inside the task
     image: str  # the downloader's image
     token_variable: str | None  # the Nomad Variable that holds the hub token; None: download anonymously
+    env: dict[str, str] = field(default_factory=dict)  # what the download needs of the merged env (DOWNLOAD_ENV)
 
 
 @dataclass(frozen=True)
@@ -334,14 +350,15 @@ class _Resolver:
         env: dict[str, str],
     ) -> list[str]:
         try:
+            text = prepare(text, values, env)
+        except PlaceholderError as exc:
+            raise origin.error(path, str(exc), hint=exc.hint) from None
+        try:
             tokens = shlex.split(text, comments=False, posix=True)
         except ValueError as exc:
             raise origin.error(path, f"cannot split the command: {exc}", hint="check the quotes") from None
-        try:
-            # Split first, then fill in: a value with spaces (a path) stays one argument.
-            return [expand(token, values, env) for token in tokens]
-        except UnknownPlaceholder as exc:
-            raise origin.error(path, str(exc), hint=exc.hint) from None
+        # Split first, then fill in: a value with spaces (a path) stays one argument.
+        return [expand(token, values, env) for token in tokens]
 
     def parameters(self, backend: Sourced[Backend] | None, values: dict[str, str], env: dict[str, str]) -> list[str]:
         """The deployment's backend_parameters as argv, placeholders filled, in the backend's parameter_format."""
@@ -351,16 +368,50 @@ class _Resolver:
         out: list[str] = []
         for index, element in enumerate(parameters):
             try:
+                element = prepare(element, values, env)
+            except PlaceholderError as exc:
+                raise self.fail(("backend_parameters", index), str(exc), exc.hint) from None
+            try:
                 tokens = tokenize(element)
             except ValueError as exc:
                 raise self.fail(
                     ("backend_parameters", index), f"cannot split the parameter: {exc}", "check the quotes"
                 ) from None
-            try:
-                out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
-            except UnknownPlaceholder as exc:
-                raise self.fail(("backend_parameters", index), str(exc), exc.hint) from None
+            out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
         return apply_format(out, fmt)
+
+    def nomad_rules(self) -> None:
+        """Nomad's own job validation, for the values the deployment sets: refused here, not at submit time."""
+        nomad = self.d.nomad
+        if nomad.check_timeout > nomad.check_interval:
+            raise self.fail(("nomad", "check_timeout"), "check_timeout must not be longer than check_interval")
+        for key in ("check_interval", "check_timeout"):
+            if getattr(nomad, key) < SECOND:
+                raise self.fail(("nomad", key), f"{key} must be at least 1s (Nomad's minimum)")
+        if nomad.startup_timeout <= UPDATE_MIN_HEALTHY:
+            raise self.fail(
+                ("nomad", "startup_timeout"),
+                f"startup_timeout must be longer than {format_duration(UPDATE_MIN_HEALTHY)}, the time a replica "
+                "must stay healthy (Nomad needs min_healthy_time < healthy_deadline)",
+                "loading a model takes minutes: the default is 30m",
+            )
+        memory = to_mib(nomad.memory)
+        if memory < MIN_MEMORY_MIB:
+            raise self.fail(
+                ("nomad", "memory"),
+                f"{human_size(nomad.memory)} is below Nomad's minimum of {MIN_MEMORY_MIB} MiB",
+                "a model server needs GiBs: write e.g. '16 GiB'",
+            )
+        if nomad.memory_max is not None and to_mib(nomad.memory_max) < memory:
+            raise self.fail(
+                ("nomad", "memory_max"),
+                f"memory_max ({human_size(nomad.memory_max)}) is below memory ({human_size(nomad.memory)}); "
+                "Nomad refuses such a job",
+                "memory_max is the limit a replica may grow to: make it at least memory, or leave it out",
+            )
+        for index, datacenter in enumerate(nomad.datacenters or []):
+            if not datacenter.strip():
+                raise self.fail(("nomad", "datacenters", index), "a datacenter name cannot be empty")
 
     def run(self) -> Resolved:
         d = self.d
@@ -384,6 +435,11 @@ class _Resolver:
             env.update(backend.spec.default_env or {})
         env.update(config.env or {})
         env.update(d.env or {})
+        if weights.download is not None and weights.source is not None:
+            wanted = (*DOWNLOAD_ENV.get(weights.source, ()), *DOWNLOAD_ENV_ANY_SOURCE)
+            download_env = {name: env[name] for name in wanted if name in env}
+            weights = replace(weights, download=replace(weights.download, env=download_env))
+        self.warnings.extend(hazards.secrets_in(env, download=weights.download is not None))
 
         values = {
             "model_path": weights.path,
@@ -424,7 +480,9 @@ class _Resolver:
             elif backend.spec.default_entrypoint:
                 entrypoint = self.argv(backend.spec.default_entrypoint, backend, ("default_entrypoint",), values, env)
 
+        program = args[0] if args and not is_flag(args[0]) else None  # exec drivers: the run command's first word
         params = self.parameters(backend, values, env)
+        self.warnings.extend(hazards.repeated_flags([*entrypoint, *args], params, model=d.name, gpus=gpus))
         args.extend(params)
 
         image = d.image_name or config.image_name
@@ -444,8 +502,16 @@ class _Resolver:
                 command = self.argv(extras.command, backend, ("nomad", "command"), values, env)[0]
             elif entrypoint:
                 command, entrypoint = entrypoint[0], entrypoint[1:]
+            elif program is not None:
+                command, args = program, args[1:]  # run_command: /opt/llama/llama-server -m {{model_path}} ...
             else:
-                raise backend.error(("nomad",), f"the {driver} driver needs nomad.command (the program to run)")
+                origin: Sourced[Deployment] | Sourced[Backend] = command_origin if template else backend
+                raise origin.error(
+                    command_path if template else ("nomad",),
+                    f"the {driver} driver needs the program to run",
+                    hint="start the run command with it (e.g. /opt/llama/llama-server --port {{port}}), "
+                    "or set the backend's entrypoint or nomad.command",
+                )
             args = [*entrypoint, *args]
             entrypoint = []
             image = None
@@ -470,6 +536,13 @@ class _Resolver:
             for t in extras.templates or []
         ]
 
+        port_warning = hazards.port_unused(
+            [*args, *entrypoint, command or "", *(t.data for t in templates), *env.values()],
+            health_check=health_path is not None,
+        )
+        if port_warning:
+            self.warnings.append(port_warning)
+
         shm_size = d.nomad.shm_size
         if shm_size is None and driver == "docker":
             gib = (d.env or {}).get("GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB")
@@ -481,20 +554,18 @@ class _Resolver:
                 ) from None
 
         nomad = d.nomad
-        if nomad.check_timeout > nomad.check_interval:
-            raise self.fail(("nomad", "check_timeout"), "check_timeout must not be longer than check_interval")
-        if nomad.check_interval < SECOND:
-            raise self.fail(("nomad", "check_interval"), "check_interval must be at least 1s (Nomad's minimum)")
+        self.nomad_rules()
         for mode in sorted(LOCKED_DOWN_MODES & set(extras.docker or {})):
             self.warnings.append(
                 f"docker option {mode} fails on Nomad >= 2.0.4 unless the client's docker plugin allows it "
                 "(allowed_modes); prefer shm_size over ipc_mode"
             )
-        if nomad.gpu_memory and not framework.device_plugin:
-            self.warnings.append(
-                f"nomad.gpu_memory is only enforced for frameworks with a Nomad device plugin (cuda), "
-                f"not {framework.name}"
-            )
+        for key in ("gpu_memory", "gpu_model"):
+            if getattr(nomad, key) and not framework.device_plugin:
+                self.warnings.append(
+                    f"nomad.{key} is only enforced for frameworks with a Nomad device plugin (cuda), "
+                    f"not {framework.name}: the job does not use it"
+                )
 
         return Resolved(
             model_name=d.name,

@@ -1,8 +1,9 @@
 """HCL2 for Nomad job models: render a `Job` as a jobspec, and map a parsed jobspec back to a `Job`.
 
 The renderer writes what `nomad job run file.nomad.hcl` and Terraform's `jobspec` read: HCL block and
-attribute names (`memory`, `check`, `port "http" {}`), Go duration strings, and the layout `nomad fmt`
-produces (two-space indents, `=` aligned over runs of single-line attributes, as hclwrite does).
+attribute names (`memory`, `check`, `port "http" {}`), Go duration strings, multi-line text as heredocs
+(`<<-EOT`), and the layout `nomad fmt` produces (two-space indents, `=` aligned over runs of single-line
+attributes, as hclwrite does). tests/nomad/test_hcl.py checks it against `terraform fmt`, the same formatter.
 
 `job_from_hcl` takes the dict python-hcl2 makes of a jobspec (quotes stripped, no block markers) and
 rebuilds the API model, so tests can check that the HCL and the JSON we write describe the same job.
@@ -23,6 +24,8 @@ from ..durations import format_duration, parse_duration
 from .jobspec import Job, fields_of, validate_job
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_HEREDOC_START = re.compile(r"<<-?([A-Za-z_][A-Za-z0-9_]*)")
+_HEREDOC = re.compile(r"<<(-?)([A-Za-z_][A-Za-z0-9_]*)\n(.*\n)?[ \t]*\2", re.S)
 _LIST_WIDTH = 80  # longer lists of plain values get one item per line, as people write args by hand
 
 # --- field kinds ----------------------------------------------------------------------------------------
@@ -59,6 +62,13 @@ def _label_field(struct: type) -> str | None:
 _RUNTIME_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.\-]*)\}")
 
 
+def _template_escapes(text: str) -> str:
+    """`${` and `%{` escaped as `$${` and `%%{`, except the runtime variables Nomad fills in (`${NOMAD_PORT_x}`)."""
+    pieces = _RUNTIME_VARIABLE.split(text.replace("%{", "%%{"))
+    # split() alternates literal text and variable names; only the literal parts get `${` escaped.
+    return "".join(piece.replace("${", "$${") if i % 2 == 0 else "${" + piece + "}" for i, piece in enumerate(pieces))
+
+
 def quote(text: str) -> str:
     """An HCL quoted string.
 
@@ -83,10 +93,38 @@ def quote(text: str) -> str:
         else:
             out.append(ch)
     out.append('"')
-    escaped = "".join(out).replace("%{", "%%{")
-    pieces = _RUNTIME_VARIABLE.split(escaped)
-    # split() alternates literal text and variable names; only the literal parts get `${` escaped.
-    return "".join(piece.replace("${", "$${") if i % 2 == 0 else "${" + piece + "}" for i, piece in enumerate(pieces))
+    return _template_escapes("".join(out))
+
+
+_HEREDOC_MARKERS = ("EOT", "EOF", "END", "TEXT")
+
+
+def _heredoc_marker(text: str) -> str | None:
+    """The marker for writing `text` as an indented heredoc (`<<-EOT`), or None when only a quoted string is exact.
+
+    A flush heredoc ends with a newline and strips the smallest indentation of its non-blank lines (HCL's
+    `flushHeredocTemplateParts`), and its backslashes are literal: the text must end with a newline, have a
+    line that starts at column 0, no whitespace-only line (it would keep the added indentation) and no control
+    character but tab and newline.
+    """
+    if text.count("\n") < 2 or not text.endswith("\n"):
+        return None
+    lines = text[:-1].split("\n")
+    if any(ord(ch) < 0x20 and ch not in "\t\n" for ch in text):
+        return None
+    if any(line and not line.strip() for line in lines):
+        return None
+    if all(line[:1].isspace() for line in lines if line):
+        return None
+    used = {line.strip() for line in lines}
+    return next((marker for marker in _HEREDOC_MARKERS if marker not in used), None)
+
+
+def _heredoc_lines(text: str, marker: str, indent: int) -> list[str]:
+    """`<<-MARKER`, the lines indented one level deeper than the attribute, and the marker at its level."""
+    pad = "  " * indent
+    body = [f"{pad}  {line}" if line else "" for line in _template_escapes(text)[:-1].split("\n")]
+    return [f"<<-{marker}", *body, f"{pad}{marker}"]
 
 
 def _key(name: str) -> str:
@@ -131,7 +169,9 @@ def _attribute_lines(values: dict[str, Any], indent: int) -> list[str]:
     pad = "  " * indent
     lines: list[str] = []
     for key, value in values.items():
-        sub = _value_lines(value, indent)
+        marker = _heredoc_marker(value) if isinstance(value, str) else None
+        # Multi-line text (a script, a config file) as a heredoc, as people write jobspecs by hand.
+        sub = _heredoc_lines(value, marker, indent) if marker else _value_lines(value, indent)
         lines.append(f"{pad}{_key(key)} = {sub[0]}")
         lines.extend(sub[1:])
     return lines
@@ -203,12 +243,20 @@ def _align(lines: list[str]) -> list[str]:
                 out[index] = f"{lead.ljust(width)} = {rest}"
         run.clear()
 
+    heredoc: str | None = None  # the closing marker while inside a heredoc's text
     for index, line in enumerate(lines):
+        if heredoc is not None:
+            # The text is left as it is, and the run of `=` goes on after it, as hclwrite does.
+            if line.strip() == heredoc:
+                heredoc = None
+            continue
         split = _split_assignment(line)
         if split is None:
             flush()
         else:
             run.append((index, *split))
+            opened = _HEREDOC_START.fullmatch(split[1])
+            heredoc = opened.group(1) if opened else None
     flush()
     return out
 
@@ -256,9 +304,23 @@ def render_hcl(job: Job) -> str:
 # --- reading back ---------------------------------------------------------------------------------------
 
 
+def _heredoc_text(raw: str) -> str:
+    """The text of a heredoc as python-hcl2 hands it over (markers and indentation included)."""
+    match = _HEREDOC.fullmatch(raw)
+    if match is None:
+        return raw
+    flush, _, body = match.groups()
+    lines = (body or "").split("\n")[:-1]
+    if flush:
+        indents = [len(line) - len(line.lstrip()) for line in lines if line.strip()]
+        strip = min(indents, default=0)
+        lines = [line[strip:] if line.strip() else line for line in lines]
+    return "".join(line + "\n" for line in lines)
+
+
 def _unescape(value: Any) -> Any:
     if isinstance(value, str):
-        return value.replace("%%{", "%{").replace("$${", "${")
+        return _heredoc_text(value).replace("%%{", "%{").replace("$${", "${")
     if isinstance(value, list):
         return [_unescape(v) for v in value]
     if isinstance(value, dict):

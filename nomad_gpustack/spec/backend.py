@@ -52,6 +52,13 @@ class TemplateFile(SpecModel):
     data: str
     env: bool = False
 
+    @field_validator("destination", "data")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("cannot be empty: Nomad needs a template's destination and its data")
+        return value
+
 
 class NomadExtras(SpecModel):
     """Nomad-only settings for a backend or one of its versions (GPUStack ignores this block)."""

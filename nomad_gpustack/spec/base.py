@@ -12,19 +12,33 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from ..durations import SECOND, parse_duration
+from ..errors import HintedValueError
 from ..sizes import parse_size
 
 NOMAD_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 label: job IDs and service names
 
 
+class AsWritten:
+    """Marks text read as it is written in the file: YAML 1.1 would make `017` 15, `1.10` 1.1 and `yes` true.
+
+    `specfile.validate` puts the scalar's own text back before validation wherever this marker sits.
+    """
+
+    def __repr__(self) -> str:
+        return "AS_WRITTEN"
+
+
+AS_WRITTEN = AsWritten()
+
+
 class SpecModel(BaseModel):
     """Base of the input models: unknown keys are errors, models are built on first use."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True, str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", defer_build=True, str_strip_whitespace=False, strict=True)
 
 
 def _text_scalar(value: Any) -> Any:
-    """Env values: YAML reads `8000` and `true` as a number and a bool; an environment only holds text."""
+    """Env values are text. Values from a file arrive as written (AS_WRITTEN); these are for values built in code."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -32,7 +46,8 @@ def _text_scalar(value: Any) -> Any:
     return value
 
 
-EnvValue = Annotated[str, BeforeValidator(_text_scalar)]
+EnvValue = Annotated[str, AS_WRITTEN, BeforeValidator(_text_scalar)]
+WrittenText = Annotated[str, AS_WRITTEN]  # a version, a node meta value: `1.10` stays "1.10"
 
 
 def _env_map(value: Any) -> Any:
@@ -55,9 +70,9 @@ def _duration(value: Any) -> int:
 
 
 def _size(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("expected a size such as '24 GiB'")
-    return parse_size(value)
+    return parse_size(value)  # a bare number is refused: MiB to Nomad users, bytes to the parser
 
 
 def _positive(value: int) -> int:
@@ -66,8 +81,30 @@ def _positive(value: int) -> int:
     return value
 
 
+CPU_MIN_MHZ = 100  # Nomad's own default for a task; below it, the number was surely meant as cores
+CPU_MAX_MHZ = 10_000_000  # a node offers cores × clock: 10 THz is more than any machine has
+
+
+def _cpu_mhz(value: int) -> int:
+    if value <= 0:
+        hint = "write the MHz one replica reserves, e.g. 4000"
+        raise HintedValueError(f"cpu must be at least {CPU_MIN_MHZ} MHz", hint)
+    if value < CPU_MIN_MHZ:
+        raise HintedValueError(
+            f"cpu is in MHz, not cores: {value} MHz is below the floor of {CPU_MIN_MHZ} MHz",
+            f"{value} cores at 2.5 GHz: write {value * 2500}",
+        )
+    if value > CPU_MAX_MHZ:
+        raise HintedValueError(
+            f"{value} MHz is more than any Nomad node offers (a node's cpu is its cores × clock in MHz)",
+            f"64 cores at 3 GHz are 192000; the most this accepts is {CPU_MAX_MHZ}",
+        )
+    return value
+
+
 Duration = Annotated[int, BeforeValidator(_duration), AfterValidator(_positive)]  # nanoseconds
 Size = Annotated[int, BeforeValidator(_size), AfterValidator(_positive)]  # bytes
+CpuMHz = Annotated[int, AfterValidator(_cpu_mhz)]  # Nomad's `cpu`: MHz of the node's total compute
 
 
 def _nomad_name(value: str) -> str:

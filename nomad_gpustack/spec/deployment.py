@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..compile.metadata import RESERVED_META
 from ..durations import SECOND
-from .base import Duration, EnvMap, NomadName, Size, SpecModel
+from .base import AS_WRITTEN, CpuMHz, Duration, EnvMap, NomadName, Size, SpecModel, WrittenText
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")  # GPUStack UI's rule
 
@@ -47,7 +47,7 @@ class DeploymentNomad(SpecModel):
     gpus: Annotated[int, Field(ge=0, le=64)] | None = None
     gpu_memory: Size | None = None
     gpu_model: str | None = None
-    cpu: Annotated[int, Field(ge=1)] = 4000
+    cpu: CpuMHz = 4000
     memory: Size = 16 * 1024**3
     memory_max: Size | None = None
     shm_size: Size | None = None
@@ -95,16 +95,16 @@ class Deployment(SpecModel):
     local_path: str | None = None
     replicas: Annotated[int, Field(ge=0, le=1000)] = 1
     backend: str | None = None
-    backend_version: str | None = None
+    backend_version: WrittenText | None = None  # `1.10` is the version 1.10, as the version keys
     backend_parameters: list[str] | None = None
     env: EnvMap | None = None
     image_name: str | None = None
     run_command: str | None = None
-    worker_selector: dict[str, str] | None = None
+    worker_selector: dict[str, WrittenText] | None = None
     placement_strategy: Literal["spread", "binpack"] = "spread"
     cpu_offloading: bool | None = None
     description: str | None = None
-    meta: dict[str, Any] | None = None
+    meta: dict[str, Annotated[Any, AS_WRITTEN]] | None = None
     categories: list[str] | None = None
     restart_on_error: bool = True
     nomad: DeploymentNomad = Field(default_factory=DeploymentNomad)

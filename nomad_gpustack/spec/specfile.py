@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import InputError, Problem, suggestion
+from ..errors import HintedValueError, InputError, Problem, suggestion
+from .base import AsWritten
 from .yamlsource import Path, SourceMap
 
 M = TypeVar("M", bound=BaseModel)
@@ -46,11 +49,12 @@ class Sourced(Generic[M]):
         return InputError(self.problem(path, message, hint=hint))
 
 
-def _describe(value: Any) -> str:
+def _describe(value: Any, written: str | None = None) -> str:
+    """What a value is, for messages: its kind, and the value as the file wrote it."""
     kind = _KIND_NAMES.get(type(value).__name__, type(value).__name__)
     if isinstance(value, dict | list):
         return kind
-    text = repr(value)
+    text = written if written is not None else repr(value)
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{kind} ({text})"
@@ -82,10 +86,54 @@ def _unwrap(annotation: Any) -> Any:
             annotation = typing.get_args(annotation)[0]
             continue
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if origin in (typing.Union, __import__("types").UnionType) and len(args) == 1:
+        if origin in (typing.Union, types.UnionType) and len(args) == 1:
             annotation = args[0]
             continue
         return annotation
+
+
+def _marked(annotation: Any, metadata: Iterable[Any] = ()) -> bool:
+    """Whether an annotation (or a field's metadata) carries AS_WRITTEN, through Optional."""
+    if any(isinstance(m, AsWritten) for m in metadata):
+        return True
+    while True:
+        if typing.get_origin(annotation) is typing.Annotated:
+            if any(isinstance(m, AsWritten) for m in annotation.__metadata__):
+                return True
+            annotation = typing.get_args(annotation)[0]
+            continue
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+            annotation = args[0]
+            continue
+        return False
+
+
+def as_written(annotation: Any, value: Any, source: SourceMap, path: Path, metadata: Iterable[Any] = ()) -> Any:
+    """`value` with the file's own text put back wherever the model marks a field AS_WRITTEN."""
+    if _marked(annotation, metadata):
+        if value is not None and not isinstance(value, str | list | dict):
+            return source.texts.get(path, value)
+        return value
+    inner = _unwrap(annotation)
+    if isinstance(inner, type) and issubclass(inner, BaseModel):
+        if not isinstance(value, dict):
+            return value
+        fields = inner.model_fields
+        return {
+            key: as_written(fields[key].annotation, item, source, (*path, key), fields[key].metadata)
+            if key in fields
+            else item
+            for key, item in value.items()
+        }
+    origin = typing.get_origin(inner)
+    if origin is list and isinstance(value, list):
+        (item_type,) = typing.get_args(inner)
+        return [as_written(item_type, item, source, (*path, i)) for i, item in enumerate(value)]
+    if origin is dict and isinstance(value, dict):
+        item_type = typing.get_args(inner)[-1]
+        return {key: as_written(item_type, item, source, (*path, key)) for key, item in value.items()}
+    return value
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
@@ -101,6 +149,7 @@ def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMa
         path = (*prefix, *loc)
         kind = error["type"]
         value = error.get("input")
+        written = source.texts.get(path)
         hint: str | None = None
         key = False
         if kind == "extra_forbidden":
@@ -118,13 +167,19 @@ def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMa
             path = (*prefix, *loc[:-1])
             key = False
         elif kind in ("string_type",):
-            message = f"expected text, got {_describe(value)}"
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            message = f"expected text, got {_describe(value, written)}"
+            if written is not None:
+                hint = f"quote it: '{written}'"  # as written: YAML made 1.10 the number 1.1
+            elif isinstance(value, int | float) and not isinstance(value, bool):
                 hint = f"quote it: '{value}'"
+            elif value is None:
+                hint = "write '' for empty text"
         elif kind in ("int_type", "int_parsing", "int_from_float"):
-            message = f"expected a whole number, got {_describe(value)}"
+            message = f"expected a whole number, got {_describe(value, written)}"
+            if isinstance(value, str) and value.strip().isdigit():
+                hint = f"write {value.strip()} without quotes"
         elif kind in ("bool_type", "bool_parsing"):
-            message = f"expected true or false, got {_describe(value)}"
+            message = f"expected true or false, got {_describe(value, written)}"
         elif kind in ("dict_type", "model_type", "model_attributes_type"):
             message = f"expected a mapping (key: value), got {_describe(value)}"
         elif kind == "list_type":
@@ -137,8 +192,11 @@ def problems_from(exc: ValidationError, model: type[BaseModel], source: SourceMa
                 hint = suggestion(value, [o for o in options if o])
         elif kind == "value_error":
             message = str(error["msg"]).removeprefix("Value error, ")
+            cause = error.get("ctx", {}).get("error")
+            if isinstance(cause, HintedValueError):
+                message, hint = str(cause), cause.hint
         elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-            message = f"{_describe(value)}: {str(error['msg']).lower()}"
+            message = f"{_describe(value, written)}: {str(error['msg']).lower()}"
         else:
             message = str(error["msg"])
         mark = source.locate_key(path) if key else source.locate_for_message(path)
@@ -182,6 +240,7 @@ def validate(model: type[M], data: Any, source: SourceMap, prefix: Path = ()) ->
                 hint=f"see the {what} keys in the README",
             )
         )
+    data = as_written(model, data, source, prefix)
     try:
         spec = model.model_validate(data)
     except ValidationError as exc:

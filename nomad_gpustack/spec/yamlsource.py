@@ -39,6 +39,8 @@ class SourceMap:
     filename: str
     marks: dict[Path, Mark] = field(default_factory=dict)
     key_marks: dict[Path, Mark] = field(default_factory=dict)
+    # The text of plain scalars that YAML 1.1 typed as something else (017 -> 15, 1.10 -> 1.1, yes -> True).
+    texts: dict[Path, str] = field(default_factory=dict)
 
     def locate(self, path: Path) -> Mark | None:
         """The mark of the value at `path`, or of its nearest parent we know of."""
@@ -114,9 +116,12 @@ class _Builder:
         self.source.marks.setdefault(path, _mark(node))
         if isinstance(node, yaml.ScalarNode):
             try:
-                return self.constructor.construct_object(node, deep=True)
+                value = self.constructor.construct_object(node, deep=True)
             except yaml.constructor.ConstructorError as exc:
                 raise self.fail(node, path, f"cannot read this value: {exc.problem}") from None
+            if value is not None and not isinstance(value, str):
+                self.source.texts[path] = node.value
+            return value
         if id(node) in self.active:
             raise self.fail(node, path, "an alias refers to the value that contains it (recursive alias)")
         if node.tag not in _PLAIN_TAGS:

@@ -329,6 +329,42 @@ def test_no_token_template_without_a_variable_and_no_secret_in_the_job() -> None
     assert download["Env"]["HF_ENDPOINT"] == "https://mirror.example"
 
 
+def test_the_download_task_gets_only_what_a_download_needs_of_the_env() -> None:
+    env = {
+        "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "https://mirror.example", "HF_HUB_DOWNLOAD_TIMEOUT": "60",
+        "HTTPS_PROXY": "http://proxy:3128", "no_proxy": "localhost", "PIP_INDEX_URL": "https://pypi.example/simple",
+        "HF_TOKEN": "hf_0123456789abcdef", "HF_HOME": "/root/.cache/hf", "VLLM_USE_V1": "1", "MODELSCOPE_DOMAIN": "ms",
+    }  # fmt: skip
+    compiled = compile_yaml({**VLLM_QWEN, "env": env})
+    download, main = compiled.job["TaskGroups"][0]["Tasks"]
+    passed = {k: v for k, v in download["Env"].items() if not k.startswith("NOMADGS_")}
+    assert passed == {
+        "HF_ENDPOINT": "https://mirror.example", "HF_HUB_DOWNLOAD_TIMEOUT": "60", "HTTPS_PROXY": "http://proxy:3128",
+        "no_proxy": "localhost", "PIP_INDEX_URL": "https://pypi.example/simple",
+    }  # fmt: skip
+    assert main["Env"]["HF_HUB_OFFLINE"] == "1" and main["Env"]["HF_TOKEN"] == env["HF_TOKEN"]  # the engine's env
+    scope = compile_yaml({**VLLM_QWEN, "huggingface_repo_id": None, "model_scope_model_id": "q/w", "env": env})
+    passed = {k for k in scope.job["TaskGroups"][0]["Tasks"][0]["Env"] if not k.startswith("NOMADGS_")}
+    assert passed == {"MODELSCOPE_DOMAIN", "HTTPS_PROXY", "no_proxy", "PIP_INDEX_URL"}
+
+
+def test_secrets_in_env_are_warned_about_without_their_value() -> None:
+    env = {"HF_TOKEN": "hf_0123456789abcdef", "OPENAI_API_KEY": "sk-abcdef123456", "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1"}
+    warnings = compile_yaml({**VLLM_QWEN, "env": env}).resolved.warnings
+    assert warnings == (
+        "env HF_TOKEN is written into the job in clear text, and the download task does not get it: put the token "
+        "in a Nomad Variable and set nomad.token_variable",
+        "env OPENAI_API_KEY looks like a secret and is written into the job in clear text: keep it in a Nomad "
+        "Variable and read it with a template (the backend's nomad.templates, env: true)",
+    )
+    assert not any(value in warning for value in env.values() for warning in warnings if len(value) > 1)
+    custom = {"name": "m", "backend": "Custom", "image_name": "x:1", "run_command": "serve --port {{port}}"}
+    assert compile_yaml({**custom, "env": {"HF_TOKEN": "hf_0123456789abcdef"}}).resolved.warnings == (
+        "env HF_TOKEN is written into the job in clear text: put the token in a Nomad Variable and set "
+        "nomad.token_variable",
+    )  # no download task, so nothing is said about one
+
+
 def test_local_path_needs_no_download_and_must_be_in_the_volume() -> None:
     compiled = compile_yaml({**VLLM_QWEN, "huggingface_repo_id": None, "local_path": "qwen/7b"})
     assert [t["Name"] for t in compiled.job["TaskGroups"][0]["Tasks"]] == ["vllm"]

@@ -255,6 +255,27 @@ def test_exec_drivers_run_the_entrypoint_as_the_command() -> None:
     assert r.args == ("-m", "server", "--model", "/opt/m.gguf", "--port", "${NOMAD_PORT_http}")
 
 
+BARE_EXEC = "backend_name: bin-custom\nversion_configs:\n  v1: {custom_framework: cpu}\nnomad: {driver: raw_exec}\n"
+
+
+def test_exec_drivers_take_the_program_from_the_run_commands_first_word() -> None:
+    run = "/opt/llama/llama-server -m {{model_path}} --port {{port}}"
+    data = {"name": "m", "local_path": "/opt/m.gguf", "backend": "bin-custom", "run_command": run,
+            "backend_parameters": ["--ctx-size 4096"]}  # fmt: skip
+    r = resolved(data, BARE_EXEC)
+    assert (r.driver, r.command, r.entrypoint) == ("raw_exec", "/opt/llama/llama-server", ())
+    assert r.args == ("-m", "/opt/m.gguf", "--port", "${NOMAD_PORT_http}", "--ctx-size", "4096")
+    found = problem({**data, "run_command": "--port {{port}}"}, BARE_EXEC)
+    assert (found.file, found.field, found.message) == (
+        "deploy.yaml",
+        "run_command",
+        "the raw_exec driver needs the program to run",
+    )
+    assert found.hint is not None and "set the backend's entrypoint or nomad.command" in found.hint
+    found = problem({**data, "run_command": None}, BARE_EXEC)
+    assert (found.file, found.field) == ("backend0.yaml", "nomad")
+
+
 @pytest.mark.parametrize(
     ("extra", "field", "text"),
     [
@@ -299,6 +320,43 @@ def test_an_unknown_placeholder_names_the_closest_or_lists_them() -> None:
     found = problem(engine_deployment(backend_version="cuda", run_command="serve {{zzz}}"), engine())
     assert found.hint is not None and found.hint.startswith("known placeholders: {{model_path}}, {{port}}")
     assert "env variables: CACHE, LEVEL, ONLY_BACKEND" in found.hint
+
+
+def test_placeholders_with_spaces_inside_the_braces_are_filled() -> None:
+    run = "serve {{ model_path }} --port {{  port  }} --cache {{ CACHE }}"
+    params = ["--name {{ model_name }}", "--ids={{ gpu_ids }}"]
+    r = resolved(engine_deployment(backend_version="cuda", run_command=run, backend_parameters=params), engine())
+    assert r.args == (
+        "serve", "/models/huggingface/org/repo", "--port", "${NOMAD_PORT_http}", "--cache", "/from-version",
+        "--name", "my-model", "--ids=0",
+    )  # fmt: skip
+    backend = engine().replace("--port {{port}}", "--port {{ port }}")
+    assert "${NOMAD_PORT_http}" in resolved(engine_deployment(backend_version="cpu"), backend).args
+
+
+@pytest.mark.parametrize(
+    ("run_command", "message", "hint"),
+    [
+        ("serve {{ modle_path }}", "unknown placeholder {{modle_path}}", "did you mean {{model_path}}?"),
+        ("serve {{ model path }}", "unknown placeholder {{model path}}", "did you mean {{model_path}}?"),
+        ("serve {{model_path --port 1", "'{{' is not closed in '{{model_path --port 1'",
+         "write placeholders as {{name}}, e.g. {{model_path}}"),
+    ],
+)  # fmt: skip
+def test_a_placeholder_that_cannot_be_filled_is_reported_not_split(run_command: str, message: str, hint: str) -> None:
+    found = problem(engine_deployment(backend_version="cuda", run_command=run_command), engine())
+    assert (found.field, found.message, found.hint) == ("run_command", message, hint)
+    found = problem(engine_deployment(backend_version="cuda", backend_parameters=["--x", run_command]), engine())
+    assert (found.field, found.message, found.hint) == ("backend_parameters[1]", message, hint)
+
+
+def test_template_files_fill_placeholders_with_or_without_spaces_and_leave_nomads_own() -> None:
+    data = 'port={{port}} p={{ port }} m={{ model_name }} home={{ env "HOME" }}{{ end }}'
+    backend = engine() + f"nomad:\n  templates: [{{destination: local/c, data: '{data}'}}]\n"
+    (template,) = resolved(engine_deployment(backend_version="cpu"), backend).templates
+    assert template.data == (
+        'port={{ env "NOMAD_PORT_http" }} p={{ env "NOMAD_PORT_http" }} m=my-model home={{ env "HOME" }}{{ end }}'
+    )
 
 
 def test_a_placeholder_error_in_the_backend_points_at_the_backend_file() -> None:
@@ -490,7 +548,54 @@ def test_locked_down_docker_modes_warn() -> None:
     assert warnings[1].startswith("docker option pid_mode fails on Nomad >= 2.0.4")
 
 
-def test_gpu_memory_without_a_device_plugin_warns() -> None:
+def test_gpu_memory_and_model_without_a_device_plugin_warn() -> None:
     r = resolved(engine_deployment(backend_version="multi", nomad={"gpu_memory": "24 GiB"}), engine())
     (warning,) = r.warnings
-    assert "only enforced for frameworks with a Nomad device plugin (cuda), not rocm" in warning
+    assert warning.startswith("nomad.gpu_memory is only enforced for frameworks with a Nomad device plugin (cuda), "
+                              "not rocm")  # fmt: skip
+    r = resolved(engine_deployment(backend_version="multi", nomad={"gpu_model": "MI300X"}), engine())
+    assert r.warnings == (
+        "nomad.gpu_model is only enforced for frameworks with a Nomad device plugin (cuda), not rocm: "
+        "the job does not use it",
+    )
+    cuda = resolved(engine_deployment(backend_version="cuda", nomad={"gpu_model": "L4"}), engine())
+    assert cuda.warnings == () and cuda.resources.gpu_model == "L4"
+
+
+def test_a_command_that_never_uses_the_port_warns() -> None:
+    custom = {"name": "m", "backend": "Custom", "image_name": "x:1", "run_command": "serve --listen 8080"}
+    (warning,) = resolved(custom).warnings
+    assert warning.startswith(
+        "the command never uses {{port}}: the engine does not listen on the port Nomad allocated, so the health "
+        "check targets a port nothing listens on and the model never becomes healthy"
+    )
+    (warning,) = resolved({**custom, "nomad": {"health_check": False}}).warnings
+    assert "so the service points at a port nothing listens on" in warning
+    for run_command in (
+        "serve --port {{ port }}",
+        "serve --port ${NOMAD_PORT_http}",
+        "serve --bind {{worker_ip}}:{{port}}",
+    ):
+        assert resolved({**custom, "run_command": run_command}).warnings == (), run_command
+    in_a_file = (
+        engine().replace("--port {{port}}", "")
+        + "nomad:\n  templates: [{destination: local/c, data: 'port={{port}}'}]\n"
+    )
+    assert resolved(engine_deployment(backend_version="cpu"), in_a_file).warnings == ()
+
+
+def test_backend_parameters_that_repeat_the_commands_flags_warn_with_the_consequence() -> None:
+    vllm = {"name": "qwen", "huggingface_repo_id": "o/r", "backend": "vLLM", "nomad": {"gpus": 2}}
+    params = ["--served-model-name other", "--tensor-parallel-size 4", "--max-model-len 4096"]
+    assert resolved({**vllm, "backend_parameters": params}).warnings == (
+        "backend_parameters sets --served-model-name, which the run command already sets: the engine serves "
+        "the model under another name than 'qwen', the name clients and `nomadgs gateway` ask for",
+        "backend_parameters sets --tensor-parallel-size, which the run command already sets: the engine "
+        "splits the model over another number of GPUs than the 2 Nomad reserves for it (set nomad.gpus instead)",
+    )
+    (warning,) = resolved({**vllm, "backend_parameters": ["-tp 1"]}).warnings
+    assert warning.startswith("backend_parameters sets -tp, which the run command already sets: the engine splits")
+    (warning,) = resolved(engine_deployment(backend_version="cpu", backend_parameters=["--gpus=3"]), engine()).warnings
+    assert warning.endswith("sets --gpus, which the run command already sets: most engines take the last value, "
+                            "so it replaces the backend's")  # fmt: skip
+    assert resolved({**vllm, "backend_parameters": ["--max-model-len 4096", "--enable-prefix-caching"]}).warnings == ()

@@ -84,12 +84,16 @@ def test_blocking_read_sends_index_and_wait_and_returns_the_new_index(nomad: Nom
     job = compile_yaml(EXAMPLE).job
     api = api_for(nomad)
     api.register(job, modify_index=0)
+    path = f"/v1/job/{job['ID']}"
 
     async def read() -> tuple[int, int]:
         async with api.async_client() as http:
-            _, first = await api.allocations(http, job["ID"])
-            nomad.after_request("GET", rf"/v1/job/{job['ID']}/allocations", lambda: nomad.modify_job(job["ID"]))
-            _, second = await api.allocations(http, job["ID"], index=first)
+            _, first = await api.get(http, path)
+            waiting = asyncio.create_task(api.get(http, path, index=first))
+            while not any("index" in r.query for r in nomad.requests):  # the double holds it open now
+                await asyncio.sleep(0.01)
+            nomad.modify_job(job["ID"])
+            _, second = await asyncio.wait_for(waiting, 30)
             return first, second
 
     first, second = asyncio.run(read())

@@ -13,24 +13,19 @@ from nomad_gpustack.errors import InputError
 from nomad_gpustack.spec.catalog import Catalog
 from nomad_gpustack.spec.loader import load_backend_file, load_catalog
 
+from ..support.backend_files import PROJECT_BACKENDS, BackendCorpus
 from ..support.helpers import backends, deployment, nomadgs
 
 
-def shared_files(shared_backends: Path) -> list[Path]:
-    files = sorted(shared_backends.rglob("*.yaml"))
-    assert len(files) >= 22, "the shared backend folder lost files"
-    return files
-
-
-def test_every_shared_backend_file_validates_with_the_cli(shared_backends: Path) -> None:
-    files = shared_files(shared_backends)
+def test_every_backend_file_validates_with_the_cli(backend_corpus: BackendCorpus) -> None:
+    files = backend_corpus.files()
     run = nomadgs("backends", "validate", *files, "--output", "json")
     assert run.code == 0, run.err
     results = json.loads(run.out)
     assert len(results) == len(files)
     assert all(r["valid"] for r in results)
     names = {b["name"] for r in results for b in r["backends"]}
-    assert {"llama.cpp", "TokenSpeed", "Kokoro-FastAPI", "vllm-custom", "advanced-backend-custom"} <= names
+    assert backend_corpus.names <= names
 
 
 def test_text_output_lists_each_backend_and_notes_gpustack_rules(shared_backends: Path) -> None:
@@ -45,9 +40,20 @@ def test_text_output_lists_each_backend_and_notes_gpustack_rules(shared_backends
     assert "TensorRT-LLM" in run.err and "ending in '-custom'" in run.err
 
 
-def test_every_version_of_every_shared_backend_renders(shared_backends: Path) -> None:
+def test_text_output_notes_gpustack_rules_for_the_projects_files() -> None:
+    folder = PROJECT_BACKENDS
+    run = nomadgs("backends", "validate", folder / "single" / "quoted-commands-custom.yaml",
+                  folder / "catalog" / "community.yaml")  # fmt: skip
+    assert run.code == 0, run.err
+    assert "quoted-commands-custom (v1-cuda, v1-cpu)" in run.out
+    assert "Whisper-Server (1.2.0, 1.10.1, 1.10.1-cpu)" in run.out
+    assert "default_version 'v1-custom' is not one of the versions; the newest version 'v1-cuda' is used" in run.err
+    assert "('Rerank-Server' does not)" in run.err
+
+
+def test_every_version_of_every_backend_renders(backend_corpus: BackendCorpus) -> None:
     rendered = 0
-    for file in shared_files(shared_backends):
+    for file in backend_corpus.files():
         for backend in load_backend_file(file):
             catalog = Catalog().adding([backend])
             for version, config in backend.spec.versions.items():
@@ -66,7 +72,7 @@ def test_every_version_of_every_shared_backend_renders(shared_backends: Path) ->
                 )
                 assert compiled.job["TaskGroups"][0]["Tasks"][-1]["Config"] is not None
                 rendered += 1
-    assert rendered >= 55  # every version of the 22 files
+    assert rendered >= backend_corpus.min_versions
 
 
 def test_export_only_keys_are_ignored_and_list_files_hold_several_backends() -> None:

@@ -213,6 +213,16 @@ def test_validate_needs_the_job_wrapper_and_reports_server_side_errors(api: http
     assert register_response.text == text
 
 
+def test_validate_checks_task_resources_as_nomad_does(api: httpx.Client) -> None:
+    job = make_job()
+    job["TaskGroups"][0]["Tasks"][0]["Resources"] = {"CPU": 500, "MemoryMB": 9, "MemoryMaxMB": 8}
+    body = api.put("/v1/validate/job", json={"Job": job}).json()
+    assert "minimum MemoryMB value is 10; got 9" in body["Error"]
+    assert "MemoryMaxMB value (8) should be larger than MemoryMB value (9)" in body["Error"]
+    job["TaskGroups"][0]["Tasks"][0]["Resources"] = {"CPU": 100, "MemoryMB": 10, "MemoryMaxMB": 10}
+    assert api.put("/v1/validate/job", json={"Job": job}).json()["ValidationErrors"] is None
+
+
 def test_register_shapes_versions_and_unchanged_reregister(nomad: NomadDouble, api: httpx.Client) -> None:
     first = register(api, make_job())
     assert set(first) >= {"EvalID", "EvalCreateIndex", "JobModifyIndex", "Warnings", "Index"}

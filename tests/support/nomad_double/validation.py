@@ -1,7 +1,8 @@
 """A few of Nomad's server-side job checks (`Job.Validate` in nomad/structs), on the canonicalized job.
 
-Only the rules the reference lists (nomad-api.md §1.3) are modelled. The message texts follow Nomad's where the
-reference or common knowledge gives them, and are close paraphrases otherwise; clients should not parse them.
+Only the rules the reference lists (nomad-api.md §1.3) are modelled, plus `Resources.Validate` (task minimums).
+The message texts follow Nomad's where the reference or common knowledge gives them, and are close paraphrases
+otherwise; clients should not parse them.
 Errors are joined the way hashicorp/go-multierror prints them, which is what Nomad returns.
 """
 
@@ -216,8 +217,22 @@ def _task(job: JSON, group: JSON, task: JSON, disk_mb: int) -> list[str]:
             f"KillTimeout ({format_duration(kill_timeout)}) longer than the group's ProgressDeadline "
             f"({format_duration(progress)})"
         )
+    errors += _resources(task.get("Resources") or {})
     logs = task.get("LogConfig") or {}
     log_mb = (logs.get("MaxFiles") or 0) * (logs.get("MaxFileSizeMB") or 0)
     if log_mb >= disk_mb:
         errors.append(f"log storage ({log_mb} MB) must be less than requested disk capacity ({disk_mb} MB)")
+    return errors
+
+
+def _resources(resources: JSON) -> list[str]:
+    """`Resources.Validate`: the minimums of `MinResources()` and memory_max over memory (-1 means no limit)."""
+    errors: list[str] = []
+    cpu, memory, memory_max = (resources.get(k) or 0 for k in ("CPU", "MemoryMB", "MemoryMaxMB"))
+    if cpu < 1 and not resources.get("Cores"):
+        errors.append(f"minimum CPU value is 1; got {cpu}")
+    if memory < 10:
+        errors.append(f"minimum MemoryMB value is 10; got {memory}")
+    if memory_max not in (0, -1) and memory_max < memory:
+        errors.append(f"MemoryMaxMB value ({memory_max}) should be larger than MemoryMB value ({memory})")
     return errors

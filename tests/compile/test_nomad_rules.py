@@ -1,0 +1,86 @@
+"""Nomad's own job validation, applied before anything is sent: a deployment we accept compiles to a job that
+the Nomad double's validation (`Job.Validate`'s rules) accepts, and one Nomad would refuse is refused here,
+located in the deployment file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nomad_gpustack.compile.build import build
+from nomad_gpustack.errors import InputError
+from nomad_gpustack.spec.loader import load_catalog, load_deployment
+
+from ..support.components import ROOT
+from ..support.helpers import compile_yaml, main_task
+from ..support.nomad_double.jobspec import canonicalize
+from ..support.nomad_double.validation import validate
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+LLAMA_CPU: dict[str, Any] = {"name": "m", "local_path": "m.gguf", "backend": "llama.cpp", "backend_version": "cpu"}
+
+
+def nomad_errors(job: Any) -> list[str]:
+    return validate(canonicalize(dict(job), "default"))
+
+
+@pytest.mark.parametrize(
+    "nomad",
+    [
+        {"cpu": 100},
+        {"cpu": 10_000_000},
+        {"memory": "10 MiB"},
+        {"memory": "1 GiB", "memory_max": "1 GiB"},
+        {"check_interval": "1s", "check_timeout": "1s"},
+        {"startup_timeout": "11s"},
+        {"datacenters": ["dc1", "dc2"]},
+    ],
+)
+def test_the_edges_we_accept_are_jobs_nomad_accepts(nomad: dict[str, Any]) -> None:
+    assert nomad_errors(compile_yaml({**LLAMA_CPU, "nomad": nomad}).job) == []
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_is_a_job_nomad_accepts(example: Path) -> None:
+    assert nomad_errors(build(load_deployment(example), load_catalog()).job) == []
+
+
+@pytest.mark.parametrize(
+    ("nomad", "expected"),
+    [
+        ({"cpu": 4}, "3:8: nomad.cpu: cpu is in MHz, not cores: 4 MHz is below the floor of 100 MHz "
+                     "(4 cores at 2.5 GHz: write 10000)"),
+        ({"cpu": 0}, "3:8: nomad.cpu: cpu must be at least 100 MHz (write the MHz one replica reserves, e.g. 4000)"),
+        ({"cpu": 99999999999}, "3:8: nomad.cpu: 99999999999 MHz is more than any Nomad node offers"),
+        ({"memory": "9 MiB"}, "3:11: nomad.memory: 9 MiB is below Nomad's minimum of 10 MiB"),
+        ({"memory": "16 GiB", "memory_max": "8 GiB"},
+         "4:15: nomad.memory_max: memory_max (8 GiB) is below memory (16 GiB); Nomad refuses such a job"),
+        ({"check_timeout": "500ms"}, "3:18: nomad.check_timeout: check_timeout must be at least 1s (Nomad's minimum)"),
+        ({"startup_timeout": "10s"}, "3:20: nomad.startup_timeout: startup_timeout must be longer than 10s"),
+        ({"datacenters": ["dc1", " "]}, "5:5: nomad.datacenters[1]: a datacenter name cannot be empty"),
+    ],
+)  # fmt: skip
+def test_values_nomad_would_refuse_are_located_errors(nomad: dict[str, Any], expected: str) -> None:
+    with pytest.raises(InputError) as info:
+        compile_yaml({"name": "m", "nomad": nomad, "local_path": "m.gguf", "backend": "llama.cpp"})
+    (problem,) = info.value.problems
+    assert str(problem).startswith(f"deploy.yaml:{expected}"), str(problem)
+
+
+@pytest.mark.parametrize(
+    ("backend_name", "task"), [("alloc", "alloc-server"), ("download-model", "download-model-server")]
+)
+def test_a_backend_name_nomad_reserves_is_not_the_task_name(backend_name: str, task: str) -> None:
+    backend = f"backend_name: {backend_name}\nversion_configs:\n  v1: {{image_name: 'a:1', custom_framework: cpu}}\n"
+    compiled = compile_yaml({"name": "m", "huggingface_repo_id": "o/r", "backend": backend_name}, backend)
+    assert main_task(compiled)["Name"] == task
+    assert nomad_errors(compiled.job) == []
+
+
+def test_templates_need_a_destination_and_data() -> None:
+    backend = "backend_name: t-custom\nnomad:\n  templates: [{destination: local/x, data: ''}]\n"
+    with pytest.raises(InputError) as info:
+        compile_yaml({"name": "m", "backend": "t-custom"}, backend)
+    assert "backend0.yaml:3:44: nomad.templates[0].data: cannot be empty" in str(info.value)
