@@ -9,11 +9,14 @@ are decided in one place.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
+from ..answers import foreign_answer, html_page
 from ..errors import EXIT_BAD_INPUT, ServiceError, UnreachableError
 from ..settings import NomadSettings
 from .blocking import header_index
@@ -62,8 +65,29 @@ class NomadUnavailable(UnreachableError, TransientError):
     """Nomad could not be reached, or the connection broke."""
 
 
-def _error_for(status: int | None, text: str, settings: NomadSettings) -> NomadError:
+class NotNomad(UnreachableError, NomadError):
+    """Something answers at the address, but it is not Nomad's HTTP API (a web page, another service)."""
+
+
+# Paths that exist on every Nomad server: a 404 there means the address is not Nomad's HTTP API.
+_ALWAYS_THERE = re.compile(r"/v1/(jobs|nodes|validate/job|status/leader|job/[^/]+/plan)")
+
+
+def _never_missing(path: str) -> bool:
+    return _ALWAYS_THERE.fullmatch(path) is not None
+
+
+def _foreign(settings: NomadSettings, status: int, content_type: str, path: str, json_expected: bool) -> None:
+    """NotNomad when the answer cannot come from Nomad's HTTP API."""
+    reason = foreign_answer(status, content_type, path, json_expected=json_expected, never_missing=_never_missing)
+    if reason is not None:
+        raise NotNomad(f"{settings.address} is not a Nomad HTTP API ({reason}); check NOMAD_ADDR or --address")
+
+
+def _error_for(status: int | None, text: str, settings: NomadSettings, content_type: str = "") -> NomadError:
     text = (text or "").strip()
+    if html_page(content_type, text):
+        text = "an HTML page (from a proxy in front of Nomad?)"  # never print a page as error lines
     if status == 403:
         hint = "set NOMAD_TOKEN to a token with submit-job and read-job in the namespace"
         if "not found" in text.lower():
@@ -111,8 +135,13 @@ class NomadAPI:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = self.settings.python_nomad(timeout=self.timeout)
+            self._client = self.settings.python_nomad(timeout=self.timeout, on_response=self._check_answer)
         return self._client
+
+    def _check_answer(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        """A requests hook on every python-nomad answer: NotNomad when it cannot come from Nomad."""
+        content_type = response.headers.get("Content-Type", "")
+        _foreign(self.settings, response.status_code, content_type, urlsplit(response.url).path, json_expected=True)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import nomad.api.exceptions as nomad_exc
@@ -123,7 +152,8 @@ class NomadAPI:
         except nomad_exc.BaseNomadException as exc:
             resp = exc.nomad_resp
             if isinstance(resp, requests.Response):
-                raise _error_for(resp.status_code, resp.text, self.settings) from None
+                content_type = resp.headers.get("Content-Type", "")
+                raise _error_for(resp.status_code, resp.text, self.settings, content_type) from None
             raise _unreachable(self.settings, resp if isinstance(resp, BaseException) else exc) from None
         except requests.RequestException as exc:
             raise _unreachable(self.settings, exc) from None
@@ -186,7 +216,7 @@ class NomadAPI:
         response = await self._get(http, path, query)
         return response.json(), header_index(response.headers, "X-Nomad-Index")
 
-    async def _get(self, http: Any, path: str, params: dict[str, str]) -> Any:
+    async def _get(self, http: Any, path: str, params: dict[str, str], *, json_expected: bool = True) -> Any:
         """One GET with the namespace/region parameters, errors mapped to NomadError."""
         import httpx
 
@@ -195,8 +225,10 @@ class NomadAPI:
             response = await http.get(path, params={**self.settings.params(), **params})
         except httpx.TransportError as exc:
             raise NomadUnavailable(f"connection to Nomad failed: {exc or type(exc).__name__}") from None
+        content_type = response.headers.get("Content-Type", "")
+        _foreign(self.settings, response.status_code, content_type, path, json_expected)
         if response.status_code >= 400:
-            raise _error_for(response.status_code, response.text, self.settings)
+            raise _error_for(response.status_code, response.text, self.settings, content_type)
         return response
 
     async def evaluation(self, http: Any, eval_id: str, index: int | None = None) -> tuple[Evaluation, int]:
@@ -226,7 +258,7 @@ class NomadAPI:
     ) -> str:
         """The last bytes a task wrote to stderr/stdout, as text (`/v1/client/fs/logs`)."""
         params = {"task": task, "type": stream, "origin": "end", "offset": str(tail_bytes), "plain": "true"}
-        response = await self._get(http, f"/v1/client/fs/logs/{alloc_id}", params)
+        response = await self._get(http, f"/v1/client/fs/logs/{alloc_id}", params, json_expected=False)
         return str(response.text)
 
     async def follow_logs(
@@ -259,9 +291,11 @@ class NomadAPI:
                 params={**self.settings.params(), **params},
                 timeout=httpx.Timeout(None, connect=10.0),
             ) as response:
+                content_type = response.headers.get("Content-Type", "")
+                _foreign(self.settings, response.status_code, content_type, response.url.path, json_expected=False)
                 if response.status_code >= 400:
                     body = (await response.aread()).decode(errors="replace")
-                    raise _error_for(response.status_code, body, self.settings)
+                    raise _error_for(response.status_code, body, self.settings, content_type)
                 async for chunk in response.aiter_text():
                     yield chunk
         except httpx.TransportError as exc:
