@@ -72,7 +72,8 @@ def _api(connection: Mapping[str, Any], compiled: Compiled | None = None) -> Nom
     from .connection import nomad_settings
 
     settings = nomad_settings(connection)
-    return NomadAPI(scoped_settings(settings, compiled) if compiled is not None else settings)
+    scoped = scoped_settings(settings, compiled) if compiled is not None else settings
+    return NomadAPI(scoped, on_retry=say.warning)
 
 
 def _print_outcome(registration: Registration, result: WatchResult) -> None:

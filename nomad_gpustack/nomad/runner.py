@@ -36,6 +36,18 @@ class Notes(Protocol):
     def warning(self, message: str) -> None: ...
 
 
+class AfterRegistration(NomadgsError):
+    """A failure after the job was registered: the job stays on Nomad, and the message says how to follow it.
+    The exit code is the cause's (5 when Nomad became unreachable, 1 otherwise)."""
+
+    def __init__(self, job_id: str, cause: NomadgsError, doing: str) -> None:
+        super().__init__(
+            f"{job_id} is registered on Nomad, but {doing} failed: {cause}. "
+            f"It keeps rolling out; follow it with `nomadgs status {job_id}`"
+        )
+        self.exit_code = cause.exit_code
+
+
 def is_managed(job: JobStub) -> bool:
     """Whether nomadgs created this job (its meta says so)."""
     return metadata.is_managed(job.Meta)
@@ -142,7 +154,10 @@ def submit(api: NomadAPI, compiled: Compiled, *, force: bool, notes: Notes) -> R
         notes.info(f"{job_id}: no changes; checking the running version {existing.Version}")
         return Registration(compiled, existing.Version, "", plan)
     eval_id = register(api, compiled, plan.JobModifyIndex, notes)
-    current = api.job(job_id)
+    try:
+        current = api.job(job_id)
+    except NomadgsError as exc:  # the client retried for a while already
+        raise AfterRegistration(job_id, exc, "reading it back") from None
     version = current.Version if current else None
     notes.info(f"{job_id}: registered version {version} (evaluation {eval_id[:8] or '-'})")
     return Registration(compiled, version, eval_id, plan)
@@ -156,19 +171,26 @@ def follow(
     timeout: float | None,
     wait_for_capacity: bool = False,
 ) -> WatchResult:
-    """Watch the registered version until it is healthy, failed, or `timeout` seconds pass."""
-    return asyncio.run(
-        watch(
-            api,
-            job_id=registration.compiled.job_id,
-            version=registration.version,
-            eval_id=registration.eval_id or None,
-            request=group_request(dict(registration.compiled.job)),
-            reporter=reporter,
-            timeout=timeout,
-            wait_for_capacity=wait_for_capacity,
+    """Watch the registered version until it is healthy, failed, or `timeout` seconds pass.
+
+    The watch retries passing failures until `timeout`; any other failure (a revoked token, ...) is raised as
+    AfterRegistration, which says the job stays registered and how to follow it."""
+    job_id = registration.compiled.job_id
+    try:
+        return asyncio.run(
+            watch(
+                api,
+                job_id=job_id,
+                version=registration.version,
+                eval_id=registration.eval_id or None,
+                request=group_request(dict(registration.compiled.job)),
+                reporter=reporter,
+                timeout=timeout,
+                wait_for_capacity=wait_for_capacity,
+            )
         )
-    )
+    except NomadgsError as exc:
+        raise AfterRegistration(job_id, exc, "watching its rollout") from None
 
 
 def outcome(result: WatchResult) -> tuple[str, int]:

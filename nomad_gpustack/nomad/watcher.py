@@ -57,17 +57,18 @@ class _State:
 
 
 async def _poll(
-    fetch: Callable[[int | None], Awaitable[tuple[Any, int]]],
+    fetch: Callable[[int], Awaitable[tuple[Any, int]]],
     store: Callable[[Any], bool],
     reporter: Reporter,
     what: str,
 ) -> None:
-    """Follow one blocking query until `store` returns False."""
+    """Follow one blocking query until `store` returns False. Its first read has index 0, which Nomad answers
+    at once; as a query with an index, the client leaves retrying it to this loop."""
 
     def retried(exc: Exception, delay: float) -> None:
         reporter.note(f"{exc} while watching {what}; retried after {delay:.1f}s")
 
-    async for value in blocking.follow(lambda i: fetch(i or None), retry_on=TransientError, on_retry=retried):
+    async for value in blocking.follow(fetch, retry_on=TransientError, on_retry=retried):
         if not store(value):
             return
 
@@ -191,18 +192,15 @@ async def watch(
 
 
 async def _refresh(api: NomadAPI, http: Any, state: _State, job_id: str, eval_id: str | None) -> None:
-    """Plain reads of everything the watch follows (retrying transient errors a few times)."""
-    for attempt in range(5):
-        try:
-            allocs, deployment = await asyncio.gather(
-                api.allocations(http, job_id), api.latest_deployment(http, job_id)
-            )
-            state.allocations, state.deployment = tuple(allocs[0]), deployment[0]
-            if eval_id:
-                state.evaluation = (await api.evaluation(http, eval_id))[0]
-            return
-        except TransientError:
-            await blocking.sleep_backoff(attempt)
+    """Plain reads of everything the watch follows (the client retries them); when they keep failing, the
+    verdict rests on what the blocking queries delivered."""
+    try:
+        allocs, deployment = await asyncio.gather(api.allocations(http, job_id), api.latest_deployment(http, job_id))
+        state.allocations, state.deployment = tuple(allocs[0]), deployment[0]
+        if eval_id:
+            state.evaluation = (await api.evaluation(http, eval_id))[0]
+    except TransientError:
+        return
 
 
 async def _node_devices(api: NomadAPI, http: Any) -> list[Any]:

@@ -168,6 +168,71 @@ def test_server_errors_and_dropped_connections_are_retried(nomad: NomadDouble) -
     assert len(versions) == 1, "the job was registered exactly once"
 
 
+def test_a_leader_election_after_the_register_does_not_end_submit(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout()
+    nomad.faults.drop(rf"^/v1/job/{VLLM_JOB}$", method="GET")  # before the register
+    nomad.after_request(  # the register is answered, then the next reads of the job fail
+        "POST",
+        rf"^/v1/job/{VLLM_JOB}$",
+        lambda: nomad.faults.fail(rf"^/v1/job/{VLLM_JOB}$", 500, count=2, body="No cluster leader", method="GET"),
+    )
+    run = submit(nomad, VLLM)
+    assert run.code == 0, run.err
+    assert "warning: Nomad answered 500: No cluster leader; trying again in" in run.err
+    assert "registered version 0" in run.err
+    assert len(nomad.job_versions(VLLM_JOB)) == 1
+
+
+def test_giving_up_after_the_register_says_the_job_is_registered(nomad: NomadDouble) -> None:
+    from nomad_gpustack.nomad import runner
+    from nomad_gpustack.nomad.client import NomadAPI
+    from nomad_gpustack.settings import NomadSettings
+
+    from ..support.helpers import compile_yaml
+
+    compiled = compile_yaml(VLLM.read_text())
+    nomad.default_scenario = scenarios.manual()
+    nomad.after_request(
+        "POST",
+        rf"^/v1/job/{VLLM_JOB}$",
+        lambda: nomad.faults.fail(rf"^/v1/job/{VLLM_JOB}$", 500, count=1000, body="No cluster leader", method="GET"),
+    )
+    notes: list[str] = []
+
+    class Notes:
+        def info(self, message: str) -> None:
+            notes.append(message)
+
+        warning = info
+
+    api = NomadAPI(NomadSettings(address=nomad.address), retry_for=1.0)
+    with pytest.raises(runner.AfterRegistration) as caught:
+        runner.submit(api, compiled, force=False, notes=Notes())
+    message = str(caught.value)
+    assert message.startswith(f"{VLLM_JOB} is registered on Nomad, but reading it back failed: Nomad answered 500")
+    assert "(tried" in message and f"follow it with `nomadgs status {VLLM_JOB}`" in message
+    assert caught.value.exit_code == 1
+    assert len(nomad.job_versions(VLLM_JOB)) == 1
+
+
+def test_every_command_retries_its_reads(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout(stdout="INFO: ready\n")
+    env = {"NOMAD_ADDR": nomad.address}
+    assert submit(nomad, LLAMA_CPU).code == 0
+    job = "qwen2-5-0-5b-instruct-gguf"
+    nomad.faults.fail(r"^/v1/jobs$", 500, body="No cluster leader")
+    nomad.faults.fail(rf"^/v1/job/{job}/allocations$", 500, body="No cluster leader")
+    assert nomadgs("status", env=env).code == 0
+    nomad.faults.drop(r"^/v1/client/fs/logs/")
+    run = nomadgs("logs", job, env=env)
+    assert run.code == 0 and "INFO: ready" in run.out, run.err
+    nomad.faults.fail(rf"^/v1/job/{job}/plan$", 500, body="No cluster leader")
+    assert nomadgs("plan", LLAMA_CPU, env=env).code == 0
+    nomad.faults.fail(rf"^/v1/job/{job}$", 500, body="No cluster leader", method="GET")
+    run = nomadgs("stop", job, env=env)
+    assert run.code == 0 and "No cluster leader; trying again" in run.err
+
+
 def test_concurrent_job_modification_is_detected(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.rollout()
     assert submit(nomad, VLLM).code == 0
