@@ -107,11 +107,11 @@ def render(
         from .drift import report_drift
 
         return report_drift(files, target if as_folder else None, SUFFIXES[fmt])
-    from .atomicfile import write_atomic  # tempfile and friends: only when writing
+    from .atomicfile import write_all_atomic  # tempfile and friends: only when writing
 
-    # Everything compiled before anything is written: a bad deployment leaves no partial output.
-    for path, text in files.items():
-        write_atomic(path, text)
+    # Everything compiled before anything is written, and every file or none: no partial output.
+    write_all_atomic(files)
+    for path in files:
         say.info(f"wrote {path}")
     return 0
 

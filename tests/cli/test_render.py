@@ -166,3 +166,40 @@ def test_many_problems_are_capped(tmp_path: Path) -> None:
     assert run.code == 2
     lines = run.err.strip().splitlines()
     assert len(lines) == 11 and lines[-1] == "error: many.yaml: ... and 5 more problems"
+
+
+@pytest.mark.parametrize("where", ["under a file", "a read-only place"])
+def test_an_unwritable_output_is_one_line_of_bad_input(tmp_path: Path, where: str) -> None:
+    blocker = write(tmp_path, "blocker", "a file")
+    target = blocker / "job.json" if where == "under a file" else Path("/proc/nomadgs-job.json")
+    run = nomadgs("render", EXAMPLE, "-o", target)
+    assert run.code == 2 and "Traceback" not in run.err, run.err
+    (line,) = run.err.splitlines()
+    assert line.startswith(f"error: {target}: cannot write")
+    assert blocker.read_text() == "a file"
+
+
+def test_a_full_disk_leaves_no_file_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+    import os
+
+    from nomad_gpustack.cli import main
+
+    real_fsync = os.fsync
+    calls: list[int] = []
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:  # the second job file does not fit
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    second = write(tmp_path, "b.yaml", GOOD)
+    out = tmp_path / "jobs"
+    assert main(["render", str(EXAMPLE), str(second), "-o", str(out)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "cannot write the file: No space left on device" in line
+    assert list(out.iterdir()) == [], "neither the first file nor a temporary one is left"

@@ -427,3 +427,19 @@ def test_logs_follow_streams_new_lines(nomad: NomadDouble) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_reader_that_leaves_early_ends_status_and_logs_quietly(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout(stdout="".join(f"INFO: line {i}\n" for i in range(5000)))
+    assert submit(nomad, LLAMA_CPU).code == 0
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}, "NOMAD_ADDR": nomad.address}
+    job = "qwen2-5-0-5b-instruct-gguf"
+    for args in (["status"], ["status", job, "--output", "json"], ["logs", job, "--tail", "5000"], ["logs", job, "-f"]):
+        read, write = os.pipe()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nomad_gpustack", *args], stdout=write, stderr=subprocess.PIPE, cwd=ROOT, env=env
+        )
+        os.close(write)
+        os.close(read)  # like `| head -0`: the reader is gone before the first byte
+        _, err = proc.communicate(timeout=60)
+        assert (proc.returncode, err) == (0, b""), args
