@@ -81,7 +81,8 @@ def _print_outcome(registration: Registration, result: WatchResult) -> None:
     compiled = registration.compiled
     name = compiled.source.spec.name
     if a.phase == "succeeded":
-        print(f"{name}: {a.headline} after {result.elapsed:.0f}s (job {compiled.job_id})")
+        after = f" after {result.elapsed:.0f}s" if a.replicas else ""  # replicas: 0 waits for nothing
+        print(f"{name}: {a.headline}{after} (job {compiled.job_id})")
         for url in result.endpoints:
             print(f"  OpenAI base URL: {url}")
         return

@@ -23,6 +23,8 @@ from .explain import (
 )
 from .responses import Allocation, Deployment, Evaluation, TaskState
 
+NOTHING_TO_RUN = "replicas is 0: the job is registered and runs no replica, so there is nothing to wait for"
+
 ReplicaState = Literal["pending", "scheduled", "downloading", "starting", "running", "error"]
 Phase = Literal["evaluating", "waiting-capacity", "placement-failed", "deploying", "succeeded", "failed"]
 
@@ -152,6 +154,9 @@ def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool
     deployment = snapshot.deployment
     ours = deployment is not None and (snapshot.version is None or deployment.JobVersion == snapshot.version)
     settling = ours and deployment is not None and deployment.Status in ("running", "pending")
+    if request.count == 0 and not ours:
+        # Nomad makes no deployment for a group with nothing to place: there is nothing to wait for.
+        return Assessment("succeeded", done, NOTHING_TO_RUN, exit_code=EXIT_OK)
     if failures and all(f.kind == "unhealthy" for f in failures) and settling:
         # Nomad fails the deployment right after an unhealthy verdict; its description says whether it
         # rolls back, so wait for it rather than end on the allocation alone.

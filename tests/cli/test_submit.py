@@ -109,6 +109,19 @@ def test_blocked_evaluation_is_waiting_for_capacity_not_success(nomad: NomadDoub
     assert run.code == 4 and "timed out while waiting-capacity" in run.err
 
 
+def test_zero_replicas_succeed_at_once(nomad: NomadDouble, tmp_path: Path) -> None:
+    nomad.default_scenario = scenarios.rollout()
+    zero = tmp_path / "zero.yaml"
+    zero.write_text(LLAMA_CPU.read_text().replace("replicas: 2", "replicas: 0"))
+    env = {"NOMAD_ADDR": nomad.address}
+    run = nomadgs("submit", zero, "--timeout", "20s", env=env)
+    assert run.code == 0, run.err
+    assert "replicas is 0: the job is registered and runs no replica, so there is nothing to wait for" in run.out
+    run = nomadgs("submit", zero, "--timeout", "20s", "--output", "json", env=env)
+    (result,) = json.loads(run.out)["results"]
+    assert (run.code, result["status"], result["replicas"]) == (0, "succeeded", [])
+
+
 def test_image_pull_failure(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.image_pull_failure()
     run = submit(nomad, VLLM)

@@ -394,6 +394,13 @@ def test_batch_job_runs_to_completion_without_a_deployment(nomad: NomadDouble, a
     assert api.get("/v1/job/nightly/deployment").text == "null"
 
 
+def test_a_group_with_count_zero_gets_no_deployment(nomad: NomadDouble, api: httpx.Client) -> None:
+    created = register(api, make_job(count=0))  # scheduler/reconcile.go: no deployment for DesiredTotal 0
+    nomad.wait_for(lambda n: n.evaluations[created["EvalID"]]["Status"] == "complete")
+    assert deployments_of(nomad, "web") == [] and allocs_of(nomad, "web") == []
+    assert api.get("/v1/job/web/deployment").text == "null"
+
+
 def test_latest_deployment_is_null_before_the_first_one(nomad: NomadDouble, api: httpx.Client) -> None:
     nomad.set_scenario("web", scenarios.manual(start_after=0.5))
     register(api, make_job())
