@@ -97,7 +97,11 @@ def _print_outcome(registration: Registration, result: WatchResult) -> None:
             say.info(f"  hint: {failure.hint}")
         for event in failure.events[-5:]:
             say.info(f"  event: {event.Type}: {event.text}")
-    if a.rollback_to is not None:
+    if result.rollback is not None:
+        say.info(f"  auto-revert: {result.rollback.summary}")
+        if not result.rollback.done:
+            say.info(f"  (still rolling back when --timeout passed; follow it with `nomadgs status {compiled.job_id}`)")
+    elif a.rollback_to is not None:
         say.info(f"  Nomad is rolling back to job version {a.rollback_to} (auto-revert)")
     for label, text in result.logs.items():
         say.info(f"  last lines of {label} stderr:")

@@ -20,6 +20,7 @@ from .blocking import sleep_backoff
 from .client import IndexConflict, NomadAPI, TransientError
 from .explain import placement_failure
 from .responses import JobStub, PlanResponse
+from .rollout import Rollback
 from .watcher import Reporter, WatchResult, watch
 
 REGISTER_ATTEMPTS = 4
@@ -227,11 +228,26 @@ def result_document(registration: Registration, result: WatchResult | None, stat
                 for f in a.failures
             ],
             rollback_to_version=a.rollback_to,
+            rollback=_rollback_document(result.rollback),
             logs=result.logs,
             endpoints=result.endpoints,
             elapsed_seconds=round(result.elapsed, 3),
         )
     return data
+
+
+def _rollback_document(rollback: Rollback | None) -> dict[str, Any] | None:
+    if rollback is None:
+        return None
+    return {
+        "to_version": rollback.to_version,
+        "job_version": rollback.job_version,
+        "status": rollback.status,
+        "description": rollback.description,
+        "healthy": rollback.healthy,
+        "desired": rollback.desired,
+        "message": rollback.summary,
+    }
 
 
 # --- plan ---------------------------------------------------------------------------------------------

@@ -152,20 +152,35 @@ def test_oom_kill(nomad: NomadDouble) -> None:
     assert "ran out of memory and was killed (limit 24 GiB)" in result["message"]
 
 
-def test_unhealthy_past_the_deadline_with_auto_revert(nomad: NomadDouble) -> None:
+def test_unhealthy_past_the_deadline_with_auto_revert(nomad: NomadDouble, tmp_path: Path) -> None:
     nomad.default_scenario = scenarios.rollout()
     assert submit(nomad, VLLM).code == 0
-    changed = VLLM.read_text().replace("--max-model-len 16384", "--max-model-len 32768")
-    second = Path(os.environ.get("TMPDIR", "/tmp")) / f"nomadgs-unhealthy-{os.getpid()}.yaml"
-    second.write_text(changed)
-    try:
-        nomad.default_scenario = scenarios.unhealthy(rollback_to=0)
-        run = submit(nomad, second)
-    finally:
-        second.unlink()
+    second = tmp_path / "longer-context.yaml"
+    second.write_text(VLLM.read_text().replace("--max-model-len 16384", "--max-model-len 32768"))
+    nomad.default_scenario = scenarios.unhealthy(rollback_to=0)
+    run = submit(nomad, second, "--output", "json")
     assert run.code == 1, run.err
-    assert "did not answer 200 within 30m" in run.err
-    assert "rolling back to job version 0" in run.err
+    (result,) = json.loads(run.out)["results"]
+    assert "did not answer 200 within 30m" in " ".join(result["details"])
+    assert result["rollback_to_version"] == 0
+    rollback = result["rollback"]
+    assert (rollback["to_version"], rollback["job_version"], rollback["status"]) == (0, 2, "successful")
+    assert (rollback["healthy"], rollback["desired"]) == (1, 1)
+    assert "rolling-back: " in run.err, "the rollback's progress is shown while it runs"
+
+
+def test_a_rollback_that_fails_too_is_reported(nomad: NomadDouble, tmp_path: Path) -> None:
+    nomad.default_scenario = scenarios.rollout()
+    assert submit(nomad, VLLM).code == 0
+    second = tmp_path / "longer-context.yaml"
+    second.write_text(VLLM.read_text().replace("--max-model-len 16384", "--max-model-len 32768"))
+    nomad.default_scenario = scenarios.unhealthy(rollback_to=0, then=scenarios.unhealthy())
+    run = submit(nomad, second)
+    assert run.code == 1, run.err
+    assert (
+        "auto-revert: Nomad rolled back to job version 0 (registered again as version 2), and the rollback failed "
+        "too: Failed due to progress deadline - no stable job version to auto revert to"
+    ) in run.err
 
 
 def test_server_errors_and_dropped_connections_are_retried(nomad: NomadDouble) -> None:

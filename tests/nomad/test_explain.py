@@ -8,7 +8,7 @@ from nomad_gpustack.compile.request import GroupRequest
 from nomad_gpustack.errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
 from nomad_gpustack.nomad.explain import node_devices, placement_failure, task_failure
 from nomad_gpustack.nomad.responses import Allocation, AllocMetric, Deployment, Evaluation, TaskState
-from nomad_gpustack.nomad.rollout import Snapshot, assess
+from nomad_gpustack.nomad.rollout import Snapshot, assess, assess_rollback
 
 REQUEST = GroupRequest(
     group="inference",
@@ -258,3 +258,18 @@ def test_assessment_of_failures() -> None:
     old = alloc(JobVersion=0, DeploymentStatus={"Healthy": True}, TaskStates={"vllm": {"State": "running"}})
     a = assess(snapshot(allocations=(old,), deployment=Deployment(ID="d", JobVersion=1, Status="running")), request)
     assert a.replicas[0].state == "pending", "allocations of the previous version do not count"
+
+
+def test_rollback_assessment_follows_the_deployment_after_the_failed_one() -> None:
+    failed = Deployment(ID="d1", JobVersion=1, Status="failed", StatusDescription="... rolling back to job version 0")
+    assert assess_rollback(0, failed, failed).status == "waiting", "the failed deployment is not the rollback"
+    older = Deployment(ID="d0", JobVersion=0, Status="successful")
+    assert assess_rollback(0, failed, older).status == "waiting"
+    groups = {"inference": {"DesiredTotal": 2, "HealthyAllocs": 1}}
+    running = Deployment.model_validate({"ID": "d2", "JobVersion": 2, "Status": "running", "TaskGroups": groups})
+    step = assess_rollback(0, failed, running)
+    assert (step.job_version, step.done, step.healthy, step.desired) == (2, False, 1, 2)
+    assert step.summary == "Nomad is rolling back to job version 0 (registered again as version 2): 1/2 healthy"
+    done = running.model_copy(update={"Status": "failed", "StatusDescription": "Failed due to progress deadline"})
+    step = assess_rollback(0, failed, done)
+    assert step.done and step.summary.endswith("and the rollback failed too: Failed due to progress deadline")
