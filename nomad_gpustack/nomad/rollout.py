@@ -50,7 +50,7 @@ class Snapshot:
     blocked: Evaluation | None = None
     deployment: Deployment | None = None
     allocations: tuple[Allocation, ...] = ()
-    nodes: tuple[NodeDevices, ...] = ()
+    nodes: tuple[NodeDevices, ...] | None = None  # what the node listing reports; None when not read
 
 
 @dataclass(frozen=True)

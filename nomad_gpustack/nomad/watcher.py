@@ -20,7 +20,7 @@ from ..compile.request import GroupRequest
 from ..urls import openai_base_url
 from . import blocking
 from .client import NomadAPI, NomadError, TransientError
-from .explain import node_devices
+from .explain import NodeDevices, node_devices
 from .responses import Allocation, Deployment, Evaluation
 from .rollout import Assessment, Rollback, Snapshot, assess, assess_rollback
 
@@ -53,7 +53,7 @@ class _State:
     blocked: Evaluation | None = None
     deployment: Any = None
     allocations: tuple[Allocation, ...] = ()
-    nodes: tuple[Any, ...] = ()
+    nodes: tuple[NodeDevices, ...] | None = None  # None: not listed (yet), or the listing failed
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -160,7 +160,8 @@ async def watch(
                     and not nodes_fetched
                 ):
                     nodes_fetched = True
-                    state.nodes = tuple(await _node_devices(api, http))
+                    devices = await _node_devices(api, http)
+                    state.nodes = tuple(devices) if devices is not None else None
                     continue
                 if assessment.done and not verified:
                     # The three queries answer independently: before a verdict, read all of them once
@@ -249,11 +250,11 @@ async def _refresh(api: NomadAPI, http: Any, state: _State, job_id: str, eval_id
         return
 
 
-async def _node_devices(api: NomadAPI, http: Any) -> list[Any]:
+async def _node_devices(api: NomadAPI, http: Any) -> list[NodeDevices] | None:
     try:
         return node_devices(await api.nodes(http))
     except NomadError:
-        return []  # listing nodes needs node:read; the explanation works without it
+        return None  # listing nodes needs node:read; the explanation works without it
 
 
 async def _failure_logs(

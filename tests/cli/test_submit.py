@@ -91,11 +91,23 @@ def test_placement_failure_is_explained() -> None:
     assert run.code == 3, run.err
     assert (
         "cannot place 2 of 2 replicas: no node has 2 × nvidia/gpu (NVIDIA A100-SXM4-80GB) with ≥ 40 GiB: "
-        "1 node has GPUs, 24 GiB"
+        "1 node has GPUs (NVIDIA A10), 24 GiB"
     ) in run.err
-    assert "had no free matching devices" in run.err
+    assert "3 nodes have no device that matches the request (devices: no devices match request)" in run.err
     assert "--wait-for-capacity" in run.err
     assert "Traceback" not in run.err
+
+
+def test_a_missing_device_plugin_is_explained_without_contradiction(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.placement_failure()  # the double's one node reports no device
+    run = submit(nomad, TP2)
+    assert run.code == 3, run.err
+    assert (
+        "no node has 2 × nvidia/gpu (NVIDIA A100-SXM4-80GB) with ≥ 40 GiB: no node reports any nvidia/gpu device "
+        "(is nomad-device-nvidia installed on the clients?)"
+    ) in run.err
+    assert "3 nodes have no nvidia/gpu device (devices: no devices match request)" in run.err
+    assert "free" not in run.err
 
 
 def test_blocked_evaluation_is_waiting_for_capacity_not_success(nomad: NomadDouble) -> None:
