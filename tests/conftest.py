@@ -22,6 +22,8 @@ from .support.components import (
     require_components,
     wait_http,
 )
+from .support.nomad_double import NomadDouble
+from .support.tls import Certs, make_certs
 
 SHARED_BACKENDS = ROOT.parent / "shared" / "gpustack-backends"
 
@@ -100,3 +102,16 @@ def shared_backends() -> Path:
     if not SHARED_BACKENDS.is_dir():
         pytest.fail(f"{SHARED_BACKENDS} is missing: the real GPUStack backend files must sit beside the checkout")
     return SHARED_BACKENDS
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA and a server certificate for `nomad.test` only."""
+    return make_certs(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def tls_nomad(tls_certs: Certs) -> Iterator[NomadDouble]:
+    """The Nomad double serving HTTPS with `tls_certs`."""
+    with NomadDouble(tls=tls_certs.server_context()) as double:
+        yield double

@@ -89,42 +89,6 @@ def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
     return 0
 
 
-def backend_notes(backend: Any) -> list[str]:
-    """Things GPUStack would do differently with this file: worth knowing, not errors."""
-    from ..compile.resolve import resolve_version
-    from ..compile.templating import PLACEHOLDERS, placeholders_in
-    from ..spec.backend import BUILT_IN_NAMES
-
-    spec = backend.spec
-    notes: list[str] = []
-    name = spec.backend_name
-    if not name.endswith("-custom") and name.lower() not in {n.lower() for n in BUILT_IN_NAMES}:
-        notes.append(
-            f"GPUStack's YAML import only takes custom backend names ending in '-custom' ('{name}' does not); "
-            "nomadgs accepts it"
-        )
-    if spec.default_version and spec.default_version not in spec.versions:
-        notes.append(
-            f"default_version '{spec.default_version}' is not one of the versions; "
-            f"the newest version '{resolve_version(spec, None)}' is used, as GPUStack does"
-        )
-    env = set(spec.default_env or {})
-    for version, config in spec.versions.items():
-        texts = [
-            config.run_command or spec.default_run_command or "",
-            config.entrypoint or spec.default_entrypoint or "",
-        ]
-        version_env = env | set(config.env or {})
-        for text in texts:
-            for placeholder in placeholders_in(text):
-                if placeholder not in PLACEHOLDERS and placeholder not in version_env:
-                    notes.append(
-                        f"version '{version}': {{{{{placeholder}}}}} is not a GPUStack placeholder; "
-                        "each deployment must set it in env"
-                    )
-    return notes
-
-
 @backends.command(
     "validate",
     short_help="check backend files (GPUStack YAML, one backend or a list)",
@@ -136,30 +100,21 @@ def validate(files: tuple[Path, ...], output: str) -> int:
     import json
     import sys
 
-    from ..errors import InputError, Problem
-    from ..spec.loader import load_backend_file, yaml_files
+    from ..compile.backend_notes import backend_notes
+    from ..errors import InputError
+    from ..spec.loader import read_backend_files
     from . import output as say
 
     results: list[dict[str, Any]] = []
     errors: list[InputError] = []
-    for path in files:
-        if not path.exists():
-            errors.append(InputError(Problem("no such file or folder", str(path))))
+    for file, loaded in read_backend_files(files):
+        if isinstance(loaded, InputError):
+            errors.append(loaded)
+            results.append({"file": file, "valid": False, "errors": [str(p) for p in loaded.problems]})
             continue
-        for file in yaml_files(path):
-            try:
-                loaded = load_backend_file(file)
-            except InputError as exc:
-                errors.append(exc)
-                results.append({"file": str(file), "valid": False, "errors": [str(p) for p in exc.problems]})
-                continue
-            results.append(
-                {
-                    "file": str(file),
-                    "valid": True,
-                    "backends": [{**_summary(b), "notes": backend_notes(b)} for b in loaded],
-                }
-            )
+        results.append(
+            {"file": file, "valid": True, "backends": [{**_summary(b), "notes": backend_notes(b)} for b in loaded]}
+        )
     if output == "json":
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")

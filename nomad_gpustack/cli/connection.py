@@ -99,7 +99,7 @@ def nomad_settings(connection: Mapping[str, Any]) -> NomadSettings:
     from ..settings import NomadSettings
 
     token_file = connection.get("token_file")
-    return NomadSettings.from_env(
+    settings = NomadSettings.from_env(
         address=connection.get("address"),
         namespace=connection.get("namespace"),
         region=connection.get("region"),
@@ -111,10 +111,26 @@ def nomad_settings(connection: Mapping[str, Any]) -> NomadSettings:
         server_name=connection.get("tls_server_name"),
         skip_verify=connection.get("tls_skip_verify"),
     )
+    _warn_once(settings.insecure_notice())
+    return settings
 
 
 def consul_settings(connection: Mapping[str, Any]) -> ConsulSettings:
     """CONSUL_* variables with this command's flags on top."""
     from ..settings import ConsulSettings
 
-    return ConsulSettings.from_env(address=connection.get("consul_address"))
+    settings = ConsulSettings.from_env(address=connection.get("consul_address"))
+    _warn_once(settings.insecure_notice())
+    return settings
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(notice: str | None) -> None:
+    """Unverified TLS is said once per run, however many clients the command builds."""
+    if notice and notice not in _warned:
+        from . import output
+
+        _warned.add(notice)
+        output.warning(notice)

@@ -228,7 +228,12 @@ class PlanAnnotations(Response):
 
 
 class PlanDiff(Response):
+    """`api.JobDiff`: what changes, field by field (`nomad.plandiff` puts it in words)."""
+
     Type: str = ""
+    ID: str = ""
+    Fields: list[dict[str, Any]] = []
+    Objects: list[dict[str, Any]] = []
     TaskGroups: list[dict[str, Any]] = []
 
 

@@ -8,7 +8,7 @@ client and return typed results; printing is the caller's business. Progress not
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..compile import metadata
@@ -264,6 +264,7 @@ class PlanSummary:
     updates: dict[str, dict[str, int]]  # group -> DesiredTGUpdates counts
     placement: list[str]  # plain-words placement failures
     warnings: str
+    response: PlanResponse | None = field(default=None, compare=False, repr=False)  # Diff for `nomad.plandiff`
 
     @property
     def exit_code(self) -> int:
@@ -284,7 +285,11 @@ class PlanSummary:
 
 def plan(api: NomadAPI, compiled: Compiled) -> PlanSummary:
     """Nomad's plan for the compiled job, summarised."""
-    response = api.plan(compiled.job)
+    return summarise_plan(compiled, api.plan(compiled.job))
+
+
+def summarise_plan(compiled: Compiled, response: PlanResponse) -> PlanSummary:
+    """A plan answer for the compiled job (from `plan`, or the one `submit` made) in summary."""
     request = group_request(dict(compiled.job))
     placement = [line for metric in response.FailedTGAllocs.values() for line in placement_failure(request, metric)]
     updates = response.Annotations.DesiredTGUpdates if response.Annotations else {}
@@ -296,6 +301,7 @@ def plan(api: NomadAPI, compiled: Compiled) -> PlanSummary:
         updates={group: u.model_dump() for group, u in updates.items()},
         placement=placement,
         warnings=response.Warnings,
+        response=response,
     )
 
 

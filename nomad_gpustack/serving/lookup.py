@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from ..errors import suggestion
 from .consul import consul_endpoints
-from .discovery import Endpoint, build_table
+from .discovery import Endpoint, NoInstanceError, build_table
 from .nomad_services import nomad_endpoints
 
 if TYPE_CHECKING:
@@ -25,3 +26,16 @@ def discover(*, consul: ConsulSettings | None = None, nomad: NomadSettings | Non
         return found
 
     return list(build_table(asyncio.run(gather())).endpoints)
+
+
+def healthy_base_urls(model: str, *, consul: ConsulSettings) -> list[str]:
+    """OpenAI base URLs of the healthy instances of `model` registered in Consul (sorted; empty if none is).
+
+    NoInstanceError when no instance of the model is registered at all, with the closest model name: a typo
+    must not look like a model that is merely down.
+    """
+    table = build_table(asyncio.run(consul_endpoints(consul)))
+    if not table.knows(model):
+        hint = suggestion(model, table.models)
+        raise NoInstanceError(f"no instance of model '{model}' is registered in Consul" + (f"; {hint}" if hint else ""))
+    return sorted({e.base_url for e in table.routes.get(model, ())})

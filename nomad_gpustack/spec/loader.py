@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError, Problem
 from .backend import Backend
 from .catalog import Catalog, backends_from_document
 from .deployment import Deployment
 from .specfile import Sourced, validate
-from .yamlsource import MAX_FILE_BYTES, decode_text, parse_yaml
+from .yamlsource import MAX_FILE_BYTES, Mark, SourceMap, decode_text, parse_yaml
+from .yamlsource import Path as ValuePath
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -58,22 +60,28 @@ def load_backend_file(path: Path) -> list[Sourced[Backend]]:
     return backends_from_document(data, source)
 
 
-def load_backend_files(paths: Iterable[Path]) -> list[Sourced[Backend]]:
-    """Backends from files and folders, in order. All files are read; all their problems are reported."""
-    found: list[Sourced[Backend]] = []
-    errors: list[InputError] = []
+def read_backend_files(paths: Iterable[Path]) -> list[tuple[str, list[Sourced[Backend]] | InputError]]:
+    """Each YAML file of `paths` (files or folders), in order, with its backends or the error that stopped it."""
+    results: list[tuple[str, list[Sourced[Backend]] | InputError]] = []
     for path in paths:
         if not path.exists():
-            errors.append(InputError(Problem("no such file or folder", display_path(path))))
+            results.append((display_path(path), InputError(Problem("no such file or folder", display_path(path)))))
             continue
         for file in yaml_files(path):
             try:
-                found.extend(load_backend_file(file))
+                results.append((display_path(file), load_backend_file(file)))
             except InputError as exc:
-                errors.append(exc)
+                results.append((display_path(file), exc))
+    return results
+
+
+def load_backend_files(paths: Iterable[Path]) -> list[Sourced[Backend]]:
+    """Backends from files and folders, in order. All files are read; all their problems are reported."""
+    results = read_backend_files(paths)
+    errors = [r for _, r in results if isinstance(r, InputError)]
     if errors:
         raise InputError.merge(errors)
-    return found
+    return [b for _, r in results if not isinstance(r, InputError) for b in r]
 
 
 def builtin_catalog_dir() -> Path:
@@ -105,3 +113,35 @@ def load_deployment(path: str | Path) -> Sourced[Deployment]:
     name = display_path(path)
     data, source = parse_yaml(read_text(path), name)
     return validate(Deployment, data, source)
+
+
+def deployment_from_data(
+    data: Any,
+    filename: str,
+    *,
+    marks: Mapping[ValuePath, Mark] | None = None,
+    key_marks: Mapping[ValuePath, Mark] | None = None,
+) -> Sourced[Deployment]:
+    """A deployment given as data (a playbook's inline `definition`, a Jinja2 filter's input), validated.
+
+    `filename` names the source in messages; `marks` and `key_marks` place values and keys in it when the
+    caller knows where they were written (an Ansible task's lines), as `parse_yaml` does for a file.
+    """
+    source = SourceMap(filename, dict(marks or {}), dict(key_marks or {}))
+    return validate(Deployment, _plain(data), source)
+
+
+def _plain(value: Any) -> Any:
+    """Plain values with keys as text, as the YAML reader builds them (a version key `1.9` is a name).
+
+    Templating engines hand over subclasses of the builtin types (Ansible tags its values); the compiler
+    gets the builtins.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    for kind in (bool, str, int, float):
+        if isinstance(value, kind):
+            return kind(value)
+    return value

@@ -7,13 +7,7 @@ python-nomad (one-shot calls) and httpx (blocking queries).
 from __future__ import annotations
 
 import asyncio
-import shutil
-import ssl
-import subprocess
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -21,43 +15,8 @@ from nomad_gpustack.errors import EXIT_CONNECTION
 from nomad_gpustack.nomad.client import NomadAPI, NomadUnavailable
 from nomad_gpustack.settings import TLS, NomadSettings
 
-from ..conftest import unavailable
 from ..support.nomad_double import NomadDouble
-
-
-@dataclass(frozen=True)
-class Certs:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    """A CA and a server certificate for the name `nomad.test` only (not 127.0.0.1)."""
-    if shutil.which("openssl") is None:
-        unavailable("the openssl command is needed to make test certificates")
-    d = tmp_path_factory.mktemp("tls")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=test CA", cwd=d)  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=nomad.test", cwd=d)  # fmt: skip
-    (d / "san.ext").write_text("subjectAltName=DNS:nomad.test\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "san.ext", cwd=d)  # fmt: skip
-    return Certs(d / "ca.pem", d / "server.pem", d / "server.key")
-
-
-@pytest.fixture
-def nomad(certs: Certs) -> Iterator[NomadDouble]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certs.cert, certs.key)
-    with NomadDouble(tls=context) as double:
-        yield double
+from ..support.tls import Certs
 
 
 def reads(settings: NomadSettings) -> None:
@@ -72,8 +31,8 @@ def reads(settings: NomadSettings) -> None:
     asyncio.run(watch_read())
 
 
-def test_verification_is_on_by_default(nomad: NomadDouble) -> None:
-    api = NomadAPI(NomadSettings(address=nomad.address))
+def test_verification_is_on_by_default(tls_nomad: NomadDouble) -> None:
+    api = NomadAPI(NomadSettings(address=tls_nomad.address))
     with pytest.raises(NomadUnavailable) as caught:
         api.job("missing")
     assert caught.value.exit_code == EXIT_CONNECTION
@@ -87,18 +46,18 @@ def test_verification_is_on_by_default(nomad: NomadDouble) -> None:
         asyncio.run(watch_read())
 
 
-def test_a_ca_file_and_the_server_name_make_it_verify(nomad: NomadDouble, certs: Certs) -> None:
-    tls = TLS(ca_cert=str(certs.ca), server_name="nomad.test")
-    reads(NomadSettings(address=nomad.address, tls=tls))
+def test_a_ca_file_and_the_server_name_make_it_verify(tls_nomad: NomadDouble, tls_certs: Certs) -> None:
+    tls = TLS(ca_cert=str(tls_certs.ca), server_name="nomad.test")
+    reads(NomadSettings(address=tls_nomad.address, tls=tls))
     # Without the server name the certificate (for nomad.test) does not match 127.0.0.1: refused.
     with pytest.raises(NomadUnavailable):
-        NomadAPI(NomadSettings(address=nomad.address, tls=TLS(ca_cert=str(certs.ca)))).job("missing")
+        NomadAPI(NomadSettings(address=tls_nomad.address, tls=TLS(ca_cert=str(tls_certs.ca)))).job("missing")
 
 
-def test_skip_verify_works_and_warns_once_in_our_words(nomad: NomadDouble) -> None:
-    settings = NomadSettings.from_env({"NOMAD_ADDR": nomad.address, "NOMAD_SKIP_VERIFY": "true"})
+def test_skip_verify_works_and_warns_once_in_our_words(tls_nomad: NomadDouble) -> None:
+    settings = NomadSettings.from_env({"NOMAD_ADDR": tls_nomad.address, "NOMAD_SKIP_VERIFY": "true"})
     notice = settings.insecure_notice()
-    assert notice is not None and nomad.address in notice and "not verified" in notice
+    assert notice is not None and tls_nomad.address in notice and "not verified" in notice
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reads(settings)

@@ -315,6 +315,50 @@ def test_plan_diff_types_and_desired_updates(nomad: NomadDouble, api: httpx.Clie
     assert metric["CoalescedFailures"] == 1
 
 
+def test_plan_field_diff_is_contextual_and_shaped_like_nomads(nomad: NomadDouble, api: httpx.Client) -> None:
+    register(api, make_job(count=2))
+    wait_deployment(nomad, "web", "successful")
+    diff = api.put("/v1/job/web/plan", json={"Job": make_job(count=3, image="redis:8", meta="2"), "Diff": True}).json()[
+        "Diff"
+    ]
+    assert diff["Type"] == "Edited" and diff["ID"] == "web"
+    fields = {f["Name"]: f for f in diff["Fields"]}
+    assert fields["Meta[revision]"] == {"Type": "Edited", "Name": "Meta[revision]", "Old": "1", "New": "2",
+                                        "Annotations": None}  # fmt: skip
+    assert fields["Priority"]["Type"] == "None" and fields["Priority"]["New"] == "50", "unchanged fields as context"
+    assert "Version" not in fields and "JobModifyIndex" not in fields, "server-set fields are not compared"
+    (group,) = diff["TaskGroups"]
+    assert group["Type"] == "Edited" and group["Updates"] == {"create": 1, "create/destroy update": 2}
+    assert {"Type": "Edited", "Name": "Count", "Old": "2", "New": "3", "Annotations": None} in group["Fields"]
+    (task,) = group["Tasks"]
+    assert task["Name"] == "backend" and task["Annotations"] == ["forces create/destroy update"]
+    (config,) = [o for o in task["Objects"] if o["Name"] == "Config"]
+    config_fields = {f["Name"]: (f["Type"], f["Old"], f["New"]) for f in config["Fields"]}
+    assert config_fields["image"] == ("Edited", "redis:7", "redis:8")
+    assert config_fields["args[0]"] == ("None", "--port", "--port")
+    assert not [o for o in task["Objects"] if o["Name"] == "Resources"], "equal objects are left out"
+    same = api.put("/v1/job/web/plan", json={"Job": make_job(count=2), "Diff": True}).json()["Diff"]
+    assert same["Type"] == "None" and all(f["Type"] == "None" for f in same["Fields"])
+
+
+def test_nodes_list_stubs_and_full_nodes() -> None:
+    from tests.support.nomad_double.objects import new_node, nvidia_gpus
+
+    gpu = new_node("gpu-1", http_addr="10.0.0.5:4646", node_pool="gpu", devices=[nvidia_gpus("NVIDIA A10", 2, 24576)])
+    with NomadDouble(nodes=[gpu, new_node("cpu-1")]) as nomad, httpx.Client(base_url=nomad.address) as client:
+        stubs = client.get("/v1/nodes").json()
+        with_resources = client.get("/v1/nodes", params={"resources": "true", "os": "true"}).json()
+        full = client.get(f"/v1/node/{gpu['ID']}").json()
+        missing = client.get("/v1/node/nope")
+    assert [s["Name"] for s in stubs] == ["gpu-1", "cpu-1"]
+    assert stubs[0]["Address"] == "10.0.0.5" and stubs[0]["NodePool"] == "gpu" and stubs[0]["Version"] == "1.9.7"
+    assert "NodeResources" not in stubs[0] and "Attributes" not in stubs[0]
+    assert with_resources[0]["NodeResources"]["Devices"][0]["Name"] == "NVIDIA A10"
+    assert with_resources[0]["Attributes"] == {"os.name": "ubuntu"}
+    assert full["HTTPAddr"] == "10.0.0.5:4646" and full["Attributes"]["unique.network.ip-address"] == "10.0.0.5"
+    assert missing.status_code == 404
+
+
 # --- scenarios ------------------------------------------------------------------------------------------------
 
 

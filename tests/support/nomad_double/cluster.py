@@ -11,6 +11,7 @@ import threading
 import traceback
 from collections.abc import Callable
 
+from . import diff as diffs
 from . import mutations
 from .context import Runnable, ScenarioAborted, ScenarioContext
 from .jobspec import JSON, PortSpec, canonicalize, groups, spec_of
@@ -193,12 +194,18 @@ class Cluster:
                 updates[name] = _desired(Stop=sum(1 for a in live if a["TaskGroup"] == name))
                 group_diffs.append(_group_diff(name, "Deleted", updates[name]))
             kind = "Added" if existing is None else ("None" if spec_of(existing) == spec_of(job) else "Edited")
+            job_diff = None
+            if diff:
+                job_diff = diffs.job_diff(existing, job)
+                job_diff["Type"] = kind
+                by_name = {g["Name"]: g for g in group_diffs}
+                for group in job_diff["TaskGroups"]:  # a stopped job's groups count as gone
+                    known = by_name.get(group["Name"], {})
+                    group.update(Type=known.get("Type", group["Type"]), Updates=known.get("Updates"))
             return {
                 "JobModifyIndex": existing["JobModifyIndex"] if existing else 0,
                 "CreatedEvals": None,
-                "Diff": {"Type": kind, "ID": job["ID"], "Fields": None, "Objects": None, "TaskGroups": group_diffs}
-                if diff
-                else None,
+                "Diff": job_diff,
                 "Annotations": {"DesiredTGUpdates": updates, "PreemptedAllocs": None},
                 "FailedTGAllocs": self.scenario_for(job["ID"]).plan_failures(job),
                 "NextPeriodicLaunch": ZERO_TIME,

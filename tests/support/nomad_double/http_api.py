@@ -32,6 +32,7 @@ from .events import Subscription
 from .faults import Fault, Faults
 from .goduration import SECOND, parse_duration
 from .jobspec import JSON, canonicalize
+from .objects import new_node, node_stub
 from .strict import PLAN_KEYS, REGISTER_KEYS, VALIDATE_KEYS, StrictDecodeError, check_request
 from .validation import multierror, validate
 
@@ -61,6 +62,7 @@ class Backend:
     heartbeat_interval: float
     max_wait: float
     node_devices: list[JSON] = field(default_factory=list)  # the one node's device groups (NodeResources)
+    nodes: list[JSON] | None = None  # full client nodes to list instead of the one node (objects.new_node)
     requests: list[RecordedRequest] = field(default_factory=list)
     requests_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -122,6 +124,7 @@ _READS: list[tuple[str, Callable[..., queries.Result]]] = [
 _ROUTES: list[tuple[tuple[str, ...], str, str | Callable[..., queries.Result]]] = [
     (("GET",), "/v1/status/leader", "_leader"),
     (("GET",), "/v1/nodes", "_nodes"),
+    (("GET",), f"/v1/node/{_ID}", "_node"),
     (("GET",), "/v1/event/stream", "_event_stream"),
     (("GET",), f"/v1/client/fs/logs/{_ID}", "_logs"),
     (("PUT", "POST"), "/v1/jobs", "_register"),
@@ -360,24 +363,33 @@ class Handler(BaseHTTPRequestHandler):
     def _leader(self, req: Request) -> None:
         self._send_json("127.0.0.1:4647", index=None)
 
-    def _nodes(self, req: Request) -> None:
-        """`/v1/nodes`: node list stubs; `?resources=true` adds NodeResources (its Devices), as Nomad >= 1.6."""
-        self._authorize(req, write=False)
+    def _all_nodes(self) -> list[JSON]:
         backend = self.backend
+        if backend.nodes is not None:
+            return backend.nodes
         node_id, node_name = backend.cluster.node
-        node: JSON = {
-            "ID": node_id,
-            "Name": node_name,
-            "Datacenter": "dc1",
-            "NodePool": "default",
-            "Status": "ready",
-            "SchedulingEligibility": "eligible",
-            "Drivers": {},
-            "Attributes": {},
-        }
-        if req.q.get("resources") == "true":
-            node["NodeResources"] = {"Devices": backend.node_devices}
-        self._send_json([node], index=1)
+        return [new_node(node_name, node_id=node_id, devices=backend.node_devices)]
+
+    def _nodes(self, req: Request) -> None:
+        """`/v1/nodes`: node list stubs; `?resources=true` adds NodeResources (its Devices), as Nomad >= 1.6,
+        `?os=true` the `os.name` attribute; `?prefix=` filters by ID prefix."""
+        self._authorize(req, write=False)
+        prefix = req.q.get("prefix") or ""
+        stubs = [
+            node_stub(n, resources=req.q.get("resources") == "true", os=req.q.get("os") == "true")
+            for n in self._all_nodes()
+            if n["ID"].startswith(prefix)
+        ]
+        self._send_json(stubs, index=1)
+
+    def _node(self, req: Request, node_id: str) -> None:
+        """`/v1/node/:id`: the full node."""
+        self._authorize(req, write=False)
+        for node in self._all_nodes():
+            if node["ID"] == node_id:
+                self._send_json(node, index=node["ModifyIndex"])
+                return
+        raise NomadError(404, "node not found")
 
     def _register(self, req: Request, path_id: str | None = None) -> None:
         self._authorize(req, write=True)

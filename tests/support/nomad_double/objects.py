@@ -390,3 +390,101 @@ def display_message(event: JSON) -> str:
     if kind == "Killed":
         return "Task successfully killed"
     return str(event["Message"])
+
+
+# --- nodes ------------------------------------------------------------------------------------------------
+
+
+def new_node(
+    name: str,
+    *,
+    node_id: str | None = None,
+    http_addr: str = "127.0.0.1:4646",
+    datacenter: str = "dc1",
+    node_pool: str = "default",
+    node_class: str = "",
+    status: str = "ready",
+    eligible: bool = True,
+    drain: bool = False,
+    attributes: dict[str, str] | None = None,
+    devices: list[JSON] | None = None,
+) -> JSON:
+    """A client node with the api.Node fields the endpoints show (`/v1/node/:id`)."""
+    host = http_addr.rpartition(":")[0].strip("[]")
+    return {
+        "ID": node_id or new_id(),
+        "Name": name,
+        "Datacenter": datacenter,
+        "NodePool": node_pool,
+        "NodeClass": node_class,
+        "HTTPAddr": http_addr,
+        "TLSEnabled": False,
+        "Status": status,
+        "StatusDescription": "",
+        "SchedulingEligibility": "eligible" if eligible else "ineligible",
+        "Drain": drain,
+        "Attributes": {
+            "os.name": "ubuntu",
+            "kernel.name": "linux",
+            "nomad.version": "1.9.7",
+            "unique.hostname": name,
+            "unique.network.ip-address": host,
+            **(attributes or {}),
+        },
+        "Meta": {},
+        "Drivers": {},
+        "NodeResources": {
+            "Cpu": {"CpuShares": 8000},
+            "Memory": {"MemoryMB": 32768},
+            "Disk": {"DiskMB": 100000},
+            "Devices": devices or [],
+        },
+        "ReservedResources": {},
+        "CreateIndex": 1,
+        "ModifyIndex": 1,
+    }
+
+
+def node_stub(node: JSON, resources: bool, os: bool) -> JSON:
+    """api.NodeListStub (`Node.Stub`): the host of HTTPAddr as Address; resources and `os.name` on request."""
+    stub: JSON = {
+        "Address": node["HTTPAddr"].rpartition(":")[0].strip("[]"),
+        "ID": node["ID"],
+        "Datacenter": node["Datacenter"],
+        "Name": node["Name"],
+        "NodeClass": node["NodeClass"],
+        "NodePool": node["NodePool"],
+        "Version": node["Attributes"].get("nomad.version", ""),
+        "Drain": node["Drain"],
+        "SchedulingEligibility": node["SchedulingEligibility"],
+        "Status": node["Status"],
+        "StatusDescription": node["StatusDescription"],
+        "Drivers": node["Drivers"],
+        "HostVolumes": None,
+        "LastDrain": None,
+        "CreateIndex": node["CreateIndex"],
+        "ModifyIndex": node["ModifyIndex"],
+    }
+    if resources:
+        stub["NodeResources"] = node["NodeResources"]
+        stub["ReservedResources"] = node["ReservedResources"]
+    if os:
+        stub["Attributes"] = {"os.name": node["Attributes"].get("os.name", "")}
+    return stub
+
+
+def nvidia_gpus(model: str, count: int, memory_mib: int, driver_version: str = "550.54.15") -> JSON:
+    """A device group as Nomad's NVIDIA device plugin fingerprints it (`nvidia/gpu/<model>`)."""
+    return {
+        "Vendor": "nvidia",
+        "Type": "gpu",
+        "Name": model,
+        "Attributes": {
+            "memory": {"Int": memory_mib, "Unit": "MiB"},
+            "driver_version": {"String": driver_version},
+            "display_state": {"String": "Disabled"},
+            "persistence_mode": {"String": "Enabled"},
+            "power": {"Int": 300, "Unit": "W"},
+        },
+        "Instances": [{"ID": f"GPU-{new_id()}", "Healthy": True, "HealthDescription": ""} for _ in range(count)],
+    }

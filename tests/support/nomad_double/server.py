@@ -51,7 +51,9 @@ class NomadDouble:
     `acl_tokens` maps secrets to "management", "submit-job" or "read-job" and turns ACL checks on.
     `client` runs raw_exec tasks as local processes: it is the default scenario of every job.
     `heartbeat_interval` is the event stream's `{}` period (Nomad: 30 s); `max_wait` caps blocking queries.
-    `node_devices` are the device groups `/v1/nodes?resources=true` reports for the double's one node.
+    `node_devices` are the device groups `/v1/nodes?resources=true` reports for the double's one node;
+    `nodes` (full nodes, `objects.new_node`) replace that node in `/v1/nodes` and `/v1/node/:id` (listing only:
+    allocations still run on the one node).
     `tls` serves HTTPS with that server context.
     """
 
@@ -62,6 +64,7 @@ class NomadDouble:
         heartbeat_interval: float = 0.5,
         max_wait: float = 300.0,
         node_devices: list[JSON] | None = None,
+        nodes: list[JSON] | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         default: Runnable = client if client is not None else scenarios.rollout()
@@ -75,6 +78,7 @@ class NomadDouble:
             heartbeat_interval=heartbeat_interval,
             max_wait=max_wait,
             node_devices=list(node_devices or []),
+            nodes=copy.deepcopy(nodes) if nodes is not None else None,
         )
         self._tls = tls
         self._server: DoubleHTTPServer | None = None

@@ -1,0 +1,417 @@
+#!/usr/bin/python
+# Copyright: nomad-gpustack developers
+# Apache License 2.0 (see the repository's LICENSE)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: model
+short_description: Serve one model on HashiCorp Nomad with a GPUStack inference backend
+version_added: "0.1.0"
+description:
+  - Compiles a nomad-gpustack deployment (a model, a GPUStack backend, replicas, GPUs) into a Nomad job and puts it
+    on the cluster, or stops it.
+  - Idempotent. Nomad's plan decides whether anything changes; an unchanged deployment is not registered again.
+  - Registration uses check-and-set (Nomad's C(EnforceIndex)), so a concurrent change is detected, never overwritten.
+  - With O(wait), follows the rollout until every replica answers its health check, and fails with the reason in
+    plain words when it cannot (no node fits, image pull, crash loop with the last lines of stderr, OOM kill,
+    unhealthy, timeout).
+  - Bad input fails before anything is sent to Nomad, with the file, line and field of each problem.
+  - Check mode runs Nomad's plan and registers nothing; with C(--diff), the fields the plan would change are shown.
+  - Runs the same Python functions as the C(nomadgs) command; it does not call the command.
+author:
+  - nomad-gpustack developers (!UNKNOWN)
+extends_documentation_fragment:
+  - nomad_gpustack.nomad.connection
+attributes:
+  check_mode:
+    support: full
+    description: Runs Nomad's plan (and server validation); registers and stops nothing.
+  diff_mode:
+    support: full
+    description: The fields Nomad's plan says would change, under their job, group, task and object.
+options:
+  deployment:
+    description:
+      - Path of a deployment YAML file, on the host that runs the module.
+      - Relative paths are relative to that process's working directory (with C(connection=local), where
+        C(ansible-playbook) runs); C({{ playbook_dir }}/...) is explicit.
+      - Exactly one of O(deployment) and O(definition) is required.
+    type: path
+  definition:
+    description:
+      - The deployment's content inline, as a dictionary (the same keys as a deployment file).
+      - Problems are located at the task's lines in the playbook.
+    type: dict
+  backends:
+    description:
+      - Backend YAML files or folders added to the built-in catalog (later ones override earlier ones).
+    type: list
+    elements: path
+    default: []
+  state:
+    description:
+      - V(present) registers the job (when Nomad's plan says it changes) and, with O(wait), follows the rollout.
+      - V(absent) stops the job; with O(purge) it is also removed from Nomad's state.
+    type: str
+    choices: [present, absent]
+    default: present
+  purge:
+    description:
+      - With O(state=absent), also remove the job from Nomad's state (its history goes too).
+    type: bool
+    default: false
+  force:
+    description:
+      - Replace or stop a job of the same ID that nomad-gpustack did not create. Without it such a job is left
+        alone and the task fails.
+    type: bool
+    default: false
+  wait:
+    description:
+      - With O(state=present), follow the rollout until every replica is healthy (or it fails, or
+        O(wait_timeout) passes). Without it the module returns once the job is registered.
+    type: bool
+    default: true
+  wait_timeout:
+    description:
+      - How long to follow the rollout, as a duration (V(90s), V(45m), V(2h)). The job keeps running after a
+        timeout; the task fails.
+    type: str
+    default: 2h
+  wait_for_capacity:
+    description:
+      - When no node fits yet, wait for one (autoscaling) instead of failing at once.
+    type: bool
+    default: false
+  return_job:
+    description:
+      - 'Return the compiled Nomad job (the API document C({"Job": ...})) in RV(nomad_job).'
+    type: bool
+    default: false
+notes:
+  - The job's namespace and region come from the deployment's C(nomad) keys; O(namespace) (or E(NOMAD_NAMESPACE))
+    that names another namespace is an error, as with C(nomadgs submit).
+  - Install the package in the Python that runs the module with C(python3 -m pip install nomad-gpustack).
+seealso:
+  - module: nomad_gpustack.nomad.model_info
+  - plugin: nomad_gpustack.nomad.nomad_job
+    plugin_type: filter
+  - plugin: nomad_gpustack.nomad.model_endpoints
+    plugin_type: lookup
+"""
+
+EXAMPLES = r"""
+- name: Serve Qwen2.5-7B-Instruct with vLLM and wait until it answers
+  nomad_gpustack.nomad.model:
+    deployment: "{{ playbook_dir }}/models/vllm-qwen2.5-7b-instruct.yaml"
+    wait_timeout: 45m
+  register: qwen
+
+- name: Print its OpenAI base URLs
+  ansible.builtin.debug:
+    var: qwen.endpoints
+
+- name: A model defined in the playbook, with a backend of our own
+  nomad_gpustack.nomad.model:
+    definition:
+      name: bge-m3
+      source: huggingface
+      huggingface_repo_id: BAAI/bge-m3
+      backend: text-embeddings-inference
+      replicas: 2
+    backends:
+      - "{{ playbook_dir }}/backends/"
+    nomad_addr: https://nomad.example.com:4646
+    token: "{{ vault_nomad_token }}"
+
+- name: Stop a model and remove its job
+  nomad_gpustack.nomad.model:
+    deployment: models/vllm-qwen2.5-7b-instruct.yaml
+    state: absent
+    purge: true
+"""
+
+RETURN = r"""
+job:
+  description: The Nomad job ID.
+  returned: always
+  type: str
+  sample: qwen2-5-7b-instruct
+model:
+  description: The model name of the deployment.
+  returned: always
+  type: str
+  sample: Qwen2.5-7B-Instruct
+version:
+  description: The job version on Nomad (the one registered, or the one already running when nothing changed).
+  returned: when the job exists on Nomad
+  type: int
+  sample: 3
+eval_id:
+  description: The evaluation Nomad created (registering or stopping); null when nothing was sent.
+  returned: always
+  type: str
+  sample: 5456bd7a-9fc0-c0dd-6131-cbee77f57577
+status:
+  description:
+    - V(succeeded), V(failed), V(placement-failed) or V(timeout) after a watch; V(registered) without O(wait);
+      V(planned) in check mode; V(stopped), V(purged) or V(absent) with O(state=absent).
+  returned: always
+  type: str
+  sample: succeeded
+message:
+  description: How the rollout ended, in one line.
+  returned: after a watch
+  type: str
+  sample: the replica is healthy
+replicas:
+  description: Each replica in GPUStack's states (pending, scheduled, downloading, starting, running, error).
+  returned: after a watch
+  type: list
+  elements: dict
+  sample: [{"index": 0, "state": "running", "detail": "healthy", "alloc_id": "8ba85cef-...", "node": "gpu-1"}]
+endpoints:
+  description: OpenAI base URLs of the healthy replicas.
+  returned: after a successful watch
+  type: list
+  elements: str
+  sample: ["http://10.0.0.5:25123/v1"]
+failures:
+  description: What failed, per replica and task (kind, summary, hint).
+  returned: after a watch
+  type: list
+  elements: dict
+logs:
+  description: The last lines of stderr of the failed tasks, by replica and task.
+  returned: after a failed watch
+  type: dict
+plan:
+  description:
+    - Nomad's plan of the job. C(diff) is V(Added), V(Edited), V(None) or V(Deleted); C(fields) lists the
+      changed fields; C(placement) the reasons no node fits, in plain words.
+  returned: with O(state=present)
+  type: dict
+  sample:
+    diff: Edited
+    changes: 1
+    updates: {"inference": {"DestructiveUpdate": 1}}
+    placement: []
+    fields: ['Task Group "inference" > Count: "1" => "2"']
+nomad_job:
+  description: 'The compiled job as the API document C({"Job": {...}}).'
+  returned: with O(return_job)
+  type: dict
+notes:
+  description: Progress notes of the run (registration, rollout phases, retries).
+  returned: always
+  type: list
+  elements: str
+problems:
+  description: With bad input, each problem located (file, line, column, field, message, hint).
+  returned: on bad input
+  type: list
+  elements: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nomad_gpustack.nomad.plugins.module_utils.bridge import (
+    CONNECTION_ARGS,
+    Notes,
+    nomad_settings,
+    require_package,
+    run_guarded,
+)
+
+DEFINITION_NAME = "definition"
+
+
+def argument_spec():
+    spec = dict(
+        deployment=dict(type="path"),
+        definition=dict(type="dict"),
+        backends=dict(type="list", elements="path", default=[]),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        purge=dict(type="bool", default=False),
+        force=dict(type="bool", default=False),
+        wait=dict(type="bool", default=True),
+        wait_timeout=dict(type="str", default="2h"),
+        wait_for_capacity=dict(type="bool", default=False),
+        return_job=dict(type="bool", default=False),
+        # Set by the collection's action plugin: where an inline definition was written (file, lines, task).
+        _definition_origin=dict(type="dict"),
+    )
+    spec.update(CONNECTION_ARGS)
+    return spec
+
+
+def load(params):
+    """Compile the deployment (file or inline definition); InputError before anything is sent."""
+    from nomad_gpustack.compile.build import build
+    from nomad_gpustack.spec.loader import load_catalog, load_deployment
+
+    catalog = load_catalog(params["backends"])
+    if params["deployment"] is not None:
+        source = load_deployment(params["deployment"])
+    else:
+        source = definition_source(params["definition"], params.get("_definition_origin") or {})
+    return build(source, catalog, check=True)
+
+
+def definition_source(definition, origin):
+    """The inline definition, validated, its problems located in the playbook when the action plugin knows where."""
+    from nomad_gpustack.spec.loader import deployment_from_data
+    from nomad_gpustack.spec.yamlsource import Mark
+
+    def marks(entries):
+        return {tuple(path): Mark(int(line), int(column or 0)) for path, line, column in entries or []}
+
+    filename = origin.get("file") or DEFINITION_NAME
+    return deployment_from_data(
+        definition,
+        filename,
+        marks=marks(origin.get("marks")),
+        key_marks=marks(origin.get("key_marks")),
+    )
+
+
+def wait_seconds(text):
+    from nomad_gpustack.durations import SECOND, parse_duration
+    from nomad_gpustack.errors import InputError, Problem
+
+    try:
+        return parse_duration(text) / SECOND
+    except ValueError as exc:
+        raise InputError(Problem(str(exc), field="wait_timeout")) from None
+
+
+def plan_result(summary, response):
+    from nomad_gpustack.nomad.plandiff import changed_fields
+
+    data = summary.to_json()
+    data.pop("exit_code", None)
+    # A new job's fields are all "added": the list would be the whole job (return_job shows that).
+    edited = response is not None and response.Diff is not None and response.Diff.Type == "Edited"
+    data["fields"] = changed_fields(response.Diff.model_dump()) if edited else []
+    return data
+
+
+def plan_diff(response, job_id):
+    from nomad_gpustack.nomad.plandiff import diff_texts
+
+    before, after = diff_texts(response.Diff.model_dump() if response and response.Diff else None)
+    return dict(before=before, after=after, before_header=f"{job_id} (on Nomad)", after_header=f"{job_id} (planned)")
+
+
+def present(module, api, compiled, notes):
+    from nomad_gpustack.errors import EXIT_OK
+    from nomad_gpustack.nomad import runner, verdict
+
+    params = module.params
+    timeout = wait_seconds(params["wait_timeout"])
+    job_id = compiled.job_id
+    result = dict(job=job_id, model=compiled.source.spec.name, eval_id=None)
+    if module.check_mode:
+        runner.server_validate(api, compiled, notes)
+        existing = runner.check_ownership(api, job_id, force=params["force"])
+        summary = runner.plan(api, compiled)
+        unchanged = existing is not None and not existing.Stop and summary.diff == "None"
+        for line in summary.placement:
+            module.warn(f"{job_id}: {line}")
+        result.update(
+            changed=not unchanged,
+            status="planned",
+            version=existing.Version if existing is not None else None,
+            plan=plan_result(summary, summary.response),
+        )
+        if module._diff:
+            result["diff"] = plan_diff(summary.response, job_id)
+        return result
+
+    registration = runner.submit(api, compiled, force=params["force"], notes=notes)
+    summary_plan = runner.summarise_plan(compiled, registration.plan)
+    changed = registration.changed
+    if module._diff:
+        result["diff"] = plan_diff(registration.plan, job_id)
+    if not params["wait"]:
+        result.update(runner.result_document(registration, None, "registered", EXIT_OK))
+        result.update(changed=changed, plan=plan_result(summary_plan, registration.plan))
+        return result
+    watched = runner.follow(
+        api, registration, reporter=notes, timeout=timeout, wait_for_capacity=params["wait_for_capacity"]
+    )
+    status, code = runner.outcome(watched)
+    result.update(runner.result_document(registration, watched, status, code))
+    result.update(changed=changed, plan=plan_result(summary_plan, registration.plan))
+    if code != EXIT_OK:
+        lines = [verdict.headline(registration, watched), *verdict.explanation(registration, watched)]
+        if watched.timed_out:
+            lines.append(f"the job keeps running; see it with nomad_gpustack.nomad.model_info (name: {job_id})")
+        result.update(failed=True, msg="\n".join(lines))
+    return result
+
+
+def absent(module, api, compiled):
+    from nomad_gpustack.errors import InputError, Problem
+    from nomad_gpustack.nomad import runner
+
+    params = module.params
+    job_id = compiled.job_id
+    result = dict(job=job_id, model=compiled.source.spec.name, eval_id=None)
+    existing = api.job(job_id)
+    if existing is None:
+        result.update(changed=False, status="absent", version=None)
+        return result
+    result["version"] = existing.Version
+    if existing.Stop and not params["purge"]:
+        result.update(changed=False, status="stopped")
+        return result
+    if not runner.is_managed(existing) and not params["force"]:
+        raise InputError(
+            Problem(f"job '{job_id}' was not created by nomad-gpustack", hint="set force: true to stop it anyway")
+        )
+    status = "purged" if params["purge"] else "stopped"
+    if module._diff:
+        state = "stopped" if existing.Stop else f"running version {existing.Version}"
+        result["diff"] = dict(before=f"job {job_id}: {state}\n", after=f"job {job_id}: {status}\n")
+    if not module.check_mode:
+        result["eval_id"] = runner.stop(api, existing, purge=params["purge"], force=params["force"]) or None
+    result.update(changed=True, status=status)
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        mutually_exclusive=[("deployment", "definition")],
+        required_one_of=[("deployment", "definition")],
+        supports_check_mode=True,
+    )
+    require_package(module)
+
+    def work():
+        from nomad_gpustack.nomad.client import NomadAPI
+        from nomad_gpustack.nomad.jobspec import api_document
+        from nomad_gpustack.nomad.runner import scoped_settings
+
+        compiled = load(module.params)
+        for warning in compiled.resolved.warnings:
+            module.warn(f"{compiled.source.filename}: {warning}")
+        api = NomadAPI(scoped_settings(nomad_settings(module.params), compiled))
+        notes = Notes(module)
+        if module.params["state"] == "absent":
+            result = absent(module, api, compiled)
+        else:
+            result = present(module, api, compiled, notes)
+        if module.params["return_job"]:
+            result["nomad_job"] = api_document(compiled.job)
+        result["notes"] = notes.lines
+        return result
+
+    run_guarded(module, work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""A finished watch in plain words: what `nomadgs submit` prints, and the Ansible module's `msg` on failure.
+
+Pure: a `Registration` and its `WatchResult` in, lines out. Callers add their own next steps (a CLI command,
+an Ansible option).
+"""
+
+from __future__ import annotations
+
+from .runner import Registration
+from .watcher import WatchResult
+
+EVENTS_SHOWN = 5  # task events per failure
+FAILURES_SHOWN = 3
+
+
+def headline(registration: Registration, result: WatchResult) -> str:
+    """One line: the model and how its rollout ended."""
+    a = result.assessment
+    compiled = registration.compiled
+    name = compiled.source.spec.name
+    if a.phase == "succeeded":
+        return f"{name}: {a.headline} after {result.elapsed:.0f}s (job {compiled.job_id})"
+    if result.timed_out:
+        return f"{name}: timed out while {a.phase}: {a.headline}"
+    return f"{name}: {a.headline}"
+
+
+def explanation(registration: Registration, result: WatchResult) -> list[str]:
+    """Why the rollout did not succeed: details, hints, the last task events, the rollback, stderr tails."""
+    a = result.assessment
+    lines = list(a.details)
+    for failure in a.failures[:FAILURES_SHOWN]:
+        if failure.hint and failure.hint not in a.details:
+            lines.append(f"hint: {failure.hint}")
+        for event in failure.events[-EVENTS_SHOWN:]:
+            lines.append(f"event: {event.Type}: {event.text}")
+    if a.rollback_to is not None:
+        lines.append(f"Nomad is rolling back to job version {a.rollback_to} (auto-revert)")
+    for label, text in result.logs.items():
+        lines.append(f"last lines of {label} stderr:")
+        lines.extend(f"  | {line}" for line in text.splitlines())
+    return lines

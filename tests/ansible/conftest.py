@@ -1,0 +1,100 @@
+"""Running the collection for real: `ansible-playbook -c local -i localhost,`, the repository as collection path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..support.components import ROOT
+from ..support.nomad_double import NomadDouble
+
+BIN = Path(sys.executable).parent
+COLLECTION = ROOT / "ansible_collections" / "nomad_gpustack" / "nomad"
+EXAMPLES = ROOT / "examples"
+
+
+CALLBACKS = Path(__file__).parent / "callback_plugins"
+
+
+@dataclass
+class Play:
+    code: int
+    out: str
+    err: str
+    results_file: Path | None = None
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+    def results(self) -> dict[str, dict[str, Any]]:
+        """Every task's result by task name (run with `record=True`)."""
+        assert self.results_file is not None and self.results_file.exists(), self.text
+        data: dict[str, dict[str, Any]] = json.loads(self.results_file.read_text())
+        return data
+
+
+def ansible_env(extra: dict[str, str] | None = None, *, record: Path | None = None) -> dict[str, str]:
+    """A clean environment: no NOMAD_*/CONSUL_* of the caller, no user configuration, the repository's collection."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_", "ANSIBLE_"))}
+    env.update(
+        ANSIBLE_COLLECTIONS_PATH=str(ROOT),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_HOST_KEY_CHECKING="0",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_LOCAL_TEMP=str(Path(os.environ.get("TMPDIR", "/tmp")) / "nomadgs-ansible-tmp"),
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    if record is not None:
+        env.update(
+            ANSIBLE_CALLBACK_PLUGINS=str(CALLBACKS),
+            ANSIBLE_CALLBACKS_ENABLED="record_results",
+            NOMADGS_TEST_RESULTS=str(record),
+        )
+    env.update(extra or {})
+    return env
+
+
+def run_playbook(
+    playbook: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    record: bool = False,
+    timeout: float = 240,
+) -> Play:
+    """`ansible-playbook -c local -i localhost,` with the venv's Python as the modules' interpreter; with
+    `record`, every task's result is kept for `Play.results()`."""
+    results = playbook.with_suffix(".results.json") if record else None
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-c", "local", "-i", "localhost,",
+         "-e", f"ansible_python_interpreter={sys.executable}", str(playbook), *args],
+        capture_output=True, text=True, env=ansible_env(env, record=results), cwd=playbook.parent,
+        timeout=timeout,
+    )  # fmt: skip
+    return Play(proc.returncode, proc.stdout, proc.stderr, results)
+
+
+def run_tool(tool: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Play:
+    proc = subprocess.run(
+        [str(BIN / tool), *args], capture_output=True, text=True, env=ansible_env(env), cwd=cwd or ROOT, timeout=240
+    )
+    return Play(proc.returncode, proc.stdout, proc.stderr)
+
+
+def requests_to(nomad: NomadDouble, method: str, path: str) -> int:
+    return sum(1 for r in nomad.requests if r.method == method and r.path == path)
+
+
+@pytest.fixture
+def nomad() -> Iterator[NomadDouble]:
+    with NomadDouble() as double:
+        yield double
