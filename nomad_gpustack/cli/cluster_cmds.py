@@ -77,40 +77,22 @@ def _api(connection: Mapping[str, Any], compiled: Compiled | None = None) -> Nom
 
 
 def _print_outcome(registration: Registration, result: WatchResult) -> None:
+    from ..nomad import verdict
+
     a = result.assessment
-    compiled = registration.compiled
-    name = compiled.source.spec.name
+    job_id = registration.compiled.job_id
     if a.phase == "succeeded":
-        after = f" after {result.elapsed:.0f}s" if a.replicas else ""  # replicas: 0 waits for nothing
-        print(f"{name}: {a.headline}{after} (job {compiled.job_id})")
+        print(verdict.headline(registration, result))
         for url in result.endpoints:
             print(f"  OpenAI base URL: {url}")
         return
-    if result.timed_out:
-        say.error(f"{name}: timed out while {a.phase}: {a.headline}")
-    else:
-        say.error(f"{name}: {a.headline}")
-    for line in a.details:
+    say.error(verdict.headline(registration, result))
+    for line in verdict.explanation(registration, result):
         say.info(f"  {line}")
-    for failure in a.failures[:3]:
-        if failure.hint and failure.hint not in a.details:
-            say.info(f"  hint: {failure.hint}")
-        for event in failure.events[-5:]:
-            say.info(f"  event: {event.Type}: {event.text}")
-    if result.rollback is not None:
-        say.info(f"  auto-revert: {result.rollback.summary}")
-        if not result.rollback.done:
-            say.info(f"  (still rolling back when --timeout passed; follow it with `nomadgs status {compiled.job_id}`)")
-    elif a.rollback_to is not None:
-        say.info(f"  Nomad is rolling back to job version {a.rollback_to} (auto-revert)")
-    for label, text in result.logs.items():
-        say.info(f"  last lines of {label} stderr:")
-        for line in text.splitlines():
-            say.info(f"    | {line}")
-    if result.timed_out:
-        say.info(f"  the job keeps running; follow it with `nomadgs status {compiled.job_id}`")
+    if result.timed_out or (result.rollback is not None and not result.rollback.done):
+        say.info(f"  the job keeps running; follow it with `nomadgs status {job_id}`")
     elif a.phase == "placement-failed":
-        say.info(f"  `nomadgs stop {compiled.job_id}` removes it from the queue")
+        say.info(f"  `nomadgs stop {job_id}` removes it from the queue")
 
 
 @command(
