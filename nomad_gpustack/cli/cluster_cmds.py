@@ -183,20 +183,22 @@ def plan(deployment: Path, backends: tuple[Path, ...], output: str, **connection
     if output == "json":
         say.emit_json(summary.to_json())
         return summary.exit_code
-    what = {"Added": "new job", "Edited": "changes", "Deleted": "removal", "None": "no changes"}.get(
-        summary.diff, summary.diff
-    )
-    print(f"job {summary.job_id}: {what}")
-    for group, counts in summary.updates.items():
-        parts = [f"{k.lower()} {v}" for k, v in counts.items() if v]
-        print(f"  group {group}: {', '.join(parts) or 'nothing to do'}")
-        if counts.get("DestructiveUpdate"):
-            print("    (destructive: replicas are replaced one at a time; models reload)")
-    for line in summary.placement:
-        print(f"  placement: {line}")
+    from ..nomad.plandiff import format_job_diff
+
+    # As `nomad job plan`: the field-level diff, then the scheduler's dry run.
+    print(format_job_diff(summary.job_diff).rstrip() or f"job {summary.job_id}: {summary.diff}")
+    print("\nScheduler dry-run:")
+    if summary.placement:
+        print("- WARNING: Failed to place all allocations.")
+        for line in summary.placement:
+            print(f"    {line}")
+    else:
+        print("- All tasks successfully allocated.")
+    if any(counts.get("DestructiveUpdate") for counts in summary.updates.values()):
+        print("- Destructive update: replicas are replaced one at a time, and each reloads its model.")
     if summary.warnings:
         say.warning(summary.warnings.strip())
-    print(f"submit with check-and-set index {summary.job_modify_index}: nomadgs submit {deployment}")
+    print(f"\nsubmit with check-and-set index {summary.job_modify_index}: nomadgs submit {deployment}")
     return summary.exit_code
 
 

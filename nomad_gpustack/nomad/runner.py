@@ -270,6 +270,13 @@ class PlanSummary:
     def exit_code(self) -> int:
         return PLAN_NO_CHANGES if self.diff == "None" and self.changes == 0 else PLAN_CHANGES
 
+    @property
+    def job_diff(self) -> dict[str, Any] | None:
+        """Nomad's field-level diff (`api.JobDiff`) as it answered it; `plandiff.format_job_diff` prints it."""
+        if self.response is None or self.response.Diff is None:
+            return None
+        return self.response.Diff.model_dump()
+
     def to_json(self) -> dict[str, Any]:
         return {
             "job": self.job_id,
@@ -279,6 +286,7 @@ class PlanSummary:
             "updates": self.updates,
             "placement": self.placement,
             "warnings": self.warnings,
+            "job_diff": self.job_diff,
             "exit_code": self.exit_code,
         }
 

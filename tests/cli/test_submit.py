@@ -388,7 +388,7 @@ def test_plan_exit_codes(nomad: NomadDouble) -> None:
     env = {"NOMAD_ADDR": nomad.address}
     nomad.default_scenario = scenarios.rollout()
     run = nomadgs("plan", VLLM, env=env)
-    assert run.code == 1 and "new job" in run.out and "place 1" in run.out
+    assert run.code == 1 and run.out.startswith(f'+ Job: "{VLLM_JOB}"\n+ Task Group: "inference" (1 create)\n')
     assert submit(nomad, VLLM).code == 0
     run = nomadgs("plan", VLLM, "--output", "json", env=env)
     assert run.code == 0 and json.loads(run.out)["diff"] == "None"
@@ -396,6 +396,33 @@ def test_plan_exit_codes(nomad: NomadDouble) -> None:
     assert run.code == 255
     run = nomadgs("plan", VLLM, env={"NOMAD_ADDR": "http://127.0.0.1:9"})
     assert run.code == 255 and "cannot reach Nomad" in run.err
+
+
+def test_plan_shows_what_changes_field_by_field(nomad: NomadDouble, tmp_path: Path) -> None:
+    nomad.default_scenario = scenarios.rollout()
+    assert submit(nomad, VLLM).code == 0
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(VLLM.read_text().replace("--max-model-len 16384", "--max-model-len 32768"))
+    env = {"NOMAD_ADDR": nomad.address}
+    run = nomadgs("plan", edited, env=env)
+    assert run.code == 1, run.err
+    assert run.out.startswith(
+        f'+/- Job: "{VLLM_JOB}"\n'
+        '+/- Task Group: "inference" (1 create/destroy update)\n'
+        '      Task: "download-model"\n'
+        '  +/- Task: "vllm" (forces create/destroy update)\n'
+        "    +/- Config {\n"
+    ), run.out
+    assert '      +/- args[9]:            "--max-model-len=16384" => "--max-model-len=32768"\n' in run.out
+    assert '          image:              "vllm/vllm-openai:v0.19.0"\n' in run.out, "unchanged fields as context"
+    assert "Scheduler dry-run:\n- All tasks successfully allocated.\n- Destructive update:" in run.out
+    data = json.loads(nomadgs("plan", edited, "--output", "json", env=env).out)
+    (group,) = data["job_diff"]["TaskGroups"]
+    task = next(t for t in group["Tasks"] if t["Name"] == "vllm")
+    (config,) = task["Objects"]
+    assert {"Type": "Edited", "Name": "args[9]", "Old": "--max-model-len=16384", "New": "--max-model-len=32768",
+            "Annotations": None} in config["Fields"]  # fmt: skip
+    assert (data["diff"], group["Updates"]) == ("Edited", {"create/destroy update": 1})
 
 
 def test_resubmitting_an_unchanged_job_registers_nothing(nomad: NomadDouble) -> None:
