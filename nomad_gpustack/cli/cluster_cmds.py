@@ -225,12 +225,19 @@ def status(name: str | None, output: str, **connection: Any) -> int:
         if output == "json":
             say.emit_json(view.to_json())
             return EXIT_OK
-        print(f"model      {view.model}  ({view.backend} {view.backend_version})")
-        print(f"job        {view.job} version {view.job_version}, {view.job_status}")
+        if view.managed:
+            backend = f"{view.backend} {view.backend_version}".strip()
+            print(f"model      {view.model}" + (f"  ({backend})" if backend else ""))
+        else:
+            print(f"model      none: job {view.job} was not created by nomadgs")
+        print(f"job        {view.job} version {view.job_version}, {view.status}")
         if view.deployment:
             d = view.deployment
             print(f"deployment {d.ID[:8]} {d.Status}: {d.StatusDescription}")
-        print(f"replicas   {view.healthy}/{view.desired} healthy")
+        if view.status == "stopped":
+            print("replicas   none: the job is stopped")
+        else:
+            print(f"replicas   {view.healthy}/{view.desired} healthy")
         for r in view.replicas:
             print(f"  replica {r.index}  {r.state:<11} {r.detail}" + (f" on {r.node}" if r.node else ""))
         for url in view.endpoints:
@@ -244,14 +251,21 @@ def status(name: str | None, output: str, **connection: Any) -> int:
     if not views:
         print("no models deployed by nomadgs in this namespace")
         return EXIT_OK
-    print(f"{'MODEL':<30} {'JOB':<28} {'BACKEND':<20} {'VER':>4} {'HEALTHY':>8}  ENDPOINT")
-    for v in views:
-        backend = f"{v.backend} {v.backend_version}".strip()
-        endpoint = v.endpoints[0] if v.endpoints else "-"
-        print(
-            f"{v.model[:30]:<30} {v.job[:28]:<28} {backend[:20]:<20} {v.job_version:>4} "
-            f"{v.healthy:>3}/{v.desired:<4}  {endpoint}"
+    rows = [
+        (
+            v.model or v.job,
+            v.job,
+            f"{v.backend} {v.backend_version}".strip() or "-",
+            str(v.job_version),
+            v.status,
+            "-" if v.status == "stopped" else f"{v.healthy}/{v.desired}",
+            v.endpoints[0] if v.endpoints else "-",
         )
+        for v in views
+    ]
+    headers = ("MODEL", "JOB", "BACKEND", "VER", "STATUS", "HEALTHY", "ENDPOINT")
+    for line in say.table(headers, rows, right=(3, 5)):
+        print(line)
     return EXIT_OK
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ..support.components import ROOT
@@ -510,3 +511,25 @@ def test_a_reader_that_leaves_early_ends_status_and_logs_quietly(nomad: NomadDou
         os.close(read)  # like `| head -0`: the reader is gone before the first byte
         _, err = proc.communicate(timeout=60)
         assert (proc.returncode, err) == (0, b""), args
+
+
+def test_status_shows_stopped_jobs_whole_backend_names_and_foreign_jobs_honestly(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout()
+    env = {"NOMAD_ADDR": nomad.address}
+    assert submit(nomad, ROOT / "examples" / "tei-bge-m3-embeddings.yaml", VLLM).code == 0
+    assert nomadgs("stop", VLLM_JOB, env=env).code == 0
+    foreign = {"ID": "web", "Name": "web", "Type": "service", "Datacenters": ["dc1"], "TaskGroups": [
+        {"Name": "web", "Count": 1, "Tasks": [{"Name": "web", "Driver": "docker", "Config": {"image": "nginx"}}]}
+    ]}  # fmt: skip
+    httpx.post(f"{nomad.address}/v1/jobs", json={"Job": foreign}).raise_for_status()
+    header, *rows = nomadgs("status", env=env).out.splitlines()
+    assert header.split() == ["MODEL", "JOB", "BACKEND", "VER", "STATUS", "HEALTHY", "ENDPOINT"]
+    bge = next(r for r in rows if r.startswith("bge-m3"))
+    assert "Text-Embeddings-Inference CPU-1.9" in bge and " running " in bge and " 1/1 " in bge
+    stopped = next(r for r in rows if r.startswith("Qwen2.5-7B-Instruct")).split()
+    assert stopped[-3:] == ["stopped", "-", "-"], "a stopped job says so, not 0/1"
+    assert not any(r.startswith("web") for r in rows), "the listing shows the models nomadgs deployed"
+    detail = nomadgs("status", "web", env=env)
+    assert detail.code == 0 and detail.out.startswith("model      none: job web was not created by nomadgs\n")
+    data = json.loads(nomadgs("status", "web", "--output", "json", env=env).out)
+    assert (data["managed"], data["model"], data["backend"], data["status"]) == (False, None, "", "running")
