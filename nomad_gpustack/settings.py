@@ -37,7 +37,22 @@ def parse_bool(value: str | None) -> bool | None:
         return True
     if lowered in FALSE:
         return False
-    return None  # the nomad CLI ignores a value it cannot parse; so do we
+    return None
+
+
+def env_bool(env: Mapping[str, str], name: str) -> bool | None:
+    """A boolean variable (true/false, 1/0, yes/no, on/off); None when unset; InputError for anything else.
+
+    The nomad CLI ignores a NOMAD_SKIP_VERIFY it cannot parse, so `maybe` silently means "verify": a setting
+    about security must not be guessed, so it is refused.
+    """
+    value = env.get(name)
+    parsed = parse_bool(value)
+    if parsed is None and value:
+        raise InputError(
+            Problem(f"{name}='{value}' is not a boolean", hint="use true or false, 1 or 0, yes or no, on or off")
+        )
+    return parsed
 
 
 def _normalise_address(address: str, default_scheme: str, what: str, source: str) -> str:
@@ -143,7 +158,7 @@ class NomadSettings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> NomadSettings:
         """Settings from NOMAD_* variables; `overrides` (command-line flags) win when not None."""
         env = os.environ if env is None else env
-        tls = TLS.from_env(env, "NOMAD", skip_verify=bool(parse_bool(env.get("NOMAD_SKIP_VERIFY"))))
+        tls = TLS.from_env(env, "NOMAD", skip_verify=bool(env_bool(env, "NOMAD_SKIP_VERIFY")))
         tls_overrides = {k: overrides.pop(k) for k in list(overrides) if k in TLS.__dataclass_fields__}
         tls = replace(tls, **{k: v for k, v in tls_overrides.items() if v is not None})
         settings = cls(
@@ -291,8 +306,8 @@ class ConsulSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ConsulSettings:
         env = os.environ if env is None else env
-        ssl_on = parse_bool(env.get("CONSUL_HTTP_SSL"))
-        verify = parse_bool(env.get("CONSUL_HTTP_SSL_VERIFY"))
+        ssl_on = env_bool(env, "CONSUL_HTTP_SSL")
+        verify = env_bool(env, "CONSUL_HTTP_SSL_VERIFY")
         address = overrides.pop("address", None) or env.get("CONSUL_HTTP_ADDR") or DEFAULT_CONSUL_ADDR
         address = _normalise_address(
             address, "https" if ssl_on else "http", "Consul address", "CONSUL_HTTP_ADDR or --consul-address"

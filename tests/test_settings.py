@@ -34,9 +34,20 @@ def test_nomad_variables_and_flags() -> None:
     assert NomadSettings.from_env({}).address == "http://127.0.0.1:4646"
 
 
-@pytest.mark.parametrize(("value", "expected"), [("1", True), ("TRUE", True), ("0", False), ("yes please", False)])
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("TRUE", True), ("0", False), ("", False)])
 def test_skip_verify_is_a_go_bool(value: str, expected: bool) -> None:
     assert NomadSettings.from_env({"NOMAD_SKIP_VERIFY": value}).tls.skip_verify is expected
+
+
+@pytest.mark.parametrize(
+    "env", [{"NOMAD_SKIP_VERIFY": "maybe"}, {"CONSUL_HTTP_SSL_VERIFY": "nope"}, {"CONSUL_HTTP_SSL": "yes please"}]
+)
+def test_a_boolean_setting_that_is_not_one_is_refused(env: dict[str, str]) -> None:
+    ((name, value),) = env.items()
+    command = "status" if name.startswith("NOMAD") else "endpoints"
+    run = nomadgs(command, env=env)
+    assert run.code == 2, run.err
+    assert run.err == f"error: {name}='{value}' is not a boolean (use true or false, 1 or 0, yes or no, on or off)\n"
 
 
 def test_verification_stays_on_and_bad_tls_files_are_bad_input() -> None:

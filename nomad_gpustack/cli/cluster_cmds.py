@@ -279,7 +279,9 @@ def status(name: str | None, output: str, **connection: Any) -> int:
 @click.option("--follow", "-f", is_flag=True, help="keep printing new lines")
 @click.option("--replica", type=int, metavar="N", help="replica number (default: the first running one)")
 @click.option("--task", metavar="TASK", help="task (default: the model server; download-model for the download)")
-@click.option("--tail", type=int, default=100, metavar="LINES", help="lines to print first (default 100)")
+@click.option(
+    "--tail", type=click.IntRange(min=0), default=100, metavar="LINES", help="lines to print first (default 100)"
+)
 @nomad_options
 def logs(
     name: str, stderr: bool, follow: bool, replica: int | None, task: str | None, tail: int, **connection: Any
@@ -287,7 +289,7 @@ def logs(
     import asyncio
     import sys
 
-    from ..errors import EXIT_OK
+    from ..errors import EXIT_INTERRUPTED, EXIT_OK
     from ..nomad import logs as nomad_logs
     from ..nomad.status import find_job
 
@@ -308,8 +310,8 @@ def logs(
 
     try:
         return asyncio.run(run())
-    except KeyboardInterrupt:
-        return EXIT_OK
+    except KeyboardInterrupt:  # the way to end `logs -f`: quietly, but with 130 as Ctrl-C always is
+        return EXIT_INTERRUPTED
 
 
 @command(

@@ -102,6 +102,14 @@ def render(
     as_folder = target.is_dir() or len(texts) > 1 or output.endswith(("/", "\\"))
     if as_folder and target.exists() and not target.is_dir():
         raise InputError(Problem("is a file, but several jobs need a folder", str(target)))
+    if as_folder and not target.exists() and target.suffix and not output.endswith(("/", "\\")):
+        # `-o out.json` with two deployments: a folder named like a file is surely not what was meant.
+        raise InputError(
+            Problem(
+                f"several deployments need --output FOLDER, and '{output}' names a file",
+                hint=f"give a folder, e.g. --output {target.with_suffix('')}/ (a trailing / creates it)",
+            )
+        )
     files = {(target / f"{item.job_id}{SUFFIXES[fmt]}" if as_folder else target): text for item, text in texts}
     if check:
         from .drift import report_drift

@@ -203,3 +203,14 @@ def test_a_full_disk_leaves_no_file_half_written(
     (line,) = capsys.readouterr().err.splitlines()
     assert "cannot write the file: No space left on device" in line
     assert list(out.iterdir()) == [], "neither the first file nor a temporary one is left"
+
+
+def test_a_file_name_for_several_deployments_is_refused(tmp_path: Path) -> None:
+    second = write(tmp_path, "b.yaml", GOOD)
+    target = tmp_path / "out.json"
+    run = nomadgs("render", EXAMPLE, second, "-o", target)
+    assert run.code == 2 and not target.exists(), "no folder named out.json"
+    (line,) = run.err.splitlines()
+    assert f"several deployments need --output FOLDER, and '{target}' names a file" in line
+    assert nomadgs("render", EXAMPLE, second, "-o", f"{tmp_path / 'jobs.d'}/").code == 0, "a trailing / is a folder"
+    assert len(list((tmp_path / "jobs.d").iterdir())) == 2

@@ -533,3 +533,25 @@ def test_status_shows_stopped_jobs_whole_backend_names_and_foreign_jobs_honestly
     assert detail.code == 0 and detail.out.startswith("model      none: job web was not created by nomadgs\n")
     data = json.loads(nomadgs("status", "web", "--output", "json", env=env).out)
     assert (data["managed"], data["model"], data["backend"], data["status"]) == (False, None, "", "running")
+
+
+def test_ctrl_c_ends_logs_follow_with_130(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout(stdout="INFO: ready\n")
+    assert submit(nomad, VLLM).code == 0
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}, "NOMAD_ADDR": nomad.address}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nomad_gpustack", "logs", VLLM_JOB, "-f"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "INFO: ready\n"
+        proc.send_signal(2)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
