@@ -198,7 +198,12 @@ def plan(deployment: Path, backends: tuple[Path, ...], output: str, **connection
         print("- Destructive update: replicas are replaced one at a time, and each reloads its model.")
     if summary.warnings:
         say.warning(summary.warnings.strip())
-    print(f"\nsubmit with check-and-set index {summary.job_modify_index}: nomadgs submit {deployment}")
+    force = ""
+    if summary.foreign:
+        owner = "exists on Nomad but was not created by nomadgs"
+        say.warning(f"job '{summary.job_id}' {owner}: submit replaces it only with --force")
+        force = "--force "
+    print(f"\nsubmit with check-and-set index {summary.job_modify_index}: nomadgs submit {force}{deployment}")
     return summary.exit_code
 
 

@@ -265,6 +265,7 @@ class PlanSummary:
     placement: list[str]  # plain-words placement failures
     warnings: str
     response: PlanResponse | None = field(default=None, compare=False, repr=False)  # Diff for `nomad.plandiff`
+    foreign: bool = False  # the job exists on Nomad and nomadgs did not create it: submit needs --force
 
     @property
     def exit_code(self) -> int:
@@ -287,13 +288,16 @@ class PlanSummary:
             "placement": self.placement,
             "warnings": self.warnings,
             "job_diff": self.job_diff,
+            "foreign": self.foreign,
             "exit_code": self.exit_code,
         }
 
 
 def plan(api: NomadAPI, compiled: Compiled) -> PlanSummary:
-    """Nomad's plan for the compiled job, summarised."""
-    return summarise_plan(compiled, api.plan(compiled.job))
+    """Nomad's plan for the compiled job, summarised; `foreign` when submit would need --force."""
+    existing = api.job(compiled.job_id)
+    foreign = existing is not None and not existing.Stop and not is_managed(existing)
+    return replace(summarise_plan(compiled, api.plan(compiled.job)), foreign=foreign)
 
 
 def summarise_plan(compiled: Compiled, response: PlanResponse) -> PlanSummary:

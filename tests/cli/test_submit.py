@@ -441,6 +441,12 @@ def test_foreign_jobs_are_not_replaced_without_force(nomad: NomadDouble) -> None
     nomad.modify_job(VLLM_JOB, meta={"nomadgs_managed": "false"})
     run = submit(nomad, VLLM)
     assert run.code == 2 and "was not created by nomadgs" in run.err and "--force" in run.err
+    plan = nomadgs("plan", VLLM, env={"NOMAD_ADDR": nomad.address})
+    assert plan.code == 1, plan.err
+    assert f"warning: job '{VLLM_JOB}' exists on Nomad but was not created by nomadgs" in plan.err
+    assert plan.out.endswith(f"nomadgs submit --force {VLLM}\n"), "the suggested submit is one that works"
+    data = json.loads(nomadgs("plan", VLLM, "--output", "json", env={"NOMAD_ADDR": nomad.address}).out)
+    assert data["foreign"] is True
 
 
 def test_status_logs_and_stop(nomad: NomadDouble) -> None:
