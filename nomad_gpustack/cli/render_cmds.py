@@ -28,6 +28,8 @@ For CI pipelines that keep rendered jobs in git.
 
 def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = False) -> list[Compiled]:
     """Load the catalog and compile every deployment; report every failing file, not only the first."""
+    from dataclasses import replace
+
     from ..compile.build import build
     from ..errors import InputError, Problem
     from ..spec.loader import load_catalog, load_deployment
@@ -44,18 +46,21 @@ def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = 
             errors.append(exc)
     if errors:
         raise InputError.merge(errors)
-    seen: dict[str, str] = {}
+    seen: dict[str, Problem] = {}
+    collisions: list[Problem] = []
     for item in compiled:
-        if item.job_id in seen:
-            raise InputError(
-                Problem(
-                    f"job '{item.job_id}' is also produced by {seen[item.job_id]}",
-                    item.source.filename,
-                    field="name",
-                    hint="give the models different names, or set nomad.job_id",
-                )
+        # Located at the key the job ID comes from: nomad.job_id when set, else the model's name.
+        key = ("nomad", "job_id") if item.source.spec.nomad.job_id else ("name",)
+        here = item.source.problem(key, "")
+        first = seen.setdefault(item.job_id, here)
+        if first is not here:
+            where = f"{first.file}:{first.line}" if first.line else str(first.file)
+            message = f"job '{item.job_id}' is also produced by {where}"
+            collisions.append(
+                replace(here, message=message, hint="give the models different names, or set nomad.job_id")
             )
-        seen[item.job_id] = item.source.filename
+    if collisions:
+        raise InputError(collisions)
     for item in compiled:
         for message in item.resolved.warnings:
             output.warning(f"{item.source.filename}: {message}")

@@ -60,11 +60,25 @@ def test_nothing_is_written_when_one_deployment_is_bad(tmp_path: Path) -> None:
     assert existing.read_text() == "previous"
 
 
-def test_duplicate_job_ids_are_refused(tmp_path: Path) -> None:
+def test_duplicate_job_ids_are_refused_with_both_places(tmp_path: Path) -> None:
     a = write(tmp_path, "a.yaml", GOOD)
-    b = write(tmp_path, "b.yaml", GOOD.replace("tiny.gguf", "other.gguf"))
-    run = nomadgs("validate", a, b)
-    assert run.code == 2 and "job 'tiny' is also produced by" in run.err
+    b = write(tmp_path, "b.yaml", "# the same model, from another file\n" + GOOD.replace("tiny.gguf", "other.gguf"))
+    c = write(tmp_path, "c.yaml", "name: other\nlocal_path: c.gguf\nbackend: llama.cpp\nnomad:\n  job_id: tiny\n")
+    run = nomadgs("validate", a, b, c)
+    assert run.code == 2
+    assert run.err.splitlines() == [
+        f"error: {b}:2:7: name: job 'tiny' is also produced by {a}:1 (give the models different names, or set "
+        "nomad.job_id)",
+        f"error: {c}:5:11: nomad.job_id: job 'tiny' is also produced by {a}:1 (give the models different names, "
+        "or set nomad.job_id)",
+    ]
+
+
+def test_problems_are_printed_in_line_order(tmp_path: Path) -> None:
+    bad = write(tmp_path, "bad.yaml", "name: tiny\nnomad:\n  gpus: -1\nlocal_path: t.gguf\nreplicas: -2\nbogus: 1\n")
+    run = nomadgs("validate", bad)
+    assert run.code == 2
+    assert [line.split(":")[2] for line in run.err.splitlines()] == ["3", "5", "6"], run.err
 
 
 BAD_INPUTS = {
