@@ -94,12 +94,23 @@ class InputError(NomadgsError):
     exit_code = EXIT_BAD_INPUT
 
     def __init__(self, problems: Problem | Sequence[Problem]) -> None:
-        self.problems: tuple[Problem, ...] = (problems,) if isinstance(problems, Problem) else tuple(problems)
+        self.problems: tuple[Problem, ...] = in_line_order((problems,) if isinstance(problems, Problem) else problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 
     @classmethod
     def merge(cls, errors: Iterable[InputError]) -> InputError:
         return cls([p for e in errors for p in e.problems])
+
+
+def in_line_order(problems: Iterable[Problem]) -> tuple[Problem, ...]:
+    """Problems file by file (in the order the files first appear), each file's from top to bottom; those
+    without a line (about the whole file, or "... and 5 more problems") after the located ones."""
+    listed = list(problems)
+    files: dict[str | None, int] = {}
+    for problem in listed:
+        files.setdefault(problem.file, len(files))
+    unlocated = float("inf")
+    return tuple(sorted(listed, key=lambda p: (files[p.file], p.line or unlocated, p.column or 0)))
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:

@@ -37,19 +37,41 @@ def parse_bool(value: str | None) -> bool | None:
         return True
     if lowered in FALSE:
         return False
-    return None  # the nomad CLI ignores a value it cannot parse; so do we
+    return None
 
 
-def _normalise_address(address: str, default_scheme: str, what: str) -> str:
+def env_bool(env: Mapping[str, str], name: str) -> bool | None:
+    """A boolean variable (true/false, 1/0, yes/no, on/off); None when unset; InputError for anything else.
+
+    The nomad CLI ignores a NOMAD_SKIP_VERIFY it cannot parse, so `maybe` silently means "verify": a setting
+    about security must not be guessed, so it is refused.
+    """
+    value = env.get(name)
+    parsed = parse_bool(value)
+    if parsed is None and value:
+        raise InputError(
+            Problem(f"{name}='{value}' is not a boolean", hint="use true or false, 1 or 0, yes or no, on or off")
+        )
+    return parsed
+
+
+def _normalise_address(address: str, default_scheme: str, what: str, source: str) -> str:
+    """`host:port` or a URL, as an http(s) URL without a trailing slash; InputError naming `source` otherwise."""
     if "://" not in address:
         address = f"{default_scheme}://{address}"
-    parts = urlsplit(address)
+    try:
+        parts = urlsplit(address)
+        parts.port  # noqa: B018  # parsed lazily: an out-of-range or non-numeric port raises here
+    except ValueError as exc:
+        raise InputError(
+            Problem(f"{what} '{address}' is not a URL ({exc})", hint=f"set {source} to http(s)://host:port")
+        ) from None
     if parts.scheme not in ("http", "https"):
         raise InputError(
             Problem(f"{what} '{address}' must be an http:// or https:// address", hint="unix sockets are not supported")
         )
     if not parts.hostname:
-        raise InputError(Problem(f"{what} '{address}' has no host name"))
+        raise InputError(Problem(f"{what} '{address}' has no host name", hint=f"set {source} to http(s)://host:port"))
     return address.rstrip("/")
 
 
@@ -136,7 +158,7 @@ class NomadSettings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> NomadSettings:
         """Settings from NOMAD_* variables; `overrides` (command-line flags) win when not None."""
         env = os.environ if env is None else env
-        tls = TLS.from_env(env, "NOMAD", skip_verify=bool(parse_bool(env.get("NOMAD_SKIP_VERIFY"))))
+        tls = TLS.from_env(env, "NOMAD", skip_verify=bool(env_bool(env, "NOMAD_SKIP_VERIFY")))
         tls_overrides = {k: overrides.pop(k) for k in list(overrides) if k in TLS.__dataclass_fields__}
         tls = replace(tls, **{k: v for k, v in tls_overrides.items() if v is not None})
         settings = cls(
@@ -148,7 +170,9 @@ class NomadSettings:
             http_auth=env.get("NOMAD_HTTP_AUTH") or None,
         )
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-        return replace(settings, address=_normalise_address(settings.address, "http", "Nomad address"))
+        return replace(
+            settings, address=_normalise_address(settings.address, "http", "Nomad address", "NOMAD_ADDR or --address")
+        )
 
     @property
     def secure(self) -> bool:
@@ -216,10 +240,14 @@ class NomadSettings:
             session.mount("https://", _ServerName())
         return session
 
-    def python_nomad(self, *, timeout: float = 30.0) -> Any:
-        """A python-nomad client for one-shot calls (validate, plan, register, stop, read)."""
+    def python_nomad(self, *, timeout: float = 30.0, on_response: Any = None) -> Any:
+        """A python-nomad client for one-shot calls (validate, plan, register, stop, read); `on_response` is a
+        requests hook that sees every answer."""
         import nomad
 
+        session = self.requests_session()
+        if on_response is not None:
+            session.hooks["response"].append(on_response)
         parts = urlsplit(self.address)
         return nomad.Nomad(
             host=parts.hostname or "127.0.0.1",
@@ -232,7 +260,7 @@ class NomadSettings:
             timeout=int(timeout),
             verify=self.tls.requests_verify(),
             cert=self.tls.requests_cert() or (),
-            session=self.requests_session(),
+            session=session,
         )
 
 
@@ -278,10 +306,12 @@ class ConsulSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ConsulSettings:
         env = os.environ if env is None else env
-        ssl_on = parse_bool(env.get("CONSUL_HTTP_SSL"))
-        verify = parse_bool(env.get("CONSUL_HTTP_SSL_VERIFY"))
+        ssl_on = env_bool(env, "CONSUL_HTTP_SSL")
+        verify = env_bool(env, "CONSUL_HTTP_SSL_VERIFY")
         address = overrides.pop("address", None) or env.get("CONSUL_HTTP_ADDR") or DEFAULT_CONSUL_ADDR
-        address = _normalise_address(address, "https" if ssl_on else "http", "Consul address")
+        address = _normalise_address(
+            address, "https" if ssl_on else "http", "Consul address", "CONSUL_HTTP_ADDR or --consul-address"
+        )
         tls = TLS.from_env(env, "CONSUL", skip_verify=verify is False)
         settings = cls(address=address, token=env.get("CONSUL_HTTP_TOKEN") or None, tls=tls)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

@@ -9,7 +9,7 @@ import pytest
 from nomad_gpustack.errors import InputError
 from nomad_gpustack.settings import ConsulSettings, NomadSettings
 
-from .support.helpers import nomadgs
+from .support.helpers import nomadgs, web_page
 from .support.nomad_double import NomadDouble, scenarios
 
 
@@ -34,9 +34,20 @@ def test_nomad_variables_and_flags() -> None:
     assert NomadSettings.from_env({}).address == "http://127.0.0.1:4646"
 
 
-@pytest.mark.parametrize(("value", "expected"), [("1", True), ("TRUE", True), ("0", False), ("yes please", False)])
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("TRUE", True), ("0", False), ("", False)])
 def test_skip_verify_is_a_go_bool(value: str, expected: bool) -> None:
     assert NomadSettings.from_env({"NOMAD_SKIP_VERIFY": value}).tls.skip_verify is expected
+
+
+@pytest.mark.parametrize(
+    "env", [{"NOMAD_SKIP_VERIFY": "maybe"}, {"CONSUL_HTTP_SSL_VERIFY": "nope"}, {"CONSUL_HTTP_SSL": "yes please"}]
+)
+def test_a_boolean_setting_that_is_not_one_is_refused(env: dict[str, str]) -> None:
+    ((name, value),) = env.items()
+    command = "status" if name.startswith("NOMAD") else "endpoints"
+    run = nomadgs(command, env=env)
+    assert run.code == 2, run.err
+    assert run.err == f"error: {name}='{value}' is not a boolean (use true or false, 1 or 0, yes or no, on or off)\n"
 
 
 def test_verification_stays_on_and_bad_tls_files_are_bad_input() -> None:
@@ -76,3 +87,28 @@ def test_the_token_reaches_nomad_from_the_environment_or_a_file(tmp_path: Path) 
         assert sent == {"env-token", "file-token"}
         run = nomadgs("status", "--token-file", tmp_path / "missing", env={"NOMAD_ADDR": nomad.address})
         assert run.code == 2 and "cannot read the token file" in run.err
+
+
+@pytest.mark.parametrize("address", ["http://[::1", "http://127.0.0.1:99999", "nomad.example:46x6"])
+def test_an_address_that_is_not_a_url_is_one_line_of_bad_input(address: str) -> None:
+    run = nomadgs("status", env={"NOMAD_ADDR": address})
+    assert run.code == 2 and "Traceback" not in run.err, run.err
+    (line,) = run.err.splitlines()
+    assert line.startswith("error: Nomad address") and "is not a URL" in line and "NOMAD_ADDR" in line
+    run = nomadgs("endpoints", env={"CONSUL_HTTP_ADDR": address})
+    assert run.code == 2 and "Traceback" not in run.err, run.err
+    (line,) = run.err.splitlines()
+    assert line.startswith("error: Consul address") and "CONSUL_HTTP_ADDR" in line
+
+
+@pytest.mark.parametrize("status", [404, 200])
+def test_an_address_that_is_not_nomad_or_consul_says_so(status: int) -> None:
+    with web_page(status) as address:
+        run = nomadgs("status", env={"NOMAD_ADDR": address})
+        assert run.code == 5, run.err
+        (line,) = run.err.splitlines()
+        assert f"error: {address} is not a Nomad HTTP API ({status} text/html on /v1/jobs)" in line
+        run = nomadgs("endpoints", env={"CONSUL_HTTP_ADDR": address})
+        assert run.code == 5, run.err
+        (line,) = run.err.splitlines()
+        assert f"{address} is not a Consul HTTP API ({status} text/html on /v1/catalog/services)" in line

@@ -68,23 +68,30 @@ def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
     import sys
 
     from ..errors import InputError, Problem
+    from ..spec.catalog import CUSTOM
     from ..spec.loader import load_catalog
     from . import output as say
     from .cachefolder import cache_folder
 
     catalog = load_catalog(backends, cache=cache_folder())
     found = catalog.find(name)
-    if found is None:
+    if found is not None:
+        data = found.spec.model_dump(mode="json", exclude_none=True)
+        origin = found.filename
+    elif name.lower() == CUSTOM.lower():  # built in, without a file (unless a user file replaces it)
+        from ..compile.custom import custom_backend
+
+        data, origin = custom_backend(), "built in: GPUStack's Custom backend has no backend file"
+    else:
         guess = catalog.closest(name)
         hint = f"did you mean '{guess}'?" if guess else "see `nomadgs backends list`"
         raise InputError(Problem(f"unknown backend '{name}'", hint=hint))
-    data = found.spec.model_dump(mode="json", exclude_none=True)
     if fmt == "json":
         say.emit_json(data)
     else:
         import yaml
 
-        sys.stdout.write(f"# {found.filename}\n")
+        sys.stdout.write(f"# {origin}\n")
         yaml.safe_dump(data, sys.stdout, sort_keys=False, allow_unicode=True, width=100)
     return 0
 

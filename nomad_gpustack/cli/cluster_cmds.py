@@ -72,39 +72,27 @@ def _api(connection: Mapping[str, Any], compiled: Compiled | None = None) -> Nom
     from .connection import nomad_settings
 
     settings = nomad_settings(connection)
-    return NomadAPI(scoped_settings(settings, compiled) if compiled is not None else settings)
+    scoped = scoped_settings(settings, compiled) if compiled is not None else settings
+    return NomadAPI(scoped, on_retry=say.warning)
 
 
 def _print_outcome(registration: Registration, result: WatchResult) -> None:
+    from ..nomad import verdict
+
     a = result.assessment
-    compiled = registration.compiled
-    name = compiled.source.spec.name
+    job_id = registration.compiled.job_id
     if a.phase == "succeeded":
-        print(f"{name}: {a.headline} after {result.elapsed:.0f}s (job {compiled.job_id})")
+        print(verdict.headline(registration, result))
         for url in result.endpoints:
             print(f"  OpenAI base URL: {url}")
         return
-    if result.timed_out:
-        say.error(f"{name}: timed out while {a.phase}: {a.headline}")
-    else:
-        say.error(f"{name}: {a.headline}")
-    for line in a.details:
+    say.error(verdict.headline(registration, result))
+    for line in verdict.explanation(registration, result):
         say.info(f"  {line}")
-    for failure in a.failures[:3]:
-        if failure.hint and failure.hint not in a.details:
-            say.info(f"  hint: {failure.hint}")
-        for event in failure.events[-5:]:
-            say.info(f"  event: {event.Type}: {event.text}")
-    if a.rollback_to is not None:
-        say.info(f"  Nomad is rolling back to job version {a.rollback_to} (auto-revert)")
-    for label, text in result.logs.items():
-        say.info(f"  last lines of {label} stderr:")
-        for line in text.splitlines():
-            say.info(f"    | {line}")
-    if result.timed_out:
-        say.info(f"  the job keeps running; follow it with `nomadgs status {compiled.job_id}`")
+    if result.timed_out or (result.rollback is not None and not result.rollback.done):
+        say.info(f"  the job keeps running; follow it with `nomadgs status {job_id}`")
     elif a.phase == "placement-failed":
-        say.info(f"  `nomadgs stop {compiled.job_id}` removes it from the queue")
+        say.info(f"  `nomadgs stop {job_id}` removes it from the queue")
 
 
 @command(
@@ -195,20 +183,27 @@ def plan(deployment: Path, backends: tuple[Path, ...], output: str, **connection
     if output == "json":
         say.emit_json(summary.to_json())
         return summary.exit_code
-    what = {"Added": "new job", "Edited": "changes", "Deleted": "removal", "None": "no changes"}.get(
-        summary.diff, summary.diff
-    )
-    print(f"job {summary.job_id}: {what}")
-    for group, counts in summary.updates.items():
-        parts = [f"{k.lower()} {v}" for k, v in counts.items() if v]
-        print(f"  group {group}: {', '.join(parts) or 'nothing to do'}")
-        if counts.get("DestructiveUpdate"):
-            print("    (destructive: replicas are replaced one at a time; models reload)")
-    for line in summary.placement:
-        print(f"  placement: {line}")
+    from ..nomad.plandiff import format_job_diff
+
+    # As `nomad job plan`: the field-level diff, then the scheduler's dry run.
+    print(format_job_diff(summary.job_diff).rstrip() or f"job {summary.job_id}: {summary.diff}")
+    print("\nScheduler dry-run:")
+    if summary.placement:
+        print("- WARNING: Failed to place all allocations.")
+        for line in summary.placement:
+            print(f"    {line}")
+    else:
+        print("- All tasks successfully allocated.")
+    if any(counts.get("DestructiveUpdate") for counts in summary.updates.values()):
+        print("- Destructive update: replicas are replaced one at a time, and each reloads its model.")
     if summary.warnings:
         say.warning(summary.warnings.strip())
-    print(f"submit with check-and-set index {summary.job_modify_index}: nomadgs submit {deployment}")
+    force = ""
+    if summary.foreign:
+        owner = "exists on Nomad but was not created by nomadgs"
+        say.warning(f"job '{summary.job_id}' {owner}: submit replaces it only with --force")
+        force = "--force "
+    print(f"\nsubmit with check-and-set index {summary.job_modify_index}: nomadgs submit {force}{deployment}")
     return summary.exit_code
 
 
@@ -235,12 +230,19 @@ def status(name: str | None, output: str, **connection: Any) -> int:
         if output == "json":
             say.emit_json(view.to_json())
             return EXIT_OK
-        print(f"model      {view.model}  ({view.backend} {view.backend_version})")
-        print(f"job        {view.job} version {view.job_version}, {view.job_status}")
+        if view.managed:
+            backend = f"{view.backend} {view.backend_version}".strip()
+            print(f"model      {view.model}" + (f"  ({backend})" if backend else ""))
+        else:
+            print(f"model      none: job {view.job} was not created by nomadgs")
+        print(f"job        {view.job} version {view.job_version}, {view.status}")
         if view.deployment:
             d = view.deployment
             print(f"deployment {d.ID[:8]} {d.Status}: {d.StatusDescription}")
-        print(f"replicas   {view.healthy}/{view.desired} healthy")
+        if view.status == "stopped":
+            print("replicas   none: the job is stopped")
+        else:
+            print(f"replicas   {view.healthy}/{view.desired} healthy")
         for r in view.replicas:
             print(f"  replica {r.index}  {r.state:<11} {r.detail}" + (f" on {r.node}" if r.node else ""))
         for url in view.endpoints:
@@ -254,14 +256,21 @@ def status(name: str | None, output: str, **connection: Any) -> int:
     if not views:
         print("no models deployed by nomadgs in this namespace")
         return EXIT_OK
-    print(f"{'MODEL':<30} {'JOB':<28} {'BACKEND':<20} {'VER':>4} {'HEALTHY':>8}  ENDPOINT")
-    for v in views:
-        backend = f"{v.backend} {v.backend_version}".strip()
-        endpoint = v.endpoints[0] if v.endpoints else "-"
-        print(
-            f"{v.model[:30]:<30} {v.job[:28]:<28} {backend[:20]:<20} {v.job_version:>4} "
-            f"{v.healthy:>3}/{v.desired:<4}  {endpoint}"
+    rows = [
+        (
+            v.model or v.job,
+            v.job,
+            f"{v.backend} {v.backend_version}".strip() or "-",
+            str(v.job_version),
+            v.status,
+            "-" if v.status == "stopped" else f"{v.healthy}/{v.desired}",
+            v.endpoints[0] if v.endpoints else "-",
         )
+        for v in views
+    ]
+    headers = ("MODEL", "JOB", "BACKEND", "VER", "STATUS", "HEALTHY", "ENDPOINT")
+    for line in say.table(headers, rows, right=(3, 5)):
+        print(line)
     return EXIT_OK
 
 
@@ -275,7 +284,9 @@ def status(name: str | None, output: str, **connection: Any) -> int:
 @click.option("--follow", "-f", is_flag=True, help="keep printing new lines")
 @click.option("--replica", type=int, metavar="N", help="replica number (default: the first running one)")
 @click.option("--task", metavar="TASK", help="task (default: the model server; download-model for the download)")
-@click.option("--tail", type=int, default=100, metavar="LINES", help="lines to print first (default 100)")
+@click.option(
+    "--tail", type=click.IntRange(min=0), default=100, metavar="LINES", help="lines to print first (default 100)"
+)
 @nomad_options
 def logs(
     name: str, stderr: bool, follow: bool, replica: int | None, task: str | None, tail: int, **connection: Any
@@ -283,7 +294,7 @@ def logs(
     import asyncio
     import sys
 
-    from ..errors import EXIT_OK
+    from ..errors import EXIT_INTERRUPTED, EXIT_OK
     from ..nomad import logs as nomad_logs
     from ..nomad.status import find_job
 
@@ -304,8 +315,8 @@ def logs(
 
     try:
         return asyncio.run(run())
-    except KeyboardInterrupt:
-        return EXIT_OK
+    except KeyboardInterrupt:  # the way to end `logs -f`: quietly, but with 130 as Ctrl-C always is
+        return EXIT_INTERRUPTED
 
 
 @command(

@@ -28,6 +28,8 @@ For CI pipelines that keep rendered jobs in git.
 
 def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = False) -> list[Compiled]:
     """Load the catalog and compile every deployment; report every failing file, not only the first."""
+    from dataclasses import replace
+
     from ..compile.build import build
     from ..errors import InputError, Problem
     from ..spec.loader import load_catalog, load_deployment
@@ -44,18 +46,21 @@ def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = 
             errors.append(exc)
     if errors:
         raise InputError.merge(errors)
-    seen: dict[str, str] = {}
+    seen: dict[str, Problem] = {}
+    collisions: list[Problem] = []
     for item in compiled:
-        if item.job_id in seen:
-            raise InputError(
-                Problem(
-                    f"job '{item.job_id}' is also produced by {seen[item.job_id]}",
-                    item.source.filename,
-                    field="name",
-                    hint="give the models different names, or set nomad.job_id",
-                )
+        # Located at the key the job ID comes from: nomad.job_id when set, else the model's name.
+        key = ("nomad", "job_id") if item.source.spec.nomad.job_id else ("name",)
+        here = item.source.problem(key, "")
+        first = seen.setdefault(item.job_id, here)
+        if first is not here:
+            where = f"{first.file}:{first.line}" if first.line else str(first.file)
+            message = f"job '{item.job_id}' is also produced by {where}"
+            collisions.append(
+                replace(here, message=message, hint="give the models different names, or set nomad.job_id")
             )
-        seen[item.job_id] = item.source.filename
+    if collisions:
+        raise InputError(collisions)
     for item in compiled:
         for message in item.resolved.warnings:
             output.warning(f"{item.source.filename}: {message}")
@@ -102,16 +107,24 @@ def render(
     as_folder = target.is_dir() or len(texts) > 1 or output.endswith(("/", "\\"))
     if as_folder and target.exists() and not target.is_dir():
         raise InputError(Problem("is a file, but several jobs need a folder", str(target)))
+    if as_folder and not target.exists() and target.suffix and not output.endswith(("/", "\\")):
+        # `-o out.json` with two deployments: a folder named like a file is surely not what was meant.
+        raise InputError(
+            Problem(
+                f"several deployments need --output FOLDER, and '{output}' names a file",
+                hint=f"give a folder, e.g. --output {target.with_suffix('')}/ (a trailing / creates it)",
+            )
+        )
     files = {(target / f"{item.job_id}{SUFFIXES[fmt]}" if as_folder else target): text for item, text in texts}
     if check:
         from .drift import report_drift
 
         return report_drift(files, target if as_folder else None, SUFFIXES[fmt])
-    from .atomicfile import write_atomic  # tempfile and friends: only when writing
+    from .atomicfile import write_all_atomic  # tempfile and friends: only when writing
 
-    # Everything compiled before anything is written: a bad deployment leaves no partial output.
-    for path, text in files.items():
-        write_atomic(path, text)
+    # Everything compiled before anything is written, and every file or none: no partial output.
+    write_all_atomic(files)
+    for path in files:
         say.info(f"wrote {path}")
     return 0
 

@@ -38,9 +38,15 @@ def header_index(headers: Mapping[str, str], name: str) -> int:
         return 0
 
 
+def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 10.0) -> float:
+    """The pause before retry number `attempt` (0-based): exponential, capped, with jitter."""
+    delay: float = min(cap, base * (2 ** min(attempt, 10))) * (0.5 + random.random() / 2)
+    return delay
+
+
 async def sleep_backoff(attempt: int, *, base: float = 0.5, cap: float = 10.0) -> float:
     """Exponential backoff with jitter; returns the delay slept."""
-    delay: float = min(cap, base * (2 ** min(attempt, 10))) * (0.5 + random.random() / 2)
+    delay = backoff_delay(attempt, base=base, cap=cap)
     await asyncio.sleep(delay)
     return delay
 

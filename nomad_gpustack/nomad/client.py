@@ -5,18 +5,30 @@ no `index`/`wait` and drop the `X-Nomad-Index` header (no blocking queries), its
 silently on a connect error, and its log call reads the whole body instead of streaming. Those go through
 httpx. Both clients are built from the same `NomadSettings`, so address, token, namespace, region and TLS
 are decided in one place.
+
+Reads (and validate and plan, which change nothing) are retried here when they fail for a passing reason: a
+5xx (Nomad answers 500 `No cluster leader` during a leader election) or a broken connection, with the backoff
+of `blocking`, for at most `retry_for` seconds in all. Writes are not: `runner.register` resends with the same
+check-and-set index, which cannot register twice. Blocking queries (an `index` given) are not either: their
+caller follows them and retries (`blocking.follow`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import copy
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
+from ..answers import foreign_answer, html_page
 from ..errors import EXIT_BAD_INPUT, ServiceError, UnreachableError
 from ..settings import NomadSettings
-from .blocking import header_index
+from .blocking import backoff_delay, header_index
 from .jobspec import Job
 from .responses import (
     Allocation,
@@ -29,7 +41,9 @@ from .responses import (
 )
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 DEFAULT_WAIT = "5m"  # blocking-query wait; Nomad caps it at 5m (plus jitter)
+RETRY_FOR = 60.0  # seconds a read keeps retrying passing failures; a leader election takes a few
 
 
 class NomadError(ServiceError):
@@ -59,11 +73,41 @@ class TransientError(NomadError):
 
 
 class NomadUnavailable(UnreachableError, TransientError):
-    """Nomad could not be reached, or the connection broke."""
+    """Nomad could not be reached, or the connection broke.
+
+    `lasting` marks causes that waiting rarely cures (connection refused, an unknown host name, a certificate
+    that does not verify): a read retries them only when the server has answered before (a restart), so a
+    wrong address fails at once.
+    """
+
+    def __init__(self, message: str, status: int | None = None, *, lasting: bool = False) -> None:
+        super().__init__(message, status)
+        self.lasting = lasting
 
 
-def _error_for(status: int | None, text: str, settings: NomadSettings) -> NomadError:
+class NotNomad(UnreachableError, NomadError):
+    """Something answers at the address, but it is not Nomad's HTTP API (a web page, another service)."""
+
+
+# Paths that exist on every Nomad server: a 404 there means the address is not Nomad's HTTP API.
+_ALWAYS_THERE = re.compile(r"/v1/(jobs|nodes|validate/job|status/leader|job/[^/]+/plan)")
+
+
+def _never_missing(path: str) -> bool:
+    return _ALWAYS_THERE.fullmatch(path) is not None
+
+
+def _foreign(settings: NomadSettings, status: int, content_type: str, path: str, json_expected: bool) -> None:
+    """NotNomad when the answer cannot come from Nomad's HTTP API."""
+    reason = foreign_answer(status, content_type, path, json_expected=json_expected, never_missing=_never_missing)
+    if reason is not None:
+        raise NotNomad(f"{settings.address} is not a Nomad HTTP API ({reason}); check NOMAD_ADDR or --address")
+
+
+def _error_for(status: int | None, text: str, settings: NomadSettings, content_type: str = "") -> NomadError:
     text = (text or "").strip()
+    if html_page(content_type, text):
+        text = "an HTML page (from a proxy in front of Nomad?)"  # never print a page as error lines
     if status == 403:
         hint = "set NOMAD_TOKEN to a token with submit-job and read-job in the namespace"
         if "not found" in text.lower():
@@ -91,28 +135,102 @@ _CAUSES = [
 ]
 
 
+_LASTING = ("CERTIFICATE_VERIFY_FAILED", "Connection refused", "Name or service not known", "name resolution")
+
+
 def _unreachable(settings: NomadSettings, exc: BaseException) -> NomadUnavailable:
     text = str(exc)
     reason = next((words for marker, words in _CAUSES if marker in text), type(exc).__name__)
-    return NomadUnavailable(f"cannot reach Nomad at {settings.address}: {reason} (set NOMAD_ADDR or --address)")
+    return NomadUnavailable(
+        f"cannot reach Nomad at {settings.address}: {reason} (set NOMAD_ADDR or --address)",
+        lasting=any(marker in text for marker in _LASTING),
+    )
+
+
+def _transport_failure(exc: Exception) -> NomadUnavailable:
+    """An httpx transport error: a failed connect is lasting, a connection broken later is not."""
+    import httpx
+
+    lasting = isinstance(exc, httpx.ConnectError) and "timed out" not in str(exc)
+    return NomadUnavailable(f"connection to Nomad failed: {exc or type(exc).__name__}", lasting=lasting)
 
 
 class NomadAPI:
     """One-shot calls (blocking, python-nomad) and watch calls (async, httpx) against one cluster."""
 
-    def __init__(self, settings: NomadSettings, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        settings: NomadSettings,
+        *,
+        timeout: float = 30.0,
+        retry_for: float = RETRY_FOR,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
+        """`retry_for`: seconds a read may spend retrying passing failures; `on_retry` hears of each retry."""
         self.settings = settings
         self.timeout = timeout
+        self.retry_for = retry_for
+        self.on_retry = on_retry
         self._client: Any = None
+        self._answered = False  # the server has answered at least once
         self.requests = 0  # HTTP requests sent through the async client (the benchmark reports it)
+
+    # --- retrying passing failures -------------------------------------------------------------------
+
+    def _worth_retrying(self, exc: TransientError) -> bool:
+        return not (isinstance(exc, NomadUnavailable) and exc.lasting and not self._answered)
+
+    def _next_pause(self, exc: TransientError, attempt: int, started: float) -> float:
+        """The pause before the next attempt; the error itself, saying how long it tried, when that is over."""
+        if not self._worth_retrying(exc):
+            raise exc
+        delay = backoff_delay(attempt)
+        elapsed = time.monotonic() - started
+        if elapsed + delay > self.retry_for:
+            if attempt == 0:
+                raise exc
+            gave_up = copy.copy(exc)
+            gave_up.args = (f"{exc} (tried {attempt + 1} times over {elapsed:.0f}s)",)
+            raise gave_up from None
+        if self.on_retry is not None:
+            self.on_retry(f"{exc}; trying again in {delay:.1f}s")
+        return delay
+
+    def _retrying(self, call: Callable[[], R]) -> R:
+        """`call()`, retried with backoff while it fails for a passing reason and time is left."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except TransientError as exc:
+                time.sleep(self._next_pause(exc, attempt, started))
+                attempt += 1
+
+    async def _retrying_async(self, call: Callable[[], Awaitable[R]]) -> R:
+        """The same for a coroutine."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except TransientError as exc:
+                await asyncio.sleep(self._next_pause(exc, attempt, started))
+                attempt += 1
 
     # --- one-shot calls through python-nomad -----------------------------------------------------------
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = self.settings.python_nomad(timeout=self.timeout)
+            self._client = self.settings.python_nomad(timeout=self.timeout, on_response=self._check_answer)
         return self._client
+
+    def _check_answer(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        """A requests hook on every python-nomad answer: NotNomad when it cannot come from Nomad."""
+        self._answered = True
+        content_type = response.headers.get("Content-Type", "")
+        _foreign(self.settings, response.status_code, content_type, urlsplit(response.url).path, json_expected=True)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import nomad.api.exceptions as nomad_exc
@@ -123,18 +241,23 @@ class NomadAPI:
         except nomad_exc.BaseNomadException as exc:
             resp = exc.nomad_resp
             if isinstance(resp, requests.Response):
-                raise _error_for(resp.status_code, resp.text, self.settings) from None
+                content_type = resp.headers.get("Content-Type", "")
+                raise _error_for(resp.status_code, resp.text, self.settings, content_type) from None
             raise _unreachable(self.settings, resp if isinstance(resp, BaseException) else exc) from None
         except requests.RequestException as exc:
             raise _unreachable(self.settings, exc) from None
 
+    def _read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """A call that changes nothing, retried while it fails for a passing reason."""
+        return self._retrying(lambda: self._call(fn, *args, **kwargs))
+
     def validate(self, job: Job) -> ValidateResponse:
         """Server-side validation (`/v1/validate/job`), with the `{"Job": ...}` wrapper it needs."""
-        resp = self._call(self.client.validate.validate_job, {"Job": job})
+        resp = self._read(self.client.validate.validate_job, {"Job": job})
         return ValidateResponse.model_validate(resp.json())
 
     def plan(self, job: Job) -> PlanResponse:
-        data = self._call(self.client.job.plan_job, job["ID"], {"Job": job}, diff=True)
+        data = self._read(self.client.job.plan_job, job["ID"], {"Job": job}, diff=True)
         return PlanResponse.model_validate(data)
 
     def register(self, job: Job, *, modify_index: int) -> RegisterResponse:
@@ -144,7 +267,7 @@ class NomadAPI:
 
     def job(self, job_id: str) -> JobStub | None:
         try:
-            return JobStub.model_validate(self._call(self.client.job.get_job, job_id))
+            return JobStub.model_validate(self._read(self.client.job.get_job, job_id))
         except NomadError as exc:
             if exc.status == 404:
                 return None
@@ -152,13 +275,13 @@ class NomadAPI:
 
     def latest_evaluation(self, job_id: str) -> str:
         """The ID of the job's newest evaluation ("" when it has none)."""
-        evals = self._call(self.client.job.get_evaluations, job_id) or []
+        evals = self._read(self.client.job.get_evaluations, job_id) or []
         newest = max(evals, key=lambda e: e.get("CreateIndex", 0), default=None)
         return str(newest["ID"]) if newest else ""
 
     def jobs(self) -> list[JobStub]:
         """Jobs of the namespace with their meta (`?meta=true`)."""
-        data = self._call(self.client.jobs.request, method="get", params={"meta": "true"})
+        data = self._read(self.client.jobs.request, method="get", params={"meta": "true"})
         return [JobStub.model_validate(j) for j in data.json()]
 
     def stop(self, job_id: str, *, purge: bool = False) -> dict[str, Any]:
@@ -179,14 +302,19 @@ class NomadAPI:
         wait: str = DEFAULT_WAIT,
         params: dict[str, str] | None = None,
     ) -> tuple[Any, int]:
-        """GET a JSON resource; with `index`, as a blocking query. Returns (data, X-Nomad-Index)."""
+        """GET a JSON resource; with `index`, as a blocking query. Returns (data, X-Nomad-Index).
+
+        A plain read is retried while it fails for a passing reason; a blocking query is not (its caller
+        follows it and retries from the last index)."""
         query = dict(params or {})
         if index is not None:
             query.update(index=str(index), wait=wait)
-        response = await self._get(http, path, query)
+            response = await self._get(http, path, query)
+        else:
+            response = await self._retrying_async(lambda: self._get(http, path, query))
         return response.json(), header_index(response.headers, "X-Nomad-Index")
 
-    async def _get(self, http: Any, path: str, params: dict[str, str]) -> Any:
+    async def _get(self, http: Any, path: str, params: dict[str, str], *, json_expected: bool = True) -> Any:
         """One GET with the namespace/region parameters, errors mapped to NomadError."""
         import httpx
 
@@ -194,9 +322,12 @@ class NomadAPI:
         try:
             response = await http.get(path, params={**self.settings.params(), **params})
         except httpx.TransportError as exc:
-            raise NomadUnavailable(f"connection to Nomad failed: {exc or type(exc).__name__}") from None
+            raise _transport_failure(exc) from None
+        self._answered = True
+        content_type = response.headers.get("Content-Type", "")
+        _foreign(self.settings, response.status_code, content_type, path, json_expected)
         if response.status_code >= 400:
-            raise _error_for(response.status_code, response.text, self.settings)
+            raise _error_for(response.status_code, response.text, self.settings, content_type)
         return response
 
     async def evaluation(self, http: Any, eval_id: str, index: int | None = None) -> tuple[Evaluation, int]:
@@ -226,7 +357,8 @@ class NomadAPI:
     ) -> str:
         """The last bytes a task wrote to stderr/stdout, as text (`/v1/client/fs/logs`)."""
         params = {"task": task, "type": stream, "origin": "end", "offset": str(tail_bytes), "plain": "true"}
-        response = await self._get(http, f"/v1/client/fs/logs/{alloc_id}", params)
+        path = f"/v1/client/fs/logs/{alloc_id}"
+        response = await self._retrying_async(lambda: self._get(http, path, params, json_expected=False))
         return str(response.text)
 
     async def follow_logs(
@@ -240,7 +372,10 @@ class NomadAPI:
         offset: int = 0,
         follow: bool = True,
     ) -> AsyncIterator[str]:
-        """Stream a task's log as it is written (`follow=true`), chunk by chunk."""
+        """Stream a task's log as it is written (`follow=true`), chunk by chunk.
+
+        Opening the stream is retried like a read; a stream that breaks after it delivered text is not
+        (reading it again would repeat lines)."""
         import httpx
 
         params = {
@@ -251,18 +386,34 @@ class NomadAPI:
             "plain": "true",
             "follow": "true" if follow else "false",
         }
-        self.requests += 1
-        try:
-            async with http.stream(
-                "GET",
-                f"/v1/client/fs/logs/{alloc_id}",
-                params={**self.settings.params(), **params},
-                timeout=httpx.Timeout(None, connect=10.0),
-            ) as response:
-                if response.status_code >= 400:
-                    body = (await response.aread()).decode(errors="replace")
-                    raise _error_for(response.status_code, body, self.settings)
-                async for chunk in response.aiter_text():
-                    yield chunk
-        except httpx.TransportError as exc:
-            raise NomadUnavailable(f"the log stream from Nomad broke: {exc or type(exc).__name__}") from None
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            delivered = False
+            self.requests += 1
+            try:
+                async with http.stream(
+                    "GET",
+                    f"/v1/client/fs/logs/{alloc_id}",
+                    params={**self.settings.params(), **params},
+                    timeout=httpx.Timeout(None, connect=10.0),
+                ) as response:
+                    self._answered = True
+                    content_type = response.headers.get("Content-Type", "")
+                    _foreign(self.settings, response.status_code, content_type, response.url.path, False)
+                    if response.status_code >= 400:
+                        body = (await response.aread()).decode(errors="replace")
+                        raise _error_for(response.status_code, body, self.settings, content_type)
+                    async for chunk in response.aiter_text():
+                        delivered = True
+                        yield chunk
+                return
+            except httpx.TransportError as exc:
+                failure: TransientError = _transport_failure(exc)
+                failure.args = (f"the log stream from Nomad broke: {exc or type(exc).__name__}",)
+            except TransientError as exc:
+                failure = exc
+            if delivered:
+                raise failure
+            await asyncio.sleep(self._next_pause(failure, attempt, started))
+            attempt += 1

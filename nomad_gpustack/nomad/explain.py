@@ -28,10 +28,17 @@ class NodeDevices:
     count: int
 
 
-def node_devices(nodes: Iterable[dict[str, Any]]) -> list[NodeDevices]:
-    """Device groups of node list stubs that carry `NodeResources` (Nomad >= 1.6 with `resources=true`)."""
+def node_devices(nodes: Iterable[dict[str, Any]]) -> list[NodeDevices] | None:
+    """Device groups of node list stubs that carry `NodeResources` (Nomad >= 1.6 with `resources=true`).
+
+    None when the list says nothing about devices (no node listed, or none with `NodeResources`, as from an
+    older Nomad): "no node reports a GPU" must never rest on a listing that could not show one.
+    """
+    listed = [node for node in nodes if "NodeResources" in node]
+    if not listed:
+        return None
     out: list[NodeDevices] = []
-    for node in nodes:
+    for node in listed:
         for dev in ((node.get("NodeResources") or {}).get("Devices")) or []:
             memory = (dev.get("Attributes") or {}).get("memory") or {}
             mib: int | None = None
@@ -55,23 +62,109 @@ def _gpu_phrase(req: GroupRequest) -> str:
     return phrase
 
 
-def _devices_summary(req: GroupRequest, devices: Sequence[NodeDevices]) -> str | None:
-    if not req.device:
-        return None
-    vendor_type = "/".join(req.device.split("/")[:2])
-    matching = [d for d in devices if d.name.startswith(vendor_type)]
-    if not matching:
-        return f"no node reports any {vendor_type} device (is the device plugin installed on the clients?)"
-    nodes = {d.node for d in matching}
-    memories = sorted({d.memory_mib for d in matching if d.memory_mib is not None})
-    most = max(d.count for d in matching)
-    text = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} {'have' if len(nodes) != 1 else 'has'} GPUs"
-    if memories:
-        sizes = ", ".join(human_size(m * MIB) for m in memories)
-        text += f", {'all ' if len(memories) == 1 and len(nodes) > 1 else ''}{sizes}"
-    if most < req.gpus:
-        text += f"; the most on one node is {most}"
-    return text
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _nodes_have(n: int) -> str:
+    return f"{_plural(n, 'node')} {'has' if n == 1 else 'have'}"
+
+
+class DeviceFacts:
+    """What is known about the GPUs a group asks for, from the node listing; every device sentence of a
+    placement explanation is derived from it, so no two of them can disagree.
+
+    `state` is one of: unknown (no usable node listing), none (no node reports a device of the vendor and
+    type), unfit (some do, but none of the model, memory and count asked for), fit (a node has what is asked
+    for, so the scheduler found those GPUs in use).
+    """
+
+    def __init__(self, req: GroupRequest, devices: Sequence[NodeDevices] | None) -> None:
+        self.req = req
+        self.kind = "/".join((req.device or "").split("/")[:2])  # vendor/type
+        self.matching = [d for d in devices or () if d.name.startswith(self.kind)]
+        self.fitting = [d for d in self.matching if self._fits(d)]
+        if devices is None:
+            self.state = "unknown"
+        elif not self.matching:
+            self.state = "none"
+        elif not self.fitting:
+            self.state = "unfit"
+        else:
+            self.state = "fit"
+
+    def _fits(self, device: NodeDevices) -> bool:
+        req = self.req
+        if device.count < req.gpus:
+            return False
+        if req.gpu_model and device.name.split("/", 2)[-1] != req.gpu_model:
+            return False
+        if req.gpu_memory:
+            try:
+                wanted = parse_size(req.gpu_memory)
+            except ValueError:
+                return True  # a size we cannot read is not evidence against the device
+            if device.memory_mib is None or device.memory_mib * MIB < wanted:
+                return False
+        return True
+
+    def _plugin(self) -> str:
+        vendor = self.kind.split("/")[0]
+        return "nomad-device-nvidia" if vendor == "nvidia" else f"a {vendor} device plugin"
+
+    def headline(self) -> str:
+        """The sentence that leads the explanation."""
+        phrase = _gpu_phrase(self.req)
+        if self.state == "unknown":
+            return f"no node has {phrase} available"
+        if self.state == "none":
+            return (
+                f"no node has {phrase}: no node reports any {self.kind} device "
+                f"(is {self._plugin()} installed on the clients?)"
+            )
+        if self.state == "fit":
+            nodes = len({d.node for d in self.fitting})
+            return f"no node has {phrase} free: {_nodes_have(nodes)} them, all in use by other allocations"
+        return f"no node has {phrase}: {self._inventory()}"
+
+    def _inventory(self) -> str:
+        """What the nodes do have, e.g. `3 nodes have GPUs, all 24 GiB; the most on one node is 1`."""
+        nodes = {d.node for d in self.matching}
+        text = f"{_nodes_have(len(nodes))} {self.kind.split('/')[-1].upper()}s"
+        models = sorted({d.name.split("/", 2)[-1] for d in self.matching if d.name.count("/") == 2})
+        if self.req.gpu_model and models:
+            text += f" ({', '.join(models)})"
+        memories = sorted({d.memory_mib for d in self.matching if d.memory_mib is not None})
+        if memories:
+            sizes = ", ".join(human_size(m * MIB) for m in memories)
+            text += f", {'all ' if len(memories) == 1 and len(nodes) > 1 else ''}{sizes}"
+        most = max(d.count for d in self.matching)
+        if most < self.req.gpus:
+            text += f"; the most on one node is {most}"
+        return text
+
+    def exhausted(self, dimension: str, nodes: int) -> str:
+        """The scheduler's `devices: ...` exhaustion on `nodes` nodes, in the same terms as the headline."""
+        if self.state == "none":
+            what = f"no {self.kind} device"
+        elif self.state == "unfit":
+            what = "no device that matches the request"
+        elif self.state == "fit":
+            what = "no free matching device"
+        else:
+            what = "no matching device available"
+        verb = "had" if self.state in ("fit", "unknown") else ("has" if nodes == 1 else "have")
+        return f"{_plural(nodes, 'node')} {verb} {what} ({dimension})"
+
+    def missing(self, nodes: int) -> str:
+        """Nodes the feasibility check filtered for `missing devices`."""
+        if self.state == "none":
+            why = f"they report no {self.kind} device: install {self._plugin()} in the clients' plugin_dir"
+        elif self.state == "unknown":
+            why = f"no device there matches the request: is {self._plugin()} installed there?"
+        else:
+            why = "no device there matches the request"
+        return f"{_plural(nodes, 'node')} excluded by missing devices ({why})"
 
 
 # Hints for constraints the compiler writes (and common ones users add).
@@ -79,7 +172,6 @@ _CONSTRAINT_HINTS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"docker\.runtimes"), "the NVIDIA container runtime is not registered with Docker on those nodes"),
     (re.compile(r"\$\{meta\.gpu_vendor\}"), 'set `meta { gpu_vendor = "..." }` in the client config of GPU nodes'),
     (re.compile(r"\$\{attr\.cpu\.arch\}"), "the image is built for another CPU architecture"),
-    (re.compile(r"missing devices"), "no matching device: install nomad-device-nvidia in the clients' plugin_dir"),
     (re.compile(r"missing drivers"), "the task driver (docker, exec, raw_exec) is not enabled on those nodes"),
     (re.compile(r"missing compatible host volumes"), "the host volume for the model weights is not configured there"),
     (re.compile(r"\$\{meta\.(?!gpu_vendor)"), "the node meta does not match the deployment's worker_selector"),
@@ -94,12 +186,14 @@ def _constraint_text(key: str) -> str:
     return key
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+def placement_failure(
+    req: GroupRequest, metric: AllocMetric, devices: Sequence[NodeDevices] | None = None
+) -> list[str]:
+    """Sentences that explain one group's failed placement; the first one is the headline.
 
-
-def placement_failure(req: GroupRequest, metric: AllocMetric, devices: Sequence[NodeDevices] = ()) -> list[str]:
-    """Sentences that explain one group's failed placement; the first one is the headline."""
+    `devices` is what the node listing reports (None when it could not be read); the device sentences all
+    come from one `DeviceFacts`, so they never contradict each other.
+    """
     failed = metric.CoalescedFailures + 1
     lines: list[str] = []
     if metric.NodesEvaluated == 0:
@@ -114,13 +208,12 @@ def placement_failure(req: GroupRequest, metric: AllocMetric, devices: Sequence[
                 headline += f" in {', '.join(req.datacenters)}"
         lines.append(headline)
     exhausted_devices = {k: v for k, v in metric.DimensionExhausted.items() if k.startswith("devices")}
+    facts = DeviceFacts(req, devices)
     if req.device and (exhausted_devices or "missing devices" in metric.ConstraintFiltered):
-        headline = f"no node has {_gpu_phrase(req)}"
-        summary = _devices_summary(req, devices)
-        lines.append(f"{headline}: {summary}" if summary else headline)
+        lines.append(facts.headline())
     for dimension, nodes in sorted(metric.DimensionExhausted.items()):
         if dimension.startswith("devices"):
-            lines.append(f"{_plural(nodes, 'node')} had no free matching devices ({dimension})")
+            lines.append(facts.exhausted(dimension, nodes))
         elif dimension == "memory":
             lines.append(f"not enough free memory for {human_size(req.memory_mb * MIB)} on {_plural(nodes, 'node')}")
         elif dimension == "cpu":
@@ -128,7 +221,10 @@ def placement_failure(req: GroupRequest, metric: AllocMetric, devices: Sequence[
         else:
             lines.append(f"{dimension} exhausted on {_plural(nodes, 'node')}")
     for constraint, nodes in sorted(metric.ConstraintFiltered.items()):
-        lines.append(f"{_plural(nodes, 'node')} excluded by {_constraint_text(constraint)}")
+        if constraint == "missing devices" and req.device:
+            lines.append(facts.missing(nodes))
+        else:
+            lines.append(f"{_plural(nodes, 'node')} excluded by {_constraint_text(constraint)}")
     for klass, nodes in sorted(metric.ClassFiltered.items()):
         lines.append(f"{_plural(nodes, 'node')} of class {klass} excluded by constraints")
     for quota in metric.QuotaExhausted:

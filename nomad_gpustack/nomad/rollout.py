@@ -23,8 +23,12 @@ from .explain import (
 )
 from .responses import Allocation, Deployment, Evaluation, TaskState
 
+NOTHING_TO_RUN = "replicas is 0: the job is registered and runs no replica, so there is nothing to wait for"
+
 ReplicaState = Literal["pending", "scheduled", "downloading", "starting", "running", "error"]
-Phase = Literal["evaluating", "waiting-capacity", "placement-failed", "deploying", "succeeded", "failed"]
+Phase = Literal[
+    "evaluating", "waiting-capacity", "placement-failed", "deploying", "succeeded", "failed", "rolling-back"
+]
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class Snapshot:
     blocked: Evaluation | None = None
     deployment: Deployment | None = None
     allocations: tuple[Allocation, ...] = ()
-    nodes: tuple[NodeDevices, ...] = ()
+    nodes: tuple[NodeDevices, ...] | None = None  # what the node listing reports; None when not read
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,9 @@ def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool
     deployment = snapshot.deployment
     ours = deployment is not None and (snapshot.version is None or deployment.JobVersion == snapshot.version)
     settling = ours and deployment is not None and deployment.Status in ("running", "pending")
+    if request.count == 0 and not ours:
+        # Nomad makes no deployment for a group with nothing to place: there is nothing to wait for.
+        return Assessment("succeeded", done, NOTHING_TO_RUN, exit_code=EXIT_OK)
     if failures and all(f.kind == "unhealthy" for f in failures) and settling:
         # Nomad fails the deployment right after an unhealthy verdict; its description says whether it
         # rolls back, so wait for it rather than end on the allocation alone.
@@ -181,3 +188,59 @@ def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool
             text = deployment.StatusDescription or "cancelled"
             return Assessment("failed", done, f"deployment cancelled: {text}", exit_code=EXIT_FAILURE)
     return Assessment("deploying", done, progress)
+
+
+# --- auto-revert -------------------------------------------------------------------------------------------
+
+DEPLOYMENT_DONE = ("successful", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Nomad's auto-revert after a failed deployment: the version it rolls back to, and how that goes.
+
+    The revert registers the old spec as a new job version (`job_version`), whose own deployment follows
+    (nomad-api.md §3.9); `status` is that deployment's, or "waiting" before it exists.
+    """
+
+    to_version: int
+    job_version: int | None = None
+    status: str = "waiting"
+    description: str = ""
+    healthy: int = 0
+    desired: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.status in DEPLOYMENT_DONE
+
+    @property
+    def summary(self) -> str:
+        target = f"job version {self.to_version}"
+        if self.job_version is not None:
+            target += f" (registered again as version {self.job_version})"
+        progress = f"{self.healthy}/{self.desired} healthy"
+        if self.status == "successful":
+            return f"Nomad rolled back to {target}: the rollback succeeded, {progress}"
+        if self.status == "failed":
+            return f"Nomad rolled back to {target}, and the rollback failed too: {self.description}"
+        if self.status == "cancelled":
+            return f"Nomad rolled back to {target}; the rollback was cancelled: {self.description}"
+        if self.job_version is None:
+            return f"Nomad is rolling back to {target}: waiting for its deployment"
+        return f"Nomad is rolling back to {target}: {progress}"
+
+
+def assess_rollback(to_version: int, failed: Deployment, latest: Deployment | None) -> Rollback:
+    """Where the rollback after `failed` stands, from the job's latest deployment."""
+    if latest is None or latest.ID == failed.ID or latest.JobVersion <= failed.JobVersion:
+        return Rollback(to_version)
+    groups = latest.TaskGroups.values()
+    return Rollback(
+        to_version,
+        latest.JobVersion,
+        latest.Status,
+        latest.StatusDescription,
+        healthy=sum(g.HealthyAllocs for g in groups),
+        desired=sum(g.DesiredTotal for g in groups),
+    )

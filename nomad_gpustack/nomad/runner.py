@@ -20,6 +20,7 @@ from .blocking import sleep_backoff
 from .client import IndexConflict, NomadAPI, TransientError
 from .explain import placement_failure
 from .responses import JobStub, PlanResponse
+from .rollout import Rollback
 from .watcher import Reporter, WatchResult, watch
 
 REGISTER_ATTEMPTS = 4
@@ -34,6 +35,18 @@ class Notes(Protocol):
     def info(self, message: str) -> None: ...
 
     def warning(self, message: str) -> None: ...
+
+
+class AfterRegistration(NomadgsError):
+    """A failure after the job was registered: the job stays on Nomad, and the message says how to follow it.
+    The exit code is the cause's (5 when Nomad became unreachable, 1 otherwise)."""
+
+    def __init__(self, job_id: str, cause: NomadgsError, doing: str) -> None:
+        super().__init__(
+            f"{job_id} is registered on Nomad, but {doing} failed: {cause}. "
+            f"It keeps rolling out; follow it with `nomadgs status {job_id}`"
+        )
+        self.exit_code = cause.exit_code
 
 
 def is_managed(job: JobStub) -> bool:
@@ -142,7 +155,10 @@ def submit(api: NomadAPI, compiled: Compiled, *, force: bool, notes: Notes) -> R
         notes.info(f"{job_id}: no changes; checking the running version {existing.Version}")
         return Registration(compiled, existing.Version, "", plan)
     eval_id = register(api, compiled, plan.JobModifyIndex, notes)
-    current = api.job(job_id)
+    try:
+        current = api.job(job_id)
+    except NomadgsError as exc:  # the client retried for a while already
+        raise AfterRegistration(job_id, exc, "reading it back") from None
     version = current.Version if current else None
     notes.info(f"{job_id}: registered version {version} (evaluation {eval_id[:8] or '-'})")
     return Registration(compiled, version, eval_id, plan)
@@ -156,19 +172,26 @@ def follow(
     timeout: float | None,
     wait_for_capacity: bool = False,
 ) -> WatchResult:
-    """Watch the registered version until it is healthy, failed, or `timeout` seconds pass."""
-    return asyncio.run(
-        watch(
-            api,
-            job_id=registration.compiled.job_id,
-            version=registration.version,
-            eval_id=registration.eval_id or None,
-            request=group_request(dict(registration.compiled.job)),
-            reporter=reporter,
-            timeout=timeout,
-            wait_for_capacity=wait_for_capacity,
+    """Watch the registered version until it is healthy, failed, or `timeout` seconds pass.
+
+    The watch retries passing failures until `timeout`; any other failure (a revoked token, ...) is raised as
+    AfterRegistration, which says the job stays registered and how to follow it."""
+    job_id = registration.compiled.job_id
+    try:
+        return asyncio.run(
+            watch(
+                api,
+                job_id=job_id,
+                version=registration.version,
+                eval_id=registration.eval_id or None,
+                request=group_request(dict(registration.compiled.job)),
+                reporter=reporter,
+                timeout=timeout,
+                wait_for_capacity=wait_for_capacity,
+            )
         )
-    )
+    except NomadgsError as exc:
+        raise AfterRegistration(job_id, exc, "watching its rollout") from None
 
 
 def outcome(result: WatchResult) -> tuple[str, int]:
@@ -205,11 +228,26 @@ def result_document(registration: Registration, result: WatchResult | None, stat
                 for f in a.failures
             ],
             rollback_to_version=a.rollback_to,
+            rollback=_rollback_document(result.rollback),
             logs=result.logs,
             endpoints=result.endpoints,
             elapsed_seconds=round(result.elapsed, 3),
         )
     return data
+
+
+def _rollback_document(rollback: Rollback | None) -> dict[str, Any] | None:
+    if rollback is None:
+        return None
+    return {
+        "to_version": rollback.to_version,
+        "job_version": rollback.job_version,
+        "status": rollback.status,
+        "description": rollback.description,
+        "healthy": rollback.healthy,
+        "desired": rollback.desired,
+        "message": rollback.summary,
+    }
 
 
 # --- plan ---------------------------------------------------------------------------------------------
@@ -227,10 +265,18 @@ class PlanSummary:
     placement: list[str]  # plain-words placement failures
     warnings: str
     response: PlanResponse | None = field(default=None, compare=False, repr=False)  # Diff for `nomad.plandiff`
+    foreign: bool = False  # the job exists on Nomad and nomadgs did not create it: submit needs --force
 
     @property
     def exit_code(self) -> int:
         return PLAN_NO_CHANGES if self.diff == "None" and self.changes == 0 else PLAN_CHANGES
+
+    @property
+    def job_diff(self) -> dict[str, Any] | None:
+        """Nomad's field-level diff (`api.JobDiff`) as it answered it; `plandiff.format_job_diff` prints it."""
+        if self.response is None or self.response.Diff is None:
+            return None
+        return self.response.Diff.model_dump()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -241,13 +287,17 @@ class PlanSummary:
             "updates": self.updates,
             "placement": self.placement,
             "warnings": self.warnings,
+            "job_diff": self.job_diff,
+            "foreign": self.foreign,
             "exit_code": self.exit_code,
         }
 
 
 def plan(api: NomadAPI, compiled: Compiled) -> PlanSummary:
-    """Nomad's plan for the compiled job, summarised."""
-    return summarise_plan(compiled, api.plan(compiled.job))
+    """Nomad's plan for the compiled job, summarised; `foreign` when submit would need --force."""
+    existing = api.job(compiled.job_id)
+    foreign = existing is not None and not existing.Stop and not is_managed(existing)
+    return replace(summarise_plan(compiled, api.plan(compiled.job)), foreign=foreign)
 
 
 def summarise_plan(compiled: Compiled, response: PlanResponse) -> PlanSummary:

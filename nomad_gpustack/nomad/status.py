@@ -14,7 +14,7 @@ from ..compile.request import GroupRequest
 from ..errors import InputError, Problem, suggestion
 from .client import NomadAPI
 from .responses import Deployment, Evaluation, JobStub
-from .rollout import Replica, Snapshot, assess
+from .rollout import Assessment, Replica, Snapshot, assess
 from .runner import is_managed
 from .watcher import running_endpoints
 
@@ -41,10 +41,14 @@ def find_job(api: NomadAPI, name: str) -> JobStub:
 
 @dataclass(frozen=True)
 class ModelStatus:
-    """One deployed model: its job, latest deployment, replicas in GPUStack's states, and endpoints."""
+    """One deployed model: its job, latest deployment, replicas in GPUStack's states, and endpoints.
+
+    `status` is one word for the whole: running, deploying, failed, pending, idle (replicas: 0), stopped or
+    dead. A job nomadgs did not create (`managed` false, found by its ID) has no model, backend or version.
+    """
 
     job: str
-    model: str
+    model: str | None
     backend: str
     backend_version: str
     job_version: int
@@ -53,6 +57,8 @@ class ModelStatus:
     desired: int
     replicas: tuple[Replica, ...]
     endpoints: tuple[str, ...]
+    status: str = ""
+    managed: bool = True
 
     @property
     def healthy(self) -> int:
@@ -67,6 +73,8 @@ class ModelStatus:
             "backend_version": self.backend_version,
             "job_version": self.job_version,
             "job_status": self.job_status,
+            "status": self.status,
+            "managed": self.managed,
             "deployment": {"id": d.ID, "status": d.Status, "description": d.StatusDescription} if d else None,
             "healthy": self.healthy,
             "desired": self.desired,
@@ -87,20 +95,36 @@ async def model_status(api: NomadAPI, job: JobStub) -> ModelStatus:
         request = GroupRequest(group=group.get("Name", ""), count=int(group.get("Count", 0) or 0))
         snapshot = Snapshot(job.ID, job.Version, Evaluation(ID="", Status="complete"), None, deployment, tuple(allocs))
         assessment = assess(snapshot, request)
-        endpoints = await running_endpoints(api, http, assessment)
+        endpoints = await running_endpoints(api, http, assessment) if not job.Stop else []
+    managed = is_managed(job)
     labels = model_labels(job.Name, (), job.Meta)
     return ModelStatus(
         job=job.ID,
-        model=labels.model,
-        backend=labels.backend or "",
-        backend_version=labels.version or "",
+        model=labels.model if managed else None,  # a foreign job's name is not a model name
+        backend=(labels.backend or "") if managed else "",
+        backend_version=(labels.version or "") if managed else "",
         job_version=job.Version,
         job_status="stopped" if job.Stop else job.Status,
         deployment=deployment,
         desired=request.count,
-        replicas=assessment.replicas,
+        replicas=() if job.Stop else assessment.replicas,
         endpoints=tuple(endpoints),
+        status=status_word(job, assessment, request.count),
+        managed=managed,
     )
+
+
+def status_word(job: JobStub, assessment: Assessment, desired: int) -> str:
+    """One word for where a job stands (the STATUS column of `nomadgs status`)."""
+    if job.Stop:
+        return "stopped"
+    if assessment.phase == "succeeded":
+        return "running" if desired else "idle"
+    if assessment.phase in ("failed", "placement-failed"):
+        return "failed"
+    if job.Status in ("pending", "dead"):
+        return job.Status
+    return "deploying"
 
 
 async def all_model_statuses(api: NomadAPI) -> list[ModelStatus]:

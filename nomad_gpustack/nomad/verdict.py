@@ -19,7 +19,8 @@ def headline(registration: Registration, result: WatchResult) -> str:
     compiled = registration.compiled
     name = compiled.source.spec.name
     if a.phase == "succeeded":
-        return f"{name}: {a.headline} after {result.elapsed:.0f}s (job {compiled.job_id})"
+        after = f" after {result.elapsed:.0f}s" if a.replicas else ""  # replicas: 0 waits for nothing
+        return f"{name}: {a.headline}{after} (job {compiled.job_id})"
     if result.timed_out:
         return f"{name}: timed out while {a.phase}: {a.headline}"
     return f"{name}: {a.headline}"
@@ -34,7 +35,11 @@ def explanation(registration: Registration, result: WatchResult) -> list[str]:
             lines.append(f"hint: {failure.hint}")
         for event in failure.events[-EVENTS_SHOWN:]:
             lines.append(f"event: {event.Type}: {event.text}")
-    if a.rollback_to is not None:
+    if result.rollback is not None:
+        lines.append(f"auto-revert: {result.rollback.summary}")
+        if not result.rollback.done:
+            lines.append("(still rolling back when the timeout passed)")
+    elif a.rollback_to is not None:
         lines.append(f"Nomad is rolling back to job version {a.rollback_to} (auto-revert)")
     for label, text in result.logs.items():
         lines.append(f"last lines of {label} stderr:")

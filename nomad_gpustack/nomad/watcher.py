@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..compile.metadata import DOWNLOAD_TASK
@@ -20,9 +20,9 @@ from ..compile.request import GroupRequest
 from ..urls import openai_base_url
 from . import blocking
 from .client import NomadAPI, NomadError, TransientError
-from .explain import node_devices
-from .responses import Allocation, Evaluation
-from .rollout import Assessment, Snapshot, assess
+from .explain import NodeDevices, node_devices
+from .responses import Allocation, Deployment, Evaluation
+from .rollout import Assessment, Rollback, Snapshot, assess, assess_rollback
 
 TERMINAL_EVAL = ("complete", "failed", "canceled")
 LOG_LINES = 20
@@ -43,6 +43,7 @@ class WatchResult:
     timed_out: bool = False
     logs: dict[str, str] = field(default_factory=dict)  # "replica 0 (vllm)" -> last lines of stderr
     endpoints: list[str] = field(default_factory=list)
+    rollback: Rollback | None = None  # followed to its end when Nomad auto-reverts the failed version
     requests: int = 0
 
 
@@ -52,22 +53,23 @@ class _State:
     blocked: Evaluation | None = None
     deployment: Any = None
     allocations: tuple[Allocation, ...] = ()
-    nodes: tuple[Any, ...] = ()
+    nodes: tuple[NodeDevices, ...] | None = None  # None: not listed (yet), or the listing failed
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def _poll(
-    fetch: Callable[[int | None], Awaitable[tuple[Any, int]]],
+    fetch: Callable[[int], Awaitable[tuple[Any, int]]],
     store: Callable[[Any], bool],
     reporter: Reporter,
     what: str,
 ) -> None:
-    """Follow one blocking query until `store` returns False."""
+    """Follow one blocking query until `store` returns False. Its first read has index 0, which Nomad answers
+    at once; as a query with an index, the client leaves retrying it to this loop."""
 
     def retried(exc: Exception, delay: float) -> None:
         reporter.note(f"{exc} while watching {what}; retried after {delay:.1f}s")
 
-    async for value in blocking.follow(lambda i: fetch(i or None), retry_on=TransientError, on_retry=retried):
+    async for value in blocking.follow(fetch, retry_on=TransientError, on_retry=retried):
         if not store(value):
             return
 
@@ -158,7 +160,8 @@ async def watch(
                     and not nodes_fetched
                 ):
                     nodes_fetched = True
-                    state.nodes = tuple(await _node_devices(api, http))
+                    devices = await _node_devices(api, http)
+                    state.nodes = tuple(devices) if devices is not None else None
                     continue
                 if assessment.done and not verified:
                     # The three queries answer independently: before a verdict, read all of them once
@@ -186,30 +189,72 @@ async def watch(
             result.logs = await _failure_logs(api, http, assessment, state.allocations)
         if assessment.phase == "succeeded":
             result.endpoints = await running_endpoints(api, http, assessment)
+        failed = state.deployment
+        if assessment.rollback_to is not None and not timed_out and isinstance(failed, Deployment):
+            remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+            result.rollback = await _follow_rollback(api, http, job_id, failed, assessment, reporter, start, remaining)
+            result.elapsed = time.monotonic() - start
         result.requests = api.requests
         return result
 
 
+async def _follow_rollback(
+    api: NomadAPI,
+    http: Any,
+    job_id: str,
+    failed: Deployment,
+    assessment: Assessment,
+    reporter: Reporter,
+    start: float,
+    timeout: float | None,
+) -> Rollback:
+    """Follow the job's latest deployment until the rollback Nomad started after `failed` ends, or `timeout`
+    seconds pass; the reporter sees each step as phase `rolling-back`."""
+    to_version = assessment.rollback_to if assessment.rollback_to is not None else 0
+    rollback = assess_rollback(to_version, failed, None)
+
+    def show(step: Rollback) -> None:
+        step_view = replace(assessment, phase="rolling-back", headline=step.summary, exit_code=None)
+        reporter.update(step_view, time.monotonic() - start)
+
+    def retried(exc: Exception, delay: float) -> None:
+        reporter.note(f"{exc} while watching the rollback; retried after {delay:.1f}s")
+
+    async def follow() -> None:
+        nonlocal rollback
+        show(rollback)
+        query = lambda i: api.latest_deployment(http, job_id, i)  # noqa: E731
+        async for latest in blocking.follow(query, retry_on=TransientError, on_retry=retried):
+            step = assess_rollback(to_version, failed, latest)
+            if step != rollback:
+                rollback = step
+                show(step)
+            if step.done:
+                return
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(follow(), timeout)
+    reporter.update(assessment, time.monotonic() - start)  # the verdict stands: this version failed
+    return rollback
+
+
 async def _refresh(api: NomadAPI, http: Any, state: _State, job_id: str, eval_id: str | None) -> None:
-    """Plain reads of everything the watch follows (retrying transient errors a few times)."""
-    for attempt in range(5):
-        try:
-            allocs, deployment = await asyncio.gather(
-                api.allocations(http, job_id), api.latest_deployment(http, job_id)
-            )
-            state.allocations, state.deployment = tuple(allocs[0]), deployment[0]
-            if eval_id:
-                state.evaluation = (await api.evaluation(http, eval_id))[0]
-            return
-        except TransientError:
-            await blocking.sleep_backoff(attempt)
+    """Plain reads of everything the watch follows (the client retries them); when they keep failing, the
+    verdict rests on what the blocking queries delivered."""
+    try:
+        allocs, deployment = await asyncio.gather(api.allocations(http, job_id), api.latest_deployment(http, job_id))
+        state.allocations, state.deployment = tuple(allocs[0]), deployment[0]
+        if eval_id:
+            state.evaluation = (await api.evaluation(http, eval_id))[0]
+    except TransientError:
+        return
 
 
-async def _node_devices(api: NomadAPI, http: Any) -> list[Any]:
+async def _node_devices(api: NomadAPI, http: Any) -> list[NodeDevices] | None:
     try:
         return node_devices(await api.nodes(http))
     except NomadError:
-        return []  # listing nodes needs node:read; the explanation works without it
+        return None  # listing nodes needs node:read; the explanation works without it
 
 
 async def _failure_logs(

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from ..answers import foreign_answer, html_page
 from ..nomad import blocking
 from .discovery import DiscoveryError, Endpoint, RoutingTable, build_table, parse_consul_health, parse_consul_services
 
@@ -38,12 +39,18 @@ async def _get_json(client: httpx.AsyncClient, path: str, what: str, params: Map
     except httpx.TransportError as exc:
         raise DiscoveryError(f"cannot reach {what} at {client.base_url}: {exc or type(exc).__name__}") from None
     status = response.status_code
-    if status in (401, 403):
+    content_type = response.headers.get("Content-Type", "")
+    # Consul answers every path we read (an unknown service is an empty list): a 404 means another server.
+    reason = foreign_answer(status, content_type, path, never_missing=lambda _: True)
+    if reason is not None:
         raise DiscoveryError(
-            f"{what} refused the request ({status}: {_first_line(response.text)}); check the ACL token"
+            f"{client.base_url} is not a {what} HTTP API ({reason}); check CONSUL_HTTP_ADDR or --consul-address"
         )
+    text = "an HTML page" if html_page(content_type, response.text) else _first_line(response.text)
+    if status in (401, 403):
+        raise DiscoveryError(f"{what} refused the request ({status}: {text}); check the ACL token")
     if status >= 400:
-        raise DiscoveryError(f"{what} answered {status} to GET {path}: {_first_line(response.text)}")
+        raise DiscoveryError(f"{what} answered {status} to GET {path}: {text}")
     try:
         response.json()
     except ValueError:

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import HintedValueError, InputError, Problem, suggestion
+from ..errors import HintedValueError, InputError, Problem, in_line_order, suggestion
 from .base import AsWritten
 from .yamlsource import Path, SourceMap
 
@@ -244,7 +244,7 @@ def validate(model: type[M], data: Any, source: SourceMap, prefix: Path = ()) ->
     try:
         spec = model.model_validate(data)
     except ValidationError as exc:
-        problems = problems_from(exc, model, source, prefix)
+        problems = list(in_line_order(problems_from(exc, model, source, prefix)))  # the first ten from the top
         if len(problems) > MAX_PROBLEMS:
             rest = len(problems) - MAX_PROBLEMS
             problems = [*problems[:MAX_PROBLEMS], Problem(f"... and {rest} more problems", source.filename)]

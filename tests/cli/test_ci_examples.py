@@ -4,6 +4,7 @@ PATH, against the Nomad double with an ACL token (no Nomad binary can be had her
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,7 +80,7 @@ def test_the_pipeline_checks_plans_and_submits(system: str, nomad: NomadDouble, 
             assert run.returncode == 0, (stage, script, run.stdout[-2000:], run.stderr[-2000:])
             assert TOKEN not in run.stdout + run.stderr
             if stage == "plan":
-                assert run.stdout.count(": new job") == examples
+                assert len(re.findall(r"^\+ Job: \"", run.stdout, re.M)) == examples, "a new job each"
     assert '"ok": true' in (checkout / "result.json").read_text()
     registered = {r.path for r in nomad.requests if r.method == "POST" and r.path.startswith("/v1/job/")}
     assert len([p for p in registered if p.count("/") == 3]) == examples

@@ -101,6 +101,7 @@ USAGE_ERRORS = {
     "missing argument": (["render"], "Missing argument 'DEPLOYMENT...'"),
     "bad choice": (["validate", str(EXAMPLE), "--output", "yaml"], "invalid choice: 'yaml' (choose from text, json)"),
     "not a number": (["logs", "x", "--tail", "many"], "'many' is not a valid integer"),
+    "negative lines": (["logs", "x", "--tail", "-1"], "-1 is not in the range x>=0"),
     "missing file": (["status", "--ca-cert", "/nonexistent/ca.pem"], "'/nonexistent/ca.pem' does not exist"),
     "unknown command": (["rendr"], "No such command 'rendr'"),
     "missing command": (["backends"], "Missing command"),

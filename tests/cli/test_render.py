@@ -60,11 +60,25 @@ def test_nothing_is_written_when_one_deployment_is_bad(tmp_path: Path) -> None:
     assert existing.read_text() == "previous"
 
 
-def test_duplicate_job_ids_are_refused(tmp_path: Path) -> None:
+def test_duplicate_job_ids_are_refused_with_both_places(tmp_path: Path) -> None:
     a = write(tmp_path, "a.yaml", GOOD)
-    b = write(tmp_path, "b.yaml", GOOD.replace("tiny.gguf", "other.gguf"))
-    run = nomadgs("validate", a, b)
-    assert run.code == 2 and "job 'tiny' is also produced by" in run.err
+    b = write(tmp_path, "b.yaml", "# the same model, from another file\n" + GOOD.replace("tiny.gguf", "other.gguf"))
+    c = write(tmp_path, "c.yaml", "name: other\nlocal_path: c.gguf\nbackend: llama.cpp\nnomad:\n  job_id: tiny\n")
+    run = nomadgs("validate", a, b, c)
+    assert run.code == 2
+    assert run.err.splitlines() == [
+        f"error: {b}:2:7: name: job 'tiny' is also produced by {a}:1 (give the models different names, or set "
+        "nomad.job_id)",
+        f"error: {c}:5:11: nomad.job_id: job 'tiny' is also produced by {a}:1 (give the models different names, "
+        "or set nomad.job_id)",
+    ]
+
+
+def test_problems_are_printed_in_line_order(tmp_path: Path) -> None:
+    bad = write(tmp_path, "bad.yaml", "name: tiny\nnomad:\n  gpus: -1\nlocal_path: t.gguf\nreplicas: -2\nbogus: 1\n")
+    run = nomadgs("validate", bad)
+    assert run.code == 2
+    assert [line.split(":")[2] for line in run.err.splitlines()] == ["3", "5", "6"], run.err
 
 
 BAD_INPUTS = {
@@ -173,3 +187,51 @@ def test_many_problems_are_capped(tmp_path: Path) -> None:
     assert run.code == 2
     lines = run.err.strip().splitlines()
     assert len(lines) == 11 and lines[-1] == "error: many.yaml: ... and 5 more problems"
+
+
+@pytest.mark.parametrize("where", ["under a file", "a read-only place"])
+def test_an_unwritable_output_is_one_line_of_bad_input(tmp_path: Path, where: str) -> None:
+    blocker = write(tmp_path, "blocker", "a file")
+    target = blocker / "job.json" if where == "under a file" else Path("/proc/nomadgs-job.json")
+    run = nomadgs("render", EXAMPLE, "-o", target)
+    assert run.code == 2 and "Traceback" not in run.err, run.err
+    (line,) = run.err.splitlines()
+    assert line.startswith(f"error: {target}: cannot write")
+    assert blocker.read_text() == "a file"
+
+
+def test_a_full_disk_leaves_no_file_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+    import os
+
+    from nomad_gpustack.cli import main
+
+    real_fsync = os.fsync
+    calls: list[int] = []
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:  # the second job file does not fit
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    second = write(tmp_path, "b.yaml", GOOD)
+    out = tmp_path / "jobs"
+    assert main(["render", str(EXAMPLE), str(second), "-o", str(out)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "cannot write the file: No space left on device" in line
+    assert list(out.iterdir()) == [], "neither the first file nor a temporary one is left"
+
+
+def test_a_file_name_for_several_deployments_is_refused(tmp_path: Path) -> None:
+    second = write(tmp_path, "b.yaml", GOOD)
+    target = tmp_path / "out.json"
+    run = nomadgs("render", EXAMPLE, second, "-o", target)
+    assert run.code == 2 and not target.exists(), "no folder named out.json"
+    (line,) = run.err.splitlines()
+    assert f"several deployments need --output FOLDER, and '{target}' names a file" in line
+    assert nomadgs("render", EXAMPLE, second, "-o", f"{tmp_path / 'jobs.d'}/").code == 0, "a trailing / is a folder"
+    assert len(list((tmp_path / "jobs.d").iterdir())) == 2

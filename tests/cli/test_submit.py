@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ..support.components import ROOT
@@ -91,11 +92,23 @@ def test_placement_failure_is_explained() -> None:
     assert run.code == 3, run.err
     assert (
         "cannot place 2 of 2 replicas: no node has 2 × nvidia/gpu (NVIDIA A100-SXM4-80GB) with ≥ 40 GiB: "
-        "1 node has GPUs, 24 GiB"
+        "1 node has GPUs (NVIDIA A10), 24 GiB"
     ) in run.err
-    assert "had no free matching devices" in run.err
+    assert "3 nodes have no device that matches the request (devices: no devices match request)" in run.err
     assert "--wait-for-capacity" in run.err
     assert "Traceback" not in run.err
+
+
+def test_a_missing_device_plugin_is_explained_without_contradiction(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.placement_failure()  # the double's one node reports no device
+    run = submit(nomad, TP2)
+    assert run.code == 3, run.err
+    assert (
+        "no node has 2 × nvidia/gpu (NVIDIA A100-SXM4-80GB) with ≥ 40 GiB: no node reports any nvidia/gpu device "
+        "(is nomad-device-nvidia installed on the clients?)"
+    ) in run.err
+    assert "3 nodes have no nvidia/gpu device (devices: no devices match request)" in run.err
+    assert "free" not in run.err
 
 
 def test_blocked_evaluation_is_waiting_for_capacity_not_success(nomad: NomadDouble) -> None:
@@ -107,6 +120,19 @@ def test_blocked_evaluation_is_waiting_for_capacity_not_success(nomad: NomadDoub
     nomad.default_scenario = scenarios.placement_failure()
     run = nomadgs("submit", LLAMA_CPU, "--timeout", "1s", "--wait-for-capacity", env={"NOMAD_ADDR": nomad.address})
     assert run.code == 4 and "timed out while waiting-capacity" in run.err
+
+
+def test_zero_replicas_succeed_at_once(nomad: NomadDouble, tmp_path: Path) -> None:
+    nomad.default_scenario = scenarios.rollout()
+    zero = tmp_path / "zero.yaml"
+    zero.write_text(LLAMA_CPU.read_text().replace("replicas: 2", "replicas: 0"))
+    env = {"NOMAD_ADDR": nomad.address}
+    run = nomadgs("submit", zero, "--timeout", "20s", env=env)
+    assert run.code == 0, run.err
+    assert "replicas is 0: the job is registered and runs no replica, so there is nothing to wait for" in run.out
+    run = nomadgs("submit", zero, "--timeout", "20s", "--output", "json", env=env)
+    (result,) = json.loads(run.out)["results"]
+    assert (run.code, result["status"], result["replicas"]) == (0, "succeeded", [])
 
 
 def test_image_pull_failure(nomad: NomadDouble) -> None:
@@ -139,20 +165,35 @@ def test_oom_kill(nomad: NomadDouble) -> None:
     assert "ran out of memory and was killed (limit 24 GiB)" in result["message"]
 
 
-def test_unhealthy_past_the_deadline_with_auto_revert(nomad: NomadDouble) -> None:
+def test_unhealthy_past_the_deadline_with_auto_revert(nomad: NomadDouble, tmp_path: Path) -> None:
     nomad.default_scenario = scenarios.rollout()
     assert submit(nomad, VLLM).code == 0
-    changed = VLLM.read_text().replace("--max-model-len 16384", "--max-model-len 32768")
-    second = Path(os.environ.get("TMPDIR", "/tmp")) / f"nomadgs-unhealthy-{os.getpid()}.yaml"
-    second.write_text(changed)
-    try:
-        nomad.default_scenario = scenarios.unhealthy(rollback_to=0)
-        run = submit(nomad, second)
-    finally:
-        second.unlink()
+    second = tmp_path / "longer-context.yaml"
+    second.write_text(VLLM.read_text().replace("--max-model-len 16384", "--max-model-len 32768"))
+    nomad.default_scenario = scenarios.unhealthy(rollback_to=0)
+    run = submit(nomad, second, "--output", "json")
     assert run.code == 1, run.err
-    assert "did not answer 200 within 30m" in run.err
-    assert "rolling back to job version 0" in run.err
+    (result,) = json.loads(run.out)["results"]
+    assert "did not answer 200 within 30m" in " ".join(result["details"])
+    assert result["rollback_to_version"] == 0
+    rollback = result["rollback"]
+    assert (rollback["to_version"], rollback["job_version"], rollback["status"]) == (0, 2, "successful")
+    assert (rollback["healthy"], rollback["desired"]) == (1, 1)
+    assert "rolling-back: " in run.err, "the rollback's progress is shown while it runs"
+
+
+def test_a_rollback_that_fails_too_is_reported(nomad: NomadDouble, tmp_path: Path) -> None:
+    nomad.default_scenario = scenarios.rollout()
+    assert submit(nomad, VLLM).code == 0
+    second = tmp_path / "longer-context.yaml"
+    second.write_text(VLLM.read_text().replace("--max-model-len 16384", "--max-model-len 32768"))
+    nomad.default_scenario = scenarios.unhealthy(rollback_to=0, then=scenarios.unhealthy())
+    run = submit(nomad, second)
+    assert run.code == 1, run.err
+    assert (
+        "auto-revert: Nomad rolled back to job version 0 (registered again as version 2), and the rollback failed "
+        "too: Failed due to progress deadline - no stable job version to auto revert to"
+    ) in run.err
 
 
 def test_server_errors_and_dropped_connections_are_retried(nomad: NomadDouble) -> None:
@@ -166,6 +207,71 @@ def test_server_errors_and_dropped_connections_are_retried(nomad: NomadDouble) -
     assert "sending it again" in run.err
     versions = nomad.job_versions(VLLM_JOB)
     assert len(versions) == 1, "the job was registered exactly once"
+
+
+def test_a_leader_election_after_the_register_does_not_end_submit(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout()
+    nomad.faults.drop(rf"^/v1/job/{VLLM_JOB}$", method="GET")  # before the register
+    nomad.after_request(  # the register is answered, then the next reads of the job fail
+        "POST",
+        rf"^/v1/job/{VLLM_JOB}$",
+        lambda: nomad.faults.fail(rf"^/v1/job/{VLLM_JOB}$", 500, count=2, body="No cluster leader", method="GET"),
+    )
+    run = submit(nomad, VLLM)
+    assert run.code == 0, run.err
+    assert "warning: Nomad answered 500: No cluster leader; trying again in" in run.err
+    assert "registered version 0" in run.err
+    assert len(nomad.job_versions(VLLM_JOB)) == 1
+
+
+def test_giving_up_after_the_register_says_the_job_is_registered(nomad: NomadDouble) -> None:
+    from nomad_gpustack.nomad import runner
+    from nomad_gpustack.nomad.client import NomadAPI
+    from nomad_gpustack.settings import NomadSettings
+
+    from ..support.helpers import compile_yaml
+
+    compiled = compile_yaml(VLLM.read_text())
+    nomad.default_scenario = scenarios.manual()
+    nomad.after_request(
+        "POST",
+        rf"^/v1/job/{VLLM_JOB}$",
+        lambda: nomad.faults.fail(rf"^/v1/job/{VLLM_JOB}$", 500, count=1000, body="No cluster leader", method="GET"),
+    )
+    notes: list[str] = []
+
+    class Notes:
+        def info(self, message: str) -> None:
+            notes.append(message)
+
+        warning = info
+
+    api = NomadAPI(NomadSettings(address=nomad.address), retry_for=1.0)
+    with pytest.raises(runner.AfterRegistration) as caught:
+        runner.submit(api, compiled, force=False, notes=Notes())
+    message = str(caught.value)
+    assert message.startswith(f"{VLLM_JOB} is registered on Nomad, but reading it back failed: Nomad answered 500")
+    assert "(tried" in message and f"follow it with `nomadgs status {VLLM_JOB}`" in message
+    assert caught.value.exit_code == 1
+    assert len(nomad.job_versions(VLLM_JOB)) == 1
+
+
+def test_every_command_retries_its_reads(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout(stdout="INFO: ready\n")
+    env = {"NOMAD_ADDR": nomad.address}
+    assert submit(nomad, LLAMA_CPU).code == 0
+    job = "qwen2-5-0-5b-instruct-gguf"
+    nomad.faults.fail(r"^/v1/jobs$", 500, body="No cluster leader")
+    nomad.faults.fail(rf"^/v1/job/{job}/allocations$", 500, body="No cluster leader")
+    assert nomadgs("status", env=env).code == 0
+    nomad.faults.drop(r"^/v1/client/fs/logs/")
+    run = nomadgs("logs", job, env=env)
+    assert run.code == 0 and "INFO: ready" in run.out, run.err
+    nomad.faults.fail(rf"^/v1/job/{job}/plan$", 500, body="No cluster leader")
+    assert nomadgs("plan", LLAMA_CPU, env=env).code == 0
+    nomad.faults.fail(rf"^/v1/job/{job}$", 500, body="No cluster leader", method="GET")
+    run = nomadgs("stop", job, env=env)
+    assert run.code == 0 and "No cluster leader; trying again" in run.err
 
 
 def test_concurrent_job_modification_is_detected(nomad: NomadDouble) -> None:
@@ -283,7 +389,7 @@ def test_plan_exit_codes(nomad: NomadDouble) -> None:
     env = {"NOMAD_ADDR": nomad.address}
     nomad.default_scenario = scenarios.rollout()
     run = nomadgs("plan", VLLM, env=env)
-    assert run.code == 1 and "new job" in run.out and "place 1" in run.out
+    assert run.code == 1 and run.out.startswith(f'+ Job: "{VLLM_JOB}"\n+ Task Group: "inference" (1 create)\n')
     assert submit(nomad, VLLM).code == 0
     run = nomadgs("plan", VLLM, "--output", "json", env=env)
     assert run.code == 0 and json.loads(run.out)["diff"] == "None"
@@ -291,6 +397,33 @@ def test_plan_exit_codes(nomad: NomadDouble) -> None:
     assert run.code == 255
     run = nomadgs("plan", VLLM, env={"NOMAD_ADDR": "http://127.0.0.1:9"})
     assert run.code == 255 and "cannot reach Nomad" in run.err
+
+
+def test_plan_shows_what_changes_field_by_field(nomad: NomadDouble, tmp_path: Path) -> None:
+    nomad.default_scenario = scenarios.rollout()
+    assert submit(nomad, VLLM).code == 0
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(VLLM.read_text().replace("--max-model-len 16384", "--max-model-len 32768"))
+    env = {"NOMAD_ADDR": nomad.address}
+    run = nomadgs("plan", edited, env=env)
+    assert run.code == 1, run.err
+    assert run.out.startswith(
+        f'+/- Job: "{VLLM_JOB}"\n'
+        '+/- Task Group: "inference" (1 create/destroy update)\n'
+        '      Task: "download-model"\n'
+        '  +/- Task: "vllm" (forces create/destroy update)\n'
+        "    +/- Config {\n"
+    ), run.out
+    assert '      +/- args[9]:            "--max-model-len=16384" => "--max-model-len=32768"\n' in run.out
+    assert '          image:              "vllm/vllm-openai:v0.19.0"\n' in run.out, "unchanged fields as context"
+    assert "Scheduler dry-run:\n- All tasks successfully allocated.\n- Destructive update:" in run.out
+    data = json.loads(nomadgs("plan", edited, "--output", "json", env=env).out)
+    (group,) = data["job_diff"]["TaskGroups"]
+    task = next(t for t in group["Tasks"] if t["Name"] == "vllm")
+    (config,) = task["Objects"]
+    assert {"Type": "Edited", "Name": "args[9]", "Old": "--max-model-len=16384", "New": "--max-model-len=32768",
+            "Annotations": None} in config["Fields"]  # fmt: skip
+    assert (data["diff"], group["Updates"]) == ("Edited", {"create/destroy update": 1})
 
 
 def test_resubmitting_an_unchanged_job_registers_nothing(nomad: NomadDouble) -> None:
@@ -308,6 +441,12 @@ def test_foreign_jobs_are_not_replaced_without_force(nomad: NomadDouble) -> None
     nomad.modify_job(VLLM_JOB, meta={"nomadgs_managed": "false"})
     run = submit(nomad, VLLM)
     assert run.code == 2 and "was not created by nomadgs" in run.err and "--force" in run.err
+    plan = nomadgs("plan", VLLM, env={"NOMAD_ADDR": nomad.address})
+    assert plan.code == 1, plan.err
+    assert f"warning: job '{VLLM_JOB}' exists on Nomad but was not created by nomadgs" in plan.err
+    assert plan.out.endswith(f"nomadgs submit --force {VLLM}\n"), "the suggested submit is one that works"
+    data = json.loads(nomadgs("plan", VLLM, "--output", "json", env={"NOMAD_ADDR": nomad.address}).out)
+    assert data["foreign"] is True
 
 
 def test_status_logs_and_stop(nomad: NomadDouble) -> None:
@@ -362,3 +501,63 @@ def test_logs_follow_streams_new_lines(nomad: NomadDouble) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_reader_that_leaves_early_ends_status_and_logs_quietly(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout(stdout="".join(f"INFO: line {i}\n" for i in range(5000)))
+    assert submit(nomad, LLAMA_CPU).code == 0
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}, "NOMAD_ADDR": nomad.address}
+    job = "qwen2-5-0-5b-instruct-gguf"
+    for args in (["status"], ["status", job, "--output", "json"], ["logs", job, "--tail", "5000"], ["logs", job, "-f"]):
+        read, write = os.pipe()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nomad_gpustack", *args], stdout=write, stderr=subprocess.PIPE, cwd=ROOT, env=env
+        )
+        os.close(write)
+        os.close(read)  # like `| head -0`: the reader is gone before the first byte
+        _, err = proc.communicate(timeout=60)
+        assert (proc.returncode, err) == (0, b""), args
+
+
+def test_status_shows_stopped_jobs_whole_backend_names_and_foreign_jobs_honestly(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout()
+    env = {"NOMAD_ADDR": nomad.address}
+    assert submit(nomad, ROOT / "examples" / "tei-bge-m3-embeddings.yaml", VLLM).code == 0
+    assert nomadgs("stop", VLLM_JOB, env=env).code == 0
+    foreign = {"ID": "web", "Name": "web", "Type": "service", "Datacenters": ["dc1"], "TaskGroups": [
+        {"Name": "web", "Count": 1, "Tasks": [{"Name": "web", "Driver": "docker", "Config": {"image": "nginx"}}]}
+    ]}  # fmt: skip
+    httpx.post(f"{nomad.address}/v1/jobs", json={"Job": foreign}).raise_for_status()
+    header, *rows = nomadgs("status", env=env).out.splitlines()
+    assert header.split() == ["MODEL", "JOB", "BACKEND", "VER", "STATUS", "HEALTHY", "ENDPOINT"]
+    bge = next(r for r in rows if r.startswith("bge-m3"))
+    assert "Text-Embeddings-Inference CPU-1.9" in bge and " running " in bge and " 1/1 " in bge
+    stopped = next(r for r in rows if r.startswith("Qwen2.5-7B-Instruct")).split()
+    assert stopped[-3:] == ["stopped", "-", "-"], "a stopped job says so, not 0/1"
+    assert not any(r.startswith("web") for r in rows), "the listing shows the models nomadgs deployed"
+    detail = nomadgs("status", "web", env=env)
+    assert detail.code == 0 and detail.out.startswith("model      none: job web was not created by nomadgs\n")
+    data = json.loads(nomadgs("status", "web", "--output", "json", env=env).out)
+    assert (data["managed"], data["model"], data["backend"], data["status"]) == (False, None, "", "running")
+
+
+def test_ctrl_c_ends_logs_follow_with_130(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout(stdout="INFO: ready\n")
+    assert submit(nomad, VLLM).code == 0
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}, "NOMAD_ADDR": nomad.address}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nomad_gpustack", "logs", VLLM_JOB, "-f"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "INFO: ready\n"
+        proc.send_signal(2)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err

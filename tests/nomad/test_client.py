@@ -34,8 +34,8 @@ def nomad() -> Iterator[NomadDouble]:
         yield double
 
 
-def api_for(nomad: NomadDouble, **settings: str) -> NomadAPI:
-    return NomadAPI(NomadSettings(address=nomad.address, **settings))  # type: ignore[arg-type]
+def api_for(nomad: NomadDouble, retry_for: float = 60.0, **settings: str) -> NomadAPI:
+    return NomadAPI(NomadSettings(address=nomad.address, **settings), retry_for=retry_for)  # type: ignore[arg-type]
 
 
 def test_register_plan_and_read_back(nomad: NomadDouble) -> None:
@@ -115,7 +115,7 @@ def test_error_statuses_map_to_the_hierarchy(
     nomad: NomadDouble, status: int, body: str, kind: type[NomadError], code: int, words: str
 ) -> None:
     nomad.faults.fail(r"^/v1/job/", status=status, body=body, count=2)
-    api = api_for(nomad)
+    api = api_for(nomad, retry_for=0)  # no time to retry a 500
     with pytest.raises(kind) as caught:
         api.job("anything")
     assert caught.value.exit_code == code and words in str(caught.value)
@@ -145,3 +145,42 @@ def test_a_token_is_sent_as_a_header_and_never_in_the_url() -> None:
         (request,) = nomad.requests
         assert "s3cret" not in request.path + json.dumps(request.query)
         assert "s3cret" not in repr(api.settings)
+
+
+def test_reads_retry_passing_failures_and_say_how_long_they_tried(nomad: NomadDouble) -> None:
+    heard: list[str] = []
+    api = NomadAPI(NomadSettings(address=nomad.address), retry_for=60, on_retry=heard.append)
+    nomad.faults.fail(r"^/v1/job/", status=500, body="No cluster leader", count=2)
+    nomad.faults.drop(r"^/v1/job/", count=1)
+    assert api.job("missing") is None, "two 500s and a dropped connection, then the answer"
+    assert len(heard) == 3 and "No cluster leader; trying again in" in heard[0]
+
+    async def plain_read() -> None:
+        async with api.async_client() as http:
+            await api.allocations(http, "missing")
+
+    nomad.faults.fail(r"/allocations$", status=503, body="rpc error: eof", count=1)
+    asyncio.run(plain_read())
+    assert "rpc error: eof" in heard[-1], "the httpx reads retry too"
+
+    impatient = NomadAPI(NomadSettings(address=nomad.address), retry_for=1.0)
+    nomad.faults.fail(r"^/v1/jobs$", status=500, body="No cluster leader", count=1000)
+    with pytest.raises(TransientError, match=r"No cluster leader \(tried \d+ times over [01]s\)"):
+        impatient.jobs()
+
+
+def test_an_address_that_never_answered_is_not_retried() -> None:
+    heard: list[str] = []
+    api = NomadAPI(NomadSettings(address=f"http://127.0.0.1:{free_port()}"), on_retry=heard.append)
+    with pytest.raises(NomadUnavailable, match="connection refused"):
+        api.job("x")
+    assert heard == [], "connection refused from an address that never answered fails at once"
+
+
+def test_writes_are_not_retried(nomad: NomadDouble) -> None:
+    job = compile_yaml(EXAMPLE).job
+    api = api_for(nomad)
+    nomad.faults.fail(rf"^/v1/job/{job['ID']}$", status=500, body="No cluster leader", method="POST")
+    with pytest.raises(TransientError):
+        api.register(job, modify_index=0)
+    assert sum(1 for r in nomad.requests if r.method == "POST") == 1

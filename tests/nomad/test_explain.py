@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from nomad_gpustack.compile.request import GroupRequest
 from nomad_gpustack.errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
 from nomad_gpustack.nomad.explain import node_devices, placement_failure, task_failure
 from nomad_gpustack.nomad.responses import Allocation, AllocMetric, Deployment, Evaluation, TaskState
-from nomad_gpustack.nomad.rollout import Snapshot, assess
+from nomad_gpustack.nomad.rollout import Snapshot, assess, assess_rollback
 
 REQUEST = GroupRequest(
     group="inference",
@@ -67,38 +69,89 @@ def test_the_reference_sample_evaluation_parses_with_nulls() -> None:
     assert lines == ["cannot place 1 of 1 replica: no ready node in datacenter dc1"]
 
 
-def test_no_node_with_enough_gpu_memory_is_said_plainly() -> None:
-    metric = AllocMetric(
-        NodesEvaluated=3,
-        NodesExhausted=3,
-        CoalescedFailures=1,
-        DimensionExhausted={"devices: no devices match request": 3},
-    )
-    nodes = node_devices(
+def listing(nodes: int, gpus: int = 0, model: str = "NVIDIA A10", memory_gib: int = 24) -> list[dict[str, Any]]:
+    """`/v1/nodes?resources=true`: `nodes` nodes with `gpus` GPUs each (0: the device plugin reports none)."""
+    group = {
+        "Vendor": "nvidia",
+        "Type": "gpu",
+        "Name": model,
+        "Instances": [{"ID": f"GPU-{i}"} for i in range(gpus)],
+        "Attributes": {"memory": {"Int": memory_gib, "Unit": "GiB"}},
+    }
+    return [{"Name": f"gpu-{i}", "NodeResources": {"Devices": [group] if gpus else []}} for i in range(nodes)]
+
+
+NO_MATCH = {"DimensionExhausted": {"devices: no devices match request": 3}, "NodesExhausted": 3}
+MISSING = {"ConstraintFiltered": {"missing devices": 3}, "NodesFiltered": 3}
+HEAD = "cannot place 2 of 2 replicas: no node has 2 × nvidia/gpu with ≥ 40 GiB"
+PLUGIN = "no node reports any nvidia/gpu device (is nomad-device-nvidia installed on the clients?)"
+
+PLACEMENT_SCENARIOS = {
+    "plugin missing, the scheduler found no match": (
+        NO_MATCH,
+        listing(3),
+        [f"{HEAD}: {PLUGIN}", "3 nodes have no nvidia/gpu device (devices: no devices match request)"],
+    ),
+    "plugin missing, the nodes were filtered": (
+        MISSING,
+        listing(3),
         [
-            {
-                "Name": f"gpu-{i}",
-                "NodeResources": {
-                    "Devices": [
-                        {
-                            "Vendor": "nvidia",
-                            "Type": "gpu",
-                            "Name": "NVIDIA A10",
-                            "Instances": [{"ID": "a"}, {"ID": "b"}],
-                            "Attributes": {"memory": {"Int": 24, "Unit": "GiB"}},
-                        }
-                    ]
-                },
-            }
-            for i in range(3)
-        ]
-    )
-    lines = placement_failure(REQUEST, metric, nodes)
-    assert (
-        lines[0]
-        == "cannot place 2 of 2 replicas: no node has 2 × nvidia/gpu with ≥ 40 GiB: 3 nodes have GPUs, all 24 GiB"
-    )
-    assert "3 nodes had no free matching devices (devices: no devices match request)" in lines
+            f"{HEAD}: {PLUGIN}",
+            "3 nodes excluded by missing devices (they report no nvidia/gpu device: install nomad-device-nvidia "
+            "in the clients' plugin_dir)",
+        ],
+    ),
+    "GPUs too small": (
+        NO_MATCH,
+        listing(3, gpus=2),
+        [
+            f"{HEAD}: 3 nodes have GPUs, all 24 GiB",
+            "3 nodes have no device that matches the request (devices: no devices match request)",
+        ],
+    ),
+    "too few GPUs on one node": (
+        MISSING,
+        listing(3, gpus=1, model="NVIDIA A100-SXM4-80GB", memory_gib=80),
+        [
+            f"{HEAD}: 3 nodes have GPUs, all 80 GiB; the most on one node is 1",
+            "3 nodes excluded by missing devices (no device there matches the request)",
+        ],
+    ),
+    "the GPUs asked for are in use": (
+        NO_MATCH,
+        listing(1, gpus=2, model="NVIDIA A100-SXM4-80GB", memory_gib=80),
+        [
+            f"{HEAD} free: 1 node has them, all in use by other allocations",
+            "3 nodes had no free matching device (devices: no devices match request)",
+        ],
+    ),
+    "no node listing (no node:read)": (
+        NO_MATCH,
+        None,
+        [f"{HEAD} available", "3 nodes had no matching device available (devices: no devices match request)"],
+    ),
+    "a listing without NodeResources (Nomad < 1.6)": (
+        MISSING,
+        [{"Name": "gpu-0"}, {"Name": "gpu-1"}],
+        [
+            f"{HEAD} available",
+            "3 nodes excluded by missing devices (no device there matches the request: is nomad-device-nvidia "
+            "installed there?)",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", PLACEMENT_SCENARIOS)
+def test_every_device_sentence_comes_from_the_same_facts(scenario: str) -> None:
+    fields, nodes, expected = PLACEMENT_SCENARIOS[scenario]
+    metric = AllocMetric(NodesEvaluated=3, CoalescedFailures=1, **fields)
+    devices = node_devices(nodes) if nodes is not None else None
+    assert placement_failure(REQUEST, metric, devices) == expected
+    # Whatever the scenario: "there are none" and "they are busy" are never said together.
+    text = " ".join(expected)
+    assert not ("no node reports" in text and "free" in text)
+    assert not ("install" in text and "have GPUs" in text)
 
 
 def test_filtered_constraints_get_hints() -> None:
@@ -258,3 +311,18 @@ def test_assessment_of_failures() -> None:
     old = alloc(JobVersion=0, DeploymentStatus={"Healthy": True}, TaskStates={"vllm": {"State": "running"}})
     a = assess(snapshot(allocations=(old,), deployment=Deployment(ID="d", JobVersion=1, Status="running")), request)
     assert a.replicas[0].state == "pending", "allocations of the previous version do not count"
+
+
+def test_rollback_assessment_follows_the_deployment_after_the_failed_one() -> None:
+    failed = Deployment(ID="d1", JobVersion=1, Status="failed", StatusDescription="... rolling back to job version 0")
+    assert assess_rollback(0, failed, failed).status == "waiting", "the failed deployment is not the rollback"
+    older = Deployment(ID="d0", JobVersion=0, Status="successful")
+    assert assess_rollback(0, failed, older).status == "waiting"
+    groups = {"inference": {"DesiredTotal": 2, "HealthyAllocs": 1}}
+    running = Deployment.model_validate({"ID": "d2", "JobVersion": 2, "Status": "running", "TaskGroups": groups})
+    step = assess_rollback(0, failed, running)
+    assert (step.job_version, step.done, step.healthy, step.desired) == (2, False, 1, 2)
+    assert step.summary == "Nomad is rolling back to job version 0 (registered again as version 2): 1/2 healthy"
+    done = running.model_copy(update={"Status": "failed", "StatusDescription": "Failed due to progress deadline"})
+    step = assess_rollback(0, failed, done)
+    assert step.done and step.summary.endswith("and the rollback failed too: Failed due to progress deadline")

@@ -163,6 +163,16 @@ def test_backends_cli_list_and_show() -> None:
     assert "Traceback" not in unknown.err
 
 
+def test_the_built_in_custom_backend_shows_what_it_accepts() -> None:
+    for name in ("Custom", "custom"):
+        shown = nomadgs("backends", "show", name)
+        assert shown.code == 0, shown.err
+        assert shown.out.startswith("# built in: GPUStack's Custom backend has no backend file\nbackend_name: Custom\n")
+    data = json.loads(nomadgs("backends", "show", "Custom", "--format", "json").out)
+    assert data["built_in"] is True and "required" in data["deployment_keys"]["image_name"]
+    assert "{{model_path}}" in data["placeholders"] and "cuda" in data["frameworks"]
+
+
 def test_user_backends_override_builtin_ones(tmp_path: Path) -> None:
     override = tmp_path / "vllm.yaml"
     override.write_text(

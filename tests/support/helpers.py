@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +73,42 @@ def compile_yaml(data: dict[str, Any] | str, *backend_texts: str) -> Compiled:
 
 def main_task(compiled: Compiled) -> Any:
     return compiled.job["TaskGroups"][0]["Tasks"][-1]
+
+
+PAGE = """<!DOCTYPE html>
+<html>
+<head><title>Welcome</title></head>
+<body>
+<h1>It works</h1>
+<p>This is not the page you are looking for.</p>
+</body>
+</html>
+"""
+
+
+@contextmanager
+def web_page(status: int = 404) -> Iterator[str]:
+    """A web server on 127.0.0.1 that answers every request with an HTML page and `status` (a wrong address)."""
+
+    class Page(BaseHTTPRequestHandler):
+        def _page(self) -> None:
+            body = PAGE.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _page
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

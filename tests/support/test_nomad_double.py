@@ -326,29 +326,59 @@ def test_plan_diff_types_and_desired_updates(nomad: NomadDouble, api: httpx.Clie
 
 
 def test_plan_field_diff_is_contextual_and_shaped_like_nomads(nomad: NomadDouble, api: httpx.Client) -> None:
+    """nomad/structs/diff.go with contextual=true and scheduler/annotate.go: a job's, group's or task's own
+    fields are listed only when they change; an edited object lists its unchanged fields too; equal objects are
+    left out; Count and tasks carry the scheduler's annotations."""
     register(api, make_job(count=2))
     wait_deployment(nomad, "web", "successful")
-    diff = api.put("/v1/job/web/plan", json={"Job": make_job(count=3, image="redis:8", meta="2"), "Diff": True}).json()[
-        "Diff"
-    ]
+    edited = make_job(count=3, image="redis:8", meta="2")
+    edited["TaskGroups"][0]["Tasks"][0]["Resources"]["MemoryMB"] = 2048
+    diff = api.put("/v1/job/web/plan", json={"Job": edited, "Diff": True}).json()["Diff"]
     assert diff["Type"] == "Edited" and diff["ID"] == "web"
-    fields = {f["Name"]: f for f in diff["Fields"]}
-    assert fields["Meta[revision]"] == {"Type": "Edited", "Name": "Meta[revision]", "Old": "1", "New": "2",
-                                        "Annotations": None}  # fmt: skip
-    assert fields["Priority"]["Type"] == "None" and fields["Priority"]["New"] == "50", "unchanged fields as context"
-    assert "Version" not in fields and "JobModifyIndex" not in fields, "server-set fields are not compared"
+    assert diff["Fields"] == [{"Type": "Edited", "Name": "Meta[revision]", "Old": "1", "New": "2",
+                               "Annotations": None}], "unchanged job fields (Priority ...) are not listed"  # fmt: skip
     (group,) = diff["TaskGroups"]
     assert group["Type"] == "Edited" and group["Updates"] == {"create": 1, "create/destroy update": 2}
-    assert {"Type": "Edited", "Name": "Count", "Old": "2", "New": "3", "Annotations": None} in group["Fields"]
+    assert group["Fields"] == [
+        {"Type": "Edited", "Name": "Count", "Old": "2", "New": "3", "Annotations": ["forces create"]}
+    ]
     (task,) = group["Tasks"]
     assert task["Name"] == "backend" and task["Annotations"] == ["forces create/destroy update"]
-    (config,) = [o for o in task["Objects"] if o["Name"] == "Config"]
-    config_fields = {f["Name"]: (f["Type"], f["Old"], f["New"]) for f in config["Fields"]}
+    objects = {o["Name"]: o for o in task["Objects"]}
+    assert set(objects) == {"Config", "Resources"}, "equal objects (the service, LogConfig) are left out"
+    config_fields = {f["Name"]: (f["Type"], f["Old"], f["New"]) for f in objects["Config"]["Fields"]}
     assert config_fields["image"] == ("Edited", "redis:7", "redis:8")
-    assert config_fields["args[0]"] == ("None", "--port", "--port")
-    assert not [o for o in task["Objects"] if o["Name"] == "Resources"], "equal objects are left out"
+    assert config_fields["args[0]"] == ("None", "--port", "--port"), "an edited object keeps its context"
+    resources = {f["Name"]: (f["Type"], f["Old"], f["New"]) for f in objects["Resources"]["Fields"]}
+    assert resources["MemoryMB"] == ("Edited", "1024", "2048") and resources["CPU"] == ("None", "500", "500")
+    assert resources["DiskMB"] == ("None", "0", "0"), "zero values are fields too, as in Go's flatmap"
     same = api.put("/v1/job/web/plan", json={"Job": make_job(count=2), "Diff": True}).json()["Diff"]
-    assert same["Type"] == "None" and all(f["Type"] == "None" for f in same["Fields"])
+    assert same["Type"] == "None" and same["Fields"] is None
+    assert [(g["Type"], g["Updates"]) for g in same["TaskGroups"]] == [("None", {"ignore": 2})]
+
+
+def test_plan_diff_of_services_and_in_place_changes(nomad: NomadDouble, api: httpx.Client) -> None:
+    register(api, make_job())
+    wait_deployment(nomad, "web", "successful")
+    tagged = make_job()
+    service = tagged["TaskGroups"][0]["Services"][0]
+    service["Tags"] = ["v2"]
+    service["Checks"][0]["Path"] = "/health"
+    task = api.put("/v1/job/web/plan", json={"Job": tagged, "Diff": True}).json()["Diff"]["TaskGroups"][0]
+    (service_diff,) = task["Objects"]
+    assert (service_diff["Type"], service_diff["Name"]) == ("Edited", "Service")
+    assert {"Type": "None", "Name": "PortLabel", "Old": "http", "New": "http", "Annotations": None} in service_diff[
+        "Fields"
+    ]
+    nested = {o["Name"]: o for o in service_diff["Objects"]}
+    assert nested["Tags"]["Type"] == "Added" and nested["Tags"]["Fields"][0]["New"] == "v2"
+    check_fields = {f["Name"]: (f["Old"], f["New"]) for f in nested["Check"]["Fields"] if f["Type"] != "None"}
+    assert check_fields == {"Path": ("/v1/models", "/health")}
+    assert task["Tasks"][0]["Type"] == "None", "a group service is not the task's"
+    killed = make_job()
+    killed["TaskGroups"][0]["Tasks"][0]["KillTimeout"] = 30 * SECOND
+    task_diff = api.put("/v1/job/web/plan", json={"Job": killed, "Diff": True}).json()["Diff"]["TaskGroups"][0]
+    assert task_diff["Tasks"][0]["Annotations"] == ["forces in-place update"], "KillTimeout alone is in place"
 
 
 def test_nodes_list_stubs_and_full_nodes() -> None:
@@ -446,6 +476,13 @@ def test_batch_job_runs_to_completion_without_a_deployment(nomad: NomadDouble, a
     assert (alloc["ClientStatus"], alloc["DeploymentID"]) == ("complete", "")
     assert alloc["TaskStates"]["backend"]["Events"][-1]["DisplayMessage"] == "Exit Code: 0"
     assert api.get("/v1/job/nightly/deployment").text == "null"
+
+
+def test_a_group_with_count_zero_gets_no_deployment(nomad: NomadDouble, api: httpx.Client) -> None:
+    created = register(api, make_job(count=0))  # scheduler/reconcile.go: no deployment for DesiredTotal 0
+    nomad.wait_for(lambda n: n.evaluations[created["EvalID"]]["Status"] == "complete")
+    assert deployments_of(nomad, "web") == [] and allocs_of(nomad, "web") == []
+    assert api.get("/v1/job/web/deployment").text == "null"
 
 
 def test_latest_deployment_is_null_before_the_first_one(nomad: NomadDouble, api: httpx.Client) -> None:

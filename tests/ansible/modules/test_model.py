@@ -170,7 +170,9 @@ def test_failures_are_explained_in_msg_without_a_traceback(tmp_path: Path) -> No
     assert placement["failed"] is True and placement["status"] == "placement-failed"
     assert "cannot place 1 of 1 replica: no node has 1 × nvidia/gpu" in placement["msg"], placement["msg"]
     assert (
-        "1 node has GPUs, 24 GiB" in placement["msg"] and "(wait_for_capacity: true waits for it)" in placement["msg"]
+        # The node's one A10 fits the request: the scheduler found it in use (explain.DeviceFacts).
+        "1 node has them, all in use by other allocations" in placement["msg"]
+        and "(wait_for_capacity: true waits for it)" in placement["msg"]
     )
 
     bad = r["timeout"]

@@ -20,15 +20,6 @@ from .state import JobKey, State, Tx
 from .validation import multierror, validate
 
 ENFORCE_PREFIX = "Enforcing job modify index"  # nomad/job_endpoint.go RegisterEnforceIndexErrPrefix
-UPDATE_TYPES = {  # DesiredTGUpdates field → TaskGroupDiff.Updates key (nomad/structs/diff.go)
-    "Ignore": "ignore",
-    "Place": "create",
-    "Stop": "destroy",
-    "Migrate": "migrate",
-    "Canary": "canary",
-    "InPlaceUpdate": "in-place update",
-    "DestructiveUpdate": "create/destroy update",
-}
 
 
 class NomadError(Exception):
@@ -175,7 +166,6 @@ class Cluster:
             ]
             old_groups = {g["Name"]: g for g in groups(existing)} if existing and not existing["Stop"] else {}
             updates: dict[str, JSON] = {}
-            group_diffs: list[JSON] = []
             for group in groups(job):
                 name, count = group["Name"], group["Count"]
                 running = sum(1 for a in live if a["TaskGroup"] == name)
@@ -188,24 +178,13 @@ class Cluster:
                     Stop=max(0, running - count),
                     DestructiveUpdate=0 if same else kept,
                 )
-                kind = "Added" if old is None else ("None" if old == group else "Edited")
-                group_diffs.append(_group_diff(name, kind, updates[name]))
             for name in old_groups.keys() - {g["Name"] for g in groups(job)}:
                 updates[name] = _desired(Stop=sum(1 for a in live if a["TaskGroup"] == name))
-                group_diffs.append(_group_diff(name, "Deleted", updates[name]))
-            kind = "Added" if existing is None else ("None" if spec_of(existing) == spec_of(job) else "Edited")
-            job_diff = None
-            if diff:
-                job_diff = diffs.job_diff(existing, job)
-                job_diff["Type"] = kind
-                by_name = {g["Name"]: g for g in group_diffs}
-                for group in job_diff["TaskGroups"]:  # a stopped job's groups count as gone
-                    known = by_name.get(group["Name"], {})
-                    group.update(Type=known.get("Type", group["Type"]), Updates=known.get("Updates"))
             return {
                 "JobModifyIndex": existing["JobModifyIndex"] if existing else 0,
                 "CreatedEvals": None,
-                "Diff": job_diff,
+                # nomad/job_endpoint.go Plan: oldJob.Diff(job, contextual=true), then scheduler.Annotate
+                "Diff": diffs.annotate(diffs.job_diff(existing, job), updates) if diff else None,
                 "Annotations": {"DesiredTGUpdates": updates, "PreemptedAllocs": None},
                 "FailedTGAllocs": self.scenario_for(job["ID"]).plan_failures(job),
                 "NextPeriodicLaunch": ZERO_TIME,
@@ -329,8 +308,3 @@ def _desired(**counts: int) -> JSON:
     fields = ("Ignore", "Place", "Migrate", "Stop", "InPlaceUpdate", "DestructiveUpdate", "Canary", "Preemptions")
     extra = ("Reconnect", "RescheduleNow", "RescheduleLater", "Disconnect")
     return {f: counts.get(f, 0) for f in (*fields, *extra)}
-
-
-def _group_diff(name: str, kind: str, desired: JSON) -> JSON:
-    updates = {UPDATE_TYPES[f]: n for f, n in desired.items() if f in UPDATE_TYPES and n}
-    return {"Type": kind, "Name": name, "Fields": None, "Objects": None, "Tasks": None, "Updates": updates or None}

@@ -122,17 +122,23 @@ def alloc_metric(**fields: Any) -> JSON:
 # --- deployments ------------------------------------------------------------------------------------------
 
 
+def _deployed(group: JSON) -> bool:
+    """A group the deployment covers: with an update strategy (MaxParallel > 0) and something to place (the
+    reconciler skips DesiredTotal 0, scheduler/reconcile.go)."""
+    return (group.get("Update") or {}).get("MaxParallel", 0) > 0 and group.get("Count", 1) != 0
+
+
 def wants_deployment(job: JSON) -> bool:
-    """Nomad creates deployments for service jobs whose groups have an update strategy (MaxParallel > 0)."""
-    return job.get("Type") == "service" and any(
-        (g.get("Update") or {}).get("MaxParallel", 0) > 0 for g in job.get("TaskGroups") or []
-    )
+    """Nomad creates deployments for service jobs with a group that has an update strategy and a count."""
+    return job.get("Type") == "service" and any(_deployed(g) for g in job.get("TaskGroups") or [])
 
 
 def new_deployment(job: JSON, eval_priority: int) -> JSON:
     """A running deployment for the job's current version, with every structs.Deployment field."""
     groups: JSON = {}
     for group in job.get("TaskGroups") or []:
+        if group.get("Count", 1) == 0:
+            continue  # nothing to deploy: the reconciler gives it no deployment state
         update = group.get("Update") or {}
         progress = update.get("ProgressDeadline", 0)
         groups[group["Name"]] = {

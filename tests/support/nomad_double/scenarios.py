@@ -260,11 +260,13 @@ class CrashLoop(Scenario):
 @dataclass(kw_only=True)
 class Unhealthy(Scenario):
     """Tasks run but never become healthy: `Alloc Unhealthy`, Healthy=false, deployment failed; with a rollback
-    target (`rollback_to`, or an earlier stable version under auto-revert) a rollback deployment follows."""
+    target (`rollback_to`, or an earlier stable version under auto-revert) a rollback deployment follows, whose
+    version runs `then` (default: a successful rollout)."""
 
     rollback_to: int | None = None
     healthy_after: float = 0.2
     failed_by: str = "progress deadline"  # or "unhealthy allocations": the deployment's failure description
+    then: Scenario | None = None
 
     def run(self, ctx: ScenarioContext) -> None:
         placement = self.place(ctx)
@@ -284,7 +286,8 @@ class Unhealthy(Scenario):
             if checks:
                 ctx.set_checks(alloc_id, checks, "failure", "HTTP: 503 Service Unavailable", 503)
             ctx.set_health(alloc_id, False)
-        ctx.fail_deployment(placement.deployment_id, f"Failed due to {self.failed_by}", self.rollback_to, Rollout())
+        then = self.then if self.then is not None else Rollout()
+        ctx.fail_deployment(placement.deployment_id, f"Failed due to {self.failed_by}", self.rollback_to, then)
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -343,6 +346,9 @@ def oom_kill(restarts: int = 0, **common: Unpack[Common]) -> CrashLoop:
 
 
 def unhealthy(
-    rollback_to: int | None = None, failed_by: str = "progress deadline", **common: Unpack[Common]
+    rollback_to: int | None = None,
+    failed_by: str = "progress deadline",
+    then: Scenario | None = None,
+    **common: Unpack[Common],
 ) -> Unhealthy:
-    return Unhealthy(rollback_to=rollback_to, failed_by=failed_by, **common)
+    return Unhealthy(rollback_to=rollback_to, failed_by=failed_by, then=then, **common)
