@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from ..support.components import ROOT
-from ..support.helpers import Run, nomadgs
+from ..support.helpers import Run, nomadgs, start_nomadgs
 from ..support.nomad_double import NomadDouble, scenarios
 
 VLLM = ROOT / "examples" / "vllm-qwen2.5-7b-instruct.yaml"
@@ -326,15 +326,7 @@ def test_server_validation_errors_are_bad_input(nomad: NomadDouble) -> None:
 def test_a_state_change_reaches_the_output_without_polling(nomad: NomadDouble) -> None:
     """The watcher holds a blocking query open; a change in Nomad answers it, no interval involved."""
     nomad.default_scenario = scenarios.manual()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}, "NOMAD_ADDR": nomad.address}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nomad_gpustack", "submit", str(VLLM), "--timeout", "60s"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_nomadgs("submit", VLLM, "--timeout", "60s", env={"NOMAD_ADDR": nomad.address})
     lines: list[str] = []
     seen = threading.Event()
 
@@ -367,15 +359,7 @@ def test_a_state_change_reaches_the_output_without_polling(nomad: NomadDouble) -
 
 def test_ctrl_c_leaves_the_job_running(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.manual()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}, "NOMAD_ADDR": nomad.address}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nomad_gpustack", "submit", str(VLLM)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_nomadgs("submit", VLLM, env={"NOMAD_ADDR": nomad.address})
     nomad.wait_for(lambda n: any(a["JobID"] == VLLM_JOB for a in n.allocations.values()), timeout=30)
     time.sleep(0.5)
     proc.send_signal(2)
@@ -483,15 +467,7 @@ def test_the_deployments_namespace_scopes_every_request(nomad: NomadDouble, tmp_
 def test_logs_follow_streams_new_lines(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.rollout(stdout="INFO: ready\n")
     assert submit(nomad, VLLM).code == 0
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}, "NOMAD_ADDR": nomad.address}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nomad_gpustack", "logs", VLLM_JOB, "--follow"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_nomadgs("logs", VLLM_JOB, "--follow", env={"NOMAD_ADDR": nomad.address})
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "INFO: ready\n"
@@ -544,15 +520,7 @@ def test_status_shows_stopped_jobs_whole_backend_names_and_foreign_jobs_honestly
 def test_ctrl_c_ends_logs_follow_with_130(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.rollout(stdout="INFO: ready\n")
     assert submit(nomad, VLLM).code == 0
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}, "NOMAD_ADDR": nomad.address}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nomad_gpustack", "logs", VLLM_JOB, "-f"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_nomadgs("logs", VLLM_JOB, "-f", env={"NOMAD_ADDR": nomad.address})
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "INFO: ready\n"
         proc.send_signal(2)

@@ -33,21 +33,38 @@ class Run:
     err: str
 
 
+def _env(env: dict[str, str] | None) -> dict[str, str]:
+    """This process's environment without NOMAD_*/CONSUL_* settings, plus `env`."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}
+    full_env.update(env or {})
+    return full_env
+
+
 def nomadgs(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: str | None = None,
             timeout: float = 120) -> Run:  # fmt: skip
     """Run the real `nomadgs` command (as a separate process) and capture its result."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}
-    full_env.update(env or {})
     proc = subprocess.run(
         [sys.executable, "-m", "nomad_gpustack", *map(str, args)],
         capture_output=True,
         text=True,
-        env=full_env,
+        env=_env(env),
         cwd=cwd or ROOT,
         input=stdin,
         timeout=timeout,
     )
     return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def start_nomadgs(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start the real `nomadgs` command in the background, its stdout and stderr piped as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "nomad_gpustack", *map(str, args)],
+        env=_env(env),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def deployment(data: dict[str, Any] | str, filename: str = "deploy.yaml") -> Sourced[Deployment]:
