@@ -12,9 +12,20 @@ import json
 import re
 import shlex
 from collections.abc import Sequence
+from functools import lru_cache
 
 _FLAG = re.compile(r"-{1,2}[A-Za-z]")
 _KEY_REST = re.compile(r"(-{1,2}[^\s=]+)(?:=|\s+)(.*)", re.S)
+
+
+@lru_cache(maxsize=4096)
+def split_words(text: str) -> tuple[str, ...]:
+    """Words of a command as a POSIX shell splits them (quotes, escapes), never running a shell.
+
+    Cached: the same backend command is split for every deployment that uses it, and shlex reads one
+    character at a time. Raises ValueError on unbalanced quotes.
+    """
+    return tuple(shlex.split(text, comments=False, posix=True))
 
 
 def is_flag(token: str) -> bool:
@@ -36,7 +47,7 @@ def _tokens(element: str) -> list[str]:
                 pass
             else:
                 return [key, rest]
-    return shlex.split(element)
+    return list(split_words(element))
 
 
 def tokenize(element: str) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-import shlex
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -25,7 +24,7 @@ from ..spec.yamlsource import Path
 from . import hazards
 from .drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
 from .frameworks import FRAMEWORKS, Framework
-from .parameters import apply_format, is_flag, tokenize
+from .parameters import apply_format, is_flag, split_words, tokenize
 from .templating import PLACEHOLDERS, PlaceholderError, expand, placeholders_in, prepare
 
 MAIN_PORT = "http"
@@ -354,7 +353,7 @@ class _Resolver:
         except PlaceholderError as exc:
             raise origin.error(path, str(exc), hint=exc.hint) from None
         try:
-            tokens = shlex.split(text, comments=False, posix=True)
+            tokens = split_words(text)
         except ValueError as exc:
             raise origin.error(path, f"cannot split the command: {exc}", hint="check the quotes") from None
         # Split first, then fill in: a value with spaces (a path) stays one argument.
