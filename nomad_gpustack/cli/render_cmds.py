@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING
 import click
 
 from .base import command, preformatted
-from .options import Choice, backends_option, deployments_argument, output_option
+from .options import Choice, backends_option, deployments_argument, model_option, output_option
 
 if TYPE_CHECKING:
     from ..compile.build import Compiled
+    from ..estimate.facts import ModelLookup
     from ..nomad.render import Format
+    from ..spec.deployment import Deployment
 
 
 RENDER_HELP = preformatted("""\
@@ -26,20 +28,59 @@ For CI pipelines that keep rendered jobs in git.
 """)
 
 
-def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = False) -> list[Compiled]:
-    """Load the catalog and compile every deployment; report every failing file, not only the first."""
+def model_metadata(deployment: Deployment, model: Path | None, *, hub: bool) -> ModelLookup | None:
+    """The model's metadata for the memory estimate, or None when there is nothing to estimate with.
+
+    `auto` always looks (the Hub included); explicit values are checked with what `--model`, a local path
+    or the cache has, and with the Hub when `hub` (validate, submit). Render never asks the Hub for a
+    deployment without `auto`, so its output does not depend on the network.
+    """
+    from ..errors import InputError, Problem
+    from ..estimate.local import ModelReadError
+    from ..estimate.lookup import can_check, has_auto, lookup_model
+    from .cachefolder import cache_folder
+
+    auto = has_auto(deployment)
+    if not auto and not can_check(deployment):
+        return None
+    try:
+        found = lookup_model(deployment, model_path=model, cache_dir=cache_folder(), hub=hub or auto)
+    except ModelReadError as exc:
+        raise InputError(Problem(str(exc), field="--model")) from None
+    if found.facts is None and not auto and not hub and model is None:
+        return None  # render of explicit values: nothing at hand, nothing to say
+    return found
+
+
+def compile_all(
+    paths: list[Path],
+    backends: tuple[Path, ...],
+    *,
+    check: bool = False,
+    model: Path | None = None,
+    hub: bool = False,
+) -> list[Compiled]:
+    """Load the catalog and compile every deployment; report every failing file, not only the first.
+
+    `model`: a local model for the memory estimate (one deployment only); `hub`: whether explicit values
+    are checked against metadata from the Hugging Face Hub (validate, submit) or only what is at hand.
+    """
     from ..compile.build import build
     from ..errors import InputError, Problem
     from ..spec.loader import load_catalog, load_deployment
     from . import output
     from .cachefolder import cache_folder
 
+    if model is not None and len(paths) > 1:
+        raise InputError(Problem("--model describes one model: give one deployment with it", field="--model"))
     catalog = load_catalog(backends, cache=cache_folder())
     compiled = []
     errors: list[InputError] = []
     for path in paths:
         try:
-            compiled.append(build(load_deployment(path), catalog, check=check))
+            deployment = load_deployment(path)
+            metadata = model_metadata(deployment.spec, model, hub=hub)
+            compiled.append(build(deployment, catalog, check=check, model=metadata))
         except InputError as exc:
             errors.append(exc)
     if errors:
@@ -65,6 +106,7 @@ def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = 
 @command("render", short_help="compile deployments into Nomad job files (JSON or HCL)", help=RENDER_HELP)
 @deployments_argument
 @backends_option
+@model_option
 @click.option("--format", "fmt", type=Choice(("json", "hcl")), default="json", help="output format (default: json)")
 @click.option(
     "--output",
@@ -79,7 +121,12 @@ def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = 
     help="write nothing; exit 1 and print a diff when the files in --output differ from the rendering",
 )
 def render(
-    deployments: tuple[Path, ...], backends: tuple[Path, ...], fmt: Format, output: str | None, check: bool
+    deployments: tuple[Path, ...],
+    backends: tuple[Path, ...],
+    model: Path | None,
+    fmt: Format,
+    output: str | None,
+    check: bool,
 ) -> int:
     import sys
 
@@ -89,7 +136,7 @@ def render(
 
     if check and output is None:
         raise InputError(Problem("--check compares with files on disk: give them with --output PATH"))
-    compiled = compile_all(list(deployments), backends)
+    compiled = compile_all(list(deployments), backends, model=model)
     texts = [(item, render_text(item.job, fmt)) for item in compiled]
     if output is None:
         if len(texts) > 1:
@@ -123,11 +170,12 @@ def render(
 )
 @deployments_argument
 @backends_option
+@model_option
 @output_option
-def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], output: str) -> int:
+def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: Path | None, output: str) -> int:
     from . import output as say
 
-    compiled = compile_all(list(deployments), backends, check=True)
+    compiled = compile_all(list(deployments), backends, check=True, model=model, hub=True)
     results = []
     for item in compiled:
         r = item.resolved
@@ -142,6 +190,9 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], output: 
                 "gpus": r.resources.gpus,
                 "replicas": r.placement.replicas,
                 "image": r.image,
+                "gpu_memory": r.resources.gpu_memory,
+                "estimate": r.sizing.need if r.sizing else None,
+                "auto": r.sizing.auto if r.sizing else None,
             }
         )
     if output == "json":
@@ -154,4 +205,8 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], output: 
             )
             version = f" {res['version']}" if res["version"] else ""
             print(f"ok  {res['file']}: job {res['job']} ({res['backend']}{version}, {replicas}, {where})")
+            if res["auto"]:
+                print(f"    auto: {res['auto']}")
+            elif res["estimate"]:
+                print(f"    estimate: {res['estimate']}")
     return 0

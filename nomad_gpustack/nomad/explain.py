@@ -118,6 +118,10 @@ def placement_failure(req: GroupRequest, metric: AllocMetric, devices: Sequence[
         headline = f"no node has {_gpu_phrase(req)}"
         summary = _devices_summary(req, devices)
         lines.append(f"{headline}: {summary}" if summary else headline)
+        if req.gpu_need:
+            # The estimate says what the model needs, which may be less than the constraint asks for.
+            need = f"the model needs {_plural(req.gpus, 'GPU')} with ≥ {req.gpu_need} each"
+            lines.append(f"{need} ({req.estimate})" if req.estimate else need)
     for dimension, nodes in sorted(metric.DimensionExhausted.items()):
         if dimension.startswith("devices"):
             lines.append(f"{_plural(nodes, 'node')} had no free matching devices ({dimension})")
