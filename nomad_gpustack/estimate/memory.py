@@ -49,6 +49,9 @@ SGLANG_UNKNOWN_GPU_FRACTION = 0.88  # GPUStack's value when the GPU's size is un
 LLAMACPP_PLATFORM_VRAM = 500 * MIB  # GPUStack passes --platform-footprint 150,500 (MiB RAM, MiB VRAM)
 LLAMACPP_BATCH = 2048  # -b
 LLAMACPP_UBATCH = 512  # -ub
+# llama.cpp pads the context to 256 cells, flash attention or not (its log: `-c 1000` gives 1024 cells);
+# gguf-parser still pads to 32 without flash attention, as older llama.cpp did.
+LLAMACPP_CONTEXT_PAD = 256
 
 # --- GPUStack's default rule --------------------------------------------------------------------------
 GPUSTACK_ACTIVATION_FACTOR = 1.2  # EleutherAI "transformer math": 20 % inference overhead
@@ -328,7 +331,7 @@ def llamacpp_kv(facts: ModelFacts, s: EngineSettings, context: int, layers: list
     """KV bytes of `layers` as llama.cpp allocates them: `layers × (K_row + V_row)` over the padded context;
     sliding-window layers keep `min(ctx, pad(window × n_seq + batch))` cells."""
     flash = s.flash_attention is not False
-    align = 256 if flash else 32
+    align = LLAMACPP_CONTEXT_PAD
     cells = _pad(context, align)
     k_type = _cache_type(s.cache_type_k)
     v_type = _cache_type(s.cache_type_v)
@@ -391,7 +394,7 @@ def llamacpp(facts: ModelFacts, s: EngineSettings, context: int, gpus: int, gpu:
         return other(facts, s, context, gpus, gpu)
     offloaded = facts.layers if s.gpu_layers is None or s.gpu_layers < 0 else min(s.gpu_layers, facts.layers)
     output = s.gpu_layers is None or s.gpu_layers < 0 or s.gpu_layers > facts.layers
-    cells = _pad(context, 256 if s.flash_attention is not False else 32)
+    cells = _pad(context, LLAMACPP_CONTEXT_PAD)
     compute = _llama_compute(facts, s, cells, gpus)
     tokens = min(cells, s.ubatch or LLAMACPP_UBATCH)
     worst: tuple[int, int, int, int] = (0, 0, 0, 0)

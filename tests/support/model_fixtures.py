@@ -44,14 +44,15 @@ def write_gguf(
         block, size = gguf.GGML_QUANT_SIZES[qtype]
         byte_shape = [*reversed(ne[1:]), ne[0] // block * size]
         if with_data:
-            writer.add_tensor(name, np.zeros(byte_shape, dtype=np.uint8), raw_shape=list(reversed(ne)), raw_dtype=qtype)
+            writer.add_tensor(name, np.zeros(byte_shape, dtype=np.uint8), raw_dtype=qtype)
         else:
             writer.add_tensor_info(name, byte_shape, np.dtype(np.uint8), nbytes, raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
     if with_data:
-        writer.write_tensors_to_file()
+        writer.write_tensors_to_file()  # the tensor infos, then the data
+    else:
+        writer.write_ti_data_to_file()
     writer.close()
     return path
 
