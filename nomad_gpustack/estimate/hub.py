@@ -2,7 +2,7 @@
 
 What is fetched: `config.json`; `model.safetensors.index.json` (its `total_size`), else the header of
 `model.safetensors` (two range requests: the length, then the JSON); for a GGUF file, its header in ranges
-of `GGUF_CHUNK` bytes, skipping the tokenizer's arrays. Requests go through `huggingface_hub` (its HTTP
+growing from `GGUF_CHUNK` bytes (so at most one range reaches past the header), skipping nothing it needs. Requests go through `huggingface_hub` (its HTTP
 session, URLs and headers), so `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE` work as everywhere else; it is
 imported only when a request is needed. The cache holds what the readers extracted (JSON under
 `<cache>/models/<host>/<repo>/`), never weights.
@@ -22,7 +22,8 @@ from .facts import ModelFacts, from_config, from_gguf
 from .gguf import GGUFHeader, TensorInfo, read_header
 from .safetensors import INDEX_FILE, SINGLE_FILE, header_length, index_total_size, parse_header
 
-GGUF_CHUNK = 1 << 20  # bytes per range request while reading a GGUF header
+GGUF_CHUNK = 256 * 1024  # the first range request of a GGUF header; each next one doubles (a vocabulary
+GGUF_CHUNK_MAX = 8 << 20  # of 150k tokens makes a header of a few MiB), up to this
 DEFAULT_ENDPOINT = "https://huggingface.co"
 REVISION = "main"
 TIMEOUT = 10.0  # seconds, as huggingface_hub's own default
@@ -128,7 +129,7 @@ class _Hub:
 
 
 class _RangeSource:
-    """A `ByteSource` over ranges of a file on the Hub, fetched `GGUF_CHUNK` bytes at a time."""
+    """A `ByteSource` over ranges of a file on the Hub: `GGUF_CHUNK` bytes first, twice as many each time after."""
 
     def __init__(self, fetch: Callable[[int, int], bytes]) -> None:
         self.fetch = fetch
@@ -136,6 +137,7 @@ class _RangeSource:
         self.start = 0  # file offset of buffer[0]
         self.position = 0
         self.fetched = 0
+        self.chunk = GGUF_CHUNK
 
     def read(self, n: int) -> bytes:
         end = self.position + n
@@ -143,12 +145,13 @@ class _RangeSource:
             begin = self.position
             if self.start <= begin <= self.start + len(self.buffer):  # keep what is already here
                 kept = self.buffer[begin - self.start :]
-                more = self.fetch(self.start + len(self.buffer), max(end, begin + GGUF_CHUNK) - 1)
+                more = self.fetch(self.start + len(self.buffer), max(end, begin + self.chunk) - 1)
                 self.buffer, self.start = kept + more, begin
             else:
-                self.buffer = self.fetch(begin, max(end, begin + GGUF_CHUNK) - 1)
-                self.start = begin
-            self.fetched += len(self.buffer)
+                more = self.fetch(begin, max(end, begin + self.chunk) - 1)
+                self.buffer, self.start = more, begin
+            self.fetched += len(more)
+            self.chunk = min(2 * self.chunk, GGUF_CHUNK_MAX)
         data = self.buffer[self.position - self.start : end - self.start]
         self.position += len(data)
         return data

@@ -144,7 +144,9 @@ def test_sglang_starts_when_the_pool_is_not_empty_and_warns_below_one_sequence()
 
 
 def test_vllm_refuses_what_vllm_would_refuse_and_says_what_to_change() -> None:
-    est = estimate(LLAMA_8B, engine_settings("vLLM", ["--max-model-len", "32768"]), GpuSize(24 * GIB, "nomad.gpu_memory"))
+    est = estimate(
+        LLAMA_8B, engine_settings("vLLM", ["--max-model-len", "32768"]), GpuSize(24 * GIB, "nomad.gpu_memory")
+    )
     verdict = check(est, 1)
     assert verdict.refusal is not None
     assert verdict.refusal.startswith("vLLM needs 23.9 GiB per GPU at --max-model-len 32768 (weights 15.0, KV 4.0, ")

@@ -114,7 +114,9 @@ def test_a_single_safetensors_file_reads_its_header_only(tmp_path: Path) -> None
     stats = ReadStats()
     facts = read_local_model(folder, stats)
     assert facts.weight_bytes == 1024 * 1024 * 2 + 1024 * 4
-    assert stats.bytes_read == len((folder / "config.json").read_bytes()) + (folder / "model.safetensors").stat().st_size
+    assert (
+        stats.bytes_read == len((folder / "config.json").read_bytes()) + (folder / "model.safetensors").stat().st_size
+    )
 
 
 def test_damaged_safetensors_headers_are_clear_errors() -> None:
