@@ -133,7 +133,7 @@ def test_local_paths_that_are_not_models_say_so(tmp_path: Path) -> None:
     with pytest.raises(ModelReadError, match="no such file"):
         read_local_model(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelReadError, match="no config.json"):
+    with pytest.raises(ModelReadError, match=r"no config\.json"):
         read_local_model(tmp_path / "empty")
     (tmp_path / "x.gguf").write_bytes(b"not a gguf at all")
     with pytest.raises(ModelReadError, match="no GGUF magic"):
@@ -152,7 +152,7 @@ def test_gguf_without_an_architecture_is_refused(tmp_path: Path) -> None:
     with path.open("rb") as handle:
         header = read_header(_Bytes(handle.read()))
     bare = type(header)(header.version, {}, {}, (), header.data_offset)
-    with pytest.raises(ModelFactsError, match="general.architecture"):
+    with pytest.raises(ModelFactsError, match=r"general\.architecture"):
         from_gguf(bare, "x")
     with pytest.raises(ModelFactsError, match="block_count"):
         from_gguf(header, "x")

@@ -54,10 +54,10 @@ class HubStandIn:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self.answer(body=False)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self.answer(body=True)
 
             def answer(self, body: bool) -> None:
