@@ -4,8 +4,8 @@ What is fetched: `config.json`; `model.safetensors.index.json` (its `total_size`
 `model.safetensors` (two range requests: the length, then the JSON); for a GGUF file, its header in ranges
 that grow from `GGUF_CHUNK` bytes, so at most the last one reaches past the header. Requests go through
 `huggingface_hub` (its HTTP session, URLs and headers), so `HF_ENDPOINT`, `HF_TOKEN` and `HF_HUB_OFFLINE`
-work as everywhere else; it is imported only when a request is needed. The cache holds what the readers extracted (JSON under
-`<cache>/models/<host>/<repo>/`), never weights.
+work as everywhere else; it is imported only when a request is needed. The cache holds what the readers
+extracted (JSON under `<cache>/models/<host>/<repo>/`), never weights.
 """
 
 from __future__ import annotations
