@@ -29,27 +29,26 @@ For CI pipelines that keep rendered jobs in git.
 
 
 def model_metadata(deployment: Deployment, model: Path | None, *, hub: bool) -> ModelLookup | None:
-    """The model's metadata for the memory estimate, or None when there is nothing to estimate with.
+    """The model's metadata for the memory estimate, or None when nothing asks for one.
 
-    `auto` always looks (the Hub included); explicit values are checked with what `--model`, a local path
-    or the cache has, and with the Hub when `hub` (validate, submit). Render never asks the Hub for a
-    deployment without `auto`, so its output does not depend on the network.
+    `auto` always looks (the Hub included). Explicit values are checked when `hub` (validate, submit: with
+    `--model`, a local path, the cache or the Hub) or when `--model` is given; `render` without either
+    looks nothing up, so its output never depends on the network or on a cache.
     """
+    auto = "auto" in (deployment.nomad.gpus, deployment.nomad.gpu_memory)
+    if not auto and not hub and model is None:
+        return None
     from ..errors import InputError, Problem
     from ..estimate.local import ModelReadError
-    from ..estimate.lookup import can_check, has_auto, lookup_model
+    from ..estimate.lookup import can_check, lookup_model
     from .cachefolder import cache_folder
 
-    auto = has_auto(deployment)
     if not auto and not can_check(deployment):
         return None
     try:
-        found = lookup_model(deployment, model_path=model, cache_dir=cache_folder(), hub=hub or auto)
+        return lookup_model(deployment, model_path=model, cache_dir=cache_folder(), hub=True)
     except ModelReadError as exc:
         raise InputError(Problem(str(exc), field="--model")) from None
-    if found.facts is None and not auto and not hub and model is None:
-        return None  # render of explicit values: nothing at hand, nothing to say
-    return found
 
 
 def compile_all(
@@ -63,7 +62,7 @@ def compile_all(
     """Load the catalog and compile every deployment; report every failing file, not only the first.
 
     `model`: a local model for the memory estimate (one deployment only); `hub`: whether explicit values
-    are checked against metadata from the Hugging Face Hub (validate, submit) or only what is at hand.
+    are checked with metadata looked up anywhere, the Hugging Face Hub included (validate, submit).
     """
     from ..compile.build import build
     from ..errors import InputError, Problem

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..estimate.facts import ModelLookup
 from ..nomad.jobspec import Job, validate_job
 from ..spec.catalog import Catalog
 from ..spec.deployment import Deployment
 from ..spec.specfile import Sourced
 from .job import compile_job
 from .resolve import Resolved, resolve
+
+if TYPE_CHECKING:
+    from ..estimate.facts import ModelLookup
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,10 @@ import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..durations import SECOND
 from ..errors import InputError, suggestion
-from ..estimate.engine import engine_settings
-from ..estimate.facts import ModelLookup
-from ..estimate.gpus import KNOWN_GPUS_MIB, known_gpu_memory
-from ..estimate.plan import GpuSize, NoFit, check, choose, estimate
 from ..sizes import GIB, parse_size, to_mib
 from ..spec.backend import Backend, NomadExtras, TemplateFile, VersionConfig
 from ..spec.base import AUTO
@@ -31,6 +27,9 @@ from .drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
 from .frameworks import FRAMEWORKS, Framework
 from .parameters import apply_format, tokenize
 from .templating import PLACEHOLDERS, UnknownPlaceholder, expand, placeholders_in
+
+if TYPE_CHECKING:
+    from ..estimate.facts import ModelLookup
 
 MAIN_PORT = "http"
 DEFAULT_HEALTH_CHECK_PATH = "/v1/models"  # GPUStack's documented default
@@ -294,6 +293,13 @@ class _Resolver:
         stated = memory if isinstance(memory, int) else None
         if not framework.uses_gpus:
             return 0, stated, None
+        if not (auto_gpus or auto_memory) and self.model is None:
+            return gpus or 1, stated, None  # nothing asked of the estimate, nothing to make one with
+        # Imported here: rendering explicit values without model metadata never loads the estimate.
+        from ..estimate.engine import engine_settings
+        from ..estimate.gpus import KNOWN_GPUS_MIB, known_gpu_memory
+        from ..estimate.plan import GpuSize, NoFit, check, choose, estimate
+
         field_path: Path = ("nomad", "gpus") if auto_gpus else ("nomad", "gpu_memory")
         known = known_gpu_memory(nomad.gpu_model)
         gpu = (
