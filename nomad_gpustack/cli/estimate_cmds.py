@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .base import command, preformatted
 from .options import backends_option, deployment_argument, model_option, output_option
-
-if TYPE_CHECKING:
-    from ..estimate.plan import Estimate
 
 ESTIMATE_HELP = preformatted("""\
 Estimate the GPU memory one replica of a deployment needs, per GPU, for 1, 2, 4 and 8 GPUs
@@ -42,44 +39,53 @@ def _size(n: int | None) -> str:
     return "-" if n is None else human_size(n)
 
 
-def print_table(est: Estimate) -> None:
-    """The estimate as a terminal table."""
-    f = est.facts
-    kv = sorted(set(f.kv_heads))
-    kv_text = str(kv[0]) if len(kv) == 1 else f"{kv[0]}-{kv[-1]}"
-    shape = f"{f.layers} layers, {f.attention_heads} heads ({kv_text} KV), head_dim {f.key_dim}"
-    if f.mla_dim:
-        shape += f", MLA {f.mla_dim}"
-    if f.sliding_window:
-        shape += f", window {f.sliding_window} on {sum(f.sliding_layers)} layers"
-    if f.experts:
-        shape += f", {f.experts} experts"
-    print(f"model     {f.source}")
-    print(f"          {f.architecture}: {shape}; weights {_size(f.weight_bytes)}")
-    s = est.settings
-    engine = f"engine    {est.engine} at {est.context_source}"
-    if s.engine in ("vllm", "sglang"):
-        engine += f", KV cache {s.kv_cache_dtype or 'auto'}"
-    if s.vram_claim is not None:
-        engine += f", GPUSTACK_MODEL_VRAM_CLAIM {_size(s.vram_claim)}"
+def print_table(doc: dict[str, Any]) -> None:
+    """The estimate (its JSON document) as a terminal table."""
+    m = doc["model"]
+    kv = m["kv_heads"]
+    kv_text = str(kv) if isinstance(kv, int) else f"{min(kv)}-{max(kv)}"
+    shape = f"{m['layers']} layers, {m['attention_heads']} heads ({kv_text} KV), head_dim {m['head_dim']}"
+    if m["mla_dim"]:
+        shape += f", MLA {m['mla_dim']}"
+    if m["sliding_window"]:
+        shape += f", window {m['sliding_window']} on {m['sliding_layers']} layers"
+    if m["experts"]:
+        shape += f", {m['experts']} experts"
+    print(f"model     {m['source']}")
+    print(f"          {m['architecture']}: {shape}; weights {_size(m['weight_bytes'])}")
+    engine = f"engine    {doc['engine']} at {doc['context_source']}"
+    if doc["rule"] in ("vllm", "sglang"):
+        engine += f", KV cache {doc['kv_cache_dtype']}"
+    elif doc["rule"] == "GPUSTACK_MODEL_VRAM_CLAIM":
+        engine += ", GPUSTACK_MODEL_VRAM_CLAIM"
     print(engine)
-    print(f"GPUs      {_size(est.gpu.bytes) + ' (' + est.gpu.source + ')' if est.gpu else 'memory not stated'}")
+    gpu = doc["gpu_memory"]
+    print(f"GPUs      {_size(gpu) + ' (' + doc['gpu_memory_source'] + ')' if gpu else 'memory not stated'}")
     print()
-    header = ["GPUS", "WEIGHTS", "KV/TOKEN", f"KV@{est.context}", "OVERHEAD", "TOTAL", "MIN GPU"]
-    if est.gpu:
+    header = ["GPUS", "WEIGHTS", "KV/TOKEN", f"KV@{doc['context']}", "OVERHEAD", "TOTAL", "MIN GPU"]
+    if gpu:
         header += ["FITS", "SEQS"]
     rows = []
-    for r in est.rows:
-        cache = (_size(r.kv_per_token), _size(r.kv_context)) if r.kv_per_token else ("-", "-")
-        row = [str(r.gpus), _size(r.weights), *cache, _size(r.overhead), _size(r.total), _size(r.min_gpu_memory)]
-        if est.gpu:
-            row += ["yes" if r.fits else "no", "-" if r.sequences is None else str(r.sequences)]
+    for r in doc["rows"]:
+        cache = (_size(r["kv_per_token"]), _size(r["kv_at_context"])) if r["kv_per_token"] else ("-", "-")
+        row = [str(r["gpus"]), _size(r["weights"]), *cache, _size(r["overhead"]), _size(r["total"]),
+               _size(r["min_gpu_memory"])]  # fmt: skip
+        if gpu:
+            row += ["yes" if r["fits"] else "no", "-" if r["sequences"] is None else str(r["sequences"])]
         rows.append(row)
     widths = [max(len(x) for x in column) for column in zip(header, *rows, strict=True)]
     for line in [header, *rows]:
         print("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-    suggestion = est.suggestion()
+    suggestion = doc["suggestion"]
     print()
+    verdict = doc.get("check")
+    if verdict:
+        if verdict["refusal"]:
+            print(f"as deployed (gpus: {verdict['gpus']}): refused: {verdict['refusal']}")
+        else:
+            print(f"as deployed (gpus: {verdict['gpus']}): starts")
+        for warning in verdict["warnings"]:
+            print(f"  warning: {warning}")
     if suggestion["gpus"]:
         memory = f", gpu_memory: {_size(suggestion['gpu_memory'])}" if suggestion["gpu_memory"] else ""
         print(f"suggested gpus: {suggestion['gpus']}{memory} ({suggestion['reason']})")
@@ -97,32 +103,18 @@ def print_table(est: Estimate) -> None:
 @model_option
 @output_option
 def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, output: str) -> int:
-    from ..compile.resolve import backend_and_env
-    from ..errors import InputError, Problem, UnreachableError
-    from ..estimate import estimate_deployment
-    from ..estimate.local import ModelReadError
-    from ..estimate.lookup import lookup_model
+    from ..estimate import estimate_document
     from ..spec.loader import load_catalog, load_deployment
     from . import output as say
     from .cachefolder import cache_folder
 
     catalog = load_catalog(backends, cache=cache_folder())
     sourced = load_deployment(deployment)
-    backend, env = backend_and_env(sourced, catalog)
-    try:
-        found = lookup_model(sourced.spec, model_path=model, cache_dir=cache_folder())
-    except ModelReadError as exc:
-        raise InputError(Problem(str(exc), field="--model")) from None
-    if found.facts is None:
-        problem = f"no metadata for the model: {found.reason}"
-        if found.unreachable:
-            raise UnreachableError(problem)
-        raise InputError(Problem(problem, sourced.filename, hint="give --model PATH"))
-    est = estimate_deployment(sourced.spec, found, backend, env)
-    for warning in est.warnings:
+    document = estimate_document(sourced, catalog, model_path=model, cache_dir=cache_folder(), model_field="--model")
+    for warning in document["warnings"]:
         say.warning(f"{sourced.filename}: {warning}")
     if output == "json":
-        say.emit_json({"file": sourced.filename, **est.to_json()})
+        say.emit_json(document)
     else:
-        print_table(est)
+        print_table(document)
     return 0
