@@ -44,11 +44,11 @@ def test_a_gguf_with_data_reads_as_gguf_reader_reads_it(tmp_path: Path) -> None:
         tmp_path / "tiny.gguf",
         "llama",
         {
-            "llama.block_count": 2, "llama.context_length": 2048, "llama.embedding_length": 64,
+            "llama.block_count": 2, "llama.context_length": 2048, "llama.embedding_length": 256,
             "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2, "tokenizer.ggml.tokens": tokens,
             "general.name": "tiny",
         },
-        llama_tensors(2, 64, 128, 4, 2, 256, Q.Q8_0),
+        llama_tensors(2, 256, 512, 4, 2, 256, Q.Q8_0),
         with_data=True,
     )  # fmt: skip
     stats = ReadStats()
@@ -62,9 +62,10 @@ def test_a_gguf_with_data_reads_as_gguf_reader_reads_it(tmp_path: Path) -> None:
     assert header.metadata["general.name"] == "tiny"
     assert header.metadata["tokenizer.ggml.tokens"] is None and header.array_lengths["tokenizer.ggml.tokens"] == 5000
     assert facts.vocab_size == 5000
-    # Only the header was read, and the token strings were skipped, not read.
-    assert stats.bytes_read < header.data_offset - sum(len(t) for t in tokens)
-    assert (facts.layers, facts.attention_heads, facts.kv_heads, facts.key_dim) == (2, 4, (2, 2), 16)
+    # Only the header was read: never a byte past it (the int arrays were skipped by seeking).
+    assert stats.bytes_read <= header.data_offset
+    assert (facts.layers, facts.attention_heads, facts.kv_heads, facts.key_dim) == (2, 4, (2, 2), 64)
+    assert all(t.nbytes > 0 for t in header.tensors)
 
 
 def test_a_header_only_70b_gguf_is_read_in_a_few_kilobytes(tmp_path: Path) -> None:
@@ -156,3 +157,21 @@ def test_gguf_without_an_architecture_is_refused(tmp_path: Path) -> None:
         from_gguf(bare, "x")
     with pytest.raises(ModelFactsError, match="block_count"):
         from_gguf(header, "x")
+
+
+@pytest.mark.parametrize("block", [9, 64, 1000, 1 << 20])
+def test_skipping_strings_across_blocks_lands_on_the_next_field(
+    tmp_path: Path, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nomad_gpustack.estimate import gguf as reader
+
+    monkeypatch.setattr(reader, "SKIP_BLOCK", block)
+    tokens = [("x" * (i % 37)) for i in range(5000)]  # empty strings, and strings longer than a block
+    path = llama_gguf(tmp_path / "m.gguf", layers=2, extra={"tokenizer.ggml.tokens": tokens, "zz.after": 7})
+    stats = ReadStats()
+    facts = read_local_model(path, stats)
+    assert facts.vocab_size == 5000 and facts.layers == 2
+    with path.open("rb") as handle:
+        header = read_header(_Bytes(handle.read()))
+    assert header.metadata["zz.after"] == 7  # the field after the array is read where it is
+    assert stats.bytes_read <= header.data_offset
