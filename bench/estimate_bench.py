@@ -2,10 +2,11 @@
 
 Prints figures; asserts nothing. Run: .venv/bin/python bench/estimate_bench.py [--runs N]
 
-Models (made here, headers only, as the tests make them): a Llama-3.1-70B Q4_K GGUF whose header carries a
-real-sized tokenizer (128,256 tokens, their types, 280,147 merges: a header of several MiB, as in the real
-files), and two Llama-3.1-70B safetensors folders: one with config.json and model.safetensors.index.json, one
-with config.json and 30 shard headers and no index. Cold start is a ratio to a bare `python -I -c pass`
+Models (made here, as the tests make them): a Llama-3.1-70B Q4_K GGUF whose header carries a real-sized
+tokenizer (128,256 tokens, their types, 280,147 merges: a header of several MiB, as in the real files),
+followed by its 42 GiB of data as a sparse region (no disk used), and two Llama-3.1-70B safetensors
+folders: one with config.json and model.safetensors.index.json, one with config.json and 30 shard headers
+and no index. Cold start is a ratio to a bare `python -I -c pass`
 measured in the same run, interleaved; bytes read come from the reader's own counter (ReadStats), beside the
 files' sizes on disk and the size their weights would have.
 """
@@ -47,6 +48,9 @@ def make_models(folder: Path) -> dict[str, Path]:
         extra={"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": [1] * len(tokens),
                "tokenizer.ggml.merges": merges, "tokenizer.ggml.model": "gpt2"},
     )  # fmt: skip
+    # The data region, as a sparse file: the file has a 70B model's size on disk and costs nothing.
+    header_bytes = gguf.stat().st_size
+    os.truncate(gguf, header_bytes + read_local_model(gguf).weight_bytes)
     indexed = hf_folder(folder / "llama-70b-index", LLAMA_31_70B, total_size=LLAMA_31_70B_BYTES)
     shards = hf_folder(folder / "llama-70b-shards", LLAMA_31_70B)
     per_shard = 80 // 30 + 1
@@ -69,7 +73,7 @@ def make_models(folder: Path) -> dict[str, Path]:
         layer += per_shard
         (shards / f"model-{shard + 1:05d}-of-00030.safetensors").write_bytes(safetensors_header(tensors))
     return {
-        "GGUF 70B Q4_K (header only)": gguf,
+        "GGUF 70B Q4_K, 42 GiB": gguf,
         "safetensors 70B, index": indexed,
         "safetensors 70B, 30 shards": shards,
     }
@@ -77,6 +81,17 @@ def make_models(folder: Path) -> dict[str, Path]:
 
 def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def header_bytes(path: Path) -> int:
+    """Where a GGUF's data starts (the header's size); for a folder, every file (headers only)."""
+    from nomad_gpustack.estimate.gguf import read_header
+    from nomad_gpustack.estimate.local import FileSource
+
+    if path.is_dir():
+        return disk_bytes(path)
+    with path.open("rb") as handle:
+        return read_header(FileSource(handle, ReadStats())).data_offset
 
 
 def in_process(path: Path, seconds: float) -> tuple[float, ReadStats, int]:
@@ -130,8 +145,9 @@ def main() -> None:
         for name, path in models.items():
             seconds, stats, weights = in_process(path, args.seconds)
             print(
-                f"  {name:<28} {seconds * 1000:8.2f} ms   read {human_size(stats.bytes_read):>9} from {stats.files} "
-                f"file(s) of {human_size(disk_bytes(path))} on disk; weights they describe: {human_size(weights)}"
+                f"  {name:<28} {seconds * 1000:8.2f} ms   read {human_size(stats.bytes_read):>9} "
+                f"(headers: {human_size(header_bytes(path))}) from {stats.files} file(s) of "
+                f"{human_size(disk_bytes(path))}; weights they describe: {human_size(weights)}"
             )
         times = cold(models, deployment, args.runs, folder / "cache")
         base = statistics.median(times["python -I -c pass"])
