@@ -94,6 +94,14 @@ def _constraint_text(key: str) -> str:
     return key
 
 
+def _readable_size(text: str) -> str:
+    """A Nomad size ("46324 MiB") as people read it ("45.2 GiB"); as it is when it is not a size."""
+    try:
+        return human_size(parse_size(text))
+    except ValueError:
+        return text
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -120,7 +128,7 @@ def placement_failure(req: GroupRequest, metric: AllocMetric, devices: Sequence[
         lines.append(f"{headline}: {summary}" if summary else headline)
         if req.gpu_need:
             # The estimate says what the model needs, which may be less than the constraint asks for.
-            need = f"the model needs {_plural(req.gpus, 'GPU')} with ≥ {req.gpu_need} each"
+            need = f"the model needs {_plural(req.gpus, 'GPU')} with ≥ {_readable_size(req.gpu_need)} each"
             lines.append(f"{need} ({req.estimate})" if req.estimate else need)
     for dimension, nodes in sorted(metric.DimensionExhausted.items()):
         if dimension.startswith("devices"):

@@ -122,7 +122,7 @@ def test_a_placement_failure_says_what_the_estimate_needs() -> None:
         {"NodesEvaluated": 2, "DimensionExhausted": {"devices: no devices match request": 2}}
     )
     lines = placement_failure(req, metric)
-    assert f"the model needs 2 GPUs with ≥ {req.gpu_need} each (vLLM needs 14.9 GiB per GPU" in "\n".join(lines)
+    assert "the model needs 2 GPUs with ≥ 16.5 GiB each (vLLM needs 14.9 GiB per GPU" in "\n".join(lines)
 
 
 @pytest.mark.parametrize("value", ["auto", 2])
