@@ -95,8 +95,8 @@ class HubStandIn:
                     self.send_header(key, value)
                 self.end_headers()
                 if body:
+                    record.sent = len(part)  # before the write: the client may look as soon as it has the body
                     self.wfile.write(part)
-                    record.sent = len(part)
 
             def status(self, code: int, headers: dict[str, str]) -> None:
                 self.send_response(code)
