@@ -29,14 +29,14 @@ def test_the_document_has_the_table_and_the_verdict(tmp_path: Path) -> None:
     assert doc["check"]["refusal"].endswith("use gpus: 2, or --max-model-len ≤ 13312")
     assert doc["suggestion"]["gpus"] == 2
     lookup = ngs.lookup_model(deployment(DATA).spec, model_path=model)
-    with pytest.raises(InputError, match="vLLM needs 23.9 GiB per GPU"):
+    with pytest.raises(InputError, match=r"vLLM needs 23\.9 GiB per GPU"):
         ngs.build(deployment(DATA), catalog_with(), model=lookup)
 
 
 def test_missing_metadata_is_an_input_error_and_an_unreachable_hub_its_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(InputError, match="model: .* no such file or folder"):
+    with pytest.raises(InputError, match=r"model: .* no such file or folder"):
         ngs.estimate_document(deployment(DATA), catalog_with(), model_path=tmp_path / "none")
     with pytest.raises(InputError, match="HF_HUB_OFFLINE is set"):
         ngs.estimate_document(deployment(DATA), catalog_with(), cache_dir=tmp_path)
