@@ -183,11 +183,11 @@ def vllm_activation(facts: ModelFacts) -> int:
     """Peak activation memory of vLLM's profiling run (constant in max_model_len, per llm-d's measurements).
 
     Counted on every GPU: each worker profiles its own peak (llm-d subtracts it once per replica)."""
+    if facts.moe:  # before the architecture: a Mixtral GGUF says "llama"
+        return int(ACTIVATION_GIB_MOE * GIB)
     gib = ACTIVATION_GIB_BY_ARCHITECTURE.get(facts.architecture)
     if gib is None:
-        gib = (
-            ACTIVATION_GIB_MOE if facts.moe else ACTIVATION_GIB_MULTIMODAL if facts.multimodal else ACTIVATION_GIB_DENSE
-        )
+        gib = ACTIVATION_GIB_MULTIMODAL if facts.multimodal else ACTIVATION_GIB_DENSE
     return int(gib * GIB)
 
 

@@ -200,3 +200,49 @@ def test_settings_read_both_flag_forms_and_keep_the_last() -> None:
 def test_a_facts_document_keeps_what_the_table_shows() -> None:
     doc = ModelFacts.to_json(LLAMA_8B)
     assert doc["kv_heads"] == 8 and doc["head_dim"] == 128 and doc["weight_bytes"] == LLAMA_31_8B_BYTES
+
+
+# --- GGUF headers of MoE, MLA and sliding-window models (llama.cpp's rule) ---------------------------
+
+
+def test_a_mixtral_gguf_is_moe_with_its_experts_weights(tmp_path: Path) -> None:
+    facts = read_local_model(llama_gguf(tmp_path / "mixtral.gguf", vocab=32000, context=32768, experts=8))
+    assert facts.moe and facts.experts == 8 and vllm_activation(facts) == 8 * GIB
+    assert 20 * GIB < facts.weight_bytes < 30 * GIB  # 46.7B parameters at Q4_K / Q6_K
+    est = estimate(facts, engine_settings("llama.cpp", ["-c", "32768"]), GpuSize(24 * GIB, "x"))
+    assert [r.gpus for r in est.rows] == [1, 2, 4, 8] and est.smallest_fit() is not None
+    assert est.rows[0].kv_context == 4 * GIB  # 32 layers × 8 KV heads × 128 × 2 × f16 × 32768
+
+
+def gguf_model(path: Path, arch: str, meta: dict[str, object], layers: int, embd: int) -> ModelFacts:
+    from gguf import GGMLQuantizationType as Q
+
+    from tests.support.model_fixtures import write_gguf
+
+    tensors = [("token_embd.weight", [embd, 1024], Q.Q8_0), ("output_norm.weight", [embd], Q.F32)]
+    for i in range(layers):
+        tensors += [(f"blk.{i}.attn_norm.weight", [embd], Q.F32), (f"blk.{i}.ffn_up.weight", [embd, 4 * embd], Q.Q8_0)]
+    base = {f"{arch}.block_count": layers, f"{arch}.embedding_length": embd, f"{arch}.context_length": 131072,
+            f"{arch}.vocab_size": 1024}  # fmt: skip
+    return read_local_model(write_gguf(path, arch, {**base, **{f"{arch}.{k}": v for k, v in meta.items()}}, tensors))
+
+
+def test_a_gemma3_gguf_bounds_its_sliding_layers_as_llama_cpp_does(tmp_path: Path) -> None:
+    meta = {"attention.head_count": 32, "attention.head_count_kv": 16, "attention.key_length": 128,
+            "attention.value_length": 128, "attention.sliding_window": 1024}  # fmt: skip
+    facts = gguf_model(tmp_path / "gemma3.gguf", "gemma3", meta, 12, 512)
+    assert facts.sliding_window == 1024 and facts.sliding_layers == (True,) * 5 + (False,) + (True,) * 5 + (False,)
+    per_cell = 16 * 128 * 2 * 2  # K and V, f16
+    window = 1024 + 2048  # window × 1 sequence + batch, padded to 256
+    settings = engine_settings("llama.cpp", ["-c", "32768"])
+    assert llamacpp_kv(facts, settings, 32768, list(range(12))) == per_cell * (2 * 32768 + 10 * window)
+
+
+def test_a_deepseek2_gguf_caches_the_latent_as_llama_cpp_allocates_it(tmp_path: Path) -> None:
+    meta = {"attention.head_count": 128, "attention.head_count_kv": 1, "attention.key_length": 576,
+            "attention.value_length": 512, "attention.kv_lora_rank": 512, "rope.dimension_count": 64}  # fmt: skip
+    facts = gguf_model(tmp_path / "deepseek.gguf", "deepseek2", meta, 4, 512)
+    assert facts.mla_dim == 576 and facts.kv_heads == (1,) * 4
+    settings = engine_settings("llama.cpp", ["-c", "4096"])
+    assert llamacpp_kv(facts, settings, 4096, list(range(4))) == 4 * (576 + 512) * 2 * 4096
+    assert kv_per_token(facts, 8) == 4 * 576 * 2  # vLLM: one latent head on every rank
