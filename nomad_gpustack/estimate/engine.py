@@ -7,6 +7,7 @@ the estimate can run before the compiler knows how many GPUs to use.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -46,6 +47,16 @@ _BARE_FLASH = ("--flash-attn", "-fa")  # older llama.cpp: a bare flag meant "on"
 
 def _is_flag(token: str) -> bool:
     return token.startswith("--") or (token.startswith("-") and token[1:2].isalpha())
+
+
+def _human_int(text: str) -> int | None:
+    """vLLM's `human_readable_int` for --max-model-len: 32k = 32000, 32K = 32768 (k/m/g decimal, K/M/G binary)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmgKMG])", text.strip())
+    if not match:
+        return None
+    number, unit = match.groups()
+    factor = {"k": 10**3, "m": 10**6, "g": 10**9, "K": 2**10, "M": 2**20, "G": 2**30}[unit]
+    return int(float(number) * factor)
 
 
 def engine_of(backend_name: str) -> Engine:
@@ -138,7 +149,9 @@ def engine_settings(
         found = find(_CONTEXT[engine])
         if found is not None:
             context_flag = found[0]
-            value = number(int, (found[0],))
+            value: int | float | None = _human_int(found[1]) if engine == "vllm" and found[1] else None
+            if value is None:
+                value = number(int, (found[0],))
             context = int(value) if value is not None and value > 0 else None  # 0: the model's own (llama.cpp)
 
     flash: bool | None = None

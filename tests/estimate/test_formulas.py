@@ -195,6 +195,8 @@ def test_settings_read_both_flag_forms_and_keep_the_last() -> None:
     bad = engine_settings("SGLang", ["--context-length", "lots"])
     assert bad.context is None and bad.problems == ("--context-length lots is not a number",)
     assert engine_settings("Text-Embeddings-Inference", []).engine == "other"
+    assert engine_settings("vLLM", ["--max-model-len", "32K"]).context == 32768
+    assert engine_settings("vLLM", ["--max-model-len=25.6k"]).context == 25600
 
 
 def test_a_facts_document_keeps_what_the_table_shows() -> None:
