@@ -9,6 +9,11 @@ The public API is small; the `nomadgs` command, the Ansible collection and the J
     compiled = ngs.build(deployment, catalog)              # resolved deployment and Nomad job (pure)
     print(ngs.render_text(compiled.job, "hcl"))            # or "json": the API document {"Job": ...}
 
+    # GPU memory from the model's headers (`--model PATH`, else the Hugging Face Hub and its cache):
+    doc = ngs.estimate_document(deployment, catalog, model_path="/models/qwen")  # `nomadgs estimate` as JSON
+    model = ngs.lookup_model(deployment.spec, model_path="/models/qwen")     # for gpus/gpu_memory: auto,
+    compiled = ngs.build(deployment, catalog, model=model)                   # and the check of explicit values
+
 Errors are `NomadgsError`s (bad input is an `InputError` whose `problems` name file, line and field).
 Everything else is private by convention; see ARCHITECTURE.md for the layout.
 """
@@ -26,8 +31,10 @@ __all__ = [
     "NomadgsError",
     "__version__",
     "build",
+    "estimate_document",
     "load_catalog",
     "load_deployment",
+    "lookup_model",
     "render_text",
 ]
 
@@ -38,6 +45,8 @@ _LAZY = {
     "InputError": "nomad_gpustack.errors",
     "NomadgsError": "nomad_gpustack.errors",
     "build": "nomad_gpustack.compile.build",
+    "estimate_document": "nomad_gpustack.estimate",
+    "lookup_model": "nomad_gpustack.estimate.lookup",
     "load_catalog": "nomad_gpustack.spec.loader",
     "load_deployment": "nomad_gpustack.spec.loader",
     "render_text": "nomad_gpustack.nomad.render",
@@ -46,6 +55,8 @@ _LAZY = {
 if TYPE_CHECKING:
     from .compile.build import Compiled, build
     from .errors import InputError, NomadgsError
+    from .estimate import estimate_document
+    from .estimate.lookup import lookup_model
     from .nomad.render import render_text
     from .spec.catalog import Catalog
     from .spec.loader import load_catalog, load_deployment

@@ -44,6 +44,10 @@ def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         folder = tmp_path_factory.mktemp("cache-home")
         patch.setenv("XDG_CACHE_HOME", str(folder))
+        # No test reaches the real Hugging Face Hub; the Hub's tests start a stand-in and lift this.
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.delenv("HF_ENDPOINT", raising=False)
+        patch.delenv("HF_TOKEN", raising=False)
         yield folder
 
 

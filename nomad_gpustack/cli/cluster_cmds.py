@@ -11,7 +11,14 @@ import click
 from . import output as say
 from .base import command, preformatted
 from .connection import NOMAD_ENV_HELP, nomad_options
-from .options import backends_option, deployment_argument, deployments_argument, duration_seconds, output_option
+from .options import (
+    backends_option,
+    deployment_argument,
+    deployments_argument,
+    duration_seconds,
+    model_option,
+    output_option,
+)
 
 if TYPE_CHECKING:
     from ..compile.build import Compiled
@@ -102,6 +109,7 @@ def _print_outcome(registration: Registration, result: WatchResult) -> None:
 )
 @deployments_argument
 @backends_option
+@model_option
 @click.option("--timeout", default="2h", metavar="DURATION", help="give up watching after this (default 2h)")
 @click.option("--detach", is_flag=True, help="return once the job is registered")
 @click.option(
@@ -115,6 +123,7 @@ def _print_outcome(registration: Registration, result: WatchResult) -> None:
 def submit(
     deployments: tuple[Path, ...],
     backends: tuple[Path, ...],
+    model: Path | None,
     timeout: str,
     detach: bool,
     wait_for_capacity: bool,
@@ -128,7 +137,7 @@ def submit(
     from .render_cmds import compile_all
 
     seconds = duration_seconds(timeout, "--timeout")
-    compiled_all = compile_all(list(deployments), backends, check=True)
+    compiled_all = compile_all(list(deployments), backends, check=True, model=model, hub=True)
     apis = [_api(connection, compiled) for compiled in compiled_all]  # every namespace conflict before any submit
     results: list[dict[str, Any]] = []
     worst = EXIT_OK

@@ -35,6 +35,18 @@ def backends_option(f: F) -> F:
     )(f)
 
 
+def model_option(f: F) -> F:
+    """`--model PATH`: the model's headers on this machine, for the memory estimate (instead of the Hub)."""
+    return click.option(
+        "--model",
+        "model",
+        metavar="PATH",
+        type=click.Path(path_type=Path),
+        help="the model on this machine (a GGUF file, or a folder with config.json and safetensors headers) "
+        "for the memory estimate; only headers are read (default: the Hugging Face Hub and its cache)",
+    )(f)
+
+
 def output_option(f: F) -> F:
     """`--output text|json`: the result format on stdout."""
     return click.option(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .base import command, preformatted
-from .options import Choice, backends_option, deployments_argument, output_option
+from .options import Choice, backends_option, deployments_argument, model_option, output_option
 
 if TYPE_CHECKING:
     from ..compile.build import Compiled
@@ -26,22 +26,38 @@ For CI pipelines that keep rendered jobs in git.
 """)
 
 
-def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = False) -> list[Compiled]:
-    """Load the catalog and compile every deployment; report every failing file, not only the first."""
+def compile_all(
+    paths: list[Path],
+    backends: tuple[Path, ...],
+    *,
+    check: bool = False,
+    model: Path | None = None,
+    hub: bool = False,
+) -> list[Compiled]:
+    """Load the catalog and compile every deployment; report every failing file, not only the first.
+
+    `model`: a local model for the memory estimate (one deployment only); `hub`: whether explicit values
+    are checked with metadata looked up anywhere, the Hugging Face Hub included (validate, submit).
+    """
     from dataclasses import replace
 
     from ..compile.build import build
     from ..errors import InputError, Problem
+    from ..estimate.lookup import metadata_for_compile
     from ..spec.loader import load_catalog, load_deployment
     from . import output
     from .cachefolder import cache_folder
 
+    if model is not None and len(paths) > 1:
+        raise InputError(Problem("--model describes one model: give one deployment with it", field="--model"))
     catalog = load_catalog(backends, cache=cache_folder())
     compiled = []
     errors: list[InputError] = []
     for path in paths:
         try:
-            compiled.append(build(load_deployment(path), catalog, check=check))
+            deployment = load_deployment(path)
+            metadata = metadata_for_compile(deployment.spec, model_path=model, cache_dir=cache_folder(), hub=hub)
+            compiled.append(build(deployment, catalog, check=check, model=metadata))
         except InputError as exc:
             errors.append(exc)
     if errors:
@@ -70,6 +86,7 @@ def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = 
 @command("render", short_help="compile deployments into Nomad job files (JSON or HCL)", help=RENDER_HELP)
 @deployments_argument
 @backends_option
+@model_option
 @click.option("--format", "fmt", type=Choice(("json", "hcl")), default="json", help="output format (default: json)")
 @click.option(
     "--output",
@@ -84,7 +101,12 @@ def compile_all(paths: list[Path], backends: tuple[Path, ...], *, check: bool = 
     help="write nothing; exit 1 and print a diff when the files in --output differ from the rendering",
 )
 def render(
-    deployments: tuple[Path, ...], backends: tuple[Path, ...], fmt: Format, output: str | None, check: bool
+    deployments: tuple[Path, ...],
+    backends: tuple[Path, ...],
+    model: Path | None,
+    fmt: Format,
+    output: str | None,
+    check: bool,
 ) -> int:
     import sys
 
@@ -94,7 +116,7 @@ def render(
 
     if check and output is None:
         raise InputError(Problem("--check compares with files on disk: give them with --output PATH"))
-    compiled = compile_all(list(deployments), backends)
+    compiled = compile_all(list(deployments), backends, model=model)
     texts = [(item, render_text(item.job, fmt)) for item in compiled]
     if output is None:
         if len(texts) > 1:
@@ -136,11 +158,12 @@ def render(
 )
 @deployments_argument
 @backends_option
+@model_option
 @output_option
-def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], output: str) -> int:
+def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: Path | None, output: str) -> int:
     from . import output as say
 
-    compiled = compile_all(list(deployments), backends, check=True)
+    compiled = compile_all(list(deployments), backends, check=True, model=model, hub=True)
     results = []
     for item in compiled:
         r = item.resolved
@@ -155,6 +178,9 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], output: 
                 "gpus": r.resources.gpus,
                 "replicas": r.placement.replicas,
                 "image": r.image,
+                "gpu_memory": r.resources.gpu_memory,
+                "estimate": r.sizing.need if r.sizing else None,
+                "auto": r.sizing.auto if r.sizing else None,
             }
         )
     if output == "json":
@@ -167,4 +193,8 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], output: 
             )
             version = f" {res['version']}" if res["version"] else ""
             print(f"ok  {res['file']}: job {res['job']} ({res['backend']}{version}, {replicas}, {where})")
+            if res["auto"]:
+                print(f"    auto: {res['auto']}")
+            elif res["estimate"]:
+                print(f"    estimate: {res['estimate']}")
     return 0

@@ -34,6 +34,7 @@ Shell completion: eval "$(_NOMADGS_COMPLETE=bash_source nomadgs)" (zsh_source, f
 COMMANDS: dict[str, str] = {
     "render": "nomad_gpustack.cli.render_cmds:render",
     "validate": "nomad_gpustack.cli.render_cmds:validate",
+    "estimate": "nomad_gpustack.cli.estimate_cmds:estimate",
     "backends": "nomad_gpustack.cli.backend_cmds:backends",
     "submit": "nomad_gpustack.cli.cluster_cmds:submit",
     "plan": "nomad_gpustack.cli.cluster_cmds:plan",

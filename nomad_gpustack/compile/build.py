@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..nomad.jobspec import Job, validate_job
 from ..spec.catalog import Catalog
@@ -10,6 +11,9 @@ from ..spec.deployment import Deployment
 from ..spec.specfile import Sourced
 from .job import compile_job
 from .resolve import Resolved, resolve
+
+if TYPE_CHECKING:
+    from ..estimate.facts import ModelLookup
 
 
 @dataclass(frozen=True)
@@ -25,13 +29,17 @@ class Compiled:
         return self.job["ID"]
 
 
-def build(deployment: Sourced[Deployment], catalog: Catalog, *, check: bool = False) -> Compiled:
+def build(
+    deployment: Sourced[Deployment], catalog: Catalog, *, check: bool = False, model: ModelLookup | None = None
+) -> Compiled:
     """Resolve and compile one deployment.
 
     With `check`, the job also goes through the strict run-time models (`validate_job`); `validate` and
-    `submit` ask for it, `render` relies on the static typing of the compiler and starts faster.
+    `submit` ask for it, `render` relies on the static typing of the compiler and starts faster. `model`:
+    the model's metadata for the memory estimate (`auto`, and the check of explicit values), looked up by
+    the caller (`nomad_gpustack.estimate.lookup`).
     """
-    resolved = resolve(deployment, catalog)
+    resolved = resolve(deployment, catalog, model)
     job = compile_job(resolved)
     if check:
         validate_job(job)

@@ -28,6 +28,7 @@ from ..nomad.jobspec import (
     VolumeMount,
     VolumeRequest,
 )
+from ..sizes import nomad_size
 from .metadata import DOWNLOAD_TASK, JobLabels, job_meta, service_meta, service_tags
 from .request import requested_device
 from .resolve import MAIN_PORT, UPDATE_MIN_HEALTHY, Resolved, nomad_name
@@ -94,6 +95,9 @@ def job_labels(r: Resolved) -> JobLabels:
         job_id=r.job_id,
         service=r.service_name,
         categories=r.categories,
+        estimate=r.sizing.need if r.sizing else None,
+        gpu_need=nomad_size(r.sizing.gpu_need) if r.sizing else None,
+        auto=r.sizing.auto if r.sizing else None,
     )
 
 

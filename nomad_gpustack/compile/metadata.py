@@ -24,9 +24,12 @@ META_API = "gpustack_api"
 META_MANAGED = "nomadgs_managed"
 META_SERVICE = "nomadgs_service"
 META_JOB = "nomadgs_job"
+META_ESTIMATE = "nomadgs_estimate"  # the memory estimate in words ("vLLM needs 17.2 GiB per GPU at ...")
+META_GPU_NEED = "nomadgs_gpu_need"  # bytes each GPU needs for the engine to start, as a Nomad size ("18 GiB")
+META_AUTO = "nomadgs_auto"  # why `auto` chose the GPUs and memory it did
 RESERVED_META = frozenset(
     {META_MODEL, META_BACKEND, META_VERSION, META_FRAMEWORK, META_SOURCE, META_MODEL_REF, META_CATEGORIES,
-     META_GPUS, META_API, META_MANAGED, META_SERVICE}
+     META_GPUS, META_API, META_MANAGED, META_SERVICE, META_ESTIMATE, META_GPU_NEED, META_AUTO}
 )  # fmt: skip
 
 # The prestart task that downloads the weights; the watcher reports it as "downloading".
@@ -54,6 +57,9 @@ class JobLabels:
     job_id: str
     service: str
     categories: tuple[str, ...] = ()
+    estimate: str | None = None  # META_ESTIMATE
+    gpu_need: str | None = None  # META_GPU_NEED, a Nomad size
+    auto: str | None = None  # META_AUTO
 
 
 class ModelLabels(NamedTuple):
@@ -82,6 +88,9 @@ def job_meta(labels: JobLabels, user_meta: Mapping[str, str]) -> dict[str, str]:
     }
     if labels.categories:
         meta[META_CATEGORIES] = ",".join(labels.categories)
+    for key, value in ((META_ESTIMATE, labels.estimate), (META_GPU_NEED, labels.gpu_need), (META_AUTO, labels.auto)):
+        if value:
+            meta[key] = value
     for key, value in user_meta.items():
         if key in RESERVED_META:
             continue  # the deployment model refuses these keys; never let user meta hide ours
@@ -149,6 +158,11 @@ def model_labels(name: str, tags: Sequence[Any], meta: Mapping[str, str]) -> Mod
     backend = meta.get(META_BACKEND) or tag_value(tags, TAG_BACKEND)
     version = meta.get(META_VERSION) or tag_value(tags, TAG_VERSION)
     return ModelLabels(model, backend, version)
+
+
+def gpu_need(meta: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The estimate's per-GPU need (a Nomad size) and its words, from a job's Meta; None where it has none."""
+    return meta.get(META_GPU_NEED) or None, meta.get(META_ESTIMATE) or None
 
 
 def service_job(meta: Mapping[str, str]) -> str | None:

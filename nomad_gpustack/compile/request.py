@@ -9,6 +9,7 @@ from typing import Any
 
 from ..nomad.jobspec import Constraint, RequestedDevice
 from ..sizes import nomad_size
+from .metadata import gpu_need
 
 GPU_MEMORY = "${device.attr.memory}"
 GPU_MODEL = "${device.model}"
@@ -44,6 +45,8 @@ class GroupRequest:
     node_pool: str | None = None
     health_path: str | None = None
     startup_timeout_ns: int = 0
+    gpu_need: str | None = None  # what each GPU needs by the memory estimate (job meta), e.g. "20 GiB"
+    estimate: str | None = None  # the estimate in words
 
 
 def group_request(job: dict[str, Any], group_index: int = 0) -> GroupRequest:
@@ -70,6 +73,7 @@ def group_request(job: dict[str, Any], group_index: int = 0) -> GroupRequest:
             for check in service.get("Checks") or []:
                 health = check.get("Path")
                 startup = (check.get("CheckRestart") or {}).get("Grace", 0)
+    need, words = gpu_need(job.get("Meta") or {})
     return GroupRequest(
         group=group["Name"],
         count=group.get("Count", 1),
@@ -83,4 +87,6 @@ def group_request(job: dict[str, Any], group_index: int = 0) -> GroupRequest:
         node_pool=job.get("NodePool"),
         health_path=health,
         startup_timeout_ns=startup,
+        gpu_need=need,
+        estimate=words,
     )

@@ -11,12 +11,13 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..durations import SECOND, format_duration
 from ..errors import InputError, suggestion
 from ..sizes import GIB, human_size, parse_size, to_mib
 from ..spec.backend import Backend, NomadExtras, TemplateFile, VersionConfig
+from ..spec.base import AUTO
 from ..spec.catalog import CUSTOM, Catalog
 from ..spec.deployment import Deployment
 from ..spec.specfile import Sourced
@@ -26,6 +27,9 @@ from .drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
 from .frameworks import FRAMEWORKS, Framework
 from .parameters import apply_format, is_flag, split_words, tokenize
 from .templating import PLACEHOLDERS, PlaceholderError, expand, placeholders_in, prepare
+
+if TYPE_CHECKING:
+    from ..estimate.facts import ModelLookup
 
 MAIN_PORT = "http"
 DEFAULT_HEALTH_CHECK_PATH = "/v1/models"  # GPUStack's documented default
@@ -120,6 +124,15 @@ class Lifecycle:
 
 
 @dataclass(frozen=True)
+class Sizing:
+    """What the memory estimate said about the replica's GPUs (see nomad_gpustack.estimate)."""
+
+    need: str  # "vLLM needs 17.2 GiB per GPU at --max-model-len 32768 (weights 14.2, KV 2.0, overhead 1.0)"
+    gpu_need: int  # bytes each GPU must have for the engine to start
+    auto: str | None = None  # why `auto` chose the values it did
+
+
+@dataclass(frozen=True)
 class Resolved:
     """Everything decided about one deployment, ready to become a Nomad job.
 
@@ -150,6 +163,7 @@ class Resolved:
     categories: tuple[str, ...] = ()
     meta: dict[str, str] = field(default_factory=dict)  # the deployment's own job meta, as text
     warnings: tuple[str, ...] = field(default=())
+    sizing: Sizing | None = None  # None: no estimate was made (no model metadata given, or no GPUs)
 
 
 def nomad_name(name: str) -> str:
@@ -195,10 +209,11 @@ def _meta_text(value: Any) -> str:
 
 
 class _Resolver:
-    def __init__(self, deployment: Sourced[Deployment], catalog: Catalog) -> None:
+    def __init__(self, deployment: Sourced[Deployment], catalog: Catalog, model: ModelLookup | None) -> None:
         self.sourced = deployment
         self.d = deployment.spec
         self.catalog = catalog
+        self.model = model
         self.warnings: list[str] = []
 
     def fail(self, path: Path, message: str, hint: str | None = None) -> InputError:
@@ -241,7 +256,7 @@ class _Resolver:
         if wanted is not None and wanted.lower() not in FRAMEWORKS:
             raise self.fail(("nomad", "framework"), f"unknown framework '{wanted}'", suggestion(wanted, FRAMEWORKS))
         if backend is None:  # Custom: the deployment says, or GPUs imply CUDA
-            name = wanted or ("cuda" if self.d.nomad.gpus else "cpu")
+            name = wanted or ("cuda" if self.d.nomad.gpus else "cpu")  # "auto" asks for GPUs too
             return FRAMEWORKS[name.lower()]
         available = config.frameworks
         if not available:
@@ -260,8 +275,11 @@ class _Resolver:
             return FRAMEWORKS[wanted.lower()]
         return FRAMEWORKS[available[0]]
 
-    def gpus(self, framework: Framework) -> int:
+    def gpus(self, framework: Framework) -> int | None:
+        """The GPUs per replica; None: `auto`, left to the estimate."""
         requested = self.d.nomad.gpus
+        if requested == AUTO:
+            return None if framework.uses_gpus else 0
         if not framework.uses_gpus:
             if requested:
                 raise self.fail(
@@ -276,7 +294,87 @@ class _Resolver:
                 f"framework {framework.name} needs at least one accelerator",
                 "choose a CPU version with backend_version to run without GPUs",
             )
-        return requested if requested is not None else 1
+        return requested if isinstance(requested, int) else 1
+
+    # --- GPU memory: the estimate --------------------------------------------------------------------------
+
+    def sizing(
+        self, framework: Framework, backend_name: str, env: dict[str, str], gpus: int | None
+    ) -> tuple[int, int | None, Sizing | None]:
+        """GPUs and GPU memory per replica: `auto` filled in from the estimate, explicit values checked by it."""
+        nomad = self.d.nomad
+        memory = nomad.gpu_memory
+        auto_gpus, auto_memory = gpus is None, memory == AUTO
+        stated = memory if isinstance(memory, int) else None
+        if not framework.uses_gpus:
+            return 0, stated, None
+        if not (auto_gpus or auto_memory) and self.model is None:
+            return gpus or 1, stated, None  # nothing asked of the estimate, nothing to make one with
+        # Imported here: rendering explicit values without model metadata never loads the estimate.
+        from ..estimate.engine import engine_settings
+        from ..estimate.gpus import KNOWN_GPUS_MIB, known_gpu_memory
+        from ..estimate.plan import GpuSize, NoFit, check, choose, estimate
+
+        field_path: Path = ("nomad", "gpus") if auto_gpus else ("nomad", "gpu_memory")
+        known = known_gpu_memory(nomad.gpu_model)
+        gpu = (
+            GpuSize(known, f"nomad.gpu_model {nomad.gpu_model}")
+            if known
+            else GpuSize(stated, "nomad.gpu_memory")
+            if stated
+            else None
+        )
+        if auto_gpus and gpu is None:
+            if nomad.gpu_model:
+                raise self.fail(
+                    ("nomad", "gpu_model"),
+                    f"gpus: auto cannot tell the memory of a '{nomad.gpu_model}'",
+                    "set nomad.gpu_memory (e.g. 24 GiB), or use a known model: " + ", ".join(KNOWN_GPUS_MIB),
+                )
+            raise self.fail(
+                field_path,
+                "gpus: auto needs the GPUs' memory",
+                "set nomad.gpu_memory (e.g. 24 GiB) or a nomad.gpu_model with known memory (see `nomadgs estimate`)",
+            )
+        lookup = self.model
+        if lookup is None or lookup.facts is None:
+            reason = lookup.reason if lookup is not None and lookup.reason else "no model metadata was looked up"
+            if auto_gpus or auto_memory:
+                raise self.fail(
+                    field_path,
+                    f"auto needs the model's metadata, and there is none: {reason}",
+                    "give --model PATH (a GGUF file, or a folder with config.json), or set the value yourself",
+                )
+            if lookup is not None and gpu is not None:
+                self.warnings.append(f"cannot check that the model fits its GPUs: {reason}")
+            return gpus or 1, stated, None
+        parameters = [t for element in self.d.backend_parameters or [] for t in _tokens_or_nothing(element)]
+        settings = engine_settings(backend_name, parameters, env, self.d.categories or ())
+        est = estimate(lookup.facts, settings, gpu)
+        if auto_gpus or auto_memory:
+            try:
+                chosen = choose(est, gpus, auto_gpus, auto_memory)
+            except NoFit as exc:
+                raise self.fail(
+                    field_path, str(exc), "use bigger GPUs, a shorter context, or a smaller model"
+                ) from None
+            if not auto_gpus and gpu is not None:
+                verdict = check(est, chosen.gpus)
+                if verdict.refusal:
+                    raise self.fail(("nomad", "gpu_model"), verdict.refusal)
+            self.warnings.extend(est.warnings)
+            memory_out = chosen.gpu_memory if auto_memory else stated
+            return chosen.gpus, memory_out, Sizing(est.need(chosen.row), chosen.row.min_gpu_memory, chosen.reason)
+        count = gpus or 1
+        if gpu is None:
+            row = est.row(count)
+            self.warnings.extend(est.warnings)
+            return count, stated, Sizing(est.need(row), row.min_gpu_memory)
+        verdict = check(est, count)
+        if verdict.refusal:
+            raise self.fail(("nomad", "gpus"), verdict.refusal)
+        self.warnings.extend(verdict.warnings)
+        return count, stated, Sizing(est.need(verdict.row), verdict.row.min_gpu_memory)
 
     # --- model weights ---------------------------------------------------------------------------------
 
@@ -426,7 +524,6 @@ class _Resolver:
             assert backend is not None
             raise backend.error(("nomad", "docker"), f"docker options are set but the driver is {driver}")
         framework = self.framework(backend, version, config)
-        gpus = self.gpus(framework)
         weights = self.weights(driver)
 
         env: dict[str, str] = {}
@@ -439,6 +536,8 @@ class _Resolver:
             download_env = {name: env[name] for name in wanted if name in env}
             weights = replace(weights, download=replace(weights.download, env=download_env))
         self.warnings.extend(hazards.secrets_in(env, download=weights.download is not None))
+        backend_name = backend.spec.backend_name if backend is not None else CUSTOM
+        gpus, gpu_memory, sizing = self.sizing(framework, backend_name, env, self.gpus(framework))
 
         values = {
             "model_path": weights.path,
@@ -570,7 +669,7 @@ class _Resolver:
             model_name=d.name,
             job_id=nomad.job_id or nomad_name(d.name),
             service_name=nomad.service_name or nomad_name(d.name),
-            backend_name=backend.spec.backend_name if backend is not None else CUSTOM,
+            backend_name=backend_name,
             backend_file=backend.filename if backend is not None else None,
             version=version,
             framework=framework,
@@ -586,7 +685,7 @@ class _Resolver:
                 memory_mib=to_mib(nomad.memory),
                 memory_max_mib=to_mib(nomad.memory_max) if nomad.memory_max else None,
                 gpus=gpus,
-                gpu_memory=nomad.gpu_memory,
+                gpu_memory=gpu_memory,
                 gpu_model=nomad.gpu_model,
                 shm_size=shm_size if driver == "docker" else None,
             ),
@@ -619,9 +718,36 @@ class _Resolver:
             categories=tuple(d.categories or ()),
             meta={str(key): _meta_text(value) for key, value in (d.meta or {}).items()},
             warnings=tuple(self.warnings),
+            sizing=sizing,
         )
 
 
-def resolve(deployment: Sourced[Deployment], catalog: Catalog) -> Resolved:
-    """Resolve one deployment. Raises InputError pointing at the deployment or backend file."""
-    return _Resolver(deployment, catalog).run()
+def backend_and_env(deployment: Sourced[Deployment], catalog: Catalog) -> tuple[str, dict[str, str]]:
+    """The backend's name and the task's environment as `resolve` decides them (what the estimate reads)."""
+    r = _Resolver(deployment, catalog, None)
+    backend = r.backend()
+    env: dict[str, str] = {}
+    if backend is None:
+        return CUSTOM, dict(r.d.env or {})
+    _, config = r.version(backend)
+    env.update(backend.spec.default_env or {})
+    env.update(config.env or {})
+    env.update(r.d.env or {})
+    return backend.spec.backend_name, env
+
+
+def _tokens_or_nothing(element: str) -> list[str]:
+    try:
+        return tokenize(element)
+    except ValueError:
+        return []  # reported where the parameters become argv
+
+
+def resolve(deployment: Sourced[Deployment], catalog: Catalog, model: ModelLookup | None = None) -> Resolved:
+    """Resolve one deployment. Raises InputError pointing at the deployment or backend file.
+
+    `model` is the model's metadata, looked up by the caller (the compiler does no I/O): needed for
+    `gpus: auto` and `gpu_memory: auto`, and used to refuse explicit values the engine would not start with.
+    None: no lookup was made, and explicit values are taken as they are.
+    """
+    return _Resolver(deployment, catalog, model).run()

@@ -186,6 +186,14 @@ def _constraint_text(key: str) -> str:
     return key
 
 
+def _readable_size(text: str) -> str:
+    """A Nomad size ("46324 MiB") as people read it ("45.2 GiB"); as it is when it is not a size."""
+    try:
+        return human_size(parse_size(text))
+    except ValueError:
+        return text
+
+
 def placement_failure(
     req: GroupRequest, metric: AllocMetric, devices: Sequence[NodeDevices] | None = None
 ) -> list[str]:
@@ -211,6 +219,10 @@ def placement_failure(
     facts = DeviceFacts(req, devices)
     if req.device and (exhausted_devices or "missing devices" in metric.ConstraintFiltered):
         lines.append(facts.headline())
+        if req.gpu_need:
+            # The estimate says what the model needs, which may be less than the constraint asks for.
+            need = f"the model needs {_plural(req.gpus, 'GPU')} with ≥ {_readable_size(req.gpu_need)} each"
+            lines.append(f"{need} ({req.estimate})" if req.estimate else need)
     for dimension, nodes in sorted(metric.DimensionExhausted.items()):
         if dimension.startswith("devices"):
             lines.append(facts.exhausted(dimension, nodes))

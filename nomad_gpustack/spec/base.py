@@ -7,9 +7,10 @@ live here once, so a change to one rule (a unit, a name pattern) lands in one pl
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+from pydantic_core import PydanticCustomError
 
 from ..durations import SECOND, parse_duration
 from ..errors import HintedValueError
@@ -105,6 +106,34 @@ def _cpu_mhz(value: int) -> int:
 Duration = Annotated[int, BeforeValidator(_duration), AfterValidator(_positive)]  # nanoseconds
 Size = Annotated[int, BeforeValidator(_size), AfterValidator(_positive)]  # bytes
 CpuMHz = Annotated[int, AfterValidator(_cpu_mhz)]  # Nomad's `cpu`: MHz of the node's total compute
+
+
+AUTO = "auto"  # nomad.gpus / nomad.gpu_memory: let the estimate choose (nomad_gpustack.estimate)
+MAX_GPUS = 64
+
+
+def _gpu_count_or_auto(value: Any) -> Any:
+    if value == AUTO:
+        return value
+    if isinstance(value, str) and not value.strip().isdigit():
+        raise HintedValueError(f"'{value}' is not a number of GPUs", "write a whole number, or auto")
+    if isinstance(value, bool) or not isinstance(value, int):
+        # The strict-int error: the problem then reads as every other count's ("got text ('2')", the quote hint).
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    if not 0 <= value <= MAX_GPUS:
+        raise ValueError(f"must be between 0 and {MAX_GPUS}, or 'auto'")
+    return value
+
+
+def _size_or_auto(value: Any) -> Any:
+    if value == AUTO:
+        return value
+    return _positive(_size(value))
+
+
+# Kept apart from Size so the rules for sizes and counts can change without touching `auto`.
+GpuCount = Annotated[int | Literal["auto"], BeforeValidator(_gpu_count_or_auto)]
+GpuMemory = Annotated[int | Literal["auto"], BeforeValidator(_size_or_auto)]
 
 
 def _nomad_name(value: str) -> str:

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..compile.metadata import RESERVED_META
 from ..durations import SECOND
-from .base import AS_WRITTEN, CpuMHz, Duration, EnvMap, NomadName, Size, SpecModel, WrittenText
+from .base import AS_WRITTEN, CpuMHz, Duration, EnvMap, GpuCount, GpuMemory, NomadName, Size, SpecModel, WrittenText
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")  # GPUStack UI's rule
 
@@ -44,8 +44,8 @@ class DeploymentNomad(SpecModel):
     priority: Annotated[int, Field(ge=1, le=100)] | None = None
 
     framework: str | None = None
-    gpus: Annotated[int, Field(ge=0, le=64)] | None = None
-    gpu_memory: Size | None = None
+    gpus: GpuCount | None = None  # "auto": the fewest GPUs the estimate says the model fits on
+    gpu_memory: GpuMemory | None = None  # "auto": what each GPU needs, by the estimate
     gpu_model: str | None = None
     cpu: CpuMHz = 4000
     memory: Size = 16 * 1024**3

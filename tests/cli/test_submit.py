@@ -111,6 +111,26 @@ def test_a_missing_device_plugin_is_explained_without_contradiction(nomad: Nomad
     assert "free" not in run.err
 
 
+QWEN_32B = {
+    "architectures": ["Qwen2ForCausalLM"], "hidden_size": 5120, "num_attention_heads": 40, "num_hidden_layers": 64,
+    "num_key_value_heads": 8, "max_position_embeddings": 32768, "torch_dtype": "bfloat16", "vocab_size": 152064,
+}  # fmt: skip
+
+
+def test_a_placement_failure_says_what_the_estimate_needs(tmp_path: Path) -> None:
+    from ..support.model_fixtures import hf_folder
+
+    model = hf_folder(tmp_path / "Qwen2.5-32B", QWEN_32B, total_size=65_527_752_704)
+    with NomadDouble() as nomad:
+        nomad.default_scenario = scenarios.placement_failure()
+        run = submit(nomad, TP2, "--model", model)
+    assert run.code == 3, run.err
+    assert (
+        "the model needs 2 GPUs with ≥ 45.2 GiB each "
+        "(vLLM needs 40.7 GiB per GPU at --max-model-len 32768 (weights 30.5, KV 4.0, overhead 6.2))"
+    ) in run.err
+
+
 def test_blocked_evaluation_is_waiting_for_capacity_not_success(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.blocked_then_placed(after=0.5)
     run = submit(nomad, VLLM, "--wait-for-capacity")

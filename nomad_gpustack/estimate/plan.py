@@ -1,0 +1,264 @@
+"""From model facts and a deployment's settings to an estimate, a verdict on explicit values, or a choice for
+`auto`. Pure: `estimate()` is what `nomadgs estimate`, the compiler and the Ansible plugins all call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..sizes import GIB
+from .engine import EngineSettings
+from .facts import ModelFacts
+from .memory import VLLM_DEFAULT_GMU, GpuFigures, figures_for, sglang_mem_fraction
+
+GPU_COUNTS = (1, 2, 4, 8)  # the tensor-parallel sizes the table shows
+DISPLAY = {"vllm": "vLLM", "sglang": "SGLang", "llama.cpp": "llama.cpp"}
+
+
+@dataclass(frozen=True)
+class GpuSize:
+    """The memory of the GPUs a deployment runs on, and where that figure comes from."""
+
+    bytes: int
+    source: str  # "nomad.gpu_memory" or "nomad.gpu_model NVIDIA L4"
+
+
+def gib(n: int) -> str:
+    """Bytes as GiB with one decimal, for messages (26.3)."""
+    return f"{n / GIB:.1f}"
+
+
+def gib_size(n: int) -> str:
+    """A GPU's size for messages: "24 GiB", "22.5 GiB"."""
+    text = gib(n)
+    return f"{text.removesuffix('.0')} GiB"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Per-GPU memory of one replica for each GPU count, for one engine, context and GPU size."""
+
+    facts: ModelFacts
+    settings: EngineSettings
+    context: int
+    context_source: str  # "--max-model-len 32768" or "the model's maximum (131072)"
+    gpu: GpuSize | None
+    rows: tuple[GpuFigures, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def engine(self) -> str:
+        return DISPLAY.get(self.settings.engine, self.settings.backend)
+
+    @property
+    def tensor_parallel(self) -> bool:
+        return self.settings.engine in ("vllm", "sglang")
+
+    def row(self, gpus: int) -> GpuFigures:
+        """The figures for `gpus` GPUs (computed when the table does not hold that count)."""
+        for row in self.rows:
+            if row.gpus == gpus:
+                return row
+        return figures_for(self.facts, self.settings, self.context, gpus, self.gpu.bytes if self.gpu else None)
+
+    def smallest_fit(self) -> GpuFigures | None:
+        """The fewest GPUs on which the engine starts with one full-length sequence (needs a GPU size)."""
+        return next((r for r in self.rows if r.fits), None)
+
+    def usable_text(self, row: GpuFigures) -> str:
+        """How much of each GPU the engine uses: "at 0.90", "at mem-fraction-static 0.85", ""."""
+        s = self.settings
+        if s.engine == "vllm":
+            return f" at {s.gpu_memory_utilization or VLLM_DEFAULT_GMU:.2f}"
+        if s.engine == "sglang" and self.gpu is not None:
+            fraction = s.mem_fraction_static or sglang_mem_fraction(self.gpu.bytes, row.gpus, s.pipeline_parallel)
+            return f" at mem-fraction-static {fraction:.3g}"
+        return ""
+
+    def need(self, row: GpuFigures) -> str:
+        """ "vLLM needs 26.3 GiB per GPU at --max-model-len 32768 (weights 14.2, KV 4.0, overhead 8.1)"."""
+        if self.settings.vram_claim is not None:
+            return f"{self.engine} needs {gib(row.total)} GiB per GPU (GPUSTACK_MODEL_VRAM_CLAIM)"
+        at = f" at {self.settings.context_name} {self.context}" if self.settings.engine != "other" else ""
+        parts = f"weights {gib(row.weights)}, KV {gib(row.kv_context)}, overhead {gib(row.overhead)}"
+        if self.settings.engine == "other":
+            parts = f"GPUStack's rule: weights {gib(row.weights)} × 1.2 + overhead"
+        return f"{self.engine} needs {gib(row.total)} GiB per GPU{at} ({parts})"
+
+    def refusal(self, row: GpuFigures) -> str:
+        """Why the engine would not start on the stated GPUs, and what would make it start."""
+        assert self.gpu is not None and row.usable is not None
+        gives = f"{row.gpus} × {gib_size(self.gpu.bytes)}{self.usable_text(row)} gives {gib(row.usable)}"
+        remedies = []
+        better = self.smallest_fit()
+        if better is not None and better.gpus > row.gpus:
+            remedies.append(f"gpus: {better.gpus}")
+        if row.max_context and self.settings.engine != "other" and self.settings.vram_claim is None:
+            remedies.append(f"{self.settings.context_name} ≤ {_round_context(row.max_context)}")
+        advice = f": use {', or '.join(remedies)}" if remedies else ": use larger GPUs"
+        return f"{self.need(row)}; {gives}{advice}"
+
+    def suggestion(self) -> dict[str, Any]:
+        """The suggested `gpus` and `gpu_memory`, with the reason."""
+        fit = self.smallest_fit() if self.gpu else None
+        if self.gpu is not None:
+            if fit is None:
+                return {"gpus": None, "gpu_memory": None, "reason": f"no GPU count up to {self.rows[-1].gpus} fits"}
+            return {
+                "gpus": fit.gpus,
+                "gpu_memory": self.gpu.bytes,
+                "reason": f"the fewest GPUs of {gib_size(self.gpu.bytes)} ({self.gpu.source}) that start the engine",
+            }
+        first = self.rows[0]
+        return {
+            "gpus": first.gpus,
+            "gpu_memory": round_up_gib(first.min_gpu_memory),
+            "reason": f"one replica on {first.gpus} GPU(s) needs GPUs of at least {gib(first.min_gpu_memory)} GiB",
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The estimate as a JSON document (the output of `nomadgs estimate --output json`, the Ansible return)."""
+        s = self.settings
+        return {
+            "model": self.facts.to_json(),
+            "engine": self.engine,
+            "rule": s.engine if s.vram_claim is None else "GPUSTACK_MODEL_VRAM_CLAIM",
+            "context": self.context,
+            "context_source": self.context_source,
+            "kv_cache_dtype": s.kv_cache_dtype or s.cache_type_k or "auto",
+            "gpu_memory": self.gpu.bytes if self.gpu else None,
+            "gpu_memory_source": self.gpu.source if self.gpu else None,
+            "rows": [r.to_json() for r in self.rows],
+            "suggestion": self.suggestion(),
+            "warnings": list(self.warnings),
+        }
+
+
+def round_up_gib(n: int) -> int:
+    """Bytes rounded up to a whole GiB: the unit `gpu_memory` is written in."""
+    return math.ceil(n / GIB) * GIB
+
+
+def _round_context(n: int) -> int:
+    """A context length to suggest: down to a multiple of 1024 (of 256 below 1024)."""
+    step = 1024 if n >= 1024 else 256 if n >= 256 else 1
+    return n // step * step
+
+
+def gpu_counts(facts: ModelFacts, settings: EngineSettings, counts: tuple[int, ...] = GPU_COUNTS) -> tuple[int, ...]:
+    """The GPU counts worth showing: for tensor parallelism, those whose size divides the attention heads."""
+    if settings.engine in ("vllm", "sglang"):
+        pp = settings.pipeline_parallel
+        shown = tuple(n for n in counts if n % pp == 0 and facts.attention_heads % (n // pp) == 0)
+        return shown or (pp,)
+    if settings.engine == "llama.cpp":
+        return tuple(n for n in counts if n <= facts.layers) or (1,)
+    return counts
+
+
+def estimate(
+    facts: ModelFacts, settings: EngineSettings, gpu: GpuSize | None = None, counts: tuple[int, ...] = GPU_COUNTS
+) -> Estimate:
+    """The estimate for one deployment (its settings) of one model (its facts), on GPUs of `gpu` if known."""
+    warnings = [f"ignored: {p}" for p in settings.problems]
+    if settings.context is not None:
+        context = settings.context
+        source = f"{settings.context_flag} {context}"
+        if context > facts.max_context and settings.engine == "vllm":
+            warnings.append(
+                f"{settings.context_flag} {context} is longer than the model's maximum ({facts.max_context}): "
+                "vLLM refuses it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1"
+            )
+    else:
+        context = facts.max_context
+        source = f"the model's maximum ({context})"
+    size = gpu.bytes if gpu else None
+    rows = tuple(figures_for(facts, settings, context, n, size) for n in gpu_counts(facts, settings, counts))
+    return Estimate(facts, settings, context, source, gpu, rows, tuple(warnings))
+
+
+# --- explicit values and `auto` --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the estimate says about explicit `gpus` on GPUs of a known size."""
+
+    refusal: str | None  # the engine would not start: the message to refuse the deployment with
+    warnings: tuple[str, ...]
+    row: GpuFigures
+
+
+def check(est: Estimate, gpus: int) -> Verdict:
+    """Whether the engine starts on `gpus` GPUs of the estimate's size (which must be known)."""
+    row = est.row(gpus)
+    warnings = list(est.warnings)
+    s = est.settings
+    if est.tensor_parallel:
+        tp = max(1, gpus // s.pipeline_parallel)
+        if est.facts.attention_heads % tp:
+            warnings.append(
+                f"tensor-parallel size {tp} does not divide the model's {est.facts.attention_heads} attention heads; "
+                f"{est.engine} refuses to start (use gpus: "
+                + " or ".join(str(n) for n in gpu_counts(est.facts, s) if n > 1)
+                + ")"
+            )
+    refusal = None
+    if row.starts is False:
+        if s.engine in ("vllm", "sglang", "llama.cpp") and s.vram_claim is None:
+            refusal = est.refusal(row)
+        else:
+            warnings.append(est.refusal(row))
+    elif row.starts and row.sequences == 0:
+        warnings.append(
+            f"fewer than one full-length sequence ({s.context_name} {est.context}) fits per replica: "
+            f"{est.need(row)}{est.usable_text(row)}; "
+            f"requests will be cut to {_round_context(row.max_context or 0)} tokens"
+        )
+    return Verdict(refusal, tuple(warnings), row)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """`gpus` and `gpu_memory` chosen for `auto`, and why."""
+
+    gpus: int
+    gpu_memory: int | None  # None: leave the constraint out (a gpu_model pins the GPU)
+    reason: str
+    row: GpuFigures
+
+
+class NoFit(ValueError):
+    """No choice fits; the message says why."""
+
+
+def choose(est: Estimate, gpus: int | None, auto_gpus: bool, auto_memory: bool) -> Choice:
+    """Fill in `auto`: with a GPU size, the fewest GPUs that start the engine; with a GPU count, the memory its
+    GPUs need (rounded up to a whole GiB). Raises NoFit."""
+    if auto_gpus:
+        if est.gpu is None:
+            raise NoFit(
+                "gpus: auto needs the GPUs' memory: set nomad.gpu_memory (e.g. 24 GiB) or a known nomad.gpu_model"
+            )
+        fit = est.smallest_fit()
+        if fit is None:
+            last = est.rows[-1]
+            raise NoFit(
+                f"does not fit on up to {last.gpus} GPUs of {gib_size(est.gpu.bytes)} ({est.gpu.source}): "
+                f"{est.need(last)}{est.usable_text(last)}"
+            )
+        memory = round_up_gib(fit.min_gpu_memory) if auto_memory else None
+        reason = (
+            f"gpus: {fit.gpus}, the fewest {gib_size(est.gpu.bytes)} GPUs ({est.gpu.source}) on which {est.need(fit)}"
+        )
+        if memory is not None:
+            reason += f"; gpu_memory: {memory // GIB} GiB, what each needs"
+        return Choice(fit.gpus, memory, reason, fit)
+    count = gpus or 1
+    row = est.row(count)
+    memory = round_up_gib(row.min_gpu_memory)
+    return Choice(
+        count, memory, f"gpu_memory: {memory // GIB} GiB, what each of {count} GPU(s) needs: {est.need(row)}", row
+    )

@@ -1,0 +1,93 @@
+"""Read safetensors headers with the standard library: tensor names, dtypes and shapes, never the data.
+
+A safetensors file starts with a little-endian u64 N and N bytes of JSON: `{name: {dtype, shape,
+data_offsets: [begin, end]}, "__metadata__": {...}}`; the data follows. Sharded checkpoints add
+`model.safetensors.index.json`, whose `metadata.total_size` is the bytes of every shard's tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+MAX_HEADER = 100 * 1024 * 1024  # safetensors itself refuses headers over 100 MB
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+# Bytes per element of the safetensors dtypes (safetensors/src/tensor.rs `Dtype::bitsize`).
+DTYPE_BYTES: dict[str, float] = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
+    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "F4": 0.5, "F6_E2M3": 0.75,
+    "F6_E3M2": 0.75,
+}  # fmt: skip
+
+
+class SafetensorsError(ValueError):
+    """The bytes are not a safetensors header (or index) this reader understands."""
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """The tensors one safetensors file holds."""
+
+    tensors: dict[str, tuple[str, tuple[int, ...]]]  # name -> (dtype, shape)
+    data_bytes: int  # the end of the last tensor's data: the file's size less the header
+
+    def bytes_by_dtype(self) -> dict[str, int]:
+        """Data bytes per dtype (F8_E4M3 weights with BF16 norms, ...)."""
+        out: dict[str, int] = {}
+        for dtype, shape in self.tensors.values():
+            n = 1
+            for d in shape:
+                n *= d
+            out[dtype] = out.get(dtype, 0) + int(n * DTYPE_BYTES.get(dtype, 0))
+        return out
+
+
+def header_length(prefix: bytes) -> int:
+    """N, from the file's first 8 bytes. Raises SafetensorsError."""
+    if len(prefix) < 8:
+        raise SafetensorsError("the file is shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", prefix[:8])
+    if n == 0 or n > MAX_HEADER:
+        raise SafetensorsError(f"a header of {n} bytes: not a safetensors file, or a damaged one")
+    return int(n)
+
+
+def parse_header(raw: bytes) -> SafetensorsHeader:
+    """The tensors of a header's JSON (the N bytes after the length). Raises SafetensorsError."""
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SafetensorsError(f"the header is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise SafetensorsError("the header is not a JSON object")
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
+    end = 0
+    for name, info in doc.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = str(info["dtype"])
+            shape = tuple(int(d) for d in info["shape"])
+            begin, stop = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise SafetensorsError(f"tensor '{name}' has no dtype, shape and data_offsets") from None
+        if stop < begin:
+            raise SafetensorsError(f"tensor '{name}' has data_offsets that end before they begin")
+        tensors[name] = (dtype, shape)
+        end = max(end, stop)
+    return SafetensorsHeader(tensors, end)
+
+
+def index_total_size(raw: bytes) -> tuple[int, list[str]]:
+    """`metadata.total_size` of a `model.safetensors.index.json`, and the shard files it names."""
+    try:
+        doc: Any = json.loads(raw)
+        total = int(doc["metadata"]["total_size"])
+        shards = sorted(set(doc.get("weight_map", {}).values()))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise SafetensorsError(f"{INDEX_FILE} has no metadata.total_size") from None
+    return total, shards
