@@ -59,7 +59,7 @@ nomad:
 
 
 @pytest.fixture
-def cluster(consul: ConsulAgent, smollm2_gguf: str, tmp_path: Path) -> Iterator[tuple[NomadDouble, LocalClient]]:
+def cluster(consul: ConsulAgent, xllamacpp_model: str, tmp_path: Path) -> Iterator[tuple[NomadDouble, LocalClient]]:
     client = LocalClient(consul_address=consul.address, workdir=tmp_path / "client")
     with NomadDouble(client=client) as nomad:
         yield nomad, client
@@ -85,13 +85,13 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 
 
 def test_submit_discover_chat_and_lose_an_instance(
-    cluster: tuple[NomadDouble, LocalClient], consul: ConsulAgent, smollm2_gguf: str, tmp_path: Path
+    cluster: tuple[NomadDouble, LocalClient], consul: ConsulAgent, xllamacpp_model: str, tmp_path: Path
 ) -> None:
     nomad, client = cluster
     backend = tmp_path / "llama-local.yaml"
     backend.write_text(BACKEND % sys.executable)
     deployment = tmp_path / "smollm2.yaml"
-    deployment.write_text(DEPLOYMENT % (smollm2_gguf, LLAMA_LAUNCHER))
+    deployment.write_text(DEPLOYMENT % (xllamacpp_model, LLAMA_LAUNCHER))
     env = {"NOMAD_ADDR": nomad.address, "CONSUL_HTTP_ADDR": consul.address}
 
     # 1. submit: the real command compiles, registers, and waits for the real health check through Consul.
