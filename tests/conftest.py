@@ -32,14 +32,13 @@ from .support.components import (
 from .support.containers import (
     CONSUL_IMAGE,
     LLAMA_IMAGE,
-    TESTCONTAINERS_LABEL,
     ConsulContainer,
     LlamaContainer,
     docker_client,
     leftover_containers,
     require_images,
+    session_labels,
 )
-from .support.nomad_double.docker_driver import LABEL_DOUBLE
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -68,21 +67,23 @@ def fallback(reason: str, instead: str) -> None:
 
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[DockerClient | None]:
-    """The local Docker engine, or None when none answers. At the end of the session, no container started
-    by testcontainers or by the Nomad double's docker driver may be left (checked here, and removed)."""
+    """The local Docker engine, or None when none answers. At the end of the session, no container this session
+    started (through testcontainers or the Nomad double's docker driver) may be left: checked here, and removed.
+    The check is by session label, as other sessions may share the engine; .ci/run also checks the whole engine."""
     try:
         client = docker_client()
     except ComponentUnavailable:
         yield None
         return
     yield client
-    left = {label: leftover_containers(client, label) for label in (TESTCONTAINERS_LABEL, f"{LABEL_DOUBLE}=true")}
-    for container in client.containers.list(all=True, filters={"label": TESTCONTAINERS_LABEL}):
-        container.remove(force=True)
-    for container in client.containers.list(all=True, filters={"label": f"{LABEL_DOUBLE}=true"}):
-        container.remove(force=True)
+    found = {}
+    for label in session_labels():
+        names = leftover_containers(client, label)
+        if names:
+            found[label] = names
+        for container in client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True)
     client.close()
-    found = {label: names for label, names in left.items() if names}
     assert not found, f"containers left behind by the tests (now removed): {found}"
 
 

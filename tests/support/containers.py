@@ -36,6 +36,16 @@ DOWNLOADER_IMAGE = "local/nomadgs-downloader:hf-2.4.0"
 TESTCONTAINERS_LABEL = "org.testcontainers=true"
 
 
+def session_labels() -> list[str]:
+    """Labels that mark the containers of this test session: testcontainers' session ID and the double's.
+    Only these are checked for leftovers: other sessions may share the engine."""
+    from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
+
+    from .nomad_double.docker_driver import LABEL_DOUBLE, SESSION
+
+    return [f"{LABEL_SESSION_ID}={SESSION_ID}", f"{LABEL_DOUBLE}={SESSION}"]
+
+
 def docker_client() -> DockerClient:
     """A client of the local engine; ComponentUnavailable when none answers."""
     try:
@@ -174,4 +184,5 @@ __all__ = [
     "docker_client",
     "leftover_containers",
     "require_images",
+    "session_labels",
 ]

@@ -326,7 +326,8 @@ def wait_alloc(nomad: NomadDouble, job_id: str, predicate: Any, timeout: float =
 
 
 def events(alloc: JSON, task: str) -> list[JSON]:
-    found: list[JSON] = alloc["TaskStates"][task]["Events"]
+    """The task's events ([] before the client has reported the task)."""
+    found: list[JSON] = ((alloc["TaskStates"] or {}).get(task) or {}).get("Events") or []
     return found
 
 
@@ -527,7 +528,7 @@ def test_template_waits_for_its_variable(cluster: tuple[NomadDouble, httpx.Clien
     task = docker_task("server", 'echo "token has ${#HF_TOKEN} characters"; exec sleep 60')
     task["Templates"] = [{"DestPath": "secrets/token.env", "EmbeddedTmpl": TOKEN_TEMPLATE, "Envvars": True}]
     register(api, docker_job("x", [task]))
-    alloc = wait_alloc(nomad, "x", lambda a: a["TaskStates"] and events(a, "server")[-1]["Type"] == "Template")
+    alloc = wait_alloc(nomad, "x", lambda a: events(a, "server")[-1:] and events(a, "server")[-1]["Type"] == "Template")
     assert events(alloc, "server")[-1]["DisplayMessage"] == "Missing: nomad.var.block(nomad/jobs/x@default.global)"
     assert alloc["TaskStates"]["server"]["State"] == "pending"
     api.put("/v1/var/nomad/jobs/x", json={"Items": {"HF_TOKEN": "hf_0123456789"}}).raise_for_status()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import resource
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 LABEL_ALLOC_ID = "com.hashicorp.nomad.alloc_id"  # the label Nomad's driver always sets
-LABEL_DOUBLE = "org.nomadgs.double"  # ours: every container the double starts, for cleanup checks
+LABEL_DOUBLE = "org.nomadgs.double"  # ours, on every container the double starts, for cleanup checks ...
+SESSION = str(uuid.uuid4())  # ... with this process's ID as its value (engines can be shared)
 PRIVILEGED_REFUSED = "Docker privileged mode is disabled on this Nomad agent"
 _RLIMITS = {
     "core": resource.RLIMIT_CORE,
@@ -274,7 +276,7 @@ def container_options(request: StartRequest, config: JSON) -> dict[str, Any]:
     memory, reservation = _memory(resources, config)
     options: dict[str, Any] = {
         "environment": dict(request.env),
-        "labels": {**_labels(config.get("labels")), LABEL_ALLOC_ID: request.alloc["ID"], LABEL_DOUBLE: "true"},
+        "labels": {**_labels(config.get("labels")), LABEL_ALLOC_ID: request.alloc["ID"], LABEL_DOUBLE: SESSION},
         "network_mode": "host",
         "mem_limit": memory,
         "memswap_limit": memory,  # no swap: over the limit is an OOM kill, as on a Nomad client
