@@ -46,8 +46,11 @@ build() {  # build TAG CONTEXT [more tags]
   local tag=$1 context=$2
   shift 2
   step "docker build $tag"
-  # --force-rm: the legacy builder (no BuildKit here) leaves failed build containers behind otherwise
-  docker build --quiet --force-rm --network host -t "$tag" "${@/#/--tag=}" "$context" >/dev/null
+  # --force-rm: the legacy builder (no BuildKit here) leaves failed build containers behind otherwise; its
+  # deprecation notice is dropped, every other line of stderr is kept.
+  docker build --quiet --force-rm --network host -t "$tag" "${@/#/--tag=}" "$context" >/dev/null \
+    2> >(grep -v -e 'legacy builder is deprecated' -e 'buildx component' -e 'docs.docker.com/go/buildx' \
+         -e '^ *$' >&2)
 }
 
 base bookworm
@@ -61,7 +64,7 @@ if ! have "$DOWNLOADER_TAG"; then
   cp "$HERE/downloader/Dockerfile" "$context/"
   step "pip download huggingface_hub==$HF_VERSION"
   python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: --dest "$context/wheels" \
-    "huggingface_hub==$HF_VERSION"
+    "huggingface_hub==$HF_VERSION" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
   build "$DOWNLOADER_TAG" "$context"
   rm -rf "$context"
 fi
