@@ -551,3 +551,27 @@ def test_host_volume_the_client_lacks_fails_placement(cluster: tuple[NomadDouble
     nomad.wait_for(lambda n: any(e["Status"] == "blocked" for e in n.evaluations.values()), timeout=10)
     assert not [a for a in nomad.allocations.values() if a["JobID"] == "novol"]
     assert json.dumps(metric)  # plain JSON
+
+
+def test_stop_sends_sigterm_first_and_kills_after_the_kill_timeout(
+    cluster: tuple[NomadDouble, httpx.Client], images: DockerClient
+) -> None:
+    nomad, api = cluster
+    graceful = docker_task(
+        "graceful", "trap 'echo term > /alloc/data/graceful; exit 0' TERM; while :; do sleep 0.1; done"
+    )
+    stubborn = docker_task("stubborn", "trap 'echo ignored > /alloc/data/stubborn' TERM; while :; do sleep 0.1; done")
+    register(api, docker_job("stoppable", [graceful, stubborn], job_type="batch"))
+    alloc = wait_alloc(nomad, "stoppable", lambda a: a["ClientStatus"] == "running")
+    wait_until_running = time.monotonic() + 20
+    while len(images.containers.list(filters={"label": f"{LABEL_ALLOC_ID}={alloc['ID']}"})) < 2:
+        assert time.monotonic() < wait_until_running
+        time.sleep(0.1)
+    api.delete("/v1/job/stoppable").raise_for_status()
+    deadline = time.monotonic() + 30
+    while not gone(images, alloc["ID"]):
+        assert time.monotonic() < deadline, "the containers were not removed after the stop"
+        time.sleep(0.1)
+    data = Path(nomad.client.workdir if nomad.client else "") / alloc["ID"] / "alloc" / "data"
+    assert (data / "graceful").read_text() == "term\n"  # SIGTERM first: it exited by itself
+    assert (data / "stubborn").read_text() == "ignored\n"  # it ignored SIGTERM: killed after its kill_timeout
