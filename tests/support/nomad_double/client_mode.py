@@ -245,31 +245,8 @@ class LocalClient:
                     self._consul_register(run, service, task_name)
 
     def _runner(self, ctx: ScenarioContext, run: AllocRun, task: JSON, node: Node) -> DockerTaskRunner:
-        client = self
-
-        class Hooks:
-            def started(self, name: str) -> None:
-                runner = run.runners[name]
-                if runner.handle is not None:
-                    with client._lock:
-                        client._containers[(run.id, name)] = runner.handle.id
-                if client.consul_address and not runner.prestart:
-                    for service, owner in alloc_services(run.alloc, "consul", [name]):
-                        if owner == name:
-                            run.task_services.setdefault(name, []).append(client._consul_register(run, service, name))
-
-            def exited(self, name: str) -> None:
-                client._consul_deregister(run, run.task_services.pop(name, []))
-
-            def dead(self, name: str, failed: bool) -> None:
-                runner = run.runners[name]
-                if failed and not runner.prestart:
-                    for sibling in run.runners.values():
-                        if sibling is not runner and not sibling.prestart and not sibling.dead:
-                            sibling.kill_for_sibling(name)
-                    client._fail_health(ctx, run)
-
-        runner = DockerTaskRunner(ctx, run.alloc, task, run.root, self.docker, node, self.host_volumes, Hooks())
+        hooks = _RunnerHooks(self, ctx, run)
+        runner = DockerTaskRunner(ctx, run.alloc, task, run.root, self.docker, node, self.host_volumes, hooks)
         run.runners[task["Name"]] = runner
         return runner
 
@@ -493,6 +470,38 @@ class LocalClient:
         if self._docker is not None:
             self._docker.close()
         self._http.close()
+
+
+@dataclass
+class _RunnerHooks:
+    """What the client does for a docker task runner: Consul registration while the task runs (Nomad's service
+    hook), and for a main task that failed for good, its siblings killed and the allocation unhealthy."""
+
+    client: LocalClient
+    ctx: ScenarioContext
+    run: AllocRun
+
+    def started(self, name: str) -> None:
+        client, run = self.client, self.run
+        runner = run.runners[name]
+        if runner.handle is not None:
+            with client._lock:
+                client._containers[(run.id, name)] = runner.handle.id
+        if client.consul_address and not runner.prestart:
+            for service, owner in alloc_services(run.alloc, "consul", [name]):
+                if owner == name:
+                    run.task_services.setdefault(name, []).append(client._consul_register(run, service, name))
+
+    def exited(self, name: str) -> None:
+        self.client._consul_deregister(self.run, self.run.task_services.pop(name, []))
+
+    def dead(self, name: str, failed: bool) -> None:
+        runner = self.run.runners[name]
+        if failed and not runner.prestart:
+            for sibling in self.run.runners.values():
+                if sibling is not runner and not sibling.prestart and not sibling.dead:
+                    sibling.kill_for_sibling(name)
+            self.client._fail_health(self.ctx, self.run)
 
 
 def _filtered(reason: str) -> JSON:
