@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -82,14 +83,20 @@ def test_namespace_and_region_go_on_every_request(nomad: NomadDouble) -> None:
 
 def test_blocking_read_sends_index_and_wait_and_returns_the_new_index(nomad: NomadDouble) -> None:
     job = compile_yaml(EXAMPLE).job
+    nomad.set_scenario(job["ID"], scenarios.manual())  # placed, then nothing changes until the test acts
     api = api_for(nomad)
     api.register(job, modify_index=0)
+    nomad.wait_for(lambda n: any(a["JobID"] == job["ID"] for a in n.allocations.values()))
+    alloc_id = next(a["ID"] for a in nomad.allocations.values() if a["JobID"] == job["ID"])
 
     async def read() -> tuple[int, int]:
         async with api.async_client() as http:
             _, first = await api.allocations(http, job["ID"])
-            nomad.after_request("GET", rf"/v1/job/{job['ID']}/allocations", lambda: nomad.modify_job(job["ID"]))
+            # The allocation changes while the blocking read waits (or just before): it returns the new index.
+            change = threading.Timer(0.2, lambda: nomad.update_allocation(alloc_id, client_status="running"))
+            change.start()
             _, second = await api.allocations(http, job["ID"], index=first)
+            change.join()
             return first, second
 
     first, second = asyncio.run(read())
