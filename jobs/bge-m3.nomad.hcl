@@ -46,7 +46,9 @@ job "bge-m3" {
           echo "downloading $NOMADGS_MODEL_REPO $NOMADGS_MODEL_FILE from $NOMADGS_MODEL_SOURCE into $dir"
           case "$NOMADGS_MODEL_SOURCE" in
             huggingface)
-              pip install --quiet --no-cache-dir --disable-pip-version-check "huggingface_hub[hf_xet]>=0.34"
+              # a prepared downloader image already has the tool: no install, no network beyond the hub
+              command -v hf >/dev/null 2>&1 ||
+                pip install --quiet --no-cache-dir --disable-pip-version-check "huggingface_hub[hf_xet]>=0.34"
               if [ -n "$NOMADGS_MODEL_FILE" ]; then
                 hf download "$NOMADGS_MODEL_REPO" "$NOMADGS_MODEL_FILE" --local-dir "$dir"
               else
@@ -54,7 +56,8 @@ job "bge-m3" {
               fi
               ;;
             model_scope)
-              pip install --quiet --no-cache-dir --disable-pip-version-check modelscope
+              command -v modelscope >/dev/null 2>&1 ||
+                pip install --quiet --no-cache-dir --disable-pip-version-check modelscope
               if [ -n "$NOMADGS_MODEL_FILE" ]; then
                 modelscope download --model "$NOMADGS_MODEL_REPO" "$NOMADGS_MODEL_FILE" --local_dir "$dir"
               else

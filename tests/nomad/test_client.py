@@ -82,6 +82,7 @@ def test_namespace_and_region_go_on_every_request(nomad: NomadDouble) -> None:
 
 def test_blocking_read_sends_index_and_wait_and_returns_the_new_index(nomad: NomadDouble) -> None:
     job = compile_yaml(EXAMPLE).job
+    nomad.set_scenario(job["ID"], scenarios.manual())  # placed, then nothing changes until the test acts
     api = api_for(nomad)
     api.register(job, modify_index=0)
     path = f"/v1/job/{job['ID']}"

@@ -993,9 +993,9 @@ def test_client_mode_check_never_passing_fails_the_deployment(tmp_path: Path) ->
 
 
 @pytest.mark.e2e
-def test_client_mode_llama_cpp_with_consul(consul: Any, smollm2_gguf: str, tmp_path: Path) -> None:
+def test_client_mode_llama_cpp_with_consul(consul: Any, xllamacpp_model: str, tmp_path: Path) -> None:
     """A raw_exec job running a real llama.cpp server, registered in a real Consul with an http check."""
-    command = llama_command(0, model=smollm2_gguf)
+    command = llama_command(0, model=xllamacpp_model)
     command[command.index("--port") + 1] = "${NOMAD_PORT_http}"
     client = LocalClient(consul_address=consul.address, workdir=tmp_path)
     with NomadDouble(client=client) as nomad, httpx.Client(base_url=nomad.address, timeout=10) as api:

@@ -2,16 +2,29 @@
 
     from tests.support.nomad_double import NomadDouble, scenarios
 
-Modules: `server` (NomadDouble), `http_api` (routing, blocking queries, streams), `cluster` (register / plan /
-deregister and the runs), `context` (what a run may change), `scenarios` (scripted job lives), `client_mode`
-(local raw_exec processes + Consul), `state` / `mutations` / `objects` / `queries` (store, changes, wire shapes,
-reads), `strict` + `api_structs` (+ `api_structs.txt`) (strict decoding), `validation`, `jobspec`, `events`,
-`faults`, `goduration`.
+Modules: `server` (NomadDouble), `http_api` (routing, blocking queries, streams, variables), `cluster`
+(register / plan / deregister and the runs), `context` (what a run may change), `scenarios` (scripted job
+lives), `client_mode` (the local client node: placement, services in Consul, checks, health), `docker_driver`
+(tasks as containers on the local Docker engine) + `task_runner` (a docker task's life: templates, restarts,
+events) + `restarts` (the restart tracker) + `templates` (template blocks) + `taskenv` (task environment,
+interpolation), raw_exec processes in `client_mode`, `state` / `mutations` / `objects` / `queries` (store,
+changes, wire shapes, reads), `strict` + `api_structs` (+ `api_structs.txt`) (strict decoding), `validation`,
+`jobspec`, `events`, `faults`, `goduration`.
 """
 
 from . import scenarios
 from .client_mode import LocalClient
+from .docker_driver import DockerDriver, HostVolume
 from .http_api import RecordedRequest
 from .server import UNSET, NomadDouble, ScenarioError
 
-__all__ = ["UNSET", "LocalClient", "NomadDouble", "RecordedRequest", "ScenarioError", "scenarios"]
+__all__ = [
+    "UNSET",
+    "DockerDriver",
+    "HostVolume",
+    "LocalClient",
+    "NomadDouble",
+    "RecordedRequest",
+    "ScenarioError",
+    "scenarios",
+]

@@ -1,17 +1,27 @@
 """Client mode: the double acts as a Nomad client node on this machine.
 
-For every allocation it places, `raw_exec` tasks run as local processes (`Config.command` + `Config.args`, no
-shell) with Nomad's task environment, dynamic ports are free ports on 127.0.0.1, output goes to files under the
-work dir and to the logs endpoint, services are registered in a real Consul agent (provider `consul`) or in the
-double's own registry (provider `nomad`, whose http/tcp checks this module runs itself), and deployment health
-follows the checks like Nomad's health tracker: all checks passing for MinHealthyTime → healthy; not before
-HealthyDeadline → unhealthy.
+For every allocation it places, dynamic ports are free ports on 127.0.0.1 and tasks run for real:
+* `docker` tasks as containers on the local Docker engine (docker_driver, task_runner): templates rendered
+  into the task directories, host volumes bind-mounted, restarts under the restart policy, OOM kills and
+  image-pull failures reported as Nomad reports them; their services are registered when the task starts and
+  deregistered when it exits, as Nomad's service hook does;
+* `raw_exec` tasks as local processes (`Config.command` + `Config.args`, no shell) with Nomad's task
+  environment (the fallback for machines without Docker).
+Output goes to files under the work dir and to the logs endpoint; services are registered in a real Consul
+agent (provider `consul`) or in the double's own registry (provider `nomad`, whose http/tcp checks this module
+runs itself); deployment health follows the checks like Nomad's health tracker: all checks passing for
+MinHealthyTime → healthy; not before HealthyDeadline → unhealthy. A job needing a host volume the client does
+not have, or the docker driver without a reachable engine, fails placement as Nomad's scheduler would.
 
 Deliberate simplifications, compared to Nomad:
-* no restarts: a process exit is final (Terminated event, task dead, allocation failed for service jobs);
-* a task's services stay registered after its process exits (Nomad deregisters them), until the job is stopped,
-  purged or replaced, so that tests can watch the Consul check turn critical;
-* only `raw_exec` runs; another driver gets a `Driver Failure`.
+* raw_exec tasks are never restarted: a process exit is final (Terminated event, task dead, allocation failed
+  for service jobs), and their services stay registered after the exit, until the job is stopped, purged or
+  replaced, so that tests can watch the Consul check turn critical;
+* `check_restart` is not applied; the supervision loop runs every `check_interval`, not at each check's own
+  interval;
+* the `Killing`/`Killed` events of a stop are written when the stop is applied, and the containers are then
+  stopped (with their kill_timeout) and removed;
+* other drivers get a `Driver Failure`.
 """
 
 from __future__ import annotations
@@ -19,41 +29,32 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import signal
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import httpx
 
-from .context import ScenarioContext
+from .context import ScenarioContext, failed_tg_allocs
+from .docker_driver import DockerDriver, HostVolume
 from .goduration import SECOND, format_duration
 from .jobspec import JSON, group_named, main_tasks, prestart_tasks
 from .mutations import CheckRef, alloc_checks, alloc_services, check_id, port_of, service_id
 from .objects import task_event
-
-_INTERPOLATION = re.compile(r"\$\{([^}]+)\}")
+from .task_runner import DockerTaskRunner
+from .taskenv import Node, TaskDirs, default_attributes, interpolate, task_env
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def env_name(label: str) -> str:
-    """Nomad cleans env var names: anything but letters, digits and `_` becomes `_`."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", label)
-
-
-def interpolate(text: str, env: dict[str, str]) -> str:
-    """`${NAME}` → env value; unknown names stay as written, as Nomad leaves them."""
-    return _INTERPOLATION.sub(lambda m: env.get(m[1], m[0]), text)
 
 
 @dataclass
@@ -68,10 +69,12 @@ class AllocRun:
 
     alloc: JSON
     root: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # raw_exec tasks
+    runners: dict[str, DockerTaskRunner] = field(default_factory=dict)  # docker tasks
     pumps: list[threading.Thread] = field(default_factory=list)
     consul_services: list[str] = field(default_factory=list)
     consul_checks: list[ConsulCheck] = field(default_factory=list)
+    task_services: dict[str, list[str]] = field(default_factory=dict)  # docker task → its Consul service IDs
     nomad_checks: list[CheckRef] = field(default_factory=list)
     nomad_status: dict[str, str] = field(default_factory=dict)  # check ID → last reported status
     started: float = 0.0
@@ -88,9 +91,28 @@ class AllocRun:
     def group(self) -> JSON:
         return group_named(self.alloc["Job"], self.alloc["TaskGroup"])
 
+    def main_running(self) -> bool:
+        """Every main task runs (a docker task waiting to restart does not)."""
+        mains = [t["Name"] for t in main_tasks(self.group)]
+        if not mains:
+            return False
+        for name in mains:
+            if name in self.runners:
+                if not self.runners[name].running:
+                    return False
+            elif name not in self.processes or self.processes[name].poll() is not None:
+                return False
+        return True
+
 
 class LocalClient:
-    """A client node running raw_exec tasks as local processes; pass it as `NomadDouble(client=...)`."""
+    """A client node running docker tasks as containers and raw_exec tasks as local processes; pass it as
+    `NomadDouble(client=...)`.
+
+    `host_volumes` are the client's `host_volume` blocks (name → folder, or HostVolume for read-only ones);
+    `node_meta` its `meta` block; `docker` the driver (default: the local engine through docker-py, created on
+    the first docker task).
+    """
 
     def __init__(
         self,
@@ -98,14 +120,29 @@ class LocalClient:
         workdir: Path,
         check_interval: float = 0.2,
         kill_grace: float = 3.0,
+        host_volumes: Mapping[str, str | Path | HostVolume] | None = None,
+        node_meta: Mapping[str, str] | None = None,
+        docker: DockerDriver | None = None,
     ) -> None:
         self.consul_address = consul_address.rstrip("/") if consul_address else None
         self.workdir = Path(workdir)
-        self.check_interval = check_interval  # supervision period: processes, checks, health
-        self.kill_grace = kill_grace  # SIGTERM → SIGKILL
+        self.check_interval = check_interval  # supervision period: processes, containers, checks, health
+        self.kill_grace = kill_grace  # raw_exec: SIGTERM → SIGKILL
+        self.host_volumes = {
+            name: v if isinstance(v, HostVolume) else HostVolume(Path(v)) for name, v in (host_volumes or {}).items()
+        }
+        self.node_meta = dict(node_meta or {})
+        self._docker = docker
         self._lock = threading.Lock()
         self._processes: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
+        self._containers: dict[tuple[str, str], str] = {}
         self._http = httpx.Client(timeout=5)
+
+    @property
+    def docker(self) -> DockerDriver:
+        if self._docker is None:
+            self._docker = DockerDriver()
+        return self._docker
 
     @property
     def processes(self) -> dict[tuple[str, str], subprocess.Popen[bytes]]:
@@ -113,10 +150,39 @@ class LocalClient:
         with self._lock:
             return dict(self._processes)
 
+    @property
+    def containers(self) -> dict[tuple[str, str], str]:
+        """The latest container ID of every docker task started so far, by (allocation ID, task name)."""
+        with self._lock:
+            return dict(self._containers)
+
+    def node(self, ctx: ScenarioContext) -> Node:
+        """The node as interpolation sees it (`${attr.*}`, `${meta.*}`, `${node.*}`)."""
+        node_id, name = ctx.cluster.node
+        return Node(node_id, name, self.node_meta, default_attributes({"driver.docker": "1"}))
+
     def plan_failures(self, job: JSON) -> JSON | None:
+        problem = self._placement_problem(job)
+        return failed_tg_allocs(job, _filtered(problem)) if problem is not None else None
+
+    def _placement_problem(self, job: JSON) -> str | None:
+        """Why this node cannot take the job, in the words of Nomad's feasibility checkers."""
+        for group in job.get("TaskGroups") or []:
+            drivers = {t.get("Driver") for t in group.get("Tasks") or []}
+            if "docker" in drivers and not self.docker.available():
+                return "missing drivers"
+            for request in (group.get("Volumes") or {}).values():
+                if request.get("Type") == "host" and request.get("Source") not in self.host_volumes:
+                    return "missing compatible host volumes"
         return None
 
     def run(self, ctx: ScenarioContext) -> None:
+        problem = self._placement_problem(ctx.job)
+        if problem is not None:
+            ctx.sleep(0.02)
+            deployment_id = ctx.place(counts={}).deployment_id  # the plan still creates the deployment
+            ctx.fail_placement(deployment_id, _filtered(problem))
+            return
         placement = ctx.place(port_value=lambda _spec: free_port())
         ctx.complete_eval(placement.deployment_id)
         runs = [AllocRun(ctx.alloc(a), self.workdir / a) for a in placement.alloc_ids]
@@ -140,7 +206,19 @@ class LocalClient:
             for sub in ("local", "secrets", "tmp"):
                 (run.root / task["Name"] / sub).mkdir(parents=True, exist_ok=True)
             ctx.event(run.id, task["Name"], "Task Setup", Message="Building Task Directory")
+        node = self.node(ctx) if any(t.get("Driver") == "docker" for t in tasks) else None
         for task in prestart_tasks(run.group):
+            if task.get("Driver") == "docker":
+                assert node is not None
+                runner = self._runner(ctx, run, task, node)
+                runner.start()
+                while not runner.dead:
+                    ctx.sleep(self.check_interval)
+                    runner.tick()
+                if runner.failed:
+                    self._fail_health(ctx, run)
+                    return
+                continue
             process = self._launch(ctx, run, task)
             if process is None:
                 return
@@ -152,24 +230,35 @@ class LocalClient:
                 self._fail_health(ctx, run)
                 return
         for task in main_tasks(run.group):
-            self._launch(ctx, run, task)
+            if task.get("Driver") == "docker":
+                assert node is not None
+                self._runner(ctx, run, task, node).start()
+            else:
+                self._launch(ctx, run, task)
         run.started = time.monotonic()
         mains = [t["Name"] for t in main_tasks(run.group)]
         ctx.register_services(run.id, mains)
         run.nomad_checks = alloc_checks(run.alloc, "nomad", mains)
         if self.consul_address:
             for service, task_name in alloc_services(run.alloc, "consul", mains):
-                self._consul_register(run, service, task_name)
+                if task_name not in run.runners:  # docker tasks register theirs when they start
+                    self._consul_register(run, service, task_name)
+
+    def _runner(self, ctx: ScenarioContext, run: AllocRun, task: JSON, node: Node) -> DockerTaskRunner:
+        hooks = _RunnerHooks(self, ctx, run)
+        runner = DockerTaskRunner(ctx, run.alloc, task, run.root, self.docker, node, self.host_volumes, hooks)
+        run.runners[task["Name"]] = runner
+        return runner
 
     def _launch(self, ctx: ScenarioContext, run: AllocRun, task: JSON) -> subprocess.Popen[bytes] | None:
         name = task["Name"]
         if task.get("Driver") != "raw_exec":
-            error = f"the nomad double's local client only runs raw_exec tasks, not {task.get('Driver')!r}"
+            error = f"the nomad double's local client runs docker and raw_exec tasks, not {task.get('Driver')!r}"
             failure = task_event("Driver Failure", DriverError=error, FailsTask=True)
             ctx.update(run.id, name, failure, state="dead", failed=True)
             self._fail_health(ctx, run)
             return None
-        env = self._task_env(run, task)
+        env = task_env(run.alloc, task, TaskDirs.of(run.root, name), in_container=False)
         config = task.get("Config") or {}
         argv = [interpolate(str(config.get("command", "")), env)]
         argv += [interpolate(str(a), env) for a in config.get("args") or []]
@@ -201,44 +290,6 @@ class LocalClient:
         ctx.update(run.id, name, task_event("Started"), state="running")
         return process
 
-    def _task_env(self, run: AllocRun, task: JSON) -> dict[str, str]:
-        """Nomad's task environment (client/taskenv): the agent's own environment, the NOMAD_* variables,
-        the port variables, then the task's Env with those interpolated."""
-        alloc, job = run.alloc, run.alloc["Job"]
-        task_dir = run.root / task["Name"]
-        resources = task.get("Resources") or {}
-        nomad = {
-            "NOMAD_ALLOC_DIR": str(run.root / "alloc"),
-            "NOMAD_TASK_DIR": str(task_dir / "local"),
-            "NOMAD_SECRETS_DIR": str(task_dir / "secrets"),
-            "NOMAD_ALLOC_ID": alloc["ID"],
-            "NOMAD_SHORT_ALLOC_ID": alloc["ID"][:8],
-            "NOMAD_ALLOC_NAME": alloc["Name"],
-            "NOMAD_ALLOC_INDEX": alloc["Name"].rsplit("[", 1)[-1].rstrip("]"),
-            "NOMAD_TASK_NAME": task["Name"],
-            "NOMAD_GROUP_NAME": alloc["TaskGroup"],
-            "NOMAD_JOB_ID": job["ID"],
-            "NOMAD_JOB_NAME": job["Name"],
-            "NOMAD_JOB_PARENT_ID": job.get("ParentID") or "",
-            "NOMAD_NAMESPACE": job["Namespace"],
-            "NOMAD_REGION": job["Region"],
-            "NOMAD_DC": "dc1",
-            "NOMAD_CPU_LIMIT": str(resources.get("CPU", 100)),
-            "NOMAD_MEMORY_LIMIT": str(resources.get("MemoryMB", 300)),
-        }
-        for port in alloc["AllocatedResources"]["Shared"]["Ports"] or []:
-            label, value = env_name(port["Label"]), str(port["Value"])
-            nomad[f"NOMAD_PORT_{label}"] = value
-            nomad[f"NOMAD_HOST_PORT_{label}"] = value
-            nomad[f"NOMAD_IP_{label}"] = "127.0.0.1"
-            nomad[f"NOMAD_ADDR_{label}"] = f"127.0.0.1:{value}"
-            nomad[f"NOMAD_HOST_ADDR_{label}"] = f"127.0.0.1:{value}"
-        for key, value in {**(job.get("Meta") or {}), **(task.get("Meta") or {})}.items():
-            nomad[f"NOMAD_META_{env_name(key)}"] = str(value)
-        env = {**os.environ, **nomad}
-        env.update({k: interpolate(str(v), env) for k, v in (task.get("Env") or {}).items()})
-        return env
-
     def _pump(self, ctx: ScenarioContext, run: AllocRun, task: str, stream: str, pipe: IO[bytes]) -> None:
         """Copy a process's output to `alloc/logs/<task>.<stream>.0` (Nomad's layout) and to the logs endpoint."""
         with pipe, open(run.root / "alloc" / "logs" / f"{task}.{stream}.0", "ab") as out:
@@ -249,7 +300,7 @@ class LocalClient:
 
     # --- services -----------------------------------------------------------------------------------------
 
-    def _consul_register(self, run: AllocRun, service: JSON, task: str | None) -> None:
+    def _consul_register(self, run: AllocRun, service: JSON, task: str | None) -> str:
         port = port_of(run.alloc, service.get("PortLabel"))
         sid = service_id(run.alloc, service, task)
         checks = []
@@ -283,6 +334,15 @@ class LocalClient:
         response = self._http.put(f"{self.consul_address}/v1/agent/service/register", json=registration)
         response.raise_for_status()
         run.consul_services.append(sid)
+        return sid
+
+    def _consul_deregister(self, run: AllocRun, service_ids: list[str]) -> None:
+        for sid in service_ids:
+            with contextlib.suppress(httpx.HTTPError):
+                self._http.put(f"{self.consul_address}/v1/agent/service/deregister/{sid}")
+            if sid in run.consul_services:
+                run.consul_services.remove(sid)
+        run.consul_checks = [c for c in run.consul_checks if c.service_id not in service_ids]
 
     def _consul_statuses(self) -> dict[str, str]:
         response = self._http.get(f"{self.consul_address}/v1/agent/checks")
@@ -317,19 +377,22 @@ class LocalClient:
     # --- supervision --------------------------------------------------------------------------------------
 
     def _supervise(self, ctx: ScenarioContext, runs: list[AllocRun], deployment_id: str) -> None:
-        """Until the run is aborted: notice process exits, run checks, decide deployment health."""
+        """Until the run is aborted: notice exits, restart docker tasks, run checks, decide deployment health."""
         deployment_decided = not deployment_id
         run_to_completion = ctx.job["Type"] in ("batch", "sysbatch")
         while True:
+            for run in runs:
+                for runner in list(run.runners.values()):
+                    if not runner.prestart:
+                        runner.tick()
             consul = self._consul_statuses() if any(r.consul_checks for r in runs) else {}
             for run in runs:
                 self._reap(ctx, run)
                 # Nomad keeps running checks for the allocation's life, not only until health is decided.
                 nomad_ok = self._run_nomad_checks(ctx, run) if run.started else False
                 if run.healthy is None and deployment_id:
-                    self._track_health(
-                        ctx, run, nomad_ok and all(consul.get(c.check_id) == "passing" for c in run.consul_checks)
-                    )
+                    consul_ok = all(consul.get(c.check_id) == "passing" for c in run.consul_checks)
+                    self._track_health(ctx, run, nomad_ok and consul_ok)
             if not deployment_decided and any(r.healthy is False for r in runs):
                 deployment_decided = True
                 ctx.fail_deployment(deployment_id, "Failed due to unhealthy allocations", None, then=self)
@@ -352,7 +415,12 @@ class LocalClient:
             ctx.update(run.id, name, _terminated(code), state="dead", failed=service_job or code != 0)
             self._fail_health(ctx, run)
         main = {t["Name"] for t in main_tasks(run.group)}
-        run.done = all(run.processes.get(n) is not None and run.processes[n].poll() is not None for n in main)
+        run.done = all(
+            run.runners[n].dead
+            if n in run.runners
+            else run.processes.get(n) is not None and run.processes[n].poll() is not None
+            for n in main
+        )
 
     def _fail_health(self, ctx: ScenarioContext, run: AllocRun) -> None:
         """A task failed before health was decided: the allocation is unhealthy."""
@@ -367,8 +435,7 @@ class LocalClient:
         if mode == "manual" or not run.started:
             return
         now = time.monotonic()
-        running = bool(run.processes) and all(p.poll() is None for p in run.processes.values())
-        if running and (checks_ok or mode == "task_states"):
+        if run.main_running() and (checks_ok or mode == "task_states"):
             run.passing_since = run.passing_since or now
             if now - run.passing_since >= update.get("MinHealthyTime", 0) / SECOND:
                 run.healthy = True
@@ -384,21 +451,70 @@ class LocalClient:
     # --- teardown -----------------------------------------------------------------------------------------
 
     def _teardown(self, run: AllocRun) -> None:
-        """SIGTERM every process group, SIGKILL after `kill_grace`, deregister the Consul services."""
+        """Stop the containers (their kill_timeout) and process groups (SIGTERM, SIGKILL after `kill_grace`),
+        deregister the Consul services."""
+        for runner in run.runners.values():
+            runner.stop()
         for process in run.processes.values():
             _stop_process(process, self.kill_grace)
         for pump in run.pumps:
             pump.join(2)
-        for sid in run.consul_services:
-            with contextlib.suppress(httpx.HTTPError):
-                self._http.put(f"{self.consul_address}/v1/agent/service/deregister/{sid}")
-        run.consul_services.clear()
+        if self.consul_address:
+            self._consul_deregister(run, list(run.consul_services))
+        run.task_services.clear()
 
     def close(self) -> None:
         """Kill anything still running (a run that did not finish its teardown in time)."""
         for process in self.processes.values():
             _stop_process(process, 0)
+        if self._docker is not None:
+            self._docker.close()
         self._http.close()
+
+
+@dataclass
+class _RunnerHooks:
+    """What the client does for a docker task runner: Consul registration while the task runs (Nomad's service
+    hook), and for a main task that failed for good, its siblings killed and the allocation unhealthy."""
+
+    client: LocalClient
+    ctx: ScenarioContext
+    run: AllocRun
+
+    def started(self, name: str) -> None:
+        client, run = self.client, self.run
+        runner = run.runners[name]
+        if runner.handle is not None:
+            with client._lock:
+                client._containers[(run.id, name)] = runner.handle.id
+        if client.consul_address and not runner.prestart:
+            for service, owner in alloc_services(run.alloc, "consul", [name]):
+                if owner == name:
+                    run.task_services.setdefault(name, []).append(client._consul_register(run, service, name))
+
+    def exited(self, name: str) -> None:
+        self.client._consul_deregister(self.run, self.run.task_services.pop(name, []))
+
+    def dead(self, name: str, failed: bool) -> None:
+        runner = self.run.runners[name]
+        if failed and not runner.prestart:
+            for sibling in self.run.runners.values():
+                if sibling is not runner and not sibling.prestart and not sibling.dead:
+                    sibling.kill_for_sibling(name)
+            self.client._fail_health(self.ctx, self.run)
+
+
+def _filtered(reason: str) -> JSON:
+    """The AllocMetric of a one-node cluster whose node a feasibility checker filtered out for `reason`."""
+    return {
+        "NodesEvaluated": 1,
+        "NodesFiltered": 1,
+        "NodesExhausted": 0,
+        "NodesInPool": 1,
+        "NodesAvailable": {"dc1": 1},
+        "DimensionExhausted": None,
+        "ConstraintFiltered": {reason: 1},
+    }
 
 
 def _stop_process(process: subprocess.Popen[bytes], grace: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import copy
 import functools
 import json
 import random
@@ -127,6 +128,10 @@ _ROUTES: list[tuple[tuple[str, ...], str, str | Callable[..., queries.Result]]] 
     (("GET",), f"/v1/node/{_ID}", "_node"),
     (("GET",), "/v1/event/stream", "_event_stream"),
     (("GET",), f"/v1/client/fs/logs/{_ID}", "_logs"),
+    (("GET",), "/v1/vars", "_list_variables"),
+    (("GET",), "/v1/var/(?P<path>.+)", "_read_variable"),
+    (("PUT", "POST"), "/v1/var/(?P<path>.+)", "_write_variable"),
+    (("DELETE",), "/v1/var/(?P<path>.+)", "_delete_variable"),
     (("PUT", "POST"), "/v1/jobs", "_register"),
     (("PUT", "POST"), "/v1/validate/job", "_validate"),
     (("PUT", "POST"), f"/v1/job/{_ID}/plan", "_plan"),
@@ -431,6 +436,76 @@ class Handler(BaseHTTPRequestHandler):
             "Warnings": "",
         }
         self._send_json(reply, index=None)
+
+    # --- variables ----------------------------------------------------------------------------------------
+
+    def _list_variables(self, req: Request) -> None:
+        """`/v1/vars?prefix=`: metadata only, never the items."""
+        self._authorize(req, write=False)
+        state = self.backend.cluster.state
+        prefix = req.q.get("prefix")
+        with state.cond:
+            found = [
+                {k: v for k, v in variable.items() if k != "Items"}
+                for (namespace, path), variable in sorted(state.variables.items())
+                if (req.q.namespace in ("*", namespace)) and path.startswith(prefix)
+            ]
+            index = state.table_index["variables"] or 1
+        self._send_json(found, index=index)
+
+    def _read_variable(self, req: Request, path: str) -> None:
+        self._authorize(req, write=False, management=True)
+        state = self.backend.cluster.state
+        with state.cond:
+            variable = copy.deepcopy(state.variables.get((req.q.namespace, path)))
+            index = state.table_index["variables"] or 1
+        if variable is None:
+            self._send_text(404, "variable not found", index)
+            return
+        self._send_json(variable, index=variable["ModifyIndex"])
+
+    def _write_variable(self, req: Request, path: str) -> None:
+        """`PUT /v1/var/:path` with `{"Namespace", "Path", "Items"}`; `?cas=N` is a check-and-set (409 on a
+        mismatch, with the current variable as the body, as Nomad answers)."""
+        self._authorize(req, write=True, management=True)
+        body = self._json_body(req)
+        if not isinstance(body, dict) or not isinstance(body.get("Items"), dict) or not body["Items"]:
+            raise NomadError(400, "variable missing Items")
+        if any(not isinstance(v, str) for v in body["Items"].values()):
+            raise NomadError(400, "variable items must be strings")
+        namespace = req.q.get("namespace") or body.get("Namespace") or "default"
+        state = self.backend.cluster.state
+        with state.cond:
+            current = state.variables.get((namespace, path))
+            cas = req.q.get("cas")
+            if cas and int(cas) != (current["ModifyIndex"] if current else 0):
+                self._send_json(copy.deepcopy(current), index=state.index, status=409)
+                return
+            with state.transaction() as tx:
+                variable = {
+                    "Namespace": namespace,
+                    "Path": path,
+                    "Items": {str(k): str(v) for k, v in body["Items"].items()},
+                    "CreateIndex": current["CreateIndex"] if current else 0,
+                    "ModifyIndex": 0,
+                    "CreateTime": current["CreateTime"] if current else 0,
+                    "ModifyTime": 0,
+                }
+                tx.put_variable(variable)
+            answer = copy.deepcopy(variable)
+        self._send_json(answer, index=answer["ModifyIndex"])
+
+    def _delete_variable(self, req: Request, path: str) -> None:
+        self._authorize(req, write=True, management=True)
+        state = self.backend.cluster.state
+        with state.cond:
+            if (req.q.namespace, path) not in state.variables:
+                self._send_text(404, "variable not found")
+                return
+            with state.transaction() as tx:
+                tx.delete_variable(req.q.namespace, path)
+                index = tx.index
+        self._send_text(200, "", index)
 
     # --- event stream -------------------------------------------------------------------------------------
 

@@ -122,6 +122,19 @@ class Tx:
         keys = [registration["JobID"], registration["ServiceName"]]
         self._event("Service", "ServiceDeregistration", service_id, registration["Namespace"], keys, registration)
 
+    def put_variable(self, variable: JSON) -> None:
+        """A Nomad Variable written (its Items are secret: the event carries only the metadata, as Nomad's)."""
+        self._stamp(variable, "variables")
+        self.state.variables[(variable["Namespace"], variable["Path"])] = variable
+        meta = {k: v for k, v in variable.items() if k != "Items"}
+        self._event("Variable", "VariableUpserted", variable["Path"], variable["Namespace"], [], meta)
+
+    def delete_variable(self, namespace: str, path: str) -> None:
+        variable = self.state.variables.pop((namespace, path))
+        self.state.table_index["variables"] = self.index
+        meta = {k: v for k, v in variable.items() if k != "Items"}
+        self._event("Variable", "VariableDeleted", path, namespace, [], meta)
+
     def put_check(self, alloc_id: str, check_id: str, result: JSON) -> None:
         """Client-side check results (nomad provider): not raft state in Nomad, so no event, only an index."""
         self.state.checks[alloc_id][check_id] = result
@@ -144,6 +157,7 @@ class State:
         self.checks: dict[str, dict[str, JSON]] = defaultdict(dict)
         self.frames: list[Frame] = []
         self.logs: dict[LogKey, bytearray] = defaultdict(bytearray)
+        self.variables: dict[tuple[str, str], JSON] = {}  # (namespace, path) → Nomad Variable
         self.closed = False
         # Set by the cluster: recomputes the status of jobs whose evaluations or allocations changed.
         self.on_commit: list[Callable[[Tx], None]] = []

@@ -1,0 +1,221 @@
+"""The life of one docker task in client mode, as Nomad's task runner (client/allocrunner/taskrunner) leads it:
+templates rendered into the task directory, the driver started, the container's exit turned into task events,
+and restarts under the task's restart policy.
+
+Events, as Nomad writes them: `Template` ("Missing: ..." while a variable does not exist), `Driver`
+("Downloading image" before a pull failure), `Driver Failure`, `Started`, `Terminated` (exit code, exit
+message, `oom_killed` detail), `Restarting` (with the delay), `Not Restarting` (fails the task), `Killing`
+("Template failed: ..."), `Sibling Task Failed`. `Received` and `Task Setup` come from the client, `Killing`
+and `Killed` of a stop from the server side of the double (see mutations.stop_alloc).
+
+The runner is driven by the client's supervision loop (`tick`), not by a thread of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from .context import ScenarioContext
+from .docker_driver import Bind, ContainerHandle, DockerDriver, DriverError, ExitResult, HostVolume, StartRequest
+from .docker_driver import kill_timeout as task_kill_timeout
+from .goduration import SECOND
+from .jobspec import JSON, group_named, is_prestart
+from .objects import task_event
+from .restarts import Decision, RestartTracker
+from .taskenv import Node, TaskDirs, task_env
+from .templates import Missing, TemplateError, render_task_templates
+
+RunnerState = Literal["pending", "blocked", "running", "waiting", "dead"]
+
+
+class Hooks(Protocol):
+    """What the client does when a task starts, exits, or is dead for good."""
+
+    def started(self, task: str) -> None: ...
+
+    def exited(self, task: str) -> None: ...
+
+    def dead(self, task: str, failed: bool) -> None: ...
+
+
+@dataclass
+class DockerTaskRunner:
+    ctx: ScenarioContext
+    alloc: JSON
+    task: JSON
+    alloc_root: Path
+    driver: DockerDriver
+    node: Node
+    host_volumes: Mapping[str, HostVolume]
+    hooks: Hooks
+    state: RunnerState = "pending"
+    failed: bool = False
+    handle: ContainerHandle | None = None
+    restart_at: float = 0.0
+    template_env: dict[str, str] | None = None  # None until the templates have rendered
+    missing_reported: str = ""
+    tracker: RestartTracker = field(init=False)
+
+    def __post_init__(self) -> None:
+        batch = self.alloc["Job"]["Type"] in ("batch", "sysbatch")
+        self.tracker = RestartTracker(self.task["RestartPolicy"], restart_on_success=not (batch or self.prestart))
+
+    @property
+    def name(self) -> str:
+        name: str = self.task["Name"]
+        return name
+
+    @property
+    def prestart(self) -> bool:
+        return is_prestart(self.task)
+
+    @property
+    def dirs(self) -> TaskDirs:
+        return TaskDirs.of(self.alloc_root, self.name)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def dead(self) -> bool:
+        return self.state == "dead"
+
+    # --- the loop -------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Render the templates (first start only), then start the container."""
+        if self.template_env is None and not self._render_templates():
+            return
+        env = task_env(self.alloc, self.task, self.dirs, in_container=True, node=self.node, extra=self.template_env)
+        try:
+            binds = self._binds()
+            request = StartRequest(
+                self.alloc, self.task, env, self.dirs, binds, self.node, self._output, self._driver_message
+            )
+            self.handle = self.driver.start(request)
+        except DriverError as exc:
+            self.ctx.update(self.alloc["ID"], self.name, task_event("Driver Failure", DriverError=str(exc)))
+            self._apply(self.tracker.after_start_error(exc.recoverable))
+            return
+        self.state = "running"
+        self.ctx.update(self.alloc["ID"], self.name, task_event("Started"), state="running")
+        self.hooks.started(self.name)
+
+    def tick(self) -> None:
+        """Notice an exit, start a restart that is due, retry templates that wait for a variable."""
+        if self.state == "blocked":
+            self.start()
+        elif self.state == "running" and self.handle is not None:
+            result = self.handle.poll()
+            if result is not None:
+                self._exited(result)
+        elif self.state == "waiting" and time.monotonic() >= self.restart_at:
+            self.start()
+
+    def _exited(self, result: ExitResult) -> None:
+        assert self.handle is not None
+        self.driver.discard(self.handle)
+        self.handle = None
+        details = {"oom_killed": "true" if result.oom_killed else "false"}
+        if result.message:
+            details["exit_message"] = result.message
+        terminated = task_event("Terminated", ExitCode=result.exit_code, Message=result.message, Details=details)
+        self.ctx.update(self.alloc["ID"], self.name, terminated)
+        self.hooks.exited(self.name)
+        self._apply(self.tracker.after_exit(result.exit_code))
+
+    def _apply(self, decision: Decision) -> None:
+        alloc_id = self.alloc["ID"]
+        if decision.verdict == "restart":
+            event = task_event("Restarting", RestartReason=decision.reason, StartDelay=int(decision.delay * SECOND))
+            self.ctx.update(alloc_id, self.name, event, state="pending", restarted=True)
+            self.state, self.restart_at = "waiting", time.monotonic() + decision.delay
+        elif decision.verdict == "not-restarting":
+            event = task_event("Not Restarting", RestartReason=decision.reason, FailsTask=True)
+            self._die(event, failed=True)
+        else:
+            self._die(None, failed=False)
+
+    def _die(self, event: JSON | None, failed: bool) -> None:
+        self.state, self.failed = "dead", failed
+        self.ctx.update(self.alloc["ID"], self.name, event, state="dead", failed=failed)
+        self.hooks.dead(self.name, failed)
+
+    # --- hooks before the driver ----------------------------------------------------------------------------
+
+    def _render_templates(self) -> bool:
+        """The template hook: True once rendered; False while a variable is missing or after a failure."""
+        base = task_env(self.alloc, self.task, self.dirs, in_container=True, node=self.node)
+        namespace = self.alloc["Namespace"]
+        try:
+            self.template_env = render_task_templates(
+                self.task, self.alloc_root / self.name, base, self._variable, namespace
+            )
+            return True
+        except Missing as exc:
+            if self.missing_reported != exc.dependency:
+                self.missing_reported = exc.dependency
+                event = task_event("Template", DisplayMessage=f"Missing: {exc.dependency}")
+                self.ctx.update(self.alloc["ID"], self.name, event)
+            self.state = "blocked"
+            return False
+        except (TemplateError, OSError) as exc:
+            event = task_event("Killing", DisplayMessage=f"Template failed: {exc}", FailsTask=True)
+            self._die(event, failed=True)
+            return False
+
+    def _variable(self, path: str) -> Mapping[str, str] | None:
+        state = self.ctx.state
+        with state.cond:
+            variable = state.variables.get((self.alloc["Namespace"], path))
+            return dict(variable["Items"]) if variable is not None else None
+
+    def _binds(self) -> list[Bind]:
+        """The task's volume_mounts as bind mounts of the client's host volumes."""
+        group = group_named(self.alloc["Job"], self.alloc["TaskGroup"])
+        requests = group.get("Volumes") or {}
+        binds = []
+        for mount in self.task.get("VolumeMounts") or []:
+            request = requests.get(mount.get("Volume"))
+            if request is None:
+                raise DriverError(f"volume_mount {mount.get('Volume')!r} names no volume of the group")
+            volume = self.host_volumes.get(request.get("Source") or "")
+            if request.get("Type") != "host" or volume is None:
+                raise DriverError(f"host volume {request.get('Source')!r} is not configured on this client")
+            read_only = bool(mount.get("ReadOnly") or request.get("ReadOnly") or volume.read_only)
+            binds.append(Bind(volume.path, mount["Destination"], read_only))
+        return binds
+
+    # --- driver callbacks -----------------------------------------------------------------------------------
+
+    def _output(self, stream: str, data: bytes) -> None:
+        """Container output to `alloc/logs/<task>.<stream>.0` (Nomad's layout) and the logs endpoint."""
+        with open(self.dirs.alloc / "logs" / f"{self.name}.{stream}.0", "ab") as out:
+            out.write(data)
+        self.ctx.state.append_log(self.alloc["ID"], self.name, stream, data)
+
+    def _driver_message(self, message: str) -> None:
+        self.ctx.update(self.alloc["ID"], self.name, task_event("Driver", DriverMessage=message))
+
+    # --- stopping -------------------------------------------------------------------------------------------
+
+    def kill_for_sibling(self, sibling: str) -> None:
+        """A sibling main task failed: this one is killed (Nomad's `Sibling Task Failed`)."""
+        self.stop()
+        if self.state != "dead":
+            self._die(task_event("Sibling Task Failed", FailedSibling=sibling), failed=False)
+
+    def stop(self) -> None:
+        """Stop the container with the task's kill_timeout and remove it (no state change: a stop's events come
+        from the server side, and an aborted run may not write)."""
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.stop(task_kill_timeout(self.task))
+            with contextlib.suppress(Exception):
+                self.driver.discard(handle)
