@@ -12,9 +12,10 @@ Served, as the Hub serves them:
 * `GET /api/models/{repo}` and `/api/models/{repo}/revision/{revision}`: id, sha, siblings (with sizes).
 * `GET /api/models/{repo}/tree/{revision}[/{path}]`: the file list (`list_repo_tree`).
 `revision` is `main` or the repo's commit sha. Unknown repos and files get the Hub's 404 with `X-Error-Code`
-(`RepoNotFound`, `RevisionNotFound`, `EntryNotFound`). With `token`, a request without
-`Authorization: Bearer <token>` gets 401 (`X-Error-Code: GatedRepo`), so a test can prove the token arrived.
-Every answer is recorded (the token itself is not: only whether it was right).
+(`RepoNotFound`, `RevisionNotFound`, `EntryNotFound`). With `token` (every repo) or `gated` (a token per repo),
+a request without `Authorization: Bearer <token>` gets 401 (`X-Error-Code: GatedRepo`), so a test can prove
+the token arrived. Every answer is recorded with the body bytes it sent (the token itself is not recorded:
+only whether it was right), so tests can show what was read, and that a second run made no request at all.
 """
 
 from __future__ import annotations
@@ -37,13 +38,14 @@ CHUNK = 1024 * 1024
 Content = bytes | Path
 
 
-@dataclass(frozen=True)
+@dataclass
 class HubRequest:
     method: str
     path: str
     range: str | None
     authorized: bool  # the expected token was sent (or none is required)
     status: int
+    sent: int = 0  # body bytes sent
 
 
 @dataclass
@@ -98,9 +100,15 @@ class _Repo:
 class HubStandIn:
     """The server; use as a context manager (or `start()` / `stop()`)."""
 
-    def __init__(self, repos: Mapping[str, Mapping[str, Content]], token: str | None = None) -> None:
+    def __init__(
+        self,
+        repos: Mapping[str, Mapping[str, Content]],
+        token: str | None = None,
+        gated: Mapping[str, str] | None = None,
+    ) -> None:
         self.repos = {rid: _Repo(rid, {n: _File(c) for n, c in files.items()}) for rid, files in repos.items()}
         self.token = token
+        self.gated = dict(gated or {})  # repo -> the token it needs
         self.requests: list[HubRequest] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -137,6 +145,14 @@ class HubStandIn:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
+    def sent(self) -> int:
+        """Body bytes sent so far, over every request."""
+        with self._lock:
+            return sum(r.sent for r in self.requests)
+
+    def token_for(self, repo_id: str) -> str | None:
+        return self.gated.get(repo_id, self.token)
+
     def downloads(self, filename: str) -> list[HubRequest]:
         """Successful GETs of a file's content (whole or ranged)."""
         with self._lock:
@@ -171,17 +187,26 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle(body=True)
 
     _authorized = False
+    _answer: HubRequest | None = None  # the answer being sent, to count its body bytes
 
     def _handle(self, body: bool) -> None:
-        hub = self.stand_in
-        self._authorized = hub.token is None or self.headers.get("Authorization", "") == f"Bearer {hub.token}"
-        self._route(unquote(urlsplit(self.path).path), self._authorized, body)
+        path = unquote(urlsplit(self.path).path)
+        repo = next((m["repo"] for pattern in (_TREE, _INFO, _RESOLVE) if (m := pattern.fullmatch(path))), None)
+        token = self.stand_in.token_for(repo) if repo else self.stand_in.token
+        self._authorized = token is None or self.headers.get("Authorization", "") == f"Bearer {token}"
+        self._route(path, self._authorized, body)
 
     def send_response(self, code: int, message: str | None = None) -> None:
         """Every answer is recorded before it goes out, so a client never sees one that is not recorded yet."""
         path = unquote(urlsplit(self.path).path)
-        self.stand_in._record(HubRequest(self.command, path, self.headers.get("Range"), self._authorized, code))
+        self._answer = HubRequest(self.command, path, self.headers.get("Range"), self._authorized, code)
+        self.stand_in._record(self._answer)
         super().send_response(code, message)
+
+    def _send_body(self, data: bytes) -> None:
+        if self._answer is not None:
+            self._answer.sent += len(data)  # before the write: the client may look as soon as it has the body
+        self.wfile.write(data)
 
     def _route(self, path: str, authorized: bool, body: bool) -> int:
         if m := _TREE.fullmatch(path):
@@ -213,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
             "modelId": repo.id,
             "sha": repo.sha,
             "private": False,
-            "gated": "manual" if self.stand_in.token else False,
+            "gated": "manual" if self.stand_in.token_for(repo.id) else False,
             "disabled": False,
             "tags": ["gguf"],
             "siblings": siblings,
@@ -285,7 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
                 block = f.read(position, min(CHUNK, end - position + 1))
                 if not block:
                     break
-                self.wfile.write(block)
+                self._send_body(block)
                 position += len(block)
         return status
 
@@ -297,7 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Repo-Commit", commit)
         self.end_headers()
         if body:
-            self.wfile.write(data)
+            self._send_body(data)
         return 200
 
     def _error(self, status: int, code: str, message: str, body: bool, commit: str | None = None) -> int:
@@ -311,5 +336,5 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("X-Repo-Commit", commit)
         self.end_headers()
         if body:
-            self.wfile.write(data)
+            self._send_body(data)
         return status
