@@ -13,6 +13,7 @@ from .options import Choice, backends_option, deployments_argument, model_option
 if TYPE_CHECKING:
     from ..compile.build import Compiled
     from ..nomad.render import Format
+    from .rendermemo import Remembered
 
 
 RENDER_HELP = preformatted("""\
@@ -83,6 +84,36 @@ def compile_all(
     return compiled
 
 
+def _renderings(
+    deployments: list[Path], backends: tuple[Path, ...], model: Path | None, fmt: Format
+) -> list[Remembered]:
+    """Each deployment's job text: remembered from an earlier run when every input is unchanged, else compiled
+    (and then remembered, unless the compile looked up model metadata)."""
+    from ..spec.files import display_path
+    from . import output
+    from .cachefolder import cache_folder
+    from .rendermemo import Remembered, RenderMemo
+
+    memo = RenderMemo.open(cache_folder(), backends, fmt) if model is None else None
+    if memo is not None:
+        recalled = [memo.recall(path) for path in deployments]
+        hits = [r for r in recalled if r is not None]
+        if len(hits) == len(deployments) and len({r.job_id for r in hits}) == len(hits):
+            for path, hit in zip(deployments, hits, strict=True):
+                for message in hit.warnings:
+                    output.warning(f"{display_path(path)}: {message}")
+            return hits
+    from ..nomad.render import render_text
+
+    renderings = []
+    for path, item in zip(deployments, compile_all(deployments, backends, model=model), strict=True):
+        rendering = Remembered(item.job_id, render_text(item.job, fmt), item.resolved.warnings)
+        if memo is not None and item.resolved.sizing is None:
+            memo.remember(path, rendering)
+        renderings.append(rendering)
+    return renderings
+
+
 @command("render", short_help="compile deployments into Nomad job files (JSON or HCL)", help=RENDER_HELP)
 @deployments_argument
 @backends_option
@@ -111,19 +142,18 @@ def render(
     import sys
 
     from ..errors import InputError, Problem
-    from ..nomad.render import SUFFIXES, render_text
+    from ..nomad.render import SUFFIXES
     from . import output as say
 
     if check and output is None:
         raise InputError(Problem("--check compares with files on disk: give them with --output PATH"))
-    compiled = compile_all(list(deployments), backends, model=model)
-    texts = [(item, render_text(item.job, fmt)) for item in compiled]
+    texts = _renderings(list(deployments), backends, model, fmt)
     if output is None:
         if len(texts) > 1:
             raise InputError(
                 Problem("several deployments need --output FOLDER", hint="each job is written to its own file")
             )
-        sys.stdout.write(texts[0][1])
+        sys.stdout.write(texts[0].text)
         return 0
     target = Path(output)
     as_folder = target.is_dir() or len(texts) > 1 or output.endswith(("/", "\\"))
@@ -137,7 +167,7 @@ def render(
                 hint=f"give a folder, e.g. --output {target.with_suffix('')}/ (a trailing / creates it)",
             )
         )
-    files = {(target / f"{item.job_id}{SUFFIXES[fmt]}" if as_folder else target): text for item, text in texts}
+    files = {(target / f"{r.job_id}{SUFFIXES[fmt]}" if as_folder else target): r.text for r in texts}
     if check:
         from .drift import report_drift
 

@@ -5,14 +5,19 @@ the Hugging Face Hub and its cache. The shell calls this; the compiler gets the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError, Problem
 from ..spec.base import AUTO
-from ..spec.deployment import Deployment
-from .facts import ModelLookup
 from .gpus import known_gpu_memory
-from .hub import HubUnavailable, HubUnreachable, hub_model
-from .local import ModelReadError, ReadStats, read_local_model
+
+if TYPE_CHECKING:
+    from ..spec.deployment import Deployment
+    from .facts import ModelLookup
+    from .local import ReadStats
+
+# The readers (facts, hub, local) load inside the functions: `nomadgs render` of a deployment that asks
+# for no estimate decides so here and must not pay for them.
 
 
 def has_auto(deployment: Deployment) -> bool:
@@ -39,6 +44,10 @@ def lookup_model(
 
     `hub`: whether the Hub may be asked (the cache is read either way).
     """
+    from .facts import ModelLookup
+    from .hub import HubUnavailable, HubUnreachable, hub_model
+    from .local import ModelReadError, read_local_model
+
     if model_path is not None:
         return ModelLookup(read_local_model(model_path, stats))
     source = deployment.model_source
@@ -77,6 +86,8 @@ def metadata_for_compile(
         return None
     if not has_auto(deployment) and not can_check(deployment):
         return None
+    from .local import ModelReadError
+
     try:
         return lookup_model(deployment, model_path=model_path, cache_dir=cache_dir, hub=True)
     except ModelReadError as exc:

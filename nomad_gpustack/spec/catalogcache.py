@@ -2,10 +2,10 @@
 
 The built-in backends are files shipped with nomadgs: trusted, and the same on every run. Reading them means
 parsing YAML and building and running the backend models' validators. The validated backends are pickled
-into the cache folder under a key made of everything they depend on: the catalog files and the sources of
-the spec models (by size and modification time, as Python's own .pyc files), and the versions of nomadgs,
-Python and pydantic. Any change makes a new key; any trouble reading or writing the cache means validating as
-usual. Files given with `--backends` are never cached.
+into the cache folder under a key made of everything they depend on: the catalog files (by size and
+modification time) and nomadgs's code and libraries (`cachekey.environment`). Any change makes a new key;
+any trouble reading or writing the cache means validating as usual. Files given with `--backends` are never
+cached.
 """
 
 from __future__ import annotations
@@ -14,31 +14,21 @@ import contextlib
 import hashlib
 import os
 import pickle
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..cachekey import environment, stat_digest
 from .backend import Backend
 from .specfile import Sourced
 
 Backends = list[Sourced[Backend]]
-PACKAGE = Path(__file__).resolve().parent.parent  # the models and everything their validators use
 
 
 def cache_key(folder: Path) -> str:
     """A digest of everything the validated backends of `folder` depend on."""
-    import pydantic
-
-    from .. import __version__
-
-    digest = hashlib.sha256(f"{__version__}\0{sys.version}\0{pydantic.VERSION}\0{folder}".encode())
-    sources = [os.path.join(top, name) for top, _, names in os.walk(PACKAGE) for name in names if name.endswith(".py")]
-    catalog = [entry.path for entry in os.scandir(folder) if entry.is_file()]
-    for path in sorted(sources) + sorted(catalog):
-        stat = os.stat(path)
-        digest.update(f"\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:32]
+    digest = hashlib.sha256(f"{environment()}\0{folder}".encode())
+    return stat_digest(sorted(entry.path for entry in os.scandir(folder) if entry.is_file()), digest).hexdigest()[:32]
 
 
 def cached_backends(

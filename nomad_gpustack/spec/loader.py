@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,20 +10,10 @@ from ..errors import InputError, Problem
 from .backend import Backend
 from .catalog import Catalog, backends_from_document
 from .deployment import Deployment
+from .files import builtin_catalog_dir, display_path, yaml_files
 from .specfile import Sourced, validate
 from .yamlsource import MAX_FILE_BYTES, Mark, SourceMap, decode_text, parse_yaml
 from .yamlsource import Path as ValuePath
-
-YAML_SUFFIXES = (".yaml", ".yml")
-
-
-def display_path(path: Path) -> str:
-    """Paths in messages: relative to the working directory when that is shorter."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return str(path)
-    return rel if len(rel) < len(str(path)) else str(path)
 
 
 def read_text(path: Path) -> str:
@@ -45,13 +34,6 @@ def read_text(path: Path) -> str:
     except OSError as exc:
         raise InputError(Problem(f"cannot read: {exc.strerror}", name)) from None
     return decode_text(data, name)
-
-
-def yaml_files(path: Path) -> list[Path]:
-    """The path itself, or the YAML files of a folder (sorted, not recursive)."""
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file())
-    return [path]
 
 
 def load_backend_file(path: Path) -> list[Sourced[Backend]]:
@@ -82,13 +64,6 @@ def load_backend_files(paths: Iterable[Path]) -> list[Sourced[Backend]]:
     if errors:
         raise InputError.merge(errors)
     return [b for _, r in results if not isinstance(r, InputError) for b in r]
-
-
-def builtin_catalog_dir() -> Path:
-    """The built-in catalog: inside the installed package, or `backends/` of a source checkout."""
-    here = Path(__file__).resolve().parent.parent  # the package root
-    packaged = here / "_catalog"
-    return packaged if packaged.is_dir() else here.parent / "backends"
 
 
 def load_catalog(extra: Sequence[str | Path] = (), *, cache: Path | None = None) -> Catalog:

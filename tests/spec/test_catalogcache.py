@@ -8,7 +8,8 @@ import pytest
 
 from nomad_gpustack.spec import loader
 from nomad_gpustack.spec.catalogcache import cache_key, cached_backends
-from nomad_gpustack.spec.loader import builtin_catalog_dir, display_path, load_backend_files, load_catalog
+from nomad_gpustack.spec.files import builtin_catalog_dir, display_path
+from nomad_gpustack.spec.loader import load_backend_files, load_catalog
 
 BACKEND = "backend_name: {name}\nversion_configs:\n  v1:\n    image_name: me/engine:1\n"
 
