@@ -98,3 +98,29 @@ def requests_to(nomad: NomadDouble, method: str, path: str) -> int:
 def nomad() -> Iterator[NomadDouble]:
     with NomadDouble() as double:
         yield double
+
+
+# --- the memory estimate: a header-only model and deployments sized against it ------------------------
+
+
+def vllm_deployment(path: Path, nomad: dict[str, Any], *, max_model_len: int = 32768) -> Path:
+    """A vLLM deployment of Llama-3.1-8B-Instruct with the given `nomad:` block, written to `path`."""
+    import yaml
+
+    data = {
+        "name": "llama",
+        "huggingface_repo_id": "meta-llama/Llama-3.1-8B-Instruct",
+        "backend": "vLLM",
+        "backend_parameters": [f"--max-model-len {max_model_len}"],
+        "nomad": nomad,
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def llama_model(tmp_path: Path) -> Path:
+    """Llama-3.1-8B as a folder of config.json and the index's total size: headers only, no weights."""
+    from ..support.model_fixtures import LLAMA_31_8B, LLAMA_31_8B_BYTES, hf_folder
+
+    return hf_folder(tmp_path / "Llama-3.1-8B-Instruct", LLAMA_31_8B, total_size=LLAMA_31_8B_BYTES)
