@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import jinja2
 import pytest
@@ -14,33 +13,7 @@ import nomad_gpustack.filters
 from nomad_gpustack.errors import InputError
 
 from ...support.helpers import nomadgs
-from ..conftest import run_playbook, vllm_deployment
-
-REFUSAL = (
-    "nomad.gpus: vLLM needs 23.9 GiB per GPU at --max-model-len 32768 (weights 15.0, KV 4.0, overhead 4.9); "
-    "1 × 24 GiB at 0.90 gives 21.6: use gpus: 2, or --max-model-len ≤ 13312"
-)
-
-
-def cli_estimate(deployment: Path, model: Path, cwd: Path | None = None) -> dict[str, Any]:
-    """`nomadgs estimate --output json` (files are named relative to `cwd`, as the playbook's are)."""
-    run = nomadgs("estimate", deployment, "--model", model, "--output", "json", cwd=cwd)
-    assert run.code == 0, run.err
-    document: dict[str, Any] = json.loads(run.out)
-    return document
-
-
-def cli_error(*args: str | Path, cwd: Path | None = None) -> str:
-    """The one problem line `nomadgs` prints for bad input, without its `error: ` prefix."""
-    run = nomadgs(*args, cwd=cwd)
-    assert run.code == 2, run.out + run.err
-    (line,) = [x for x in run.err.splitlines() if x.startswith("error: ")]
-    return line.removeprefix("error: ")
-
-
-def tensor_parallel(job: dict[str, Any]) -> str:
-    args: list[str] = job["Job"]["TaskGroups"][0]["Tasks"][-1]["Config"]["args"]
-    return args[args.index("--tensor-parallel-size") + 1]
+from ..conftest import REFUSAL, cli_error, cli_estimate, run_playbook, tensor_parallel, vllm_deployment
 
 
 def test_filters_in_a_playbook_estimate_size_and_refuse_as_the_command_does(tmp_path: Path, llama_model: Path) -> None:

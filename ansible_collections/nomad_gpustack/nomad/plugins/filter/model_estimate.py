@@ -67,8 +67,9 @@ RETURN = r"""
 _value:
   description:
     - 'The estimate: C(file), C(model) (what the headers say), C(engine), C(context), C(rows) (per GPU count:
-      C(gpus), C(weights), C(kv_per_token), C(kv_at_context), C(overhead), C(total), C(min_gpu_memory), C(fits),
-      C(sequences)), C(gpu_memory), C(suggestion) (C(gpus), C(gpu_memory), C(reason)), C(warnings) and C(check).'
+      C(gpus), C(weights), C(kv_per_token), C(kv_at_context), C(overhead), C(total), C(min_gpu_memory), C(usable),
+      C(fits), C(sequences), C(max_context)), C(gpu_memory), C(suggestion) (C(gpus), C(gpu_memory), C(reason)),
+      C(warnings) and C(check).'
     - Sizes are bytes.
   type: dict
 """
