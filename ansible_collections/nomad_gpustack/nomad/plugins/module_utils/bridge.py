@@ -71,7 +71,7 @@ def nomad_settings(params):
 OPTION_WORDS = (
     ("use --force", "set force: true"),
     ("(watch with --wait-for-capacity)", "(wait_for_capacity: true waits for it)"),
-    ("(set NOMAD_ADDR or --address)", "(set nomad_addr or NOMAD_ADDR)"),
+    ("NOMAD_ADDR or --address", "nomad_addr or NOMAD_ADDR"),
     ("(or --namespace)", "(or the namespace option)"),
     ("(or --region)", "(or the region option)"),
     ("give --model PATH", "set the model option"),

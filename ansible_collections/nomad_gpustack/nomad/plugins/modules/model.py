@@ -215,15 +215,23 @@ logs:
   type: dict
 plan:
   description:
-    - Nomad's plan of the job. C(diff) is V(Added), V(Edited), V(None) or V(Deleted); C(fields) lists the
-      changed fields; C(placement) the reasons no node fits, in plain words.
+    - Nomad's plan of the job, as C(nomadgs plan --output json) gives it, with Nomad's field diff in words.
+    - C(diff) is V(Added), V(Edited), V(None) or V(Deleted); C(changes) the allocations it stops, places, migrates, replaces or adds as canaries;
+      C(updates) are Nomad's desired updates per group; C(placement) the reasons no node fits, in plain words;
+      C(warnings) Nomad's; C(foreign) whether a job of that ID exists that nomad-gpustack did not create.
+    - C(fields) lists the changed fields of an edited job, each under its group, task and object (the same
+      lines C(--diff) shows as a diff); empty for a new job.
   returned: with O(state=present)
   type: dict
   sample:
+    job: qwen2-5-7b-instruct
     diff: Edited
     changes: 1
+    job_modify_index: 42
     updates: {"inference": {"DestructiveUpdate": 1}}
     placement: []
+    warnings: ""
+    foreign: false
     fields: ['Task Group "inference" > Count: "1" => "2"']
 nomad_job:
   description: 'The compiled job as the API document C({"Job": {...}}).'
@@ -370,21 +378,25 @@ def wait_seconds(text):
         raise InputError(Problem(str(exc), field="wait_timeout")) from None
 
 
-def plan_result(summary, response):
+def plan_result(summary):
+    """The plan as `nomadgs plan --output json` gives it, its field diff in words (`fields`) instead of Nomad's
+    structure (`--diff` shows it as text)."""
     from nomad_gpustack.nomad.plandiff import changed_fields
 
     data = summary.to_json()
     data.pop("exit_code", None)
+    job_diff = data.pop("job_diff", None)
     # A new job's fields are all "added": the list would be the whole job (return_job shows that).
-    edited = response is not None and response.Diff is not None and response.Diff.Type == "Edited"
-    data["fields"] = changed_fields(response.Diff.model_dump()) if edited else []
+    data["fields"] = changed_fields(job_diff) if summary.diff == "Edited" else []
     return data
 
 
-def plan_diff(response, job_id):
+def plan_diff(summary):
+    """Ansible's --diff: the plan's field diff as before/after texts (`nomad_gpustack.nomad.plandiff`)."""
     from nomad_gpustack.nomad.plandiff import diff_texts
 
-    before, after = diff_texts(response.Diff.model_dump() if response and response.Diff else None)
+    before, after = diff_texts(summary.job_diff)
+    job_id = summary.job_id
     return dict(before=before, after=after, before_header=f"{job_id} (on Nomad)", after_header=f"{job_id} (planned)")
 
 
@@ -407,37 +419,38 @@ def present(module, api, compiled, notes):
             changed=not unchanged,
             status="planned",
             version=existing.Version if existing is not None else None,
-            plan=plan_result(summary, summary.response),
+            plan=plan_result(summary),
         )
         if module._diff:
-            result["diff"] = plan_diff(summary.response, job_id)
+            result["diff"] = plan_diff(summary)
         return result
 
     registration = runner.submit(api, compiled, force=params["force"], notes=notes)
     summary_plan = runner.summarise_plan(compiled, registration.plan)
     changed = registration.changed
     if module._diff:
-        result["diff"] = plan_diff(registration.plan, job_id)
+        result["diff"] = plan_diff(summary_plan)
     if not params["wait"]:
         result.update(runner.result_document(registration, None, "registered", EXIT_OK))
-        result.update(changed=changed, plan=plan_result(summary_plan, registration.plan))
+        result.update(changed=changed, plan=plan_result(summary_plan))
         return result
     watched = runner.follow(
         api, registration, reporter=notes, timeout=timeout, wait_for_capacity=params["wait_for_capacity"]
     )
     status, code = runner.outcome(watched)
     result.update(runner.result_document(registration, watched, status, code))
-    result.update(changed=changed, plan=plan_result(summary_plan, registration.plan))
+    result.update(changed=changed, plan=plan_result(summary_plan))
     if code != EXIT_OK:
-        lines = [verdict.headline(registration, watched), *verdict.explanation(registration, watched)]
-        if watched.timed_out:
-            lines.append(f"the job keeps running; see it with nomad_gpustack.nomad.model_info (name: {job_id})")
+        # As `nomadgs submit` says it; the next steps named as tasks.
+        steps = verdict.next_steps(
+            watched, follow=f"nomad_gpustack.nomad.model_info (name: {job_id})", remove="state: absent"
+        )
+        lines = [verdict.headline(registration, watched), *verdict.explanation(registration, watched), *steps]
         result.update(failed=True, msg="\n".join(lines))
     return result
 
 
 def absent(module, api, compiled):
-    from nomad_gpustack.errors import InputError, Problem
     from nomad_gpustack.nomad import runner
 
     params = module.params
@@ -451,10 +464,7 @@ def absent(module, api, compiled):
     if existing.Stop and not params["purge"]:
         result.update(changed=False, status="stopped")
         return result
-    if not runner.is_managed(existing) and not params["force"]:
-        raise InputError(
-            Problem(f"job '{job_id}' was not created by nomad-gpustack", hint="set force: true to stop it anyway")
-        )
+    runner.check_stoppable(existing, force=params["force"])  # in check mode too
     status = "purged" if params["purge"] else "stopped"
     if module._diff:
         state = "stopped" if existing.Stop else f"running version {existing.Version}"
