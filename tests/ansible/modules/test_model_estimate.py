@@ -44,6 +44,12 @@ def test_auto_from_a_local_model_refusals_and_the_estimate(
       nomad_gpustack.nomad.model: {{deployment: {one}, model: {llama_model}}}
       check_mode: true
       ignore_errors: true
+    - name: refused inline
+      nomad_gpustack.nomad.model:
+        definition: {{name: llama, huggingface_repo_id: meta-llama/Llama-3.1-8B-Instruct, backend: vLLM,
+                      backend_parameters: ["--max-model-len 32768"], nomad: {{gpus: 1, gpu_memory: 24 GiB}}}}
+        model: {llama_model}
+      ignore_errors: true
     - name: auto without metadata
       nomad_gpustack.nomad.model: {{deployment: {auto}, wait: false}}
       ignore_errors: true
@@ -78,6 +84,10 @@ def test_auto_from_a_local_model_refusals_and_the_estimate(
         assert refused["failed"] is True and refused["exit_code"] == 2, refused
         assert refused["msg"] == cli, refused["msg"]
         assert refused["problems"][0]["field"] == "nomad.gpus" and refused["problems"][0]["line"] == 7
+    # An inline definition is located in the playbook, where its gpus were written.
+    line = next(i for i, text in enumerate(book.read_text().splitlines(), 1) if "{gpus: 1" in text)
+    assert r["refused inline"]["msg"].startswith(f"{book}:{line}:"), r["refused inline"]["msg"]
+    assert r["refused inline"]["msg"].endswith(REFUSAL)
     estimate = r["refused"]["estimate"]
     assert estimate == cli_estimate(one, llama_model, tmp_path), "the estimate beside the refusal"
     assert estimate["check"]["starts"] is False and REFUSAL.endswith(estimate["check"]["refusal"])
