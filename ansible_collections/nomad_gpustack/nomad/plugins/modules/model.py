@@ -216,9 +216,10 @@ logs:
 plan:
   description:
     - Nomad's plan of the job, as C(nomadgs plan --output json) gives it, with Nomad's field diff in words.
-    - C(diff) is V(Added), V(Edited), V(None) or V(Deleted); C(changes) the allocations it stops, places, migrates, replaces or adds as canaries;
-      C(updates) are Nomad's desired updates per group; C(placement) the reasons no node fits, in plain words;
-      C(warnings) Nomad's; C(foreign) whether a job of that ID exists that nomad-gpustack did not create.
+    - C(diff) is V(Added), V(Edited), V(None) or V(Deleted); C(changes) counts the allocations it stops, places,
+      migrates, replaces or adds as canaries; C(updates) are Nomad's desired updates per group; C(placement)
+      the reasons no node fits, in plain words; C(warnings) Nomad's; C(foreign) whether a job of that ID exists
+      that nomad-gpustack did not create.
     - C(fields) lists the changed fields of an edited job, each under its group, task and object (the same
       lines C(--diff) shows as a diff); empty for a new job.
   returned: with O(state=present)
