@@ -23,7 +23,7 @@ Input problems name the file, line and field, say what is wrong and how to fix i
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Exit codes shared by every command (documented in the README and in `--help`).
 EXIT_OK = 0
@@ -100,6 +100,21 @@ class InputError(NomadgsError):
     @classmethod
     def merge(cls, errors: Iterable[InputError]) -> InputError:
         return cls([p for e in errors for p in e.problems])
+
+    def reworded(self, words: Sequence[tuple[str, str]]) -> InputError:
+        """The same problems with each `(text, replacement)` applied to their messages, fields and hints: the
+        command's flags named as another interface names them (a filter's arguments)."""
+
+        def sub(text: str | None) -> str | None:
+            if text is None:
+                return None
+            for old, new in words:
+                text = text.replace(old, new)
+            return text
+
+        return InputError(
+            [replace(p, message=sub(p.message) or "", field=sub(p.field), hint=sub(p.hint)) for p in self.problems]
+        )
 
 
 def in_line_order(problems: Iterable[Problem]) -> tuple[Problem, ...]:

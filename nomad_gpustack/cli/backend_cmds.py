@@ -38,9 +38,9 @@ def _summary(backend: Any) -> dict[str, Any]:
 @backends_option
 @output_option
 def list_backends(backends: tuple[Path, ...], output: str) -> int:
+    from ..cachefolder import cache_folder
     from ..spec.loader import load_catalog
     from . import output as say
-    from .cachefolder import cache_folder
 
     catalog = load_catalog(backends, cache=cache_folder())
     rows = [_summary(b) for b in catalog]
@@ -67,11 +67,11 @@ def list_backends(backends: tuple[Path, ...], output: str) -> int:
 def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
     import sys
 
+    from ..cachefolder import cache_folder
     from ..errors import InputError, Problem
     from ..spec.catalog import CUSTOM
     from ..spec.loader import load_catalog
     from . import output as say
-    from .cachefolder import cache_folder
 
     catalog = load_catalog(backends, cache=cache_folder())
     found = catalog.find(name)

@@ -94,12 +94,9 @@ def _print_outcome(registration: Registration, result: WatchResult) -> None:
             print(f"  OpenAI base URL: {url}")
         return
     say.error(verdict.headline(registration, result))
-    for line in verdict.explanation(registration, result):
+    steps = verdict.next_steps(result, follow=f"`nomadgs status {job_id}`", remove=f"`nomadgs stop {job_id}`")
+    for line in [*verdict.explanation(registration, result), *steps]:
         say.info(f"  {line}")
-    if result.timed_out or (result.rollback is not None and not result.rollback.done):
-        say.info(f"  the job keeps running; follow it with `nomadgs status {job_id}`")
-    elif a.phase == "placement-failed":
-        say.info(f"  `nomadgs stop {job_id}` removes it from the queue")
 
 
 @command(

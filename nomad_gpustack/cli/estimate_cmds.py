@@ -103,10 +103,10 @@ def print_table(doc: dict[str, Any]) -> None:
 @model_option
 @output_option
 def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, output: str) -> int:
+    from ..cachefolder import cache_folder
     from ..estimate import estimate_document
     from ..spec.loader import load_catalog, load_deployment
     from . import output as say
-    from .cachefolder import cache_folder
 
     catalog = load_catalog(backends, cache=cache_folder())
     sourced = load_deployment(deployment)

@@ -42,12 +42,12 @@ def compile_all(
     """
     from dataclasses import replace
 
+    from ..cachefolder import cache_folder
     from ..compile.build import build
     from ..errors import InputError, Problem
     from ..estimate.lookup import metadata_for_compile
     from ..spec.loader import load_catalog, load_deployment
     from . import output
-    from .cachefolder import cache_folder
 
     if model is not None and len(paths) > 1:
         raise InputError(Problem("--model describes one model: give one deployment with it", field="--model"))

@@ -65,9 +65,11 @@ def estimate_document(
     cache_dir: Path | None = None,
     hub: bool = True,
     model_field: str = "model",
+    found: ModelLookup | None = None,
 ) -> dict[str, Any]:
     """The estimate of a loaded deployment as a JSON document, its metadata looked up as `nomadgs estimate`
-    does (`model_path`, the deployment's local path, the cache in `cache_dir`, the Hub when `hub`).
+    does (`model_path`, the deployment's local path, the cache in `cache_dir`, the Hub when `hub`), or
+    `found`: metadata already looked up for the compile (`lookup.metadata_for_compile`), not looked up again.
 
     Raises InputError (bad `model_path`, unknown backend, no metadata) or UnreachableError (the Hub did not
     answer); `model_field` names `model_path` in messages. With explicit `gpus` on GPUs of known size,
@@ -79,10 +81,11 @@ def estimate_document(
     from .lookup import lookup_model
 
     backend, env = backend_and_env(deployment, catalog)
-    try:
-        found = lookup_model(deployment.spec, model_path=model_path, cache_dir=cache_dir, hub=hub)
-    except ModelReadError as exc:
-        raise InputError(Problem(str(exc), field=model_field)) from None
+    if found is None:
+        try:
+            found = lookup_model(deployment.spec, model_path=model_path, cache_dir=cache_dir, hub=hub)
+        except ModelReadError as exc:
+            raise InputError(Problem(str(exc), field=model_field)) from None
     if found.facts is None:
         problem = f"no metadata for the model: {found.reason}"
         if found.unreachable:

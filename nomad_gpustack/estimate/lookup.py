@@ -73,14 +73,19 @@ def lookup_model(
 
 
 def metadata_for_compile(
-    deployment: Deployment, *, model_path: str | Path | None, cache_dir: Path | None, hub: bool
+    deployment: Deployment,
+    *,
+    model_path: str | Path | None,
+    cache_dir: Path | None,
+    hub: bool,
+    model_field: str = "--model",
 ) -> ModelLookup | None:
     """The model's metadata a compile should use, or None when nothing asks for one.
 
-    `auto` always looks (the Hub included). Explicit values are checked when `hub` (validate, submit: with
-    `model_path`, a local path, the cache or the Hub) or when `model_path` is given; a plain render looks
-    nothing up, so its output never depends on the network or on a cache. A `model_path` that cannot be
-    read is the user's bad input (InputError).
+    `auto` always looks (the Hub included). Explicit values are checked when `hub` (validate, submit, the
+    Ansible module: with `model_path`, a local path, the cache or the Hub) or when `model_path` is given; a
+    plain render looks nothing up, so its output never depends on the network or on a cache. A `model_path`
+    that cannot be read is the user's bad input (InputError, naming `model_field`).
     """
     if not has_auto(deployment) and not hub and model_path is None:
         return None
@@ -91,4 +96,4 @@ def metadata_for_compile(
     try:
         return lookup_model(deployment, model_path=model_path, cache_dir=cache_dir, hub=True)
     except ModelReadError as exc:
-        raise InputError(Problem(str(exc), field="--model")) from None
+        raise InputError(Problem(str(exc), field=model_field)) from None

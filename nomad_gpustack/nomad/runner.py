@@ -320,9 +320,14 @@ def summarise_plan(compiled: Compiled, response: PlanResponse) -> PlanSummary:
 # --- stop ---------------------------------------------------------------------------------------------
 
 
-def stop(api: NomadAPI, job: JobStub, *, purge: bool = False, force: bool = False) -> str:
-    """Stop (and with `purge`, remove) a job nomadgs created; returns the evaluation ID."""
+def check_stoppable(job: JobStub, *, force: bool) -> None:
+    """InputError when the job is someone else's and not `force`: `stop` checks it, and so does a dry run."""
     if not is_managed(job) and not force:
         raise InputError(Problem(f"job '{job.ID}' was not created by nomadgs", hint="use --force to stop it anyway"))
+
+
+def stop(api: NomadAPI, job: JobStub, *, purge: bool = False, force: bool = False) -> str:
+    """Stop (and with `purge`, remove) a job nomadgs created; returns the evaluation ID."""
+    check_stoppable(job, force=force)
     result = api.stop(job.ID, purge=purge)
     return str(result.get("EvalID", ""))

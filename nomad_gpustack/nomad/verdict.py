@@ -1,7 +1,7 @@
 """A finished watch in plain words: what `nomadgs submit` prints, and the Ansible module's `msg` on failure.
 
-Pure: a `Registration` and its `WatchResult` in, lines out. Callers add their own next steps (a CLI command,
-an Ansible option).
+Pure: a `Registration` and its `WatchResult` in, lines out. The next steps are said once here; callers name
+them in their own terms (a CLI command, an Ansible task).
 """
 
 from __future__ import annotations
@@ -45,3 +45,14 @@ def explanation(registration: Registration, result: WatchResult) -> list[str]:
         lines.append(f"last lines of {label} stderr:")
         lines.extend(f"  | {line}" for line in text.splitlines())
     return lines
+
+
+def next_steps(result: WatchResult, *, follow: str, remove: str) -> list[str]:
+    """What is left on the cluster after a watch that did not succeed, and what to do about it: a timeout or an
+    unfinished rollback leaves the job running (`follow`: how the caller follows it), a placement failure
+    leaves it queued (`remove`: how the caller removes it)."""
+    if result.timed_out or (result.rollback is not None and not result.rollback.done):
+        return [f"the job keeps running; follow it with {follow}"]
+    if result.assessment.phase == "placement-failed":
+        return [f"{remove} removes it from the queue"]
+    return []

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ..support.components import ROOT
+from ..support.helpers import nomadgs
 from ..support.nomad_double import NomadDouble
 
 BIN = Path(sys.executable).parent
@@ -98,3 +99,57 @@ def requests_to(nomad: NomadDouble, method: str, path: str) -> int:
 def nomad() -> Iterator[NomadDouble]:
     with NomadDouble() as double:
         yield double
+
+
+# --- the memory estimate: a header-only model and deployments sized against it ------------------------
+
+
+def vllm_deployment(path: Path, nomad: dict[str, Any], *, max_model_len: int = 32768) -> Path:
+    """A vLLM deployment of Llama-3.1-8B-Instruct with the given `nomad:` block, written to `path`."""
+    import yaml
+
+    data = {
+        "name": "llama",
+        "huggingface_repo_id": "meta-llama/Llama-3.1-8B-Instruct",
+        "backend": "vLLM",
+        "backend_parameters": [f"--max-model-len {max_model_len}"],
+        "nomad": nomad,
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def llama_model(tmp_path: Path) -> Path:
+    """Llama-3.1-8B as a folder of config.json and the index's total size: headers only, no weights."""
+    from ..support.model_fixtures import LLAMA_31_8B, LLAMA_31_8B_BYTES, hf_folder
+
+    return hf_folder(tmp_path / "Llama-3.1-8B-Instruct", LLAMA_31_8B, total_size=LLAMA_31_8B_BYTES)
+
+
+# What `nomadgs validate --model` says of vllm_deployment(gpus: 1, gpu_memory: 24 GiB) and llama_model.
+REFUSAL = (
+    "nomad.gpus: vLLM needs 23.9 GiB per GPU at --max-model-len 32768 (weights 15.0, KV 4.0, overhead 4.9); "
+    "1 × 24 GiB at 0.90 gives 21.6: use gpus: 2, or --max-model-len ≤ 13312"
+)
+
+
+def cli_estimate(deployment: Path, model: Path, cwd: Path | None = None) -> dict[str, Any]:
+    """`nomadgs estimate --output json` (files are named relative to `cwd`, as the playbook's are)."""
+    run = nomadgs("estimate", deployment, "--model", model, "--output", "json", cwd=cwd)
+    assert run.code == 0, run.err
+    document: dict[str, Any] = json.loads(run.out)
+    return document
+
+
+def cli_error(*args: str | Path, cwd: Path | None = None) -> str:
+    """The one problem line `nomadgs` prints for bad input, without its `error: ` prefix."""
+    run = nomadgs(*args, cwd=cwd)
+    assert run.code == 2, run.out + run.err
+    (line,) = [x for x in run.err.splitlines() if x.startswith("error: ")]
+    return line.removeprefix("error: ")
+
+
+def tensor_parallel(job: dict[str, Any]) -> str:
+    args: list[str] = job["Job"]["TaskGroups"][0]["Tasks"][-1]["Config"]["args"]
+    return args[args.index("--tensor-parallel-size") + 1]

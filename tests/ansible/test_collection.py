@@ -13,7 +13,7 @@ from .conftest import COLLECTION, run_tool
 
 PLUGINS = {
     "module": ["nomad_gpustack.nomad.model", "nomad_gpustack.nomad.model_info"],
-    "filter": ["nomad_gpustack.nomad.nomad_job"],
+    "filter": ["nomad_gpustack.nomad.nomad_job", "nomad_gpustack.nomad.model_estimate"],
     "lookup": ["nomad_gpustack.nomad.model_endpoints"],
     "inventory": ["nomad_gpustack.nomad.nomad_nodes"],
 }
@@ -39,7 +39,7 @@ def test_galaxy_build_makes_the_tarball(tmp_path: Path) -> None:
     with tarfile.open(tarball) as tar:
         names = set(tar.getnames())
     for path in ("plugins/modules/model.py", "plugins/modules/model_info.py", "plugins/action/model.py",
-                 "plugins/filter/nomad_job.py", "plugins/lookup/model_endpoints.py",
+                 "plugins/filter/nomad_job.py", "plugins/filter/model_estimate.py", "plugins/lookup/model_endpoints.py",
                  "plugins/inventory/nomad_nodes.py", "plugins/module_utils/bridge.py", "meta/runtime.yml",
                  "README.md", "MANIFEST.json"):  # fmt: skip
         assert path in names, path

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 
+from ...support.helpers import nomadgs, web_page
 from ...support.nomad_double import NomadDouble, scenarios
 from ..conftest import EXAMPLES, requests_to, run_playbook
 
@@ -181,6 +182,8 @@ def test_failures_are_explained_in_msg_without_a_traceback(tmp_path: Path) -> No
         foreign_job = r[name]
         assert foreign_job["failed"] is True and "was not created by nomad" in foreign_job["msg"], foreign_job
         assert "set force: true" in foreign_job["msg"] and "--force" not in foreign_job["msg"]
+    # The words of `nomadgs stop`, the flag named as the option.
+    assert r["not ours"]["msg"] == "job 'bge-m3' was not created by nomadgs (set force: true to stop it anyway)"
     assert "Traceback" not in play.text and "MODULE FAILURE" not in play.text
     assert requests_to(nomad, "DELETE", "/v1/job/bge-m3") == 0 and requests_to(nomad, "POST", "/v1/job/bge-m3") == 0
 
@@ -270,3 +273,119 @@ def test_module_defaults_group_and_no_wait(nomad: NomadDouble, tmp_path: Path) -
     assert "replicas" not in r["register only"]
     assert not any("index" in q.query for q in nomad.requests), "no watching without wait"
     assert [m["job"] for m in r["info"]["models"]] == [JOB]
+
+
+def error_block(stderr: str) -> list[str]:
+    """What `nomadgs submit` says of a failed rollout: the `error:` headline, then its indented lines."""
+    lines = stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("error: "))
+    block = [lines[start].removeprefix("error: ")]
+    for line in lines[start + 1 :]:
+        if not line.startswith("  "):
+            break
+        block.append(line[2:])
+    return block
+
+
+def test_failure_msg_is_what_nomadgs_submit_prints(tmp_path: Path) -> None:
+    small = deployment_file(tmp_path)
+    book = playbook(
+        tmp_path,
+        f"""
+    - name: placement
+      nomad_gpustack.nomad.model: {{deployment: {small}, wait_timeout: 60s}}
+      ignore_errors: true
+""",
+    )
+    timeout_book = playbook(
+        tmp_path,
+        f"""
+    - name: timeout
+      nomad_gpustack.nomad.model: {{deployment: {small}, wait_timeout: 2s}}
+      ignore_errors: true
+""",
+        name="timeout.yml",
+    )
+    outcomes = {}
+    for name, scenario, module_book, timeout in (
+        ("placement", scenarios.placement_failure, book, "60s"),
+        ("timeout", scenarios.manual, timeout_book, "2s"),
+    ):
+        with NomadDouble() as nomad:
+            nomad.default_scenario = scenario()
+            cli = nomadgs("submit", small, "--timeout", timeout, env={"NOMAD_ADDR": nomad.address}, cwd=tmp_path)
+        with NomadDouble() as nomad:
+            nomad.default_scenario = scenario()
+            play = run_playbook(module_book, env={"NOMAD_ADDR": nomad.address}, record=True)
+        assert play.code == 0, play.text
+        outcomes[name] = (error_block(cli.err), play.results()[name]["msg"].splitlines())
+
+    cli_lines, module_lines = outcomes["placement"]
+    assert cli_lines[-1] == f"`nomadgs stop {JOB}` removes it from the queue", cli_lines
+    assert module_lines[-1] == "state: absent removes it from the queue", module_lines
+    # One wording: the same lines, the command's flags named as the module's options.
+    expected = [line.replace("(watch with --wait-for-capacity)", "(wait_for_capacity: true waits for it)") for line in
+                cli_lines[:-1]]  # fmt: skip
+    assert module_lines[:-1] == expected
+    assert any("wait_for_capacity: true" in line for line in module_lines)
+
+    cli_lines, module_lines = outcomes["timeout"]
+    assert cli_lines[0].startswith(f"{MODEL}: timed out while ") and module_lines[:-1] == cli_lines[:-1]
+    assert cli_lines[-1] == f"the job keeps running; follow it with `nomadgs status {JOB}`"
+    assert module_lines[-1] == f"the job keeps running; follow it with nomad_gpustack.nomad.model_info (name: {JOB})"
+
+
+def test_diff_and_fields_are_the_library_words_for_nomads_plan(nomad: NomadDouble, tmp_path: Path) -> None:
+    from nomad_gpustack.compile.build import build
+    from nomad_gpustack.nomad.client import NomadAPI
+    from nomad_gpustack.nomad.plandiff import changed_fields, diff_texts
+    from nomad_gpustack.settings import NomadSettings
+    from nomad_gpustack.spec.loader import load_catalog, load_deployment
+
+    nomad.default_scenario = scenarios.rollout()
+    small = deployment_file(tmp_path)
+    edited = deployment_file(tmp_path, "edited.yaml", replicas=3)
+    edited.write_text(edited.read_text().replace("--ctx-size 8192", "--ctx-size 4096"))
+    book = playbook(tmp_path, "    - name: deploy\n      nomad_gpustack.nomad.model: {deployment: '{{ file }}'}\n")
+    env = {"NOMAD_ADDR": nomad.address}
+    assert run_playbook(book, "-e", f"file={small}", env=env).code == 0
+    play = run_playbook(book, "-e", f"file={edited}", "--check", "--diff", env=env, record=True)
+    assert play.code == 0, play.text
+    result = play.results()["deploy"]
+
+    # Nomad's plan of the same job, asked directly, in the library's words.
+    api = NomadAPI(NomadSettings.from_env({}, address=nomad.address))
+    job_diff = api.plan(build(load_deployment(edited), load_catalog(), check=True).job).Diff
+    assert job_diff is not None and job_diff.Type == "Edited"
+    before, after = diff_texts(job_diff.model_dump())
+    assert (result["diff"]["before"], result["diff"]["after"]) == (before, after)
+    assert result["plan"]["fields"] == changed_fields(job_diff.model_dump())
+    assert any('Count: "1" => "3"' in line for line in result["plan"]["fields"])
+    assert any('Task "llama-cpp"' in line and '"8192" => "4096"' in line for line in result["plan"]["fields"])
+    assert "job_diff" not in result["plan"], "the words, not Nomad's structure a second time"
+    assert '-    Count: "1"' in play.out and '+    Count: "3"' in play.out
+
+
+def test_a_wrong_address_is_named_as_the_option(tmp_path: Path) -> None:
+    small = deployment_file(tmp_path)
+    with web_page() as page:
+        book = playbook(
+            tmp_path,
+            f"""
+    - name: no host
+      nomad_gpustack.nomad.model: {{deployment: {small}, nomad_addr: "http://"}}
+      ignore_errors: true
+    - name: not nomad
+      nomad_gpustack.nomad.model: {{deployment: {small}, nomad_addr: "{page}"}}
+      ignore_errors: true
+""",
+        )
+        play = run_playbook(book, record=True)
+    assert play.code == 0, play.text
+    r = play.results()
+    assert (
+        r["no host"]["msg"]
+        == "Nomad address 'http://' has no host name (set nomad_addr or NOMAD_ADDR to http(s)://host:port)"
+    )
+    assert r["not nomad"]["msg"].startswith(f"{page} is not a Nomad HTTP API (")
+    assert r["not nomad"]["msg"].endswith("; check nomad_addr or NOMAD_ADDR"), r["not nomad"]["msg"]

@@ -34,6 +34,17 @@ options:
     type: str
     choices: [json, hcl]
     default: json
+  model:
+    description:
+      - 'Path of the model on the controller (a GGUF file, or a folder with C(config.json) and safetensors headers;
+        only headers are read), for C(gpus: auto) / C(gpu_memory: auto) and the check of explicit values, as
+        C(nomadgs render --model PATH).'
+      - Without it only C(auto) looks the model up (the deployment's local path, else the Hugging Face Hub and its
+        cache in C($XDG_CACHE_HOME/nomadgs)); explicit values are then compiled unchecked, so the job never
+        depends on the network.
+      - An explicit size the engine would refuse to start with fails, with the message of C(nomadgs validate).
+      - The estimate itself is the P(nomad_gpustack.nomad.model_estimate#filter) filter.
+    type: path
 requirements:
   - nomad-gpustack (the Python package) in the Python that runs Ansible
 """
@@ -56,6 +67,19 @@ EXAMPLES = r"""
       source: huggingface
       huggingface_repo_id: Qwen/Qwen2.5-7B-Instruct
       backend: vLLM
+
+- name: gpus auto, sized from the model's headers on the controller
+  ansible.builtin.copy:
+    content: "{{ deployment | nomad_gpustack.nomad.nomad_job(model='/models/Qwen2.5-7B-Instruct') | to_nice_json }}"
+    dest: /srv/jobs/qwen.nomad.json
+    mode: "0644"
+  vars:
+    deployment:
+      name: Qwen2.5-7B-Instruct
+      source: huggingface
+      huggingface_repo_id: Qwen/Qwen2.5-7B-Instruct
+      backend: vLLM
+      nomad: {gpus: auto, gpu_model: NVIDIA L4}
 """
 
 RETURN = r"""
@@ -75,7 +99,7 @@ except ImportError as exc:  # reported when the filter is used, not when Ansible
     IMPORT_ERROR = exc
 
 
-def nomad_job(deployment, backends=None, format="json"):
+def nomad_job(deployment, backends=None, format="json", model=None):
     """The deployment compiled into a Nomad job; AnsibleFilterError with the package's messages."""
     if IMPORT_ERROR is not None:
         raise AnsibleFilterError(
@@ -83,7 +107,7 @@ def nomad_job(deployment, backends=None, format="json"):
             "python3 -m pip install nomad-gpustack"
         )
     try:
-        return compile_job(deployment, backends, format)
+        return compile_job(deployment, backends, format, model)
     except NomadgsError as exc:
         raise AnsibleFilterError(f"nomad_job: {exc}") from None
 

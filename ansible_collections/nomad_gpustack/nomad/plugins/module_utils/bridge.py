@@ -71,9 +71,11 @@ def nomad_settings(params):
 OPTION_WORDS = (
     ("use --force", "set force: true"),
     ("(watch with --wait-for-capacity)", "(wait_for_capacity: true waits for it)"),
-    ("(set NOMAD_ADDR or --address)", "(set nomad_addr or NOMAD_ADDR)"),
+    ("NOMAD_ADDR or --address", "nomad_addr or NOMAD_ADDR"),
     ("(or --namespace)", "(or the namespace option)"),
     ("(or --region)", "(or the region option)"),
+    ("give --model PATH", "set the model option"),
+    ("(--model PATH)", "(the model option)"),
 )
 
 
@@ -151,15 +153,18 @@ class Notes:
         self.lines.append(message)
 
 
-def run_guarded(module, work):
-    """Run `work()`, turning errors into a failed result in plain words: never a traceback, never the token."""
+def run_guarded(module, work, found=None):
+    """Run `work()`, turning errors into a failed result in plain words: never a traceback, never the token.
+
+    `found`: results `work` gathered before it failed (a dict it fills), returned with the failure."""
     from nomad_gpustack.errors import NomadgsError
 
     secrets = [module.params.get("token"), os.environ.get("NOMAD_TOKEN"), os.environ.get("NOMAD_HTTP_AUTH")]
     try:
         result = work()
     except NomadgsError as exc:
-        module.fail_json(**scrub(in_module_words(error_result(exc)), secrets))
+        failure = in_module_words(error_result(exc))
+        module.fail_json(**scrub({**(found or {}), **failure}, secrets))
     except KeyboardInterrupt:
         module.fail_json(msg="interrupted")
     except Exception as exc:  # a bug: say so in one line; the traceback would only hide the message

@@ -18,6 +18,9 @@ description:
     plain words when it cannot (no node fits, image pull, crash loop with the last lines of stderr, OOM kill,
     unhealthy, timeout).
   - Bad input fails before anything is sent to Nomad, with the file, line and field of each problem.
+  - 'C(gpus: auto) and C(gpu_memory: auto) are sized from the model''s headers (O(model), else the deployment''s
+    local path, else the Hugging Face Hub and its cache), and an explicit size the engine would refuse to start
+    with fails before anything is sent, with the message of C(nomadgs submit).'
   - Check mode runs Nomad's plan and registers nothing; with C(--diff), the fields the plan would change are shown.
   - Runs the same Python functions as the C(nomadgs) command; it does not call the command.
 author:
@@ -88,6 +91,29 @@ options:
   return_job:
     description:
       - 'Return the compiled Nomad job (the API document C({"Job": ...})) in RV(nomad_job).'
+    type: bool
+    default: false
+  model:
+    description:
+      - Path of the model on the host that runs the module (a GGUF file, or a folder with C(config.json) and
+        safetensors headers or index), for the GPU memory estimate; only headers are read, never weights.
+        The same as C(nomadgs submit --model PATH).
+      - 'The estimate sizes C(gpus: auto) and C(gpu_memory: auto), and checks explicit C(gpus) on GPUs of known
+        memory (C(nomad.gpu_memory), or a known C(nomad.gpu_model)): a size the engine would refuse to start with
+        fails the task before anything is sent.'
+      - Without it, the deployment's C(local_path) when it exists on that host, else the Hugging Face Hub
+        (E(HF_ENDPOINT), E(HF_TOKEN), E(HF_HUB_OFFLINE)) through a cache in C($XDG_CACHE_HOME/nomadgs)
+        (C(~/.cache/nomadgs)), the one C(nomadgs) uses, so a second run asks nothing. Without metadata, C(auto)
+        fails and explicit values are used unchecked (with a warning).
+      - 'With O(state=absent), only C(auto) looks the model up: the job''s ID does not depend on its size, and a
+        stop is never refused for it.'
+    type: path
+  return_estimate:
+    description:
+      - Return the GPU memory estimate in RV(estimate), the document C(nomadgs estimate --output json) prints
+        (the P(nomad_gpustack.nomad.model_estimate#filter) filter gives it too).
+      - Its metadata is looked up as for O(model); when there is none, the task fails before anything is sent,
+        as C(nomadgs estimate) does.
     type: bool
     default: false
 notes:
@@ -189,20 +215,61 @@ logs:
   type: dict
 plan:
   description:
-    - Nomad's plan of the job. C(diff) is V(Added), V(Edited), V(None) or V(Deleted); C(fields) lists the
-      changed fields; C(placement) the reasons no node fits, in plain words.
+    - Nomad's plan of the job, as C(nomadgs plan --output json) gives it, with Nomad's field diff in words.
+    - C(diff) is V(Added), V(Edited), V(None) or V(Deleted); C(changes) counts the allocations it stops, places,
+      migrates, replaces or adds as canaries; C(updates) are Nomad's desired updates per group; C(placement)
+      the reasons no node fits, in plain words; C(warnings) Nomad's; C(foreign) whether a job of that ID exists
+      that nomad-gpustack did not create.
+    - C(fields) lists the changed fields of an edited job, each under its group, task and object (the same
+      lines C(--diff) shows as a diff); empty for a new job.
   returned: with O(state=present)
   type: dict
   sample:
+    job: qwen2-5-7b-instruct
     diff: Edited
     changes: 1
+    job_modify_index: 42
     updates: {"inference": {"DestructiveUpdate": 1}}
     placement: []
+    warnings: ""
+    foreign: false
     fields: ['Task Group "inference" > Count: "1" => "2"']
 nomad_job:
   description: 'The compiled job as the API document C({"Job": {...}}).'
   returned: with O(return_job)
   type: dict
+estimate:
+  description:
+    - The GPU memory estimate, as C(nomadgs estimate --output json) prints it. Sizes are bytes.
+    - C(model) (what the headers say), C(engine), C(context), C(rows) (per GPU count C(gpus) the C(weights),
+      C(kv_per_token), C(kv_at_context), C(overhead), C(total) and C(min_gpu_memory) on each GPU; on the
+      deployment's GPUs C(usable), C(fits), C(sequences) and C(max_context)), C(gpu_memory), C(suggestion)
+      (C(gpus), C(gpu_memory), C(reason)), C(warnings).
+    - C(check), with explicit C(gpus) on GPUs of known memory, the verdict of C(nomadgs validate) (C(gpus),
+      C(starts), C(refusal), C(warnings)); null otherwise.
+  returned: with O(return_estimate), also when the task fails on a size the engine would refuse
+  type: dict
+  sample:
+    engine: vLLM
+    context: 32768
+    context_source: --max-model-len 32768
+    gpu_memory: 25769803776
+    rows:
+      - {"gpus": 1, "weights": 16060522496, "kv_at_context": 4294967296, "overhead": 5315022028,
+         "total": 25670511820, "min_gpu_memory": 28522790912, "fits": false, "sequences": 0}
+      - {"gpus": 2, "weights": 8030261248, "kv_at_context": 2147483648, "overhead": 5798205849,
+         "total": 15975950745, "min_gpu_memory": 17751056384, "fits": true, "sequences": 4}
+    suggestion:
+      gpus: 2
+      gpu_memory: 25769803776
+      reason: the fewest GPUs of 24 GiB (nomad.gpu_memory) that start the engine
+    check:
+      gpus: 1
+      starts: false
+      refusal: >-
+        vLLM needs 23.9 GiB per GPU at --max-model-len 32768 (weights 15.0, KV 4.0, overhead 4.9);
+        1 × 24 GiB at 0.90 gives 21.6: use gpus: 2, or --max-model-len ≤ 13312
+      warnings: []
 notes:
   description: Progress notes of the run (registration, rollout phases, retries).
   returned: always
@@ -226,6 +293,7 @@ from ansible_collections.nomad_gpustack.nomad.plugins.module_utils.bridge import
 )
 
 DEFINITION_NAME = "definition"
+MODEL_OPTION = "model"
 
 
 def argument_spec():
@@ -240,6 +308,8 @@ def argument_spec():
         wait_timeout=dict(type="str", default="2h"),
         wait_for_capacity=dict(type="bool", default=False),
         return_job=dict(type="bool", default=False),
+        model=dict(type="path"),
+        return_estimate=dict(type="bool", default=False),
         # Set by the collection's action plugin: where an inline definition was written (file, lines, task).
         _definition_origin=dict(type="dict"),
     )
@@ -247,17 +317,39 @@ def argument_spec():
     return spec
 
 
-def load(params):
-    """Compile the deployment (file or inline definition); InputError before anything is sent."""
+def load(params, found):
+    """Compile the deployment (file or inline definition) with the model's metadata, as `nomadgs submit` does;
+    InputError before anything is sent. With return_estimate, the estimate goes into `found` first, so that a
+    size the engine would refuse fails with the estimate beside the message."""
+    from nomad_gpustack.cachefolder import cache_folder
     from nomad_gpustack.compile.build import build
     from nomad_gpustack.spec.loader import load_catalog, load_deployment
 
-    catalog = load_catalog(params["backends"])
+    cache = cache_folder()
+    catalog = load_catalog(params["backends"], cache=cache)
     if params["deployment"] is not None:
         source = load_deployment(params["deployment"])
     else:
         source = definition_source(params["definition"], params.get("_definition_origin") or {})
-    return build(source, catalog, check=True)
+    metadata = model_metadata(source, params, cache)
+    if params["return_estimate"]:
+        from nomad_gpustack.estimate import estimate_document
+
+        found["estimate"] = estimate_document(
+            source, catalog, model_path=params["model"], cache_dir=cache, model_field=MODEL_OPTION, found=metadata
+        )
+    return build(source, catalog, check=True, model=metadata)
+
+
+def model_metadata(source, params, cache):
+    """The model's metadata for the compile: as `submit` (the Hub allowed) to deploy; to stop, only for auto."""
+    from nomad_gpustack.estimate.lookup import has_auto, metadata_for_compile
+
+    if params["state"] == "absent" and not has_auto(source.spec):
+        return None
+    return metadata_for_compile(
+        source.spec, model_path=params["model"], cache_dir=cache, hub=True, model_field=MODEL_OPTION
+    )
 
 
 def definition_source(definition, origin):
@@ -287,21 +379,25 @@ def wait_seconds(text):
         raise InputError(Problem(str(exc), field="wait_timeout")) from None
 
 
-def plan_result(summary, response):
+def plan_result(summary):
+    """The plan as `nomadgs plan --output json` gives it, its field diff in words (`fields`) instead of Nomad's
+    structure (`--diff` shows it as text)."""
     from nomad_gpustack.nomad.plandiff import changed_fields
 
     data = summary.to_json()
     data.pop("exit_code", None)
+    job_diff = data.pop("job_diff", None)
     # A new job's fields are all "added": the list would be the whole job (return_job shows that).
-    edited = response is not None and response.Diff is not None and response.Diff.Type == "Edited"
-    data["fields"] = changed_fields(response.Diff.model_dump()) if edited else []
+    data["fields"] = changed_fields(job_diff) if summary.diff == "Edited" else []
     return data
 
 
-def plan_diff(response, job_id):
+def plan_diff(summary):
+    """Ansible's --diff: the plan's field diff as before/after texts (`nomad_gpustack.nomad.plandiff`)."""
     from nomad_gpustack.nomad.plandiff import diff_texts
 
-    before, after = diff_texts(response.Diff.model_dump() if response and response.Diff else None)
+    before, after = diff_texts(summary.job_diff)
+    job_id = summary.job_id
     return dict(before=before, after=after, before_header=f"{job_id} (on Nomad)", after_header=f"{job_id} (planned)")
 
 
@@ -324,37 +420,38 @@ def present(module, api, compiled, notes):
             changed=not unchanged,
             status="planned",
             version=existing.Version if existing is not None else None,
-            plan=plan_result(summary, summary.response),
+            plan=plan_result(summary),
         )
         if module._diff:
-            result["diff"] = plan_diff(summary.response, job_id)
+            result["diff"] = plan_diff(summary)
         return result
 
     registration = runner.submit(api, compiled, force=params["force"], notes=notes)
     summary_plan = runner.summarise_plan(compiled, registration.plan)
     changed = registration.changed
     if module._diff:
-        result["diff"] = plan_diff(registration.plan, job_id)
+        result["diff"] = plan_diff(summary_plan)
     if not params["wait"]:
         result.update(runner.result_document(registration, None, "registered", EXIT_OK))
-        result.update(changed=changed, plan=plan_result(summary_plan, registration.plan))
+        result.update(changed=changed, plan=plan_result(summary_plan))
         return result
     watched = runner.follow(
         api, registration, reporter=notes, timeout=timeout, wait_for_capacity=params["wait_for_capacity"]
     )
     status, code = runner.outcome(watched)
     result.update(runner.result_document(registration, watched, status, code))
-    result.update(changed=changed, plan=plan_result(summary_plan, registration.plan))
+    result.update(changed=changed, plan=plan_result(summary_plan))
     if code != EXIT_OK:
-        lines = [verdict.headline(registration, watched), *verdict.explanation(registration, watched)]
-        if watched.timed_out:
-            lines.append(f"the job keeps running; see it with nomad_gpustack.nomad.model_info (name: {job_id})")
+        # As `nomadgs submit` says it; the next steps named as tasks.
+        steps = verdict.next_steps(
+            watched, follow=f"nomad_gpustack.nomad.model_info (name: {job_id})", remove="state: absent"
+        )
+        lines = [verdict.headline(registration, watched), *verdict.explanation(registration, watched), *steps]
         result.update(failed=True, msg="\n".join(lines))
     return result
 
 
 def absent(module, api, compiled):
-    from nomad_gpustack.errors import InputError, Problem
     from nomad_gpustack.nomad import runner
 
     params = module.params
@@ -368,10 +465,7 @@ def absent(module, api, compiled):
     if existing.Stop and not params["purge"]:
         result.update(changed=False, status="stopped")
         return result
-    if not runner.is_managed(existing) and not params["force"]:
-        raise InputError(
-            Problem(f"job '{job_id}' was not created by nomad-gpustack", hint="set force: true to stop it anyway")
-        )
+    runner.check_stoppable(existing, force=params["force"])  # in check mode too
     status = "purged" if params["purge"] else "stopped"
     if module._diff:
         state = "stopped" if existing.Stop else f"running version {existing.Version}"
@@ -396,7 +490,7 @@ def main():
         from nomad_gpustack.nomad.jobspec import api_document
         from nomad_gpustack.nomad.runner import scoped_settings
 
-        compiled = load(module.params)
+        compiled = load(module.params, found)
         for warning in compiled.resolved.warnings:
             module.warn(f"{compiled.source.filename}: {warning}")
         api = NomadAPI(scoped_settings(nomad_settings(module.params), compiled))
@@ -407,10 +501,12 @@ def main():
             result = present(module, api, compiled, notes)
         if module.params["return_job"]:
             result["nomad_job"] = api_document(compiled.job)
+        result.update(found)
         result["notes"] = notes.lines
         return result
 
-    run_guarded(module, work)
+    found = {}  # what is known before a failure, returned with it (the estimate)
+    run_guarded(module, work, found)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Where the command line keeps what it can reuse between runs (the validated built-in catalog)."""
+"""Where nomad-gpustack keeps what it can reuse between runs: the validated built-in catalog, and the model
+headers read from the Hugging Face Hub. The command line, the Ansible module and the filters use this one
+folder, so what one of them looked up the others find.
+"""
 
 from __future__ import annotations
 
