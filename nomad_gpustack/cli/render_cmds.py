@@ -91,7 +91,7 @@ def _renderings(
     (and then remembered, unless the compile looked up model metadata)."""
     from ..spec.files import display_path
     from . import output
-    from .cachefolder import cache_folder
+    from ..cachefolder import cache_folder
     from .rendermemo import Remembered, RenderMemo
 
     memo = RenderMemo.open(cache_folder(), backends, fmt) if model is None else None
