@@ -89,9 +89,9 @@ def _renderings(
 ) -> list[Remembered]:
     """Each deployment's job text: remembered from an earlier run when every input is unchanged, else compiled
     (and then remembered, unless the compile looked up model metadata)."""
+    from ..cachefolder import cache_folder
     from ..spec.files import display_path
     from . import output
-    from ..cachefolder import cache_folder
     from .rendermemo import Remembered, RenderMemo
 
     memo = RenderMemo.open(cache_folder(), backends, fmt) if model is None else None
