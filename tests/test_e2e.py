@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from .support.components import LLAMA_LAUNCHER, ROOT, ConsulAgent, free_port, wait_http
-from .support.helpers import http_json, nomadgs, wait_until
+from .support.components import LLAMA_LAUNCHER, ConsulAgent
+from .support.helpers import http_json, nomadgs, running_gateway, wait_until
 from .support.nomad_double import LocalClient, NomadDouble
 
 pytestmark = pytest.mark.e2e
@@ -106,22 +105,7 @@ def test_submit_discover_chat_and_lose_an_instance(
     assert run.out.strip(), "the model answered nothing"
 
     # 4. the gateway: one OpenAI address, routing by model.
-    port = free_port()
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "nomad_gpustack", "gateway", "--listen", f"127.0.0.1:{port}"],
-        env={**{k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_"))}, **env},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        gateway_url = f"http://127.0.0.1:{port}/v1"
-        wait_http(f"{gateway_url}/models", timeout=30)
-        wait_until(
-            lambda: any(m["id"] == "smollm2" for m in http_json("GET", f"{gateway_url}/models")[1]["data"]),
-            30,
-            "the gateway to list smollm2",
-        )
+    with running_gateway(env, "smollm2") as gateway_url:
         status, answer = http_json(
             "POST",
             f"{gateway_url}/chat/completions",
@@ -159,6 +143,3 @@ def test_submit_discover_chat_and_lose_an_instance(
         assert status == 503 and error["error"]["message"]
         run = nomadgs("endpoints", "smollm2", "--output", "json", env=env)
         assert "critical" in run.out
-    finally:
-        gateway.terminate()
-        gateway.wait(timeout=10)

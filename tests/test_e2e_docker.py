@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .conftest import unavailable
-from .support.components import GGUF_NAME, ROOT, ComponentUnavailable, free_port, wait_http
+from .support.components import GGUF_NAME, ROOT, ComponentUnavailable
 from .support.containers import DOWNLOADER_IMAGE, LLAMA_IMAGE, require_images
-from .support.helpers import Run, http_json, nomadgs, wait_until
+from .support.helpers import Run, http_json, nomadgs, running_gateway, wait_until
 from .support.hf_hub import HubStandIn
 from .support.nomad_double import LocalClient, NomadDouble
 from .support.nomad_double.docker_driver import LABEL_ALLOC_ID
@@ -212,29 +212,11 @@ def test_builtin_llama_cpp_backend_runs_in_a_container(cluster: Cluster) -> None
     assert run.code == 0, run.err
     assert f"listening on http://127.0.0.1:{port}" in run.out and "model loaded" in run.out
 
-    gateway_port = free_port()
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "nomad_gpustack", "gateway", "--listen", f"127.0.0.1:{gateway_port}"],
-        env={**_clean_env(), **cluster.env},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        gateway_url = f"http://127.0.0.1:{gateway_port}/v1"
-        wait_http(f"{gateway_url}/models", timeout=30)
-        wait_until(
-            lambda: any(m["id"] == "smollm2" for m in http_json("GET", f"{gateway_url}/models")[1]["data"]),
-            30,
-            "the gateway to list smollm2",
-        )
+    with running_gateway(cluster.env, "smollm2") as gateway_url:
         body = {"model": "smollm2", "max_tokens": 16, "temperature": 0,
                 "messages": [{"role": "user", "content": "Say hello."}]}  # fmt: skip
         status, answer = http_json("POST", f"{gateway_url}/chat/completions", body, timeout=120)
         assert status == 200 and answer["choices"][0]["message"]["content"].strip()
-    finally:
-        gateway.terminate()
-        gateway.wait(timeout=10)
 
     cluster.stop_and_purge("smollm2")
 

@@ -154,3 +154,30 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def running_gateway(env: dict[str, str], model: str) -> Iterator[str]:
+    """`nomadgs gateway` on a free port of 127.0.0.1, once it routes `model`; yields its OpenAI base URL."""
+    from .components import free_port, wait_http
+
+    port = free_port()
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "nomad_gpustack", "gateway", "--listen", f"127.0.0.1:{port}"],
+        env=_env(env),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # its log is not read; a pipe nobody drains could block it
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        wait_http(f"{url}/models", timeout=30)
+        wait_until(
+            lambda: any(m["id"] == model for m in http_json("GET", f"{url}/models")[1]["data"]),
+            30,
+            f"the gateway to list {model}",
+        )
+        yield url
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=10)
