@@ -90,7 +90,9 @@ def estimate_document(
         problem = f"no metadata for the model: {found.reason}"
         if found.unreachable:
             raise UnreachableError(problem)
-        raise InputError(Problem(problem, deployment.filename, hint="give the model's path (--model PATH)"))
+        # Some reasons already say what to give; the hint is not said twice.
+        hint = None if "--model PATH" in problem else "give the model's path (--model PATH)"
+        raise InputError(Problem(problem, deployment.filename, hint=hint))
     from .plan import check
 
     est = estimate_deployment(deployment.spec, found, backend, env)

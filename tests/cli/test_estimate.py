@@ -95,6 +95,10 @@ def test_estimate_without_metadata_and_with_a_bad_model_path_are_input_errors(tm
     missing = nomadgs("estimate", deployment, "--model", tmp_path / "nope")
     assert missing.code == 2 and "--model: " in missing.err and "no such file or folder" in missing.err
     assert "Traceback" not in offline.err + missing.err
+    nameless = write(tmp_path / "n.yaml", {"name": "m", "backend": "vLLM", "nomad": {"gpu_memory": "24 GiB"}})
+    unnamed = nomadgs("estimate", nameless)
+    assert unnamed.code == 2 and "the deployment names no model" in unnamed.err
+    assert unnamed.err.count("--model PATH") == 1, "the advice is given once"
 
 
 def test_render_with_model_fills_in_auto(tmp_path: Path, model: Path) -> None:
