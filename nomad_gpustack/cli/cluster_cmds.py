@@ -178,13 +178,15 @@ def submit(
 )
 @deployment_argument
 @backends_option
+@model_option
 @output_option
 @nomad_options
-def plan(deployment: Path, backends: tuple[Path, ...], output: str, **connection: Any) -> int:
+def plan(deployment: Path, backends: tuple[Path, ...], model: Path | None, output: str, **connection: Any) -> int:
     from ..nomad import runner
     from .render_cmds import compile_all
 
-    (compiled,) = compile_all([deployment], backends, check=True)
+    # The job `submit` would register: compiled with the same model metadata (auto, checked sizes).
+    (compiled,) = compile_all([deployment], backends, check=True, model=model, hub=True)
     summary = runner.plan(_api(connection, compiled), compiled)
     if output == "json":
         say.emit_json(summary.to_json())

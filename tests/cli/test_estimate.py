@@ -130,6 +130,20 @@ def test_validate_refuses_what_vllm_would_refuse_and_render_without_model_does_n
     assert ok.code == 0 and "estimate: vLLM needs 14.9 GiB per GPU" in ok.out
 
 
+def test_plan_compiles_the_job_submit_would_register(tmp_path: Path, model: Path) -> None:
+    from ..support.nomad_double import NomadDouble
+
+    deployment = write(tmp_path / "d.yaml", vllm({"gpus": "auto", "gpu_model": "NVIDIA A100-SXM4-40GB"}))
+    with NomadDouble() as nomad:
+        env = {"NOMAD_ADDR": nomad.address}
+        planned = nomadgs("plan", deployment, "--model", model, "--output", "json", env=env)
+        assert planned.code == 1 and json.loads(planned.out)["diff"] == "Added", planned.err
+        (body,) = [json.loads(r.body) for r in nomad.requests if r.path.endswith("/plan")]
+        assert body["Job"]["Meta"]["nomadgs_auto"].startswith("gpus: 1"), "auto was sized as submit sizes it"
+    without = nomadgs("plan", deployment)
+    assert without.code == 255 and "auto needs the model's metadata" in without.err
+
+
 def test_model_describes_one_deployment(tmp_path: Path, model: Path) -> None:
     a = write(tmp_path / "a.yaml", vllm({}))
     b = write(tmp_path / "b.yaml", {**vllm({}), "name": "other"})
