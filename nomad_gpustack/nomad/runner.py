@@ -8,6 +8,7 @@ client and return typed results; printing is the caller's business. Progress not
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -16,7 +17,7 @@ from ..compile.build import Compiled
 from ..compile.request import group_request
 from ..errors import EXIT_OK, EXIT_TIMEOUT, InputError, NomadgsError, Problem
 from ..settings import NomadSettings
-from .blocking import sleep_backoff
+from .blocking import backoff_delay
 from .client import IndexConflict, NomadAPI, TransientError
 from .explain import placement_failure
 from .responses import JobStub, PlanResponse
@@ -54,6 +55,11 @@ def is_managed(job: JobStub) -> bool:
     return metadata.is_managed(job.Meta)
 
 
+def is_foreign(job: JobStub | None) -> bool:
+    """Whether a job stands on Nomad (not stopped) that nomadgs did not create: submit replaces it only with force."""
+    return job is not None and not job.Stop and not is_managed(job)
+
+
 def scoped_settings(settings: NomadSettings, compiled: Compiled) -> NomadSettings:
     """The settings scoped to the namespace and region the deployment's job names.
 
@@ -80,7 +86,7 @@ def scoped_settings(settings: NomadSettings, compiled: Compiled) -> NomadSetting
 def check_ownership(api: NomadAPI, job_id: str, *, force: bool) -> JobStub | None:
     """The job as it stands on Nomad (None when absent); InputError when it is someone else's and not `force`."""
     existing = api.job(job_id)
-    if existing is not None and not existing.Stop and not is_managed(existing) and not force:
+    if is_foreign(existing) and not force:
         raise InputError(
             Problem(
                 f"job '{job_id}' exists on Nomad but was not created by nomadgs",
@@ -118,7 +124,7 @@ def register(api: NomadAPI, compiled: Compiled, plan_index: int, notes: Notes) -
                 raise
             answer_lost = True
             notes.warning(f"registering {job_id}: {exc}; sending it again")
-            asyncio.run(sleep_backoff(attempt))
+            time.sleep(backoff_delay(attempt))
         except IndexConflict:
             plan = api.plan(compiled.job) if answer_lost else None
             if plan is not None and plan.Diff is not None and plan.Diff.Type == "None":
@@ -145,15 +151,36 @@ class Registration:
         return bool(self.eval_id) or self.plan.Diff is None or self.plan.Diff.Type != "None"
 
 
+@dataclass(frozen=True)
+class Preview:
+    """What a submit finds before it registers anything: the job on Nomad, and Nomad's plan for ours."""
+
+    existing: JobStub | None
+    plan: PlanResponse
+
+    @property
+    def unchanged(self) -> bool:
+        """The job runs on Nomad as it is compiled: a submit registers nothing."""
+        e, diff = self.existing, self.plan.Diff
+        return e is not None and not e.Stop and diff is not None and diff.Type == "None"
+
+
+def preview(api: NomadAPI, compiled: Compiled, *, force: bool, notes: Notes) -> Preview:
+    """The first half of a submit, which changes nothing (a dry run stops here): validate with the server,
+    check ownership, plan."""
+    server_validate(api, compiled, notes)
+    existing = check_ownership(api, compiled.job_id, force=force)
+    return Preview(existing, api.plan(compiled.job))
+
+
 def submit(api: NomadAPI, compiled: Compiled, *, force: bool, notes: Notes) -> Registration:
     """Validate with the server, check ownership, plan, and register unless nothing changed."""
     job_id = compiled.job_id
-    server_validate(api, compiled, notes)
-    existing = check_ownership(api, job_id, force=force)
-    plan = api.plan(compiled.job)
-    if existing is not None and not existing.Stop and plan.Diff is not None and plan.Diff.Type == "None":
-        notes.info(f"{job_id}: no changes; checking the running version {existing.Version}")
-        return Registration(compiled, existing.Version, "", plan)
+    found = preview(api, compiled, force=force, notes=notes)
+    plan = found.plan
+    if found.unchanged and found.existing is not None:
+        notes.info(f"{job_id}: no changes; checking the running version {found.existing.Version}")
+        return Registration(compiled, found.existing.Version, "", plan)
     eval_id = register(api, compiled, plan.JobModifyIndex, notes)
     try:
         current = api.job(job_id)
@@ -295,8 +322,7 @@ class PlanSummary:
 
 def plan(api: NomadAPI, compiled: Compiled) -> PlanSummary:
     """Nomad's plan for the compiled job, summarised; `foreign` when submit would need --force."""
-    existing = api.job(compiled.job_id)
-    foreign = existing is not None and not existing.Stop and not is_managed(existing)
+    foreign = is_foreign(api.job(compiled.job_id))
     return replace(summarise_plan(compiled, api.plan(compiled.job)), foreign=foreign)
 
 

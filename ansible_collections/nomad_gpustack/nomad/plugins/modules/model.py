@@ -402,6 +402,8 @@ def plan_diff(summary):
 
 
 def present(module, api, compiled, notes):
+    from dataclasses import replace
+
     from nomad_gpustack.errors import EXIT_OK
     from nomad_gpustack.nomad import runner, verdict
 
@@ -410,16 +412,14 @@ def present(module, api, compiled, notes):
     job_id = compiled.job_id
     result = dict(job=job_id, model=compiled.source.spec.name, eval_id=None)
     if module.check_mode:
-        runner.server_validate(api, compiled, notes)
-        existing = runner.check_ownership(api, job_id, force=params["force"])
-        summary = runner.plan(api, compiled)
-        unchanged = existing is not None and not existing.Stop and summary.diff == "None"
+        found = runner.preview(api, compiled, force=params["force"], notes=notes)
+        summary = replace(runner.summarise_plan(compiled, found.plan), foreign=runner.is_foreign(found.existing))
         for line in summary.placement:
             module.warn(f"{job_id}: {line}")
         result.update(
-            changed=not unchanged,
+            changed=not found.unchanged,
             status="planned",
-            version=existing.Version if existing is not None else None,
+            version=found.existing.Version if found.existing is not None else None,
             plan=plan_result(summary),
         )
         if module._diff:
