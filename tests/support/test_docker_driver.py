@@ -337,7 +337,8 @@ def log(api: httpx.Client, alloc_id: str, task: str, stream: str = "stdout") -> 
 
 
 def gone(engine: DockerClient, alloc_id: str) -> bool:
-    return not engine.containers.list(all=True, filters={"label": f"{LABEL_ALLOC_ID}={alloc_id}"})
+    # sparse: no inspect per container, which races with the removal being waited for (404)
+    return not engine.containers.list(all=True, sparse=True, filters={"label": f"{LABEL_ALLOC_ID}={alloc_id}"})
 
 
 SERVER_SCRIPT = """
