@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -280,3 +281,58 @@ def test_timeout_while_the_instance_answers_other_requests_is_not_counted(
             ]
         finally:
             busy.release.set()
+
+
+@pytest.mark.e2e
+def test_busy_llama_cpp_instance_stays_in_the_gateway_after_a_burst_of_timeouts(
+    consul: ConsulAgent, llama_server_one_slot: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One real llama.cpp server with one slot, a burst of 20 requests, an upstream timeout of 2 s: the first
+    is answered, the others wait in its queue and most time out. It is busy, not dead, and the last instance
+    of its model: it stays in the gateway, and the next request is answered. Before, 3 timeouts took it out
+    until its Consul check changed, which a busy server's never does: every later request was a 503."""
+    port = int(llama_server_one_slot.rsplit(":", 1)[1])
+    model = unique("busy")
+    registry = ConsulServices(consul)
+    messages = [{"role": "user", "content": "Count from one to one hundred."}]
+    # Streamed: llama-server sends the head as soon as a request has the slot, so the first one's answer
+    # starts at once however loaded the machine is. 20 x 96 tokens (ignore_eos: none ends early) take far
+    # longer than 2 s on one slot, so the queued ones time out.
+    burst_body = {"model": model, "stream": True, "max_tokens": 96, "ignore_eos": True, "messages": messages}
+
+    def ask(body: dict[str, object]) -> httpx.Response:
+        return client.post("/v1/chat/completions", json=body, timeout=120)
+
+    try:
+        # The compiled job's check timeout (5s): llama-server's few HTTP threads are all taken during the burst,
+        # so its /health answers late, but it answers.
+        registry.register(model, port, http_check=f"{llama_server_one_slot}/health", check_timeout="5s")
+        watcher = ConsulWatcher(ConsulSettings(address=consul.address), wait=30)
+        with (
+            caplog.at_level(logging.WARNING, "nomadgs.gateway"),
+            gateway(watcher, upstream_timeout=2.0) as (client, gw),
+        ):
+
+            def passing() -> bool:
+                return [e.port for e in gw.source.table.routes.get(model, ())] == [port]
+
+            wait_until(passing, 10, "the instance passing in Consul")
+            with ThreadPoolExecutor(20) as pool:
+                burst = list(pool.map(ask, [burst_body] * 20))
+            statuses = [r.status_code for r in burst]
+            assert set(statuses) == {200, 504}, statuses
+            assert all(r.text.rstrip().endswith("data: [DONE]") for r in burst if r.status_code == 200)
+            assert gw.outliers.ejected() == []
+
+            # Should Consul's check have timed out in the burst, it is routed again once it passes.
+            wait_until(passing, 30, "the instance passing in Consul")
+            after: list[httpx.Response] = []
+            wait_until(
+                lambda: after.append(ask({**burst_body, "max_tokens": 4})) or after[-1].status_code != 504,
+                60,
+                "an answer after the burst (its queue may still hold requests whose clients left)",
+            )
+            assert after[-1].status_code == 200, after[-1].text  # not 503: it was never out
+            assert after[-1].text.rstrip().endswith("data: [DONE]")
+    finally:
+        registry.close()
