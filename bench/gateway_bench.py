@@ -380,7 +380,7 @@ def hung_instance(concurrency: int) -> None:
     timed_out = [seconds for _, status, seconds in results if status == 504]
     others = sorted({status for _, status, _ in results} - {200, 504})
     print(f"one of 3 instances stopped for {HANG:.0f}s under c={concurrency} load, upstream timeout "
-          f"{HUNG_OPTIONS['upstream_timeout']:.0f}s, out of rotation after 3 timeouts in a row")  # fmt: skip
+          f"{HUNG_OPTIONS['upstream_timeout']:.0f}s, ejected after 3 timeouts in a row")  # fmt: skip
     print(f"{'answered 200 per second':30}{'before':>10}{'hung':>10}{'after':>10}")
     print(f"{'':30}{rate(0, BEFORE):10.0f}{rate(BEFORE, BEFORE + HANG):10.0f}"
           f"{rate(BEFORE + HANG, BEFORE + HANG + AFTER):10.0f}")  # fmt: skip
@@ -388,8 +388,7 @@ def hung_instance(concurrency: int) -> None:
           + (f"; other statuses: {others}" if others else ""))  # fmt: skip
     slowest = max((seconds for _, status, seconds in results if status == 200), default=0.0)
     print(
-        f"slowest 200: {slowest * 1000:.0f} ms (the hung instance stays out once resumed: its state in the "
-        "routing table did not change)"
+        f"slowest 200: {slowest * 1000:.0f} ms (the hung instance stays out once resumed, for its ejection time: 30s)"
     )
 
 

@@ -184,17 +184,28 @@ def xllamacpp_model(smollm2_gguf: str) -> str:
 def llama_server(docker_engine: DockerClient | None, smollm2_gguf: str) -> Iterator[str]:
     """A real llama.cpp server serving SmolLM2-135M as `smollm2-135m` on 127.0.0.1; yields its base URL.
     A llama-server container (testcontainers), or without Docker xllamacpp as a local process."""
+    yield from _llama_server(docker_engine, smollm2_gguf)
+
+
+@pytest.fixture
+def llama_server_one_slot(docker_engine: DockerClient | None, smollm2_gguf: str) -> Iterator[str]:
+    """`llama_server` with one slot (`--parallel 1`): requests wait in its queue while it answers one."""
+    yield from _llama_server(docker_engine, smollm2_gguf, parallel=1)
+
+
+def _llama_server(docker_engine: DockerClient | None, smollm2_gguf: str, parallel: int | None = None) -> Iterator[str]:
     try:
         if docker_engine is None:
             docker_client()
         assert docker_engine is not None
         require_images(docker_engine, LLAMA_IMAGE)
     except ComponentUnavailable as exc:
+        # xllamacpp (llama_launcher.py) always runs one slot.
         fallback(str(exc), "the llama.cpp server runs as xllamacpp in a local process")
         yield from _llama_process(smollm2_gguf)
         return
     try:
-        container = LlamaContainer(Path(smollm2_gguf)).start()
+        container = LlamaContainer(Path(smollm2_gguf), parallel=parallel).start()
     except ComponentUnavailable as exc:
         unavailable(str(exc))
         raise

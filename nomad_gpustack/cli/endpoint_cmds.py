@@ -327,6 +327,14 @@ named in their body, balanced across replicas, following Consul as instances com
     default="2m",  # the Gateway's STREAM_IDLE_TIMEOUT (tested)
     help="longest pause in the middle of an answer, then it is cut; 0: no limit (default: 2m)",
 )
+@click.option(
+    "--eject-for",
+    metavar="DURATION",
+    default="30s",  # the OutlierDetector's EJECT_FOR (tested)
+    help="take an instance out of rotation for this long after 3 timeouts or refused connections in a row, N "
+    "times as long at its Nth ejection in a row (at most 10); a busy instance (answering others) and a model's "
+    "last instance in rotation stay in; 0: never (default: 30s)",
+)
 @click.option("--access-log", is_flag=True, help="log every request (costs some throughput)")
 @consul_options
 def gateway(
@@ -336,6 +344,7 @@ def gateway(
     log_level: str,
     upstream_timeout: str,
     stream_idle_timeout: str,
+    eject_for: str,
     access_log: bool,
     **connection: Any,
 ) -> int:
@@ -349,6 +358,7 @@ def gateway(
     # 0 means no limit
     upstream = duration_seconds(upstream_timeout, "--upstream-timeout") or None
     stream_idle = duration_seconds(stream_idle_timeout, "--stream-idle-timeout") or None
+    ejection = duration_seconds(eject_for, "--eject-for")
     keys = load_api_keys(list(api_key), api_keys_file, os.environ)
     settings = consul_settings(connection)
     handler = logging.StreamHandler()
@@ -364,6 +374,7 @@ def gateway(
         api_keys=keys,
         upstream_timeout=upstream,
         stream_idle_timeout=stream_idle,
+        eject_for=ejection,
     )
     say.info(
         f"gateway: {openai_base_url(host, port)} for the models in Consul at {settings.address}; "

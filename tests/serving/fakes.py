@@ -37,7 +37,9 @@ def delta(text: str) -> dict[str, Any]:
 
 class FakeBackend:
     """An OpenAI-like server that says who it is. When streaming it sends "hello ", then waits for `gate`
-    (when set up with one) before the rest, so a test can tell relayed chunks from a buffered answer."""
+    (when set up with one) before the rest, so a test can tell relayed chunks from a buffered answer. A request
+    with `"hold": true` in its body waits until `release` is set (`holding` says one arrived), as one waiting
+    for a busy server's slot, while the others are answered."""
 
     def __init__(self, name: str, *, gate: threading.Event | None = None, answer: str | None = None) -> None:
         self.name = name
@@ -47,6 +49,8 @@ class FakeBackend:
         self.requests: list[dict[str, Any]] = []
         self.stream_finished = threading.Event()  # the generator ran to its end
         self.stream_closed = threading.Event()  # the generator stopped, finished or cancelled
+        self.holding = threading.Event()
+        self.release = threading.Event()
         self.server: BackgroundServer | None = None
 
     def app(self) -> Starlette:
@@ -63,6 +67,11 @@ class FakeBackend:
         self.requests.append(
             {"path": request.url.path, "headers": dict(request.headers), "body": body, "client": client}
         )
+        if body.get("hold"):
+            self.holding.set()
+            deadline = time.monotonic() + 10
+            while not self.release.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
         if body.get("stream"):
             return StreamingResponse(self._stream(), media_type="text/event-stream")
         message = {"role": "assistant", "content": self.answer}

@@ -201,13 +201,15 @@ class ConsulServices:
         service_id: str | None = None,
         status: str = "passing",
         http_check: str | None = None,
+        check_timeout: str = "1s",
         tags: list[str] | None = None,
     ) -> str:
-        """A service like the compiler's; TTL check in `status`, or an HTTP check every second on `http_check`."""
+        """A service like the compiler's; TTL check in `status`, or an HTTP check every second on `http_check`
+        (the compiler's default check timeout is 5s)."""
         service_id = service_id or f"{model}-{port}"
         check: dict[str, Any] = {"CheckID": f"check-{service_id}", "Name": "health"}
         if http_check:
-            check |= {"HTTP": http_check, "Interval": "1s", "Timeout": "1s"}
+            check |= {"HTTP": http_check, "Interval": "1s", "Timeout": check_timeout}
         else:
             check |= {"TTL": "10m", "Status": status}
         body = {

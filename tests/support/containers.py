@@ -145,6 +145,7 @@ class LlamaContainer:
     model: Path
     alias: str = "smollm2-135m"
     port: int = field(default_factory=free_port)
+    parallel: int | None = None  # slots (--parallel); None: llama-server's own choice
     container: DockerContainer | None = None
 
     @property
@@ -156,6 +157,8 @@ class LlamaContainer:
             "-m", f"/models/{self.model.name}", "--host", "127.0.0.1", "--port", str(self.port),
             "--alias", self.alias, "--ctx-size", "2048", "--threads", "2",
         ]  # fmt: skip
+        if self.parallel is not None:
+            command += ["--parallel", str(self.parallel)]
         self.container = _container(LLAMA_IMAGE, command, {self.model.parent: "/models"})
         self.container.start()
         try:

@@ -1,5 +1,6 @@
 """The gateway itself: an ASGI application that routes each request by the `model` of its body to a healthy
-instance of that model, with failover to another replica when an instance refuses the connection.
+instance of that model, with failover to another replica when an instance refuses the connection, and
+instances that keep failing ejected for a while (see outliers.py).
 
 The gateway only ever connects to discovered instances: the upstream URL is an instance's address and port
 plus the fixed path of the route, never anything taken from the request.
@@ -20,9 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .balancer import EJECT_AFTER, EJECT_SECONDS, Balancer
+from .balancer import Balancer
 from .errors import EXCEPTION_HANDLERS, ApiError, no_healthy_instance, not_found, send_error
 from .keys import ApiKeys
+from .outliers import EJECT_AFTER, EJECT_FOR, TRY_LAST_SECONDS, Clock, Failure, OutlierDetector
 from .pool import InstancePool, instance_key
 from .relay import (
     StreamCut,
@@ -63,16 +65,23 @@ class Gateway:
         connect_timeout: float = 5.0,
         upstream_timeout: float | None = UPSTREAM_TIMEOUT,
         stream_idle_timeout: float | None = STREAM_IDLE_TIMEOUT,
-        eject_seconds: float = EJECT_SECONDS,
         eject_after: int = EJECT_AFTER,
+        eject_for: float = EJECT_FOR,
+        try_last_seconds: float = TRY_LAST_SECONDS,
+        clock: Clock | None = None,
         max_body: int = MAX_BODY,
     ) -> None:
         """Timeouts are in seconds; None or 0 is no limit. `upstream_timeout`: from sending a request to the
         head of the answer; `stream_idle_timeout`: between two chunks of the answer. `eject_after` timeouts or
-        failed connections in a row take an instance out of rotation (see Balancer)."""
+        failed connections in a row eject an instance for `eject_for` seconds, longer when it is ejected again
+        soon after; 0 ejects none (see OutlierDetector). `clock` (time.monotonic) is for tests."""
         self.source = source
         self.keys = ApiKeys(api_keys)
-        self.balancer = Balancer(eject_seconds, eject_after)
+        outliers = OutlierDetector(
+            eject_after=eject_after, eject_for=eject_for, try_last_seconds=try_last_seconds, clock=clock
+        )
+        self.balancer = Balancer(outliers)
+        self.outliers = outliers
         self.max_body = max_body
         self.connect_timeout = connect_timeout
         self.upstream_timeout = upstream_timeout or None
@@ -177,49 +186,53 @@ class Gateway:
             self._observe(table)
         instances = table.routes.get(model)
         if instances:
-            ordered = self.balancer.order(model, instances)
-            if ordered:
-                return ordered
-            raise no_healthy_instance(model, "its instances stopped answering and are out of rotation")
+            return self.balancer.order(model, instances)  # never empty: the outliers leave one in rotation
         if table.knows(model):
             raise no_healthy_instance(model)
         raise not_found(model)
 
     def _observe(self, table: RoutingTable) -> None:
-        """Act on a new routing table: instances out of rotation whose state changed are no longer held out;
+        """Act on a new routing table: ejected instances whose state changed are no longer ejected;
         connections to the instances no longer routed to are closed by the next `_follow_table` pass."""
         self._seen = table
         self._routed = frozenset(instance_key(e.origin) for instances in table.routes.values() for e in instances)
-        for endpoint in self.balancer.observe(table):
-            log.info("model %s: %s changed in the routing table; no longer held out of rotation",
-                     endpoint.model, _where(endpoint))  # fmt: skip
+        for endpoint in self.outliers.observe(table):
+            log.info("model %s: %s changed in the routing table; no longer ejected", endpoint.model, _where(endpoint))
 
     async def _follow_table(self) -> None:
-        """Look at the table between requests too, so that no change of it goes unseen for long, and close the
-        idle connections that expired or lead to instances no longer routed to."""
+        """Look at the table between requests too, so that no change of it goes unseen for long, say which
+        ejected instances are back, and close the idle connections that expired or lead to instances no longer
+        routed to."""
         while True:
             await asyncio.sleep(WATCH_SECONDS)
             try:
                 table = self.source.table
                 if table is not self._seen:
                     self._observe(table)
+                for ejection in self.outliers.returned():
+                    endpoint = ejection.endpoint
+                    log.info("model %s: %s back in rotation after %s out", endpoint.model, _where(endpoint),
+                             seconds_text(ejection.seconds))  # fmt: skip
                 await self.pool.prune(self._routed)
             except Exception:  # one failed pass must not end the upkeep
                 log.exception("gateway upkeep failed")
 
-    def _failed(self, endpoint: Endpoint) -> None:
-        if not self.balancer.failed(endpoint):
-            return
-        table = self.source.table
-        if endpoint in table.routes.get(endpoint.model, ()):
-            log.warning(
-                "model %s: %s out of rotation after %d timeouts or failed connections in a row, until its health "
-                "check changes", endpoint.model, _where(endpoint), self.balancer.eject_after,
-            )  # fmt: skip
-        else:
-            # The table no longer shows it passing as when the request was routed (Consul noticed first): that
-            # change is the fresh state it comes back from, not a later one.
-            self.balancer.observe(table)
+    def _peers(self, endpoint: Endpoint) -> tuple[Endpoint, ...]:
+        """The passing instances of `endpoint`'s model in the routing table now."""
+        return self.source.table.routes.get(endpoint.model, ())
+
+    def _report(self, failure: Failure) -> None:
+        """Log what a failure did to its instance when that changes where requests go."""
+        endpoint, ejection = failure.endpoint, failure.ejection
+        count = failure.failures
+        what = f"{count} timeouts or failed connections in a row" if count > 1 else "a timeout or failed connection"
+        if ejection is not None:
+            again = f" (x{ejection.times}: it failed again soon after its last ejection)" if ejection.times > 1 else ""
+            log.warning("model %s: %s out of rotation for %s after %s%s", endpoint.model, _where(endpoint),
+                        seconds_text(ejection.seconds), what, again)  # fmt: skip
+        elif failure.outcome == "kept":
+            log.warning("model %s: %s kept in rotation after %s: it is the model's last instance in "
+                        "rotation", endpoint.model, _where(endpoint), what)  # fmt: skip
 
     async def forward(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one request to a routed path (the ASGI hot path)."""
@@ -258,24 +271,27 @@ class Gateway:
             raise ApiError(503, "The gateway is starting.", "server_error", "starting")
         for endpoint in candidates:
             request = client.build_request("POST", endpoint.origin + suffix, content=body, headers=headers)
-            self.balancer.acquire(endpoint)
+            sent = self.balancer.acquire(endpoint)
             try:
                 try:
                     with anyio.fail_after(self.upstream_timeout):
                         response = await client.send(request, stream=True)
                 except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                     # Nothing reached the instance, so another one can take the request safely.
-                    self._failed(endpoint)
                     log.warning("model %s: %s %s; trying the next instance", model, _where(endpoint), reason(exc))
+                    self._report(self.outliers.failed(endpoint, self._peers(endpoint)))
                     continue
                 except (TimeoutError, httpx.TimeoutException) as exc:
                     # Not retried elsewhere: the instance may be working on it (or hang), a second run costs.
-                    self._failed(endpoint)
                     if isinstance(exc, TimeoutError):
                         waited = f"within {seconds_text(self.upstream_timeout)}"
                     else:  # httpx's write timeout: the instance does not even read the request
                         waited = f"in time ({reason(exc)})"
-                    log.warning("model %s: %s did not answer %s", model, _where(endpoint), waited)
+                    failure = self.outliers.timed_out(endpoint, sent, self._peers(endpoint))
+                    busy = " (busy: it is answering other requests; not counted as a failure)"
+                    log.warning("model %s: %s did not answer %s%s", model, _where(endpoint), waited,
+                                busy if failure.outcome == "busy" else "")  # fmt: skip
+                    self._report(failure)
                     raise ApiError(
                         504,
                         f"The instance of '{model}' did not answer {waited}.",
@@ -291,15 +307,16 @@ class Gateway:
                         "server_error",
                         "upstream_error",
                     ) from None
+                self.outliers.answered(endpoint)
                 try:
                     await relay(response, send, self.stream_idle_timeout)
                 except StreamCut as cut:
                     log.warning("model %s: %s stopped in the middle of its answer, which is cut: %s",
                                 model, _where(endpoint), cut)  # fmt: skip
                     if cut.timed_out:
-                        self._failed(endpoint)
+                        self._report(self.outliers.failed(endpoint, self._peers(endpoint)))
                 else:
-                    self.balancer.succeeded(endpoint)
+                    self.outliers.succeeded(endpoint)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await response.aclose()

@@ -61,7 +61,7 @@ def test_refused_connection_fails_over_to_another_replica(
     assert {r.json()["served_by"] for r in responses} == {"live"}
     assert len(live.requests) == 4
     retried = [r for r in caplog.records if "trying the next instance" in r.getMessage()]
-    assert len(retried) == 1  # then set aside: not tried first again within the ejection time
+    assert len(retried) == 1  # then tried last: not tried first again for a few seconds
     assert gw.balancer.inflight == {}
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from nomad_gpustack.cli import main
 from nomad_gpustack.errors import InputError
-from nomad_gpustack.serving.gateway import STREAM_IDLE_TIMEOUT, UPSTREAM_TIMEOUT, Gateway, parse_listen
+from nomad_gpustack.serving.gateway import EJECT_FOR, STREAM_IDLE_TIMEOUT, UPSTREAM_TIMEOUT, Gateway, parse_listen
 
 from ...support.components import ConsulAgent, free_port
 from ..fakes import FakeBackend, answers, chat
@@ -88,9 +88,16 @@ def test_gateway_command_timeouts(capsys: pytest.CaptureFixture[str], monkeypatc
     monkeypatch.setattr("nomad_gpustack.serving.gateway.serve", serve)
     argv = ["gateway", "--listen", "127.0.0.1:0", "--consul-address", f"127.0.0.1:{free_port()}"]
     assert main(argv) == 0
-    assert main([*argv, "--upstream-timeout", "1h30m", "--stream-idle-timeout", "0"]) == 0
-    defaults = (UPSTREAM_TIMEOUT, STREAM_IDLE_TIMEOUT)  # the command's defaults are the gateway's
-    assert [(g.upstream_timeout, g.stream_idle_timeout) for g in served] == [defaults, (5400.0, None)]
+    assert main([*argv, "--upstream-timeout", "1h30m", "--stream-idle-timeout", "0", "--eject-for", "2m"]) == 0
+    assert main([*argv, "--eject-for", "0"]) == 0
+    defaults = (UPSTREAM_TIMEOUT, STREAM_IDLE_TIMEOUT, EJECT_FOR)  # the command's defaults are the gateway's
+    assert [(g.upstream_timeout, g.stream_idle_timeout, g.outliers.eject_for) for g in served] == [
+        defaults,
+        (5400.0, None, 120.0),
+        (UPSTREAM_TIMEOUT, STREAM_IDLE_TIMEOUT, 0.0),
+    ]
     capsys.readouterr()
     assert main(["gateway", "--stream-idle-timeout", "soon"]) == 2
     assert "--stream-idle-timeout: 'soon' is not a duration" in capsys.readouterr().err
+    assert main(["gateway", "--eject-for", "-1s"]) == 2
+    assert "--eject-for: '-1s' is not a duration" in capsys.readouterr().err
