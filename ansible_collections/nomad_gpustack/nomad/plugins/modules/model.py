@@ -119,7 +119,6 @@ options:
 notes:
   - The job's namespace and region come from the deployment's C(nomad) keys; O(namespace) (or E(NOMAD_NAMESPACE))
     that names another namespace is an error, as with C(nomadgs submit).
-  - Install the package in the Python that runs the module with C(python3 -m pip install nomad-gpustack).
 seealso:
   - module: nomad_gpustack.nomad.model_info
   - plugin: nomad_gpustack.nomad.nomad_job
