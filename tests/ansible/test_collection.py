@@ -42,7 +42,7 @@ def test_galaxy_build_makes_the_tarball(tmp_path: Path) -> None:
     for path in ("plugins/modules/model.py", "plugins/modules/model_info.py", "plugins/action/model.py",
                  "plugins/filter/nomad_job.py", "plugins/filter/model_estimate.py", "plugins/lookup/model_endpoints.py",
                  "plugins/inventory/nomad_nodes.py", "plugins/module_utils/bridge.py", "meta/runtime.yml",
-                 "README.md", "MANIFEST.json", "requirements.txt",
+                 "README.md", "MANIFEST.json", "CHANGELOG.md", "requirements.txt",
                  "meta/execution-environment.yml"):  # fmt: skip
         assert path in names, path
     assert not any("__pycache__" in name for name in names)
@@ -72,3 +72,11 @@ def test_no_document_installs_the_package_from_an_index() -> None:
         if "output" not in path.relative_to(ROOT).parts:  # ansible-test's results, not the collection's
             assert "pip install nomad-gpustack" not in path.read_text(), path
 
+
+def test_ansible_lint_production_profile_passes_on_the_collection_and_the_examples() -> None:
+    collection = run_tool("ansible-lint", "--offline", "--profile", "production", "--nocolor", cwd=COLLECTION)
+    assert collection.code == 0, collection.text
+    examples = run_tool("ansible-lint", "--offline", "--profile", "production", "--nocolor", "examples")
+    assert examples.code == 0, examples.text
+    for run in (collection, examples):
+        assert "Profile 'production' was required, and it passed." in run.text, run.text

@@ -10,9 +10,41 @@ import venv
 from pathlib import Path
 
 from ..conftest import run_playbook
-from .test_model import playbook
+from .test_model import deployment_file, playbook
 
 UNSUPPORTED = "Unsupported parameters for (nomad_gpustack.nomad.{module}) module: {option}."
+
+
+def test_an_unknown_option_is_refused_with_ansibles_message(tmp_path: Path) -> None:
+    small = deployment_file(tmp_path)
+    book = playbook(
+        tmp_path,
+        f"""
+    - name: misspelt
+      nomad_gpustack.nomad.model: {{deployment: {small}, wait_timout: 60s}}
+      ignore_errors: true
+    - name: the action plugin's own option
+      nomad_gpustack.nomad.model:
+        definition: {{name: small}}
+        _definition_origin: {{file: elsewhere.yml, marks: []}}
+      ignore_errors: true
+    - name: info misspelt
+      nomad_gpustack.nomad.model_info: {{nmae: small}}
+      ignore_errors: true
+""",
+    )
+    play = run_playbook(book, record=True)  # no Nomad: nothing may be sent
+    assert play.code == 0, play.text
+    r = play.results()
+    misspelt = r["misspelt"]["msg"]
+    assert misspelt.startswith(UNSUPPORTED.format(module="model", option="wait_timout")), misspelt
+    assert "Supported parameters include: " in misspelt and "wait_timeout" in misspelt
+    origin = r["the action plugin's own option"]
+    assert origin["failed"] is True
+    assert origin["msg"].startswith(UNSUPPORTED.format(module="model", option="_definition_origin")), origin
+    info = r["info misspelt"]["msg"]
+    assert info.startswith(UNSUPPORTED.format(module="model_info", option="nmae")), info
+    assert "Supported parameters include: " in info and "name" in info
 
 
 def test_without_the_package_the_module_says_how_to_install_it(tmp_path: Path) -> None:
