@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -71,13 +72,14 @@ def run_playbook(
     env: dict[str, str] | None = None,
     record: bool = False,
     timeout: float = 240,
+    interpreter: str | Path = sys.executable,
 ) -> Play:
-    """`ansible-playbook -c local -i localhost,` with the venv's Python as the modules' interpreter; with
-    `record`, every task's result is kept for `Play.results()`."""
+    """`ansible-playbook -c local -i localhost,` with the venv's Python (or `interpreter`) as the modules'
+    interpreter; with `record`, every task's result is kept for `Play.results()`."""
     results = playbook.with_suffix(".results.json") if record else None
     proc = subprocess.run(
         [str(BIN / "ansible-playbook"), "-c", "local", "-i", "localhost,",
-         "-e", f"ansible_python_interpreter={sys.executable}", str(playbook), *args],
+         "-e", f"ansible_python_interpreter={interpreter}", str(playbook), *args],
         capture_output=True, text=True, env=ansible_env(env, record=results), cwd=playbook.parent,
         timeout=timeout,
     )  # fmt: skip
@@ -88,6 +90,28 @@ def run_tool(tool: str, *args: str, env: dict[str, str] | None = None, cwd: Path
     proc = subprocess.run(
         [str(BIN / tool), *args], capture_output=True, text=True, env=ansible_env(env), cwd=cwd or ROOT, timeout=240
     )
+    return Play(proc.returncode, proc.stdout, proc.stderr)
+
+
+def readme_block(readme: Path, marker: str) -> list[str]:
+    """The lines of the fenced code block that follows the HTML comment containing `marker` in `readme`: the
+    commands a README gives, for a test to run as written."""
+    lines = readme.read_text().splitlines()
+    (at,) = [i for i, line in enumerate(lines) if line.startswith("<!--") and marker in line]
+    assert lines[at + 1].startswith("```"), f"{readme}:{at + 2}: no code block after the marker"
+    end = lines.index("```", at + 2)
+    return lines[at + 2 : end]
+
+
+def run_documented(command: str, *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240) -> Play:
+    """`command` exactly as a README writes it, in bash, with the venv active (its `activate` sourced) and no
+    ANSIBLE_COLLECTIONS_PATH or interpreter of the tests': what a user types."""
+    environment = ansible_env(env)
+    del environment["ANSIBLE_COLLECTIONS_PATH"]
+    proc = subprocess.run(
+        ["bash", "-c", f". {shlex.quote(str(BIN / 'activate'))} && {command}"],
+        capture_output=True, text=True, env=environment, cwd=cwd, timeout=timeout,
+    )  # fmt: skip
     return Play(proc.returncode, proc.stdout, proc.stderr)
 
 

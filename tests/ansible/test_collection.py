@@ -9,6 +9,7 @@ import yaml
 
 import nomad_gpustack
 
+from ..support.components import ROOT
 from .conftest import COLLECTION, run_tool
 
 PLUGINS = {
@@ -41,7 +42,8 @@ def test_galaxy_build_makes_the_tarball(tmp_path: Path) -> None:
     for path in ("plugins/modules/model.py", "plugins/modules/model_info.py", "plugins/action/model.py",
                  "plugins/filter/nomad_job.py", "plugins/filter/model_estimate.py", "plugins/lookup/model_endpoints.py",
                  "plugins/inventory/nomad_nodes.py", "plugins/module_utils/bridge.py", "meta/runtime.yml",
-                 "README.md", "MANIFEST.json"):  # fmt: skip
+                 "README.md", "MANIFEST.json", "CHANGELOG.md", "requirements.txt",
+                 "meta/execution-environment.yml"):  # fmt: skip
         assert path in names, path
     assert not any("__pycache__" in name for name in names)
 
@@ -51,3 +53,30 @@ def test_version_is_the_package_version() -> None:
     assert galaxy["version"] == nomad_gpustack.__version__
     runtime = yaml.safe_load((COLLECTION / "meta" / "runtime.yml").read_text())
     assert runtime["requires_ansible"].startswith(">=")
+
+
+def test_the_python_dependency_is_declared_for_ansible_builder() -> None:
+    # ansible-builder reads meta/execution-environment.yml (its version 3 format), then the file it names.
+    meta = yaml.safe_load((COLLECTION / "meta" / "execution-environment.yml").read_text())
+    assert meta["version"] == 3
+    requirements = COLLECTION / meta["dependencies"]["python"]
+    lines = [x for x in requirements.read_text().splitlines() if x.strip() and not x.startswith("#")]
+    assert lines == [f"nomad-gpustack=={nomad_gpustack.__version__}"]
+
+
+def test_no_document_installs_the_package_from_an_index() -> None:
+    # nomad-gpustack is on no package index: `pip install nomad-gpustack` cannot work, wherever it is written.
+    documents = [ROOT / "README.md", *(ROOT / "examples").rglob("*.yml"), *COLLECTION.rglob("*.md")]
+    documents += [*COLLECTION.rglob("*.py"), *COLLECTION.rglob("*.txt")]
+    for path in documents:
+        if "output" not in path.relative_to(ROOT).parts:  # ansible-test's results, not the collection's
+            assert "pip install nomad-gpustack" not in path.read_text(), path
+
+
+def test_ansible_lint_production_profile_passes_on_the_collection_and_the_examples() -> None:
+    collection = run_tool("ansible-lint", "--offline", "--profile", "production", "--nocolor", cwd=COLLECTION)
+    assert collection.code == 0, collection.text
+    examples = run_tool("ansible-lint", "--offline", "--profile", "production", "--nocolor", "examples")
+    assert examples.code == 0, examples.text
+    for run in (collection, examples):
+        assert "Profile 'production' was required, and it passed." in run.text, run.text

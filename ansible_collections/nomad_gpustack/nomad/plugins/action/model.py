@@ -18,6 +18,9 @@ try:  # ansible-core >= 2.19 tags every value it loads with where it was written
 except ImportError:  # older ansible-core: the task's own line only
     Origin = None
 
+MODULE = "nomad_gpustack.nomad.model"
+ORIGIN = "_definition_origin"  # the module's option for it
+
 
 def _origin_of(value):
     if Origin is None:
@@ -68,10 +71,17 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         args = dict(self._task.args)
+        if ORIGIN in args:  # ours to set: a value from the task would misplace every problem it reports
+            return dict(
+                result,
+                failed=True,
+                msg=f"Unsupported parameters for ({MODULE}) module: {ORIGIN}. It is set by the collection itself, "
+                "from where an inline definition is written in the playbook.",
+            )
         if args.get("definition") is not None:
-            args["_definition_origin"] = definition_origin(self._task, args["definition"])
+            args[ORIGIN] = definition_origin(self._task, args["definition"])
         result = merge_hash(result, self._execute_module(module_args=args, task_vars=task_vars))
         # The origin is ours, not the user's: keep it out of the invocation shown with -v.
-        result.get("invocation", {}).get("module_args", {}).pop("_definition_origin", None)
+        result.get("invocation", {}).get("module_args", {}).pop(ORIGIN, None)
         self._remove_tmp_path(self._connection._shell.tmpdir)
         return result

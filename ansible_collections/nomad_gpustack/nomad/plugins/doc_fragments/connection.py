@@ -55,6 +55,11 @@ options:
     type: bool
 notes:
   - E(NOMAD_HTTP_AUTH) (C(user:password) for HTTP basic auth in front of Nomad) is honoured as by the C(nomad) CLI.
+  - The nomad-gpustack package is on no package index. Install it in the Python that runs the module from a clone
+    of its repository, C(python3 -m pip install PATH) with PATH the clone or a wheel built in it
+    (C(python3 -m pip wheel --no-deps -w dist .)); the collection's README says how.
+  - 'With C(connection: local), C(ansible_python_interpreter: "{{ ansible_playbook_python }}") runs the module in the
+    Python that runs Ansible; otherwise Ansible may pick another Python of the host, one without the package.'
 requirements:
   - nomad-gpustack (the Python package, same version as this collection) in the Python that runs the plugin
 """

@@ -76,6 +76,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.nomad_gpustack.nomad.plugins.module_utils.bridge import install_hint
+
 try:
     from nomad_gpustack.errors import NomadgsError
     from nomad_gpustack.filters import model_estimate as estimate_model
@@ -89,8 +91,8 @@ def model_estimate(deployment, backends=None, model=None):
     """The deployment's GPU memory estimate; AnsibleFilterError with the package's messages."""
     if IMPORT_ERROR is not None:
         raise AnsibleFilterError(
-            "nomad_gpustack.nomad.model_estimate needs the nomad-gpustack package in the Python that runs Ansible: "
-            "python3 -m pip install nomad-gpustack"
+            "nomad_gpustack.nomad.model_estimate needs the nomad-gpustack package in the Python that runs Ansible. "
+            + install_hint()
         )
     try:
         return estimate_model(deployment, backends, model)

@@ -90,6 +90,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.nomad_gpustack.nomad.plugins.module_utils.bridge import install_hint
+
 try:
     from nomad_gpustack.errors import NomadgsError
     from nomad_gpustack.filters import nomad_job as compile_job
@@ -103,8 +105,8 @@ def nomad_job(deployment, backends=None, format="json", model=None):
     """The deployment compiled into a Nomad job; AnsibleFilterError with the package's messages."""
     if IMPORT_ERROR is not None:
         raise AnsibleFilterError(
-            "nomad_gpustack.nomad.nomad_job needs the nomad-gpustack package in the Python that runs Ansible: "
-            "python3 -m pip install nomad-gpustack"
+            "nomad_gpustack.nomad.nomad_job needs the nomad-gpustack package in the Python that runs Ansible. "
+            + install_hint()
         )
     try:
         return compile_job(deployment, backends, format, model)

@@ -101,7 +101,7 @@ import re
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
 
-from ansible_collections.nomad_gpustack.nomad.plugins.module_utils.bridge import nomad_settings
+from ansible_collections.nomad_gpustack.nomad.plugins.module_utils.bridge import install_hint, nomad_settings
 
 try:
     from nomad_gpustack.errors import NomadgsError
@@ -155,8 +155,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         super().parse(inventory, loader, path, cache)
         if IMPORT_ERROR is not None:
             raise AnsibleParserError(
-                "the nomad_nodes inventory needs the nomad-gpustack package in the Python that runs Ansible: "
-                "python3 -m pip install nomad-gpustack"
+                "the nomad_nodes inventory needs the nomad-gpustack package in the Python that runs Ansible. "
+                + install_hint()
             )
         self._read_config_data(path)
         from nomad_gpustack.nomad.client import NomadAPI

@@ -78,6 +78,8 @@ import os
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
+from ansible_collections.nomad_gpustack.nomad.plugins.module_utils.bridge import install_hint
+
 try:
     from nomad_gpustack.errors import NomadgsError
 
@@ -108,7 +110,7 @@ class LookupModule(LookupBase):
         if IMPORT_ERROR is not None:
             raise AnsibleLookupError(
                 "nomad_gpustack.nomad.model_endpoints needs the nomad-gpustack package in the Python that runs "
-                "Ansible: python3 -m pip install nomad-gpustack"
+                "Ansible. " + install_hint()
             )
         from nomad_gpustack.serving.lookup import healthy_base_urls
 

@@ -10,6 +10,7 @@ the Python that runs the module (`ansible_python_interpreter`).
 from __future__ import annotations
 
 import os
+import sys
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
@@ -23,7 +24,6 @@ except ImportError:
     NOMADGS_VERSION = None
 
 PACKAGE = "nomad-gpustack"
-INSTALL = "python3 -m pip install nomad-gpustack"
 HIDDEN = "********"
 
 # Nomad connection options, shared by the modules; documented in doc_fragments/connection.py.
@@ -41,10 +41,25 @@ CONNECTION_ARGS = dict(
 )
 
 
+def install_hint():
+    """How to install the package into the Python of this process. It is on no package index: it installs from
+    a clone of its repository, or from a wheel built in one."""
+    return (
+        "nomad-gpustack is on no package index: install it from a clone of its repository with "
+        f"`{sys.executable or 'python3'} -m pip install PATH`, PATH being the clone or a wheel built in it "
+        "(`python3 -m pip wheel --no-deps -w dist .`), of the collection's version."
+    )
+
+
 def require_package(module):
-    """Fail with the install line when nomad_gpustack cannot be imported (or is another version)."""
+    """Fail with the install line when nomad_gpustack cannot be imported."""
     if not HAS_NOMADGS:
-        module.fail_json(msg=missing_required_lib(PACKAGE) + f" Install it with: {INSTALL}")
+        # The usual cause with connection: local: interpreter discovery found another Python than Ansible's.
+        module.fail_json(
+            msg=f"{missing_required_lib(PACKAGE)} {install_hint()} With connection: local, "
+            f'`ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"` runs the modules in the Python '
+            "that runs Ansible."
+        )
 
 
 def nomad_settings(params):

@@ -116,10 +116,15 @@ options:
         as C(nomadgs estimate) does.
     type: bool
     default: false
+  _definition_origin:
+    description:
+      - Where an inline O(definition) is written in the playbook (file, task, the line of each value), so that its
+        problems are located there. Set by the collection's action plugin, never in a task (a task that sets it
+        fails).
+    type: dict
 notes:
   - The job's namespace and region come from the deployment's C(nomad) keys; O(namespace) (or E(NOMAD_NAMESPACE))
     that names another namespace is an error, as with C(nomadgs submit).
-  - Install the package in the Python that runs the module with C(python3 -m pip install nomad-gpustack).
 seealso:
   - module: nomad_gpustack.nomad.model_info
   - plugin: nomad_gpustack.nomad.nomad_job
@@ -310,7 +315,8 @@ def argument_spec():
         return_job=dict(type="bool", default=False),
         model=dict(type="path"),
         return_estimate=dict(type="bool", default=False),
-        # Set by the collection's action plugin: where an inline definition was written (file, lines, task).
+        # Set by the collection's action plugin (which refuses it in a task): where an inline definition was
+        # written (file, lines, task).
         _definition_origin=dict(type="dict"),
     )
     spec.update(CONNECTION_ARGS)
