@@ -399,11 +399,15 @@ class _Resolver:
                 return Weights(source, path=d.local_path, ref=d.local_path)
             path = posixpath.normpath(posixpath.join(mount, d.local_path))
             if path != mount and not path.startswith(mount.rstrip("/") + "/"):
-                raise self.fail(
-                    ("local_path",),
-                    f"'{d.local_path}' is outside the models volume, which is mounted at {mount}",
+                # An absolute path names the host's folder, a fair example of models_mount; `..` names none.
+                hint = (
                     f"give a path relative to the volume, or set nomad.models_mount to the volume's host path "
-                    f"(e.g. {posixpath.dirname(d.local_path) or '/'}) so paths stay the same inside the task",
+                    f"(e.g. {posixpath.dirname(d.local_path)}) so paths stay the same inside the task"
+                    if d.local_path.startswith("/")
+                    else "a relative local_path is read inside the volume: leave out the '..' that leads out of it"
+                )
+                raise self.fail(
+                    ("local_path",), f"'{d.local_path}' is outside the models volume, which is mounted at {mount}", hint
                 )
             return Weights(source, path=path, ref=d.local_path, mount=mount, volume=d.nomad.models_volume)
         repo = d.huggingface_repo_id if source == "huggingface" else d.model_scope_model_id
