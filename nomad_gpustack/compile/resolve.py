@@ -17,7 +17,7 @@ from ..durations import SECOND, format_duration
 from ..errors import InputError, suggestion
 from ..sizes import GIB, human_size, parse_size, to_mib
 from ..spec.backend import Backend, NomadExtras, TemplateFile, VersionConfig
-from ..spec.base import AUTO
+from ..spec.base import AUTO, MAX_MEMORY
 from ..spec.catalog import CUSTOM, Catalog
 from ..spec.deployment import Deployment
 from ..spec.specfile import Sourced
@@ -654,6 +654,12 @@ class _Resolver:
                 raise self.fail(
                     ("env", "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"), f"'{gib}' is not a number of GiB"
                 ) from None
+            if shm_size > MAX_MEMORY:  # the bound of nomad.shm_size: Docker's shm_size is int64 bytes
+                raise self.fail(
+                    ("env", "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"),
+                    f"{gib} GiB is more than any node has",
+                    "write a number of GiB up to 1048576 (1 PiB), e.g. 16",
+                )
 
         nomad = d.nomad
         self.nomad_rules()

@@ -13,7 +13,19 @@ from pydantic import Field, field_validator, model_validator
 
 from ..compile.metadata import RESERVED_META
 from ..durations import SECOND
-from .base import AS_WRITTEN, CpuMHz, Duration, EnvMap, GpuCount, GpuMemory, NomadName, Size, SpecModel, WrittenText
+from .base import (
+    AS_WRITTEN,
+    CpuMHz,
+    Duration,
+    EnvMap,
+    GpuCount,
+    GpuMemory,
+    MemorySize,
+    NomadName,
+    Size,
+    SpecModel,
+    WrittenText,
+)
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")  # GPUStack UI's rule
 
@@ -48,8 +60,8 @@ class DeploymentNomad(SpecModel):
     gpu_memory: GpuMemory | None = None  # "auto": what each GPU needs, by the estimate
     gpu_model: str | None = None
     cpu: CpuMHz = 4000
-    memory: Size = 16 * 1024**3
-    memory_max: Size | None = None
+    memory: MemorySize = 16 * 1024**3
+    memory_max: MemorySize | None = None
     shm_size: Size | None = None
 
     models_volume: str = "models"
