@@ -52,15 +52,14 @@ EnvValue = Annotated[str, AS_WRITTEN, BeforeValidator(_text_scalar)]
 WrittenText = Annotated[str, AS_WRITTEN]  # a version, a node meta value: `1.10` stays "1.10"
 
 
-def _env_map(value: Any) -> Any:
-    if isinstance(value, dict):
-        for key in value:
-            if not key or "=" in key or "\x00" in key:
-                raise ValueError(f"'{key}' is not a valid environment variable name")
-    return value
+def _env_name(key: str) -> str:
+    if not key or "=" in key or "\x00" in key:
+        raise ValueError(f"'{key}' is not a valid environment variable name")
+    return key
 
 
-EnvMap = Annotated[dict[str, EnvValue], BeforeValidator(_env_map)]
+# Checked as keys, not as the whole mapping: a problem then points at the key's line, not the block's.
+EnvMap = dict[Annotated[str, AfterValidator(_env_name)], EnvValue]
 
 
 # Upper bounds of the values that reach an integer field of Nomad's job (int64 there: MemoryMB, the docker

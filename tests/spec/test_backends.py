@@ -109,7 +109,7 @@ def test_export_only_keys_are_ignored_and_list_files_hold_several_backends() -> 
          "backend.yaml:4:17: version_configs.v1.image_name: expected text, got a whole number (3) (quote it: '3')"),
         ("backend_name: x\nversion_configs: [a, b]\n", "backend.yaml:2:18: version_configs: expected a mapping"),
         ("backend_name: x\nversion_configs:\n  'v 1': {image_name: a}\n",
-         "version_configs: version 'v 1' may only use letters, digits"),
+         "backend.yaml:3:3: version_configs.v 1: version 'v 1' may only use letters, digits"),
         ("version_configs: {}\n", "backend.yaml:1:1: required key 'backend_name' is missing"),
         ("backend_name: x\nhealth_check_path: v1/models\n", "health_check_path must start with '/'"),
         ("backend_name: x\nnomad:\n  docker:\n    ipc_mod: host\n",
