@@ -282,7 +282,7 @@ def _format(path: Path) -> str | None:
 def validate(model: type[M], data: Any, source: SourceMap, prefix: Path = ()) -> Sourced[M]:
     """Validate parsed YAML against a spec model; raise InputError with located problems."""
     if not isinstance(data, dict):
-        kind = _KIND_NAMES.get(type(data).__name__, type(data).__name__)  # the value itself is not echoed
+        kind = _KIND_NAMES.get(type(data).__name__, "a value of another kind")  # the value itself is not echoed
         raise InputError(source.problem(prefix, f"expected a mapping (key: value), got {kind}"))
     known = set(model.model_fields) | set(getattr(model, "refused_keys", {})) | set(getattr(model, "ignored_keys", ()))
     if data and not known & set(data):
