@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 import nomad_gpustack as ngs
 from nomad_gpustack.errors import InputError, UnreachableError
 
-from ..support.helpers import catalog_with, deployment
+from ..support.helpers import catalog_with, deployment, nomadgs
 from ..support.model_fixtures import LLAMA_31_8B, LLAMA_31_8B_BYTES, hf_folder
 
 DATA = {
@@ -44,3 +45,24 @@ def test_missing_metadata_is_an_input_error_and_an_unreachable_hub_its_own(
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(UnreachableError, match="unreachable"):
         ngs.estimate_document(deployment(DATA), catalog_with(), cache_dir=tmp_path)
+
+
+def test_a_context_vllm_refuses_is_refused_wherever_the_estimate_is_read(tmp_path: Path) -> None:
+    """The warning, the verdict, the table and validate say the same: one source of the verdict."""
+    model = hf_folder(tmp_path / "m", {**LLAMA_31_8B, "max_position_embeddings": 8192}, total_size=LLAMA_31_8B_BYTES)
+    data = {**DATA, "backend_parameters": ["--max-model-len 16384"], "nomad": {"gpus": 1, "gpu_memory": "80 GiB"}}
+    doc = ngs.estimate_document(deployment(data), catalog_with(), model_path=model, cache_dir=tmp_path)
+    reason = doc["check"]["refusal"]
+    assert reason is not None and "longer than the model's maximum (8192): vLLM refuses it" in reason
+    assert reason in doc["warnings"] and doc["check"]["starts"] is False
+    assert not any(row["fits"] for row in doc["rows"]) and doc["suggestion"]["gpus"] is None
+    lookup = ngs.lookup_model(deployment(data).spec, model_path=model)
+    with pytest.raises(InputError, match="longer than the model's maximum"):
+        ngs.build(deployment(data), catalog_with(), model=lookup)
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run = nomadgs("estimate", path, "--model", model)
+    assert run.code == 0, run.err
+    assert "as deployed (gpus: 1): refused: --max-model-len 16384 is longer" in run.out
+    assert "starts" not in run.out and " yes " not in run.out
+    assert nomadgs("validate", path, "--model", model).code == 2
