@@ -313,6 +313,7 @@ class _Resolver:
         # Imported here: rendering explicit values without model metadata never loads the estimate.
         from ..estimate.engine import engine_settings
         from ..estimate.gpus import KNOWN_GPUS_MIB, known_gpu_memory
+        from ..estimate.lookup import NO_METADATA_HINT
         from ..estimate.plan import GpuSize, NoFit, check, choose, estimate
 
         field_path: Path = ("nomad", "gpus") if auto_gpus else ("nomad", "gpu_memory")
@@ -346,7 +347,7 @@ class _Resolver:
                     "give --model PATH (a GGUF file, or a folder with config.json), or set the value yourself",
                 )
             if lookup is not None and gpu is not None:
-                self.warnings.append(f"cannot check that the model fits its GPUs: {reason}")
+                self.warnings.append(f"cannot check that the model fits its GPUs: {reason} ({NO_METADATA_HINT})")
             return gpus or 1, stated, None
         parameters = [t for element in self.d.backend_parameters or [] for t in _tokens_or_nothing(element)]
         settings = engine_settings(backend_name, parameters, env, self.d.categories or ())

@@ -9,6 +9,7 @@ import yaml
 
 import nomad_gpustack as ngs
 from nomad_gpustack.errors import InputError, UnreachableError
+from nomad_gpustack.filters import model_estimate
 
 from ..support.helpers import catalog_with, deployment, nomadgs
 from ..support.model_fixtures import LLAMA_31_8B, LLAMA_31_8B_BYTES, hf_folder
@@ -20,6 +21,39 @@ DATA = {
     "backend_parameters": ["--max-model-len 32768"],
     "nomad": {"gpus": 1, "gpu_memory": "24 GiB"},
 }
+
+
+HINT = "(give the model's path (--model PATH))"
+
+
+def test_no_metadata_is_said_in_one_wording_whatever_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file, "no metadata for the model: <why>", and what to give: offline, unreachable, not here, none."""
+
+    def message(data: dict[str, object], error: type[Exception] = InputError) -> str:
+        with pytest.raises(error) as caught:
+            ngs.estimate_document(deployment(data), catalog_with(), cache_dir=tmp_path)
+        return str(caught.value)
+
+    base = {k: v for k, v in DATA.items() if k != "huggingface_repo_id"}
+    offline = "HF_HUB_OFFLINE is set and meta-llama/Llama-3.1-8B-Instruct is not in the cache"
+    cases = {
+        "/nowhere/model is not on this machine": {**base, "local_path": "/nowhere/model"},
+        "ModelScope models are not looked up": {**base, "model_scope_model_id": "qwen/Qwen2"},
+        "the deployment names no model": base,
+        offline: DATA,
+    }
+    for reason, data in cases.items():
+        assert message(data) == f"deploy.yaml: no metadata for the model: {reason} {HINT}"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    unreachable = message(DATA, UnreachableError)
+    assert unreachable.startswith("deploy.yaml: no metadata for the model: the Hugging Face Hub at http://127.0.0.1:9")
+    assert unreachable.endswith(HINT)
+    with pytest.raises(UnreachableError) as caught:  # a filter names its argument, not the flag
+        model_estimate(DATA)
+    assert str(caught.value).endswith("(give the model's path (model=PATH))")
 
 
 def test_the_document_has_the_table_and_the_verdict(tmp_path: Path) -> None:
