@@ -619,6 +619,10 @@ class _Resolver:
             entrypoint = []
             image = None
 
+        argv = [command, *args] if command else [*entrypoint, *args]
+        if shell_warning := hazards.shell_drops_arguments(argv, model_path=weights.path):
+            self.warnings.append(shell_warning)
+
         health_path: str | None = (d.env or {}).get("GPUSTACK_MODEL_HEALTH_CHECK_PATH") or (
             backend.spec.health_check_path if backend is not None else None
         )
