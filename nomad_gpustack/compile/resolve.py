@@ -180,15 +180,15 @@ def version_sort_key(version: str) -> tuple[tuple[int, int | str], ...]:
 
 
 def resolve_version(backend: Backend, requested: str | None) -> str | None:
-    """GPUStack's rule: the requested version, else `default_version`, else the newest version key."""
+    """GPUStack's rule: the requested version (None or "" is GPUStack's "Auto"), else `default_version`, else
+    the newest version key; the choice skips `disabled_versions`, as GPUStack's deploy dropdown does."""
     versions = backend.versions
     if requested:
         return requested if requested in versions else None
-    if backend.default_version and backend.default_version in versions:
+    if backend.default_version in versions and not backend.disabled(backend.default_version or ""):
         return backend.default_version
-    if not versions:
-        return None
-    return max(versions, key=version_sort_key)
+    enabled = [v for v in versions if not backend.disabled(v)]
+    return max(enabled, key=version_sort_key) if enabled else None
 
 
 def _platform_from_image(image: str | None) -> str | None:
@@ -241,6 +241,17 @@ class _Resolver:
         if not spec.versions:
             raise backend.error(("version_configs",), f"backend '{spec.backend_name}' defines no versions")
         chosen = resolve_version(spec, self.d.backend_version)
+        if chosen is None and not self.d.backend_version:
+            raise self.fail(
+                ("backend",),
+                f"every version of backend '{spec.backend_name}' is in its disabled_versions",
+                "name one with backend_version to use it anyway, or enable one in the backend file",
+            )
+        if chosen is not None and spec.disabled(chosen):
+            self.warnings.append(
+                f"backend_version '{chosen}' is one of {spec.backend_name}'s disabled_versions (hidden from "
+                "GPUStack's deploy list, e.g. its image is not synced here); it is used as asked"
+            )
         if chosen is None:
             requested = self.d.backend_version or ""
             hint = suggestion(requested, spec.versions)

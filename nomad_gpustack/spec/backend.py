@@ -33,6 +33,8 @@ EXPORT_ONLY_KEYS = frozenset(
     }
 )
 BUILT_IN_NAMES = ("vLLM", "SGLang", "MindIE", "VoxBox", "Custom")
+# GPUStack's SourceTypeEnum (gpustack/schemas/source.py): where a content source's document comes from.
+SourceType = Literal["builtin", "official", "file", "url"]
 VERSION_KEY = re.compile(r"[A-Za-z0-9._-]+")
 PORT_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -128,6 +130,9 @@ class VersionConfig(SpecModel):
     built_in_frameworks: Annotated[list[str] | None, BeforeValidator(_frameworks)] = None
     env: EnvMap | None = None
     nomad: NomadExtras | None = None
+    # Where a GPUStack content source put this version (its export writes them); no meaning on Nomad.
+    source_name: str | None = None
+    source_type: SourceType | None = None
 
     @field_validator("custom_framework")
     @classmethod
@@ -179,6 +184,11 @@ class Backend(SpecModel):
     backend_source: Literal["custom", "built_in", "community"] | None = None
     parameter_format: Literal["space", "equal"] | None = None
     common_parameters: list[str] | None = None
+    # Versions hidden from GPUStack's deploy dropdown: a deployment may still name one (with a warning), and
+    # the default (or newest) version is chosen among the others.
+    disabled_versions: list[str] | None = None
+    source_name: str | None = None  # the GPUStack content source that produced the backend: no meaning here
+    source_type: SourceType | None = None
     nomad: NomadExtras | None = None
 
     @model_validator(mode="before")
@@ -215,3 +225,7 @@ class Backend(SpecModel):
     @property
     def versions(self) -> dict[str, VersionConfig]:
         return self.version_configs or {}
+
+    def disabled(self, version: str) -> bool:
+        """Whether GPUStack hides this version from its deploy dropdown (`disabled_versions`)."""
+        return version in (self.disabled_versions or ())
