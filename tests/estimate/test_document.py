@@ -100,3 +100,17 @@ def test_a_context_vllm_refuses_is_refused_wherever_the_estimate_is_read(tmp_pat
     assert "as deployed (gpus: 1): refused: --max-model-len 16384 is longer" in run.out
     assert "starts" not in run.out and " yes " not in run.out
     assert nomadgs("validate", path, "--model", model).code == 2
+
+
+def test_by_gpustacks_rule_a_model_too_big_may_not_start_and_the_verdict_does_not_say_it_starts(
+    tmp_path: Path,
+) -> None:
+    """Other backends get GPUStack's rule: not enough memory is a warning, not a refusal; the verdict agrees."""
+    model = hf_folder(tmp_path / "m", LLAMA_31_8B, total_size=LLAMA_31_8B_BYTES)
+    data = {"name": "m", "huggingface_repo_id": "o/m", "backend": "TensorRT-LLM",
+            "nomad": {"gpus": 1, "gpu_memory": "8 GiB"}}  # fmt: skip
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run = nomadgs("estimate", path, "--model", model)
+    assert run.code == 0, run.err
+    assert "as deployed (gpus: 1): may not start\n  warning: TensorRT-LLM needs" in run.out
