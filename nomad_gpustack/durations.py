@@ -6,6 +6,7 @@ Nomad's JSON API takes durations as integer nanoseconds; its HCL takes Go durati
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 NANOSECOND = 1
 MICROSECOND = 1_000
@@ -34,9 +35,9 @@ def parse_duration(text: str) -> int:
         return 0
     if not _WHOLE.fullmatch(value):
         raise ValueError(f"'{text}' is not a duration; write it like 30s, 10m or 1h30m")
-    total = 0.0
+    total = Fraction(0)  # exact: a float would overflow on a huge number instead of giving one to refuse
     for number, unit in _PART.findall(value):
-        total += float(number) * _UNITS[unit]
+        total += Fraction(number) * _UNITS[unit]
     return round(total)
 
 

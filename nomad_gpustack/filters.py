@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, Problem
+from .errors import InputError, Problem, UnreachableError
 
 if TYPE_CHECKING:
     from .estimate.facts import ModelLookup
@@ -94,6 +94,11 @@ def model_estimate(
         )
     except InputError as exc:
         raise exc.reworded(FILTER_WORDS) from None
+    except UnreachableError as exc:  # says what to give, as the input errors do
+        text = str(exc)
+        for flag, argument in FILTER_WORDS:
+            text = text.replace(flag, argument)
+        raise UnreachableError(text) from None
 
 
 def _deployment(deployment: Mapping[str, Any] | str | Path, name: str) -> Sourced[Deployment]:

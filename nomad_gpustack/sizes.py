@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 from .errors import HintedValueError
 
@@ -10,15 +11,16 @@ KIB = 1024
 MIB = KIB**2
 GIB = KIB**3
 TIB = KIB**4
+PIB = KIB**5
 
 _UNITS = {
     "b": 1,
-    "kib": KIB, "mib": MIB, "gib": GIB, "tib": TIB,
-    "ki": KIB, "mi": MIB, "gi": GIB, "ti": TIB,
-    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+    "kib": KIB, "mib": MIB, "gib": GIB, "tib": TIB, "pib": PIB,
+    "ki": KIB, "mi": MIB, "gi": GIB, "ti": TIB, "pi": PIB,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4, "pb": 1000**5,
 }  # fmt: skip
 # One letter is binary to Docker (`16g` is 16 GiB) and decimal to Kubernetes (`16G` is 16 GB): refused.
-_AMBIGUOUS = frozenset("kmgt")
+_AMBIGUOUS = frozenset("kmgtp")
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
 
 
@@ -62,8 +64,9 @@ def parse_size(value: str | int | float) -> int:
         )
     factor = _UNITS.get(unit.lower())
     if factor is None:
-        raise ValueError(f"unknown unit '{unit}' in '{value}'; use B, KiB, MiB, GiB or TiB (or kB, MB, GB, TB)")
-    return int(float(number) * factor)
+        units = "B, KiB, MiB, GiB, TiB or PiB (or kB, MB, GB, TB, PB)"
+        raise ValueError(f"unknown unit '{unit}' in '{value}'; use {units}")
+    return int(Fraction(number) * factor)  # exact: a float would round big sizes, and overflow on huge ones
 
 
 def to_mib(size_bytes: int) -> int:

@@ -82,6 +82,8 @@ def print_table(doc: dict[str, Any]) -> None:
     if verdict:
         if verdict["refusal"]:
             print(f"as deployed (gpus: {verdict['gpus']}): refused: {verdict['refusal']}")
+        elif verdict["starts"] is False:  # by GPUStack's rule or a claim: a warning below says why
+            print(f"as deployed (gpus: {verdict['gpus']}): may not start")
         else:
             print(f"as deployed (gpus: {verdict['gpus']}): starts")
         for warning in verdict["warnings"]:

@@ -23,6 +23,15 @@ def backend_notes(backend: Sourced[Backend]) -> list[str]:
             f"default_version '{spec.default_version}' is not one of the versions; "
             f"the newest version '{resolve_version(spec, None)}' is used, as GPUStack does"
         )
+    if spec.default_version in spec.versions and spec.disabled(spec.default_version or ""):
+        newest = resolve_version(spec, None)
+        notes.append(
+            f"default_version '{spec.default_version}' is in disabled_versions; "
+            + (f"'{newest}', the newest other version, is used" if newest else "no version is left to choose")
+        )
+    for hidden in spec.disabled_versions or ():
+        if hidden not in spec.versions:
+            notes.append(f"disabled_versions names '{hidden}', which is not one of the versions")
     env = set(spec.default_env or {})
     for version, config in spec.versions.items():
         texts = [

@@ -5,6 +5,7 @@ Pure functions over the resolved command line and env; `resolve` adds what they 
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -14,6 +15,9 @@ HUB_TOKENS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MODELSCOPE_API_TOKEN")
 _SECRET_NAME = re.compile(r"(?:^|_)(?:TOKEN|API_?KEY|SECRET(?:_KEY)?|PASSWORD|ACCESS_KEY)$", re.IGNORECASE)
 _SWITCH = frozenset({"", "0", "1", "true", "false", "yes", "no", "on", "off"})
 _PORT_REFERENCE = re.compile(r"NOMAD_(?:HOST_)?(?:PORT|ADDR)_http\b")
+_SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh", "mksh"})
+_SHORT_OPTIONS_WITH_C = re.compile(r"-[A-Za-z]*c[A-Za-z]*")  # -c, -ec, -lc: the options sh -c takes
+_POSITIONAL = re.compile(r"\$(?:[@*#]|\{?[0-9])")  # "$@", "$1", "${1}": a script that reads its arguments
 
 # Flags that mean the same to the engines that take them, and what repeating one does behind nomadgs' back.
 _SAME_FLAG = {
@@ -93,4 +97,28 @@ def port_unused(texts: Iterable[str], *, health_check: bool) -> str | None:
     return (
         f"the command never uses {{{{port}}}}: the engine does not listen on the port Nomad allocated, {effect} "
         "(pass it with the engine's port flag, e.g. --port {{port}})"
+    )
+
+
+def shell_drops_arguments(argv: Sequence[str], *, model_path: str | None) -> str | None:
+    """A warning when the task runs `sh -c` with arguments after the command string: sh runs only that one
+    argument as its script and makes the rest its $0, $1, ... (GPUStack's UI template pairs `entrypoint:
+    /bin/sh -c` with a run command of many words, so sh runs the model path alone)."""
+    if not argv or posixpath.basename(argv[0]) not in _SHELLS:
+        return None
+    i = 1
+    while i < len(argv) and argv[i].startswith(("-", "+")) and not _SHORT_OPTIONS_WITH_C.fullmatch(argv[i]):
+        i += 2 if argv[i] in ("-o", "+o") else 1  # -o pipefail takes the next word
+    if i + 2 > len(argv) or not _SHORT_OPTIONS_WITH_C.fullmatch(argv[i]):
+        return None  # no -c, or nothing after its script
+    script, rest = argv[i + 1], argv[i + 2 :]
+    if not rest or _POSITIONAL.search(script):
+        return None  # a script that reads "$@" is given its arguments on purpose
+    shell = " ".join(argv[: i + 1])
+    what = " (the model's path)" if script == model_path else ""
+    return (
+        f"the task runs `{shell}` with {len(rest) + 1} arguments after it: the shell runs only the first, "
+        f"'{script}'{what}, as its command, and hands the other {len(rest)} ('{rest[0]}', ...) to it as $0, $1, "
+        "...; put the whole command in one argument (quote the run command as one word), or drop the shell "
+        "(make the entrypoint the program itself)"
     )

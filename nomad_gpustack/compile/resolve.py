@@ -17,7 +17,7 @@ from ..durations import SECOND, format_duration
 from ..errors import InputError, suggestion
 from ..sizes import GIB, human_size, parse_size, to_mib
 from ..spec.backend import Backend, NomadExtras, TemplateFile, VersionConfig
-from ..spec.base import AUTO
+from ..spec.base import AUTO, MAX_MEMORY
 from ..spec.catalog import CUSTOM, Catalog
 from ..spec.deployment import Deployment
 from ..spec.specfile import Sourced
@@ -180,15 +180,15 @@ def version_sort_key(version: str) -> tuple[tuple[int, int | str], ...]:
 
 
 def resolve_version(backend: Backend, requested: str | None) -> str | None:
-    """GPUStack's rule: the requested version, else `default_version`, else the newest version key."""
+    """GPUStack's rule: the requested version (None or "" is GPUStack's "Auto"), else `default_version`, else
+    the newest version key; the choice skips `disabled_versions`, as GPUStack's deploy dropdown does."""
     versions = backend.versions
     if requested:
         return requested if requested in versions else None
-    if backend.default_version and backend.default_version in versions:
+    if backend.default_version in versions and not backend.disabled(backend.default_version or ""):
         return backend.default_version
-    if not versions:
-        return None
-    return max(versions, key=version_sort_key)
+    enabled = [v for v in versions if not backend.disabled(v)]
+    return max(enabled, key=version_sort_key) if enabled else None
 
 
 def _platform_from_image(image: str | None) -> str | None:
@@ -241,6 +241,17 @@ class _Resolver:
         if not spec.versions:
             raise backend.error(("version_configs",), f"backend '{spec.backend_name}' defines no versions")
         chosen = resolve_version(spec, self.d.backend_version)
+        if chosen is None and not self.d.backend_version:
+            raise self.fail(
+                ("backend",),
+                f"every version of backend '{spec.backend_name}' is in its disabled_versions",
+                "name one with backend_version to use it anyway, or enable one in the backend file",
+            )
+        if chosen is not None and spec.disabled(chosen):
+            self.warnings.append(
+                f"backend_version '{chosen}' is one of {spec.backend_name}'s disabled_versions (hidden from "
+                "GPUStack's deploy list, e.g. its image is not synced here); it is used as asked"
+            )
         if chosen is None:
             requested = self.d.backend_version or ""
             hint = suggestion(requested, spec.versions)
@@ -313,6 +324,7 @@ class _Resolver:
         # Imported here: rendering explicit values without model metadata never loads the estimate.
         from ..estimate.engine import engine_settings
         from ..estimate.gpus import KNOWN_GPUS_MIB, known_gpu_memory
+        from ..estimate.lookup import NO_METADATA_HINT
         from ..estimate.plan import GpuSize, NoFit, check, choose, estimate
 
         field_path: Path = ("nomad", "gpus") if auto_gpus else ("nomad", "gpu_memory")
@@ -346,7 +358,7 @@ class _Resolver:
                     "give --model PATH (a GGUF file, or a folder with config.json), or set the value yourself",
                 )
             if lookup is not None and gpu is not None:
-                self.warnings.append(f"cannot check that the model fits its GPUs: {reason}")
+                self.warnings.append(f"cannot check that the model fits its GPUs: {reason} ({NO_METADATA_HINT})")
             return gpus or 1, stated, None
         parameters = [t for element in self.d.backend_parameters or [] for t in _tokens_or_nothing(element)]
         settings = engine_settings(backend_name, parameters, env, self.d.categories or ())
@@ -399,11 +411,15 @@ class _Resolver:
                 return Weights(source, path=d.local_path, ref=d.local_path)
             path = posixpath.normpath(posixpath.join(mount, d.local_path))
             if path != mount and not path.startswith(mount.rstrip("/") + "/"):
-                raise self.fail(
-                    ("local_path",),
-                    f"'{d.local_path}' is outside the models volume, which is mounted at {mount}",
+                # An absolute path names the host's folder, a fair example of models_mount; `..` names none.
+                hint = (
                     f"give a path relative to the volume, or set nomad.models_mount to the volume's host path "
-                    f"(e.g. {posixpath.dirname(d.local_path) or '/'}) so paths stay the same inside the task",
+                    f"(e.g. {posixpath.dirname(d.local_path)}) so paths stay the same inside the task"
+                    if d.local_path.startswith("/")
+                    else "a relative local_path is read inside the volume: leave out the '..' that leads out of it"
+                )
+                raise self.fail(
+                    ("local_path",), f"'{d.local_path}' is outside the models volume, which is mounted at {mount}", hint
                 )
             return Weights(source, path=path, ref=d.local_path, mount=mount, volume=d.nomad.models_volume)
         repo = d.huggingface_repo_id if source == "huggingface" else d.model_scope_model_id
@@ -614,6 +630,10 @@ class _Resolver:
             entrypoint = []
             image = None
 
+        argv = [command, *args] if command else [*entrypoint, *args]
+        if shell_warning := hazards.shell_drops_arguments(argv, model_path=weights.path):
+            self.warnings.append(shell_warning)
+
         health_path: str | None = (d.env or {}).get("GPUSTACK_MODEL_HEALTH_CHECK_PATH") or (
             backend.spec.health_check_path if backend is not None else None
         )
@@ -650,6 +670,12 @@ class _Resolver:
                 raise self.fail(
                     ("env", "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"), f"'{gib}' is not a number of GiB"
                 ) from None
+            if shm_size > MAX_MEMORY:  # the bound of nomad.shm_size: Docker's shm_size is int64 bytes
+                raise self.fail(
+                    ("env", "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"),
+                    f"{gib} GiB is more than any node has",
+                    "write a number of GiB up to 1048576 (1 PiB), e.g. 16",
+                )
 
         nomad = d.nomad
         self.nomad_rules()

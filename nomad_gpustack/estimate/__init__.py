@@ -78,7 +78,7 @@ def estimate_document(
     from ..compile.resolve import backend_and_env
     from ..errors import InputError, Problem, UnreachableError
     from .local import ModelReadError
-    from .lookup import lookup_model
+    from .lookup import NO_METADATA_HINT, lookup_model
 
     backend, env = backend_and_env(deployment, catalog)
     if found is None:
@@ -87,12 +87,11 @@ def estimate_document(
         except ModelReadError as exc:
             raise InputError(Problem(str(exc), field=model_field)) from None
     if found.facts is None:
-        problem = f"no metadata for the model: {found.reason}"
+        # One wording whatever the reason (offline, unreachable, not on this machine, ...): the file, why, the fix.
+        problem = Problem(f"no metadata for the model: {found.reason}", deployment.filename, hint=NO_METADATA_HINT)
         if found.unreachable:
-            raise UnreachableError(problem)
-        # Some reasons already say what to give; the hint is not said twice.
-        hint = None if "--model PATH" in problem else "give the model's path (--model PATH)"
-        raise InputError(Problem(problem, deployment.filename, hint=hint))
+            raise UnreachableError(str(problem))
+        raise InputError(problem)
     from .plan import check
 
     est = estimate_deployment(deployment.spec, found, backend, env)

@@ -21,6 +21,8 @@ ENGINE_NAMES: dict[str, Engine] = {
     "llama-box": "llama.cpp",
 }
 VRAM_CLAIM_ENV = "GPUSTACK_MODEL_VRAM_CLAIM"  # bytes; GPUStack's override of its own estimate
+# vLLM starts with a --max-model-len longer than the model's only with this set (vllm/envs.py: "1" or "true").
+VLLM_LONG_CONTEXT_ENV = "VLLM_ALLOW_LONG_MAX_MODEL_LEN"
 
 # The flags that set each value, per engine (their --help; GPUStack's selectors read the same ones).
 _CONTEXT = {
@@ -85,6 +87,7 @@ class EngineSettings:
     parallel: int | None = None
     gpu_layers: int | None = None
     vram_claim: int | None = None
+    allow_long_context: bool = False  # VLLM_ALLOW_LONG_MAX_MODEL_LEN
     llm: bool = True
     problems: tuple[str, ...] = field(default=())  # flags whose values could not be read
 
@@ -198,6 +201,7 @@ def engine_settings(
         parallel=int_of("parallel"),
         gpu_layers=int_of("gpu_layers"),
         vram_claim=claim,
+        allow_long_context=(env or {}).get(VLLM_LONG_CONTEXT_ENV, "0").strip().lower() in ("1", "true"),
         llm=not categories or "llm" in {c.lower() for c in categories},  # GPUStack's is_llm_model
         problems=tuple(problems),
     )

@@ -8,7 +8,7 @@ Two readers fill it: `from_gguf` (a GGUF header: llama.cpp's metadata keys and t
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -108,98 +108,218 @@ class ModelLookup:
     unreachable: bool = False  # the reason is a network failure (exit 5 where the estimate is the point)
 
 
+# --- reading header values: every value of the wrong kind is refused, never skipped ------------------------
+
+
+def _kind(value: Any) -> str:
+    """A value as a message shows it: `the text "8"`, `true`, `a list`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'the text "{value[:40]}"'
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)
+
+
+class _Values:
+    """The values of one header (config.json, a GGUF's metadata), read as the estimate needs them.
+
+    A key that is absent (or null) is None; a key of the wrong kind is an error that names it. A number
+    written as text ("8") is refused, not read: the engines do not read it either (vLLM's arithmetic on
+    `"num_key_value_heads": "8"` fails), and skipping it would silently use a default instead (4× the KV cache).
+    """
+
+    def __init__(self, values: Mapping[str, Any], where: str) -> None:
+        self.values = values
+        self.where = where
+
+    def wrong(self, key: str, expected: str, fix: str = "") -> ModelFactsError:
+        value = self.values.get(key)
+        hint = f" ({fix})" if fix else ""
+        return ModelFactsError(f"{self.where}: {key} is {_kind(value)}, where {expected} belongs{hint}")
+
+    def whole(self, key: str) -> int | None:
+        """A whole number (4096, or 4096.0: JSON does not tell them apart)."""
+        value = self.values.get(key)
+        if value is None:
+            return None
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            fix = f"write {value.strip()}, without quotes" if isinstance(value, str) and value.strip().isdigit() else ""
+            raise self.wrong(key, "a whole number", fix)
+        return value
+
+    def count(self, key: str) -> int | None:
+        """A count or a size of the model's shape: more than zero."""
+        value = self.whole(key)
+        if value is not None and value <= 0:
+            raise self.wrong(key, "a number above zero")
+        return value
+
+    def option(self, key: str) -> int | None:
+        """A count where zero (or less) means "none": a sliding window, experts, a latent rank."""
+        value = self.whole(key)
+        return value if value is not None and value > 0 else None
+
+    def number(self, key: str) -> float | None:
+        value = self.values.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.wrong(key, "a number")
+        return float(value)
+
+    def flag(self, key: str) -> bool | None:
+        value = self.values.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise self.wrong(key, "true or false")
+        return value
+
+    def text(self, key: str) -> str | None:
+        value = self.values.get(key)
+        if value is not None and not isinstance(value, str):
+            raise self.wrong(key, "text")
+        return value
+
+    def texts(self, key: str) -> list[str] | None:
+        value = self.values.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.wrong(key, "a list of names")
+        return value
+
+    def mapping(self, key: str) -> Mapping[str, Any] | None:
+        value = self.values.get(key)
+        if value is not None and not isinstance(value, Mapping):
+            raise self.wrong(key, "an object")
+        return value
+
+    def per_layer(self, key: str, layers: int) -> tuple[int, ...] | None:
+        """A whole number for every layer: one for all of them, or a list with one per layer."""
+        value = self.values.get(key)
+        if isinstance(value, list):
+            if len(value) != layers or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+                raise self.wrong(key, f"one whole number, or a list of {layers} (one per layer)")
+            return tuple(value)
+        count = self.whole(key)  # zero is a layer without attention (a recurrent one), as a list may say too
+        if count is not None and count < 0:
+            raise self.wrong(key, "a number of zero or more")
+        return None if count is None else (count,) * layers
+
+
 # --- config.json ---------------------------------------------------------------------------------------
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _text_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The language model's settings: VL and omni models nest them (`text_config`, `llm_config`)."""
+    top = _Values(config, "config.json")
     merged = dict(config)
     for key in ("text_config", "llm_config", "language_config"):
-        nested = config.get(key)
-        if isinstance(nested, Mapping):
+        nested = top.mapping(key)
+        if nested is not None:
             merged.update(nested)
             break
-    thinker = config.get("thinker_config")
-    if isinstance(thinker, Mapping) and isinstance(thinker.get("text_config"), Mapping):
-        merged.update(thinker["text_config"])
+    thinker = top.mapping("thinker_config")
+    if thinker is not None:
+        nested = _Values(thinker, "config.json: thinker_config").mapping("text_config")
+        merged.update(nested or {})
     return merged
 
 
-def _max_length(text: Mapping[str, Any]) -> int | None:
-    lengths = [v for k in _MAX_LEN_KEYS if (v := _int(text.get(k))) is not None]
+def _max_length(text: _Values) -> int | None:
+    lengths = [v for k in _MAX_LEN_KEYS if (v := text.count(k)) is not None]
     if not lengths:
         return None
     derived = min(lengths)
     # vLLM stretches the length by the RoPE scaling factor for these types (yarn from the original length).
-    scaling = text.get("rope_scaling") or {}
-    if isinstance(scaling, Mapping):
-        kind = scaling.get("rope_type") or scaling.get("type")
-        factor = scaling.get("factor")
-        if kind in ("yarn", "dynamic", "linear") and isinstance(factor, int | float) and factor > 1:
-            base = _int(scaling.get("original_max_position_embeddings")) if kind == "yarn" else None
+    scaling = text.mapping("rope_scaling")
+    if scaling is not None:
+        rope = _Values(scaling, "config.json: rope_scaling")
+        kind = rope.text("rope_type") or rope.text("type")
+        factor = rope.number("factor")
+        if kind in ("yarn", "dynamic", "linear") and factor is not None and factor > 1:
+            base = rope.count("original_max_position_embeddings") if kind == "yarn" else None
             derived = int((base or derived) * factor)
     return derived
 
 
-def _sliding(text: Mapping[str, Any], layers: int) -> tuple[int | None, tuple[bool, ...]]:
-    window = _int(text.get("sliding_window"))
-    if window is None or text.get("use_sliding_window") is False:
+def _sliding(text: _Values, layers: int) -> tuple[int | None, tuple[bool, ...]]:
+    window = text.option("sliding_window")
+    use = text.flag("use_sliding_window")
+    if window is None or use is False:
         return None, ()
-    types = text.get("layer_types")
-    if isinstance(types, Sequence) and not isinstance(types, str) and len(types) == layers:
+    types = text.texts("layer_types")
+    if types is not None and len(types) != layers:
+        raise text.wrong("layer_types", f"a list of {layers} layer types (one per layer)")
+    if types is not None:
         flags = tuple(t == "sliding_attention" for t in types)
-    elif (pattern := _int(text.get("sliding_window_pattern"))) is not None:
+    elif (pattern := text.option("sliding_window_pattern")) is not None:
         flags = tuple(i % pattern < pattern - 1 for i in range(layers))  # every pattern-th layer is global
-    elif text.get("use_sliding_window") is True and (first := _int(text.get("max_window_layers"))) is not None:
+    elif use is True and (first := text.option("max_window_layers")) is not None:
         flags = tuple(i >= first for i in range(layers))  # Qwen2: layers from max_window_layers on
     else:
         flags = (True,) * layers  # Mistral 7B v0.1: every layer
     return (window, flags) if any(flags) else (None, ())
 
 
-def from_config(config: Mapping[str, Any], weight_bytes: int, source: str) -> ModelFacts:
+def _first(text: _Values, *keys: str) -> int | None:
+    """The first of `keys` that is set (n_layer is GPT-2's num_hidden_layers)."""
+    return next((v for k in keys if (v := text.count(k)) is not None), None)
+
+
+def config_object(config: Any) -> Mapping[str, Any]:
+    """config.json's parsed JSON, which must be an object. Raises ModelFactsError."""
+    if not isinstance(config, Mapping):
+        raise ModelFactsError(f"config.json is not a JSON object (it holds {_kind(config)})")
+    return config
+
+
+def from_config(config: Any, weight_bytes: int, source: str) -> ModelFacts:
     """Facts from a Hugging Face config.json and the weights' size. Raises ModelFactsError."""
-    text = _text_config(config)
-    layers = _int(text.get("num_hidden_layers")) or _int(text.get("n_layer")) or _int(text.get("num_layers"))
-    heads = _int(text.get("num_attention_heads")) or _int(text.get("n_head"))
-    hidden = _int(text.get("hidden_size")) or _int(text.get("n_embd")) or _int(text.get("d_model"))
+    config = config_object(config)
+    text = _Values(_text_config(config), "config.json")
+    layers = _first(text, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _first(text, "num_attention_heads", "n_head")
+    hidden = _first(text, "hidden_size", "n_embd", "d_model")
     missing = [k for k, v in (("num_hidden_layers", layers), ("num_attention_heads", heads)) if v is None]
     if missing:
         raise ModelFactsError(f"config.json has no {' or '.join(missing)}")
     assert layers is not None and heads is not None
-    kv = _int(text.get("num_key_value_heads")) or (1 if text.get("multi_query") else heads)
-    head_dim = _int(text.get("head_dim")) or (hidden // heads if hidden else None)
+    kv = text.count("num_key_value_heads") or (1 if text.flag("multi_query") else heads)
+    head_dim = text.count("head_dim") or (hidden // heads if hidden else None)
     if head_dim is None:
         raise ModelFactsError("config.json has neither head_dim nor hidden_size")
     max_context = _max_length(text)
     if max_context is None:
         raise ModelFactsError("config.json has no max_position_embeddings (or another maximum length)")
-    dtype = str(text.get("torch_dtype") or text.get("dtype") or config.get("torch_dtype") or "bfloat16")
-    lora, rope = _int(text.get("kv_lora_rank")), _int(text.get("qk_rope_head_dim"))
+    top = _Values(config, "config.json")
+    dtype = text.text("torch_dtype") or text.text("dtype") or top.text("torch_dtype") or "bfloat16"
+    lora, rope = text.option("kv_lora_rank"), text.option("qk_rope_head_dim")
     window, flags = _sliding(text, layers)
-    architectures = config.get("architectures") or text.get("architectures") or [config.get("model_type", "?")]
+    architectures = top.texts("architectures") or text.texts("architectures") or [top.text("model_type") or "?"]
     return ModelFacts(
         source=source,
         format="safetensors",
-        architecture=str(architectures[0]),
+        architecture=architectures[0],
         weight_bytes=weight_bytes,
         layers=layers,
         attention_heads=heads,
         kv_heads=(kv,) * layers,
         key_dim=head_dim,
-        value_dim=_int(text.get("v_head_dim")) or head_dim,
+        value_dim=text.count("v_head_dim") or head_dim,
         hidden_size=hidden or heads * head_dim,
-        vocab_size=_int(text.get("vocab_size")) or 0,
+        vocab_size=text.count("vocab_size") or 0,
         max_context=max_context,
         dtype_bytes=_DTYPE_BYTES.get(dtype.replace("torch.", ""), 2),
         sliding_window=window,
         sliding_layers=flags,
         mla_dim=lora + rope if lora and rope else None,
-        experts=next((n for k in _EXPERT_KEYS if (n := _int(text.get(k))) is not None), 0),
+        experts=next((n for k in _EXPERT_KEYS if (n := text.option(k)) is not None), 0),
         multimodal=any(k in config for k in ("vision_config", "audio_config", "visual")),
     )
 
@@ -207,23 +327,18 @@ def from_config(config: Mapping[str, Any], weight_bytes: int, source: str) -> Mo
 # --- GGUF --------------------------------------------------------------------------------------------
 
 
-def _per_layer(value: Any, layers: int, default: int) -> tuple[int, ...]:
-    if isinstance(value, list) and len(value) == layers:
-        return tuple(int(v) for v in value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value,) * layers
-    return (default,) * layers
-
-
-def _gguf_sliding(meta: Mapping[str, Any], arch: str, layers: int) -> tuple[int | None, tuple[bool, ...]]:
-    window = _int(meta.get(f"{arch}.attention.sliding_window"))
+def _gguf_sliding(meta: _Values, arch: str, layers: int) -> tuple[int | None, tuple[bool, ...]]:
+    window = meta.option(f"{arch}.attention.sliding_window")
     if window is None:
         return None, ()
-    pattern = meta.get(f"{arch}.attention.sliding_window_pattern")
-    if isinstance(pattern, list) and len(pattern) == layers:
+    key = f"{arch}.attention.sliding_window_pattern"
+    pattern = meta.values.get(key)
+    if isinstance(pattern, list):
+        if len(pattern) != layers or not all(isinstance(p, bool | int) for p in pattern):
+            raise meta.wrong(key, f"one whole number, or a list of {layers} (one per layer)")
         flags = tuple(bool(p) for p in pattern)
     else:
-        n = _int(pattern) or _GGUF_SWA_PATTERNS.get(arch)
+        n = meta.option(key) or _GGUF_SWA_PATTERNS.get(arch)
         if n is None:
             return None, ()  # no pattern we know: count every layer at full length, the safe side
         flags = tuple(i % n < n - 1 for i in range(layers))
@@ -232,25 +347,29 @@ def _gguf_sliding(meta: Mapping[str, Any], arch: str, layers: int) -> tuple[int 
 
 def from_gguf(header: GGUFHeader, source: str) -> ModelFacts:
     """Facts from a GGUF header. Raises ModelFactsError."""
-    meta = header.metadata
-    arch = meta.get("general.architecture")
-    if not isinstance(arch, str):
+    meta = _Values(header.metadata, "the GGUF header")
+    arch = meta.text("general.architecture")
+    if arch is None:
         raise ModelFactsError("the GGUF header has no general.architecture")
 
-    def key(name: str) -> Any:
-        return meta.get(f"{arch}.{name}")
+    def count(name: str) -> int | None:
+        return meta.count(f"{arch}.{name}")
 
-    layers = _int(key("block_count"))
-    heads_value = key("attention.head_count")
-    heads = max(heads_value) if isinstance(heads_value, list) and heads_value else _int(heads_value)
-    embd = _int(key("embedding_length"))
+    def option(name: str) -> int | None:
+        return meta.option(f"{arch}.{name}")
+
+    layers = count("block_count")
+    # Some architectures give the heads per layer (OpenELM): the widest layer counts.
+    heads_per_layer = meta.per_layer(f"{arch}.attention.head_count", layers) if layers else None
+    heads = max(heads_per_layer) if heads_per_layer else None
+    embd = count("embedding_length")
     if layers is None or not heads or embd is None:
         raise ModelFactsError(f"the GGUF header lacks {arch}.block_count, .attention.head_count or .embedding_length")
-    kv = _per_layer(key("attention.head_count_kv"), layers, heads)
-    key_dim = _int(key("attention.key_length")) or embd // heads
-    value_dim = _int(key("attention.value_length")) or key_dim
-    vocab = header.array_lengths.get("tokenizer.ggml.tokens") or _int(key("vocab_size")) or 0
-    lora, rope = _int(key("attention.kv_lora_rank")), _int(key("rope.dimension_count"))
+    kv = meta.per_layer(f"{arch}.attention.head_count_kv", layers) or (heads,) * layers
+    key_dim = count("attention.key_length") or embd // heads
+    value_dim = count("attention.value_length") or key_dim
+    vocab = header.array_lengths.get("tokenizer.ggml.tokens") or count("vocab_size") or 0
+    lora, rope = option("attention.kv_lora_rank"), option("rope.dimension_count")
     window, flags = _gguf_sliding(meta, arch, layers)
 
     layer_bytes = [0] * layers
@@ -288,12 +407,12 @@ def from_gguf(header: GGUFHeader, source: str) -> ModelFacts:
         value_dim=value_dim,
         hidden_size=embd,
         vocab_size=vocab,
-        max_context=_int(key("context_length")) or 4096,
+        max_context=count("context_length") or 4096,
         dtype_bytes=2,
         sliding_window=window,
         sliding_layers=flags,
         mla_dim=lora + rope if lora and rope else None,
-        experts=_int(key("expert_count")) or 0,
+        experts=option("expert_count") or 0,
         gguf=GGUFLayout(
             layer_bytes=tuple(layer_bytes),
             input_bytes=input_bytes,
@@ -302,6 +421,6 @@ def from_gguf(header: GGUFHeader, source: str) -> ModelFacts:
             metadata_bytes=header.data_offset,
             last_layer=tuple(last),
             output_rows=output_rows,
-            expert_used=_int(key("expert_used_count")) or 0,
+            expert_used=option("expert_used_count") or 0,
         ),
     )

@@ -210,7 +210,10 @@ def read_header(source: ByteSource) -> GGUFHeader:
         tensors.append(TensorInfo(name, dims, type_id, offset))
     if unknown:
         raise GGUFError(f"tensor types {sorted(unknown)} are unknown to this reader")
-    alignment = metadata.get("general.alignment")
-    align = alignment if isinstance(alignment, int) and alignment > 0 else DEFAULT_ALIGNMENT
+    alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+    # llama.cpp (gguf.cpp) refuses a file whose alignment is not a power of two rather than guess one.
+    if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+        raise GGUFError(f"general.alignment is {alignment}, where a power of two belongs")
+    align = alignment
     data_offset = -(-r.position // align) * align
     return GGUFHeader(version, metadata, lengths, tuple(tensors), data_offset)

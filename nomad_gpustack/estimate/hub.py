@@ -204,7 +204,10 @@ def hub_model(
         raise HubUnavailable(f"{source} is not in the cache (the Hub is not asked here)")
     doc, _ = _fetch(repo, filename, timeout)
     doc["cache_version"] = CACHE_VERSION
-    facts = facts_from_document(doc, where)
+    try:
+        facts = facts_from_document(doc, where)
+    except ValueError as exc:  # the repo's headers lack what the estimate needs, or hold a wrong value
+        raise HubUnavailable(f"{source}: {exc}") from None
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .facts import ModelFacts, from_config, from_gguf
+from .facts import ModelFacts, ModelFactsError, config_object, from_config, from_gguf
 from .gguf import GGUFHeader, read_header
 from .safetensors import INDEX_FILE, header_length, index_total_size, parse_header
 
@@ -54,8 +54,10 @@ def _gguf_header(path: Path, stats: ReadStats) -> GGUFHeader:
 def _gguf(path: Path, stats: ReadStats) -> ModelFacts:
     header = _gguf_header(path, stats)
     count = header.metadata.get("split.count")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ModelReadError(f"{path}: split.count is {count}, where a number of files belongs")
     match = _SPLIT.match(path.name)
-    if isinstance(count, int) and count > 1 and match:
+    if count is not None and count > 1 and match:
         # A split GGUF: the first part has the metadata, every part has tensor infos.
         tensors = list(header.tensors)
         for part in range(2, count + 1):
@@ -88,7 +90,9 @@ def _folder(path: Path, stats: ReadStats) -> ModelFacts:
     stats.files += 1
     stats.bytes_read += len(raw_config)
     try:
-        config = json.loads(raw_config)
+        config = config_object(json.loads(raw_config))  # before the weights: the error is about this file
+    except ModelFactsError:
+        raise
     except ValueError as exc:
         raise ModelReadError(f"{config_path}: not JSON: {exc}") from None
     index = path / INDEX_FILE

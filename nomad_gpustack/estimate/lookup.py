@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from .facts import ModelLookup
     from .local import ReadStats
 
+NO_METADATA_HINT = "give the model's path (--model PATH)"  # after every reason there is no metadata
+
 # The readers (facts, hub, local) load inside the functions: `nomadgs render` of a deployment that asks
 # for no estimate decides so here and must not pay for them.
 
@@ -40,7 +42,8 @@ def lookup_model(
     stats: ReadStats | None = None,
 ) -> ModelLookup:
     """The model's facts, or the reason there are none. A `model_path` that cannot be read raises
-    ModelReadError (it is the user's input); everything else becomes a reason.
+    ModelReadError (it is the user's input); everything else becomes a reason, which says what is missing,
+    not what to do: the callers add that, in one wording (`NO_METADATA_HINT`).
 
     `hub`: whether the Hub may be asked (the cache is read either way).
     """
@@ -54,7 +57,7 @@ def lookup_model(
     if source == "local_path" and deployment.local_path:
         path = Path(deployment.local_path)
         if not path.is_absolute() or not path.exists():
-            return ModelLookup(None, f"{deployment.local_path} is not on this machine (give --model PATH)")
+            return ModelLookup(None, f"{deployment.local_path} is not on this machine")
         try:
             return ModelLookup(read_local_model(path, stats))
         except ModelReadError as exc:
@@ -68,8 +71,8 @@ def lookup_model(
             return ModelLookup(None, str(exc), unreachable=isinstance(exc, HubUnreachable))
         return ModelLookup(facts)
     if source == "model_scope":
-        return ModelLookup(None, "ModelScope models are not looked up (give --model PATH)")
-    return ModelLookup(None, "the deployment names no model (give --model PATH)")
+        return ModelLookup(None, "ModelScope models are not looked up")
+    return ModelLookup(None, "the deployment names no model")
 
 
 def metadata_for_compile(

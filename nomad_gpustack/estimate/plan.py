@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..sizes import GIB
@@ -47,6 +47,7 @@ class Estimate:
     gpu: GpuSize | None
     rows: tuple[GpuFigures, ...]
     warnings: tuple[str, ...] = field(default=())
+    engine_refusal: str | None = None  # the engine refuses these settings on any GPUs (see `refusal_of`)
 
     @property
     def engine(self) -> str:
@@ -61,7 +62,14 @@ class Estimate:
         for row in self.rows:
             if row.gpus == gpus:
                 return row
-        return figures_for(self.facts, self.settings, self.context, gpus, self.gpu.bytes if self.gpu else None)
+        return _figures(self.facts, self.settings, self.context, gpus, self.gpu, self.engine_refusal)
+
+    def refusal_on(self, gpus: int) -> str | None:
+        """Why the engine refuses to start on `gpus` GPUs whatever their size, or None: the one source of
+        the verdict's refusal, the table's FITS and the warnings (`check`)."""
+        if self.engine_refusal is not None:
+            return self.engine_refusal
+        return _split_refusal(self.facts, self.settings, gpus)
 
     def smallest_fit(self) -> GpuFigures | None:
         """The fewest GPUs on which the engine starts with one full-length sequence (needs a GPU size)."""
@@ -102,6 +110,8 @@ class Estimate:
 
     def suggestion(self) -> dict[str, Any]:
         """The suggested `gpus` and `gpu_memory`, with the reason."""
+        if self.engine_refusal is not None:
+            return {"gpus": None, "gpu_memory": None, "reason": self.engine_refusal}
         fit = self.smallest_fit() if self.gpu else None
         if self.gpu is not None:
             if fit is None:
@@ -158,25 +168,64 @@ def gpu_counts(facts: ModelFacts, settings: EngineSettings, counts: tuple[int, .
     return counts
 
 
+def refusal_of(facts: ModelFacts, settings: EngineSettings) -> str | None:
+    """Why the engine refuses these settings on any GPUs, or None. vLLM refuses a --max-model-len longer than
+    the model's maximum unless VLLM_ALLOW_LONG_MAX_MODEL_LEN is set (`_get_and_verify_max_len`)."""
+    context = settings.context
+    if settings.engine != "vllm" or context is None or context <= facts.max_context or settings.allow_long_context:
+        return None
+    return (
+        f"{settings.context_flag} {context} is longer than the model's maximum ({facts.max_context}): "
+        f"vLLM refuses it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 (use {settings.context_flag} ≤ {facts.max_context})"
+    )
+
+
+def _split_refusal(facts: ModelFacts, settings: EngineSettings, gpus: int) -> str | None:
+    """vLLM and SGLang refuse a tensor-parallel size that does not divide the attention heads."""
+    if settings.engine not in ("vllm", "sglang"):
+        return None
+    tp = max(1, gpus // settings.pipeline_parallel)
+    if facts.attention_heads % tp == 0:
+        return None
+    fitting = " or ".join(str(n) for n in gpu_counts(facts, settings) if n > 1)
+    return (
+        f"tensor-parallel size {tp} does not divide the model's {facts.attention_heads} attention heads; "
+        f"{DISPLAY[settings.engine]} refuses to start" + (f" (use gpus: {fitting})" if fitting else "")
+    )
+
+
+def _figures(
+    facts: ModelFacts, settings: EngineSettings, context: int, gpus: int, gpu: GpuSize | None, refusal: str | None
+) -> GpuFigures:
+    """One row of the table: what the engine needs, and whether it starts, which it does not when it refuses
+    the settings whatever the GPUs' size."""
+    row = figures_for(facts, settings, context, gpus, gpu.bytes if gpu else None)
+    if row.starts is not None and (refusal is not None or _split_refusal(facts, settings, gpus) is not None):
+        return replace(row, starts=False, sequences=0)
+    return row
+
+
 def estimate(
     facts: ModelFacts, settings: EngineSettings, gpu: GpuSize | None = None, counts: tuple[int, ...] = GPU_COUNTS
 ) -> Estimate:
     """The estimate for one deployment (its settings) of one model (its facts), on GPUs of `gpu` if known."""
     warnings = [f"ignored: {p}" for p in settings.problems]
+    refusal = refusal_of(facts, settings)
     if settings.context is not None:
         context = settings.context
         source = f"{settings.context_flag} {context}"
-        if context > facts.max_context and settings.engine == "vllm":
+        if refusal is not None:
+            warnings.append(refusal)  # said also where no GPU size makes a verdict
+        elif context > facts.max_context and settings.engine == "vllm":
             warnings.append(
                 f"{settings.context_flag} {context} is longer than the model's maximum ({facts.max_context}): "
-                "vLLM refuses it unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1"
+                "vLLM starts as VLLM_ALLOW_LONG_MAX_MODEL_LEN is set, but may give wrong outputs past the maximum"
             )
     else:
         context = facts.max_context
         source = f"the model's maximum ({context})"
-    size = gpu.bytes if gpu else None
-    rows = tuple(figures_for(facts, settings, context, n, size) for n in gpu_counts(facts, settings, counts))
-    return Estimate(facts, settings, context, source, gpu, rows, tuple(warnings))
+    rows = tuple(_figures(facts, settings, context, n, gpu, refusal) for n in gpu_counts(facts, settings, counts))
+    return Estimate(facts, settings, context, source, gpu, rows, tuple(warnings), refusal)
 
 
 # --- explicit values and `auto` --------------------------------------------------------------------------
@@ -196,16 +245,9 @@ def check(est: Estimate, gpus: int) -> Verdict:
     row = est.row(gpus)
     warnings = list(est.warnings)
     s = est.settings
-    if est.tensor_parallel:
-        tp = max(1, gpus // s.pipeline_parallel)
-        if est.facts.attention_heads % tp:
-            warnings.append(
-                f"tensor-parallel size {tp} does not divide the model's {est.facts.attention_heads} attention heads; "
-                f"{est.engine} refuses to start (use gpus: "
-                + " or ".join(str(n) for n in gpu_counts(est.facts, s) if n > 1)
-                + ")"
-            )
-    refusal = None
+    refusal = est.refusal_on(gpus)  # settings the engine refuses on any GPUs: the row says so too
+    if refusal is not None:
+        return Verdict(refusal, tuple(warnings), row)
     if row.starts is False:
         if s.engine in ("vllm", "sglang", "llama.cpp") and s.vram_claim is None:
             refusal = est.refusal(row)
@@ -237,6 +279,8 @@ class NoFit(ValueError):
 def choose(est: Estimate, gpus: int | None, auto_gpus: bool, auto_memory: bool) -> Choice:
     """Fill in `auto`: with a GPU size, the fewest GPUs that start the engine; with a GPU count, the memory its
     GPUs need (rounded up to a whole GiB). Raises NoFit."""
+    if est.engine_refusal is not None:
+        raise NoFit(est.engine_refusal)  # no number or size of GPUs helps
     if auto_gpus:
         if est.gpu is None:
             raise NoFit(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 MAX_HEADER = 100 * 1024 * 1024  # safetensors itself refuses headers over 100 MB
 INDEX_FILE = "model.safetensors.index.json"
@@ -69,25 +69,39 @@ def parse_header(raw: bytes) -> SafetensorsHeader:
     for name, info in doc.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype = str(info["dtype"])
-            shape = tuple(int(d) for d in info["shape"])
-            begin, stop = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise SafetensorsError(f"tensor '{name}' has no dtype, shape and data_offsets") from None
+        # Read as the safetensors library reads them (typed, no conversion): "8" is not a dimension.
+        fields = info if isinstance(info, dict) else {}
+        dtype, shape, offsets = fields.get("dtype"), fields.get("shape"), fields.get("data_offsets")
+        if not isinstance(dtype, str) or not _whole_numbers(shape) or not _whole_numbers(offsets, length=2):
+            raise SafetensorsError(
+                f"tensor '{name}' needs a dtype (text), a shape and two data_offsets (whole numbers of zero or more)"
+            )
+        begin, stop = offsets
         if stop < begin:
             raise SafetensorsError(f"tensor '{name}' has data_offsets that end before they begin")
-        tensors[name] = (dtype, shape)
+        tensors[name] = (dtype, tuple(shape))
         end = max(end, stop)
     return SafetensorsHeader(tensors, end)
+
+
+def _whole_numbers(value: Any, length: int | None = None) -> TypeGuard[list[int]]:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        return False
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
 
 
 def index_total_size(raw: bytes) -> tuple[int, list[str]]:
     """`metadata.total_size` of a `model.safetensors.index.json`, and the shard files it names."""
     try:
         doc: Any = json.loads(raw)
-        total = int(doc["metadata"]["total_size"])
+        total = doc["metadata"]["total_size"]
         shards = sorted(set(doc.get("weight_map", {}).values()))
     except (KeyError, TypeError, ValueError, AttributeError):
         raise SafetensorsError(f"{INDEX_FILE} has no metadata.total_size") from None
+    # A JSON number, whole (some writers give 16060522496.0); text such as "16060522496" is refused, not read.
+    if isinstance(total, float) and total.is_integer():
+        total = int(total)
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        shown = f'the text "{total}"' if isinstance(total, str) else json.dumps(total)
+        raise SafetensorsError(f"{INDEX_FILE}: metadata.total_size is {shown}, where a number of bytes belongs")
     return total, shards

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from ..compile.drivers import COMPILER_OWNED, DOCKER_KEYS
 from ..compile.frameworks import FRAMEWORKS
@@ -33,8 +33,39 @@ EXPORT_ONLY_KEYS = frozenset(
     }
 )
 BUILT_IN_NAMES = ("vLLM", "SGLang", "MindIE", "VoxBox", "Custom")
+# GPUStack's SourceTypeEnum (gpustack/schemas/source.py): where a content source's document comes from.
+SourceType = Literal["builtin", "official", "file", "url"]
 VERSION_KEY = re.compile(r"[A-Za-z0-9._-]+")
 PORT_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+# Keys and items are checked one by one, so a problem points at the key's (or item's) own line.
+
+
+def _docker_key(key: str) -> str:
+    if key in COMPILER_OWNED:
+        raise ValueError(f"'{key}' is set by nomadgs from image_name, entrypoint and run_command; set those instead")
+    if key not in DOCKER_KEYS:
+        hint = suggestion(key, DOCKER_KEYS)
+        raise ValueError(f"'{key}' is not a docker driver option" + (f"; {hint}" if hint else ""))
+    return key
+
+
+def _port_label(label: str) -> str:
+    if not PORT_LABEL.fullmatch(label) or label == "http":
+        raise ValueError(f"'{label}' cannot be a port label: use letters, digits and _ ('http' is the main port)")
+    return label
+
+
+def _version_key(key: str) -> str:
+    if not VERSION_KEY.fullmatch(key):
+        raise ValueError(f"version '{key}' may only use letters, digits, '.', '_' and '-'")
+    return key
+
+
+DockerKey = Annotated[str, AfterValidator(_docker_key)]
+PortLabel = Annotated[str, AfterValidator(_port_label)]
+VersionKey = Annotated[str, AfterValidator(_version_key)]
 
 
 class DeviceFile(SpecModel):
@@ -65,35 +96,12 @@ class NomadExtras(SpecModel):
 
     driver: Literal["docker", "exec", "raw_exec"] | None = None
     command: str | None = Field(default=None, description="program to run, for the exec and raw_exec drivers")
-    docker: dict[str, Any] | None = None
-    ports: list[str] | None = None
+    docker: dict[DockerKey, Any] | None = None
+    ports: list[PortLabel] | None = None
     devices: list[DeviceFile] | None = None
     templates: list[TemplateFile] | None = None
     health_check: bool | None = None
     platform: Literal["amd64", "arm64"] | None = None
-
-    @field_validator("docker")
-    @classmethod
-    def _docker_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        for key in value or {}:
-            if key in COMPILER_OWNED:
-                raise ValueError(
-                    f"'{key}' is set by nomadgs from image_name, entrypoint and run_command; set those instead"
-                )
-            if key not in DOCKER_KEYS:
-                hint = suggestion(key, DOCKER_KEYS)
-                raise ValueError(f"'{key}' is not a docker driver option" + (f"; {hint}" if hint else ""))
-        return value
-
-    @field_validator("ports")
-    @classmethod
-    def _port_labels(cls, value: list[str] | None) -> list[str] | None:
-        for label in value or []:
-            if not PORT_LABEL.fullmatch(label) or label == "http":
-                raise ValueError(
-                    f"'{label}' cannot be a port label: use letters, digits and _ ('http' is the main port)"
-                )
-        return value
 
     def merged_over(self, base: NomadExtras | None) -> NomadExtras:
         """This (version-level) block over a backend-level one: set fields win, docker options merge."""
@@ -122,6 +130,9 @@ class VersionConfig(SpecModel):
     built_in_frameworks: Annotated[list[str] | None, BeforeValidator(_frameworks)] = None
     env: EnvMap | None = None
     nomad: NomadExtras | None = None
+    # Where a GPUStack content source put this version (its export writes them); no meaning on Nomad.
+    source_name: str | None = None
+    source_type: SourceType | None = None
 
     @field_validator("custom_framework")
     @classmethod
@@ -161,7 +172,7 @@ class Backend(SpecModel):
     ignored_keys: ClassVar[frozenset[str]] = EXPORT_ONLY_KEYS
 
     backend_name: str
-    version_configs: dict[str, VersionConfig] | None = None
+    version_configs: dict[VersionKey, VersionConfig] | None = None
     default_version: str | None = None
     default_backend_param: list[str] | None = None
     default_run_command: str | None = None
@@ -173,6 +184,11 @@ class Backend(SpecModel):
     backend_source: Literal["custom", "built_in", "community"] | None = None
     parameter_format: Literal["space", "equal"] | None = None
     common_parameters: list[str] | None = None
+    # Versions hidden from GPUStack's deploy dropdown: a deployment may still name one (with a warning), and
+    # the default (or newest) version is chosen among the others.
+    disabled_versions: list[str] | None = None
+    source_name: str | None = None  # the GPUStack content source that produced the backend: no meaning here
+    source_type: SourceType | None = None
     nomad: NomadExtras | None = None
 
     @model_validator(mode="before")
@@ -199,14 +215,6 @@ class Backend(SpecModel):
             return {k: ({} if v is None else v) for k, v in value.items()}
         return value
 
-    @field_validator("version_configs")
-    @classmethod
-    def _version_keys(cls, value: dict[str, VersionConfig] | None) -> dict[str, VersionConfig] | None:
-        for key in value or {}:
-            if not VERSION_KEY.fullmatch(key):
-                raise ValueError(f"version '{key}' may only use letters, digits, '.', '_' and '-'")
-        return value
-
     @field_validator("health_check_path")
     @classmethod
     def _path(cls, value: str | None) -> str | None:
@@ -217,3 +225,7 @@ class Backend(SpecModel):
     @property
     def versions(self) -> dict[str, VersionConfig]:
         return self.version_configs or {}
+
+    def disabled(self, version: str) -> bool:
+        """Whether GPUStack hides this version from its deploy dropdown (`disabled_versions`)."""
+        return version in (self.disabled_versions or ())

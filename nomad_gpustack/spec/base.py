@@ -7,14 +7,15 @@ live here once, so a change to one rule (a unit, a name pattern) lands in one pl
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 
-from ..durations import SECOND, parse_duration
+from ..durations import HOUR, SECOND, parse_duration
 from ..errors import HintedValueError
-from ..sizes import parse_size
+from ..sizes import PIB, TIB, parse_size
 
 NOMAD_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 label: job IDs and service names
 
@@ -51,29 +52,58 @@ EnvValue = Annotated[str, AS_WRITTEN, BeforeValidator(_text_scalar)]
 WrittenText = Annotated[str, AS_WRITTEN]  # a version, a node meta value: `1.10` stays "1.10"
 
 
-def _env_map(value: Any) -> Any:
-    if isinstance(value, dict):
-        for key in value:
-            if not key or "=" in key or "\x00" in key:
-                raise ValueError(f"'{key}' is not a valid environment variable name")
-    return value
+def _env_name(key: str) -> str:
+    if not key or "=" in key or "\x00" in key:
+        raise ValueError(f"'{key}' is not a valid environment variable name")
+    return key
 
 
-EnvMap = Annotated[dict[str, EnvValue], BeforeValidator(_env_map)]
+# Checked as keys, not as the whole mapping: a problem then points at the key's line, not the block's.
+EnvMap = dict[Annotated[str, AfterValidator(_env_name)], EnvValue]
+
+
+# Upper bounds of the values that reach an integer field of Nomad's job (int64 there: MemoryMB, the docker
+# driver's shm_size in bytes, durations in nanoseconds). Each is far beyond any real setting and far inside
+# int64, so a slip of the unit (TiB for GiB, h for m) is refused here, located, not by Nomad at submit.
+MAX_MEMORY = PIB  # memory, memory_max, shm_size: more than any node has
+MAX_GPU_MEMORY = 16 * TIB  # per GPU: some 60 times the largest GPU made
+MAX_DURATION = 7 * 24 * HOUR  # a week: startup and image pull timeouts are minutes to hours
+MAX_DURATION_TEXT = "168h (a week)"
+
+
+def _written(value: Any) -> str:
+    """A value echoed in a message: as written, cut short (a 400-digit number says nothing more than 40)."""
+    text = str(value).strip()
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _duration(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError("expected a duration such as '30m'")
-    if isinstance(value, int):
-        return value * SECOND  # a bare number in a YAML file means seconds, like Consul's and systemd's
-    return parse_duration(value)
+    # A bare number in a YAML file means seconds, like Consul's and systemd's.
+    ns = value * SECOND if isinstance(value, int) else parse_duration(value)
+    if ns > MAX_DURATION:
+        written = f"{_written(value)} seconds" if isinstance(value, int) else _written(value)
+        raise HintedValueError(f"{written} is longer than a week", f"write at most {MAX_DURATION_TEXT}, e.g. 30m")
+    return ns
 
 
 def _size(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("expected a size such as '24 GiB'")
     return parse_size(value)  # a bare number is refused: MiB to Nomad users, bytes to the parser
+
+
+def _size_at_most(limit: int, too_much: str, fix: str) -> Callable[[Any], int]:
+    """A size parser that refuses more than `limit`: "<as written> is <too_much>" (fix)."""
+
+    def parse(value: Any) -> int:
+        size = _size(value)
+        if size > limit:
+            raise HintedValueError(f"{_written(value)} is {too_much}", fix)
+        return size
+
+    return parse
 
 
 def _positive(value: int) -> int:
@@ -103,8 +133,14 @@ def _cpu_mhz(value: int) -> int:
     return value
 
 
+_size_of_node = _size_at_most(MAX_MEMORY, "more than any node has", "write a size up to 1 PiB, e.g. '16 GiB'")
+_memory_size = _size_at_most(
+    MAX_MEMORY, "more than any node has", "write a size from 10 MiB to 1 PiB per replica, e.g. '64 GiB'"
+)
+
 Duration = Annotated[int, BeforeValidator(_duration), AfterValidator(_positive)]  # nanoseconds
-Size = Annotated[int, BeforeValidator(_size), AfterValidator(_positive)]  # bytes
+Size = Annotated[int, BeforeValidator(_size_of_node), AfterValidator(_positive)]  # bytes, of a node
+MemorySize = Annotated[int, BeforeValidator(_memory_size), AfterValidator(_positive)]  # a replica's memory
 CpuMHz = Annotated[int, AfterValidator(_cpu_mhz)]  # Nomad's `cpu`: MHz of the node's total compute
 
 
@@ -125,10 +161,15 @@ def _gpu_count_or_auto(value: Any) -> Any:
     return value
 
 
+_gpu_size = _size_at_most(
+    MAX_GPU_MEMORY, "more than any GPU has", "write each GPU's memory, up to 16 TiB (e.g. '80 GiB'), or auto"
+)
+
+
 def _size_or_auto(value: Any) -> Any:
     if value == AUTO:
         return value
-    return _positive(_size(value))
+    return _positive(_gpu_size(value))
 
 
 # Kept apart from Size so the rules for sizes and counts can change without touching `auto`.

@@ -35,7 +35,8 @@ def cached_backends(
     folder: Path, cache: Path, load: Callable[[Path], Backends], display: Callable[[Path], str]
 ) -> Backends:
     """The backends of `folder`: from `cache` when it holds them for the current key, else `load(folder)`,
-    then kept there. `display` names each file in messages (relative to the working directory, so not kept)."""
+    then kept there. `display` names each file in messages, as the loader does (not kept: the
+    folder may move)."""
     try:
         entry = cache / f"catalog-{cache_key(folder)}.pickle"
     except OSError:

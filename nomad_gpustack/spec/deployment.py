@@ -9,12 +9,25 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from ..compile.metadata import RESERVED_META
 from ..durations import SECOND
-from .base import AS_WRITTEN, CpuMHz, Duration, EnvMap, GpuCount, GpuMemory, NomadName, Size, SpecModel, WrittenText
+from .base import (
+    AS_WRITTEN,
+    CpuMHz,
+    Duration,
+    EnvMap,
+    GpuCount,
+    GpuMemory,
+    MemorySize,
+    NomadName,
+    Size,
+    SpecModel,
+    WrittenText,
+)
 
+NODE_META_KEY = re.compile(r"[A-Za-z0-9_.\-]+")
 MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")  # GPUStack UI's rule
 
 # GPUStack model fields with no meaning on Nomad, and what to use instead.
@@ -30,6 +43,23 @@ UNSUPPORTED_GPUSTACK_FIELDS = {
     "cluster_id": "choose the cluster with NOMAD_ADDR",
     "generic_proxy": "use `nomadgs gateway`",
 }
+
+
+def _meta_key(key: str) -> str:
+    if key in RESERVED_META:
+        raise ValueError(f"'{key}' is set by nomadgs; choose another meta key")
+    return key
+
+
+def _node_meta_key(key: str) -> str:
+    if not NODE_META_KEY.fullmatch(key):
+        raise ValueError(f"'{key}' cannot be a node meta key")
+    return key
+
+
+# Checked key by key, so a problem points at the key's own line.
+MetaKey = Annotated[str, AfterValidator(_meta_key)]
+NodeMetaKey = Annotated[str, AfterValidator(_node_meta_key)]
 
 
 class DeploymentNomad(SpecModel):
@@ -48,8 +78,8 @@ class DeploymentNomad(SpecModel):
     gpu_memory: GpuMemory | None = None  # "auto": what each GPU needs, by the estimate
     gpu_model: str | None = None
     cpu: CpuMHz = 4000
-    memory: Size = 16 * 1024**3
-    memory_max: Size | None = None
+    memory: MemorySize = 16 * 1024**3
+    memory_max: MemorySize | None = None
     shm_size: Size | None = None
 
     models_volume: str = "models"
@@ -100,11 +130,11 @@ class Deployment(SpecModel):
     env: EnvMap | None = None
     image_name: str | None = None
     run_command: str | None = None
-    worker_selector: dict[str, WrittenText] | None = None
+    worker_selector: dict[NodeMetaKey, WrittenText] | None = None
     placement_strategy: Literal["spread", "binpack"] = "spread"
     cpu_offloading: bool | None = None
     description: str | None = None
-    meta: dict[str, Annotated[Any, AS_WRITTEN]] | None = None
+    meta: dict[MetaKey, Annotated[Any, AS_WRITTEN]] | None = None
     categories: list[str] | None = None
     restart_on_error: bool = True
     nomad: DeploymentNomad = Field(default_factory=DeploymentNomad)
@@ -124,22 +154,6 @@ class Deployment(SpecModel):
                 f"'{value}' is not a valid model name: use 1-63 letters, digits, '.', '_' or '-', "
                 "starting and ending with a letter or digit"
             )
-        return value
-
-    @field_validator("meta")
-    @classmethod
-    def _meta_keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        for key in value or {}:
-            if key in RESERVED_META:
-                raise ValueError(f"'{key}' is set by nomadgs; choose another meta key")
-        return value
-
-    @field_validator("worker_selector")
-    @classmethod
-    def _selector_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for key in value or {}:
-            if not re.fullmatch(r"[A-Za-z0-9_.\-]+", key):
-                raise ValueError(f"'{key}' cannot be a node meta key")
         return value
 
     @property

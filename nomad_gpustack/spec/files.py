@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def display_path(path: Path) -> str:
-    """Paths in messages: relative to the working directory when that is shorter."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return str(path)
-    return rel if len(rel) < len(str(path)) else str(path)
+    """Paths in messages, as the user wrote them: an absolute path stays absolute, a relative one relative to
+    where the user is (a file of a folder is the folder as written, then the file's name). Never rewritten
+    relative to the working directory: `../x` for `/abs/x` would name a file the user never typed."""
+    return str(path)
 
 
 def yaml_files(path: Path) -> list[Path]:

@@ -12,7 +12,7 @@ from .catalog import Catalog, backends_from_document
 from .deployment import Deployment
 from .files import builtin_catalog_dir, display_path, yaml_files
 from .specfile import Sourced, validate
-from .yamlsource import MAX_FILE_BYTES, Mark, SourceMap, decode_text, parse_yaml
+from .yamlsource import MAX_FILE_BYTES, Mark, SourceMap, decode_text, parse_yaml, too_large
 from .yamlsource import Path as ValuePath
 
 
@@ -25,7 +25,7 @@ def read_text(path: Path) -> str:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             # Check before reading: a multi-gigabyte file must not be pulled into memory to be refused.
-            return decode_text(b"\0" * (MAX_FILE_BYTES + 1), name)
+            raise too_large(size, name)
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(Problem("no such file", name)) from None

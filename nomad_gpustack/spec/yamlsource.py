@@ -209,16 +209,21 @@ def parse_yaml(text: str, filename: str) -> tuple[Any, SourceMap]:
     return value, builder.source
 
 
+def too_large(size: int, filename: str, *, limit: int = MAX_FILE_BYTES) -> InputError:
+    """The error for a file of `size` bytes, more than `limit`: its real size, as the file system says."""
+    return InputError(
+        Problem(
+            f"the file is {size:,} bytes; the limit is {limit:,} bytes",
+            filename,
+            hint="backend and deployment files are small YAML documents; is this the right file?",
+        )
+    )
+
+
 def decode_text(data: bytes, filename: str, *, limit: int = MAX_FILE_BYTES) -> str:
     """Check the size and encoding of a file's bytes before parsing."""
     if len(data) > limit:
-        raise InputError(
-            Problem(
-                f"the file is {len(data):,} bytes; the limit is {limit:,} bytes",
-                filename,
-                hint="backend and deployment files are small YAML documents; is this the right file?",
-            )
-        )
+        raise too_large(len(data), filename, limit=limit)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -112,7 +112,7 @@ def test_bad_input_gives_one_clear_message(tmp_path: Path, case: str) -> None:
     text, where, what = BAD_INPUTS[case]
     bad = write(tmp_path, "bad.yaml", text)
     for command in ("render", "validate"):
-        run = nomadgs(command, bad, cwd=tmp_path)
+        run = nomadgs(command, bad.name, cwd=tmp_path)  # named in messages as given: bad.yaml
         assert run.code == 2, (command, run.err)
         assert run.out == ""
         assert "Traceback" not in run.err
@@ -146,7 +146,7 @@ def test_bad_backend_file_given_with_backends_is_located(tmp_path: Path) -> None
 
 
 def test_validate_reports_each_deployment_and_json() -> None:
-    run = nomadgs("validate", *sorted((ROOT / "examples").glob("*.yaml")))
+    run = nomadgs("validate", *sorted(p.relative_to(ROOT) for p in (ROOT / "examples").glob("*.yaml")))
     assert run.code == 0, run.err
     assert (
         "ok  examples/vllm-qwen2.5-7b-instruct.yaml: job qwen2-5-7b-instruct (vLLM 0.19.0, 1 replica, 1 cuda GPU each)"
@@ -183,7 +183,7 @@ def test_jobs_folder_is_in_sync_with_examples(tmp_path: Path) -> None:
 
 def test_many_problems_are_capped(tmp_path: Path) -> None:
     text = "name: tiny\n" + "".join(f"unknown_{i}: 1\n" for i in range(15))
-    run = nomadgs("validate", write(tmp_path, "many.yaml", text), cwd=tmp_path)
+    run = nomadgs("validate", write(tmp_path, "many.yaml", text).name, cwd=tmp_path)
     assert run.code == 2
     lines = run.err.strip().splitlines()
     assert len(lines) == 11 and lines[-1] == "error: many.yaml: ... and 5 more problems"

@@ -16,6 +16,7 @@ from nomad_gpustack.spec.loader import load_catalog, load_deployment
 from ..support.components import ROOT
 from ..support.helpers import compile_yaml, main_task
 from ..support.nomad_double.jobspec import canonicalize
+from ..support.nomad_double.strict import check_job
 from ..support.nomad_double.validation import validate
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -67,6 +68,57 @@ def test_values_nomad_would_refuse_are_located_errors(nomad: dict[str, Any], exp
         compile_yaml({"name": "m", "nomad": nomad, "local_path": "m.gguf", "backend": "llama.cpp"})
     (problem,) = info.value.problems
     assert str(problem).startswith(f"deploy.yaml:{expected}"), str(problem)
+
+
+# The largest value of each size and duration (spec/base.py), in the fields of Nomad's job they reach.
+LARGEST: dict[str, Any] = {
+    "memory": "1 PiB", "memory_max": "1 PiB", "shm_size": "1 PiB", "gpu_memory": "16 TiB",
+    "check_interval": "168h", "check_timeout": "168h", "startup_timeout": "168h", "image_pull_timeout": "168h",
+}  # fmt: skip
+VLLM: dict[str, Any] = {"name": "m", "huggingface_repo_id": "o/r", "backend": "vLLM"}
+
+
+def test_the_largest_sizes_and_durations_fit_the_fields_of_nomads_job() -> None:
+    job = compile_yaml({**VLLM, "nomad": LARGEST}).job
+    check_job(dict(job))  # every integer within its Go type's range (the double's strict decoder)
+    assert nomad_errors(job) == []
+    task = main_task(compile_yaml({**VLLM, "nomad": LARGEST}))
+    assert task["Resources"]["MemoryMB"] == 1024**3 and task["Config"]["shm_size"] == 1024**5
+
+
+@pytest.mark.parametrize(
+    ("nomad", "expected"),
+    [
+        ({"memory": "99999999999999 TiB"}, "5:11: nomad.memory: 99999999999999 TiB is more than any node has "
+                                           "(write a size from 10 MiB to 1 PiB per replica, e.g. '64 GiB')"),
+        ({"memory_max": "1025 TiB"}, "5:15: nomad.memory_max: 1025 TiB is more than any node has "
+                                     "(write a size from 10 MiB to 1 PiB per replica, e.g. '64 GiB')"),
+        ({"shm_size": "2 PiB"}, "5:13: nomad.shm_size: 2 PiB is more than any node has "
+                                "(write a size up to 1 PiB, e.g. '16 GiB')"),
+        ({"gpu_memory": "99999999 TiB"}, "5:15: nomad.gpu_memory: 99999999 TiB is more than any GPU has "
+                                         "(write each GPU's memory, up to 16 TiB (e.g. '80 GiB'), or auto)"),
+        ({"startup_timeout": "169h"}, "5:20: nomad.startup_timeout: 169h is longer than a week "
+                                      "(write at most 168h (a week), e.g. 30m)"),
+        ({"check_interval": 99999999999}, "5:19: nomad.check_interval: 99999999999 seconds is longer than a week"),
+        ({"image_pull_timeout": "9" * 400 + "h"},
+         "5:23: nomad.image_pull_timeout: 9999999999999999999999999999999999999... is longer than a week"),
+        ({"memory": "9" * 400 + " GiB"},
+         "5:11: nomad.memory: 9999999999999999999999999999999999999... is more than any node has"),
+    ],
+)  # fmt: skip
+def test_sizes_and_durations_beyond_nomads_fields_are_refused_at_validate(nomad: dict[str, Any], expected: str) -> None:
+    with pytest.raises(InputError) as info:
+        compile_yaml({**VLLM, "nomad": nomad})
+    (problem,) = info.value.problems
+    assert str(problem).startswith(f"deploy.yaml:{expected}"), str(problem)
+
+
+def test_a_shared_memory_size_from_gpustacks_env_is_bounded_as_shm_size() -> None:
+    with pytest.raises(InputError) as info:
+        compile_yaml({**VLLM, "env": {"GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB": "99999999999"}})
+    (problem,) = info.value.problems
+    assert problem.field == "env.GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"
+    assert problem.message == "99999999999 GiB is more than any node has"
 
 
 @pytest.mark.parametrize(

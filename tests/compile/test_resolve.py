@@ -236,7 +236,10 @@ def test_an_absolute_local_path_must_be_inside_the_models_mount() -> None:
     assert found.hint is not None and "(e.g. /srv/models)" in found.hint
     r = resolved({**data, "nomad": {"models_mount": "/srv/models"}}, engine())
     assert (r.weights.path, r.weights.mount) == ("/srv/models/qwen", "/srv/models")
-    assert problem({**data, "local_path": "../escape"}, engine()).field == "local_path"
+    escape = problem({**data, "local_path": "../../etc/passwd"}, engine())
+    assert escape.field == "local_path" and escape.hint is not None
+    assert "e.g." not in escape.hint and "../" not in escape.hint, "no relative path is a models_mount to suggest"
+    assert "leave out the '..'" in escape.hint
 
 
 def test_raw_exec_reads_local_paths_on_the_host_and_cannot_download() -> None:

@@ -103,7 +103,9 @@ def test_without_metadata_explicit_values_stay_and_one_warning_says_why() -> Non
         deployment(vllm({"gpus": 1, "gpu_memory": "24 GiB"})), catalog_with(), model=ModelLookup(None, "offline")
     )
     assert compiled.resolved.resources.gpus == 1
-    assert compiled.resolved.warnings == ("cannot check that the model fits its GPUs: offline",)
+    assert compiled.resolved.warnings == (
+        "cannot check that the model fits its GPUs: offline (give the model's path (--model PATH))",
+    )
     plain = build(deployment(vllm({"gpus": 1, "gpu_memory": "24 GiB"})), catalog_with())
     assert plain.resolved.warnings == () and plain.resolved.sizing is None
 

@@ -157,11 +157,16 @@ def test_vllm_refuses_what_vllm_would_refuse_and_says_what_to_change() -> None:
     assert check(est, 2).refusal is None and check(est, 2).row.sequences == 4
 
 
-def test_a_tensor_parallel_size_that_does_not_divide_the_heads_is_warned() -> None:
+def test_a_tensor_parallel_size_that_does_not_divide_the_heads_is_refused() -> None:
     facts = from_config({**LLAMA_31_8B, "num_attention_heads": 28, "num_key_value_heads": 4}, LLAMA_31_8B_BYTES, "q")
     est = estimate(facts, engine_settings("vLLM", ["--max-model-len", "4096"]), GpuSize(80 * GIB, "x"))
     assert gpu_counts(facts, est.settings) == (1, 2, 4)
-    assert any("does not divide the model's 28 attention heads" in w for w in check(est, 8).warnings)
+    verdict = check(est, 8)  # vLLM refuses it: the verdict says so, and the row agrees
+    assert verdict.refusal == (
+        "tensor-parallel size 8 does not divide the model's 28 attention heads; vLLM refuses to start "
+        "(use gpus: 2 or 4)"
+    )
+    assert verdict.row.starts is False and verdict.row.fits is False
 
 
 def test_auto_takes_the_fewest_gpus_that_start_and_the_memory_they_need() -> None:
@@ -181,6 +186,28 @@ def test_auto_takes_the_fewest_gpus_that_start_and_the_memory_they_need() -> Non
 def test_a_context_longer_than_the_models_is_warned() -> None:
     est = estimate(LLAMA_8B, engine_settings("vLLM", ["--max-model-len", "200000"]))
     assert any("longer than the model's maximum (131072)" in w for w in est.warnings)
+
+
+def test_a_context_vllm_refuses_is_refused_by_the_verdict_the_table_and_auto_alike() -> None:
+    short = from_config({**LLAMA_31_8B, "max_position_embeddings": 8192}, LLAMA_31_8B_BYTES, "x")
+    settings = engine_settings("vLLM", ["--max-model-len", "16384"])
+    est = estimate(short, settings, GpuSize(80 * GIB, "nomad.gpu_memory"))
+    reason = (
+        "--max-model-len 16384 is longer than the model's maximum (8192): vLLM refuses it unless "
+        "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 (use --max-model-len ≤ 8192)"
+    )
+    assert reason in est.warnings
+    assert check(est, 1).refusal == reason and check(est, 1).row.starts is False
+    assert [r.fits for r in est.rows] == [False] * len(est.rows), "the table agrees with the verdict"
+    assert est.suggestion() == {"gpus": None, "gpu_memory": None, "reason": reason}
+    for auto_gpus, auto_memory in ((True, False), (False, True), (True, True)):
+        with pytest.raises(NoFit, match="longer than the model's maximum"):
+            choose(est, 1, auto_gpus=auto_gpus, auto_memory=auto_memory)
+    # With vLLM's switch set, vLLM starts: no refusal, the warning says what the switch risks.
+    allowed = engine_settings("vLLM", ["--max-model-len", "16384"], {"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"})
+    let = estimate(short, allowed, GpuSize(80 * GIB, "nomad.gpu_memory"))
+    assert check(let, 1).refusal is None and let.rows[0].fits is True
+    assert any("may give wrong outputs past the maximum" in w for w in let.warnings)
 
 
 # --- engine settings ----------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubStandIn]
                            "model.safetensors": single},
             "org/gguf": {"l-Q4_K.gguf": gguf},
             "org/gated": {"config.json": json.dumps(LLAMA_31_8B).encode(), "model.safetensors.index.json": INDEX},
+            "org/listed": {"config.json": b"[1, 2]", INDEX_NAME: INDEX},
+            "org/texts": {"config.json": json.dumps({**LLAMA_31_8B, "num_key_value_heads": "8"}).encode(),
+                          INDEX_NAME: INDEX},
         },
         gated={"org/gated": "hf_secret"},
     ).start()  # fmt: skip
@@ -95,6 +98,13 @@ def test_missing_repos_and_offline_mode_are_reasons_not_tracebacks(
     with pytest.raises(HubUnavailable, match="HF_HUB_OFFLINE is set"):
         hub_model("meta-llama/Llama-3.1-8B", None, cache_dir=tmp_path)
     assert len(hub.requests) == before
+
+
+def test_a_repo_whose_config_holds_wrong_values_is_a_reason_not_a_traceback(hub: HubStandIn, tmp_path: Path) -> None:
+    with pytest.raises(HubUnavailable, match=r"org/listed: config\.json is not a JSON object"):
+        hub_model("org/listed", None, cache_dir=tmp_path)
+    with pytest.raises(HubUnavailable, match=r'org/texts: config\.json: num_key_value_heads is the text "8"'):
+        hub_model("org/texts", None, cache_dir=tmp_path)
 
 
 def test_an_unreachable_hub_is_said_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,8 +14,9 @@ from gguf import GGMLQuantizationType as Q
 from nomad_gpustack.estimate.facts import ModelFactsError, from_config, from_gguf
 from nomad_gpustack.estimate.gguf import GGUFError, read_header
 from nomad_gpustack.estimate.local import ModelReadError, ReadStats, read_local_model
-from nomad_gpustack.estimate.safetensors import SafetensorsError, header_length, parse_header
+from nomad_gpustack.estimate.safetensors import SafetensorsError, header_length, index_total_size, parse_header
 from nomad_gpustack.sizes import GIB
+from tests.support.helpers import nomadgs
 from tests.support.model_fixtures import (
     LLAMA_31_8B,
     LLAMA_31_8B_BYTES,
@@ -175,3 +176,107 @@ def test_skipping_strings_across_blocks_lands_on_the_next_field(
         header = read_header(_Bytes(handle.read()))
     assert header.metadata["zz.after"] == 7  # the field after the array is read where it is
     assert stats.bytes_read <= header.data_offset
+
+
+# --- values of the wrong kind: refused, naming the key, never skipped ------------------------------------------
+
+
+def test_a_config_json_that_is_not_an_object_is_bad_input_on_the_command_line(tmp_path: Path) -> None:
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("[1, 2]")
+    with pytest.raises(ModelReadError, match=r"config\.json is not a JSON object \(it holds a list\)"):
+        read_local_model(model)
+    deployment = tmp_path / "d.yaml"
+    deployment.write_text("name: m\nbackend: vLLM\nhuggingface_repo_id: o/m\n")
+    run = nomadgs("estimate", deployment, "--model", model)
+    assert run.code == 2 and "Traceback" not in run.err, run.err
+    assert f"--model: {model}: config.json is not a JSON object" in run.err
+
+
+def test_a_number_written_as_text_is_refused_not_skipped(tmp_path: Path) -> None:
+    # Skipped, "8" made the KV heads the 32 attention heads: a KV cache 4× too large.
+    with pytest.raises(ModelFactsError) as caught:
+        from_config({**LLAMA_31_8B, "num_key_value_heads": "8"}, LLAMA_31_8B_BYTES, "x")
+    assert str(caught.value) == (
+        'config.json: num_key_value_heads is the text "8", where a whole number belongs (write 8, without quotes)'
+    )
+    model = hf_folder(tmp_path / "m", {**LLAMA_31_8B, "num_key_value_heads": "8"}, total_size=LLAMA_31_8B_BYTES)
+    with pytest.raises(ModelReadError, match=r"num_key_value_heads is the text \"8\""):
+        read_local_model(model)
+    # A whole number is one however JSON writes it.
+    assert from_config({**LLAMA_31_8B, "num_key_value_heads": 8.0}, 1, "x").kv_heads[0] == 8
+
+
+SLIDING = {**LLAMA_31_8B, "sliding_window": 4096, "use_sliding_window": True}  # so the window keys are read too
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        *((k, "8") for k in ("num_hidden_layers", "num_attention_heads", "hidden_size", "num_key_value_heads",
+                             "head_dim", "v_head_dim", "vocab_size", "max_position_embeddings", "seq_length",
+                             "sliding_window", "sliding_window_pattern", "max_window_layers", "kv_lora_rank",
+                             "qk_rope_head_dim", "num_local_experts", "n_routed_experts")),
+        ("num_hidden_layers", 0), ("num_key_value_heads", -1), ("num_attention_heads", 2.5),
+        ("num_key_value_heads", True), ("max_position_embeddings", [4096]),
+        ("use_sliding_window", "true"), ("multi_query", 1), ("torch_dtype", 16), ("architectures", "Llama"),
+        ("model_type", 5), ("layer_types", "sliding_attention"), ("layer_types", ["full_attention"]),
+        ("rope_scaling", "yarn"), ("rope_scaling", {"rope_type": "yarn", "factor": "4"}),
+        ("rope_scaling", {"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": "8192"}),
+        ("rope_scaling", {"rope_type": 1, "factor": 4}), ("text_config", "yes"), ("thinker_config", [1]),
+    ],
+)  # fmt: skip
+def test_every_config_value_of_the_wrong_kind_is_refused_by_name(key: str, value: object) -> None:
+    # Keys read only when another is absent: model_type without architectures, multi_query without KV heads.
+    absent = {"model_type": "architectures", "multi_query": "num_key_value_heads"}.get(key)
+    config = {k: v for k, v in SLIDING.items() if k != absent}
+    with pytest.raises(ModelFactsError) as caught:
+        from_config({**config, key: value}, LLAMA_31_8B_BYTES, "x")
+    named = str(caught.value)
+    assert named.startswith("config.json") and (key in named or "rope_scaling" in named), named
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        *((f"llama.{k}", "8") for k in ("block_count", "attention.head_count", "embedding_length",
+                                          "attention.head_count_kv", "attention.key_length",
+                                          "attention.value_length", "vocab_size", "attention.kv_lora_rank",
+                                          "rope.dimension_count", "context_length", "expert_count",
+                                          "expert_used_count", "attention.sliding_window")),
+        ("llama.attention.head_count_kv", [8] * 31), ("llama.attention.head_count_kv", [8.5] * 32),
+        ("llama.attention.sliding_window_pattern", [True] * 31), ("llama.block_count", True),
+        ("general.architecture", 7),
+    ],
+)  # fmt: skip
+def test_every_gguf_value_of_the_wrong_kind_is_refused_by_name(tmp_path: Path, key: str, value: object) -> None:
+    path = llama_gguf(tmp_path / "m.gguf", extra={"llama.attention.sliding_window": 4096})
+    with path.open("rb") as handle:
+        header = read_header(_Bytes(handle.read()))
+    metadata = {**header.metadata, key: value}
+    with pytest.raises(ModelFactsError) as caught:
+        from_gguf(type(header)(header.version, metadata, header.array_lengths, header.tensors, 0), "x")
+    assert str(caught.value).startswith("the GGUF header"), str(caught.value)
+    assert key in str(caught.value) or "general.architecture" in str(caught.value)
+
+
+def test_safetensors_values_of_the_wrong_kind_are_refused() -> None:
+    for info in (
+        {"dtype": "F16", "shape": ["2", 3], "data_offsets": [0, 12]},
+        {"dtype": "F16", "shape": [2, 3], "data_offsets": ["0", "12"]},
+        {"dtype": "F16", "shape": [2, 3], "data_offsets": [0, 12.0]},
+        {"dtype": 16, "shape": [2, 3], "data_offsets": [0, 12]},
+        {"dtype": "F16", "shape": [2, True], "data_offsets": [0, 12]},
+    ):
+        with pytest.raises(SafetensorsError, match="needs a dtype"):
+            parse_header(json.dumps({"w": info}).encode())
+    with pytest.raises(SafetensorsError, match=r'total_size is the text "12"'):
+        index_total_size(json.dumps({"metadata": {"total_size": "12"}}).encode())
+    assert index_total_size(json.dumps({"metadata": {"total_size": 12.0}}).encode())[0] == 12
+
+
+def test_a_gguf_alignment_that_is_not_a_power_of_two_is_refused(tmp_path: Path) -> None:
+    path = llama_gguf(tmp_path / "m.gguf", layers=2, extra={"general.alignment": 48})
+    with pytest.raises(ModelReadError, match=r"general\.alignment is 48, where a power of two belongs"):
+        read_local_model(path)

@@ -300,3 +300,21 @@ def test_rendered_hcl_is_what_terraform_fmt_writes(terraform_binary: str) -> Non
 def test_the_fmt_check_sees_a_misaligned_attribute(terraform_binary: str) -> None:
     text = render_hcl(templated_job("a\nb\n")).replace("destination = ", "destination  = ", 1)
     assert terraform_fmt(terraform_binary, text) != _INTERPOLATION_ONLY.sub(r"\1\2", text)
+
+
+def test_terraform_fmt_check_fails_exactly_on_the_jobs_with_an_interpolation_only_string(
+    terraform_binary: str,
+) -> None:
+    """What the README says of `terraform fmt -check`: exit 3 on each checked-in job that holds a string such as
+    `"${attr.driver.docker.runtimes}"`, because of that rewrite alone; 0 once the rewrite is applied."""
+
+    def check(text: str) -> int:
+        run = subprocess.run([terraform_binary, "fmt", "-check", "-no-color", "-"], input=text, capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+        return run.returncode
+
+    jobs = {path.name: path.read_text() for path in sorted((ROOT / "jobs").glob("*.nomad.hcl"))}
+    quoted = {name for name, text in jobs.items() if _INTERPOLATION_ONLY.search(text)}
+    assert len(jobs) == 7 and len(quoted) == 6, "the README counts them"
+    assert {name for name, text in jobs.items() if check(text) == 3} == quoted
+    assert all(check(_INTERPOLATION_ONLY.sub(r"\1\2", text)) == 0 for text in jobs.values())

@@ -109,7 +109,7 @@ def test_export_only_keys_are_ignored_and_list_files_hold_several_backends() -> 
          "backend.yaml:4:17: version_configs.v1.image_name: expected text, got a whole number (3) (quote it: '3')"),
         ("backend_name: x\nversion_configs: [a, b]\n", "backend.yaml:2:18: version_configs: expected a mapping"),
         ("backend_name: x\nversion_configs:\n  'v 1': {image_name: a}\n",
-         "version_configs: version 'v 1' may only use letters, digits"),
+         "backend.yaml:3:3: version_configs.v 1: version 'v 1' may only use letters, digits"),
         ("version_configs: {}\n", "backend.yaml:1:1: required key 'backend_name' is missing"),
         ("backend_name: x\nhealth_check_path: v1/models\n", "health_check_path must start with '/'"),
         ("backend_name: x\nnomad:\n  docker:\n    ipc_mod: host\n",
@@ -132,6 +132,61 @@ def test_version_resolution_follows_gpustack() -> None:
     assert resolve_version(b.spec, "1.0") is None
     (c,) = backends("backend_name: y\ndefault_version: v1-cpu\nversion_configs:\n  v1-cuda: {}\n  v1-cpu: {}\n")
     assert resolve_version(c.spec, None) == "v1-cpu"
+
+
+# --- GPUStack's newer backend fields: disabled_versions, source_name, source_type -----------------------------
+
+SOURCED = PROJECT_BACKENDS / "exported" / "sourced.yaml"
+
+
+def sourced_model(**fields: object) -> dict[str, object]:
+    return {"name": "m", "huggingface_repo_id": "org/m", "backend": "Sourced-Server", "nomad": {"gpus": 1}, **fields}
+
+
+def test_source_fields_are_accepted_as_gpustack_accepts_them_and_mean_nothing_here() -> None:
+    (backend,) = load_backend_file(SOURCED)
+    assert backend.spec.source_name == "community-mirror" and backend.spec.source_type == "url"
+    assert (
+        backend.spec.versions["1.1.0"].source_type == "url"
+        and backend.spec.versions["1.0.0-custom"].source_name is None
+    )
+    # GPUStack's SourceTypeEnum: builtin, official, file, url; anything else is refused, as GPUStack refuses it.
+    text = SOURCED.read_text().replace("source_type: url\ndefault_version", "source_type: URL\ndefault_version")
+    with pytest.raises(InputError) as info:
+        backends(text)
+    assert "source_type: 'URL' is not allowed here; expected 'builtin', 'official', 'file' or 'url'" in str(info.value)
+    with pytest.raises(InputError, match=r"disabled_versions\[0\]: expected text"):
+        backends("backend_name: x\ndisabled_versions: [1]\n")
+
+
+def test_the_default_choice_skips_disabled_versions_and_naming_one_is_warned() -> None:
+    (backend,) = load_backend_file(SOURCED)
+    catalog = Catalog().adding([backend])
+    assert resolve_version(backend.spec, None) == "1.1.0"  # the default 1.2.0 is disabled: the newest other
+    for auto in ({}, {"backend_version": ""}, {"backend_version": None}):  # "" and null are GPUStack's "Auto"
+        compiled = build(deployment(sourced_model(**auto)), catalog)
+        assert compiled.resolved.version == "1.1.0" and compiled.resolved.warnings == ()
+    named = build(deployment(sourced_model(backend_version="1.2.0")), catalog)
+    assert named.resolved.version == "1.2.0"
+    assert named.resolved.warnings == (
+        "backend_version '1.2.0' is one of Sourced-Server's disabled_versions (hidden from GPUStack's deploy list, "
+        "e.g. its image is not synced here); it is used as asked",
+    )
+    text = SOURCED.read_text().replace("- 0.8.0\n", "- 1.1.0\n- 1.0.0-custom\n")
+    every = Catalog().adding(backends(text))
+    with pytest.raises(InputError) as info:
+        build(deployment(sourced_model()), every)
+    assert str(info.value) == (
+        "deploy.yaml:3:10: backend: every version of backend 'Sourced-Server' is in its disabled_versions "
+        "(name one with backend_version to use it anyway, or enable one in the backend file)"
+    )
+
+
+def test_backends_validate_notes_a_disabled_default_and_a_disabled_version_that_is_not_there() -> None:
+    run = nomadgs("backends", "validate", SOURCED)
+    assert run.code == 0, run.err
+    assert "default_version '1.2.0' is in disabled_versions; '1.1.0', the newest other version, is used" in run.err
+    assert "disabled_versions names '0.8.0', which is not one of the versions" in run.err
 
 
 def test_builtin_catalog_has_the_promised_backends() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from nomad_gpustack.durations import MINUTE, SECOND
-from nomad_gpustack.sizes import GIB, MIB
+from nomad_gpustack.durations import HOUR, MINUTE, SECOND, parse_duration
+from nomad_gpustack.sizes import GIB, MIB, PIB, TIB, parse_size
 from nomad_gpustack.spec.base import Duration, EnvMap, NomadName, Size, SpecModel
 
 
@@ -57,6 +57,16 @@ def test_durations_take_units_and_bare_numbers_are_seconds() -> None:
     assert check(duration=15).duration == 15 * SECOND
     assert "expected a duration such as '30m'" in refused(duration=1.5)
     assert "must be greater than zero" in refused(duration=0)
+
+
+def test_sizes_and_durations_are_read_exactly_and_huge_ones_refused_not_overflowed() -> None:
+    assert parse_size("99999999999999 TiB") == 99999999999999 * TIB  # no float rounding
+    assert parse_size("1 PiB") == PIB and parse_size("0.5 GiB") == GIB // 2
+    assert parse_duration("1h0.5s") == HOUR + SECOND // 2
+    assert check(size="1 PiB").size == PIB and check(duration="168h").duration == 168 * HOUR
+    assert "is more than any node has" in refused(size="9" * 400 + " GiB")
+    assert "is longer than a week" in refused(duration="9" * 400 + "h")
+    assert "is longer than a week" in refused(duration=7 * 24 * 3600 + 1)
 
 
 @pytest.mark.parametrize("name", ["Qwen", "-qwen", "qwen-", "q_1", "a" * 64])

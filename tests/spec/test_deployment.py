@@ -109,7 +109,7 @@ def test_other_text_fields_ask_for_quotes_with_the_value_as_written() -> None:
         "deploy.yaml:3:10: nomad.tags[0]: expected text, got a number (1.10) (quote it: '1.10')"
     ]
     assert problems("name: m\nenv: {EMPTY: }\n") == [
-        "deploy.yaml:2:14: env.EMPTY: expected text, got nothing (None) (write '' for empty text)"
+        "deploy.yaml:2:14: env.EMPTY: expected text, got nothing (write '' for empty text)"
     ]
 
 

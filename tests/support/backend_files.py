@@ -34,7 +34,10 @@ class BackendCorpus:
 
 CORPORA = {
     "project": BackendCorpus(
-        PROJECT_BACKENDS, 7, 24, frozenset({"textgen-custom", "Whisper-Server", "served-custom", "sglang-custom"})
+        PROJECT_BACKENDS,
+        8,
+        27,
+        frozenset({"textgen-custom", "Whisper-Server", "served-custom", "sglang-custom", "Sourced-Server"}),
     ),
     "shared": BackendCorpus(
         SHARED_BACKENDS,

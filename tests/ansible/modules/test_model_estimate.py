@@ -76,9 +76,9 @@ def test_auto_from_a_local_model_refusals_and_the_estimate(
     assert play.code == 0, play.text
     r = play.results()
 
-    # The command's message, word for word (files are named relative to the working folder in both).
+    # The command's message, word for word (files are named as they were given in both).
     cli = cli_error("submit", one, "--model", llama_model, cwd=tmp_path)
-    assert cli == f"one.yaml:7:9: {REFUSAL}"
+    assert cli == f"{one}:7:9: {REFUSAL}"
     for name in ("refused", "refused in check mode"):
         refused = r[name]
         assert refused["failed"] is True and refused["exit_code"] == 2, refused
@@ -162,5 +162,5 @@ def test_auto_from_the_hub_through_the_cache_nomadgs_shares(nomad: NomadDouble, 
     assert planned["estimate"] == json.loads(cli.out)
     assert planned["estimate"]["suggestion"]["gpus"] == 1
     # Explicit values are checked with the Hub's metadata too, as `nomadgs submit` checks them.
-    assert again.results()["refused"]["msg"] == f"one.yaml:7:9: {REFUSAL}"
+    assert again.results()["refused"]["msg"] == f"{one}:7:9: {REFUSAL}"
     assert requests_to(nomad, "POST", f"/v1/job/{JOB}") == 0, "check mode registers nothing"
