@@ -1,13 +1,12 @@
 """`nomadgs logs` when Nomad has no log to give: a task the allocation does not have, a task not started yet.
 
-The double answers as Nomad does (client/fs_endpoint.go): 400 `unknown task name "x"`, 404 `task "x" not
-started yet. No logs available`."""
+The double answers as Nomad does (client/fs_endpoint.go; its own test in tests/support/test_nomad_double.py):
+400 `unknown task name "x"`, 404 `task "x" not started yet. No logs available`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from ..support.components import ROOT
@@ -27,21 +26,6 @@ def nomad() -> Iterator[NomadDouble]:
 def only_alloc(nomad: NomadDouble) -> str:
     (alloc_id,) = [a["ID"] for a in nomad.allocations.values() if a["JobID"] == JOB]
     return alloc_id
-
-
-def test_the_double_refuses_as_nomad_does(nomad: NomadDouble) -> None:
-    nomad.default_scenario = scenarios.manual()  # placed; the client has not started anything
-    assert nomadgs("submit", VLLM, "--detach", env={"NOMAD_ADDR": nomad.address}).code == 0
-    nomad.wait_for(lambda n: any(a["JobID"] == JOB for a in n.allocations.values()))
-    alloc_id = only_alloc(nomad)
-    url = f"{nomad.address}/v1/client/fs/logs/{alloc_id}"
-    nomad.update_allocation(alloc_id, task_events=[{"Type": "Received"}])
-    answer = httpx.get(url, params={"task": "vllm", "type": "stdout", "plain": "true"})
-    assert (answer.status_code, answer.text) == (404, 'task "vllm" not started yet. No logs available')
-    answer = httpx.get(url, params={"task": "nope", "type": "stdout", "plain": "true"})
-    assert (answer.status_code, answer.text) == (400, 'unknown task name "nope"')
-    answer = httpx.get(url, params={"task": "vllm", "type": "stdlog"})
-    assert (answer.status_code, answer.text) == (400, "must provide log type (stdout/stderr)")
 
 
 def test_an_unknown_task_names_the_tasks_there_are(nomad: NomadDouble) -> None:
