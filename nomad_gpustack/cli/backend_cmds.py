@@ -9,7 +9,7 @@ import click
 
 from .base import group
 from .completion import complete_backend_names
-from .options import Choice, backends_option, output_option
+from .options import backends_option, format_option
 
 
 @group(
@@ -36,15 +36,15 @@ def _summary(backend: Any) -> dict[str, Any]:
 
 @backends.command("list", short_help="list the backends of the catalog", help="List the backends of the catalog.")
 @backends_option
-@output_option
-def list_backends(backends: tuple[Path, ...], output: str) -> int:
+@format_option()
+def list_backends(backends: tuple[Path, ...], fmt: str) -> int:
     from ..cachefolder import cache_folder
     from ..spec.loader import load_catalog
     from . import output as say
 
     catalog = load_catalog(backends, cache=cache_folder())
     rows = [_summary(b) for b in catalog]
-    if output == "json":
+    if fmt == "json":
         say.emit_json(rows)
         return 0
     print(f"{'BACKEND':<28} {'DEFAULT':<14} {'FRAMEWORKS':<28} VERSIONS")
@@ -63,7 +63,7 @@ def list_backends(backends: tuple[Path, ...], output: str) -> int:
 )
 @click.argument("name", metavar="NAME", shell_complete=complete_backend_names)
 @backends_option
-@click.option("--format", "fmt", type=Choice(("yaml", "json")), default="yaml", help="output format (default: yaml)")
+@format_option("yaml", "json")
 def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
     import sys
 
@@ -102,8 +102,8 @@ def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
     help="Check backend files (GPUStack YAML, one backend or a list). FILE: backend YAML files or folders.",
 )
 @click.argument("files", metavar="FILE...", nargs=-1, required=True, type=click.Path(path_type=Path))
-@output_option
-def validate(files: tuple[Path, ...], output: str) -> int:
+@format_option()
+def validate(files: tuple[Path, ...], fmt: str) -> int:
     import json
     import sys
 
@@ -122,7 +122,7 @@ def validate(files: tuple[Path, ...], output: str) -> int:
         results.append(
             {"file": file, "valid": True, "backends": [{**_summary(b), "notes": backend_notes(b)} for b in loaded]}
         )
-    if output == "json":
+    if fmt == "json":
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 2 if errors else 0

@@ -1,22 +1,31 @@
 """The Click classes every `nomadgs` command is built from: the help layout, option sections, the lazy group.
 
 Command modules use `command` and `group` from here, so each command gets the same help style (lowercase
-headings as `exit codes:` and `environment:` in the epilogs, preformatted tables kept as written) and
-records itself when it starts, so that errors can be mapped to the exit codes of the command that failed.
+headings as `exit codes:` and `environment:`, preformatted tables kept as written, the `environment:` block
+last) and records itself and the result format it was asked for when it starts, so that errors can be mapped
+to the exit codes of the command that failed, and answered in JSON when JSON was asked for.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Where the command that is being parsed or run is recorded (ctx.meta is shared by a context and its children).
 RUNNING = "nomadgs.command"
+# Where the result format it was asked for (`--format json`) is recorded, read from the command line before Click
+# parses it, so that a usage error is answered in that format too.
+RESULT_FORMAT = "nomadgs.format"
+# What a command did before it failed, for the JSON document of the failure (fields added to it).
+PARTIAL_RESULT = "nomadgs.partial"
 
 
 class HelpFormatter(click.HelpFormatter):
@@ -42,19 +51,88 @@ class SectionOption(click.Option):
         self.section = section
 
 
+class AliasedOption(click.Option):
+    """An option whose older spellings (`aliases`) still work, but are neither shown in `--help` nor completed.
+    `result_format`: the option chooses the format of the command's result (`--format text|json`)."""
+
+    def __init__(
+        self,
+        param_decls: Sequence[str],
+        *args: Any,
+        aliases: Sequence[str] = (),
+        result_format: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__([*param_decls, *aliases], *args, **kwargs)
+        self.aliases = tuple(aliases)
+        self.result_format = result_format
+
+    def _visible(self) -> list[str]:
+        return [name for name in self.opts if name not in self.aliases]
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        every = self.opts
+        self.opts = self._visible()
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = every
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        return " / ".join(f"'{name}'" for name in self._visible())
+
+
+def _requested_format(command: click.Command, args: Sequence[str]) -> str | None:
+    """The value given to the command's result-format option on the command line (the last one), if any."""
+    names = [n for p in command.params if isinstance(p, AliasedOption) and p.result_format for n in p.opts]
+    found = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        for name in names:
+            if arg == name and i + 1 < len(args):
+                found = args[i + 1]
+            elif arg.startswith(name + "="):
+                found = arg[len(name) + 1 :]
+    return found
+
+
 class Command(click.Command):
     """A nomadgs command. `error_exit_code` replaces the exit code of every error (usage errors included):
-    `plan` answers 255 for any error, as `nomad job plan` does."""
+    `plan` answers 255 for any error, as `nomad job plan` does. `environment`: the variables the command reads,
+    as (name, what) rows of the `environment:` section that ends its help."""
 
     context_class = Context
 
-    def __init__(self, *args: Any, error_exit_code: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        error_exit_code: int | None = None,
+        environment: Sequence[tuple[str, str]] = (),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.error_exit_code = error_exit_code
+        self.environment = tuple(environment)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[RUNNING] = self
-        return super().parse_args(ctx, args)
+        ctx.meta[RESULT_FORMAT] = _requested_format(self, args)
+        rest = super().parse_args(ctx, args)
+        for param in self.params:
+            if isinstance(param, AliasedOption) and param.result_format and param.name:
+                ctx.meta[RESULT_FORMAT] = ctx.params.get(param.name)
+        return rest
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        aliases = {name for p in self.params if isinstance(p, AliasedOption) for name in p.aliases}
+        return [item for item in super().shell_complete(ctx, incomplete) if item.value not in aliases]
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        if self.environment:  # last, in every command: after the options and any epilog
+            with formatter.section("environment"):
+                formatter.write_dl(list(self.environment))
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         sections: dict[str, list[tuple[str, str]]] = {"Options": []}
@@ -70,14 +148,41 @@ class Command(click.Command):
 
 
 class Group(click.Group):
-    """A nomadgs command group: its subcommands are nomadgs commands, listed in the order they were added."""
+    """A nomadgs command group: its subcommands are nomadgs commands, listed in the order they were added.
+
+    Without a command, a group prints its help on stdout and succeeds, as `--help` does (the help is what was
+    asked for); an unknown command is a usage error that suggests the closest one."""
 
     context_class = Context
     command_class = Command
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.update(invoke_without_command=True, no_args_is_help=False)
+        super().__init__(*args, **kwargs)
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta[RUNNING] = self
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        result = super().invoke(ctx)
+        if ctx.invoked_subcommand is None:
+            click.echo(ctx.get_help(), color=ctx.color)
+            return 0
+        return result
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            from ..errors import suggestion
+
+            hint = suggestion(exc.command_name, self.list_commands(ctx))
+            raise click.UsageError(
+                f"No such command '{exc.command_name}'" + (f" ({hint})" if hint else ""), ctx
+            ) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
@@ -108,14 +213,14 @@ class LazyGroup(Group):
 
 
 def command(name: str, **attrs: Any) -> Callable[[Callable[..., Any]], Command]:
-    """`@click.command` making a nomadgs `Command`."""
+    """`@click.command` making a nomadgs `Command` (`environment=` rows: see Command)."""
     made: Callable[[Callable[..., Any]], Command] = click.command(name, cls=Command, **attrs)
     return made
 
 
 def group(name: str, **attrs: Any) -> Callable[[Callable[..., Any]], Group]:
-    """`@click.group` making a nomadgs `Group` (subcommands required; a missing one is a usage error)."""
-    made: Callable[[Callable[..., Any]], Group] = click.group(name, cls=Group, no_args_is_help=False, **attrs)
+    """`@click.group` making a nomadgs `Group` (without a subcommand, it prints its help)."""
+    made: Callable[[Callable[..., Any]], Group] = click.group(name, cls=Group, **attrs)
     return made
 
 

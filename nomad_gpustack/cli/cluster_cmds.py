@@ -10,14 +10,14 @@ import click
 
 from . import output as say
 from .base import command, preformatted
-from .connection import NOMAD_ENV_HELP, nomad_options
+from .connection import NOMAD_ENV, nomad_options
 from .options import (
     backends_option,
     deployment_argument,
     deployments_argument,
     duration_seconds,
+    format_option,
     model_option,
-    output_option,
 )
 
 if TYPE_CHECKING:
@@ -48,14 +48,12 @@ exit codes:
   4    --timeout passed; the job keeps running (follow it with `nomadgs status NAME`)
   5    Nomad unreachable, or refused the request (TLS, ACL token)
   130  interrupted with Ctrl-C; the job keeps running
-
 """
-    + NOMAD_ENV_HELP
 )
 
 PLAN_HELP = preformatted(
     "Dry-run the scheduler for a deployment. Exit codes as `nomad job plan`: 0 no changes, 1 changes,\n"
-    "255 error (bad input included).\n\n" + NOMAD_ENV_HELP
+    "255 error (bad input included)."
 )
 
 
@@ -103,6 +101,7 @@ def _print_outcome(registration: Registration, result: WatchResult) -> None:
     "submit",
     short_help="register deployments on Nomad and wait until the models answer their health checks",
     help=SUBMIT_HELP,
+    environment=NOMAD_ENV,
 )
 @deployments_argument
 @backends_option
@@ -115,7 +114,7 @@ def _print_outcome(registration: Registration, result: WatchResult) -> None:
     help="when no node fits yet, wait for one (autoscaling) instead of failing with exit 3",
 )
 @click.option("--force", is_flag=True, help="take over a job that nomadgs did not create")
-@output_option
+@format_option()
 @nomad_options
 def submit(
     deployments: tuple[Path, ...],
@@ -125,11 +124,12 @@ def submit(
     detach: bool,
     wait_for_capacity: bool,
     force: bool,
-    output: str,
+    fmt: str,
     **connection: Any,
 ) -> int:
     from ..errors import EXIT_INTERRUPTED, EXIT_OK
     from ..nomad import runner
+    from .base import PARTIAL_RESULT
     from .progress_view import view_for
     from .render_cmds import compile_all
 
@@ -137,13 +137,15 @@ def submit(
     compiled_all = compile_all(list(deployments), backends, check=True, model=model, hub=True)
     apis = [_api(connection, compiled) for compiled in compiled_all]  # every namespace conflict before any submit
     results: list[dict[str, Any]] = []
+    # A later deployment that fails with an error: the JSON document of the failure still lists these.
+    click.get_current_context().meta[PARTIAL_RESULT] = {"results": results}
     worst = EXIT_OK
     for compiled, api in zip(compiled_all, apis, strict=True):
         job_id = compiled.job_id
         registration = runner.submit(api, compiled, force=force, notes=_Notes())
         if detach:
             results.append(runner.result_document(registration, None, "registered", EXIT_OK))
-            if output == "text":
+            if fmt == "text":
                 print(f"{job_id}: registered; follow it with `nomadgs status {job_id}`")
             continue
         view = view_for(f"{compiled.source.spec.name} (job {job_id} v{registration.version})")
@@ -153,16 +155,16 @@ def submit(
             )
         except KeyboardInterrupt:
             say.info(f"\nstopped watching; the job keeps running. Resume with: nomadgs status {job_id}")
-            if output == "json":
+            if fmt == "json":
                 results.append(runner.result_document(registration, None, "interrupted", EXIT_INTERRUPTED))
-                say.emit_json({"ok": False, "exit_code": EXIT_INTERRUPTED, "results": results})
+                say.emit_failure(EXIT_INTERRUPTED, ["interrupted"], results=results)
             return EXIT_INTERRUPTED
         status, code = runner.outcome(result)
         results.append(runner.result_document(registration, result, status, code))
-        if output == "text":
+        if fmt == "text":
             _print_outcome(registration, result)
         worst = max(worst, code)
-    if output == "json":
+    if fmt == "json":
         say.emit_json({"ok": worst == EXIT_OK, "exit_code": worst, "results": results})
     return worst
 
@@ -174,21 +176,22 @@ def submit(
     "plan",
     short_help="show what submitting a deployment would change (exit 0: no changes, 1: changes, 255: error)",
     help=PLAN_HELP,
+    environment=NOMAD_ENV,
     error_exit_code=255,  # nomad.runner.PLAN_ERROR: every error, bad input included, as `nomad job plan`
 )
 @deployment_argument
 @backends_option
 @model_option
-@output_option
+@format_option()
 @nomad_options
-def plan(deployment: Path, backends: tuple[Path, ...], model: Path | None, output: str, **connection: Any) -> int:
+def plan(deployment: Path, backends: tuple[Path, ...], model: Path | None, fmt: str, **connection: Any) -> int:
     from ..nomad import runner
     from .render_cmds import compile_all
 
     # The job `submit` would register: compiled with the same model metadata (auto, checked sizes).
     (compiled,) = compile_all([deployment], backends, check=True, model=model, hub=True)
     summary = runner.plan(_api(connection, compiled), compiled)
-    if output == "json":
+    if fmt == "json":
         say.emit_json(summary.to_json())
         return summary.exit_code
     from ..nomad.plandiff import format_job_diff
@@ -221,12 +224,13 @@ def plan(deployment: Path, backends: tuple[Path, ...], model: Path | None, outpu
 @command(
     "status",
     short_help="list deployed models, or show one in detail",
-    help=preformatted("List deployed models, or show one in detail. NAME: job ID or model name.\n\n" + NOMAD_ENV_HELP),
+    help="List deployed models, or show one in detail. NAME: job ID or model name.",
+    environment=NOMAD_ENV,
 )
 @click.argument("name", metavar="[NAME]", required=False)
-@output_option
+@format_option()
 @nomad_options
-def status(name: str | None, output: str, **connection: Any) -> int:
+def status(name: str | None, fmt: str, **connection: Any) -> int:
     import asyncio
 
     from ..errors import EXIT_OK
@@ -235,7 +239,7 @@ def status(name: str | None, output: str, **connection: Any) -> int:
     api = _api(connection)
     if name:
         view = asyncio.run(model_status(api, find_job(api, name)))
-        if output == "json":
+        if fmt == "json":
             say.emit_json(view.to_json())
             return EXIT_OK
         if view.managed:
@@ -258,7 +262,7 @@ def status(name: str | None, output: str, **connection: Any) -> int:
         return EXIT_OK
 
     views = asyncio.run(all_model_statuses(api))
-    if output == "json":
+    if fmt == "json":
         say.emit_json([v.to_json() for v in views])
         return EXIT_OK
     if not views:
@@ -268,16 +272,17 @@ def status(name: str | None, output: str, **connection: Any) -> int:
         (
             v.model or v.job,
             v.job,
-            f"{v.backend} {v.backend_version}".strip() or "-",
             str(v.job_version),
+            f"{v.backend} {v.backend_version}".strip() or "-",
             v.status,
             "-" if v.status == "stopped" else f"{v.healthy}/{v.desired}",
             v.endpoints[0] if v.endpoints else "-",
         )
         for v in views
     ]
-    headers = ("MODEL", "JOB", "BACKEND", "VER", "STATUS", "HEALTHY", "ENDPOINT")
-    for line in say.table(headers, rows, right=(3, 5)):
+    # The job's version beside the job, named so: the backend's own version is in BACKEND.
+    headers = ("MODEL", "JOB", "JOB VER", "BACKEND", "STATUS", "HEALTHY", "ENDPOINT")
+    for line in say.table(headers, rows, right=(2, 5)):
         print(line)
     return EXIT_OK
 
@@ -285,7 +290,8 @@ def status(name: str | None, output: str, **connection: Any) -> int:
 @command(
     "logs",
     short_help="print or follow a model server's log",
-    help=preformatted("Print or follow a model server's log. NAME: job ID or model name.\n\n" + NOMAD_ENV_HELP),
+    help="Print or follow a model server's log. NAME: job ID or model name.",
+    environment=NOMAD_ENV,
 )
 @click.argument("name", metavar="NAME")
 @click.option("--stderr", is_flag=True, help="stderr instead of stdout")
@@ -300,6 +306,7 @@ def logs(
     name: str, stderr: bool, follow: bool, replica: int | None, task: str | None, tail: int, **connection: Any
 ) -> int:
     import asyncio
+    import contextlib
     import sys
 
     from ..errors import EXIT_INTERRUPTED, EXIT_OK
@@ -316,9 +323,12 @@ def logs(
             if not follow:
                 sys.stdout.write(await nomad_logs.tail(api, http, source, stream=stream, lines=tail))
                 return EXIT_OK
-            async for piece in nomad_logs.follow(api, http, source, stream=stream, lines=tail):
-                sys.stdout.write(piece)
-                sys.stdout.flush()
+            async with contextlib.aclosing(nomad_logs.follow(api, http, source, stream=stream, lines=tail)) as pieces:
+                async for piece in pieces:
+                    sys.stdout.write(piece)
+                    sys.stdout.flush()
+                    if say.reader_left():  # `nomadgs logs -f NAME | head`: following ends with the reader
+                        break
         return EXIT_OK
 
     try:
@@ -330,7 +340,8 @@ def logs(
 @command(
     "stop",
     short_help="stop a deployed model",
-    help=preformatted("Stop a deployed model. NAME: job ID or model name.\n\n" + NOMAD_ENV_HELP),
+    help="Stop a deployed model. NAME: job ID or model name.",
+    environment=NOMAD_ENV,
 )
 @click.argument("name", metavar="NAME")
 @click.option("--purge", is_flag=True, help="also remove the job from Nomad's state")

@@ -19,31 +19,33 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-NOMAD_ENV_HELP = """\
-environment (flags win over these):
-  NOMAD_ADDR             Nomad HTTP address (default http://127.0.0.1:4646)
-  NOMAD_TOKEN            ACL token, sent as X-Nomad-Token (never printed)
-  NOMAD_NAMESPACE        namespace of the job (default: the job's own, else "default")
-  NOMAD_REGION           region to send requests to
-  NOMAD_CACERT / NOMAD_CAPATH             CA file / folder to verify Nomad's certificate
-  NOMAD_CLIENT_CERT / NOMAD_CLIENT_KEY    client certificate and key for mutual TLS
-  NOMAD_TLS_SERVER_NAME  server name to verify instead of the address's host
-  NOMAD_SKIP_VERIFY      true/1: do not verify Nomad's certificate (unsafe)
-  NOMAD_HTTP_AUTH        user:password for HTTP basic auth in front of Nomad
-"""
+# The variables each kind of connection reads, as rows of the `environment:` block of a command's help
+# (base.environment_help); the connection flags win over them.
+NOMAD_ENV = (
+    ("NOMAD_ADDR", "Nomad HTTP address (default http://127.0.0.1:4646)"),
+    ("NOMAD_TOKEN", "ACL token, sent as X-Nomad-Token (never printed)"),
+    ("NOMAD_NAMESPACE", 'namespace of the job (default: the job\'s own, else "default")'),
+    ("NOMAD_REGION", "region to send requests to"),
+    ("NOMAD_CACERT", "CA file to verify Nomad's certificate"),
+    ("NOMAD_CAPATH", "CA folder to verify Nomad's certificate"),
+    ("NOMAD_CLIENT_CERT", "client certificate for mutual TLS"),
+    ("NOMAD_CLIENT_KEY", "client key for mutual TLS"),
+    ("NOMAD_TLS_SERVER_NAME", "server name to verify instead of the address's host"),
+    ("NOMAD_SKIP_VERIFY", "true/1: do not verify Nomad's certificate (unsafe)"),
+    ("NOMAD_HTTP_AUTH", "user:password for HTTP basic auth in front of Nomad"),
+)
 
-CHAT_ENV_HELP = """\
-environment:
-  NOMADGS_API_KEY        API key for --url (or use --api-key-file)
-"""
-
-CONSUL_ENV_HELP = """\
-  CONSUL_HTTP_ADDR       Consul HTTP address (default 127.0.0.1:8500)
-  CONSUL_HTTP_TOKEN      ACL token (never printed)
-  CONSUL_HTTP_SSL        true: use https
-  CONSUL_CACERT / CONSUL_CAPATH / CONSUL_CLIENT_CERT / CONSUL_CLIENT_KEY / CONSUL_TLS_SERVER_NAME
-  CONSUL_HTTP_SSL_VERIFY false: do not verify Consul's certificate (unsafe)
-"""
+CONSUL_ENV = (
+    ("CONSUL_HTTP_ADDR", "Consul HTTP address (default 127.0.0.1:8500)"),
+    ("CONSUL_HTTP_TOKEN", "ACL token (never printed)"),
+    ("CONSUL_HTTP_SSL", "true: use https"),
+    ("CONSUL_CACERT", "CA file to verify Consul's certificate"),
+    ("CONSUL_CAPATH", "CA folder to verify Consul's certificate"),
+    ("CONSUL_CLIENT_CERT", "client certificate for mutual TLS"),
+    ("CONSUL_CLIENT_KEY", "client key for mutual TLS"),
+    ("CONSUL_TLS_SERVER_NAME", "server name to verify instead of the address's host"),
+    ("CONSUL_HTTP_SSL_VERIFY", "false: do not verify Consul's certificate (unsafe)"),
+)
 
 _nomad = partial(click.option, cls=SectionOption, section="Nomad connection (overrides NOMAD_* variables)")
 _consul = partial(click.option, cls=SectionOption, section="Consul connection (overrides CONSUL_* variables)")

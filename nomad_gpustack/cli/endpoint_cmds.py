@@ -13,16 +13,15 @@ import click
 from . import output as say
 from .base import F, apply, command, preformatted
 from .connection import (
-    CHAT_ENV_HELP,
-    CONSUL_ENV_HELP,
-    NOMAD_ENV_HELP,
+    CONSUL_ENV,
+    NOMAD_ENV,
     consul_options,
     consul_settings,
     nomad_options,
     nomad_settings,
     read_secret,
 )
-from .options import Choice, duration_seconds, output_option
+from .options import Choice, duration_seconds, format_option
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,10 +30,9 @@ if TYPE_CHECKING:
     from ..serving.discovery import Endpoint, RoutingTable
 
 PROVIDERS = ("consul", "nomad", "all")
-GATEWAY_ENV_HELP = """\
-environment:
-  NOMADGS_GATEWAY_API_KEYS  accepted API keys, comma- or space-separated (never printed)
-"""
+# serving.chat.API_KEY_ENV (tested), written out: the command list imports no client
+CHAT_ENV = (("NOMADGS_API_KEY", "API key for --url (or use --api-key-file)"),)
+GATEWAY_ENV = (("NOMADGS_GATEWAY_API_KEYS", "accepted API keys, comma- or space-separated (never printed)"),)
 
 
 def discovery_options(f: F) -> F:
@@ -110,12 +108,12 @@ def endpoints_json(table: RoutingTable, models: Sequence[str]) -> dict[str, Any]
         "Nomad's own service catalog with --provider nomad). With MODEL, exit 1 unless it has a healthy "
         "instance."
     ),
-    epilog=preformatted(NOMAD_ENV_HELP + CONSUL_ENV_HELP),
+    environment=CONSUL_ENV + NOMAD_ENV,
 )
 @click.argument("model", metavar="[MODEL]", required=False)
-@output_option
+@format_option()
 @discovery_options
-def endpoints(model: str | None, output: str, provider: str, **connection: Any) -> int:
+def endpoints(model: str | None, fmt: str, provider: str, **connection: Any) -> int:
     from ..errors import EXIT_FAILURE
 
     if model is not None:
@@ -124,7 +122,7 @@ def endpoints(model: str | None, output: str, provider: str, **connection: Any) 
     models = [model] if model is not None else table.models
     if model is not None and not table.knows(model):
         raise _no_instance(model, table, provider)
-    if output == "json":
+    if fmt == "json":
         say.emit_json(endpoints_json(table, models))
     elif not models:
         say.note("no models found: no service tagged 'nomadgs' is registered")
@@ -171,7 +169,7 @@ prompt on stdin, it prints only the answer, for scripts:
     "chat",
     short_help="chat with a model in the terminal, or answer one prompt (-p, or stdin) for scripts",
     help=CHAT_HELP,
-    epilog=preformatted(CHAT_ENV_HELP + CONSUL_ENV_HELP),
+    environment=CHAT_ENV + CONSUL_ENV + NOMAD_ENV,
 )
 @click.argument("model", metavar="MODEL")
 @click.option("-p", "--prompt", metavar="TEXT", help="answer this one prompt and exit")
@@ -219,6 +217,8 @@ def chat(
             for piece in client.stream(options, conversation.ask(prompt)):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
+                if say.reader_left():  # `nomadgs chat m -p ... | head -1`: the rest of the answer is not wanted
+                    break
             sys.stdout.write("\n")
             return 0
         return _chat_loop(client, options, conversation)
@@ -302,7 +302,7 @@ named in their body, balanced across replicas, following Consul as instances com
     "gateway",
     short_help="serve every model behind one OpenAI-compatible address",
     help=GATEWAY_HELP,
-    epilog=preformatted(GATEWAY_ENV_HELP + CONSUL_ENV_HELP),
+    environment=GATEWAY_ENV + CONSUL_ENV,
 )
 @click.option(
     "--listen", metavar="HOST:PORT", default="127.0.0.1:8080", help="address to serve on (default: 127.0.0.1:8080)"

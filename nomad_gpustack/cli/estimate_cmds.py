@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import command, preformatted
-from .options import backends_option, deployment_argument, model_option, output_option
+from .options import backends_option, deployment_argument, format_option, model_option
 
 ESTIMATE_HELP = preformatted("""\
 Estimate the GPU memory one replica of a deployment needs, per GPU, for 1, 2, 4 and 8 GPUs
@@ -103,8 +103,8 @@ def print_table(doc: dict[str, Any]) -> None:
 @deployment_argument
 @backends_option
 @model_option
-@output_option
-def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, output: str) -> int:
+@format_option()
+def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
     from ..cachefolder import cache_folder
     from ..estimate import estimate_document
     from ..spec.loader import load_catalog, load_deployment
@@ -115,7 +115,7 @@ def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, o
     document = estimate_document(sourced, catalog, model_path=model, cache_dir=cache_folder(), model_field="--model")
     for warning in document["warnings"]:
         say.warning(f"{sourced.filename}: {warning}")
-    if output == "json":
+    if fmt == "json":
         say.emit_json(document)
     else:
         print_table(document)

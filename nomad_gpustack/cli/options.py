@@ -1,4 +1,10 @@
-"""Options and arguments shared by several commands, as Click decorators."""
+"""Options and arguments shared by several commands, as Click decorators.
+
+One scheme for every command: `--format FORMAT` says how the result is printed (text or json; yaml for `backends
+show`; json or hcl for the job files of `render`), `-o/--output PATH` says where a command writes files (only
+`render` does). `--output FORMAT`, the older spelling of `--format` on the commands that print results, still
+works and is no longer shown.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .base import AliasedOption
 from .completion import complete_deployment_files
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,11 +54,25 @@ def model_option(f: F) -> F:
     )(f)
 
 
-def output_option(f: F) -> F:
-    """`--output text|json`: the result format on stdout."""
-    return click.option(
-        "--output", type=Choice(("text", "json")), default="text", help="result format (default: text)"
-    )(f)
+def format_option(*choices: str) -> Callable[[F], F]:
+    """`--format text|json` (or the `choices` given, the first the default): how the result is printed on
+    stdout. With json, every outcome, a failure included, is one JSON document (see root.exit_code)."""
+    formats = choices or ("text", "json")
+
+    def decorate(f: F) -> F:
+        return click.option(
+            "--format",
+            "fmt",
+            cls=AliasedOption,
+            aliases=("--output",),  # the older spelling
+            result_format=True,
+            type=Choice(formats),
+            default=formats[0],
+            show_choices=True,
+            help=f"result format (default: {formats[0]})",
+        )(f)
+
+    return decorate
 
 
 def deployments_argument(f: F) -> F:

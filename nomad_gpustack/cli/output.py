@@ -1,11 +1,16 @@
-"""How the CLI talks to people: errors and warnings on stderr, results on stdout, colour only on a terminal."""
+"""How the CLI talks to people: errors and warnings on stderr, results on stdout, colour only on a terminal.
+
+A reader that leaves early (`nomadgs render ... --check | head -5`) only silences the output: the command goes
+on to its outcome, and its outcome decides the exit code (`quiet_when_readers_leave`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -34,21 +39,82 @@ def info(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def report(exc: NomadgsError) -> None:
-    """One line per problem; never a traceback."""
+def problem_lines(exc: NomadgsError) -> list[str]:
+    """What went wrong, one line per problem (never a traceback)."""
     from ..errors import InputError
 
     if isinstance(exc, InputError):
-        for problem in exc.problems:
-            error(str(problem))
-    else:
-        for line in str(exc).splitlines() or ["failed"]:
-            error(line)
+        return [str(problem) for problem in exc.problems]
+    return str(exc).splitlines() or ["failed"]
 
 
 def emit_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")
+
+
+def emit_failure(code: int, errors: Sequence[str], **extra: Any) -> None:
+    """The one JSON document of a command run with `--format json` that failed, on stdout: the exit code and
+    one line per problem (the same lines as on stderr), plus what the command had done before (`extra`)."""
+    emit_json({"ok": False, "exit_code": code, "errors": list(errors), **extra})
+
+
+class _Quiet:
+    """A standard stream whose reader may leave: the first broken pipe points the stream at /dev/null and every
+    later write is dropped, instead of raising into the command (which would lose its outcome)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._leave()
+        return len(text)
+
+    def writelines(self, lines: Iterator[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._leave()
+
+    def _leave(self) -> None:
+        self.gone = True
+        # Flushing at exit must not meet the broken pipe again: what is still buffered goes to /dev/null.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding, buffer ...
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def quiet_when_readers_leave() -> Iterator[None]:
+    """Within this block, a closed stdout or stderr silences that stream and nothing else."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Quiet(sys.stdout), _Quiet(sys.stderr)
+    try:
+        yield
+    finally:
+        quiet = sys.stdout, sys.stderr
+        for stream in quiet:
+            stream.flush()  # a pipe that broke now is still silenced, not raised
+        sys.stdout, sys.stderr = saved
+
+
+def reader_left() -> bool:
+    """Whether stdout's reader has gone (`nomadgs logs -f NAME | head`): a command that streams ends then."""
+    return isinstance(sys.stdout, _Quiet) and sys.stdout.gone
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> list[str]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .base import command, preformatted
-from .options import Choice, backends_option, deployments_argument, model_option, output_option
+from .options import Choice, backends_option, deployments_argument, format_option, model_option
 
 if TYPE_CHECKING:
     from ..compile.build import Compiled
@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
 
 RENDER_HELP = preformatted("""\
-Compile deployment files into Nomad jobs. JSON is the API form ({"Job": ...}) that
-`nomad job run -json`, the HTTP API and Terraform's nomad_job (json = true) take; HCL is
-a jobspec for `nomad job run` and Terraform's jobspec.
+Compile deployment files into Nomad jobs. --format is the job files' format: JSON is the API
+form ({"Job": ...}) that `nomad job run -json`, the HTTP API and Terraform's nomad_job
+(json = true) take; HCL is a jobspec for `nomad job run` and Terraform's jobspec.
+-o/--output PATH is where they are written (default: stdout).
 
 With --check, nothing is written: the files in --output FOLDER are compared with what the
 deployments render to (exit 0: up to date; exit 1: a unified diff of what differs, on stdout).
@@ -118,7 +119,7 @@ def _renderings(
 @deployments_argument
 @backends_option
 @model_option
-@click.option("--format", "fmt", type=Choice(("json", "hcl")), default="json", help="output format (default: json)")
+@click.option("--format", "fmt", type=Choice(("json", "hcl")), default="json", help="job file format (default: json)")
 @click.option(
     "--output",
     "-o",
@@ -189,8 +190,8 @@ def render(
 @deployments_argument
 @backends_option
 @model_option
-@output_option
-def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: Path | None, output: str) -> int:
+@format_option()
+def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
     from . import output as say
 
     compiled = compile_all(list(deployments), backends, check=True, model=model, hub=True)
@@ -213,7 +214,7 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: P
                 "auto": r.sizing.auto if r.sizing else None,
             }
         )
-    if output == "json":
+    if fmt == "json":
         say.emit_json({"valid": True, "deployments": results})
     else:
         for res in results:

@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, NomadgsError
+from ..errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, NomadgsError
 from . import output
-from .base import RUNNING, LazyGroup, preformatted
+from .base import PARTIAL_RESULT, RESULT_FORMAT, RUNNING, LazyGroup, preformatted
 
 COMPLETE_VAR = "_NOMADGS_COMPLETE"
 
@@ -26,7 +26,11 @@ exit codes:
   5    Nomad or Consul unreachable, or refused the request (TLS, ACL token, ...)
   130  interrupted (Ctrl-C); a submitted job keeps running
 
-Run `nomadgs COMMAND --help` for the options of one command.
+flags: --format FORMAT is how a command prints its result (text, json; with json, one
+document on stdout for every outcome, errors included); -o/--output PATH is where `render`
+writes job files. A reader that leaves early only silences the output, never the exit code.
+
+Run `nomadgs COMMAND --help` for the options of one command (`nomadgs` alone prints this help).
 Shell completion: eval "$(_NOMADGS_COMPLETE=bash_source nomadgs)" (zsh_source, fish_source)
 """)
 
@@ -68,7 +72,8 @@ class RootGroup(LazyGroup):
 
             code: int = shell_complete(self, extra, prog, complete_var or COMPLETE_VAR, instruction)
         else:
-            code = self.run(prog, argv, extra)
+            with output.quiet_when_readers_leave():  # a reader that leaves early silences output, not the outcome
+                code = self.run(prog, argv, extra)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -84,59 +89,63 @@ class RootGroup(LazyGroup):
             return exc.exit_code
         except (Exception, KeyboardInterrupt) as exc:
             failed = exc.ctx.command if isinstance(exc, click.UsageError) and exc.ctx else None
-            if failed is None and ctx is not None:
-                failed = ctx.meta.get(RUNNING)
-            return exit_code(exc, failed)
+            meta = exc.ctx.meta if isinstance(exc, click.UsageError) and exc.ctx else ctx.meta if ctx else {}
+            if failed is None:
+                failed = meta.get(RUNNING)
+            as_json = meta.get(RESULT_FORMAT) == "json"
+            return exit_code(exc, failed, as_json=as_json, partial=meta.get(PARTIAL_RESULT))
 
 
-def exit_code(exc: BaseException, command: click.Command | None = None) -> int:
+def exit_code(
+    exc: BaseException,
+    command: click.Command | None = None,
+    *,
+    as_json: bool = False,
+    partial: dict[str, Any] | None = None,
+) -> int:
     """Say what went wrong, in one line per problem and never as a traceback; return the exit code.
 
     Usage errors (unknown flag, missing argument, bad choice) exit 2 with Click's message, `NomadgsError`s
-    with the code of their class; a command's `error_exit_code` (plan: 255) replaces both.
+    with the code of their class; a command's `error_exit_code` (plan: 255) replaces both. `as_json` (the
+    command was run with `--format json`): the same lines also go to stdout as one JSON document, with what the
+    command had done before it failed (`partial`, e.g. submit's results of the deployments before).
     """
     if isinstance(exc, click.UsageError):
         if exc.ctx is not None:
             output.info(exc.ctx.get_usage())
             output.info(f"Try '{exc.ctx.command_path} --help' for help.")
-        output.error(exc.format_message())
+        lines = [exc.format_message()]
         code = exc.exit_code
     elif isinstance(exc, click.ClickException):
-        output.error(exc.format_message())
+        lines = [exc.format_message()]
         code = exc.exit_code
     elif isinstance(exc, NomadgsError):
-        output.report(exc)
+        lines = output.problem_lines(exc)
         code = exc.exit_code
     elif isinstance(exc, KeyboardInterrupt | click.Abort):
-        output.error("interrupted")
-        return EXIT_INTERRUPTED
+        lines, code = ["interrupted"], EXIT_INTERRUPTED
     elif isinstance(exc, BrokenPipeError):
-        # `nomadgs render ... | head`: the reader left; that is not an error of ours.
-        _silence_stdout()
-        return EXIT_OK
+        # A stream nomadgs did not get to silence (see output.quiet_when_readers_leave): the command stopped
+        # before it knew its outcome, which is no success.
+        return EXIT_FAILURE
     elif isinstance(exc, RecursionError):
-        output.error("the input nests too deeply to process")
-        code = EXIT_BAD_INPUT
+        lines, code = ["the input nests too deeply to process"], EXIT_BAD_INPUT
     else:
         raise exc
+    for line in lines:
+        output.error(line)
     override = getattr(command, "error_exit_code", None)
-    return override if override is not None else code
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null, so that flushing it at exit does not raise a second broken pipe."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
+    if override is not None and code != EXIT_INTERRUPTED:
+        code = override
+    if as_json:
+        output.emit_failure(code, lines, **(partial or {}))
+    return code
 
 
 @click.group(
     "nomadgs",
     cls=RootGroup,
     lazy_subcommands=COMMANDS,
-    no_args_is_help=False,
     help="Serve AI models on HashiCorp Nomad with GPUStack inference backends.",
     epilog=EPILOG,
     context_settings={"help_option_names": ["-h", "--help"], "terminal_width": 100, "max_content_width": 100},

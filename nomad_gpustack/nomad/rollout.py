@@ -2,12 +2,14 @@
 
 Replicas get GPUStack's instance states (pending, scheduled, downloading, starting, running, error), so a
 user who knows GPUStack reads Nomad's progress in familiar words. The assessment also decides when the
-watch is over and with which exit code.
+watch is over and with which exit code. Within one watch, a replica's state only moves forward
+(`ReplicaHistory`), unless a new allocation replaces the replica's, which starts over and says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ..compile.metadata import DOWNLOAD_TASK
@@ -31,13 +33,29 @@ Phase = Literal[
 ]
 
 
+# The order a replica's states follow; `error` may come from any of them and ends the allocation's way.
+STATE_ORDER: dict[ReplicaState, int] = {
+    "pending": 0, "scheduled": 1, "downloading": 2, "starting": 3, "running": 4, "error": 5,
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Replica:
+    """One replica in GPUStack's words. `earlier_version`: the job version its allocation runs when it is not
+    the version assessed (a re-submit: the allocation Nomad has yet to update or replace); such a replica is
+    shown as it is, but does not count as a healthy replica of the version assessed."""
+
     index: int
     state: ReplicaState
     detail: str = ""
     alloc_id: str | None = None
     node: str | None = None
+    earlier_version: int | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """Running and healthy, in the version assessed."""
+        return self.state == "running" and self.earlier_version is None
 
 
 @dataclass(frozen=True)
@@ -69,11 +87,24 @@ class Assessment:
 
     @property
     def healthy(self) -> int:
-        return sum(1 for r in self.replicas if r.state == "running")
+        return sum(1 for r in self.replicas if r.healthy)
 
 
 def _ours(snapshot: Snapshot) -> list[Allocation]:
     return [a for a in snapshot.allocations if snapshot.version is None or a.JobVersion == snapshot.version]
+
+
+def _earlier(snapshot: Snapshot) -> dict[int, Allocation]:
+    """Per replica, the live allocation of another job version (placed before this version was registered)."""
+    others = [
+        a
+        for a in snapshot.allocations
+        if snapshot.version is not None
+        and a.JobVersion != snapshot.version
+        and a.DesiredStatus == "run"
+        and a.ClientStatus in ("pending", "running")
+    ]
+    return _latest_per_index(others)
 
 
 def _latest_per_index(allocs: list[Allocation]) -> dict[int, Allocation]:
@@ -86,6 +117,10 @@ def _latest_per_index(allocs: list[Allocation]) -> dict[int, Allocation]:
 
 def _main_task(alloc: Allocation) -> TaskState | None:
     return next((state for name, state in alloc.TaskStates.items() if name != DOWNLOAD_TASK), None)
+
+
+def _started(task: TaskState) -> bool:
+    return bool(task.StartedAt) and not (task.StartedAt or "").startswith("0001-")  # Go's zero time: never
 
 
 def replica_state(alloc: Allocation, request: GroupRequest, failures: list[TaskFailure]) -> Replica:
@@ -105,8 +140,17 @@ def replica_state(alloc: Allocation, request: GroupRequest, failures: list[TaskF
     if download is not None and download.State == "running":
         return replica("downloading", "downloading model weights")
     main = _main_task(alloc)
+    if main is not None and main.State == "pending" and (main.Restarts or _started(main)):
+        # Between two runs of a task that restarts: it started before, it does not set up again.
+        restarts = f" (restarted {main.Restarts}×)" if main.Restarts else ""
+        return replica("starting", f"the model server exited; Nomad restarts it{restarts}")
     if alloc.ClientStatus == "pending" or main is None or main.State == "pending":
-        pulling = [e for e in (main.Events if main else []) if e.Type == "Driver" and "image" in e.text.lower()]
+        tasks = [t for t in (download, main) if t is not None]
+        pulling = [e for t in tasks for e in t.Events if e.Type == "Driver" and "image" in e.text.lower()]
+        if download is not None and download.State == "dead" and not download.Failed:
+            # The weights are downloaded; the server's own image pull may come next: still the download phase.
+            detail = pulling[-1].text if main is not None and pulling and pulling[-1] in main.Events else None
+            return replica("downloading", detail or "model weights downloaded; setting up the model server")
         if pulling:
             return replica("downloading", pulling[-1].text)
         return replica("scheduled", f"placed on {node}" if node else "placed")
@@ -124,16 +168,23 @@ def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool
     live = [a for a in allocs if a.DesiredStatus == "run"]
     latest = _latest_per_index(live or allocs)
     failures = [f for a in latest.values() for f in alloc_failures(a, memory_mb=request.memory_mb)]
+    earlier = _earlier(snapshot)
     replicas: list[Replica] = []
     for index in range(request.count):
         alloc = latest.get(index)
-        if alloc is None:
+        if alloc is None and index in earlier:
+            # Placed before this version: shown as it is until Nomad updates it in place or replaces it.
+            old = earlier[index]
+            shown = replica_state(old, request, [])
+            detail = f"{shown.detail} (job version {old.JobVersion}, until Nomad updates or replaces it)"
+            replicas.append(replace(shown, detail=detail, earlier_version=old.JobVersion))
+        elif alloc is None:
             replicas.append(Replica(index, "pending", "waiting to be placed"))
         else:
             mine = [f for f in failures if f.alloc_id == alloc.ID]
             replicas.append(replica_state(alloc, request, mine))
     done = tuple(replicas)
-    healthy = sum(1 for r in replicas if r.state == "running")
+    healthy = sum(1 for r in replicas if r.healthy)
     progress = f"{healthy}/{request.count} healthy"
 
     if evaluation is None or evaluation.Status == "pending":
@@ -188,6 +239,51 @@ def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool
             text = deployment.StatusDescription or "cancelled"
             return Assessment("failed", done, f"deployment cancelled: {text}", exit_code=EXIT_FAILURE)
     return Assessment("deploying", done, progress)
+
+
+# --- what a watch shows ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReplicaHistory:
+    """What one watch has shown of each replica, so that a replica's state only moves forward.
+
+    Nomad's view of one allocation can seem to step back (the weights downloaded and the server's image not yet
+    pulling, a restart between two runs, an answer older than the last one): the state shown before is kept
+    then. A new allocation for the replica (Nomad replaced it) starts over, and its detail says so.
+    """
+
+    shown: dict[int, Replica] = field(default_factory=dict)
+    # index -> (the new allocation's ID, the one it replaces, the state that one had reached)
+    replaced: dict[int, tuple[str, str, ReplicaState]] = field(default_factory=dict)
+
+    def forward(self, replicas: Sequence[Replica]) -> tuple[Replica, ...]:
+        """`replicas` as this watch shows them (and remembers them)."""
+        out = []
+        for replica in replicas:
+            before = self.shown.get(replica.index)
+            keep = replica
+            if before is not None:
+                if replica.alloc_id and before.alloc_id and replica.alloc_id != before.alloc_id:
+                    self.replaced[replica.index] = (replica.alloc_id, before.alloc_id, before.state)
+                elif STATE_ORDER[replica.state] < STATE_ORDER[before.state]:
+                    keep = before
+            self.shown[replica.index] = keep
+            out.append(self._noted(keep))
+        return tuple(out)
+
+    def _noted(self, replica: Replica) -> Replica:
+        """A replica whose new allocation starts over says so, until it is as far as the one it replaces was."""
+        new, old, reached = self.replaced.get(replica.index, ("", "", "pending"))
+        behind = STATE_ORDER[replica.state] < min(STATE_ORDER[reached], STATE_ORDER["running"])
+        if replica.alloc_id != new or not behind:
+            return replica
+        return replace(replica, detail=f"new allocation (replaces {old[:8]}): {replica.detail}")
+
+
+def shown_forward(assessment: Assessment, history: ReplicaHistory) -> Assessment:
+    """The assessment with its replicas as the watch shows them (see ReplicaHistory)."""
+    return replace(assessment, replicas=history.forward(assessment.replicas))
 
 
 # --- auto-revert -------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from . import blocking
 from .client import NomadAPI, NomadError, TransientError
 from .explain import NodeDevices, node_devices
 from .responses import Allocation, Deployment, Evaluation
-from .rollout import Assessment, Rollback, Snapshot, assess, assess_rollback
+from .rollout import Assessment, ReplicaHistory, Rollback, Snapshot, assess, assess_rollback, shown_forward
 
 TERMINAL_EVAL = ("complete", "failed", "canceled")
 LOG_LINES = 20
@@ -55,6 +55,13 @@ class _State:
     allocations: tuple[Allocation, ...] = ()
     nodes: tuple[NodeDevices, ...] | None = None  # None: not listed (yet), or the listing failed
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    heard: set[str] = field(default_factory=set)  # which queries have answered at least once
+
+    @property
+    def informed(self) -> bool:
+        """Whether the allocations and the deployment were read: before that, no replica can be judged (a
+        placed replica would show as pending)."""
+        return {"allocations", "deployment"} <= self.heard
 
 
 async def _poll(
@@ -93,11 +100,13 @@ async def watch(
 
     def store_allocations(value: list[Allocation]) -> bool:
         state.allocations = tuple(value)
+        state.heard.add("allocations")
         state.changed.set()
         return True
 
     def store_deployment(value: Any) -> bool:
         state.deployment = value
+        state.heard.add("deployment")
         state.changed.set()
         return True
 
@@ -144,6 +153,7 @@ async def watch(
             )
         timed_out = False
         nodes_fetched = verified = False
+        history = ReplicaHistory()  # what this watch has shown: a replica's state only moves forward
         try:
             while True:
                 for task in tasks:
@@ -169,9 +179,11 @@ async def watch(
                     verified = True
                     await _refresh(api, http, state, job_id, eval_id)
                     continue
-                reporter.update(assessment, elapsed)
-                if assessment.done:
-                    break
+                if state.informed:
+                    assessment = shown_forward(assessment, history)
+                    reporter.update(assessment, elapsed)
+                    if assessment.done:
+                        break
                 remaining = None if timeout is None else timeout - elapsed
                 if remaining is not None and remaining <= 0:
                     timed_out = True
@@ -244,6 +256,7 @@ async def _refresh(api: NomadAPI, http: Any, state: _State, job_id: str, eval_id
     try:
         allocs, deployment = await asyncio.gather(api.allocations(http, job_id), api.latest_deployment(http, job_id))
         state.allocations, state.deployment = tuple(allocs[0]), deployment[0]
+        state.heard.update(("allocations", "deployment"))
         if eval_id:
             state.evaluation = (await api.evaluation(http, eval_id))[0]
     except TransientError:

@@ -69,7 +69,7 @@ def test_help_texts_keep_their_tables() -> None:
         "replica states (as in GPUStack):",
         "  downloading  pulling the image or downloading the model weights",
         "  4    --timeout passed; the job keeps running (follow it with `nomadgs status NAME`)",
-        "  NOMAD_TOKEN            ACL token, sent as X-Nomad-Token (never printed)",
+        "  NOMAD_TOKEN            ACL token, sent as X-Nomad-Token (never printed)\n",
         "Nomad connection (overrides NOMAD_* variables):",
         "  --token-file FILE",
     ):
@@ -99,12 +99,14 @@ def test_version_is_the_same_with_and_without_the_shortcut(capsys: pytest.Captur
 USAGE_ERRORS = {
     "unknown flag": (["render", str(EXAMPLE), "--bogus"], "No such option '--bogus'"),
     "missing argument": (["render"], "Missing argument 'DEPLOYMENT...'"),
-    "bad choice": (["validate", str(EXAMPLE), "--output", "yaml"], "invalid choice: 'yaml' (choose from text, json)"),
+    "bad choice": (["validate", str(EXAMPLE), "--format", "yaml"], "invalid choice: 'yaml' (choose from text, json)"),
+    "bad choice, older spelling": (["status", "--output", "yaml"], "'--format': invalid choice: 'yaml'"),
     "not a number": (["logs", "x", "--tail", "many"], "'many' is not a valid integer"),
     "negative lines": (["logs", "x", "--tail", "-1"], "-1 is not in the range x>=0"),
     "missing file": (["status", "--ca-cert", "/nonexistent/ca.pem"], "'/nonexistent/ca.pem' does not exist"),
-    "unknown command": (["rendr"], "No such command 'rendr'"),
-    "missing command": (["backends"], "Missing command"),
+    "unknown command": (["rendr"], "No such command 'rendr' (did you mean 'render'?)"),
+    "unknown subcommand": (["backends", "lst"], "No such command 'lst' (did you mean 'list'?)"),
+    "unknown and unlike any": (["xyzzy"], "No such command 'xyzzy'"),
 }
 
 
@@ -201,3 +203,38 @@ def test_token_file_problems_are_input_errors(tmp_path: Path) -> None:
     empty.write_text("\n")
     result = invoke("stop", "x", "--token-file", empty)
     assert result.exit_code == 2 and "the token file is empty" in result.stderr
+
+
+@pytest.mark.parametrize("path", [(), ("backends",)], ids=["nomadgs", "backends"])
+def test_a_group_without_a_command_prints_its_help(path: tuple[str, ...]) -> None:
+    result = invoke(*path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == invoke(*path, "--help").stdout and result.stderr == ""
+    assert "commands:" in result.stdout
+
+
+def help_sections(text: str) -> list[tuple[str, list[str]]]:
+    """The help's sections (a heading at the start of a line, ending in ':') with their lines."""
+    sections: list[tuple[str, list[str]]] = [("", [])]
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            sections.append((line, []))
+        elif line.strip():
+            sections[-1][1].append(line)
+    return sections
+
+
+@pytest.mark.parametrize("path", all_commands(), ids=lambda p: " ".join(p) or "nomadgs")
+def test_the_environment_section_ends_the_help_aligned(path: tuple[str, ...]) -> None:
+    text = invoke(*path, "--help").stdout
+    sections = help_sections(text)
+    headings = [heading for heading, _ in sections]
+    reads_nomad, reads_consul = "--address URL" in text, "--consul-address ADDR" in text
+    if not (reads_nomad or reads_consul or "environment:" in headings):
+        return
+    heading, rows = sections[-1]
+    assert heading == "environment:" and headings.count("environment:") == 1, headings
+    names = [row.split()[0] for row in rows if row.startswith("  ") and not row.startswith("   ")]
+    columns = {row.index(row.split()[1], len(row.split()[0]) + 2) for row in rows if row.split()[0] in names}
+    assert len(columns) == 1, f"the descriptions start in one column: {rows}"
+    assert ("NOMAD_ADDR" in names) == reads_nomad and ("CONSUL_HTTP_ADDR" in names) == reads_consul, names

@@ -63,7 +63,7 @@ def test_output_paths_are_left_to_the_shell() -> None:
 
 def test_choices() -> None:
     assert [v for v, _ in complete("render", "x.yaml", "--format")] == ["json", "hcl"]
-    assert [v for v, _ in complete("validate", "x.yaml", "--output")] == ["text", "json"]
+    assert [v for v, _ in complete("validate", "x.yaml", "--format")] == ["text", "json"]
     assert [v for v, _ in complete("endpoints", "--provider", incomplete="n")] == ["nomad"]
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,32 @@ def test_check_needs_an_output_and_bad_input_is_still_bad_input(tmp_path: Path) 
     bad.write_text("name: tiny\nreplicas: many\n")
     run = nomadgs("render", bad, "-o", tmp_path / "out", "--check")
     assert run.code == 2 and "bad.yaml:2:11: replicas:" in run.err and not (tmp_path / "out").exists()
+
+
+def closed_reader(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run nomadgs with a stdout whose reader is gone before the first byte (`| head -0`): exit code, stderr."""
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nomad_gpustack", *map(str, args)],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+    os.close(write)
+    os.close(read)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def test_a_reader_that_leaves_early_does_not_pass_a_stale_tree(tmp_path: Path) -> None:
+    # Every file missing: the diff (tens of KB) breaks the pipe long before the check ends.
+    code, err = closed_reader("render", *EXAMPLES, "-o", f"{tmp_path}/", "--check")
+    assert code == 1, err
+    assert f"{len(EXAMPLES)} of {len(EXAMPLES)} job file(s) differ" in err and "Traceback" not in err
+    code, err = closed_reader("render", VLLM, "-o", tmp_path / "job.json", "--check", env={"PYTHONUNBUFFERED": "1"})
+    assert code == 1, err
+    assert nomadgs("render", *EXAMPLES, "-o", f"{tmp_path}/").code == 0
+    code, err = closed_reader("render", *EXAMPLES, "-o", f"{tmp_path}/", "--check")
+    assert code == 0 and err == f"note: {len(EXAMPLES)} job files in {tmp_path}/ are up to date\n"

@@ -436,6 +436,7 @@ def test_resubmitting_an_unchanged_job_registers_nothing(nomad: NomadDouble) -> 
     run = submit(nomad, VLLM)
     assert run.code == 0, run.err
     assert "no changes" in run.err
+    assert "replica 0: running - healthy" in run.err and "pending" not in run.err, "the replica as it is"
     assert posts(nomad, f"/v1/job/{VLLM_JOB}") == 1
 
 
@@ -451,6 +452,20 @@ def test_foreign_jobs_are_not_replaced_without_force(nomad: NomadDouble) -> None
     assert plan.out.endswith(f"nomadgs submit --force {VLLM}\n"), "the suggested submit is one that works"
     data = json.loads(nomadgs("plan", VLLM, "--output", "json", env={"NOMAD_ADDR": nomad.address}).out)
     assert data["foreign"] is True
+
+
+def test_a_failure_after_some_deployments_still_reports_them_in_json(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout()
+    assert submit(nomad, VLLM).code == 0
+    nomad.modify_job(VLLM_JOB, meta={"nomadgs_managed": "false"})
+    run = submit(nomad, LLAMA_CPU, VLLM, "--format", "json")
+    assert run.code == 2, run.err
+    document = json.loads(run.out)  # one document, nothing else on stdout
+    assert (document["ok"], document["exit_code"]) == (False, 2)
+    (error,) = document["errors"]
+    assert "was not created by nomadgs" in error and f"error: {error}" in run.err
+    (done,) = document["results"]
+    assert (done["job"], done["status"], done["exit_code"]) == ("qwen2-5-0-5b-instruct-gguf", "succeeded", 0)
 
 
 def test_status_logs_and_stop(nomad: NomadDouble) -> None:
@@ -515,6 +530,24 @@ def test_a_reader_that_leaves_early_ends_status_and_logs_quietly(nomad: NomadDou
         assert (proc.returncode, err) == (0, b""), args
 
 
+def test_a_reader_that_leaves_early_does_not_change_the_outcome(nomad: NomadDouble) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NOMAD_")}, "NOMAD_ADDR": nomad.address}
+    env["PYTHONUNBUFFERED"] = "1"  # as in many CI images: the first line already meets the closed pipe
+    for args, code in ((["plan", VLLM], 1), (["submit", VLLM, "--timeout", "60s", "--format", "json"], 3)):
+        if code == 3:
+            nomad.default_scenario = scenarios.placement_failure()
+        read, write = os.pipe()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nomad_gpustack", *map(str, args)], stdout=write, stderr=subprocess.PIPE, cwd=ROOT,
+            env=env, text=True,
+        )  # fmt: skip
+        os.close(write)
+        os.close(read)
+        _, err = proc.communicate(timeout=90)
+        assert proc.returncode == code, (args, err)
+        assert "Traceback" not in err
+
+
 def test_status_shows_stopped_jobs_whole_backend_names_and_foreign_jobs_honestly(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.rollout()
     env = {"NOMAD_ADDR": nomad.address}
@@ -525,9 +558,12 @@ def test_status_shows_stopped_jobs_whole_backend_names_and_foreign_jobs_honestly
     ]}  # fmt: skip
     httpx.post(f"{nomad.address}/v1/jobs", json={"Job": foreign}).raise_for_status()
     header, *rows = nomadgs("status", env=env).out.splitlines()
-    assert header.split() == ["MODEL", "JOB", "BACKEND", "VER", "STATUS", "HEALTHY", "ENDPOINT"]
+    # The job's version sits beside the job and says so: the backend's version is part of BACKEND.
+    columns = [c.strip() for c in header.split("  ") if c.strip()]
+    assert columns == ["MODEL", "JOB", "JOB VER", "BACKEND", "STATUS", "HEALTHY", "ENDPOINT"], header
     bge = next(r for r in rows if r.startswith("bge-m3"))
     assert "Text-Embeddings-Inference CPU-1.9" in bge and " running " in bge and " 1/1 " in bge
+    assert bge.split()[1:3] == ["bge-m3", "0"], "the job, then its version"
     stopped = next(r for r in rows if r.startswith("Qwen2.5-7B-Instruct")).split()
     assert stopped[-3:] == ["stopped", "-", "-"], "a stopped job says so, not 0/1"
     assert not any(r.startswith("web") for r in rows), "the listing shows the models nomadgs deployed"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -116,3 +118,52 @@ def test_a_denied_read_ends_the_watch_with_the_error(nomad: NomadDouble) -> None
     nomad.faults.fail(rf"^/v1/job/{compiled.job_id}/allocations$", status=403, body="Permission denied")
     with pytest.raises(NomadDenied):
         run_watch(nomad, compiled, Recorder())
+
+
+def watch_again(nomad: NomadDouble, job: Any, recorder: Recorder, *, register: bool = True) -> WatchResult:
+    """Submit `job` over the version on the double (or, `register` false, watch that version as it stands)."""
+    api = NomadAPI(NomadSettings(address=nomad.address))
+    current = api.job(job["ID"])
+    assert current is not None
+    eval_id = api.register(job, modify_index=current.JobModifyIndex).EvalID if register else None
+    version = current.Version + 1 if register else current.Version
+    return asyncio.run(
+        watch(api, job_id=job["ID"], version=version, eval_id=eval_id, request=group_request(dict(job)),
+              reporter=recorder, timeout=30)
+    )  # fmt: skip
+
+
+FORWARD = ["pending", "scheduled", "downloading", "starting", "running", "error"]
+
+
+def test_replica_states_only_move_forward(nomad: NomadDouble) -> None:
+    # The download task runs, ends, then the server's image is pulled: that gap once showed as "scheduled".
+    nomad.default_scenario = scenarios.rollout(download=True, step=0.1, healthy_after=0.2)
+    recorder = Recorder()
+    assert run_watch(nomad, compile_yaml(EXAMPLE), recorder).assessment.phase == "succeeded"
+    for replica in (0, 1):
+        states = recorder.states(replica)
+        assert states == sorted(states, key=FORWARD.index), states
+        assert "downloading" in states and states[-1] == "running"
+
+
+def test_a_resubmit_shows_the_replicas_as_they_are(nomad: NomadDouble) -> None:
+    nomad.default_scenario = scenarios.rollout(step=0.05, healthy_after=0.1)
+    compiled = compile_yaml(EXAMPLE)
+    assert run_watch(nomad, compiled, Recorder()).assessment.phase == "succeeded"
+    unchanged = Recorder()
+    assert watch_again(nomad, compiled.job, unchanged, register=False).assessment.phase == "succeeded"
+    assert [a.replicas[i].state for a in unchanged.updates for i in (0, 1)] == ["running"] * 2 * len(unchanged.updates)
+    # A change: until Nomad places the new version, the replicas run the old one, and say so.
+    nomad.default_scenario = scenarios.rollout(step=0.05, healthy_after=0.1, start_after=0.5)
+    edited = copy.deepcopy(dict(compiled.job))
+    edited["Meta"] = {**edited["Meta"], "edited": "yes"}
+    changed = Recorder()
+    result = watch_again(nomad, edited, changed)
+    assert result.assessment.phase == "succeeded" and result.assessment.healthy == 2
+    first = changed.updates[0].replicas[0]
+    assert (first.state, first.earlier_version) == ("running", 0) and "(job version 0, " in first.detail
+    assert changed.updates[0].healthy == 0, "the old version's replicas are not this version's healthy ones"
+    replaced = [a.replicas[0] for a in changed.updates if a.replicas[0].alloc_id != first.alloc_id]
+    assert replaced[0].detail.startswith(f"new allocation (replaces {first.alloc_id[:8]}): ")
+    assert replaced[-1].state == "running" and replaced[-1].earlier_version is None

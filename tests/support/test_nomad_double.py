@@ -879,8 +879,20 @@ def test_logs_plain_offsets_frames_and_follow(nomad: NomadDouble, api: httpx.Cli
     nomad.wait_for(lambda n: len(allocs_of(n, "web")) == 1)
     alloc_id = allocs_of(nomad, "web")[0]["ID"]
     path = f"/v1/client/fs/logs/{alloc_id}"
-    nomad.write_log(alloc_id, "backend", "hello\nworld\n")
     base = {"task": "backend", "type": "stdout"}
+    # As Nomad's client (client/fs_endpoint.go): no task state yet is an unknown task, a task that has not
+    # started has no log; the agent checks the query first (command/agent/fs_endpoint.go).
+    answer = api.get(path, params={**base, "plain": "true"})
+    assert (answer.status_code, answer.text) == (400, 'unknown task name "backend"')
+    nomad.update_allocation(alloc_id, task_events=[{"Type": "Received"}])
+    answer = api.get(path, params={**base, "plain": "true"})
+    assert (answer.status_code, answer.text) == (404, 'task "backend" not started yet. No logs available')
+    answer = api.get(path, params={**base, "type": "stdlog"})
+    assert (answer.status_code, answer.text) == (400, "must provide log type (stdout/stderr)")
+    assert api.get(path, params={**base, "origin": "middle"}).text == "origin must be start or end"
+    nomad.update_allocation(alloc_id, task_state="running", task_events=[{"Type": "Started"}])
+    nomad.write_log(alloc_id, "backend", "hello\nworld\n")
+    assert api.get(path, params={**base, "plain": "true", "task": "nope"}).text == 'unknown task name "nope"'
     assert api.get(path, params={**base, "plain": "true"}).text == "hello\nworld\n"
     assert api.get(path, params={**base, "plain": "true", "origin": "end", "offset": "6"}).text == "world\n"
     framed = api.get(path, params=base).json()

@@ -33,7 +33,7 @@ from .events import Subscription
 from .faults import Fault, Faults
 from .goduration import SECOND, parse_duration
 from .jobspec import JSON, canonicalize
-from .objects import new_node, node_stub
+from .objects import ZERO_TIME, new_node, node_stub
 from .strict import PLAN_KEYS, REGISTER_KEYS, VALIDATE_KEYS, StrictDecodeError, check_request
 from .validation import multierror, validate
 
@@ -551,23 +551,33 @@ class Handler(BaseHTTPRequestHandler):
         """`/v1/client/fs/logs/:alloc`: `plain=true` sends raw text, otherwise JSON StreamFrames with base64
         `Data`; `origin=end&offset=N` starts N bytes before the end; `follow=true` keeps streaming new output
         until the client goes away, the task is dead (and drained), or the double stops."""
-        self._authorize(req, write=False)
         q = req.q
         task, kind = q.get("task"), q.get("type")
+        # The agent checks the query first, with these texts (command/agent/fs_endpoint.go, HTTPServer.Logs).
         if not task:
-            raise NomadError(400, "must include task name")
+            raise NomadError(400, "must provide task name")
         if kind not in ("stdout", "stderr"):
-            raise NomadError(400, f"invalid log type: {kind!r}")
+            raise NomadError(400, "must provide log type (stdout/stderr)")
         try:
             offset = int(q.get("offset") or 0)
-        except ValueError:
-            raise NomadError(400, "invalid offset") from None
+        except ValueError as exc:
+            raise NomadError(400, f"error parsing offset: {exc}") from None
+        if q.get("origin") not in (None, "", "start", "end"):
+            raise NomadError(400, "origin must be start or end")
         state = self.backend.cluster.state
         key = (alloc_id, task, kind)
         with state.cond:
             if alloc_id not in state.allocs:
                 raise NomadError(404, f'Unknown allocation "{alloc_id}"')
+            task_state = (state.allocs[alloc_id].get("TaskStates") or {}).get(task)
             size = len(state.logs.get(key, b""))
+        self._authorize(req, write=False)
+        # Then the client, after the allocation and the ACL check: a task the allocation has no state for is
+        # 400, a task that never started 404 (client/fs_endpoint.go, FileSystem.logs).
+        if task_state is None:
+            raise NomadError(400, f"unknown task name {_go_quote(task)}")
+        if task_state.get("StartedAt", ZERO_TIME) == ZERO_TIME:
+            raise NomadError(404, f"task {_go_quote(task)} not started yet. No logs available")
         position = max(0, size - offset) if q.get("origin") == "end" else min(offset, size)
         plain = q.flag("plain")
         file_name = f"alloc/logs/{task}.{kind}.0"
@@ -605,6 +615,11 @@ class Handler(BaseHTTPRequestHandler):
             elif finished:
                 self._end_stream()
                 return
+
+
+def _go_quote(text: str) -> str:
+    """Go's `%q` of a string, as Nomad's messages quote names (close enough: JSON's escapes)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _task_dead(alloc: JSON, task: str) -> bool:
