@@ -383,9 +383,10 @@ def test_a_wrong_address_is_named_as_the_option(tmp_path: Path) -> None:
         play = run_playbook(book, record=True)
     assert play.code == 0, play.text
     r = play.results()
-    assert (
-        r["no host"]["msg"]
-        == "Nomad address 'http://' has no host name (set nomad_addr or NOMAD_ADDR to http(s)://host:port)"
+    assert r["no host"]["msg"] == (
+        "Nomad address 'http://' has no host name "
+        "(set nomad_addr or NOMAD_ADDR to http(s)://host:port or host:port, as http://127.0.0.1:4646)"
     )
     assert r["not nomad"]["msg"].startswith(f"{page} is not a Nomad HTTP API (")
     assert r["not nomad"]["msg"].endswith("; check nomad_addr or NOMAD_ADDR"), r["not nomad"]["msg"]
+
