@@ -41,7 +41,7 @@ async def log_source(
     name = task or next((t for t in alloc.TaskStates if t != DOWNLOAD_TASK), None)
     if name is None:
         group = job.TaskGroups[0] if job.TaskGroups else {}
-        name = next((t["Name"] for t in group.get("Tasks", []) if not t.get("Lifecycle")), "")
+        name = next((str(t.get("Name") or "") for t in group.get("Tasks") or [] if not t.get("Lifecycle")), "")
     return LogSource(alloc.ID, name)
 
 
