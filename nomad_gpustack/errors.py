@@ -8,13 +8,15 @@ Every domain error subclasses one of the classes below; its class decides the ex
     ├── ServiceError          1  a service (Nomad, Consul, a model server) answered with an error
     │   ├── nomad.client.NomadError           Nomad answered an error status
     │   │   ├── NomadRejected              2  400: Nomad refused the request as malformed
+    │   │   │   └── JobRefused             2  a 500 listing the job's validation errors (final)
     │   │   ├── IndexConflict                 check-and-set lost a race
     │   │   ├── TransientError                worth retrying (5xx, connection trouble)
     │   │   └── NomadDenied                5  403 (also an AccessError)
     │   ├── serving.chat.ChatError            a model endpoint failed
     │   └── serving.discovery.NoInstanceError the model has no (healthy) instance
     └── UnreachableError      5  a service cannot be reached, or refuses us (TLS, ACL)
-        ├── nomad.client.NomadUnavailable     (also a TransientError: retried first)
+        ├── nomad.client.NomadUnavailable     a 5xx or a broken connection (also a TransientError: retried first)
+        ├── nomad.client.NotNomad             the address answers, but not as Nomad's HTTP API
         └── serving.discovery.DiscoveryError  Consul unreachable or unusable
 
 Input problems name the file, line and field, say what is wrong and how to fix it (`Problem`).

@@ -8,6 +8,7 @@ the `consul` CLI does. TLS verification is on unless skip-verify is asked for. T
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -55,24 +56,62 @@ def env_bool(env: Mapping[str, str], name: str) -> bool | None:
     return parsed
 
 
-def _normalise_address(address: str, default_scheme: str, what: str, source: str) -> str:
-    """`host:port` or a URL, as an http(s) URL without a trailing slash; InputError naming `source` otherwise."""
+def _normalise_address(address: str, default_scheme: str, what: str, source: str, example: str) -> str:
+    """An http(s) URL, or `host:port` (taken with `default_scheme`), as a URL without a trailing slash;
+    InputError naming `source` and showing the expected form (`example`) otherwise.
+
+    Nomad's CLI parses NOMAD_ADDR with Go's `url.Parse` (`NewClient` in api/api.go) and sends requests to
+    its scheme and host: a value without `http://` fails there, as `unsupported protocol scheme`. Consul's
+    (`NewClient` in its api/api.go) takes a value without `://` as `host:port`, its documented form. Both
+    forms are taken here; a value with neither a scheme nor a port (`garbage`, `localhost`) is refused, not
+    guessed at: a request to port 80 of a host named so would only fail later, and less clearly.
+    """
+    hint = f"set {source} to http(s)://host:port or host:port, as {example}"
+    given = address
     if "://" not in address:
         address = f"{default_scheme}://{address}"
     try:
         parts = urlsplit(address)
-        parts.port  # noqa: B018  # parsed lazily: an out-of-range or non-numeric port raises here
+        port = parts.port  # parsed lazily: an out-of-range or non-numeric port raises here
     except ValueError as exc:
-        raise InputError(
-            Problem(f"{what} '{address}' is not a URL ({exc})", hint=f"set {source} to http(s)://host:port")
-        ) from None
+        raise InputError(Problem(f"{what} '{address}' is not a URL ({exc})", hint=hint)) from None
     if parts.scheme not in ("http", "https"):
         raise InputError(
             Problem(f"{what} '{address}' must be an http:// or https:// address", hint="unix sockets are not supported")
         )
     if not parts.hostname:
-        raise InputError(Problem(f"{what} '{address}' has no host name", hint=f"set {source} to http(s)://host:port"))
+        raise InputError(Problem(f"{what} '{address}' has no host name", hint=hint))
+    if "://" not in given and port is None:
+        raise InputError(Problem(f"{what} '{given}' is neither a URL nor host:port", hint=hint))
     return address.rstrip("/")
+
+
+# What an HTTP header value may hold here: visible ASCII, no whitespace (tokens are UUIDs or keys).
+_HEADER_SAFE = re.compile(r"[!-~]+")
+
+
+def clean_secret(value: str | None, source: str) -> str | None:
+    """A token or key as it is sent in a header: surrounding whitespace stripped (`export NOMAD_TOKEN=$(cat
+    file)` can keep a newline), None when empty. InputError naming `source` (a variable, flag, option or
+    file), never the value, when what remains holds whitespace or a character a header cannot carry."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if not _HEADER_SAFE.fullmatch(value):
+        raise InputError(
+            Problem(
+                f"{source} holds whitespace or a character that cannot be sent in an HTTP header",
+                hint="set it to the token alone; its value is not shown",
+            )
+        )
+    return value
+
+
+def _http_auth(value: str | None) -> str | None:
+    """NOMAD_HTTP_AUTH (`user:password`, sent as basic auth, encoded) with surrounding whitespace stripped."""
+    return (value or "").strip() or None
 
 
 @dataclass(frozen=True)
@@ -161,18 +200,22 @@ class NomadSettings:
         tls = TLS.from_env(env, "NOMAD", skip_verify=bool(env_bool(env, "NOMAD_SKIP_VERIFY")))
         tls_overrides = {k: overrides.pop(k) for k in list(overrides) if k in TLS.__dataclass_fields__}
         tls = replace(tls, **{k: v for k, v in tls_overrides.items() if v is not None})
+        token_source = overrides.pop("token_source", None) or "the token"
         settings = cls(
             address=env.get("NOMAD_ADDR") or DEFAULT_NOMAD_ADDR,
-            token=env.get("NOMAD_TOKEN") or None,
+            token=clean_secret(env.get("NOMAD_TOKEN"), "NOMAD_TOKEN"),
             namespace=env.get("NOMAD_NAMESPACE") or None,
             region=env.get("NOMAD_REGION") or None,
             tls=tls,
-            http_auth=env.get("NOMAD_HTTP_AUTH") or None,
+            http_auth=_http_auth(env.get("NOMAD_HTTP_AUTH")),
         )
+        if overrides.get("token") is not None:
+            overrides["token"] = clean_secret(overrides["token"], token_source)
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-        return replace(
-            settings, address=_normalise_address(settings.address, "http", "Nomad address", "NOMAD_ADDR or --address")
+        address = _normalise_address(
+            settings.address, "http", "Nomad address", "NOMAD_ADDR or --address", DEFAULT_NOMAD_ADDR
         )
+        return replace(settings, address=address)
 
     @property
     def secure(self) -> bool:
@@ -310,10 +353,15 @@ class ConsulSettings:
         verify = env_bool(env, "CONSUL_HTTP_SSL_VERIFY")
         address = overrides.pop("address", None) or env.get("CONSUL_HTTP_ADDR") or DEFAULT_CONSUL_ADDR
         address = _normalise_address(
-            address, "https" if ssl_on else "http", "Consul address", "CONSUL_HTTP_ADDR or --consul-address"
+            address,
+            "https" if ssl_on else "http",
+            "Consul address",
+            "CONSUL_HTTP_ADDR or --consul-address",
+            DEFAULT_CONSUL_ADDR,
         )
         tls = TLS.from_env(env, "CONSUL", skip_verify=verify is False)
-        settings = cls(address=address, token=env.get("CONSUL_HTTP_TOKEN") or None, tls=tls)
+        token = clean_secret(env.get("CONSUL_HTTP_TOKEN"), "CONSUL_HTTP_TOKEN")
+        settings = cls(address=address, token=token, tls=tls)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
     def headers(self) -> dict[str, str]:

@@ -112,3 +112,76 @@ def test_an_address_that_is_not_nomad_or_consul_says_so(status: int) -> None:
         assert run.code == 5, run.err
         (line,) = run.err.splitlines()
         assert f"{address} is not a Consul HTTP API ({status} text/html on /v1/catalog/services)" in line
+
+
+def test_a_token_with_a_trailing_newline_is_sent_without_it(tmp_path: Path) -> None:
+    """`export NOMAD_TOKEN=$(cat file)` can keep the newline: stripped, as --token-file strips it."""
+    with NomadDouble(acl_tokens={"env-token": "management"}) as nomad:
+        nomad.default_scenario = scenarios.rollout()
+        run = nomadgs("status", env={"NOMAD_ADDR": nomad.address, "NOMAD_TOKEN": "env-token\n"})
+        assert run.code == 0, run.err
+        assert {r.headers.get("x-nomad-token") for r in nomad.requests} == {"env-token"}
+    env = {"NOMAD_TOKEN": " n0mad \n", "CONSUL_HTTP_TOKEN": "c0nsul\r\n", "NOMAD_HTTP_AUTH": "user:pass\n"}
+    assert NomadSettings.from_env(env).headers()["X-Nomad-Token"] == "n0mad"
+    assert NomadSettings.from_env(env).http_auth == "user:pass"
+    assert ConsulSettings.from_env(env).headers() == {"X-Consul-Token": "c0nsul"}
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "source"),
+    [
+        ("status", {"NOMAD_TOKEN": "s3cret tok3n"}, "NOMAD_TOKEN"),
+        ("status", {"NOMAD_TOKEN": "s3cret\ntok3n\n"}, "NOMAD_TOKEN"),
+        ("endpoints", {"CONSUL_HTTP_TOKEN": "s3cret\ttok3n"}, "CONSUL_HTTP_TOKEN"),
+        ("status", {"NOMAD_TOKEN": "s3cret-tök3n"}, "NOMAD_TOKEN"),
+    ],
+)
+def test_a_token_that_no_header_can_carry_is_bad_input_naming_its_variable(
+    command: str, env: dict[str, str], source: str
+) -> None:
+    run = nomadgs(command, env={"NOMAD_ADDR": "http://127.0.0.1:9", "CONSUL_HTTP_ADDR": "127.0.0.1:9", **env})
+    assert run.code == 2, run.err
+    assert run.err == (
+        f"error: {source} holds whitespace or a character that cannot be sent in an HTTP header "
+        "(set it to the token alone; its value is not shown)\n"
+    )
+    assert "s3cret" not in run.err + run.out
+
+
+def test_a_token_file_or_key_that_no_header_can_carry_is_bad_input(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret tok3n\n")
+    run = nomadgs("status", "--token-file", token_file, env={"NOMAD_ADDR": "http://127.0.0.1:9"})
+    assert run.code == 2 and f"error: the token file {token_file} holds whitespace" in run.err, run.err
+    run = nomadgs("chat", "m", "--url", "http://127.0.0.1:9/v1", "-p", "hi", env={"NOMADGS_API_KEY": "s3cret key"})
+    assert run.code == 2 and "error: NOMADGS_API_KEY holds whitespace" in run.err, run.err
+    assert "s3cret" not in run.err
+    with pytest.raises(InputError, match=r"^the token option \(or NOMAD_TOKEN\) holds whitespace"):
+        NomadSettings.from_env({}, token="s3cret tok3n", token_source="the token option (or NOMAD_TOKEN)")
+
+
+@pytest.mark.parametrize("address", ["garbage", "localhost", "nomad.example", "nomad.example:"])
+def test_an_address_with_neither_scheme_nor_port_is_refused(address: str) -> None:
+    """Nomad's CLI refuses a NOMAD_ADDR without a scheme; `garbage` is not taken as http://garbage (port 80)."""
+    run = nomadgs("status", env={"NOMAD_ADDR": address})
+    assert run.code == 2, run.err
+    assert run.err == (
+        f"error: Nomad address '{address}' is neither a URL nor host:port "
+        "(set NOMAD_ADDR or --address to http(s)://host:port or host:port, as http://127.0.0.1:4646)\n"
+    )
+    run = nomadgs("status", "--address", address)
+    assert run.code == 2 and "--address" in run.err, run.err
+    run = nomadgs("endpoints", env={"CONSUL_HTTP_ADDR": address})
+    assert run.code == 2, run.err
+    assert run.err == (
+        f"error: Consul address '{address}' is neither a URL nor host:port "
+        "(set CONSUL_HTTP_ADDR or --consul-address to http(s)://host:port or host:port, as 127.0.0.1:8500)\n"
+    )
+
+
+def test_host_and_port_or_a_url_are_addresses() -> None:
+    assert NomadSettings.from_env({"NOMAD_ADDR": "nomad.example:4646"}).address == "http://nomad.example:4646"
+    assert NomadSettings.from_env({"NOMAD_ADDR": "[fd00::5]:4646"}).address == "http://[fd00::5]:4646"
+    assert NomadSettings.from_env({"NOMAD_ADDR": "https://nomad.example/"}).address == "https://nomad.example"
+    assert NomadSettings.from_env({"NOMAD_ADDR": "http://localhost"}).address == "http://localhost"
+    assert ConsulSettings.from_env({"CONSUL_HTTP_ADDR": "consul:8500"}).address == "http://consul:8500"

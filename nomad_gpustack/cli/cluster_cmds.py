@@ -127,6 +127,8 @@ def submit(
     fmt: str,
     **connection: Any,
 ) -> int:
+    import time
+
     from ..errors import EXIT_INTERRUPTED, EXIT_OK
     from ..nomad import runner
     from .base import PARTIAL_RESULT
@@ -142,6 +144,7 @@ def submit(
     worst = EXIT_OK
     for compiled, api in zip(compiled_all, apis, strict=True):
         job_id = compiled.job_id
+        api.deadline = time.monotonic() + seconds  # retrying a failing Nomad keeps to --timeout too
         registration = runner.submit(api, compiled, force=force, notes=_Notes())
         if detach:
             results.append(runner.result_document(registration, None, "registered", EXIT_OK))

@@ -83,14 +83,18 @@ def consul_options(f: F) -> F:
 
 
 def read_secret(path: str, what: str = "token") -> str:
-    """A token or key from a file: secrets come from files or the environment, never from argv (`ps` shows it)."""
+    """A token or key from a file: secrets come from files or the environment, never from argv (`ps` shows it).
+    Surrounding whitespace is dropped; whitespace inside (or a character no header carries) is bad input."""
     from ..errors import InputError, Problem
+    from ..settings import clean_secret
 
     try:
         with open(path, encoding="utf-8") as f:
-            value = f.read().strip()
+            value = clean_secret(f.read(), f"the {what} file {path}")
     except OSError as exc:
         raise InputError(Problem(f"cannot read the {what} file: {exc.strerror}", path)) from None
+    except UnicodeDecodeError:
+        raise InputError(Problem(f"the {what} file is not text", path)) from None
     if not value:
         raise InputError(Problem(f"the {what} file is empty", path))
     return value

@@ -147,9 +147,11 @@ def _chat_target(
 
     if url:
         from ..serving.chat import API_KEY_ENV
+        from ..settings import clean_secret
 
-        key = read_secret(api_key_file, "API key") if api_key_file else os.environ.get(API_KEY_ENV)
-        return url, key or None
+        if api_key_file:
+            return url, read_secret(api_key_file, "API key")
+        return url, clean_secret(os.environ.get(API_KEY_ENV), API_KEY_ENV)
     table = _discover(provider, connection)
     healthy = table.routes.get(model)
     if not healthy:

@@ -62,7 +62,8 @@ async def follow(
 
     `query(index)` returns (value, new index); index 0 is a plain read that answers at once. Errors of the
     `retry_on` kinds are retried with backoff (`on_retry` hears of each), resuming from the last index.
-    The first answer is always yielded.
+    The first answer is always yielded. It never ends by itself: its caller bounds it (the watcher cancels its
+    queries when --timeout passes; the gateway follows Consul until it stops).
     """
     attempt = 0
     while True:

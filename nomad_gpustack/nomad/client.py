@@ -8,9 +8,14 @@ are decided in one place.
 
 Reads (and validate and plan, which change nothing) are retried here when they fail for a passing reason: a
 5xx (Nomad answers 500 `No cluster leader` during a leader election) or a broken connection, with the backoff
-of `blocking`, for at most `retry_for` seconds in all. Writes are not: `runner.register` resends with the same
-check-and-set index, which cannot register twice. Blocking queries (an `index` given) are not either: their
-caller follows them and retries (`blocking.follow`).
+of `blocking`, for at most `retry_for` seconds in all and never past the `deadline` (a command's --timeout).
+A 5xx that persists is NomadUnavailable (exit 5). Writes are not retried here: `runner.register` resends with
+the same check-and-set index, which cannot register twice. Blocking queries (an `index` given) are not either:
+their caller follows them and retries (`blocking.follow`).
+
+Some 500s are final, not passing: Nomad refuses an invalid job with a 500 that lists its validation errors
+(JobRefused, exit 2). Every answer becomes typed data in one place (`NomadAPI._shaped`): JSON of another shape
+means the address is not Nomad's HTTP API (NotNomad, exit 5), as an HTML page does.
 """
 
 from __future__ import annotations
@@ -23,9 +28,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel
-
-from ..answers import foreign_answer, html_page
+from .. import unreachable
+from ..answers import WrongShape, foreign_answer, html_page, shaped
 from ..errors import EXIT_BAD_INPUT, ServiceError, UnreachableError
 from ..settings import NomadSettings
 from .blocking import backoff_delay, header_index
@@ -33,14 +37,16 @@ from .jobspec import Job
 from .responses import (
     Allocation,
     Deployment,
+    DeregisterResponse,
     Evaluation,
     JobStub,
+    NodeStub,
     PlanResponse,
     RegisterResponse,
     ValidateResponse,
 )
 
-T = TypeVar("T", bound=BaseModel)
+T = TypeVar("T")
 R = TypeVar("R")
 DEFAULT_WAIT = "5m"  # blocking-query wait; Nomad caps it at 5m (plus jitter)
 RETRY_FOR = 60.0  # seconds a read keeps retrying passing failures; a leader election takes a few
@@ -62,6 +68,15 @@ class NomadRejected(NomadError):
     """400: Nomad refused the request as malformed."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class JobRefused(NomadRejected):
+    """Nomad refused the job as invalid (a 500 listing its validation errors): final, never retried.
+    `problems` holds Nomad's errors, one problem each."""
+
+    def __init__(self, problems: list[str], status: int | None = None) -> None:
+        super().__init__("\n".join(f"Nomad refused the job: {p}" for p in problems), status)
+        self.problems = tuple(problems)
 
 
 class IndexConflict(NomadError):
@@ -97,17 +112,67 @@ def _never_missing(path: str) -> bool:
     return _ALWAYS_THERE.fullmatch(path) is not None
 
 
+def _not_nomad(settings: NomadSettings, reason: str) -> NotNomad:
+    return NotNomad(f"{settings.address} is not a Nomad HTTP API ({reason}); check NOMAD_ADDR or --address")
+
+
 def _foreign(settings: NomadSettings, status: int, content_type: str, path: str, json_expected: bool) -> None:
     """NotNomad when the answer cannot come from Nomad's HTTP API."""
     reason = foreign_answer(status, content_type, path, json_expected=json_expected, never_missing=_never_missing)
     if reason is not None:
-        raise NotNomad(f"{settings.address} is not a Nomad HTTP API ({reason}); check NOMAD_ADDR or --address")
+        raise _not_nomad(settings, reason)
+
+
+# go-multierror's list, which Nomad's job validation returns (`2 errors occurred:\n\t* ...\n\t* ...\n\n`); a
+# problem that has problems of its own ends in such a head, its items following at the same indentation.
+_MULTI_HEAD = re.compile(r"(.*?)(\d+) errors? occurred:")
+
+# The errors of Nomad's job registration that no retry cures, besides the validation list: `validateJobUpdate`
+# in nomad/job_endpoint.go (a job's type, periodic or parameterized nature cannot change).
+_FINAL_REFUSALS = ("cannot update ", "field 'Dispatched' is read-only", "job can't be submitted with")
+
+
+def multierror_lines(text: str) -> list[str] | None:
+    """The problems of a go-multierror list, one a line, each nested problem after its parents' words
+    (`Task group server validation failed: minimum CPU value is 20; got 1`); None when `text` is not such a list.
+
+    Nomad sends it as it is: `Job.Plan` and `Job.Register` (nomad/job_endpoint.go) run the admission
+    validators before any write and return their multierror; the HTTP layer (`wrap` in command/agent/http.go)
+    answers an RPC error without a code as a 500 whose body is the error's text.
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    head = _MULTI_HEAD.fullmatch(lines[0]) if lines else None
+    if head is None:
+        return None
+    items = iter(lines[1:])
+    problems: list[str] = []
+
+    def take(count: int, prefix: str) -> None:
+        for _ in range(count):
+            line = next(items, None)
+            if line is None:
+                return
+            item = line.removeprefix("* ")
+            nested = _MULTI_HEAD.fullmatch(item)
+            if nested is not None:
+                take(int(nested.group(2)), prefix + nested.group(1))
+            else:
+                problems.append(prefix + item)
+
+    take(int(head.group(2)), head.group(1))
+    problems += [line.removeprefix("* ") for line in items]  # an error's text of several lines: kept as it is
+    return problems
 
 
 def _error_for(status: int | None, text: str, settings: NomadSettings, content_type: str = "") -> NomadError:
     text = (text or "").strip()
     if html_page(content_type, text):
         text = "an HTML page (from a proxy in front of Nomad?)"  # never print a page as error lines
+    refused = multierror_lines(text) if status is not None and status >= 500 else None
+    if refused is None and status is not None and status >= 500 and text.startswith(_FINAL_REFUSALS):
+        refused = [text]
+    if refused:
+        return JobRefused(refused, status)
     if status == 403:
         hint = "set NOMAD_TOKEN to a token with submit-job and read-job in the namespace"
         if "not found" in text.lower():
@@ -120,39 +185,35 @@ def _error_for(status: int | None, text: str, settings: NomadSettings, content_t
     if status is not None and "Enforcing job modify index" in text:
         return IndexConflict(f"the job changed since it was planned ({text})", status)
     if status is not None and status >= 500:
-        return TransientError(f"Nomad answered {status}: {text}", status)
+        # A leader election, an overloaded server, a proxy whose Nomad restarts: retried while time is left.
+        return NomadUnavailable(f"Nomad at {settings.address} is unavailable: it answered {status}: {text}", status)
     return NomadError(f"Nomad answered {status}: {text}", status)
 
 
-_CAUSES = [
-    ("CERTIFICATE_VERIFY_FAILED", "TLS certificate verification failed (set NOMAD_CACERT, or NOMAD_TLS_SERVER_NAME)"),
-    ("Connection refused", "connection refused"),
-    ("RemoteDisconnected", "the connection closed without an answer"),
-    ("Connection aborted", "the connection closed without an answer"),
-    ("Name or service not known", "unknown host name"),
-    ("Temporary failure in name resolution", "the host name could not be resolved"),
-    ("timed out", "timed out"),
-]
-
-
-_LASTING = ("CERTIFICATE_VERIFY_FAILED", "Connection refused", "Name or service not known", "name resolution")
+_TLS_HINT = "set NOMAD_CACERT, or NOMAD_TLS_SERVER_NAME"
 
 
 def _unreachable(settings: NomadSettings, exc: BaseException) -> NomadUnavailable:
-    text = str(exc)
-    reason = next((words for marker, words in _CAUSES if marker in text), type(exc).__name__)
+    """A request python-nomad could not make; the cause in plain words, never the exception's text (a
+    urllib3 message that may quote a header)."""
+    reason = unreachable.cause(exc, tls_hint=_TLS_HINT, otherwise=type(exc).__name__)
     return NomadUnavailable(
         f"cannot reach Nomad at {settings.address}: {reason} (set NOMAD_ADDR or --address)",
-        lasting=any(marker in text for marker in _LASTING),
+        lasting=unreachable.lasting(exc),
     )
 
 
-def _transport_failure(exc: Exception) -> NomadUnavailable:
+def _transport_failure(settings: NomadSettings, exc: Exception) -> NomadUnavailable:
     """An httpx transport error: a failed connect is lasting, a connection broken later is not."""
     import httpx
 
-    lasting = isinstance(exc, httpx.ConnectError) and "timed out" not in str(exc)
-    return NomadUnavailable(f"connection to Nomad failed: {exc or type(exc).__name__}", lasting=lasting)
+    reason = unreachable.cause(exc, tls_hint=_TLS_HINT, otherwise=str(exc) or type(exc).__name__)
+    if isinstance(exc, httpx.ConnectError):
+        return NomadUnavailable(
+            f"cannot reach Nomad at {settings.address}: {reason} (set NOMAD_ADDR or --address)",
+            lasting=reason != "timed out",
+        )
+    return NomadUnavailable(f"the connection to Nomad at {settings.address} broke: {reason}")
 
 
 class NomadAPI:
@@ -164,12 +225,15 @@ class NomadAPI:
         *,
         timeout: float = 30.0,
         retry_for: float = RETRY_FOR,
+        deadline: float | None = None,
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
-        """`retry_for`: seconds a read may spend retrying passing failures; `on_retry` hears of each retry."""
+        """`retry_for`: seconds one call may spend retrying passing failures; `deadline` (a `time.monotonic()`
+        value, from a command's --timeout): no retry waits past it; `on_retry` hears of each retry."""
         self.settings = settings
         self.timeout = timeout
         self.retry_for = retry_for
+        self.deadline = deadline
         self.on_retry = on_retry
         self._client: Any = None
         self._answered = False  # the server has answered at least once
@@ -180,19 +244,23 @@ class NomadAPI:
     def _worth_retrying(self, exc: TransientError) -> bool:
         return not (isinstance(exc, NomadUnavailable) and exc.lasting and not self._answered)
 
-    def _next_pause(self, exc: TransientError, attempt: int, started: float) -> float:
-        """The pause before the next attempt; the error itself, saying how long it tried, when that is over."""
+    def pause_before_retry(self, exc: TransientError, attempt: int, started: float, *, announce: bool = True) -> float:
+        """The pause before attempt `attempt + 1` of a call that began at `started` (`time.monotonic()`); the
+        error itself, saying how often it tried, when the call's time (`retry_for`, the deadline) is over.
+        Every retry loop of Nomad calls asks here, so all of them keep to the same limits; `announce` tells
+        `on_retry` (a caller that says it in its own words passes False)."""
         if not self._worth_retrying(exc):
             raise exc
         delay = backoff_delay(attempt)
-        elapsed = time.monotonic() - started
-        if elapsed + delay > self.retry_for:
+        now = time.monotonic()
+        elapsed = now - started
+        if elapsed + delay > self.retry_for or (self.deadline is not None and now + delay > self.deadline):
             if attempt == 0:
                 raise exc
             gave_up = copy.copy(exc)
             gave_up.args = (f"{exc} (tried {attempt + 1} times over {elapsed:.0f}s)",)
             raise gave_up from None
-        if self.on_retry is not None:
+        if announce and self.on_retry is not None:
             self.on_retry(f"{exc}; trying again in {delay:.1f}s")
         return delay
 
@@ -204,7 +272,7 @@ class NomadAPI:
             try:
                 return call()
             except TransientError as exc:
-                time.sleep(self._next_pause(exc, attempt, started))
+                time.sleep(self.pause_before_retry(exc, attempt, started))
                 attempt += 1
 
     async def _retrying_async(self, call: Callable[[], Awaitable[R]]) -> R:
@@ -215,8 +283,15 @@ class NomadAPI:
             try:
                 return await call()
             except TransientError as exc:
-                await asyncio.sleep(self._next_pause(exc, attempt, started))
+                await asyncio.sleep(self.pause_before_retry(exc, attempt, started))
                 attempt += 1
+
+    def _shaped(self, shape: type[T], data: Any, path: str) -> T:
+        """The one place an answer of Nomad becomes typed data: JSON of another shape is NotNomad."""
+        try:
+            return shaped(shape, data, path)
+        except WrongShape as exc:
+            raise _not_nomad(self.settings, str(exc)) from None
 
     # --- one-shot calls through python-nomad -----------------------------------------------------------
 
@@ -232,7 +307,8 @@ class NomadAPI:
         content_type = response.headers.get("Content-Type", "")
         _foreign(self.settings, response.status_code, content_type, urlsplit(response.url).path, json_expected=True)
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, path: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)`, a python-nomad call to `path`, with its failures as NomadErrors."""
         import nomad.api.exceptions as nomad_exc
         import requests
 
@@ -244,30 +320,36 @@ class NomadAPI:
                 content_type = resp.headers.get("Content-Type", "")
                 raise _error_for(resp.status_code, resp.text, self.settings, content_type) from None
             raise _unreachable(self.settings, resp if isinstance(resp, BaseException) else exc) from None
+        except requests.JSONDecodeError:
+            raise _not_nomad(self.settings, f"the answer to {path} is not JSON") from None
         except requests.RequestException as exc:
             raise _unreachable(self.settings, exc) from None
 
-    def _read(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _read(self, path: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """A call that changes nothing, retried while it fails for a passing reason."""
-        return self._retrying(lambda: self._call(fn, *args, **kwargs))
+        return self._retrying(lambda: self._call(path, fn, *args, **kwargs))
 
     def validate(self, job: Job) -> ValidateResponse:
         """Server-side validation (`/v1/validate/job`), with the `{"Job": ...}` wrapper it needs."""
-        resp = self._read(self.client.validate.validate_job, {"Job": job})
-        return ValidateResponse.model_validate(resp.json())
+        path = "/v1/validate/job"
+        resp = self._read(path, self.client.validate.validate_job, {"Job": job})
+        return self._shaped(ValidateResponse, self._call(path, resp.json), path)
 
     def plan(self, job: Job) -> PlanResponse:
-        data = self._read(self.client.job.plan_job, job["ID"], {"Job": job}, diff=True)
-        return PlanResponse.model_validate(data)
+        path = f"/v1/job/{job['ID']}/plan"
+        answer = self._read(path, self.client.job.plan_job, job["ID"], {"Job": job}, diff=True)
+        return self._shaped(PlanResponse, answer, path)
 
     def register(self, job: Job, *, modify_index: int) -> RegisterResponse:
         """Register with check-and-set: fails with IndexConflict if the job is not at `modify_index`."""
+        path = f"/v1/job/{job['ID']}"
         body = {"Job": job, "EnforceIndex": True, "JobModifyIndex": modify_index}
-        return RegisterResponse.model_validate(self._call(self.client.job.register_job, job["ID"], body))
+        return self._shaped(RegisterResponse, self._call(path, self.client.job.register_job, job["ID"], body), path)
 
     def job(self, job_id: str) -> JobStub | None:
+        path = f"/v1/job/{job_id}"
         try:
-            return JobStub.model_validate(self._read(self.client.job.get_job, job_id))
+            return self._shaped(JobStub, self._read(path, self.client.job.get_job, job_id), path)
         except NomadError as exc:
             if exc.status == 404:
                 return None
@@ -275,18 +357,21 @@ class NomadAPI:
 
     def latest_evaluation(self, job_id: str) -> str:
         """The ID of the job's newest evaluation ("" when it has none)."""
-        evals = self._read(self.client.job.get_evaluations, job_id) or []
-        newest = max(evals, key=lambda e: e.get("CreateIndex", 0), default=None)
-        return str(newest["ID"]) if newest else ""
+        path = f"/v1/job/{job_id}/evaluations"
+        evals = self._shaped(list[Evaluation], self._read(path, self.client.job.get_evaluations, job_id) or [], path)
+        newest = max(evals, key=lambda e: e.CreateIndex, default=None)
+        return newest.ID if newest else ""
 
     def jobs(self) -> list[JobStub]:
         """Jobs of the namespace with their meta (`?meta=true`)."""
-        data = self._read(self.client.jobs.request, method="get", params={"meta": "true"})
-        return [JobStub.model_validate(j) for j in data.json()]
+        path = "/v1/jobs"
+        response = self._read(path, self.client.jobs.request, method="get", params={"meta": "true"})
+        return self._shaped(list[JobStub], self._call(path, response.json), path)
 
-    def stop(self, job_id: str, *, purge: bool = False) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(self.client.job.deregister_job, job_id, purge=purge or None)
-        return result
+    def stop(self, job_id: str, *, purge: bool = False) -> DeregisterResponse:
+        path = f"/v1/job/{job_id}"
+        answer = self._call(path, self.client.job.deregister_job, job_id, purge=purge or None)
+        return self._shaped(DeregisterResponse, answer, path)
 
     # --- watch calls through httpx -------------------------------------------------------------------
 
@@ -297,12 +382,14 @@ class NomadAPI:
         self,
         http: Any,
         path: str,
+        shape: type[T],
         *,
         index: int | None = None,
         wait: str = DEFAULT_WAIT,
         params: dict[str, str] | None = None,
-    ) -> tuple[Any, int]:
-        """GET a JSON resource; with `index`, as a blocking query. Returns (data, X-Nomad-Index).
+    ) -> tuple[T, int]:
+        """GET a JSON resource as `shape` (a response model, `list[...]`); with `index`, as a blocking query.
+        Returns (data, X-Nomad-Index); JSON of another shape is NotNomad.
 
         A plain read is retried while it fails for a passing reason; a blocking query is not (its caller
         follows it and retries from the last index)."""
@@ -312,7 +399,11 @@ class NomadAPI:
             response = await self._get(http, path, query)
         else:
             response = await self._retrying_async(lambda: self._get(http, path, query))
-        return response.json(), header_index(response.headers, "X-Nomad-Index")
+        try:
+            data = response.json()
+        except ValueError:
+            raise _not_nomad(self.settings, f"the answer to {path} is not JSON") from None
+        return self._shaped(shape, data, path), header_index(response.headers, "X-Nomad-Index")
 
     async def _get(self, http: Any, path: str, params: dict[str, str], *, json_expected: bool = True) -> Any:
         """One GET with the namespace/region parameters, errors mapped to NomadError."""
@@ -322,7 +413,7 @@ class NomadAPI:
         try:
             response = await http.get(path, params={**self.settings.params(), **params})
         except httpx.TransportError as exc:
-            raise _transport_failure(exc) from None
+            raise _transport_failure(self.settings, exc) from None
         self._answered = True
         content_type = response.headers.get("Content-Type", "")
         _foreign(self.settings, response.status_code, content_type, path, json_expected)
@@ -331,26 +422,30 @@ class NomadAPI:
         return response
 
     async def evaluation(self, http: Any, eval_id: str, index: int | None = None) -> tuple[Evaluation, int]:
-        data, idx = await self.get(http, f"/v1/evaluation/{eval_id}", index=index)
-        return Evaluation.model_validate(data), idx
+        return await self.get(http, f"/v1/evaluation/{eval_id}", Evaluation, index=index)
 
     async def allocations(self, http: Any, job_id: str, index: int | None = None) -> tuple[list[Allocation], int]:
-        data, idx = await self.get(http, f"/v1/job/{job_id}/allocations", index=index)
-        return [Allocation.model_validate(a) for a in data or []], idx
+        return await self.get(http, f"/v1/job/{job_id}/allocations", list[Allocation], index=index)
 
     async def latest_deployment(
         self, http: Any, job_id: str, index: int | None = None
     ) -> tuple[Deployment | None, int]:
-        data, idx = await self.get(http, f"/v1/job/{job_id}/deployment", index=index)
-        return (Deployment.model_validate(data) if data else None), idx
+        # `null` when the job has had no deployment yet
+        return await self.get(http, f"/v1/job/{job_id}/deployment", Deployment | None, index=index)  # type: ignore[arg-type]
 
     async def allocation(self, http: Any, alloc_id: str) -> Allocation:
-        data, _ = await self.get(http, f"/v1/allocation/{alloc_id}")
-        return Allocation.model_validate(data)
+        allocation, _ = await self.get(http, f"/v1/allocation/{alloc_id}", Allocation)
+        return allocation
 
     async def nodes(self, http: Any) -> list[dict[str, Any]]:
-        data, _ = await self.get(http, "/v1/nodes", params={"resources": "true"})
-        return list(data or [])
+        """Client nodes as Nomad lists them (`?resources=true`), each a node stub as it answered it."""
+        stubs, _ = await self.get(http, "/v1/nodes", list[NodeStub], params={"resources": "true"})
+        return [stub.model_dump() for stub in stubs]
+
+    async def node(self, http: Any, node_id: str) -> dict[str, Any]:
+        """One client node in full, as Nomad answered it."""
+        node, _ = await self.get(http, f"/v1/node/{node_id}", NodeStub)
+        return node.model_dump()
 
     async def log_tail(
         self, http: Any, alloc_id: str, task: str, *, stream: str = "stderr", tail_bytes: int = 8192
@@ -409,11 +504,10 @@ class NomadAPI:
                         yield chunk
                 return
             except httpx.TransportError as exc:
-                failure: TransientError = _transport_failure(exc)
-                failure.args = (f"the log stream from Nomad broke: {exc or type(exc).__name__}",)
+                failure: TransientError = _transport_failure(self.settings, exc)
             except TransientError as exc:
                 failure = exc
             if delivered:
                 raise failure
-            await asyncio.sleep(self._next_pause(failure, attempt, started))
+            await asyncio.sleep(self.pause_before_retry(failure, attempt, started))
             attempt += 1

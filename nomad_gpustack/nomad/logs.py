@@ -51,11 +51,11 @@ async def log_source(
     group = next(
         (g for g in job.TaskGroups if g.get("Name") == alloc.TaskGroup), job.TaskGroups[0] if job.TaskGroups else {}
     )
-    declared = [t["Name"] for t in group.get("Tasks") or []]
+    declared = [str(t.get("Name") or "") for t in group.get("Tasks") or []]
     tasks = tuple(dict.fromkeys([*declared, *alloc.TaskStates]))
     name = task or next((t for t in alloc.TaskStates if t != DOWNLOAD_TASK), None)
     if name is None:
-        name = next((t["Name"] for t in group.get("Tasks") or [] if not t.get("Lifecycle")), "")
+        name = next((str(t.get("Name") or "") for t in group.get("Tasks") or [] if not t.get("Lifecycle")), "")
     return LogSource(alloc.ID, name, alloc.index, tasks)
 
 

@@ -151,7 +151,7 @@ def read_nodes(api: NomadAPI, *, full: bool = False) -> list[tuple[dict[str, Any
             stubs = await api.nodes(http)
             if not full:
                 return [(stub, None) for stub in stubs]
-            answers = await asyncio.gather(*(api.get(http, f"/v1/node/{stub['ID']}") for stub in stubs))
-            return [(stub, dict(answer)) for stub, (answer, _) in zip(stubs, answers, strict=True)]
+            answers = await asyncio.gather(*(api.node(http, str(stub["ID"])) for stub in stubs))
+            return list(zip(stubs, answers, strict=True))
 
     return asyncio.run(read())

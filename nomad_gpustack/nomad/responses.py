@@ -1,8 +1,10 @@
 """Typed models of the Nomad API responses the watcher reads (evaluations, allocations, deployments, ...).
 
 Unlike the job models these ignore unknown keys: Nomad adds response fields between versions, and a newer
-server must not break an older client. Empty fields are often left out or null (`omitempty`), so every
-field has a default and nulls become empty collections.
+server must not break an older client. Empty fields are often left out or null (`omitempty`), so almost every
+field has a default and nulls become empty collections. The few without one are fields Nomad always sends
+(an ID; the answers of validate, plan, register and deregister, whose structs in nomad/structs/structs.go
+have no `omitempty`): an answer without them is not Nomad's (`answers.shaped`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Evaluation(Response):
     PreviousEval: str = ""
     FailedTGAllocs: dict[str, AllocMetric] = {}
     QueuedAllocations: dict[str, int] = {}
+    CreateIndex: int = 0
     ModifyIndex: int = 0
 
 
@@ -238,7 +241,7 @@ class PlanDiff(Response):
 
 
 class PlanResponse(Response):
-    JobModifyIndex: int = 0
+    JobModifyIndex: int
     Diff: PlanDiff | None = None
     Annotations: PlanAnnotations | None = None
     FailedTGAllocs: dict[str, AllocMetric] = {}
@@ -252,14 +255,29 @@ class PlanResponse(Response):
 
 
 class ValidateResponse(Response):
-    DriverConfigValidated: bool = False
+    DriverConfigValidated: bool
     ValidationErrors: list[str] = []
     Error: str = ""
     Warnings: str = ""
 
 
 class RegisterResponse(Response):
-    EvalID: str = ""
+    EvalID: str  # "" for a periodic or parameterized job
     EvalCreateIndex: int = 0
     JobModifyIndex: int = 0
     Warnings: str = ""
+
+
+class DeregisterResponse(Response):
+    EvalID: str
+    EvalCreateIndex: int = 0
+    JobModifyIndex: int = 0
+
+
+class NodeStub(Response):
+    """A client node as `/v1/nodes` lists it or `/v1/node/:id` reads it; every other key is kept as answered
+    (`nodes.node_facts` reads them)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ID: str

@@ -8,7 +8,9 @@ client and return typed results; printing is the caller's business. Progress not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -17,8 +19,7 @@ from ..compile.build import Compiled
 from ..compile.request import group_request
 from ..errors import EXIT_OK, EXIT_TIMEOUT, InputError, NomadgsError, Problem
 from ..settings import NomadSettings
-from .blocking import backoff_delay
-from .client import IndexConflict, NomadAPI, TransientError
+from .client import IndexConflict, JobRefused, NomadAPI, TransientError, multierror_lines
 from .explain import placement_failure
 from .responses import JobStub, PlanResponse
 from .rollout import Rollback
@@ -96,6 +97,20 @@ def check_ownership(api: NomadAPI, job_id: str, *, force: bool) -> JobStub | Non
     return existing
 
 
+def _refused(compiled: Compiled, problems: list[str]) -> InputError:
+    """Nomad's reasons for refusing the job, one problem each, located at the deployment file."""
+    return InputError([Problem(f"Nomad refused the job: {p}", compiled.source.filename, field="job") for p in problems])
+
+
+@contextlib.contextmanager
+def _refusals_as_input(compiled: Compiled) -> Iterator[None]:
+    """A plan or register that Nomad refuses as invalid is bad input (exit 2), said as validation says it."""
+    try:
+        yield
+    except JobRefused as exc:
+        raise _refused(compiled, list(exc.problems)) from None
+
+
 def server_validate(api: NomadAPI, compiled: Compiled, notes: Notes) -> None:
     """Nomad's own validation of the job (`/v1/validate/job`); InputError with every reason it gives."""
     result = api.validate(compiled.job)
@@ -103,9 +118,8 @@ def server_validate(api: NomadAPI, compiled: Compiled, notes: Notes) -> None:
         notes.warning(f"{compiled.source.filename}: Nomad: {result.Warnings.strip()}")
     errors = result.ValidationErrors or ([result.Error] if result.Error else [])
     if errors:
-        raise InputError(
-            [Problem(f"Nomad refused the job: {e}", compiled.source.filename, field="job") for e in errors]
-        )
+        # An error of a task group or task nests its own list: one problem a line, after its parents' words.
+        raise _refused(compiled, [line for e in errors for line in multierror_lines(e) or [e.strip()]])
 
 
 def register(api: NomadAPI, compiled: Compiled, plan_index: int, notes: Notes) -> str:
@@ -113,20 +127,25 @@ def register(api: NomadAPI, compiled: Compiled, plan_index: int, notes: Notes) -
 
     After a dropped connection or a 5xx the request is sent again with the same index: if the first one
     did arrive, Nomad refuses the second as a conflict, and the plan then shows no difference from ours.
+    The resends keep to the client's retry limits (`NomadAPI.pause_before_retry`: --timeout among them).
     """
     job_id = compiled.job_id
     answer_lost = False
+    started = time.monotonic()
     for attempt in range(REGISTER_ATTEMPTS):
         try:
-            return api.register(compiled.job, modify_index=plan_index).EvalID
+            with _refusals_as_input(compiled):
+                return api.register(compiled.job, modify_index=plan_index).EvalID
         except TransientError as exc:
             if attempt == REGISTER_ATTEMPTS - 1:
                 raise
+            pause = api.pause_before_retry(exc, attempt, started, announce=False)
             answer_lost = True
             notes.warning(f"registering {job_id}: {exc}; sending it again")
-            time.sleep(backoff_delay(attempt))
+            time.sleep(pause)
         except IndexConflict:
-            plan = api.plan(compiled.job) if answer_lost else None
+            with _refusals_as_input(compiled):
+                plan = api.plan(compiled.job) if answer_lost else None
             if plan is not None and plan.Diff is not None and plan.Diff.Type == "None":
                 return api.latest_evaluation(job_id)  # our earlier request arrived; only its answer was lost
             raise NomadgsError(
@@ -170,7 +189,8 @@ def preview(api: NomadAPI, compiled: Compiled, *, force: bool, notes: Notes) -> 
     check ownership, plan."""
     server_validate(api, compiled, notes)
     existing = check_ownership(api, compiled.job_id, force=force)
-    return Preview(existing, api.plan(compiled.job))
+    with _refusals_as_input(compiled):
+        return Preview(existing, api.plan(compiled.job))
 
 
 def submit(api: NomadAPI, compiled: Compiled, *, force: bool, notes: Notes) -> Registration:
@@ -323,7 +343,9 @@ class PlanSummary:
 def plan(api: NomadAPI, compiled: Compiled) -> PlanSummary:
     """Nomad's plan for the compiled job, summarised; `foreign` when submit would need --force."""
     foreign = is_foreign(api.job(compiled.job_id))
-    return replace(summarise_plan(compiled, api.plan(compiled.job)), foreign=foreign)
+    with _refusals_as_input(compiled):
+        response = api.plan(compiled.job)
+    return replace(summarise_plan(compiled, response), foreign=foreign)
 
 
 def summarise_plan(compiled: Compiled, response: PlanResponse) -> PlanSummary:
@@ -355,5 +377,4 @@ def check_stoppable(job: JobStub, *, force: bool) -> None:
 def stop(api: NomadAPI, job: JobStub, *, purge: bool = False, force: bool = False) -> str:
     """Stop (and with `purge`, remove) a job nomadgs created; returns the evaluation ID."""
     check_stoppable(job, force=force)
-    result = api.stop(job.ID, purge=purge)
-    return str(result.get("EvalID", ""))
+    return api.stop(job.ID, purge=purge).EvalID

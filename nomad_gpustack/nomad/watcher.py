@@ -92,8 +92,31 @@ async def watch(
     timeout: float | None = None,
     wait_for_capacity: bool = False,
 ) -> WatchResult:
-    """Watch one job version until the assessment says it is done, or `timeout` seconds pass."""
+    """Watch one job version until the assessment says it is done, or `timeout` seconds pass.
+
+    The blocking queries retry until the watch ends; the client's plain reads (a last look before the verdict,
+    nodes, logs, endpoints) keep to the same `timeout`, so a failing Nomad never holds the watch past it."""
     start = time.monotonic()
+    earlier = api.deadline
+    if timeout is not None:
+        api.deadline = start + timeout if earlier is None else min(earlier, start + timeout)
+    try:
+        return await _watch(api, job_id, version, eval_id, request, reporter, timeout, wait_for_capacity, start)
+    finally:
+        api.deadline = earlier
+
+
+async def _watch(
+    api: NomadAPI,
+    job_id: str,
+    version: int | None,
+    eval_id: str | None,
+    request: GroupRequest,
+    reporter: Reporter,
+    timeout: float | None,
+    wait_for_capacity: bool,
+    start: float,
+) -> WatchResult:
     state = _State()
     if eval_id is None:  # nothing was registered (no changes): judge the job as it stands
         state.evaluation = Evaluation(ID="", Status="complete")

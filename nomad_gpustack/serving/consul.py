@@ -11,9 +11,10 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..answers import foreign_answer, html_page
+from .. import unreachable
+from ..answers import WrongShape, foreign_answer, html_page, shaped
 from ..nomad import blocking
 from .discovery import DiscoveryError, Endpoint, RoutingTable, build_table, parse_consul_health, parse_consul_services
 
@@ -23,39 +24,61 @@ if TYPE_CHECKING:
     from ..settings import ConsulSettings
 
 log = logging.getLogger("nomadgs.discovery")
+T = TypeVar("T")
 
 # ----------------------------------------------------------------------------------------------------
 # One-shot reads.
 
 
-async def _get_json(client: httpx.AsyncClient, path: str, what: str, params: Mapping[str, str]) -> httpx.Response:
-    """GET a JSON answer; every transport or HTTP failure becomes a DiscoveryError with a plain message."""
+# The shapes of Consul's answers (`answers.shaped`); `serving.discovery` reads the values. An answer of another
+# shape comes from something else at the address.
+_CATALOG = dict[str, list[str] | None]  # GET /v1/catalog/services: service name -> its tags
+_HEALTH = list[dict[str, Any]]  # GET /v1/health/service/:name: one {Node, Service, Checks} per instance
+
+
+async def _get_json(
+    client: httpx.AsyncClient, settings: ConsulSettings, path: str, params: Mapping[str, str], shape: type[T]
+) -> tuple[T, int]:
+    """GET a JSON answer as `shape`, with its X-Consul-Index; every transport or HTTP failure, and an answer
+    that is not Consul's, becomes a DiscoveryError with a plain message."""
     import httpx
 
     try:
         response = await client.get(path, params=params)
     except httpx.TimeoutException:
-        raise DiscoveryError(f"{what} at {client.base_url} did not answer in time") from None
+        raise DiscoveryError(f"Consul at {settings.address} did not answer in time") from None
     except httpx.TransportError as exc:
-        raise DiscoveryError(f"cannot reach {what} at {client.base_url}: {exc or type(exc).__name__}") from None
+        reason = unreachable.cause(exc, tls_hint=_TLS_HINT, otherwise=str(exc) or type(exc).__name__)
+        raise DiscoveryError(
+            f"cannot reach Consul at {settings.address}: {reason} (set CONSUL_HTTP_ADDR or --consul-address)"
+        ) from None
     status = response.status_code
     content_type = response.headers.get("Content-Type", "")
     # Consul answers every path we read (an unknown service is an empty list): a 404 means another server.
-    reason = foreign_answer(status, content_type, path, never_missing=lambda _: True)
-    if reason is not None:
-        raise DiscoveryError(
-            f"{client.base_url} is not a {what} HTTP API ({reason}); check CONSUL_HTTP_ADDR or --consul-address"
-        )
+    foreign = foreign_answer(status, content_type, path, never_missing=lambda _: True)
+    if foreign is not None:
+        raise _not_consul(settings, foreign)
     text = "an HTML page" if html_page(content_type, response.text) else _first_line(response.text)
     if status in (401, 403):
-        raise DiscoveryError(f"{what} refused the request ({status}: {text}); check the ACL token")
+        raise DiscoveryError(f"Consul refused the request ({status}: {text}); check the ACL token")
     if status >= 400:
-        raise DiscoveryError(f"{what} answered {status} to GET {path}: {text}")
+        raise DiscoveryError(f"Consul answered {status} to GET {path}: {text}")
     try:
-        response.json()
+        data = shaped(shape, response.json(), path)
+    except WrongShape as exc:
+        raise _not_consul(settings, str(exc)) from None
     except ValueError:
-        raise DiscoveryError(f"{what} answered GET {path} with something that is not JSON") from None
-    return response
+        raise _not_consul(settings, f"the answer to {path} is not JSON") from None
+    return data, blocking.header_index(response.headers, "X-Consul-Index")
+
+
+_TLS_HINT = "set CONSUL_CACERT, or CONSUL_TLS_SERVER_NAME"
+
+
+def _not_consul(settings: ConsulSettings, reason: str) -> DiscoveryError:
+    return DiscoveryError(
+        f"{settings.address} is not a Consul HTTP API ({reason}); check CONSUL_HTTP_ADDR or --consul-address"
+    )
 
 
 def _first_line(text: str) -> str:
@@ -81,8 +104,10 @@ async def consul_services(
     wait: float | None = None,
 ) -> tuple[list[str], int]:
     """(names of our services, X-Consul-Index) from the catalog; blocking when `index` is given."""
-    response = await _get_json(client, "/v1/catalog/services", "Consul", _consul_params(settings, index, wait))
-    return parse_consul_services(response.json()), blocking.header_index(response.headers, "X-Consul-Index")
+    catalog, new_index = await _get_json(
+        client, settings, "/v1/catalog/services", _consul_params(settings, index, wait), _CATALOG
+    )
+    return parse_consul_services(catalog), new_index
 
 
 async def consul_service_health(
@@ -96,10 +121,10 @@ async def consul_service_health(
     """(every instance of one service with its health, X-Consul-Index); blocking when `index` is given."""
     from urllib.parse import quote
 
-    response = await _get_json(
-        client, f"/v1/health/service/{quote(name, safe='')}", "Consul", _consul_params(settings, index, wait)
+    entries, new_index = await _get_json(
+        client, settings, f"/v1/health/service/{quote(name, safe='')}", _consul_params(settings, index, wait), _HEALTH
     )
-    return parse_consul_health(response.json()), blocking.header_index(response.headers, "X-Consul-Index")
+    return parse_consul_health(entries), new_index
 
 
 async def consul_endpoints(settings: ConsulSettings) -> list[Endpoint]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -239,7 +240,9 @@ def test_a_leader_election_after_the_register_does_not_end_submit(nomad: NomadDo
     )
     run = submit(nomad, VLLM)
     assert run.code == 0, run.err
-    assert "warning: Nomad answered 500: No cluster leader; trying again in" in run.err
+    assert f"warning: Nomad at {nomad.address} is unavailable: it answered 500: No cluster leader; trying again in" in (
+        run.err
+    )
     assert "registered version 0" in run.err
     assert len(nomad.job_versions(VLLM_JOB)) == 1
 
@@ -270,9 +273,12 @@ def test_giving_up_after_the_register_says_the_job_is_registered(nomad: NomadDou
     with pytest.raises(runner.AfterRegistration) as caught:
         runner.submit(api, compiled, force=False, notes=Notes())
     message = str(caught.value)
-    assert message.startswith(f"{VLLM_JOB} is registered on Nomad, but reading it back failed: Nomad answered 500")
+    assert message.startswith(
+        f"{VLLM_JOB} is registered on Nomad, but reading it back failed: Nomad at {nomad.address} is unavailable: "
+        "it answered 500"
+    )
     assert "(tried" in message and f"follow it with `nomadgs status {VLLM_JOB}`" in message
-    assert caught.value.exit_code == 1
+    assert caught.value.exit_code == 5, "a Nomad that stays unavailable is exit 5"
     assert len(nomad.job_versions(VLLM_JOB)) == 1
 
 
@@ -585,3 +591,53 @@ def test_ctrl_c_ends_logs_follow_with_130(nomad: NomadDouble) -> None:
         proc.kill()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
+
+
+def test_plan_of_a_job_nomad_refuses_ends_at_once_with_its_reasons() -> None:
+    """Nomad answers the plan of an invalid job with a 500 listing the problems: final, not an outage."""
+    with NomadDouble(job_max_count=1) as nomad:
+        run = nomadgs("plan", LLAMA_CPU, env={"NOMAD_ADDR": nomad.address})
+        plans = sum(1 for r in nomad.requests if r.path.endswith("/plan"))
+    assert run.code == 255, run.err  # as `nomad job plan`, for every error
+    assert run.err.splitlines()[-1] == (
+        "error: examples/llamacpp-qwen2.5-0.5b-cpu.yaml: job: Nomad refused the job: "
+        "total count was greater than configured job_max_count: 2 > 1"
+    )
+    assert plans == 1, "not retried"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", rf"^/v1/job/{VLLM_JOB}/plan$"), ("POST", rf"^/v1/job/{VLLM_JOB}$")]
+)
+def test_submit_of_a_job_nomad_refuses_at_plan_or_register_is_bad_input(
+    nomad: NomadDouble, method: str, path: str
+) -> None:
+    """Validate may pass and plan or register still refuse (a server setting, a change of job type): the same
+    500 list of problems, one a line, exit 2 at once."""
+    refusal = (
+        "2 errors occurred:\n\t* Task group server validation failed: 1 error occurred:\n"
+        "\t* Missing tasks for task group\n\n\n\t* job priority must be between [1, 50]\n\n"
+    )
+    nomad.faults.fail(path, status=500, body=refusal, count=1000, method=method)
+    run = submit(nomad, VLLM)
+    assert run.code == 2, run.err
+    assert [line for line in run.err.splitlines() if line.startswith("error:")] == [
+        "error: examples/vllm-qwen2.5-7b-instruct.yaml: job: Nomad refused the job: "
+        "Task group server validation failed: Missing tasks for task group",
+        "error: examples/vllm-qwen2.5-7b-instruct.yaml: job: Nomad refused the job: "
+        "job priority must be between [1, 50]",
+    ]
+    assert sum(1 for r in nomad.requests if r.method == method and re.search(path, r.path)) == 1, "not retried"
+    assert not nomad.jobs, "nothing was registered"
+
+
+def test_reading_the_logs_of_a_failure_keeps_to_the_timeout(nomad: NomadDouble) -> None:
+    """After the watch, the failed task's log is read with the client's retries: within --timeout too."""
+    nomad.default_scenario = scenarios.crash_loop(stderr="ValueError: unsupported architecture Qwen9\n")
+    nomad.faults.fail(r"^/v1/client/fs/logs/", status=500, body="No cluster leader", count=1000)
+    run = nomadgs("submit", VLLM, "--timeout", "2s", env={"NOMAD_ADDR": nomad.address}, timeout=90)
+    assert run.code == 1, run.err
+    assert "vllm exited with code 1 and was restarted" in run.err
+    reads = sum(1 for r in nomad.requests if r.path.startswith("/v1/client/fs/logs/"))
+    # Backoff of 0.25-0.5 s, doubling: within 2 s no more than 4 attempts fit (60 s of retries make 12).
+    assert 1 <= reads <= 4, reads

@@ -110,26 +110,65 @@ PAGE = """<!DOCTYPE html>
 @contextmanager
 def web_page(status: int = 404) -> Iterator[str]:
     """A web server on 127.0.0.1 that answers every request with an HTML page and `status` (a wrong address)."""
+    with answering(status, "text/html; charset=utf-8", PAGE) as address:
+        yield address
 
-    class Page(BaseHTTPRequestHandler):
-        def _page(self) -> None:
-            body = PAGE.encode()
+
+@contextmanager
+def answering(status: int, content_type: str, body: str) -> Iterator[str]:
+    """A server on 127.0.0.1 that answers every request, whatever its method and path, with `status`, this
+    Content-Type and `body`: another service at the address (a JSON API of another shape, a web page)."""
+
+    class Answer(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))  # a request's body, read but not used
+            data = body.encode()
             self.send_response(status)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_DELETE = _page
+        do_GET = do_POST = do_PUT = do_DELETE = _answer
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def static_files(folder: Path) -> Iterator[tuple[str, list[str]]]:
+    """`python3 -m http.server` in this process: the standard library's file server on 127.0.0.1, serving
+    `folder` (404 pages for what is not there, 501 for PUT and POST). Yields its address and the requests it
+    received, as `METHOD /path`."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler
+
+    received: list[str] = []
+
+    class Files(SimpleHTTPRequestHandler):
+        def parse_request(self) -> bool:
+            parsed = super().parse_request()
+            if parsed:  # recorded before the answer is sent: whoever got an answer finds its request here
+                received.append(f"{self.command} {self.path.split('?')[0]}")
+            return parsed
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Files, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
     finally:
         server.shutdown()
         server.server_close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from ...support.helpers import nomadgs, web_page
+from ...support.helpers import answering, nomadgs, web_page
 from ...support.nomad_double import NomadDouble, scenarios
 from ..conftest import EXAMPLES, requests_to, run_playbook
 
@@ -383,9 +383,35 @@ def test_a_wrong_address_is_named_as_the_option(tmp_path: Path) -> None:
         play = run_playbook(book, record=True)
     assert play.code == 0, play.text
     r = play.results()
-    assert (
-        r["no host"]["msg"]
-        == "Nomad address 'http://' has no host name (set nomad_addr or NOMAD_ADDR to http(s)://host:port)"
+    assert r["no host"]["msg"] == (
+        "Nomad address 'http://' has no host name "
+        "(set nomad_addr or NOMAD_ADDR to http(s)://host:port or host:port, as http://127.0.0.1:4646)"
     )
     assert r["not nomad"]["msg"].startswith(f"{page} is not a Nomad HTTP API (")
     assert r["not nomad"]["msg"].endswith("; check nomad_addr or NOMAD_ADDR"), r["not nomad"]["msg"]
+
+
+def test_a_json_api_of_another_shape_is_not_nomad(tmp_path: Path) -> None:
+    """The module says what the CLI says of a server that answers JSON of its own: no "unexpected error"."""
+    small = deployment_file(tmp_path)
+    with answering(200, "application/json", '{"unexpected":"shape"}') as other:
+        book = playbook(
+            tmp_path,
+            f"""
+    - name: deploy
+      nomad_gpustack.nomad.model: {{deployment: {small}, nomad_addr: "{other}"}}
+      ignore_errors: true
+    - name: info
+      nomad_gpustack.nomad.model_info: {{nomad_addr: "{other}"}}
+      ignore_errors: true
+""",
+        )
+        play = run_playbook(book, record=True)
+    assert play.code == 0, play.text
+    for task, words in (
+        ("deploy", "the answer to /v1/validate/job has no 'DriverConfigValidated'"),
+        ("info", "the answer to /v1/jobs is not a list"),
+    ):
+        result = play.results()[task]
+        assert result["msg"] == f"{other} is not a Nomad HTTP API ({words}); check nomad_addr or NOMAD_ADDR", result
+        assert result["exit_code"] == 5

@@ -40,6 +40,7 @@ class Cluster:
         self.default_scenario = default_scenario
         self.scenarios: dict[str, Runnable] = {}
         self.step_delay = step_delay  # delay of background scheduler work (unchanged-job eval, job stop)
+        self.job_max_count = 0  # the server's `job_max_count` (0: no limit)
         self.runs: dict[JobKey, ScenarioContext] = {}
         self.threads: list[threading.Thread] = []
         self.errors: list[BaseException] = []
@@ -66,8 +67,10 @@ class Cluster:
     ) -> JSON:
         """`PUT /v1/jobs`: store a new job version (or, for an unchanged job, only a new evaluation)."""
         job = canonicalize(submitted, namespace)
-        errors = validate(job)
+        errors = validate(job, job_max_count=self.job_max_count)
         if errors:
+            # Job.Register and Job.Plan (nomad/job_endpoint.go) run the validators before anything else; the
+            # RPC error becomes a 500 with its text (`wrap` in command/agent/http.go).
             raise NomadError(500, multierror(errors))
         key = (namespace, job["ID"])
         with self.state.cond:
@@ -153,9 +156,9 @@ class Cluster:
     def plan(self, namespace: str, submitted: JSON, diff: bool) -> JSON:
         """`PUT /v1/job/:id/plan`: what a register would do, without doing it."""
         job = canonicalize(submitted, namespace)
-        errors = validate(job)
+        errors = validate(job, job_max_count=self.job_max_count)
         if errors:
-            raise NomadError(500, multierror(errors))
+            raise NomadError(500, multierror(errors))  # as `register` refuses it
         key = (namespace, job["ID"])
         with self.state.cond:
             existing = self.state.jobs.get(key)

@@ -428,7 +428,8 @@ class Handler(BaseHTTPRequestHandler):
     def _validate(self, req: Request) -> None:
         self._authorize(req, write=False)
         body = self._job_body(req, VALIDATE_KEYS)
-        errors = validate(canonicalize(body["Job"], self._namespace(req, body)))
+        job = canonicalize(body["Job"], self._namespace(req, body))
+        errors = validate(job, job_max_count=self.backend.cluster.job_max_count)
         reply = {
             "DriverConfigValidated": True,
             "ValidationErrors": errors or None,

@@ -55,6 +55,8 @@ class NomadDouble:
     `nodes` (full nodes, `objects.new_node`) replace that node in `/v1/nodes` and `/v1/node/:id` (listing only:
     allocations still run on the one node).
     `tls` serves HTTPS with that server context.
+    `job_max_count` is the server's `job_max_count` setting: validate, plan and register refuse a job with more
+    instances in all, as Nomad does (0: no limit).
     """
 
     def __init__(
@@ -66,10 +68,12 @@ class NomadDouble:
         node_devices: list[JSON] | None = None,
         nodes: list[JSON] | None = None,
         tls: ssl.SSLContext | None = None,
+        job_max_count: int = 0,
     ) -> None:
         default: Runnable = client if client is not None else scenarios.rollout()
         self.client = client
         self.cluster = Cluster(default, node_name="local-client" if client is not None else "nomad-double")
+        self.cluster.job_max_count = job_max_count
         self.faults = Faults()
         self._backend = Backend(
             cluster=self.cluster,

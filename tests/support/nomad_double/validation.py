@@ -44,8 +44,10 @@ def multierror(errors: list[str]) -> str:
     return head + "\n" + "".join(f"\t* {e}\n" for e in errors) + "\n"
 
 
-def validate(job: JSON) -> list[str]:
-    """The top-level validation errors of a canonicalized job (empty when it is valid)."""
+def validate(job: JSON, *, job_max_count: int = 0) -> list[str]:
+    """The top-level validation errors of a canonicalized job (empty when it is valid). `job_max_count` is the
+    server's limit on a job's instances, which `jobValidate.Validate` (nomad/job_endpoint_hooks.go) checks
+    after `Job.Validate`; 0 means none."""
     errors: list[str] = []
     job_id = job.get("ID") or ""
     if not job_id:
@@ -73,6 +75,9 @@ def validate(job: JSON) -> list[str]:
         group_errors = _group(job, group)
         if group_errors:
             errors.append(f"Task group {name} validation failed: {multierror(group_errors)}")
+    total = sum(int(group.get("Count") or 0) for group in groups(job))
+    if job_max_count > 0 and total > job_max_count:
+        errors.append(f"total count was greater than configured job_max_count: {total} > {job_max_count}")
     return errors
 
 

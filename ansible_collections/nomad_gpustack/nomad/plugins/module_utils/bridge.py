@@ -71,6 +71,7 @@ def nomad_settings(params):
         os.environ,
         address=params.get("nomad_addr"),
         token=params.get("token"),
+        token_source="the token option (or NOMAD_TOKEN)",
         namespace=params.get("namespace"),
         region=params.get("region"),
         ca_cert=params.get("ca_cert"),

@@ -408,6 +408,7 @@ def plan_diff(summary):
 
 
 def present(module, api, compiled, notes):
+    import time
     from dataclasses import replace
 
     from nomad_gpustack.errors import EXIT_OK
@@ -415,6 +416,7 @@ def present(module, api, compiled, notes):
 
     params = module.params
     timeout = wait_seconds(params["wait_timeout"])
+    api.deadline = time.monotonic() + timeout  # retrying a failing Nomad keeps to wait_timeout too
     job_id = compiled.job_id
     result = dict(job=job_id, model=compiled.source.spec.name, eval_id=None)
     if module.check_mode:
