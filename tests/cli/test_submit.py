@@ -596,7 +596,8 @@ def test_ctrl_c_ends_logs_follow_with_130(nomad: NomadDouble) -> None:
 def test_plan_of_a_job_nomad_refuses_ends_at_once_with_its_reasons() -> None:
     """Nomad answers the plan of an invalid job with a 500 listing the problems: final, not an outage."""
     with NomadDouble(job_max_count=1) as nomad:
-        run = nomadgs("plan", LLAMA_CPU, env={"NOMAD_ADDR": nomad.address})
+        # the file as a user in the clone names it: messages show paths as they were given
+        run = nomadgs("plan", LLAMA_CPU.relative_to(ROOT), env={"NOMAD_ADDR": nomad.address})
         plans = sum(1 for r in nomad.requests if r.path.endswith("/plan"))
     assert run.code == 255, run.err  # as `nomad job plan`, for every error
     assert run.err.splitlines()[-1] == (
@@ -619,7 +620,7 @@ def test_submit_of_a_job_nomad_refuses_at_plan_or_register_is_bad_input(
         "\t* Missing tasks for task group\n\n\n\t* job priority must be between [1, 50]\n\n"
     )
     nomad.faults.fail(path, status=500, body=refusal, count=1000, method=method)
-    run = submit(nomad, VLLM)
+    run = submit(nomad, VLLM.relative_to(ROOT))
     assert run.code == 2, run.err
     assert [line for line in run.err.splitlines() if line.startswith("error:")] == [
         "error: examples/vllm-qwen2.5-7b-instruct.yaml: job: Nomad refused the job: "
