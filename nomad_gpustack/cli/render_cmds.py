@@ -52,7 +52,7 @@ def compile_all(
 
     if model is not None and len(paths) > 1:
         raise InputError(Problem("--model describes one model: give one deployment with it", field="--model"))
-    catalog = load_catalog(backends, cache=cache_folder())
+    catalog = load_catalog(backends)
     compiled = []
     errors: list[InputError] = []
     for path in paths:
