@@ -24,11 +24,12 @@ PACKAGE = Path(__file__).resolve().parent
 LIBRARIES = {"pydantic": "pydantic", "pydantic_core": "pydantic_core", "yaml": "PyYAML"}
 
 
-def content_digest(files: Iterable[tuple[str, Path]], digest: hashlib._Hash | None = None) -> hashlib._Hash:
+def content_digest(files: Iterable[tuple[str, str | Path]], digest: hashlib._Hash | None = None) -> hashlib._Hash:
     """A digest of each file's name (as given) and bytes. Raises OSError when one cannot be read."""
     digest = digest or hashlib.sha256()
     for name, path in files:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
         digest.update(f"\0{name}\0{len(data)}\0".encode())
         digest.update(data)
     return digest
@@ -81,12 +82,13 @@ def environment() -> str | None:
     them cannot be identified (then nothing may be remembered)."""
     from . import __version__
 
+    root = len(str(PACKAGE)) + 1  # names relative to the package: the same code elsewhere is the same code
     sources = sorted(
         os.path.join(top, name) for top, _, names in os.walk(PACKAGE) for name in names if name.endswith(".py")
     )
     digest = hashlib.sha256(f"{__version__}\0{sys.version}\0{sys.implementation.cache_tag}".encode())
     try:
-        content_digest(((os.path.relpath(path, PACKAGE), Path(path)) for path in sources), digest)
+        content_digest(((path[root:], path) for path in sources), digest)
     except OSError:
         return None
     for module, distribution in LIBRARIES.items():
