@@ -110,7 +110,7 @@ def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, f
     from ..spec.loader import load_catalog, load_deployment
     from . import output as say
 
-    catalog = load_catalog(backends, cache=cache_folder())
+    catalog = load_catalog(backends)
     sourced = load_deployment(deployment)
     document = estimate_document(sourced, catalog, model_path=model, cache_dir=cache_folder(), model_field="--model")
     for warning in document["warnings"]:

@@ -332,7 +332,7 @@ def load(params, found):
     from nomad_gpustack.spec.loader import load_catalog, load_deployment
 
     cache = cache_folder()
-    catalog = load_catalog(params["backends"], cache=cache)
+    catalog = load_catalog(params["backends"])
     if params["deployment"] is not None:
         source = load_deployment(params["deployment"])
     else:
