@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -117,6 +118,7 @@ class _Watch:
         self.following_blocked = False
         self.nodes_listed = False
         self.verified = False
+        self.rollback: Rollback | None = None  # the rollback Nomad started, as far as it was followed
         self.history = ReplicaHistory()  # what this watch has shown: a replica's state only moves forward
 
     @property
@@ -265,30 +267,28 @@ class _Watch:
     async def _follow_rollback(self, assessment: Assessment, to_version: int, failed: Deployment) -> Rollback:
         """Follow the job's deployments until the rollback Nomad started after `failed` ends, or the time
         is out; the reporter sees each step as phase `rolling-back`, then the verdict again (it stands)."""
-        steps: list[Rollback] = [assess_rollback(to_version, failed, None)]
-        self._show_rollback(assessment, steps[-1])
+        self.rollback = assess_rollback(to_version, failed, None)
+        self._show_rollback(assessment, self.rollback)
+        api, http, job_id = self.api, self.http, self.target.job_id
+        steps = self._follow(
+            "the rollback",
+            lambda i: api.deployments(http, job_id, i),
+            functools.partial(self._on_rollback_step, assessment, to_version, failed),
+        )
         remaining = self.remaining
         with contextlib.suppress(TimeoutError):
-            wait = None if remaining is None else max(0.0, remaining)
-            await asyncio.wait_for(self._rollback_steps(assessment, to_version, failed, steps), wait)
+            await asyncio.wait_for(steps, None if remaining is None else max(0.0, remaining))
         self.reporter.update(assessment, self.elapsed)
-        return steps[-1]
+        return self.rollback
 
-    async def _rollback_steps(
-        self, assessment: Assessment, to_version: int, failed: Deployment, steps: list[Rollback]
-    ) -> None:
-        def retried(exc: Exception, delay: float) -> None:
-            self.reporter.note(f"{exc} while watching the rollback; retried after {delay:.1f}s")
-
-        api, http, job_id = self.api, self.http, self.target.job_id
-        query = lambda i: api.deployments(http, job_id, i)  # noqa: E731
-        async for deployments in blocking.follow(query, retry_on=TransientError, on_retry=retried):
-            step = assess_rollback(to_version, failed, latest_deployment(deployments))
-            if step != steps[-1]:
-                steps.append(step)
-                self._show_rollback(assessment, step)
-            if step.done:
-                return
+    def _on_rollback_step(
+        self, assessment: Assessment, to_version: int, failed: Deployment, deployments: list[Deployment]
+    ) -> bool:
+        step = assess_rollback(to_version, failed, latest_deployment(deployments))
+        if step != self.rollback:
+            self.rollback = step
+            self._show_rollback(assessment, step)
+        return not step.done
 
     def _show_rollback(self, assessment: Assessment, step: Rollback) -> None:
         self.reporter.update(replace(assessment, phase="rolling-back", headline=step.summary), self.elapsed)
