@@ -433,6 +433,10 @@ class NomadAPI:
         # `null` when the job has had no deployment yet
         return await self.get(http, f"/v1/job/{job_id}/deployment", Deployment | None, index=index)  # type: ignore[arg-type]
 
+    async def deployments(self, http: Any, job_id: str, index: int | None = None) -> tuple[list[Deployment], int]:
+        """The job's deployments, in no particular order (Nomad lists them in its state store's order)."""
+        return await self.get(http, f"/v1/job/{job_id}/deployments", list[Deployment], index=index)
+
     async def allocation(self, http: Any, alloc_id: str) -> Allocation:
         allocation, _ = await self.get(http, f"/v1/allocation/{alloc_id}", Allocation)
         return allocation

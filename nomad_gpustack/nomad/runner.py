@@ -17,12 +17,12 @@ from typing import Any, Protocol
 from ..compile import metadata
 from ..compile.build import Compiled
 from ..compile.request import group_request
-from ..errors import EXIT_OK, EXIT_TIMEOUT, InputError, NomadgsError, Problem
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT, EXIT_TIMEOUT, InputError, NomadgsError, Problem
 from ..settings import NomadSettings
 from .client import IndexConflict, JobRefused, NomadAPI, TransientError, multierror_lines
 from .explain import placement_failure
 from .responses import JobStub, PlanResponse
-from .rollout import Rollback
+from .rollout import Rollback, Verdict
 from .watcher import Reporter, WatchResult, watch
 
 REGISTER_ATTEMPTS = 4
@@ -241,11 +241,17 @@ def follow(
         raise AfterRegistration(job_id, exc, "watching its rollout") from None
 
 
+def verdict_exit_code(verdict: Verdict | None) -> int | None:
+    """The exit code of a rollout's verdict (`Assessment.verdict`); None while there is none."""
+    codes: dict[Verdict, int] = {"succeeded": EXIT_OK, "failed": EXIT_FAILURE, "placement-failed": EXIT_PLACEMENT}
+    return codes[verdict] if verdict is not None else None
+
+
 def outcome(result: WatchResult) -> tuple[str, int]:
     """(status word, exit code) of a finished watch."""
     if result.timed_out:
         return "timeout", EXIT_TIMEOUT
-    return result.assessment.phase, result.assessment.exit_code or EXIT_OK
+    return result.assessment.phase, verdict_exit_code(result.assessment.verdict) or EXIT_OK
 
 
 def result_document(registration: Registration, result: WatchResult | None, status: str, code: int) -> dict[str, Any]:
