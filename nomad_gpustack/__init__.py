@@ -45,7 +45,7 @@ _LAZY = {
     "InputError": "nomad_gpustack.errors",
     "NomadgsError": "nomad_gpustack.errors",
     "build": "nomad_gpustack.compile.build",
-    "estimate_document": "nomad_gpustack.estimate",
+    "estimate_document": "nomad_gpustack.compile.estimation",
     "lookup_model": "nomad_gpustack.estimate.lookup",
     "load_catalog": "nomad_gpustack.spec.loader",
     "load_deployment": "nomad_gpustack.spec.loader",
@@ -54,8 +54,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .compile.build import Compiled, build
+    from .compile.estimation import estimate_document
     from .errors import InputError, NomadgsError
-    from .estimate import estimate_document
     from .estimate.lookup import lookup_model
     from .nomad.render import render_text
     from .spec.catalog import Catalog

@@ -52,7 +52,7 @@ def nomad_job(
     `InputError`, one line per problem; `name` is how an inline deployment is named in them.
     """
     from .compile.build import build
-    from .nomad.jobspec import api_document
+    from .contract.jobspec import api_document
     from .nomad.render import FORMATS, render_text
 
     if format not in FORMATS:
@@ -85,7 +85,7 @@ def model_estimate(
     command. Raises InputError (bad input, no metadata) or UnreachableError (the Hub did not answer).
     """
     from .cachefolder import cache_folder
-    from .estimate import estimate_document
+    from .compile.estimation import estimate_document
 
     try:
         source = _deployment(deployment, name)

@@ -1,13 +1,7 @@
-"""GPU memory estimation from model headers: how many GPUs a deployment needs, and of what size.
-
-Pure core: `gguf`, `safetensors` (header readers), `facts` (ModelFacts), `engine` (the deployment's
-settings), `memory` (formulas per engine), `plan` (estimate, check, choose), `gpus` (known GPU models).
-I/O: `local` (local files, headers only), `hub` (the Hugging Face Hub and its cache), `lookup` (which one).
-
-Other code uses the two functions below: `estimate_document` (what `nomadgs estimate --output json` prints
-and the Ansible `return_estimate` returns) or `estimate_deployment` (an `Estimate` from metadata already
-looked up with `lookup.lookup_model`). To compile with the estimate, pass `lookup.lookup_model(...)` as
-`model=` to `compile.build.build`.
+"""A deployment's memory estimate, where the deployment and the estimate meet: the estimate as `nomadgs
+estimate` prints it (`estimate_document`: what the Ansible `return_estimate` returns), or an `Estimate` from
+metadata already looked up with `estimate.lookup.lookup_model` (`estimate_deployment`). To compile with the
+estimate, pass `lookup_model(...)` as `model=` to `compile.build.build`.
 """
 
 from __future__ import annotations
@@ -16,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..estimate.facts import ModelLookup
+    from ..estimate.plan import Estimate
     from ..spec.catalog import Catalog
     from ..spec.deployment import Deployment
     from ..spec.specfile import Sourced
-    from .facts import ModelLookup
-    from .plan import Estimate
 
 
 def estimate_deployment(
@@ -31,10 +25,10 @@ def estimate_deployment(
 ) -> Estimate:
     """The estimate for a deployment whose metadata was found (`model.facts` set), for its backend's engine,
     on the GPUs its `gpu_memory` or known `gpu_model` describe. Raises ValueError when `model.facts` is None."""
-    from ..compile.parameters import tokenize
-    from .engine import engine_settings
-    from .gpus import known_gpu_memory
-    from .plan import GpuSize, estimate
+    from ..estimate.engine import engine_settings
+    from ..estimate.gpus import known_gpu_memory
+    from ..estimate.plan import GpuSize, estimate
+    from .parameters import tokenize
 
     if model.facts is None:
         raise ValueError(model.reason or "no model metadata")
@@ -75,10 +69,10 @@ def estimate_document(
     answer); `model_field` names `model_path` in messages. With explicit `gpus` on GPUs of known size,
     "check" holds the verdict `validate` would give: {"gpus", "starts", "refusal", "warnings"}.
     """
-    from ..compile.resolve import backend_and_env
     from ..errors import InputError, Problem, UnreachableError
-    from .local import ModelReadError
-    from .lookup import NO_METADATA_HINT, lookup_model
+    from ..estimate.local import ModelReadError
+    from ..estimate.lookup import NO_METADATA_HINT, lookup_model
+    from .resolve import backend_and_env
 
     backend, env = backend_and_env(deployment, catalog)
     if found is None:
@@ -92,7 +86,7 @@ def estimate_document(
         if found.unreachable:
             raise UnreachableError(str(problem))
         raise InputError(problem)
-    from .plan import check
+    from ..estimate.plan import check
 
     est = estimate_deployment(deployment.spec, found, backend, env)
     document: dict[str, Any] = {"file": deployment.filename, **est.to_json(), "check": None}
@@ -106,6 +100,3 @@ def estimate_document(
             "warnings": [w for w in verdict.warnings if w not in est.warnings],
         }
     return document
-
-
-__all__ = ["estimate_deployment", "estimate_document"]

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..contract.drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
+from ..contract.frameworks import FRAMEWORKS, Framework
 from ..durations import SECOND, format_duration
 from ..errors import InputError, suggestion
 from ..sizes import GIB, human_size, parse_size, to_mib
@@ -23,8 +25,6 @@ from ..spec.deployment import Deployment
 from ..spec.specfile import Sourced
 from ..spec.yamlsource import Path
 from . import hazards
-from .drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
-from .frameworks import FRAMEWORKS, Framework
 from .parameters import apply_format, is_flag, split_words, tokenize
 from .templating import PLACEHOLDERS, PlaceholderError, expand, placeholders_in, prepare
 

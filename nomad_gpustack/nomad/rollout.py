@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from ..compile.metadata import DOWNLOAD_TASK
-from ..compile.request import GroupRequest
+from ..contract.metadata import DOWNLOAD_TASK
+from ..contract.request import GroupRequest
 from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
 from .explain import (
     NodeDevices,

@@ -339,7 +339,7 @@ def load(params, found):
         source = definition_source(params["definition"], params.get("_definition_origin") or {})
     metadata = model_metadata(source, params, cache)
     if params["return_estimate"]:
-        from nomad_gpustack.estimate import estimate_document
+        from nomad_gpustack.compile.estimation import estimate_document
 
         found["estimate"] = estimate_document(
             source, catalog, model_path=params["model"], cache_dir=cache, model_field=MODEL_OPTION, found=metadata
@@ -494,8 +494,8 @@ def main():
     require_package(module)
 
     def work():
+        from nomad_gpustack.contract.jobspec import api_document
         from nomad_gpustack.nomad.client import NomadAPI
-        from nomad_gpustack.nomad.jobspec import api_document
         from nomad_gpustack.nomad.runner import scoped_settings
 
         compiled = load(module.params, found)
