@@ -125,7 +125,7 @@ def _catalog(backends: Sequence[str | Path] | str | Path | None) -> Catalog:
 def _metadata(source: Sourced[Deployment], model: str | Path | None) -> ModelLookup | None:
     """As `nomadgs render`: `auto` looks the model up, explicit values are checked only with `model`."""
     from .cachefolder import cache_folder
-    from .estimate.lookup import metadata_for_compile
+    from .compile.estimation import metadata_for_compile
 
     return metadata_for_compile(
         source.spec, model_path=model, cache_dir=cache_folder(), hub=False, model_field=MODEL_ARGUMENT

@@ -33,7 +33,7 @@ def build(
     With `check`, the job also goes through the strict run-time models (`validate_job`); `validate` and
     `submit` ask for it, `render` relies on the static typing of the compiler and starts faster. `model`:
     the model's metadata for the memory estimate (`auto`, and the check of explicit values), looked up by
-    the caller (`nomad_gpustack.estimate.lookup`).
+    the caller (`compile.estimation.metadata_for_compile`).
     """
     resolved = resolve(deployment, catalog, model)
     job = compile_job(resolved)

@@ -25,7 +25,8 @@ from ..spec.deployment import Deployment
 from ..spec.specfile import Sourced
 from ..spec.yamlsource import Path
 from . import hazards
-from .parameters import apply_format, is_flag, split_words, tokenize
+from .parameters import apply_format, is_flag, split_parameter, split_words
+from .sizing import Sizing, plan_gpus
 from .templating import PLACEHOLDERS, PlaceholderError, expand, placeholders_in, prepare
 
 if TYPE_CHECKING:
@@ -121,15 +122,6 @@ class Lifecycle:
     startup_timeout: int  # until a new replica must be healthy: check grace and healthy deadline
     image_pull_timeout: int
     restart_on_error: bool
-
-
-@dataclass(frozen=True)
-class Sizing:
-    """What the memory estimate said about the replica's GPUs (see nomad_gpustack.estimate)."""
-
-    need: str  # "vLLM needs 17.2 GiB per GPU at --max-model-len 32768 (weights 14.2, KV 2.0, overhead 1.0)"
-    gpu_need: int  # bytes each GPU must have for the engine to start
-    auto: str | None = None  # why `auto` chose the values it did
 
 
 @dataclass(frozen=True)
@@ -307,87 +299,6 @@ class _Resolver:
             )
         return requested if isinstance(requested, int) else 1
 
-    # --- GPU memory: the estimate --------------------------------------------------------------------------
-
-    def sizing(
-        self, framework: Framework, backend_name: str, env: dict[str, str], gpus: int | None
-    ) -> tuple[int, int | None, Sizing | None]:
-        """GPUs and GPU memory per replica: `auto` filled in from the estimate, explicit values checked by it."""
-        nomad = self.d.nomad
-        memory = nomad.gpu_memory
-        auto_gpus, auto_memory = gpus is None, memory == AUTO
-        stated = memory if isinstance(memory, int) else None
-        if not framework.uses_gpus:
-            return 0, stated, None
-        if not (auto_gpus or auto_memory) and self.model is None:
-            return gpus or 1, stated, None  # nothing asked of the estimate, nothing to make one with
-        # Imported here: rendering explicit values without model metadata never loads the estimate.
-        from ..estimate.engine import engine_settings
-        from ..estimate.gpus import KNOWN_GPUS_MIB, known_gpu_memory
-        from ..estimate.lookup import NO_METADATA_HINT
-        from ..estimate.plan import GpuSize, NoFit, check, choose, estimate
-
-        field_path: Path = ("nomad", "gpus") if auto_gpus else ("nomad", "gpu_memory")
-        known = known_gpu_memory(nomad.gpu_model)
-        gpu = (
-            GpuSize(known, f"nomad.gpu_model {nomad.gpu_model}")
-            if known
-            else GpuSize(stated, "nomad.gpu_memory")
-            if stated
-            else None
-        )
-        if auto_gpus and gpu is None:
-            if nomad.gpu_model:
-                raise self.fail(
-                    ("nomad", "gpu_model"),
-                    f"gpus: auto cannot tell the memory of a '{nomad.gpu_model}'",
-                    "set nomad.gpu_memory (e.g. 24 GiB), or use a known model: " + ", ".join(KNOWN_GPUS_MIB),
-                )
-            raise self.fail(
-                field_path,
-                "gpus: auto needs the GPUs' memory",
-                "set nomad.gpu_memory (e.g. 24 GiB) or a nomad.gpu_model with known memory (see `nomadgs estimate`)",
-            )
-        lookup = self.model
-        if lookup is None or lookup.facts is None:
-            reason = lookup.reason if lookup is not None and lookup.reason else "no model metadata was looked up"
-            if auto_gpus or auto_memory:
-                raise self.fail(
-                    field_path,
-                    f"auto needs the model's metadata, and there is none: {reason}",
-                    "give --model PATH (a GGUF file, or a folder with config.json), or set the value yourself",
-                )
-            if lookup is not None and gpu is not None:
-                self.warnings.append(f"cannot check that the model fits its GPUs: {reason} ({NO_METADATA_HINT})")
-            return gpus or 1, stated, None
-        parameters = [t for element in self.d.backend_parameters or [] for t in _tokens_or_nothing(element)]
-        settings = engine_settings(backend_name, parameters, env, self.d.categories or ())
-        est = estimate(lookup.facts, settings, gpu)
-        if auto_gpus or auto_memory:
-            try:
-                chosen = choose(est, gpus, auto_gpus, auto_memory)
-            except NoFit as exc:
-                raise self.fail(
-                    field_path, str(exc), "use bigger GPUs, a shorter context, or a smaller model"
-                ) from None
-            if not auto_gpus and gpu is not None:
-                verdict = check(est, chosen.gpus)
-                if verdict.refusal:
-                    raise self.fail(("nomad", "gpu_model"), verdict.refusal)
-            self.warnings.extend(est.warnings)
-            memory_out = chosen.gpu_memory if auto_memory else stated
-            return chosen.gpus, memory_out, Sizing(est.need(chosen.row), chosen.row.min_gpu_memory, chosen.reason)
-        count = gpus or 1
-        if gpu is None:
-            row = est.row(count)
-            self.warnings.extend(est.warnings)
-            return count, stated, Sizing(est.need(row), row.min_gpu_memory)
-        verdict = check(est, count)
-        if verdict.refusal:
-            raise self.fail(("nomad", "gpus"), verdict.refusal)
-        self.warnings.extend(verdict.warnings)
-        return count, stated, Sizing(est.need(verdict.row), verdict.row.min_gpu_memory)
-
     # --- model weights ---------------------------------------------------------------------------------
 
     def weights(self, driver: str) -> Weights:
@@ -484,12 +395,7 @@ class _Resolver:
                 element = prepare(element, values, env)
             except PlaceholderError as exc:
                 raise self.fail(("backend_parameters", index), str(exc), exc.hint) from None
-            try:
-                tokens = tokenize(element)
-            except ValueError as exc:
-                raise self.fail(
-                    ("backend_parameters", index), f"cannot split the parameter: {exc}", "check the quotes"
-                ) from None
+            tokens = split_parameter(self.sourced, index, element)
             out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
         return apply_format(out, fmt)
 
@@ -553,7 +459,9 @@ class _Resolver:
             weights = replace(weights, download=replace(weights.download, env=download_env))
         self.warnings.extend(hazards.secrets_in(env, download=weights.download is not None))
         backend_name = backend.spec.backend_name if backend is not None else CUSTOM
-        gpus, gpu_memory, sizing = self.sizing(framework, backend_name, env, self.gpus(framework))
+        plan = plan_gpus(self.sourced, framework, self.gpus(framework), self.model, backend_name, env)
+        self.warnings.extend(plan.warnings)
+        gpus, gpu_memory, sizing = plan.gpus, plan.gpu_memory, plan.sizing
 
         values = {
             "model_path": weights.path,
@@ -760,13 +668,6 @@ def backend_and_env(deployment: Sourced[Deployment], catalog: Catalog) -> tuple[
     env.update(config.env or {})
     env.update(r.d.env or {})
     return backend.spec.backend_name, env
-
-
-def _tokens_or_nothing(element: str) -> list[str]:
-    try:
-        return tokenize(element)
-    except ValueError:
-        return []  # reported where the parameters become argv
 
 
 def resolve(deployment: Sourced[Deployment], catalog: Catalog, model: ModelLookup | None = None) -> Resolved:

@@ -349,7 +349,7 @@ def load(params, found):
 
 def model_metadata(source, params, cache):
     """The model's metadata for the compile: as `submit` (the Hub allowed) to deploy; to stop, only for auto."""
-    from nomad_gpustack.estimate.lookup import has_auto, metadata_for_compile
+    from nomad_gpustack.compile.estimation import has_auto, metadata_for_compile
 
     if params["state"] == "absent" and not has_auto(source.spec):
         return None
