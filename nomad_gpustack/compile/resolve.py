@@ -17,7 +17,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ..contract.drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
 from ..contract.frameworks import FRAMEWORKS, Framework
@@ -212,10 +212,10 @@ def _meta_text(value: Any) -> str:
 
 
 # --- the stages of `resolve`: each returns a small value, `_assemble` makes them one `Resolved` --------------
+# (NamedTuples: one of each is made on every compile, and a tuple is cheaper to make than a frozen dataclass)
 
 
-@dataclass(frozen=True)
-class BackendChoice:
+class BackendChoice(NamedTuple):
     """The backend, its version and that version's settings."""
 
     backend: Sourced[Backend] | None  # None: the built-in Custom backend, which has no catalog entry
@@ -225,8 +225,7 @@ class BackendChoice:
     warnings: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Runtime:
+class Runtime(NamedTuple):
     """How the task runs: the Nomad extras of backend and version, the task driver, the framework."""
 
     extras: NomadExtras
@@ -234,8 +233,7 @@ class Runtime:
     framework: Framework
 
 
-@dataclass(frozen=True)
-class RunCommand:
+class RunCommand(NamedTuple):
     """The run command's text and where it is written (the deployment's override, the version's, the backend's)."""
 
     template: str
@@ -243,8 +241,7 @@ class RunCommand:
     path: Path
 
 
-@dataclass(frozen=True)
-class CommandLine:
+class CommandLine(NamedTuple):
     """What the task runs: an image (docker) or a program (exec drivers), its entrypoint and arguments."""
 
     image: str | None

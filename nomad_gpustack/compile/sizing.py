@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..spec.base import AUTO
 from .parameters import split_parameter
@@ -35,8 +35,7 @@ class Sizing:
     auto: str | None = None  # why `auto` chose the values it did
 
 
-@dataclass(frozen=True)
-class GpuPlan:
+class GpuPlan(NamedTuple):
     """GPUs and GPU memory per replica, and what the estimate said about them."""
 
     gpus: int  # accelerators per replica; 0 runs on the CPU
