@@ -170,7 +170,7 @@ def throughput(seconds: float) -> None:
     """This tree in detail: compile alone, with strict validation, with the JSON and HCL text, from YAML text."""
     sys.path.insert(0, str(ROOT))
     from nomad_gpustack.compile.build import build
-    from nomad_gpustack.nomad.jobspec import api_document
+    from nomad_gpustack.contract.jobspec import api_document
     from nomad_gpustack.nomad.render import render_text
     from nomad_gpustack.spec.deployment import Deployment
     from nomad_gpustack.spec.loader import read_text

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nomad_gpustack.compile.build import Compiled, build  # noqa: E402
-from nomad_gpustack.compile.request import group_request  # noqa: E402
+from nomad_gpustack.contract.request import group_request  # noqa: E402
 from nomad_gpustack.nomad.client import NomadAPI  # noqa: E402
 from nomad_gpustack.nomad.rollout import Assessment  # noqa: E402
 from nomad_gpustack.nomad.watcher import watch  # noqa: E402

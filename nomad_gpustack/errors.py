@@ -14,6 +14,13 @@ Every domain error subclasses one of the classes below; its class decides the ex
     │   │   └── NomadDenied                5  403 (also an AccessError)
     │   ├── serving.chat.ChatError            a model endpoint failed
     │   └── serving.discovery.NoInstanceError the model has no (healthy) instance
+    ├── EstimateError         1  the memory estimate cannot be made
+    │   ├── estimate.gguf.GGUFError, estimate.safetensors.SafetensorsError, estimate.facts.ModelFactsError
+    │   │                                     a model's headers are damaged, or lack what the estimate needs
+    │   ├── estimate.local.ModelReadError  2  a local model path that cannot be read as a model
+    │   ├── estimate.plan.NoFit               no number or size of GPUs fits the model
+    │   └── estimate.hub.HubUnavailable       the Hub has no answer (not found, refused, offline)
+    │       └── HubUnreachable             5  no answer at all (also an UnreachableError)
     └── UnreachableError      5  a service cannot be reached, or refuses us (TLS, ACL)
         ├── nomad.client.NomadUnavailable     a 5xx or a broken connection (also a TransientError: retried first)
         ├── nomad.client.NotNomad             the address answers, but not as Nomad's HTTP API
@@ -88,6 +95,12 @@ class UnreachableError(NomadgsError):
     """A service could not be reached, or refused access (TLS, ACL token)."""
 
     exit_code = EXIT_CONNECTION
+
+
+class EstimateError(NomadgsError):
+    """The memory estimate cannot be made: a model's metadata cannot be had or read, or no GPUs fit it."""
+
+    exit_code = EXIT_FAILURE
 
 
 class InputError(NomadgsError):

@@ -106,7 +106,7 @@ def print_table(doc: dict[str, Any]) -> None:
 @format_option()
 def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
     from ..cachefolder import cache_folder
-    from ..estimate import estimate_document
+    from ..compile.estimation import estimate_document
     from ..spec.loader import load_catalog, load_deployment
     from . import output as say
 

@@ -45,8 +45,8 @@ def compile_all(
 
     from ..cachefolder import cache_folder
     from ..compile.build import build
+    from ..compile.estimation import metadata_for_compile
     from ..errors import InputError, Problem
-    from ..estimate.lookup import metadata_for_compile
     from ..spec.loader import load_catalog, load_deployment
     from . import output
 

@@ -30,10 +30,10 @@ from urllib.parse import urlsplit
 
 from .. import unreachable
 from ..answers import WrongShape, foreign_answer, html_page, shaped
+from ..contract.jobspec import Job
 from ..errors import EXIT_BAD_INPUT, ServiceError, UnreachableError
 from ..settings import NomadSettings
 from .blocking import backoff_delay, header_index
-from .jobspec import Job
 from .responses import (
     Allocation,
     Deployment,

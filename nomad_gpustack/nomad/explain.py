@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..compile.metadata import DOWNLOAD_TASK
-from ..compile.request import GroupRequest
+from ..contract.metadata import DOWNLOAD_TASK
+from ..contract.request import GroupRequest
 from ..sizes import MIB, human_size, parse_size
 from .responses import Allocation, AllocMetric, TaskEvent, TaskState
 

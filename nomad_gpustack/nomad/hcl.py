@@ -20,8 +20,8 @@ from typing import Any
 
 from typing_extensions import is_typeddict
 
+from ..contract.jobspec import Job, fields_of, validate_job
 from ..durations import format_duration, parse_duration
-from .jobspec import Job, fields_of, validate_job
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _HEREDOC_START = re.compile(r"<<-?([A-Za-z_][A-Za-z0-9_]*)")

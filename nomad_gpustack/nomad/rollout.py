@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Generic, Literal, TypeVar
 
-from ..compile.metadata import DOWNLOAD_TASK
-from ..compile.request import GroupRequest
+from ..contract.metadata import DOWNLOAD_TASK
+from ..contract.request import GroupRequest
 from .explain import (
     NodeDevices,
     TaskFailure,

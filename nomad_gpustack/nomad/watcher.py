@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
-from ..compile.metadata import DOWNLOAD_TASK
-from ..compile.request import GroupRequest
+from ..contract.metadata import DOWNLOAD_TASK
+from ..contract.request import GroupRequest
 from ..urls import openai_base_url
 from . import blocking
 from .client import NomadAPI, NomadError, TransientError

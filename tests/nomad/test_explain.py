@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from nomad_gpustack.compile.request import GroupRequest
+from nomad_gpustack.contract.request import GroupRequest
 from nomad_gpustack.errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
 from nomad_gpustack.nomad.explain import node_devices, placement_failure, task_failure
 from nomad_gpustack.nomad.responses import Allocation, AllocMetric, Deployment, Evaluation, TaskState

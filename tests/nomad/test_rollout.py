@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nomad_gpustack.compile.request import GroupRequest
+from nomad_gpustack.contract.request import GroupRequest
 from nomad_gpustack.nomad.responses import Allocation, Deployment, Evaluation
 from nomad_gpustack.nomad.rollout import (
     Replica,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from nomad_gpustack.compile.build import Compiled
-from nomad_gpustack.compile.request import group_request
+from nomad_gpustack.contract.request import group_request
 from nomad_gpustack.errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
 from nomad_gpustack.nomad.client import NomadAPI, NomadDenied
 from nomad_gpustack.nomad.rollout import Assessment
