@@ -106,6 +106,7 @@ def print_table(doc: dict[str, Any]) -> None:
 @format_option()
 def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
     from ..cachefolder import cache_folder
+    from ..errors import EXIT_OK
     from ..estimate import estimate_document
     from ..spec.loader import load_catalog, load_deployment
     from . import output as say
@@ -119,4 +120,4 @@ def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, f
         say.emit_json(document)
     else:
         print_table(document)
-    return 0
+    return EXIT_OK
