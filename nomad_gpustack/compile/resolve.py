@@ -143,7 +143,6 @@ class Resolved:
     job_id: str
     service_name: str
     backend_name: str
-    backend_file: str | None
     version: str | None
     framework: Framework
     driver: str
@@ -696,7 +695,6 @@ class _Resolver:
             job_id=nomad.job_id or nomad_name(d.name),
             service_name=nomad.service_name or nomad_name(d.name),
             backend_name=backend_name,
-            backend_file=backend.filename if backend is not None else None,
             version=version,
             framework=framework,
             driver=driver,
