@@ -213,8 +213,11 @@ async def _watch(
                     break
                 state.changed.clear()
                 # Wake on a change, or once a second to refresh the elapsed time on a terminal (no request).
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation (Ctrl-C) that
+                # comes as the wait ends (CPython gh-86296).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(state.changed.wait(), timeout=min(1.0, remaining or 1.0))
+                    async with asyncio.timeout(min(1.0, remaining or 1.0)):
+                        await state.changed.wait()
         finally:
             for task in tasks:
                 task.cancel()
@@ -268,7 +271,8 @@ async def _follow_rollback(
                 return
 
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(follow(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for: see _watch
+            await follow()
     reporter.update(assessment, time.monotonic() - start)  # the verdict stands: this version failed
     return rollback
 
