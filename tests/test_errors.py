@@ -67,8 +67,8 @@ def test_every_row_names_a_class_that_exists() -> None:
 def test_classes_with_two_kinds_of_base_exit_by_their_own_row() -> None:
     from nomad_gpustack.nomad.client import NomadDenied, NomadError, NomadUnavailable, NotNomad
 
-    # Each is a NomadError (a ServiceError: 1) and an UnreachableError (5): its own row says 5, whichever base
-    # comes first (NomadUnavailable lists UnreachableError first, NomadDenied too; a row makes order irrelevant).
+    # Each is a NomadError (a ServiceError: 1) and an UnreachableError (5): its own row says 5, so the order of
+    # its bases decides nothing.
     for cls in (NomadDenied, NomadUnavailable, NotNomad):
         assert issubclass(cls, NomadError) and full_name(cls) in EXIT_CODES
         assert exit_code_for(cls("x")) == EXIT_CONNECTION
