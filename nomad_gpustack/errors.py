@@ -4,24 +4,33 @@ Every domain error subclasses one of the classes below. Its exit code is decided
 (read through `exit_code_for`), with a row for every class, so that no code depends on the order of a class's
 bases (NomadDenied is a NomadError and an UnreachableError: its row says 5).
 
-    NomadgsError                                1  the operation ran and failed
-    ├── InputError                              2  bad input (a file, flag or name); nothing was sent anywhere
-    ├── ServiceError                            1  a service (Nomad, Consul, a model server) answered an error
-    │   ├── nomad.client.NomadError             1  Nomad answered an error status
-    │   │   ├── NomadRejected                   2  400: Nomad refused the request as malformed
-    │   │   │   └── JobRefused                  2  a 500 listing the job's validation errors (final)
-    │   │   ├── IndexConflict                   1  check-and-set lost a race
-    │   │   ├── TransientError                  1  worth retrying (5xx, connection trouble)
-    │   │   │   └── NomadUnavailable            5  ... that persists (also an UnreachableError)
-    │   │   ├── NomadDenied                     5  403: no token, an unknown one (also an UnreachableError)
-    │   │   └── NotNomad                        5  the address answers, but not as Nomad's API (also one)
-    │   ├── nomad.logs.NoLogYet                 1  the task has not written its log yet
-    │   ├── serving.chat.ChatError              1  a model endpoint failed
-    │   └── serving.discovery.NoInstanceError   1  the model has no (healthy) instance
-    ├── UnreachableError                        5  a service cannot be reached, or refuses us (TLS, ACL token)
-    │   └── serving.discovery.DiscoveryError    5  Consul unreachable or unusable
-    ├── nomad.runner.AfterRegistration          -  its cause's code: a failure after the job was registered
-    └── serving.gateway.errors.GatewayError     1  the gateway cannot start (address taken, ...)
+    NomadgsError                                    1  the operation ran and failed
+    ├── InputError                                  2  bad input (a file, flag or name); nothing was sent anywhere
+    ├── ServiceError                                1  a service (Nomad, Consul, a model server) answered an error
+    │   ├── nomad.client.NomadError                 1  Nomad answered an error status
+    │   │   ├── NomadRejected                       2  400: Nomad refused the request as malformed
+    │   │   │   └── JobRefused                      2  a 500 listing the job's validation errors (final)
+    │   │   ├── IndexConflict                       1  check-and-set lost a race
+    │   │   ├── TransientError                      1  worth retrying (5xx, connection trouble)
+    │   │   │   └── NomadUnavailable                5  ... that persists (also an UnreachableError)
+    │   │   ├── NomadDenied                         5  403: no token, an unknown one (also an UnreachableError)
+    │   │   └── NotNomad                            5  the address answers, but not as Nomad's API (also one)
+    │   ├── nomad.logs.NoLogYet                     1  the task has not written its log yet
+    │   ├── serving.chat.ChatError                  1  a model endpoint failed
+    │   └── serving.discovery.NoInstanceError       1  the model has no (healthy) instance
+    ├── EstimateError                               1  the memory estimate cannot be made
+    │   ├── estimate.gguf.GGUFError                 1  a GGUF header this reader does not understand
+    │   ├── estimate.safetensors.SafetensorsError   1  a safetensors header (or index) it does not understand
+    │   ├── estimate.facts.ModelFactsError          1  the headers lack something the estimate needs
+    │   ├── estimate.local.ModelReadError           2  a local model path that cannot be read as a model
+    │   ├── estimate.plan.NoFit                     1  no number or size of GPUs fits the model
+    │   └── estimate.hub.HubUnavailable             1  the Hub has no answer (refused, offline)
+    │       ├── NotFound                            1  the Hub answered 404 for a file
+    │       └── HubUnreachable                      5  no answer at all (also an UnreachableError)
+    ├── UnreachableError                            5  a service cannot be reached, or refuses us (TLS, ACL token)
+    │   └── serving.discovery.DiscoveryError        5  Consul unreachable or unusable
+    ├── nomad.runner.AfterRegistration              -  its cause's code: a failure after the job was registered
+    └── serving.gateway.errors.GatewayError         1  the gateway cannot start (address taken, ...)
 
 Input problems name the file, line and field, say what is wrong and how to fix it (`Problem`).
 """
@@ -66,6 +75,15 @@ EXIT_CODES: dict[str, int | None] = {
     "nomad_gpustack.serving.discovery.NoInstanceError": EXIT_FAILURE,
     "nomad_gpustack.serving.discovery.DiscoveryError": EXIT_CONNECTION,
     "nomad_gpustack.serving.gateway.errors.GatewayError": EXIT_FAILURE,
+    "nomad_gpustack.errors.EstimateError": EXIT_FAILURE,
+    "nomad_gpustack.estimate.gguf.GGUFError": EXIT_FAILURE,
+    "nomad_gpustack.estimate.safetensors.SafetensorsError": EXIT_FAILURE,
+    "nomad_gpustack.estimate.facts.ModelFactsError": EXIT_FAILURE,
+    "nomad_gpustack.estimate.local.ModelReadError": EXIT_BAD_INPUT,  # a --model path: the user's input
+    "nomad_gpustack.estimate.plan.NoFit": EXIT_FAILURE,
+    "nomad_gpustack.estimate.hub.HubUnavailable": EXIT_FAILURE,
+    "nomad_gpustack.estimate.hub.NotFound": EXIT_FAILURE,
+    "nomad_gpustack.estimate.hub.HubUnreachable": EXIT_CONNECTION,  # also a HubUnavailable (1): its own row
     # Not ours, but ending a command all the same:
     "builtins.KeyboardInterrupt": EXIT_INTERRUPTED,
     "click.exceptions.Abort": EXIT_INTERRUPTED,  # Click's Ctrl-C (at a prompt)
@@ -148,6 +166,10 @@ class ServiceError(NomadgsError):
 
 class UnreachableError(NomadgsError):
     """A service could not be reached, or refused access (TLS, ACL token)."""
+
+
+class EstimateError(NomadgsError):
+    """The memory estimate cannot be made: a model's metadata cannot be had or read, or no GPUs fit it."""
 
 
 class InputError(NomadgsError):

@@ -38,12 +38,11 @@ def _summary(backend: Any) -> dict[str, Any]:
 @backends_option
 @format_option()
 def list_backends(backends: tuple[Path, ...], fmt: str) -> int:
-    from ..cachefolder import cache_folder
     from ..errors import EXIT_OK
     from ..spec.loader import load_catalog
     from . import output as say
 
-    catalog = load_catalog(backends, cache=cache_folder())
+    catalog = load_catalog(backends)
     rows = [_summary(b) for b in catalog]
     if fmt == "json":
         say.emit_json(rows)
@@ -68,13 +67,12 @@ def list_backends(backends: tuple[Path, ...], fmt: str) -> int:
 def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
     import sys
 
-    from ..cachefolder import cache_folder
     from ..errors import EXIT_OK, InputError, Problem
     from ..spec.catalog import CUSTOM
     from ..spec.loader import load_catalog
     from . import output as say
 
-    catalog = load_catalog(backends, cache=cache_folder())
+    catalog = load_catalog(backends)
     found = catalog.find(name)
     if found is not None:
         data = found.spec.model_dump(mode="json", exclude_none=True)

@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import EstimateError
 from .ggml import GGML_TYPES, row_size
 
 MAGIC = b"GGUF"
@@ -32,7 +33,7 @@ _U64 = struct.Struct("<Q")
 SKIP_BLOCK = 1 << 20  # bytes read at a time while skipping an array of strings
 
 
-class GGUFError(ValueError):
+class GGUFError(EstimateError):
     """The bytes are not a GGUF header this reader understands."""
 
 

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..errors import EstimateError
 from ..sizes import GIB
 from .engine import EngineSettings
 from .facts import ModelFacts
@@ -268,7 +269,7 @@ class Choice:
     row: GpuFigures
 
 
-class NoFit(ValueError):
+class NoFit(EstimateError):
     """No choice fits; the message says why."""
 
 

@@ -12,12 +12,14 @@ import struct
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from ..errors import EstimateError
+
 MAX_HEADER = 100 * 1024 * 1024  # safetensors itself refuses headers over 100 MB
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(EstimateError):
     """The bytes are not a safetensors header (or index) this reader understands."""
 
 

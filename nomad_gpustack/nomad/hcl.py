@@ -18,8 +18,8 @@ from typing import Any
 
 from typing_extensions import is_typeddict
 
+from ..contract.jobspec import Job, fields_of
 from ..durations import format_duration
-from .jobspec import Job, fields_of
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _HEREDOC_START = re.compile(r"<<-?([A-Za-z_][A-Za-z0-9_]*)")

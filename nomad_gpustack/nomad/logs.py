@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-from ..compile.metadata import DOWNLOAD_TASK
+from ..contract.metadata import DOWNLOAD_TASK
 from ..errors import InputError, NomadgsError, Problem, ServiceError, suggestion
 from .client import NomadAPI, NomadError
 from .responses import JobStub

@@ -226,7 +226,7 @@ def test_a_rollback_that_fails_too_is_reported(nomad: NomadDouble, tmp_path: Pat
 def test_server_errors_and_dropped_connections_are_retried(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.rollout(healthy_after=0.5)
     nomad.faults.fail(rf"^/v1/job/{VLLM_JOB}/allocations$", status=500, count=2)
-    nomad.faults.drop(rf"^/v1/job/{VLLM_JOB}/deployment$", count=2)
+    nomad.faults.drop(rf"^/v1/job/{VLLM_JOB}/deployments$", count=2)
     nomad.faults.drop(rf"^/v1/job/{VLLM_JOB}$", count=1, method="POST")  # the register answer is lost
     run = submit(nomad, VLLM)
     assert run.code == 0, run.err

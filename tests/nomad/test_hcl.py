@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from nomad_gpustack.compile.build import build
+from nomad_gpustack.contract.jobspec import Job, validate_job
 from nomad_gpustack.nomad.hcl import quote, render_hcl
-from nomad_gpustack.nomad.jobspec import Job, validate_job
 from nomad_gpustack.spec.catalog import Catalog
 from nomad_gpustack.spec.loader import load_backend_file, load_catalog, load_deployment
 

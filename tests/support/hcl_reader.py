@@ -2,7 +2,7 @@
 describe the same job.
 
 python-hcl2 parses the text (it reads HCL as Nomad's jobspec2 parser does: blocks, labels, heredocs, `$${`
-escapes); this module maps its dict to the API model by the HCL names declared in `nomad/jobspec.py`, with a
+escapes); this module maps its dict to the API model by the HCL names declared in `contract/jobspec.py`, with a
 classification of the fields of its own (not the renderer's) and Go's duration parser (the double's), so that a
 mistake in the renderer is not repeated here. The names themselves are checked against a jobspec written by
 hand from Nomad's documentation (tests/nomad/test_hcl.py).
@@ -18,7 +18,7 @@ from typing import Any
 import hcl2
 from typing_extensions import is_typeddict
 
-from nomad_gpustack.nomad.jobspec import Job, fields_of, validate_job
+from nomad_gpustack.contract.jobspec import Job, fields_of, validate_job
 
 from .nomad_double.goduration import parse_duration
 

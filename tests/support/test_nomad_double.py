@@ -721,6 +721,24 @@ def test_stop_keeps_the_job_and_purge_removes_it(nomad: NomadDouble, api: httpx.
     assert api.delete("/v1/job/web").status_code == 404
 
 
+def test_the_deployments_of_a_purged_job_are_not_the_new_jobs(nomad: NomadDouble, api: httpx.Client) -> None:
+    nomad.set_scenario("web", scenarios.manual(start_after=0))
+    register(api, make_job())
+    nomad.wait_for(lambda n: len(deployments_of(n, "web")) == 1)
+    (old,) = api.get("/v1/job/web/deployments").json()
+    purged = api.delete("/v1/job/web", params={"purge": "true"}).json()
+    nomad.wait_for(lambda n: n.evaluations[purged["EvalID"]]["Status"] == "complete")
+    assert [d["ID"] for d in api.get("/v1/job/web/deployments").json()] == [old["ID"]], "no job: all are listed"
+    register(api, make_job())
+    nomad.wait_for(lambda n: len(deployments_of(n, "web")) == 2)
+    (new,) = api.get("/v1/job/web/deployments").json()
+    assert new["ID"] != old["ID"] and new["JobVersion"] == old["JobVersion"] == 0
+    assert {d["ID"] for d in api.get("/v1/job/web/deployments", params={"all": "true"}).json()} == {
+        old["ID"],
+        new["ID"],
+    }
+
+
 def test_stopping_a_blocked_job_cancels_its_blocked_evaluation(nomad: NomadDouble, api: httpx.Client) -> None:
     nomad.set_scenario("web", scenarios.placement_failure())
     created = register(api, make_job())
