@@ -38,6 +38,7 @@ def _summary(backend: Any) -> dict[str, Any]:
 @backends_option
 @format_option()
 def list_backends(backends: tuple[Path, ...], fmt: str) -> int:
+    from ..errors import EXIT_OK
     from ..spec.loader import load_catalog
     from . import output as say
 
@@ -45,14 +46,14 @@ def list_backends(backends: tuple[Path, ...], fmt: str) -> int:
     rows = [_summary(b) for b in catalog]
     if fmt == "json":
         say.emit_json(rows)
-        return 0
+        return EXIT_OK
     print(f"{'BACKEND':<28} {'DEFAULT':<14} {'FRAMEWORKS':<28} VERSIONS")
     for row in rows:
         frameworks = sorted({f for fws in row["versions"].values() for f in fws})
         print(
             f"{row['name']:<28} {row['default_version'] or '-':<14} {','.join(frameworks):<28} {len(row['versions'])}"
         )
-    return 0
+    return EXIT_OK
 
 
 @backends.command(
@@ -66,7 +67,7 @@ def list_backends(backends: tuple[Path, ...], fmt: str) -> int:
 def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
     import sys
 
-    from ..errors import InputError, Problem
+    from ..errors import EXIT_OK, InputError, Problem
     from ..spec.catalog import CUSTOM
     from ..spec.loader import load_catalog
     from . import output as say
@@ -91,7 +92,7 @@ def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
 
         sys.stdout.write(f"# {origin}\n")
         yaml.safe_dump(data, sys.stdout, sort_keys=False, allow_unicode=True, width=100)
-    return 0
+    return EXIT_OK
 
 
 @backends.command(
@@ -106,7 +107,7 @@ def validate(files: tuple[Path, ...], fmt: str) -> int:
     import sys
 
     from ..compile.backend_notes import backend_notes
-    from ..errors import InputError
+    from ..errors import EXIT_OK, InputError, exit_code_for
     from ..spec.loader import read_backend_files
     from . import output as say
 
@@ -123,7 +124,7 @@ def validate(files: tuple[Path, ...], fmt: str) -> int:
     if fmt == "json":
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return 2 if errors else 0
+        return exit_code_for(InputError.merge(errors)) if errors else EXIT_OK
     for result in results:
         if not result["valid"]:
             continue
@@ -134,4 +135,4 @@ def validate(files: tuple[Path, ...], fmt: str) -> int:
                 say.note(f"{result['file']}: {message}")
     if errors:
         raise InputError.merge(errors)
-    return 0
+    return EXIT_OK

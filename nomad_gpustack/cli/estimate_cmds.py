@@ -107,6 +107,7 @@ def print_table(doc: dict[str, Any]) -> None:
 def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
     from ..cachefolder import cache_folder
     from ..compile.estimation import estimate_document
+    from ..errors import EXIT_OK
     from ..spec.loader import load_catalog, load_deployment
     from . import output as say
 
@@ -119,4 +120,4 @@ def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, f
         say.emit_json(document)
     else:
         print_table(document)
-    return 0
+    return EXIT_OK

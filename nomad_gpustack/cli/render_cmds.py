@@ -144,7 +144,7 @@ def render(
 ) -> int:
     import sys
 
-    from ..errors import InputError, Problem
+    from ..errors import EXIT_OK, InputError, Problem
     from ..nomad.render import SUFFIXES
     from . import output as say
 
@@ -158,7 +158,7 @@ def render(
                 Problem("several deployments need --output FOLDER", hint="each job is written to its own file")
             )
         sys.stdout.write(texts[0].text)
-        return 0
+        return EXIT_OK
     target = Path(output)
     as_folder = target.is_dir() or len(texts) > 1 or output.endswith(("/", "\\"))
     if as_folder and target.exists() and not target.is_dir():
@@ -182,7 +182,7 @@ def render(
     write_all_atomic(files)
     for path in files:
         say.info(f"wrote {path}")
-    return 0
+    return EXIT_OK
 
 
 @command(
@@ -195,6 +195,7 @@ def render(
 @model_option
 @format_option()
 def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
+    from ..errors import EXIT_OK
     from . import output as say
 
     compiled = compile_all(list(deployments), backends, check=True, model=model, hub=True)
@@ -231,4 +232,4 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: P
                 print(f"    auto: {res['auto']}")
             elif res["estimate"]:
                 print(f"    estimate: {res['estimate']}")
-    return 0
+    return EXIT_OK

@@ -146,7 +146,6 @@ class Resolved:
     job_id: str
     service_name: str
     backend_name: str
-    backend_file: str | None
     version: str | None
     framework: Framework
     driver: str
@@ -783,7 +782,6 @@ def _assemble(
         job_id=nomad.job_id or nomad_name(d.name),
         service_name=nomad.service_name or nomad_name(d.name),
         backend_name=choice.name,
-        backend_file=backend.filename if backend is not None else None,
         version=choice.version,
         framework=runtime.framework,
         driver=runtime.driver,

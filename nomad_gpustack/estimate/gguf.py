@@ -117,12 +117,6 @@ class _Reader:
             raise GGUFError(f"a string of {n} bytes in the header: not a GGUF file, or a damaged one")
         return self.take(n).decode("utf-8", errors="replace")
 
-    def skip_string(self) -> None:
-        n = self.u64()
-        if n > MAX_STRING:
-            raise GGUFError(f"a string of {n} bytes in the header: not a GGUF file, or a damaged one")
-        self.skip(n)
-
     def value(self, kind: int, key: str, lengths: dict[str, int]) -> Any:
         if kind in _SCALARS:
             return self.scalar(_SCALARS[kind])

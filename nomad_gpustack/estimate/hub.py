@@ -137,7 +137,6 @@ class _RangeSource:
         self.buffer = b""
         self.start = 0  # file offset of buffer[0]
         self.position = 0
-        self.fetched = 0
         self.chunk = GGUF_CHUNK
 
     def read(self, n: int) -> bytes:
@@ -151,7 +150,6 @@ class _RangeSource:
             else:
                 more = self.fetch(begin, max(end, begin + self.chunk) - 1)
                 self.buffer, self.start = more, begin
-            self.fetched += len(more)
             self.chunk = min(2 * self.chunk, GGUF_CHUNK_MAX)
         data = self.buffer[self.position - self.start : end - self.start]
         self.position += len(data)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import EXIT_BAD_INPUT, EstimateError
+from ..errors import EstimateError
 from .facts import ModelFacts, config_object, from_config, from_gguf
 from .gguf import GGUFHeader, read_header
 from .safetensors import INDEX_FILE, header_length, index_total_size, parse_header
@@ -19,9 +19,7 @@ _SPLIT = re.compile(r"^(?P<stem>.*)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
 class ModelReadError(EstimateError):
-    """A local model path that cannot be read as a model; the message names the path."""
-
-    exit_code = EXIT_BAD_INPUT
+    """A local model path that cannot be read as a model; the message names the path (exit 2: the user's input)."""
 
 
 @dataclass

@@ -54,10 +54,6 @@ class Estimate:
     def engine(self) -> str:
         return DISPLAY.get(self.settings.engine, self.settings.backend)
 
-    @property
-    def tensor_parallel(self) -> bool:
-        return self.settings.engine in ("vllm", "sglang")
-
     def row(self, gpus: int) -> GpuFigures:
         """The figures for `gpus` GPUs (computed when the table does not hold that count)."""
         for row in self.rows:

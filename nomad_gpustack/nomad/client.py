@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from .. import unreachable
 from ..answers import WrongShape, foreign_answer, html_page, shaped
 from ..contract.jobspec import Job
-from ..errors import EXIT_BAD_INPUT, ServiceError, UnreachableError
+from ..errors import ServiceError, UnreachableError
 from ..settings import NomadSettings
 from .blocking import backoff_delay, header_index
 from .responses import (
@@ -66,8 +66,6 @@ class NomadDenied(UnreachableError, NomadError):
 
 class NomadRejected(NomadError):
     """400: Nomad refused the request as malformed."""
-
-    exit_code = EXIT_BAD_INPUT
 
 
 class JobRefused(NomadRejected):

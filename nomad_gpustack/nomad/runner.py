@@ -16,7 +16,17 @@ from typing import Any, Protocol
 
 from ..contract import metadata
 from ..contract.deploymentjob import DeploymentJob
-from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT, EXIT_TIMEOUT, InputError, NomadgsError, Problem
+from ..errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_PLACEMENT,
+    EXIT_TIMEOUT,
+    PLAN_CHANGES,
+    PLAN_NO_CHANGES,
+    InputError,
+    NomadgsError,
+    Problem,
+)
 from ..settings import NomadSettings
 from .client import IndexConflict, JobRefused, NomadAPI, TransientError, multierror_lines
 from .explain import placement_failure
@@ -25,9 +35,6 @@ from .rollout import Rollback, Verdict
 from .watcher import Reporter, WatchResult, watch
 
 REGISTER_ATTEMPTS = 4
-
-# `nomad job plan` exit codes, which `nomadgs plan` keeps.
-PLAN_NO_CHANGES, PLAN_CHANGES, PLAN_ERROR = 0, 1, 255
 
 
 class Notes(Protocol):
@@ -40,14 +47,14 @@ class Notes(Protocol):
 
 class AfterRegistration(NomadgsError):
     """A failure after the job was registered: the job stays on Nomad, and the message says how to follow it.
-    The exit code is the cause's (5 when Nomad became unreachable, 1 otherwise)."""
+    Its exit code is the cause's (5 when Nomad became unreachable, 1 otherwise: see errors.EXIT_CODES)."""
 
     def __init__(self, job_id: str, cause: NomadgsError, doing: str) -> None:
         super().__init__(
             f"{job_id} is registered on Nomad, but {doing} failed: {cause}. "
             f"It keeps rolling out; follow it with `nomadgs status {job_id}`"
         )
-        self.exit_code = cause.exit_code
+        self.cause = cause
 
 
 def is_managed(job: JobStub) -> bool:

@@ -211,8 +211,11 @@ class _Watch:
                 return assessment, True
             self.changed.clear()
             # Wake on a change, or once a second to refresh the elapsed time on a terminal (no request).
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation (Ctrl-C) that
+            # comes as the wait ends (CPython gh-86296).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), timeout=min(1.0, remaining or 1.0))
+                async with asyncio.timeout(min(1.0, remaining or 1.0)):
+                    await self.changed.wait()
 
     async def _read_more(self, assessment: Assessment) -> bool:
         """Read once what `assessment` needs before it is shown; True when something was read (assess again).
@@ -277,7 +280,8 @@ class _Watch:
         )
         remaining = self.remaining
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(steps, None if remaining is None else max(0.0, remaining))
+            async with asyncio.timeout(None if remaining is None else max(0.0, remaining)):  # see until_verdict
+                await steps
         self.reporter.update(assessment, self.elapsed)
         return self.rollback
 

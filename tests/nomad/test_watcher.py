@@ -172,6 +172,37 @@ def test_a_resubmit_shows_the_replicas_as_they_are(nomad: NomadDouble) -> None:
     assert replaced[-1].state == "running" and replaced[-1].earlier_version is None
 
 
+class CancelOnAnAnswer(NomadAPI):
+    """Cancels the watch (as Ctrl-C does) just after an answer woke it: the first blocking read of the
+    allocations starts right after the plain read's answer was stored, and cancels once that wake-up is due."""
+
+    watch_task: asyncio.Task[Any] | None = None
+
+    async def allocations(self, http: Any, job_id: str, index: int | None = None) -> tuple[list[Any], int]:
+        if index and self.watch_task is not None:
+            task, self.watch_task = self.watch_task, None
+            await asyncio.sleep(0)  # the watch's wait for a change has seen it: its wake-up is queued
+            task.cancel()
+        return await super().allocations(http, job_id, index)
+
+
+def test_ctrl_c_ends_the_watch_even_as_an_answer_arrives(nomad: NomadDouble) -> None:
+    """asyncio.wait_for of Python 3.11 returns the result of a wait that finished as its task was cancelled,
+    losing the cancellation (CPython gh-86296): Ctrl-C during `submit` was then ignored until the rollout ended."""
+    nomad.default_scenario = scenarios.manual()
+    compiled = compile_yaml(EXAMPLE)
+    api = CancelOnAnAnswer(NomadSettings(address=nomad.address))
+    registered = api.register(compiled.job, modify_index=0)
+
+    async def main() -> WatchResult:
+        api.watch_task = asyncio.current_task()
+        return await watch(api, job_id=compiled.job_id, version=0, eval_id=registered.EvalID,
+                           request=group_request(dict(compiled.job)), reporter=Recorder(), timeout=20)  # fmt: skip
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
+
+
 @pytest.mark.parametrize(
     ("then", "rollback_status"),
     [(None, "successful"), (scenarios.unhealthy(), "failed")],

@@ -61,6 +61,12 @@ class ScenarioContext:
         if self.stop.wait(seconds):
             raise ScenarioAborted
 
+    def wait(self, event: threading.Event) -> None:
+        """Wait until `event` is set (by the test), or raise ScenarioAborted once the run is aborted."""
+        while not event.wait(0.05):  # a short poll of both events: threading has no wait for either of two
+            if self.stop.is_set():
+                raise ScenarioAborted
+
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         """A state transaction, refused once the run is aborted."""

@@ -10,6 +10,7 @@ Every scenario takes `stdout` / `stderr`: a string is the log text of every main
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict, Unpack
@@ -179,15 +180,19 @@ class PlacementFailure(Scenario):
 
 @dataclass(kw_only=True)
 class BlockedThenPlaced(PlacementFailure):
-    """A placement failure, then capacity appears after `after` s: the blocked evaluation places the
-    allocations and the rollout succeeds."""
+    """A placement failure, then capacity appears after `after` s, or when the test sets `capacity`: the
+    blocked evaluation places the allocations and the rollout succeeds."""
 
     after: float = 0.3
     healthy_after: float = 0.2
+    capacity: threading.Event | None = None
 
     def run(self, ctx: ScenarioContext) -> None:
         _deployment_id, blocked = self.fail_placement(ctx)
-        ctx.sleep(self.after)
+        if self.capacity is not None:
+            ctx.wait(self.capacity)
+        else:
+            ctx.sleep(self.after)
         placement = ctx.place()
         ctx.complete_eval(placement.deployment_id, eval_id=blocked)
         self.finish(ctx, placement, self.healthy_after, download=False)
@@ -329,8 +334,13 @@ def placement_failure(metrics: JSON | None = None, **common: Unpack[Common]) -> 
     return PlacementFailure(metrics=metrics, **common)
 
 
-def blocked_then_placed(after: float = 0.3, healthy_after: float = 0.2, **common: Unpack[Common]) -> BlockedThenPlaced:
-    return BlockedThenPlaced(after=after, healthy_after=healthy_after, **common)
+def blocked_then_placed(
+    after: float = 0.3,
+    healthy_after: float = 0.2,
+    capacity: threading.Event | None = None,
+    **common: Unpack[Common],
+) -> BlockedThenPlaced:
+    return BlockedThenPlaced(after=after, healthy_after=healthy_after, capacity=capacity, **common)
 
 
 def image_pull_failure(image: str | None = None, **common: Unpack[Common]) -> ImagePullFailure:
