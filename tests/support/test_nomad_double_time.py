@@ -1,0 +1,297 @@
+"""The Nomad double over time: rescheduling, the deployment watcher, rolling and in-place updates, auto-revert.
+
+Each test names the Nomad source (hashicorp/nomad at aa026cc99c) whose rule it checks. Nomad's durations stay
+in Nomad's units; the double's clock runs `time_scale` times faster, and every timestamp the API shows is read
+from it, so the tests compare timestamps with the durations of the job, never with the wall clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.nomad_double import NomadDouble, scenarios
+from tests.support.nomad_double import reschedule as rules
+from tests.support.nomad_double.objects import parse_rfc3339
+from tests.support.test_nomad_double import allocs_of, deployments_of, make_job, register, wait_deployment
+
+SECOND = 10**9
+MINUTE = 60 * SECOND
+JSON = dict[str, Any]
+
+
+@pytest.fixture
+def nomad() -> Iterator[NomadDouble]:
+    with NomadDouble(time_scale=1200) as double:  # a 10m progress deadline passes in 0.5s
+        yield double
+
+
+@pytest.fixture
+def api(nomad: NomadDouble) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=nomad.address, timeout=10) as client:
+        yield client
+
+
+def by_name(nomad: NomadDouble, job_id: str) -> dict[str, list[JSON]]:
+    found: dict[str, list[JSON]] = {}
+    for alloc in allocs_of(nomad, job_id):
+        found.setdefault(alloc["Name"], []).append(alloc)
+    return found
+
+
+def no_deployment(job: JSON) -> JSON:
+    """A job without an update strategy: no deployment, so a failure is replaced without the watcher."""
+    job["TaskGroups"][0]["Update"] = {"MaxParallel": 0}
+    return job
+
+
+def reschedule_policy(job: JSON, **policy: Any) -> JSON:
+    job["TaskGroups"][0]["ReschedulePolicy"] = policy
+    return job
+
+
+# --- the reschedule delay (pure) ------------------------------------------------------------------------------------
+
+
+def failed(policy: JSON, delays: list[int], finished: int = 0, rescheduled_at: int = 0) -> JSON:
+    """A failed allocation whose tracker holds attempts with these delays."""
+    events = [{"RescheduleTime": rescheduled_at, "PrevAllocID": "x", "PrevNodeID": "n", "Delay": d} for d in delays]
+    return {
+        "ID": "a",
+        "NodeID": "n",
+        "TaskGroup": "g",
+        "Job": {"Type": "service", "TaskGroups": [{"Name": "g", "ReschedulePolicy": policy}]},
+        "RescheduleTracker": {"Events": events, "LastReschedule": "ok"} if delays else None,
+        "TaskStates": {"t": {"FinishedAt": "0001-01-01T00:00:00Z"}},
+        "ModifyTime": finished,
+        "ClientStatus": "failed",
+        "DesiredStatus": "run",
+        "DesiredTransition": {},
+    }
+
+
+def test_next_delay_follows_the_delay_function_up_to_max_delay() -> None:
+    """nomad/structs/alloc.go NextDelay: exponential doubles the last delay, fibonacci adds the last two,
+    constant never changes; MaxDelay caps the first two."""
+    exponential = {"Delay": 30 * SECOND, "DelayFunction": "exponential", "MaxDelay": 3600 * SECOND, "Unlimited": True}
+    series, delays = [], []
+    for _ in range(9):
+        delay = rules.next_delay(failed(exponential, delays))
+        series.append(delay // SECOND)
+        delays.append(delay)
+    assert series == [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]
+    fibonacci = {"Delay": 5 * SECOND, "DelayFunction": "fibonacci", "MaxDelay": 40 * SECOND, "Unlimited": True}
+    series, delays = [], []
+    for _ in range(7):
+        delay = rules.next_delay(failed(fibonacci, delays))
+        series.append(delay // SECOND)
+        delays.append(delay)
+    assert series == [5, 5, 10, 15, 25, 40, 40]
+    constant = {"Delay": 5 * SECOND, "DelayFunction": "constant", "MaxDelay": SECOND, "Unlimited": True}
+    assert rules.next_delay(failed(constant, [5 * SECOND, 5 * SECOND])) == 5 * SECOND
+
+
+def test_next_delay_starts_again_after_an_allocation_outlived_the_cap() -> None:
+    """alloc.go NextDelay: when capped, an allocation that ran longer than MaxDelay since its last reschedule
+    (failure time − RescheduleTime > delay) gets the initial Delay again."""
+    policy = {"Delay": 30 * SECOND, "DelayFunction": "exponential", "MaxDelay": 3600 * SECOND, "Unlimited": True}
+    assert rules.next_delay(failed(policy, [3600 * SECOND], finished=7200 * SECOND)) == 30 * SECOND
+    assert rules.next_delay(failed(policy, [3600 * SECOND], finished=1800 * SECOND)) == 3600 * SECOND
+
+
+def test_eligibility_counts_the_attempts_within_the_interval() -> None:
+    """nomad/structs/structs.go RescheduleTracker.RescheduleEligible: disabled with Attempts 0 and not
+    Unlimited; with Attempts, only the attempts made within Interval before the failure count."""
+    assert not rules.eligible(None, {"Attempts": 0, "Unlimited": False}, 0)
+    policy = {"Attempts": 1, "Interval": 600 * SECOND, "Unlimited": False}
+    assert rules.eligible(None, policy, 0)
+    tracker = {"Events": [{"RescheduleTime": 100 * SECOND, "Delay": SECOND}]}
+    assert not rules.eligible(tracker, policy, 200 * SECOND)
+    assert rules.eligible(tracker, policy, 800 * SECOND)
+
+
+# --- rescheduling on the server ---------------------------------------------------------------------------------
+
+
+def test_a_failed_allocation_is_replaced_after_its_reschedule_delay(nomad: NomadDouble, api: httpx.Client) -> None:
+    """node_endpoint.go UpdateAlloc (an `alloc-failure` evaluation), reconcile_cluster.go
+    createRescheduleLaterEvals (a follow-up `alloc-reschedule` evaluation at failure time + delay, marked on the
+    allocation), generic_sched.go computePlacements/UpdateRescheduleTracker and state_store.go
+    upsertAllocsImpl: the replacement keeps the name, links both ways, carries the tracker; the old allocation
+    is stopped but stays failed."""
+    nomad.set_scenario("web", scenarios.crash_loop(restarts=0))
+    register(api, no_deployment(make_job()))
+    nomad.wait_for(lambda n: len(allocs_of(n, "web")) >= 3, timeout=10)
+    first, second, third = allocs_of(nomad, "web")[:3]
+    assert first["Name"] == second["Name"] == third["Name"] == "web.server[0]"
+    assert (first["NextAllocation"], second["PreviousAllocation"]) == (second["ID"], first["ID"])
+    assert (second["NextAllocation"], third["PreviousAllocation"]) == (third["ID"], second["ID"])
+    assert (first["DesiredStatus"], first["DesiredDescription"], first["ClientStatus"]) == (
+        "stop",
+        "alloc was rescheduled because it failed",
+        "failed",
+    )
+    followup = nomad.evaluations[first["FollowupEvalID"]]
+    assert (followup["TriggeredBy"], followup["StatusDescription"], followup["Status"]) == (
+        "alloc-reschedule",
+        "created for delayed rescheduling",
+        "complete",
+    )
+    failed_at = parse_rfc3339(first["TaskStates"]["backend"]["FinishedAt"])
+    assert parse_rfc3339(followup["WaitUntil"]) == failed_at + 30 * SECOND
+    failure_eval = nomad.evaluations[followup["PreviousEval"]]
+    assert (failure_eval["TriggeredBy"], failure_eval["NextEval"]) == ("alloc-failure", followup["ID"])
+    assert second["EvalID"] == followup["ID"]
+    assert [e["Delay"] // SECOND for e in second["RescheduleTracker"]["Events"]] == [30]
+    assert [e["Delay"] // SECOND for e in third["RescheduleTracker"]["Events"]] == [30, 60]
+    event = third["RescheduleTracker"]["Events"][-1]
+    assert (event["PrevAllocID"], event["PrevNodeID"]) == (second["ID"], second["NodeID"])
+    assert third["RescheduleTracker"]["LastReschedule"] == "ok"
+    assert second["CreateTime"] >= parse_rfc3339(nomad.evaluations[second["EvalID"]]["WaitUntil"])
+    stub = next(s for s in api.get("/v1/job/web/allocations").json() if s["ID"] == second["ID"])
+    assert "PreviousAllocation" not in stub, "structs.AllocListStub has no PreviousAllocation"
+    assert api.get(f"/v1/allocation/{second['ID']}").json()["PreviousAllocation"] == first["ID"]
+
+
+def test_attempts_run_out_then_the_failure_stays(nomad: NomadDouble, api: httpx.Client) -> None:
+    """structs.go RescheduleEligible and alloc.go NextRescheduleTime: with Attempts 1 per hour, the first
+    failure is replaced, the second is not: no evaluation, no replacement."""
+    nomad.set_scenario("web", scenarios.crash_loop(restarts=0))
+    job = reschedule_policy(no_deployment(make_job()), Attempts=1, Interval=3600 * SECOND, Delay=5 * SECOND,
+                            DelayFunction="constant", Unlimited=False)  # fmt: skip
+    register(api, job)
+    nomad.wait_for(lambda n: len(allocs_of(n, "web")) == 2 and allocs_of(n, "web")[1]["ClientStatus"] == "failed")
+    nomad.wait_for(lambda n: not any(e["Status"] == "pending" for e in n.evaluations.values()))
+    first, second = allocs_of(nomad, "web")
+    assert first["NextAllocation"] == second["ID"]
+    assert (second["DesiredStatus"], second["NextAllocation"], second["FollowupEvalID"]) == ("run", "", "")
+    assert len(by_name(nomad, "web")["web.server[0]"]) == 2
+    assert [e["TriggeredBy"] for e in nomad.evaluations.values()].count("alloc-failure") == 1
+
+
+def test_a_policy_without_attempts_fails_the_deployment_at_once(nomad: NomadDouble, api: httpx.Client) -> None:
+    """deployment_watcher.go shouldFailEarly: an unhealthy allocation that cannot be rescheduled fails the
+    deployment at once, `Failed due to unhealthy allocations`, before any progress deadline."""
+    nomad.set_scenario("web", scenarios.crash_loop(restarts=0))
+    register(api, reschedule_policy(make_job(), Attempts=0, Unlimited=False))
+    deployment = wait_deployment(nomad, "web", "failed")
+    assert deployment["StatusDescription"] == (
+        "Failed due to unhealthy allocations - no stable job version to auto revert to"
+    )
+    assert deployment["ModifyTime"] < parse_rfc3339(deployment["TaskGroups"]["server"]["RequireProgressBy"])
+    (alloc,) = allocs_of(nomad, "web")
+    assert alloc["DesiredStatus"] == "run", "a failed allocation of a failed deployment is not replaced"
+
+
+def test_a_crash_loop_is_replaced_until_the_progress_deadline(nomad: NomadDouble, api: httpx.Client) -> None:
+    """deployment_watcher.go handleAllocUpdate (an unhealthy allocation that may be rescheduled gets
+    DesiredTransition.Reschedule and an evaluation 1s later), reconcile_cluster.go (it is replaced by its
+    policy), state_store.go updateDeploymentWithAlloc (RequireProgressBy from the first placement) and the
+    watcher's deadline timer: the deployment fails at the progress deadline, not before."""
+    nomad.set_scenario("web", scenarios.crash_loop(restarts=0))
+    register(api, make_job())
+    deployment = wait_deployment(nomad, "web", "failed", timeout=10)
+    assert deployment["StatusDescription"] == (
+        "Failed due to progress deadline - no stable job version to auto revert to"
+    )
+    group = deployment["TaskGroups"]["server"]
+    allocs = allocs_of(nomad, "web")
+    assert len(allocs) >= 3 and {a["Name"] for a in allocs} == {"web.server[0]"}
+    assert parse_rfc3339(group["RequireProgressBy"]) == allocs[0]["CreateTime"] + 600 * SECOND
+    assert deployment["ModifyTime"] >= parse_rfc3339(group["RequireProgressBy"])
+    assert group["PlacedAllocs"] == len(allocs) and group["UnhealthyAllocs"] == len(allocs)
+    assert all(a["DeploymentID"] == deployment["ID"] for a in allocs)
+    assert allocs[0]["DesiredTransition"]["Reschedule"] is True
+    triggers = [e["TriggeredBy"] for e in sorted(nomad.evaluations.values(), key=lambda e: e["CreateIndex"])]
+    assert triggers[:3] == ["job-register", "alloc-failure", "deployment-watcher"]
+    assert "alloc-reschedule" in triggers
+
+
+# --- rolling, in-place, auto-revert ---------------------------------------------------------------------------------
+
+
+def healthy_all(nomad: NomadDouble, job_id: str) -> None:
+    for alloc in allocs_of(nomad, job_id):
+        if alloc["DesiredStatus"] == "run" and (alloc["DeploymentStatus"] or {}).get("Healthy") is None:
+            nomad.update_allocation(alloc["ID"], task_state="running", task_events=[{"Type": "Started"}], healthy=True)
+
+
+def test_a_destructive_update_rolls_max_parallel_at_a_time(nomad: NomadDouble, api: httpx.Client) -> None:
+    """reconcile_cluster.go computeUnderProvisionedBy / computeDestructiveUpdates: MaxParallel (1) allocations
+    replaced per evaluation, the rest ignored; the next one when the new one is healthy (the watcher's
+    evaluation); names kept, PreviousAllocation set; isDeploymentComplete marks it successful at the end."""
+    nomad.default_scenario = scenarios.manual(start_after=0)
+    register(api, make_job(count=3))
+    nomad.wait_for(lambda n: len(allocs_of(n, "web")) == 3)
+    healthy_all(nomad, "web")
+    wait_deployment(nomad, "web", "successful")
+    old = {a["Name"]: a["ID"] for a in allocs_of(nomad, "web")}
+    plan = api.put("/v1/job/web/plan", json={"Job": make_job(count=3, image="redis:8")}).json()
+    assert (
+        plan["Annotations"]["DesiredTGUpdates"]["server"] | {"DestructiveUpdate": 1, "Ignore": 2}
+        == plan["Annotations"]["DesiredTGUpdates"]["server"]
+    )
+    register(api, make_job(count=3, image="redis:8"))
+    for step in range(1, 4):
+        nomad.wait_for(lambda n, step=step: sum(a["JobVersion"] == 1 for a in allocs_of(n, "web")) == step)
+        new = [a for a in allocs_of(nomad, "web") if a["JobVersion"] == 1]
+        live_old = [a for a in allocs_of(nomad, "web") if a["JobVersion"] == 0 and a["DesiredStatus"] == "run"]
+        assert len(live_old) == 3 - step
+        latest = new[-1]
+        replaced = nomad.allocations[latest["PreviousAllocation"]]
+        assert (replaced["Name"], replaced["ID"]) == (latest["Name"], old[latest["Name"]])
+        assert replaced["DesiredDescription"] == "alloc is being updated due to job update"
+        healthy_all(nomad, "web")
+    nomad.wait_for(lambda n: deployments_of(n, "web")[-1]["Status"] == "successful")
+    deployment = deployments_of(nomad, "web")[-1]
+    assert deployment["JobVersion"] == 1 and deployment["TaskGroups"]["server"]["DesiredTotal"] == 3
+    assert sorted(a["Name"] for a in allocs_of(nomad, "web") if a["JobVersion"] == 1) == sorted(old)
+
+
+def test_a_count_change_updates_in_place(nomad: NomadDouble, api: httpx.Client) -> None:
+    """scheduler/util.go tasksUpdated (a count is not a task change) and generic_sched.go computeJobAllocs: the
+    existing allocations keep their IDs and join the new version's deployment with their health cleared; new
+    names are placed; the plan says InPlaceUpdate 2, Place 1."""
+    nomad.default_scenario = scenarios.rollout(healthy_after=0)
+    register(api, make_job(count=2))
+    wait_deployment(nomad, "web", "successful")
+    before = {a["ID"] for a in allocs_of(nomad, "web")}
+    updates = api.put("/v1/job/web/plan", json={"Job": make_job(count=3)}).json()["Annotations"]["DesiredTGUpdates"]
+    assert (updates["server"]["InPlaceUpdate"], updates["server"]["Place"]) == (2, 1)
+    register(api, make_job(count=3))
+    nomad.wait_for(lambda n: len([d for d in deployments_of(n, "web") if d["Status"] == "successful"]) == 2)
+    allocs = allocs_of(nomad, "web")
+    assert before < {a["ID"] for a in allocs} and len(allocs) == 3
+    second = deployments_of(nomad, "web")[-1]
+    assert all(a["JobVersion"] == 1 and a["DeploymentID"] == second["ID"] for a in allocs)
+    assert all(a["DeploymentStatus"]["Healthy"] for a in allocs), "health watched again after the update"
+    assert second["TaskGroups"]["server"]["DesiredTotal"] == 3
+    assert sorted(a["Name"] for a in allocs) == ["web.server[0]", "web.server[1]", "web.server[2]"]
+
+
+def test_auto_revert_is_to_the_newest_stable_version(nomad: NomadDouble, api: httpx.Client) -> None:
+    """deployment_watcher.go latestStableJob + handleRollbackValidity: the revert goes to the newest stable
+    version whatever its spec; when that spec is the job's own, `not rolling back to stable job version N as
+    current job has same specification` and no revert. The reverted version keeps Stable."""
+    nomad.default_scenario = scenarios.rollout(healthy_after=0)
+    register(api, make_job(meta="v0"))
+    wait_deployment(nomad, "web", "successful")
+    nomad.default_scenario = scenarios.unhealthy(healthy_after=0, then=scenarios.unhealthy(healthy_after=0))
+    register(api, make_job(meta="v1"))
+    nomad.wait_for(lambda n: len([d for d in deployments_of(n, "web") if d["Status"] == "failed"]) == 2, timeout=10)
+    first, second = [d for d in deployments_of(nomad, "web") if d["Status"] == "failed"]
+    assert first["StatusDescription"] == "Failed due to progress deadline - rolling back to job version 0"
+    assert second["JobVersion"] == 2
+    assert second["StatusDescription"] == (
+        "Failed due to progress deadline - not rolling back to stable job version 2 as current job has same "
+        "specification"
+    )
+    versions = nomad.job_versions("web")
+    assert [(v["Version"], v["Stable"], v["Meta"]["revision"]) for v in versions] == [
+        (0, True, "v0"),
+        (1, False, "v1"),
+        (2, True, "v0"),
+    ]
