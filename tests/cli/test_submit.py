@@ -324,6 +324,11 @@ def test_concurrent_job_modification_is_detected(nomad: NomadDouble) -> None:
     assert nomad.jobs[f"default/{VLLM_JOB}"]["Meta"].get("by") == "someone", "their change was not overwritten"
 
 
+@pytest.mark.xfail(
+    reason="nomadgs: needs to explain a refused token without Nomad's 'ACL token not found': Nomad answers "
+    "403 'Permission denied' for an unknown token too, against the faithful double (issue 16 part 2)",
+    strict=True,
+)
 def test_bad_token_is_refused_without_printing_it() -> None:
     with NomadDouble(acl_tokens={"right-token": "management"}) as nomad:
         nomad.default_scenario = scenarios.rollout()

@@ -822,13 +822,21 @@ def test_event_stream_delivers_live_events(nomad: NomadDouble, api: httpx.Client
 
 
 def test_acl_tokens() -> None:
-    tokens = {"root": "management", "reader": "read-job"}
+    """nomad/auth/auth.go Authenticate: the endpoints turn any authentication failure, an unknown or malformed
+    token included, into 403 `Permission denied` (nomad/job_endpoint.go List); `/v1/nodes` needs the node
+    policy's read (nomad/node_endpoint.go List), which a namespace policy does not give."""
+    tokens = {"root": "management", "reader": "read-job", "nodes": "read node:read", "scaler": "scale"}
     with NomadDouble(acl_tokens=tokens) as nomad, httpx.Client(base_url=nomad.address) as api:
         missing = api.get("/v1/jobs")
         assert (missing.status_code, missing.text) == (403, "Permission denied")
-        unknown = api.get("/v1/jobs", headers={"X-Nomad-Token": "nope"})
-        assert (unknown.status_code, unknown.text) == (403, "ACL token not found")
+        for bad in ("nope", "not-a-uuid-or-jwt", "00000000-0000-0000-0000-000000000000"):
+            unknown = api.get("/v1/jobs", headers={"X-Nomad-Token": bad})
+            assert (unknown.status_code, unknown.text) == (403, "Permission denied")
         assert api.get("/v1/jobs", headers={"Authorization": "Bearer reader"}).status_code == 200
+        refused = api.get("/v1/nodes", headers={"X-Nomad-Token": "reader"})
+        assert (refused.status_code, refused.text) == (403, "Permission denied")
+        assert api.get("/v1/nodes", headers={"X-Nomad-Token": "nodes"}).status_code == 200
+        assert api.get("/v1/jobs", headers={"X-Nomad-Token": "scaler"}).status_code == 403, "scale: no list-jobs"
         denied = api.put("/v1/jobs", json={"Job": make_job()}, headers={"X-Nomad-Token": "reader"})
         assert (denied.status_code, denied.text) == (403, "Permission denied")
         assert api.put("/v1/jobs", json={"Job": make_job()}, headers={"X-Nomad-Token": "root"}).status_code == 200

@@ -295,3 +295,87 @@ def test_auto_revert_is_to_the_newest_stable_version(nomad: NomadDouble, api: ht
         (1, False, "v1"),
         (2, True, "v0"),
     ]
+
+
+# --- canaries ---------------------------------------------------------------------------------------------------
+
+
+def canary_job(image: str, canary: int = 1, auto_promote: bool = False) -> JSON:
+    job = make_job(count=2, image=image)
+    group = job["TaskGroups"][0]
+    group["Update"].update(Canary=canary, AutoPromote=auto_promote)
+    group["Services"][0].update(Tags=["live"], CanaryTags=["canary"])
+    return job
+
+
+def test_canaries_wait_for_promotion_then_replace_the_rest(nomad: NomadDouble, api: httpx.Client) -> None:
+    """reconcile_cluster.go requiresCanaries / computeCanaries / NextCanaries: the canary runs beside the old
+    allocation of the same name, nothing else moves, the deployment waits for promotion (RequiresPromotion; the
+    progress deadline does not fail healthy canaries, deployment_watcher.go shouldFail); state_store.go
+    UpdateDeploymentPromotion: a promotion needs healthy canaries; then computeStop stops the old allocation named
+    like the canary and the rest roll. The canary registers its CanaryTags until promoted (service_client.go)."""
+    nomad.default_scenario = scenarios.rollout(healthy_after=0)
+    register(api, canary_job("redis:7"))
+    wait_deployment(nomad, "web", "successful")
+    old = {a["Name"]: a for a in allocs_of(nomad, "web")}
+    nomad.default_scenario = scenarios.manual(start_after=0)
+    plan = api.put("/v1/job/web/plan", json={"Job": canary_job("redis:8")}).json()
+    updates = plan["Annotations"]["DesiredTGUpdates"]["server"]
+    assert (updates["Canary"], updates["Ignore"], updates["DestructiveUpdate"], updates["Place"]) == (1, 2, 0, 0)
+    register(api, canary_job("redis:8"))
+    nomad.wait_for(lambda n: len(allocs_of(n, "web")) == 3)
+    canary = allocs_of(nomad, "web")[-1]
+    assert canary["Name"] == "web.server[0]" and canary["DeploymentStatus"]["Canary"] is True
+    assert all(nomad.allocations[a["ID"]]["DesiredStatus"] == "run" for a in old.values())
+    deployment = deployments_of(nomad, "web")[-1]
+    group = deployment["TaskGroups"]["server"]
+    assert deployment["StatusDescription"] == "Deployment is running but requires manual promotion"
+    assert (group["DesiredCanaries"], group["DesiredTotal"], group["PlacedCanaries"]) == (1, 2, [canary["ID"]])
+    promote = {"DeploymentID": deployment["ID"], "All": True}
+    too_early = api.put(f"/v1/deployment/promote/{deployment['ID']}", json=promote)
+    assert (too_early.status_code, too_early.text) == (
+        500,
+        '1 error occurred:\n\t* Task group "server" has 0/1 healthy allocations\n\n',
+    )
+    nomad.update_allocation(canary["ID"], task_state="running", task_events=[{"Type": "Started"}], healthy=True)
+    # Past the progress deadline, healthy canaries still wait for their promotion.
+    deadline = parse_rfc3339(deployments_of(nomad, "web")[-1]["TaskGroups"]["server"]["RequireProgressBy"])
+    nomad.wait_for(lambda n: n.clock.now() > deadline + 10 * SECOND)
+    assert deployments_of(nomad, "web")[-1]["Status"] == "running"
+    promoted = api.put(f"/v1/deployment/promote/{deployment['ID']}", json=promote)
+    assert promoted.status_code == 200, promoted.text
+    body = promoted.json()
+    assert set(body) == {"EvalID", "EvalCreateIndex", "DeploymentModifyIndex", "RevertedJobVersion", "Index"}
+    assert body["RevertedJobVersion"] is None
+    assert nomad.evaluations[body["EvalID"]]["TriggeredBy"] == "deployment-watcher"
+    after = nomad.deployments[deployment["ID"]]
+    assert after["TaskGroups"]["server"]["Promoted"] is True and after["StatusDescription"] == "Deployment is running"
+    assert nomad.allocations[canary["ID"]]["DeploymentStatus"]["Canary"] is False
+    nomad.wait_for(lambda n: n.allocations[old["web.server[0]"]["ID"]]["DesiredStatus"] == "stop")
+    assert nomad.allocations[old["web.server[0]"]["ID"]]["DesiredDescription"] == "alloc not needed due to job update"
+    nomad.wait_for(lambda n: len(allocs_of(n, "web")) == 4)
+    replacement = allocs_of(nomad, "web")[-1]
+    assert (replacement["Name"], replacement["PreviousAllocation"]) == ("web.server[1]", old["web.server[1]"]["ID"])
+    nomad.update_allocation(replacement["ID"], task_state="running", task_events=[{"Type": "Started"}], healthy=True)
+    nomad.wait_for(lambda n: n.deployments[deployment["ID"]]["Status"] == "successful")
+
+
+def test_canary_services_carry_the_canary_tags_until_promoted(nomad: NomadDouble, api: httpx.Client) -> None:
+    """command/agent/consul/service_client.go serviceRegs (and nsd.go for Nomad's own registry): a canary
+    registers exactly its CanaryTags; once promoted, the same registration ID gets the normal Tags. With
+    `auto_promote`, the watcher promotes when the canaries are healthy (autoPromoteDeployment)."""
+    nomad.default_scenario = scenarios.rollout(healthy_after=0)
+    register(api, canary_job("redis:7"))
+    wait_deployment(nomad, "web", "successful")
+    nomad.default_scenario = scenarios.rollout(healthy_after=0.3)
+    register(api, canary_job("redis:8", auto_promote=True))
+    nomad.wait_for(lambda n: len(allocs_of(n, "web")) == 3)
+    canary = allocs_of(nomad, "web")[-1]
+    deployment = deployments_of(nomad, "web")[-1]
+    assert deployment["StatusDescription"] == "Deployment is running pending automatic promotion"
+    nomad.wait_for(lambda n: any(s["AllocID"] == canary["ID"] for s in n.services.values()))
+    (registration,) = [s for s in nomad.services.values() if s["AllocID"] == canary["ID"]]
+    assert registration["Tags"] == ["canary"]
+    nomad.wait_for(lambda n: n.deployments[deployment["ID"]]["TaskGroups"]["server"]["Promoted"])
+    assert nomad.services[registration["ID"]]["Tags"] == ["live"]
+    nomad.wait_for(lambda n: n.deployments[deployment["ID"]]["Status"] == "successful", timeout=10)

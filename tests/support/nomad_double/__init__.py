@@ -2,7 +2,8 @@
 
     from tests.support.nomad_double import NomadDouble, scenarios
 
-Modules: `server` (NomadDouble), `http_api` (routing, blocking queries, streams, variables), `cluster`
+Modules: `server` (NomadDouble), `http_api` (routing, blocking queries, streams, variables), `acl` (tokens and
+capabilities), `bexpr` (the lists' `filter` expressions), `cluster`
 (register / plan / revert / scale / deregister, the eval broker, the hooks every write goes through), the
 server's rules over time, the same for every mode: `scheduler` + `reconciler` (placements, rolling and in-place
 updates, canaries, deployments), `reschedule` (reschedule policies), `watcher` (the deployment watcher: health,

@@ -44,7 +44,17 @@ from .context import AllocContext, Runnable, Version, failed_tg_allocs
 from .docker_driver import DockerDriver, HostVolume
 from .goduration import SECOND, format_duration
 from .jobspec import JSON, PortSpec, group_named, main_tasks, prestart_tasks
-from .mutations import CheckRef, alloc_checks, alloc_services, check_id, port_of, service_id
+from .mutations import (
+    CheckRef,
+    alloc_checks,
+    alloc_services,
+    canary,
+    check_id,
+    port_of,
+    service_id,
+    service_meta,
+    service_tags,
+)
 from .objects import task_event
 from .task_runner import DockerTaskRunner
 from .taskenv import Node, TaskDirs, default_attributes, interpolate, task_env
@@ -73,6 +83,7 @@ class AllocRun:
     pumps: list[threading.Thread] = field(default_factory=list)
     consul_services: list[str] = field(default_factory=list)
     consul_checks: list[ConsulCheck] = field(default_factory=list)
+    consul_definitions: dict[str, tuple[JSON, str | None]] = field(default_factory=dict)  # ID → (service, task)
     task_services: dict[str, list[str]] = field(default_factory=dict)  # docker task → its Consul service IDs
     nomad_checks: list[CheckRef] = field(default_factory=list)
     nomad_status: dict[str, str] = field(default_factory=dict)  # check ID → last reported status
@@ -322,19 +333,22 @@ class LocalClient:
                 if check.get("Header"):
                     body["Header"] = check["Header"]
             checks.append(body)
-            run.consul_checks.append(ConsulCheck(body["CheckID"], sid))
+            if all(c.check_id != body["CheckID"] for c in run.consul_checks):
+                run.consul_checks.append(ConsulCheck(body["CheckID"], sid))
         registration = {
             "ID": sid,
             "Name": service["Name"],
-            "Tags": service.get("Tags") or [],
-            "Meta": service.get("Meta") or {},
+            "Tags": service_tags(run.alloc, service),  # a canary's are its CanaryTags
+            "Meta": service_meta(run.alloc, service),
             "Address": "127.0.0.1",
             "Port": port,
             "Checks": checks,
         }
         response = self._http.put(f"{self.consul_address}/v1/agent/service/register", json=registration)
         response.raise_for_status()
-        run.consul_services.append(sid)
+        if sid not in run.consul_services:
+            run.consul_services.append(sid)
+        run.consul_definitions[sid] = (service, task)
         return sid
 
     def _consul_deregister(self, run: AllocRun, service_ids: list[str]) -> None:
@@ -343,6 +357,7 @@ class LocalClient:
                 self._http.put(f"{self.consul_address}/v1/agent/service/deregister/{sid}")
             if sid in run.consul_services:
                 run.consul_services.remove(sid)
+            run.consul_definitions.pop(sid, None)
         run.consul_checks = [c for c in run.consul_checks if c.service_id not in service_ids]
 
     def _consul_statuses(self) -> dict[str, str]:
@@ -385,11 +400,15 @@ class LocalClient:
         while True:
             if ctx.generation != generation:
                 generation = ctx.generation
-                run.alloc = ctx.alloc()
+                was_canary, run.alloc = canary(run.alloc), ctx.alloc()
                 if run.alloc["DeploymentStatus"] is None:  # health_hook.go: watched again, from now
                     run.healthy, run.passing_since, run.started = None, None, self._now(ctx)
                     if run.alloc["ClientStatus"] == "failed":
                         self._fail_health(ctx, run)
+                if was_canary and not canary(run.alloc) and self.consul_address:
+                    # Promoted: the service hook registers the same IDs again with the normal tags and meta.
+                    for service, task in list(run.consul_definitions.values()):
+                        self._consul_register(run, service, task)
             for runner in list(run.runners.values()):
                 if not runner.prestart:
                     runner.tick()

@@ -429,10 +429,12 @@ class Cluster:
             run = self.runs.get(alloc_id)
             if run is not None:
                 run.stop.set()
-        for alloc_id in tx.updated_in_place:
+        for alloc_id in tx.updated_in_place + tx.promoted:
             run = self.runs.get(alloc_id)
             if run is not None:
                 run.generation += 1
+        for alloc_id in tx.promoted:  # the service hook registers the promoted canary's services again
+            mutations.retag_nomad_services(tx, tx.state.allocs[alloc_id])
         # The client's own end of an allocation whose tasks are all dead (the double keeps a dead raw_exec
         # task's services until then): when the job is stopped or purged, or the allocation is replaced.
         for key in tx.touched_jobs:

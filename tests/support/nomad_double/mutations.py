@@ -226,25 +226,56 @@ def alloc_services(alloc: JSON, provider: str, tasks: list[str] | None = None) -
     ]
 
 
+def canary(alloc: JSON) -> bool:
+    return bool((alloc.get("DeploymentStatus") or {}).get("Canary"))
+
+
+def service_tags(alloc: JSON, service: JSON) -> list[str]:
+    """A canary registers exactly the service's CanaryTags, when it has some, instead of its Tags
+    (command/agent/consul/service_client.go serviceRegs, client/serviceregistration/nsd/nsd.go)."""
+    if canary(alloc) and service.get("CanaryTags"):
+        return list(service["CanaryTags"])
+    return list(service.get("Tags") or [])
+
+
+def service_meta(alloc: JSON, service: JSON) -> JSON:
+    """Consul meta: exactly CanaryMeta for a canary that has some, else Meta; plus `external-source: nomad`."""
+    meta = service.get("CanaryMeta") if canary(alloc) and service.get("CanaryMeta") else service.get("Meta")
+    return {**(meta or {}), "external-source": "nomad"}
+
+
 def register_nomad_services(tx: Tx, alloc: JSON, tasks: list[str] | None = None) -> None:
-    """Register the allocation's `nomad` provider services in the double's own registry (`/v1/service/:name`)."""
+    """Register the allocation's `nomad` provider services in the double's own registry (`/v1/service/:name`);
+    registering again (after a promotion) keeps each registration's ID and updates it."""
     for service, task in alloc_services(alloc, "nomad", tasks):
+        sid = service_id(alloc, service, task)
+        existing = tx.state.services.get(sid)
         tx.put_service(
             {
-                "ID": service_id(alloc, service, task),
+                "ID": sid,
                 "ServiceName": service["Name"],
                 "Namespace": alloc["Namespace"],
                 "NodeID": alloc["NodeID"],
                 "Datacenter": "dc1",
                 "JobID": alloc["JobID"],
                 "AllocID": alloc["ID"],
-                "Tags": service.get("Tags") or [],
+                "Tags": service_tags(alloc, service),
                 "Address": "127.0.0.1",
                 "Port": port_of(alloc, service.get("PortLabel")),
-                "CreateIndex": 0,
+                "CreateIndex": existing["CreateIndex"] if existing else 0,
                 "ModifyIndex": 0,
             }
         )
+
+
+def retag_nomad_services(tx: Tx, alloc: JSON) -> None:
+    """The client's service hook after a promotion: the allocation's registrations again, with its tags now
+    (service_hook.go Update; the registration ID does not change)."""
+    for service, task in alloc_services(alloc, "nomad"):
+        registration = tx.state.services.get(service_id(alloc, service, task))
+        if registration is not None:
+            registration["Tags"] = service_tags(alloc, service)
+            tx.put_service(registration)
 
 
 @dataclass(frozen=True)

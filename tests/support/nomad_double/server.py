@@ -59,7 +59,9 @@ class ScenarioError(RuntimeError):
 class NomadDouble:
     """The double: state, scenarios, HTTP server. Use as a context manager (or `start()` / `stop()`).
 
-    `acl_tokens` maps secrets to "management", "submit-job" or "read-job" and turns ACL checks on.
+    `acl_tokens` maps secrets to policies and turns ACL checks on: "management", Nomad's namespace policies
+    "read", "write", "scale", single capabilities ("scale-job" ...) and "node:read", space-separated (acl.py);
+    "read-job" and "submit-job" alone are the read and write policies.
     `client` runs raw_exec tasks as local processes: it is the default scenario of every job.
     `heartbeat_interval` is the event stream's `{}` period (Nomad: 30 s); `max_wait` caps blocking queries.
     `node_devices` are the device groups `/v1/nodes?resources=true` reports for the double's one node;

@@ -56,6 +56,7 @@ class Tx:
     placed: list[str] = field(default_factory=list)  # allocations created (the client starts them)
     stopped: list[str] = field(default_factory=list)  # allocations the server stopped (the client kills them)
     updated_in_place: list[str] = field(default_factory=list)  # allocations moved to a new job version
+    promoted: list[str] = field(default_factory=list)  # canaries promoted (their services lose the canary tags)
     failed: list[str] = field(default_factory=list)  # allocations a client update turned `failed`
     evals: list[str] = field(default_factory=list)  # evaluations written
     touched_deployments: set[str] = field(default_factory=set)

@@ -362,6 +362,7 @@ class Watchers:
                 stored = state.allocs[alloc["ID"]]
                 stored["DeploymentStatus"] = {**stored["DeploymentStatus"], "Canary": False, "ModifyIndex": tx.index}
                 tx.put_alloc(stored, "DeploymentPromotion")
+                tx.promoted.append(stored["ID"])
             return _update_response(ev["ID"], tx.index, None)
 
     def fail(self, deployment_id: str) -> JSON:
