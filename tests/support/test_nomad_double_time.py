@@ -379,3 +379,34 @@ def test_canary_services_carry_the_canary_tags_until_promoted(nomad: NomadDouble
     nomad.wait_for(lambda n: n.deployments[deployment["ID"]]["TaskGroups"]["server"]["Promoted"])
     assert nomad.services[registration["ID"]]["Tags"] == ["live"]
     nomad.wait_for(lambda n: n.deployments[deployment["ID"]]["Status"] == "successful", timeout=10)
+
+
+# --- health on the client ---------------------------------------------------------------------------------------
+
+
+def test_health_waits_for_min_healthy_time_and_fails_at_the_healthy_deadline(
+    nomad: NomadDouble, api: httpx.Client
+) -> None:
+    """client/allochealth/tracker.go and client/allocrunner/health_hook.go: healthy only once the tasks have
+    run for MinHealthyTime; unhealthy at HealthyDeadline, counted from the alloc runner's start (so image pulls
+    count); with HealthCheck `manual` the client never sets health."""
+    nomad.set_scenario("web", scenarios.rollout(healthy_after=0))
+    register(api, make_job())  # MinHealthyTime 10s, HealthyDeadline 5m
+    wait_deployment(nomad, "web", "successful")
+    (alloc,) = allocs_of(nomad, "web")
+    healthy_at = parse_rfc3339(alloc["DeploymentStatus"]["Timestamp"])
+    assert healthy_at - parse_rfc3339(alloc["TaskStates"]["backend"]["StartedAt"]) >= 10 * SECOND
+
+    nomad.set_scenario("sick", scenarios.unhealthy(healthy_after=0))
+    register(api, make_job("sick"))
+    nomad.wait_for(lambda n: any((a["DeploymentStatus"] or {}).get("Healthy") is False for a in allocs_of(n, "sick")))
+    (sick,) = allocs_of(nomad, "sick")
+    assert parse_rfc3339(sick["DeploymentStatus"]["Timestamp"]) - sick["CreateTime"] >= 300 * SECOND
+
+    manual = make_job("manual")
+    manual["TaskGroups"][0]["Update"]["HealthCheck"] = "manual"
+    nomad.set_scenario("manual", scenarios.rollout(healthy_after=0))
+    register(api, manual)
+    deployment = wait_deployment(nomad, "manual", "failed")
+    assert deployment["StatusDescription"].startswith("Failed due to progress deadline")
+    assert allocs_of(nomad, "manual")[0]["DeploymentStatus"] is None

@@ -87,7 +87,8 @@ class AllocRun:
     task_services: dict[str, list[str]] = field(default_factory=dict)  # docker task → its Consul service IDs
     nomad_checks: list[CheckRef] = field(default_factory=list)
     nomad_status: dict[str, str] = field(default_factory=dict)  # check ID → last reported status
-    started: float = 0.0
+    started: float = 0.0  # when the main tasks started (checks run from then on)
+    health_from: float = 0.0  # when the health deadline started: the alloc runner's start (health_hook.go)
     passing_since: float | None = None
     healthy: bool | None = None
     done: bool = False  # every main task has exited
@@ -199,7 +200,7 @@ class LocalClient:
 
     def run_alloc(self, ctx: AllocContext) -> None:
         """One allocation on this node: start its tasks, then supervise them until the server stops it."""
-        run = AllocRun(ctx.alloc(), self.workdir / ctx.alloc_id)
+        run = AllocRun(ctx.alloc(), self.workdir / ctx.alloc_id, health_from=self._now(ctx))
         try:
             self._start(ctx, run)
             self._supervise(ctx, run)
@@ -402,7 +403,7 @@ class LocalClient:
                 generation = ctx.generation
                 was_canary, run.alloc = canary(run.alloc), ctx.alloc()
                 if run.alloc["DeploymentStatus"] is None:  # health_hook.go: watched again, from now
-                    run.healthy, run.passing_since, run.started = None, None, self._now(ctx)
+                    run.healthy, run.passing_since, run.health_from = None, None, self._now(ctx)
                     if run.alloc["ClientStatus"] == "failed":
                         self._fail_health(ctx, run)
                 if was_canary and not canary(run.alloc) and self.consul_address:
@@ -468,7 +469,7 @@ class LocalClient:
                 return
         else:
             run.passing_since = None
-        if now - run.started > update.get("HealthyDeadline", 300 * SECOND) / SECOND:
+        if now - run.health_from > update.get("HealthyDeadline", 300 * SECOND) / SECOND:
             task = main_tasks(run.group)[0]["Name"]
             ctx.event(task, "Alloc Unhealthy", Message="health checks did not pass within the healthy deadline")
             self._fail_health(ctx, run)

@@ -91,6 +91,7 @@ class AllocContext:
         self.runnable = runnable
         self.stop = threading.Event()
         self.generation = 0  # bumped by each in-place update of the allocation
+        self.health_from = 0  # when the client started watching its health (Nomad time)
 
     # --- control ------------------------------------------------------------------------------------------
 

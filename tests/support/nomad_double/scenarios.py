@@ -62,6 +62,7 @@ class Scenario:
 
     def run_alloc(self, ctx: AllocContext) -> None:
         """The allocation's life, then its in-place updates until the server stops it."""
+        ctx.health_from = ctx.clock.now()  # the health deadline counts from the alloc runner's start
         self.live(ctx)
         generation = 0
         while True:
@@ -72,6 +73,7 @@ class Scenario:
                 if alloc["ClientStatus"] == "failed":
                     ctx.set_health(False)
                 else:
+                    ctx.health_from = ctx.clock.now()
                     self.rehealth(ctx)
 
     def live(self, ctx: AllocContext) -> None:
@@ -134,11 +136,16 @@ class Scenario:
             ctx.set_checks(checks, "pending", "", 0)
         return mains
 
-    def become_healthy(self, ctx: AllocContext) -> None:
+    def become_healthy(self, ctx: AllocContext, running_since: int) -> None:
+        """The checks pass; the client's health tracker calls the allocation healthy once its tasks have run
+        for MinHealthyTime (client/allochealth/tracker.go); with HealthCheck `manual` it never does."""
         checks = alloc_checks(ctx.alloc(), "nomad", _mains(ctx))
         if checks:
             ctx.set_checks(checks, "success", "HTTP: 200 OK", 200)
-        ctx.set_health(True)
+        update = _update(ctx)
+        ctx.sleep_nomad(running_since + int(update.get("MinHealthyTime") or 0) - ctx.clock.now())
+        if update.get("HealthCheck") != "manual":
+            ctx.set_health(True)
 
     def fail_task(self, ctx: AllocContext, task: str, event: JSON) -> None:
         """`task` dies failed with `event`; its sibling tasks are killed; the allocation is unhealthy."""
@@ -151,24 +158,27 @@ class Scenario:
 
 @dataclass(kw_only=True)
 class Rollout(Scenario):
-    """Success: every allocation starts, turns healthy after `healthy_after`, and runs on (a batch job's tasks
-    exit 0); the server marks the deployment successful."""
+    """Success: every allocation starts, turns healthy after `healthy_after` (real seconds) and the group's
+    MinHealthyTime (Nomad time), and runs on (a batch job's tasks exit 0); the server marks the deployment
+    successful."""
 
     healthy_after: float = 0.2
     download: bool = False
 
     def live(self, ctx: AllocContext) -> None:
         tasks = self.start_main(ctx, self.download)
+        running_since = ctx.clock.now()
         ctx.sleep(self.healthy_after)
         if ctx.alloc()["DeploymentID"]:
-            self.become_healthy(ctx)
+            self.become_healthy(ctx, running_since)
         elif ctx.job.get("Type") in ("batch", "sysbatch"):
             for task in tasks:
                 ctx.update(task, _terminated(0), state="dead", failed=False)
 
     def rehealth(self, ctx: AllocContext) -> None:
+        running_since = ctx.clock.now()  # MinHealthyTime counted afresh (health_hook.go)
         ctx.sleep(self.healthy_after)
-        self.become_healthy(ctx)
+        self.become_healthy(ctx, running_since)
 
 
 @dataclass(kw_only=True)
@@ -209,6 +219,9 @@ class BlockedThenPlaced(PlacementFailure):
 
     def live(self, ctx: AllocContext) -> None:
         Rollout(healthy_after=self.healthy_after, stdout=self.stdout, stderr=self.stderr, step=self.step).live(ctx)
+
+    def rehealth(self, ctx: AllocContext) -> None:
+        Rollout(healthy_after=self.healthy_after, step=self.step).rehealth(ctx)
 
 
 @dataclass(kw_only=True)
@@ -276,11 +289,11 @@ class CrashLoop(Scenario):
 
 @dataclass(kw_only=True)
 class Unhealthy(Scenario):
-    """Tasks run but never become healthy: `Alloc Unhealthy` after `healthy_after`, Healthy=false, the
-    allocation keeps running. The server fails the deployment by Nomad's rules (at the progress deadline, as a
-    running allocation is not replaced) and auto-reverts; the version it registers runs `then` (default: a
-    successful rollout). `rollback_to`, when given, is the version the test expects Nomad to revert to: another
-    one fails the test at exit."""
+    """Tasks run but never become healthy: `Alloc Unhealthy` at the group's healthy deadline (no earlier than
+    `healthy_after`), Healthy=false, the allocation keeps running. The server fails the deployment by Nomad's
+    rules (at the progress deadline, as a running allocation is not replaced) and auto-reverts; the version it
+    registers runs `then` (default: a successful rollout). `rollback_to`, when given, is the version the test
+    expects Nomad to revert to: another one fails the test at exit."""
 
     rollback_to: int | None = None
     healthy_after: float = 0.2
@@ -294,9 +307,14 @@ class Unhealthy(Scenario):
         self.rehealth(ctx)
 
     def rehealth(self, ctx: AllocContext) -> None:
+        """Unhealthy at the health deadline, counted from the alloc runner's start (health_hook.go init);
+        `healthy_after` is the earliest (real seconds)."""
         ctx.sleep(self.healthy_after)
+        update = _update(ctx)
+        if update.get("HealthCheck") == "manual":
+            return  # the client never sets health: the user does, or the progress deadline decides
+        ctx.sleep_nomad(ctx.health_from + int(update.get("HealthyDeadline") or 0) - ctx.clock.now())
         tasks = _mains(ctx)
-        update = group_named(ctx.job, ctx.alloc()["TaskGroup"]).get("Update") or {}
         if update.get("HealthCheck") == "task_states":
             message = (
                 f"Task not running for min_healthy_time of {format_duration(update['MinHealthyTime'])} "
@@ -325,6 +343,12 @@ def _task_config(alloc: JSON, task: str) -> JSON:
             config: JSON = spec.get("Config") or {}
             return config
     return {}
+
+
+def _update(ctx: AllocContext) -> JSON:
+    alloc = ctx.alloc()
+    update: JSON = group_named(alloc["Job"], alloc["TaskGroup"]).get("Update") or {}
+    return update
 
 
 def _mains(ctx: AllocContext) -> list[str]:
