@@ -392,3 +392,32 @@ def test_plan_index_is_the_job_modify_index(nomad: NomadDouble, api: httpx.Clien
     assert planned.json()["Index"] == planned.json()["JobModifyIndex"] == created["JobModifyIndex"]
     assert planned.headers["X-Nomad-Index"] == str(created["JobModifyIndex"])
     assert nomad.index > created["JobModifyIndex"]
+
+
+def test_logs_query_refusals(nomad: NomadDouble, api: httpx.Client) -> None:
+    """command/agent/fs_endpoint.go Logs: the agent checks the query in this order, with these 400 texts."""
+    base = {"task": "backend", "type": "stdout"}
+    cases = [
+        ("/v1/client/fs/logs/", base, "must provide a valid alloc id"),
+        ("/v1/client/fs/logs/x", {"type": "stdout"}, "must provide task name"),
+        (
+            "/v1/client/fs/logs/x",
+            {**base, "follow": "yes"},
+            'failed to parse follow field to boolean: strconv.ParseBool: parsing "yes": invalid syntax',
+        ),
+        (
+            "/v1/client/fs/logs/x",
+            {**base, "plain": "no"},
+            'failed to parse plain field to boolean: strconv.ParseBool: parsing "no": invalid syntax',
+        ),
+        ("/v1/client/fs/logs/x", {"task": "backend"}, "must provide log type (stdout/stderr)"),
+        (
+            "/v1/client/fs/logs/x",
+            {**base, "offset": "1k"},
+            'error parsing offset: strconv.ParseInt: parsing "1k": invalid syntax',
+        ),
+    ]
+    for path, params, text in cases:
+        answer = api.get(path, params=params)
+        assert (answer.status_code, answer.text) == (400, text), params
+    assert api.get("/v1/client/fs/logs/x", params={**base, "follow": "0", "plain": "1"}).status_code == 404

@@ -133,7 +133,7 @@ _ROUTES: list[tuple[tuple[str, ...], str, str | tuple[Callable[..., queries.Resu
     (("GET",), "/v1/nodes", "_nodes"),
     (("GET",), f"/v1/node/{_ID}", "_node"),
     (("GET",), "/v1/event/stream", "_event_stream"),
-    (("GET",), f"/v1/client/fs/logs/{_ID}", "_logs"),
+    (("GET",), "/v1/client/fs/logs/(?P<id>[^/]*)", "_logs"),
     (("GET",), "/v1/vars", "_list_variables"),
     (("GET",), "/v1/var/(?P<path>.+)", "_read_variable"),
     (("PUT", "POST"), "/v1/var/(?P<path>.+)", "_write_variable"),
@@ -679,15 +679,24 @@ class Handler(BaseHTTPRequestHandler):
         until the client goes away, the task is dead (and drained), or the double stops."""
         q = req.q
         task, kind = q.get("task"), q.get("type")
-        # The agent checks the query first, with these texts (command/agent/fs_endpoint.go, HTTPServer.Logs).
+        # The agent checks the query first, in this order, with these texts (command/agent/fs_endpoint.go Logs).
+        if not alloc_id:
+            raise NomadError(400, "must provide a valid alloc id")
         if not task:
             raise NomadError(400, "must provide task name")
+        flags = {}
+        for name in ("follow", "plain"):
+            try:
+                flags[name] = queries.parse_bool(q, name)
+            except NomadError:
+                reason = f'strconv.ParseBool: parsing "{q.get(name)}": invalid syntax'
+                raise NomadError(400, f"failed to parse {name} field to boolean: {reason}") from None
         if kind not in ("stdout", "stderr"):
             raise NomadError(400, "must provide log type (stdout/stderr)")
-        try:
-            offset = int(q.get("offset") or 0)
-        except ValueError as exc:
-            raise NomadError(400, f"error parsing offset: {exc}") from None
+        text = q.get("offset") or "0"
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise NomadError(400, f'error parsing offset: strconv.ParseInt: parsing "{text}": invalid syntax')
+        offset = int(text)
         if q.get("origin") not in (None, "", "start", "end"):
             raise NomadError(400, "origin must be start or end")
         state = self.backend.cluster.state
@@ -705,7 +714,7 @@ class Handler(BaseHTTPRequestHandler):
         if task_state.get("StartedAt", ZERO_TIME) == ZERO_TIME:
             raise NomadError(404, f"task {_go_quote(task)} not started yet. No logs available")
         position = max(0, size - offset) if q.get("origin") == "end" else min(offset, size)
-        plain = q.flag("plain")
+        plain = flags["plain"]
         file_name = f"alloc/logs/{task}.{kind}.0"
 
         def encode(data: bytes, at: int) -> bytes:
@@ -715,7 +724,7 @@ class Handler(BaseHTTPRequestHandler):
             return json.dumps(frame).encode()
 
         content_type = "text/plain; charset=utf-8" if plain else "application/json"
-        if not q.flag("follow"):
+        if not flags["follow"]:
             with state.cond:
                 data = bytes(state.logs.get(key, b""))[position:]
             body = encode(data, position) if data or plain else b""
