@@ -410,3 +410,39 @@ def test_health_waits_for_min_healthy_time_and_fails_at_the_healthy_deadline(
     deployment = wait_deployment(nomad, "manual", "failed")
     assert deployment["StatusDescription"].startswith("Failed due to progress deadline")
     assert allocs_of(nomad, "manual")[0]["DeploymentStatus"] is None
+
+
+def test_reschedule_policies_are_validated(nomad: NomadDouble, api: httpx.Client) -> None:
+    """nomad/structs/structs.go ReschedulePolicy.Validate (in TaskGroup.Validate): ambiguous or impossible
+    policies are refused with Nomad's lines; a disabled policy is not checked."""
+    cases = [
+        (
+            {"Attempts": 2, "Interval": 0, "Delay": 30 * SECOND, "DelayFunction": "constant", "Unlimited": True},
+            [
+                "Interval must be a non zero value if Attempts > 0",
+                "Reschedule Policy with Attempts = 2, Interval = 0s, and Unlimited = true is ambiguous",
+                "If Attempts >0, Unlimited cannot also be set to true",
+            ],
+        ),
+        (
+            {"Unlimited": True, "Delay": SECOND, "DelayFunction": "linear", "MaxDelay": 3600 * SECOND},
+            [
+                "Delay cannot be less than 5s (got 1s)",
+                'Invalid delay function "linear", must be one of ["constant" "exponential" "fibonacci"]',
+            ],
+        ),
+        (
+            {"Attempts": 5, "Interval": 60 * SECOND, "Delay": 30 * SECOND, "DelayFunction": "constant"},
+            [
+                'Nomad can only make 2 attempts in 1m0s with initial delay 30s and delay function "constant"',
+                "Set the interval to at least 2m30s to accommodate 5 attempts",
+            ],
+        ),
+    ]
+    for policy, lines in cases:
+        job = reschedule_policy(make_job(), **{"Unlimited": False, "MaxDelay": 0, **policy})
+        errors = api.put("/v1/validate/job", json={"Job": job}).json()["Error"]
+        for line in lines:
+            assert f"\t* {line}\n" in errors, (line, errors)
+    disabled = reschedule_policy(make_job(), Attempts=0, Unlimited=False, Delay=0)
+    assert api.put("/v1/validate/job", json={"Job": disabled}).json()["Error"] == ""
