@@ -7,16 +7,27 @@ from it, so the tests compare timestamps with the durations of the job, never wi
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.nomad_double import NomadDouble, scenarios
+from tests.support.nomad_double import LocalClient, NomadDouble, scenarios
 from tests.support.nomad_double import reschedule as rules
 from tests.support.nomad_double.objects import parse_rfc3339
-from tests.support.test_nomad_double import allocs_of, deployments_of, make_job, register, wait_deployment
+from tests.support.test_nomad_double import (
+    SERVER_SCRIPT,
+    allocs_of,
+    deployments_of,
+    local_job,
+    make_job,
+    register,
+    wait_deployment,
+)
 
 SECOND = 10**9
 MINUTE = 60 * SECOND
@@ -379,6 +390,50 @@ def test_canary_services_carry_the_canary_tags_until_promoted(nomad: NomadDouble
     nomad.wait_for(lambda n: n.deployments[deployment["ID"]]["TaskGroups"]["server"]["Promoted"])
     assert nomad.services[registration["ID"]]["Tags"] == ["live"]
     nomad.wait_for(lambda n: n.deployments[deployment["ID"]]["Status"] == "successful", timeout=10)
+
+
+def test_client_mode_canaries_register_their_canary_tags_in_consul(consul: Any, tmp_path: Path) -> None:
+    """command/agent/consul/service_client.go serviceRegs: in Consul, a canary's service carries exactly the
+    group's CanaryTags (and CanaryMeta); once promoted, the client registers the same service ID again with the
+    normal tags (service_hook.go Update). Client mode follows the same server rules as scenarios."""
+    client = LocalClient(consul_address=consul.address, workdir=tmp_path, check_interval=0.1)
+    command = [sys.executable, "-c", SERVER_SCRIPT, "${NOMAD_ADDR_http}"]
+
+    def job(greeting: str) -> JSON:
+        built = local_job("canary", command, "consul", "/health", {"GREETING": greeting})
+        group = built["TaskGroups"][0]
+        group["Update"]["Canary"] = 1
+        group["Services"][0].update(Tags=["live"], CanaryTags=["canary"], Meta={"m": "live"}, CanaryMeta={"m": "c"})
+        return built
+
+    def consul_service(service_id: str) -> JSON:
+        found: JSON = httpx.get(f"{consul.address}/v1/agent/services").json().get(service_id) or {}
+        return found
+
+    with NomadDouble(client=client) as nomad, httpx.Client(base_url=nomad.address, timeout=10) as api:
+        register(api, job("one"))
+        wait_deployment(nomad, "canary", "successful", timeout=30)
+        register(api, job("two"))
+        nomad.wait_for(lambda n: len(allocs_of(n, "canary")) == 2, timeout=10)
+        canary = allocs_of(nomad, "canary")[1]
+        service_id = f"_nomad-task-{canary['ID']}-group-server-canary-http-http"
+        deadline = time.monotonic() + 20
+        while not consul_service(service_id):
+            assert time.monotonic() < deadline, "the canary's service was not registered"
+            time.sleep(0.1)
+        registered = consul_service(service_id)
+        assert (registered["Tags"], registered["Meta"]) == (["canary"], {"m": "c", "external-source": "nomad"})
+        nomad.wait_for(lambda n: (n.allocations[canary["ID"]]["DeploymentStatus"] or {}).get("Healthy"), timeout=30)
+        deployment = deployments_of(nomad, "canary")[-1]
+        promoted = api.put(
+            f"/v1/deployment/promote/{deployment['ID']}", json={"DeploymentID": deployment["ID"], "All": True}
+        )
+        assert promoted.status_code == 200, promoted.text
+        while consul_service(service_id).get("Tags") != ["live"]:
+            assert time.monotonic() < deadline + 20, consul_service(service_id)
+            time.sleep(0.1)
+        assert consul_service(service_id)["Meta"] == {"m": "live", "external-source": "nomad"}
+        nomad.wait_for(lambda n: n.deployments[deployment["ID"]]["Status"] == "successful", timeout=30)
 
 
 # --- health on the client ---------------------------------------------------------------------------------------
