@@ -230,6 +230,8 @@ class Cluster:
             if group is None:
                 raise NomadError(400, f'task group "{group_name}" specified for scaling does not exist in job')
             previous = group["Count"]
+            if count is not None:
+                self._check_scale(job, group, count, request)
             response: JSON = {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": current["ModifyIndex"]}
             with self.state.transaction() as tx:
                 event: JSON = {
@@ -243,7 +245,6 @@ class Cluster:
                     "CreateIndex": tx.index,
                 }
                 if count is not None:
-                    self._check_scale(job, group, count, request)
                     group["Count"] = count
                     job.update(
                         Version=current["Version"] + 1, SubmitTime=tx.now, JobModifyIndex=tx.index, ModifyIndex=0
