@@ -8,6 +8,7 @@ mode.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import sys
 import threading
@@ -364,7 +365,7 @@ class Cluster:
             for ev in list(self.state.evals.values()):
                 if (ev["Namespace"], ev["JobID"]) == (namespace, job_id) and ev["Status"] == "blocked":
                     self._queued.add(ev["ID"])
-                    self.leader.soon(lambda eval_id=ev["ID"]: self._process(eval_id))
+                    self.leader.soon(functools.partial(self._process, ev["ID"]))
 
     def _process(self, eval_id: str) -> None:
         self._queued.discard(eval_id)
@@ -390,7 +391,7 @@ class Cluster:
                 continue
             self._queued.add(eval_id)
             due = max(parse_rfc3339(ev.get("WaitUntil")), tx.now + self.clock.nomad_ns(self._latency(ev)))
-            self.leader.at(due, lambda eval_id=eval_id: self._process(eval_id))
+            self.leader.at(due, functools.partial(self._process, eval_id))
 
     def _alloc_failure_evals(self, tx: Tx) -> None:
         """nomad/node_endpoint.go UpdateAlloc: a client update that fails an allocation creates an
