@@ -120,7 +120,7 @@ def cold(models: dict[str, Path], deployment: Path, runs: int, cache: Path) -> d
     for name, path in models.items():
         commands[name] = [sys.executable, "-m", "nomad_gpustack", "estimate", str(deployment), "--model", str(path),
                           "--output", "json"]  # fmt: skip
-    for command in commands.values():  # warm the file cache and the catalog cache
+    for command in commands.values():  # warm the file cache
         timed(command, env)
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):

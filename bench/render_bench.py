@@ -5,10 +5,13 @@ Prints figures; asserts nothing. Run: .venv/bin/python bench/render_bench.py [--
 Cold start is reported as a ratio to a bare `python -I -c pass` of the same interpreter, measured in the same
 run with the runs interleaved, so a busy machine slows both alike. With `--compare REV` (a git revision, e.g.
 b214706, the last argparse one) that revision is checked out into a temporary git worktree and measured side by
-side with this tree: its cold start, and its in-process resolve + compile rate. The validated built-in
-catalog and the renderings of unchanged inputs are cached in a temporary folder of the bench after the first
-run (as in $XDG_CACHE_HOME/nomadgs for a user): the render rows of this tree are remembered renders; the row
-"nothing cached" measures runs that find no cache (a first render).
+side with this tree: its cold start, and its in-process resolve + compile rate.
+
+`render` remembers its renderings of unchanged inputs in $XDG_CACHE_HOME/nomadgs (cli/rendermemo.py); the bench
+gives each tree cache folders of its own and prints, in the same run: a first render (an empty cache folder
+before each run: the compile, plus hashing the inputs and writing the entry), a repeat render (remembered), a
+render of a changed deployment among remembered ones, and the same first and repeat render with no cache at all
+(a cache folder that cannot exist, so nothing is hashed, read or written).
 Targets: render cold start at most 15 x the bare interpreter (aim: 8); resolve + compile over 5,000 per second.
 """
 
@@ -16,14 +19,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +47,10 @@ LAYOUTS = (
 # Cold start
 
 
-# The command line keeps the validated built-in catalog and its renderings of unchanged inputs in
-# $XDG_CACHE_HOME/nomadgs (written by its first run): the bench gives it a folder of its own, and measures runs
-# that find no cache too (a first render; a changed file costs that, less the catalog's validation).
-NO_CACHE = {"XDG_CACHE_HOME": os.devnull + "/no-cache"}  # neither readable nor writable
+NO_CACHE = os.devnull + "/no-cache"  # a cache folder that cannot exist: nothing hashed, read or written
 
 
-def tree_env(tree: Path, cache_home: Path | None = None) -> dict[str, str]:
+def tree_env(tree: Path, cache_home: Path | str | None = None) -> dict[str, str]:
     """The environment that makes `python -m nomad_gpustack` run the package of `tree`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_", "PYTHON"))}
     env["PYTHONPATH"] = str(tree)
@@ -56,34 +59,58 @@ def tree_env(tree: Path, cache_home: Path | None = None) -> dict[str, str]:
     return env
 
 
-def commands() -> dict[str, tuple[list[str], dict[str, str]]]:
-    """Each measured command: its arguments and the environment it adds."""
+@dataclass
+class Command:
+    """One measured command: its arguments, its cache folder, and what to do before each run (not timed)."""
+
+    argv: list[str]
+    cache_home: Path | str | None = None
+    before: Callable[[], None] = lambda: None
+
+
+def commands(scratch: Path) -> dict[str, Command]:
+    """Each measured command of a tree, with cache folders under `scratch` (the tree's own)."""
     py = [sys.executable, "-m", "nomad_gpustack"]
+    render = [*py, "render", str(EXAMPLE)]
+    warm, first = scratch / "warm", scratch / "first"
+    changed = scratch / "changed.yaml"
+    edits = itertools.count()
+
+    def change() -> None:  # a deployment no run has rendered yet, in a cache that holds everything else
+        changed.write_text((ROOT / EXAMPLE).read_text() + f"# edit {next(edits)}\n")
+
     return {
-        "nomadgs --version": ([*py, "--version"], {}),
-        "nomadgs render (json)": ([*py, "render", str(EXAMPLE)], {}),
-        "nomadgs render --format hcl": ([*py, "render", str(EXAMPLE), "--format", "hcl"], {}),
-        "nomadgs render, nothing cached": ([*py, "render", str(EXAMPLE)], NO_CACHE),
+        "nomadgs --version": Command([*py, "--version"], warm),
+        "render, first (empty cache)": Command(render, first, lambda: shutil.rmtree(first, ignore_errors=True)),
+        "render, repeat (remembered)": Command(render, warm),
+        "render --format hcl, repeat": Command([*render, "--format", "hcl"], warm),
+        "render, a changed deployment": Command([*py, "render", str(changed)], warm, change),
+        "no cache at all: first render": Command(render, NO_CACHE),
+        "no cache at all: repeat render": Command(render, NO_CACHE),
     }
 
 
-def cold_start(trees: dict[str, Path], runs: int, cache_home: Path) -> dict[tuple[str, str], list[float]]:
+def cold_start(trees: dict[str, Path], runs: int, scratch: Path) -> dict[tuple[str, str], list[float]]:
     """Milliseconds per run of each command of each tree, and of the bare interpreter, interleaved."""
-    jobs: list[tuple[str, str, list[str], Path, dict[str, str]]] = [
-        ("", "python -I -c pass", [sys.executable, "-I", "-c", "pass"], ROOT, dict(os.environ))
+    jobs: list[tuple[str, str, Command, Path, dict[str, str]]] = [
+        ("", "python -I -c pass", Command([sys.executable, "-I", "-c", "pass"]), ROOT, dict(os.environ))
     ]
-    for label, tree in trees.items():
-        for name, (argv, env) in commands().items():
-            jobs.append((label, name, argv, tree, {**tree_env(tree, cache_home), **env}))
-    for _, name, argv, cwd, env in jobs:  # warm the file cache and write .pyc files; fail loudly if broken
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env)
+    for n, (label, tree) in enumerate(trees.items()):
+        for name, command in commands(scratch / str(n)).items():
+            jobs.append((label, name, command, tree, tree_env(tree, command.cache_home)))
+    for n in range(len(trees)):
+        (scratch / str(n)).mkdir(exist_ok=True)
+    for _, name, command, cwd, env in jobs:  # warm the file cache and write .pyc files; fail loudly if broken
+        command.before()
+        proc = subprocess.run(command.argv, capture_output=True, text=True, cwd=cwd, env=env)
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed in {cwd}:\n{proc.stderr}")
     times: dict[tuple[str, str], list[float]] = {(label, name): [] for label, name, *_ in jobs}
     for _ in range(runs):
-        for label, name, argv, cwd, env in jobs:
+        for label, name, command, cwd, env in jobs:
+            command.before()
             start = time.perf_counter()
-            subprocess.run(argv, capture_output=True, cwd=cwd, env=env, check=True)
+            subprocess.run(command.argv, capture_output=True, cwd=cwd, env=env, check=True)
             times[(label, name)].append((time.perf_counter() - start) * 1000)
     return times
 
@@ -143,7 +170,7 @@ def throughput(seconds: float) -> None:
     """This tree in detail: compile alone, with strict validation, with the JSON and HCL text, from YAML text."""
     sys.path.insert(0, str(ROOT))
     from nomad_gpustack.compile.build import build
-    from nomad_gpustack.nomad.jobspec import api_document
+    from nomad_gpustack.contract.jobspec import api_document
     from nomad_gpustack.nomad.render import render_text
     from nomad_gpustack.spec.deployment import Deployment
     from nomad_gpustack.spec.loader import read_text
@@ -170,6 +197,26 @@ def throughput(seconds: float) -> None:
         render_text(build(validate(Deployment, data, source), catalog).job, "json")
 
     print(f"  {'parse YAML + validate + compile + JSON text':<58} {rate(from_text, sourced, seconds):10,.0f} /s")
+    memo_key(seconds)
+
+
+def memo_key(seconds: float) -> None:
+    """What a render pays to key the memo, in-process: the fingerprint of nomadgs's code and libraries, by
+    content (cachekey.environment, recomputed each time), and the built-in catalog's bytes."""
+    from nomad_gpustack import cachekey
+    from nomad_gpustack.cli.rendermemo import RenderMemo
+
+    sources = list(cachekey.PACKAGE.rglob("*.py"))
+    size = sum(p.stat().st_size for p in sources) / 1024
+
+    def fresh_key(_: object) -> None:
+        cachekey.environment.cache_clear()
+        cachekey._records.cache_clear()
+        RenderMemo.open(Path(tempfile.gettempdir()), (), "json")
+
+    per_s = rate(fresh_key, [None], seconds)
+    label = f"render memo key ({len(sources)} .py files, {size:,.0f} KB, catalog, libraries)"
+    print(f"  {label:<58} {1000 / per_s:10.2f} ms")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -197,15 +244,15 @@ def revision(tree: Path) -> str:
 
 
 def report(trees: dict[str, Path], runs: int, seconds: float) -> None:
-    with tempfile.TemporaryDirectory(prefix="nomadgs-bench-cache-") as cache_home:
-        times = cold_start(trees, runs, Path(cache_home))
+    with tempfile.TemporaryDirectory(prefix="nomadgs-bench-cache-") as scratch:
+        times = cold_start(trees, runs, Path(scratch))
     floor = statistics.median(times[("", "python -I -c pass")])
     labels = list(trees)
     width = 24
     print(f"cold start, whole process: median ms of {runs} interleaved runs (x = ratio to python -I -c pass)")
     print(f"  {'':<30}" + "".join(f"{label:>{width}}" for label in labels))
     print(f"  {'python -I -c pass':<30}" + "".join(f"{floor:>{width - 9}.1f} ms  1.0 x" for _ in labels))
-    for name in commands():
+    for name in commands(Path()):
         cells = []
         for label in labels:
             median = statistics.median(times[(label, name)])

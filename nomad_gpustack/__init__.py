@@ -45,8 +45,8 @@ _LAZY = {
     "InputError": "nomad_gpustack.errors",
     "NomadgsError": "nomad_gpustack.errors",
     "build": "nomad_gpustack.compile.build",
-    "estimate_document": "nomad_gpustack.estimate",
-    "lookup_model": "nomad_gpustack.estimate.lookup",
+    "estimate_document": "nomad_gpustack.compile.estimation",
+    "lookup_model": "nomad_gpustack.compile.estimation",
     "load_catalog": "nomad_gpustack.spec.loader",
     "load_deployment": "nomad_gpustack.spec.loader",
     "render_text": "nomad_gpustack.nomad.render",
@@ -54,9 +54,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .compile.build import Compiled, build
+    from .compile.estimation import estimate_document, lookup_model
     from .errors import InputError, NomadgsError
-    from .estimate import estimate_document
-    from .estimate.lookup import lookup_model
     from .nomad.render import render_text
     from .spec.catalog import Catalog
     from .spec.loader import load_catalog, load_deployment

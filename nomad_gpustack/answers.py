@@ -119,8 +119,3 @@ def _subject(loc: tuple[Any, ...], path: str) -> str:
         return answer
     parts = [f"item {p + 1}" if isinstance(p, int) else f"'{p}'" for p in reversed(loc)]
     return f"{' of '.join(parts)} in {answer}"
-
-
-def not_json(path: str) -> str:
-    """What WrongShape says of an answer that is not JSON at all."""
-    return f"the answer to {path} is not JSON"

@@ -1,23 +1,36 @@
 """The one error hierarchy: errors that reach the user in plain words, never as a traceback.
 
-Every domain error subclasses one of the classes below; its class decides the exit code.
+Every domain error subclasses one of the classes below. Its exit code is decided in one table, `EXIT_CODES`
+(read through `exit_code_for`), with a row for every class, so that no code depends on the order of a class's
+bases (NomadDenied is a NomadError and an UnreachableError: its row says 5).
 
-    NomadgsError              1  the operation ran and failed
-    │   └── serving.gateway.GatewayError      the gateway cannot start (address taken, ...)
-    ├── InputError            2  bad input (a file, flag or name); nothing was sent anywhere
-    ├── ServiceError          1  a service (Nomad, Consul, a model server) answered with an error
-    │   ├── nomad.client.NomadError           Nomad answered an error status
-    │   │   ├── NomadRejected              2  400: Nomad refused the request as malformed
-    │   │   │   └── JobRefused             2  a 500 listing the job's validation errors (final)
-    │   │   ├── IndexConflict                 check-and-set lost a race
-    │   │   ├── TransientError                worth retrying (5xx, connection trouble)
-    │   │   └── NomadDenied                5  403 (also an AccessError)
-    │   ├── serving.chat.ChatError            a model endpoint failed
-    │   └── serving.discovery.NoInstanceError the model has no (healthy) instance
-    └── UnreachableError      5  a service cannot be reached, or refuses us (TLS, ACL)
-        ├── nomad.client.NomadUnavailable     a 5xx or a broken connection (also a TransientError: retried first)
-        ├── nomad.client.NotNomad             the address answers, but not as Nomad's HTTP API
-        └── serving.discovery.DiscoveryError  Consul unreachable or unusable
+    NomadgsError                                    1  the operation ran and failed
+    ├── InputError                                  2  bad input (a file, flag or name); nothing was sent anywhere
+    ├── ServiceError                                1  a service (Nomad, Consul, a model server) answered an error
+    │   ├── nomad.client.NomadError                 1  Nomad answered an error status
+    │   │   ├── NomadRejected                       2  400: Nomad refused the request as malformed
+    │   │   │   └── JobRefused                      2  a 500 listing the job's validation errors (final)
+    │   │   ├── IndexConflict                       1  check-and-set lost a race
+    │   │   ├── TransientError                      1  worth retrying (5xx, connection trouble)
+    │   │   │   └── NomadUnavailable                5  ... that persists (also an UnreachableError)
+    │   │   ├── NomadDenied                         5  403: no token, an unknown one (also an UnreachableError)
+    │   │   └── NotNomad                            5  the address answers, but not as Nomad's API (also one)
+    │   ├── nomad.logs.NoLogYet                     1  the task has not written its log yet
+    │   ├── serving.chat.ChatError                  1  a model endpoint failed
+    │   └── serving.discovery.NoInstanceError       1  the model has no (healthy) instance
+    ├── EstimateError                               1  the memory estimate cannot be made
+    │   ├── estimate.gguf.GGUFError                 1  a GGUF header this reader does not understand
+    │   ├── estimate.safetensors.SafetensorsError   1  a safetensors header (or index) it does not understand
+    │   ├── estimate.facts.ModelFactsError          1  the headers lack something the estimate needs
+    │   ├── estimate.local.ModelReadError           2  a local model path that cannot be read as a model
+    │   ├── estimate.plan.NoFit                     1  no number or size of GPUs fits the model
+    │   └── estimate.hub.HubUnavailable             1  the Hub has no answer (refused, offline)
+    │       ├── NotFound                            1  the Hub answered 404 for a file
+    │       └── HubUnreachable                      5  no answer at all (also an UnreachableError)
+    ├── UnreachableError                            5  a service cannot be reached, or refuses us (TLS, ACL token)
+    │   └── serving.discovery.DiscoveryError        5  Consul unreachable or unusable
+    ├── nomad.runner.AfterRegistration              -  its cause's code: a failure after the job was registered
+    └── serving.gateway.errors.GatewayError         1  the gateway cannot start (address taken, ...)
 
 Input problems name the file, line and field, say what is wrong and how to fix it (`Problem`).
 """
@@ -26,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import overload
 
 # Exit codes shared by every command (documented in the README and in `--help`).
 EXIT_OK = 0
@@ -35,6 +49,71 @@ EXIT_PLACEMENT = 3  # Nomad cannot place the job (no node fits)
 EXIT_TIMEOUT = 4  # --timeout passed before the deployment finished
 EXIT_CONNECTION = 5  # Nomad (or Consul) could not be reached or refused the request
 EXIT_INTERRUPTED = 130  # Ctrl-C
+
+# `nomadgs plan` keeps the exit codes of `nomad job plan` instead: every error, bad input included, is 255.
+PLAN_NO_CHANGES, PLAN_CHANGES, PLAN_ERROR = 0, 1, 255
+
+# The exit code of every error, by the class's full name (this module, at the bottom of the package, imports
+# none of them). Every NomadgsError subclass of the package has its row: tests/test_errors.py checks that, and
+# that each row names a class that exists. None: the code of the error it wraps (its `cause`).
+EXIT_CODES: dict[str, int | None] = {
+    "nomad_gpustack.errors.NomadgsError": EXIT_FAILURE,
+    "nomad_gpustack.errors.InputError": EXIT_BAD_INPUT,
+    "nomad_gpustack.errors.ServiceError": EXIT_FAILURE,
+    "nomad_gpustack.errors.UnreachableError": EXIT_CONNECTION,
+    "nomad_gpustack.nomad.client.NomadError": EXIT_FAILURE,
+    "nomad_gpustack.nomad.client.NomadRejected": EXIT_BAD_INPUT,
+    "nomad_gpustack.nomad.client.JobRefused": EXIT_BAD_INPUT,
+    "nomad_gpustack.nomad.client.IndexConflict": EXIT_FAILURE,
+    "nomad_gpustack.nomad.client.TransientError": EXIT_FAILURE,
+    "nomad_gpustack.nomad.client.NomadUnavailable": EXIT_CONNECTION,
+    "nomad_gpustack.nomad.client.NomadDenied": EXIT_CONNECTION,
+    "nomad_gpustack.nomad.client.NotNomad": EXIT_CONNECTION,
+    "nomad_gpustack.nomad.logs.NoLogYet": EXIT_FAILURE,
+    "nomad_gpustack.nomad.runner.AfterRegistration": None,
+    "nomad_gpustack.serving.chat.ChatError": EXIT_FAILURE,
+    "nomad_gpustack.serving.discovery.NoInstanceError": EXIT_FAILURE,
+    "nomad_gpustack.serving.discovery.DiscoveryError": EXIT_CONNECTION,
+    "nomad_gpustack.serving.gateway.errors.GatewayError": EXIT_FAILURE,
+    "nomad_gpustack.errors.EstimateError": EXIT_FAILURE,
+    "nomad_gpustack.estimate.gguf.GGUFError": EXIT_FAILURE,
+    "nomad_gpustack.estimate.safetensors.SafetensorsError": EXIT_FAILURE,
+    "nomad_gpustack.estimate.facts.ModelFactsError": EXIT_FAILURE,
+    "nomad_gpustack.estimate.local.ModelReadError": EXIT_BAD_INPUT,  # a --model path: the user's input
+    "nomad_gpustack.estimate.plan.NoFit": EXIT_FAILURE,
+    "nomad_gpustack.estimate.hub.HubUnavailable": EXIT_FAILURE,
+    "nomad_gpustack.estimate.hub.NotFound": EXIT_FAILURE,
+    "nomad_gpustack.estimate.hub.HubUnreachable": EXIT_CONNECTION,  # also a HubUnavailable (1): its own row
+    # Not ours, but ending a command all the same:
+    "builtins.KeyboardInterrupt": EXIT_INTERRUPTED,
+    "click.exceptions.Abort": EXIT_INTERRUPTED,  # Click's Ctrl-C (at a prompt)
+    "click.exceptions.UsageError": EXIT_BAD_INPUT,  # unknown flag, missing argument, bad choice
+    "click.exceptions.ClickException": EXIT_FAILURE,
+    "builtins.RecursionError": EXIT_BAD_INPUT,  # input nested too deeply to process
+    "builtins.BrokenPipeError": EXIT_FAILURE,  # a reader left before the outcome was known: no success
+}
+
+
+@overload
+def exit_code_for(exc: NomadgsError | KeyboardInterrupt) -> int: ...
+
+
+@overload
+def exit_code_for(exc: BaseException) -> int | None: ...
+
+
+def exit_code_for(exc: BaseException) -> int | None:
+    """The exit code of `exc`: its class's row in `EXIT_CODES` (a class without one, defined outside the
+    package, takes the row of its nearest ancestor that has one); None for an exception no row covers (a bug)."""
+    for cls in type(exc).__mro__:
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if name in EXIT_CODES:
+            code = EXIT_CODES[name]
+            if code is None:
+                cause = getattr(exc, "cause", None)
+                return exit_code_for(cause) if isinstance(cause, BaseException) else EXIT_FAILURE
+            return code
+    return None
 
 
 @dataclass(frozen=True)
@@ -75,25 +154,26 @@ class HintedValueError(ValueError):
 class NomadgsError(Exception):
     """Base class of errors shown to the user without a traceback."""
 
-    exit_code = EXIT_FAILURE
+    @property
+    def exit_code(self) -> int:
+        """The exit code the error ends a command with (`exit_code_for`)."""
+        return exit_code_for(self)
 
 
 class ServiceError(NomadgsError):
     """A service answered, with an error."""
 
-    exit_code = EXIT_FAILURE
-
 
 class UnreachableError(NomadgsError):
     """A service could not be reached, or refused access (TLS, ACL token)."""
 
-    exit_code = EXIT_CONNECTION
+
+class EstimateError(NomadgsError):
+    """The memory estimate cannot be made: a model's metadata cannot be had or read, or no GPUs fit it."""
 
 
 class InputError(NomadgsError):
     """Bad input: a file or an argument that cannot be used as it is."""
-
-    exit_code = EXIT_BAD_INPUT
 
     def __init__(self, problems: Problem | Sequence[Problem]) -> None:
         self.problems: tuple[Problem, ...] = in_line_order((problems,) if isinstance(problems, Problem) else problems)

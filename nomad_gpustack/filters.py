@@ -52,7 +52,7 @@ def nomad_job(
     `InputError`, one line per problem; `name` is how an inline deployment is named in them.
     """
     from .compile.build import build
-    from .nomad.jobspec import api_document
+    from .contract.jobspec import api_document
     from .nomad.render import FORMATS, render_text
 
     if format not in FORMATS:
@@ -85,7 +85,7 @@ def model_estimate(
     command. Raises InputError (bad input, no metadata) or UnreachableError (the Hub did not answer).
     """
     from .cachefolder import cache_folder
-    from .estimate import estimate_document
+    from .compile.estimation import estimate_document
 
     try:
         source = _deployment(deployment, name)
@@ -125,7 +125,7 @@ def _catalog(backends: Sequence[str | Path] | str | Path | None) -> Catalog:
 def _metadata(source: Sourced[Deployment], model: str | Path | None) -> ModelLookup | None:
     """As `nomadgs render`: `auto` looks the model up, explicit values are checked only with `model`."""
     from .cachefolder import cache_folder
-    from .estimate.lookup import metadata_for_compile
+    from .compile.estimation import metadata_for_compile
 
     return metadata_for_compile(
         source.spec, model_path=model, cache_dir=cache_folder(), hub=False, model_field=MODEL_ARGUMENT

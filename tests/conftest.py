@@ -59,8 +59,8 @@ def unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The command line's cache folder (the validated built-in catalog) in the session's temporary folder, not
-    the user's; commands run as processes inherit it."""
+    """The command line's cache folder (remembered renderings, the Hub's model headers) in the session's
+    temporary folder, not the user's; commands run as processes inherit it."""
     with pytest.MonkeyPatch.context() as patch:
         folder = tmp_path_factory.mktemp("cache-home")
         patch.setenv("XDG_CACHE_HOME", str(folder))

@@ -18,14 +18,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .. import __version__
 
             print(f"nomadgs {__version__}")
-            return 0
+            return 0  # errors.EXIT_OK, not imported here: that would load dataclasses and inspect
         from .root import nomadgs
 
         code: int = nomadgs.main(args, prog_name="nomadgs", standalone_mode=False)
         return code
-    except KeyboardInterrupt:  # Ctrl-C while starting, before the root group handles it
+    except KeyboardInterrupt as exc:  # Ctrl-C while starting, before the root group handles it
+        from ..errors import exit_code_for
+
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return exit_code_for(exc)
 
 
 def run() -> None:

@@ -38,22 +38,22 @@ def _summary(backend: Any) -> dict[str, Any]:
 @backends_option
 @format_option()
 def list_backends(backends: tuple[Path, ...], fmt: str) -> int:
-    from ..cachefolder import cache_folder
+    from ..errors import EXIT_OK
     from ..spec.loader import load_catalog
     from . import output as say
 
-    catalog = load_catalog(backends, cache=cache_folder())
+    catalog = load_catalog(backends)
     rows = [_summary(b) for b in catalog]
     if fmt == "json":
         say.emit_json(rows)
-        return 0
+        return EXIT_OK
     print(f"{'BACKEND':<28} {'DEFAULT':<14} {'FRAMEWORKS':<28} VERSIONS")
     for row in rows:
         frameworks = sorted({f for fws in row["versions"].values() for f in fws})
         print(
             f"{row['name']:<28} {row['default_version'] or '-':<14} {','.join(frameworks):<28} {len(row['versions'])}"
         )
-    return 0
+    return EXIT_OK
 
 
 @backends.command(
@@ -67,13 +67,12 @@ def list_backends(backends: tuple[Path, ...], fmt: str) -> int:
 def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
     import sys
 
-    from ..cachefolder import cache_folder
-    from ..errors import InputError, Problem
+    from ..errors import EXIT_OK, InputError, Problem
     from ..spec.catalog import CUSTOM
     from ..spec.loader import load_catalog
     from . import output as say
 
-    catalog = load_catalog(backends, cache=cache_folder())
+    catalog = load_catalog(backends)
     found = catalog.find(name)
     if found is not None:
         data = found.spec.model_dump(mode="json", exclude_none=True)
@@ -93,7 +92,7 @@ def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
 
         sys.stdout.write(f"# {origin}\n")
         yaml.safe_dump(data, sys.stdout, sort_keys=False, allow_unicode=True, width=100)
-    return 0
+    return EXIT_OK
 
 
 @backends.command(
@@ -108,7 +107,7 @@ def validate(files: tuple[Path, ...], fmt: str) -> int:
     import sys
 
     from ..compile.backend_notes import backend_notes
-    from ..errors import InputError
+    from ..errors import EXIT_OK, InputError, exit_code_for
     from ..spec.loader import read_backend_files
     from . import output as say
 
@@ -125,7 +124,7 @@ def validate(files: tuple[Path, ...], fmt: str) -> int:
     if fmt == "json":
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return 2 if errors else 0
+        return exit_code_for(InputError.merge(errors)) if errors else EXIT_OK
     for result in results:
         if not result["valid"]:
             continue
@@ -136,4 +135,4 @@ def validate(files: tuple[Path, ...], fmt: str) -> int:
                 say.note(f"{result['file']}: {message}")
     if errors:
         raise InputError.merge(errors)
-    return 0
+    return EXIT_OK

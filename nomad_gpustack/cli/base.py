@@ -98,21 +98,21 @@ def _requested_format(command: click.Command, args: Sequence[str]) -> str | None
 
 
 class Command(click.Command):
-    """A nomadgs command. `error_exit_code` replaces the exit code of every error (usage errors included):
-    `plan` answers 255 for any error, as `nomad job plan` does. `environment`: the variables the command reads,
-    as (name, what) rows of the `environment:` section that ends its help."""
+    """A nomadgs command. `plan_exit_codes`: every error (usage errors included) exits `errors.PLAN_ERROR`
+    (255), as `nomad job plan` does. `environment`: the variables the command reads, as (name, what) rows of the
+    `environment:` section that ends its help."""
 
     context_class = Context
 
     def __init__(
         self,
         *args: Any,
-        error_exit_code: int | None = None,
+        plan_exit_codes: bool = False,
         environment: Sequence[tuple[str, str]] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.error_exit_code = error_exit_code
+        self.plan_exit_codes = plan_exit_codes
         self.environment = tuple(environment)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -167,8 +167,10 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         result = super().invoke(ctx)
         if ctx.invoked_subcommand is None:
+            from ..errors import EXIT_OK
+
             click.echo(ctx.get_help(), color=ctx.color)
-            return 0
+            return EXIT_OK
         return result
 
     def resolve_command(

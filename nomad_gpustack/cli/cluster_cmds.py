@@ -129,7 +129,7 @@ def submit(
 ) -> int:
     import time
 
-    from ..errors import EXIT_INTERRUPTED, EXIT_OK
+    from ..errors import EXIT_OK, exit_code_for
     from ..nomad import runner
     from .base import PARTIAL_RESULT
     from .progress_view import view_for
@@ -156,12 +156,13 @@ def submit(
             result = runner.follow(
                 api, registration, reporter=view, timeout=seconds, wait_for_capacity=wait_for_capacity
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupted:
             say.info(f"\nstopped watching; the job keeps running. Resume with: nomadgs status {job_id}")
+            code = exit_code_for(interrupted)
             if fmt == "json":
-                results.append(runner.result_document(registration, None, "interrupted", EXIT_INTERRUPTED))
-                say.emit_failure(EXIT_INTERRUPTED, ["interrupted"], results=results)
-            return EXIT_INTERRUPTED
+                results.append(runner.result_document(registration, None, "interrupted", code))
+                say.emit_failure(code, ["interrupted"], results=results)
+            return code
         status, code = runner.outcome(result)
         results.append(runner.result_document(registration, result, status, code))
         if fmt == "text":
@@ -180,7 +181,7 @@ def submit(
     short_help="show what submitting a deployment would change (exit 0: no changes, 1: changes, 255: error)",
     help=PLAN_HELP,
     environment=NOMAD_ENV,
-    error_exit_code=255,  # nomad.runner.PLAN_ERROR: every error, bad input included, as `nomad job plan`
+    plan_exit_codes=True,  # every error, bad input included, exits errors.PLAN_ERROR, as `nomad job plan`
 )
 @deployment_argument
 @backends_option
@@ -312,7 +313,7 @@ def logs(
     import contextlib
     import sys
 
-    from ..errors import EXIT_INTERRUPTED, EXIT_OK
+    from ..errors import EXIT_OK, exit_code_for
     from ..nomad import logs as nomad_logs
     from ..nomad.status import find_job
 
@@ -336,8 +337,8 @@ def logs(
 
     try:
         return asyncio.run(run())
-    except KeyboardInterrupt:  # the way to end `logs -f`: quietly, but with 130 as Ctrl-C always is
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as interrupted:  # the way to end `logs -f`: quietly, but with Ctrl-C's exit code
+        return exit_code_for(interrupted)
 
 
 @command(

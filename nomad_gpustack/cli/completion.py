@@ -63,10 +63,9 @@ def complete_backend_names(ctx: click.Context, param: click.Parameter, incomplet
 
 
 def _catalog(ctx: click.Context) -> Any:
-    from ..cachefolder import cache_folder
     from ..spec.loader import load_catalog
 
-    return load_catalog(tuple(ctx.params.get("backends") or ()), cache=cache_folder())
+    return load_catalog(tuple(ctx.params.get("backends") or ()))
 
 
 def _versions_help(backend: Any) -> str | None:

@@ -114,7 +114,7 @@ def endpoints_json(table: RoutingTable, models: Sequence[str]) -> dict[str, Any]
 @format_option()
 @discovery_options
 def endpoints(model: str | None, fmt: str, provider: str, **connection: Any) -> int:
-    from ..errors import EXIT_FAILURE
+    from ..errors import EXIT_FAILURE, EXIT_OK
 
     if model is not None:
         _check_model_name(model)
@@ -132,7 +132,7 @@ def endpoints(model: str | None, fmt: str, provider: str, **connection: Any) -> 
     if model is not None and model not in table.routes:
         say.error(str(_no_instance(model, table, provider)))
         return EXIT_FAILURE
-    return 0
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def chat(
     provider: str,
     **connection: Any,
 ) -> int:
-    from ..errors import InputError, Problem
+    from ..errors import EXIT_OK, InputError, Problem
     from ..serving.chat import ChatClient, ChatOptions, Conversation
 
     _check_model_name(model)
@@ -222,12 +222,13 @@ def chat(
                 if say.reader_left():  # `nomadgs chat m -p ... | head -1`: the rest of the answer is not wanted
                     break
             sys.stdout.write("\n")
-            return 0
+            return EXIT_OK
         return _chat_loop(client, options, conversation)
 
 
 def _chat_loop(client: ChatClient, options: ChatOptions, conversation: Conversation) -> int:
     """The terminal playground: one question per line, the answer streamed below it."""
+    from ..errors import EXIT_OK
     from ..serving.chat import ChatError
 
     with contextlib.suppress(ImportError):
@@ -238,12 +239,12 @@ def _chat_loop(client: ChatClient, options: ChatOptions, conversation: Conversat
             question = input("> ")
         except EOFError:
             print()
-            return 0
+            return EXIT_OK
         command = question.strip()
         if not command:
             continue
         if command in ("/exit", "/quit"):
-            return 0
+            return EXIT_OK
         if command == "/reset":
             conversation.reset()
             say.info("(conversation forgotten)")
@@ -352,6 +353,7 @@ def gateway(
 ) -> int:
     import logging
 
+    from ..errors import EXIT_OK
     from ..serving.consul import ConsulWatcher
     from ..serving.gateway import Gateway, bind, is_loopback, load_api_keys, parse_listen, run, serve
     from ..urls import openai_base_url
@@ -384,8 +386,8 @@ def gateway(
     )
     try:
         run(serve(gateway, sock, log_level=log_level, access_log=access_log))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C is how a gateway is stopped: a success, not an interruption
         say.info("gateway stopped")
     finally:
         sock.close()
-    return 0
+    return EXIT_OK

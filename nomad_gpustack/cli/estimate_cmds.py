@@ -106,11 +106,12 @@ def print_table(doc: dict[str, Any]) -> None:
 @format_option()
 def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
     from ..cachefolder import cache_folder
-    from ..estimate import estimate_document
+    from ..compile.estimation import estimate_document
+    from ..errors import EXIT_OK
     from ..spec.loader import load_catalog, load_deployment
     from . import output as say
 
-    catalog = load_catalog(backends, cache=cache_folder())
+    catalog = load_catalog(backends)
     sourced = load_deployment(deployment)
     document = estimate_document(sourced, catalog, model_path=model, cache_dir=cache_folder(), model_field="--model")
     for warning in document["warnings"]:
@@ -119,4 +120,4 @@ def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, f
         say.emit_json(document)
     else:
         print_table(document)
-    return 0
+    return EXIT_OK

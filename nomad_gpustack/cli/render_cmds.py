@@ -45,20 +45,21 @@ def compile_all(
 
     from ..cachefolder import cache_folder
     from ..compile.build import build
+    from ..compile.estimation import metadata_for_compile
     from ..errors import InputError, Problem
-    from ..estimate.lookup import metadata_for_compile
     from ..spec.loader import load_catalog, load_deployment
     from . import output
 
     if model is not None and len(paths) > 1:
         raise InputError(Problem("--model describes one model: give one deployment with it", field="--model"))
-    catalog = load_catalog(backends, cache=cache_folder())
+    catalog = load_catalog(backends)
+    cache = cache_folder()  # the Hub's model headers; None when the folder is not the user's own
     compiled = []
     errors: list[InputError] = []
     for path in paths:
         try:
             deployment = load_deployment(path)
-            metadata = metadata_for_compile(deployment.spec, model_path=model, cache_dir=cache_folder(), hub=hub)
+            metadata = metadata_for_compile(deployment.spec, model_path=model, cache_dir=cache, hub=hub)
             compiled.append(build(deployment, catalog, check=check, model=metadata))
         except InputError as exc:
             errors.append(exc)
@@ -86,16 +87,17 @@ def compile_all(
 
 
 def _renderings(
-    deployments: list[Path], backends: tuple[Path, ...], model: Path | None, fmt: Format
+    deployments: list[Path], backends: tuple[Path, ...], model: Path | None, fmt: Format, *, remembered: bool
 ) -> list[Remembered]:
-    """Each deployment's job text: remembered from an earlier run when every input is unchanged, else compiled
-    (and then remembered, unless the compile looked up model metadata)."""
+    """Each deployment's job text: remembered from an earlier run when `remembered` and every input is unchanged,
+    else compiled (and then remembered, unless the compile looked up model metadata)."""
     from ..cachefolder import cache_folder
     from ..spec.files import display_path
     from . import output
     from .rendermemo import Remembered, RenderMemo
 
-    memo = RenderMemo.open(cache_folder(), backends, fmt) if model is None else None
+    cache = cache_folder() if remembered and model is None else None
+    memo = RenderMemo.open(cache, backends, fmt) if cache is not None else None
     if memo is not None:
         recalled = [memo.recall(path) for path in deployments]
         hits = [r for r in recalled if r is not None]
@@ -142,20 +144,21 @@ def render(
 ) -> int:
     import sys
 
-    from ..errors import InputError, Problem
+    from ..errors import EXIT_OK, InputError, Problem
     from ..nomad.render import SUFFIXES
     from . import output as say
 
     if check and output is None:
         raise InputError(Problem("--check compares with files on disk: give them with --output PATH"))
-    texts = _renderings(list(deployments), backends, model, fmt)
+    # --check answers from a fresh compile: what it vouches for never rests on a cache.
+    texts = _renderings(list(deployments), backends, model, fmt, remembered=not check)
     if output is None:
         if len(texts) > 1:
             raise InputError(
                 Problem("several deployments need --output FOLDER", hint="each job is written to its own file")
             )
         sys.stdout.write(texts[0].text)
-        return 0
+        return EXIT_OK
     target = Path(output)
     as_folder = target.is_dir() or len(texts) > 1 or output.endswith(("/", "\\"))
     if as_folder and target.exists() and not target.is_dir():
@@ -179,7 +182,7 @@ def render(
     write_all_atomic(files)
     for path in files:
         say.info(f"wrote {path}")
-    return 0
+    return EXIT_OK
 
 
 @command(
@@ -192,6 +195,7 @@ def render(
 @model_option
 @format_option()
 def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
+    from ..errors import EXIT_OK
     from . import output as say
 
     compiled = compile_all(list(deployments), backends, check=True, model=model, hub=True)
@@ -228,4 +232,4 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: P
                 print(f"    auto: {res['auto']}")
             elif res["estimate"]:
                 print(f"    estimate: {res['estimate']}")
-    return 0
+    return EXIT_OK

@@ -2,27 +2,31 @@
 
 Compiling is pure: the same deployment file, backend files, format and nomadgs give the same job text and the
 same warnings. A render whose deployments are all remembered prints them from the cache folder without
-importing pydantic or PyYAML, which cost most of a render's start (CI pipelines run `render --check` over
-unchanged files again and again). An entry's key covers everything the output depends on: the deployment
-file's bytes and the name messages give it, the bytes of every `--backends` file, the built-in catalog and
-nomadgs's code and libraries (`cachekey`), and the format. A compile that looked up model metadata (`auto`,
-`--model`) is never remembered: its output depends on more than files. Anything unreadable is a miss.
+importing pydantic or PyYAML, which cost most of a render's start: a render repeated while editing a set of
+deployments, or one deployment among unchanged ones, answers in a fraction of the time. An entry's key covers,
+by content, everything the output depends on: the deployment file's bytes and the name messages give it, the
+bytes of every `--backends` file and of the built-in catalog, nomadgs's code and libraries (`cachekey`), and
+the format. A compile that looked up model metadata (`auto`, `--model`) is never remembered: its output depends
+on more than files. `render --check` never uses the memo: it answers from a fresh compile.
+
+Entries are JSON documents, checked when read: the key they were written for, and the fields and their types;
+anything else, an entry not owned by the current user, or a folder others can write (`cachefolder`) is a miss.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..cachekey import environment, stat_digest
+from ..cachefolder import read_entry, write_entry
+from ..cachekey import content_digest, environment
 from ..spec.files import builtin_catalog_dir, display_path, yaml_files
 
-FORMAT_VERSION = 1  # of the entries: a new layout makes old entries misses
+FORMAT_VERSION = 2  # of the entries: a new layout makes old entries misses
 
 
 @dataclass(frozen=True)
@@ -43,52 +47,61 @@ class RenderMemo:
 
     @classmethod
     def open(cls, cache: Path, backends: Sequence[Path], fmt: str) -> RenderMemo | None:
-        """The memo for these backend files and format; None when a backend file cannot be read (the render
-        then reports it as usual)."""
-        digest = hashlib.sha256(f"{FORMAT_VERSION}\0{environment()}\0{fmt}".encode())
-        catalog = builtin_catalog_dir()
-        stat_digest(sorted(str(p) for p in yaml_files(catalog)), digest)
+        """The memo for these backend files and format; None when nomadgs's code or libraries cannot be
+        identified, or a backend file cannot be read (the render then reports it as usual)."""
+        env = environment()
+        if env is None:
+            return None
+        digest = hashlib.sha256(f"{FORMAT_VERSION}\0{env}\0{fmt}".encode())
         try:
-            for path in backends:
-                for file in yaml_files(path):
-                    digest.update(f"\0{display_path(file)}\0".encode() + file.read_bytes())
+            content_digest(((f"built-in {p.name}", p) for p in yaml_files(builtin_catalog_dir())), digest)
+            content_digest(((display_path(f), f) for path in backends for f in yaml_files(path)), digest)
         except OSError:
             return None
         return cls(cache / "renders", digest.hexdigest())
 
-    def _entry(self, deployment: Path) -> Path | None:
+    def _key(self, deployment: Path) -> str | None:
         try:
-            data = deployment.read_bytes()
+            digest = content_digest([(display_path(deployment), deployment)], hashlib.sha256(self._base.encode()))
         except OSError:
             return None
-        key = hashlib.sha256(f"{self._base}\0{display_path(deployment)}\0".encode() + data).hexdigest()
-        return self.folder / f"{key[:40]}.json"
+        return digest.hexdigest()
 
     def recall(self, deployment: Path) -> Remembered | None:
         """The remembered rendering of this file as it is now, or None."""
-        entry = self._entry(deployment)
-        if entry is None:
+        key = self._key(deployment)
+        if key is None:
             return None
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            data = json.loads(entry.read_text(encoding="utf-8"))
-            return Remembered(str(data["job_id"]), str(data["text"]), tuple(str(w) for w in data["warnings"]))
-        return None
+        data = read_entry(self.folder, f"{key[:40]}.json")
+        if data is None:
+            return None
+        try:
+            document = json.loads(data.decode("utf-8"))
+        except ValueError:  # not UTF-8, not JSON: not an entry
+            return None
+        return _checked(document, key)
 
     def remember(self, deployment: Path, rendering: Remembered) -> None:
         """Keep a rendering for the next run; a cache that cannot be written is no error."""
-        entry = self._entry(deployment)
-        if entry is None:
+        key = self._key(deployment)
+        if key is None:
             return
-        import tempfile  # only when writing
+        document = {
+            "key": key,
+            "job_id": rendering.job_id,
+            "text": rendering.text,
+            "warnings": list(rendering.warnings),
+        }
+        write_entry(self.folder, f"{key[:40]}.json", json.dumps(document, ensure_ascii=False).encode("utf-8"))
 
-        document = {"job_id": rendering.job_id, "text": rendering.text, "warnings": list(rendering.warnings)}
-        with contextlib.suppress(OSError):
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".render-", suffix=".tmp", dir=self.folder)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump(document, f, ensure_ascii=False)
-                os.replace(tmp, entry)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+
+def _checked(document: Any, key: str) -> Remembered | None:
+    """The rendering an entry holds when it is one, written for `key` (not another entry renamed), else None."""
+    if not isinstance(document, dict) or set(document) != {"key", "job_id", "text", "warnings"}:
+        return None
+    job_id, text, warnings = document["job_id"], document["text"], document["warnings"]
+    if document["key"] != key or not isinstance(job_id, str) or not job_id or not isinstance(text, str):
+        return None
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        return None
+    return Remembered(job_id, text, tuple(warnings))

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, NomadgsError
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, PLAN_ERROR, NomadgsError, exit_code_for
 from . import output
 from .base import PARTIAL_RESULT, RESULT_FORMAT, RUNNING, LazyGroup, preformatted
 
@@ -105,38 +105,37 @@ def exit_code(
 ) -> int:
     """Say what went wrong, in one line per problem and never as a traceback; return the exit code.
 
-    Usage errors (unknown flag, missing argument, bad choice) exit 2 with Click's message, `NomadgsError`s
-    with the code of their class; a command's `error_exit_code` (plan: 255) replaces both. `as_json` (the
-    command was run with `--format json`): the same lines also go to stdout as one JSON document, with what the
-    command had done before it failed (`partial`, e.g. submit's results of the deployments before).
+    The code is the error's row in `errors.EXIT_CODES` (usage errors 2, Ctrl-C 130, a `NomadgsError` its
+    class's); a command with `plan_exit_codes` (plan) exits `PLAN_ERROR` instead, but when interrupted. An
+    exception the table does not know is a bug: it is raised again. `as_json` (the command was run with
+    `--format json`): the same lines also go to stdout as one JSON document, with what the command had done
+    before it failed (`partial`, e.g. submit's results of the deployments before).
     """
+    code = exit_code_for(exc)
+    if code is None:
+        raise exc
     if isinstance(exc, click.UsageError):
         if exc.ctx is not None:
             output.info(exc.ctx.get_usage())
             output.info(f"Try '{exc.ctx.command_path} --help' for help.")
         lines = [exc.format_message()]
-        code = exc.exit_code
     elif isinstance(exc, click.ClickException):
         lines = [exc.format_message()]
-        code = exc.exit_code
     elif isinstance(exc, NomadgsError):
         lines = output.problem_lines(exc)
-        code = exc.exit_code
-    elif isinstance(exc, KeyboardInterrupt | click.Abort):
-        lines, code = ["interrupted"], EXIT_INTERRUPTED
     elif isinstance(exc, BrokenPipeError):
-        # A stream nomadgs did not get to silence (see output.quiet_when_readers_leave): the command stopped
-        # before it knew its outcome, which is no success.
-        return EXIT_FAILURE
+        # A stream nomadgs did not get to silence (see output.quiet_when_readers_leave): nobody reads a line.
+        return code
     elif isinstance(exc, RecursionError):
-        lines, code = ["the input nests too deeply to process"], EXIT_BAD_INPUT
-    else:
+        lines = ["the input nests too deeply to process"]
+    elif isinstance(exc, KeyboardInterrupt | click.Abort):
+        lines = ["interrupted"]
+    else:  # a row of the table this function has no words for
         raise exc
     for line in lines:
         output.error(line)
-    override = getattr(command, "error_exit_code", None)
-    if override is not None and code != EXIT_INTERRUPTED:
-        code = override
+    if getattr(command, "plan_exit_codes", False) and code != EXIT_INTERRUPTED:
+        code = PLAN_ERROR
     if as_json:
         output.emit_failure(code, lines, **(partial or {}))
     return code

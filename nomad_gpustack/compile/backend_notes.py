@@ -10,7 +10,11 @@ from .templating import PLACEHOLDERS, placeholders_in
 
 def backend_notes(backend: Sourced[Backend]) -> list[str]:
     """Things GPUStack would do differently with this file: worth knowing, not errors."""
-    spec = backend.spec
+    return [*_version_notes(backend.spec), *_placeholder_notes(backend.spec)]
+
+
+def _version_notes(spec: Backend) -> list[str]:
+    """The backend's name, and how GPUStack picks among its versions."""
     notes: list[str] = []
     name = spec.backend_name
     if not name.endswith("-custom") and name.lower() not in {n.lower() for n in BUILT_IN_NAMES}:
@@ -32,6 +36,12 @@ def backend_notes(backend: Sourced[Backend]) -> list[str]:
     for hidden in spec.disabled_versions or ():
         if hidden not in spec.versions:
             notes.append(f"disabled_versions names '{hidden}', which is not one of the versions")
+    return notes
+
+
+def _placeholder_notes(spec: Backend) -> list[str]:
+    """Placeholders of the commands that are neither GPUStack's nor set in the env: each deployment must set them."""
+    notes: list[str] = []
     env = set(spec.default_env or {})
     for version, config in spec.versions.items():
         texts = [

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..nomad.jobspec import Job, validate_job
+from ..contract.deploymentjob import DeploymentJob
+from ..contract.jobspec import validate_job
 from ..spec.catalog import Catalog
 from ..spec.deployment import Deployment
 from ..spec.specfile import Sourced
@@ -17,16 +18,11 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Compiled:
-    """A deployment, its resolution and its job."""
+class Compiled(DeploymentJob):
+    """A deployment, its resolution and its job: what the Nomad side reads (`DeploymentJob`), and more."""
 
     source: Sourced[Deployment]
     resolved: Resolved
-    job: Job
-
-    @property
-    def job_id(self) -> str:
-        return self.job["ID"]
 
 
 def build(
@@ -37,10 +33,10 @@ def build(
     With `check`, the job also goes through the strict run-time models (`validate_job`); `validate` and
     `submit` ask for it, `render` relies on the static typing of the compiler and starts faster. `model`:
     the model's metadata for the memory estimate (`auto`, and the check of explicit values), looked up by
-    the caller (`nomad_gpustack.estimate.lookup`).
+    the caller (`compile.estimation.metadata_for_compile`).
     """
     resolved = resolve(deployment, catalog, model)
     job = compile_job(resolved)
     if check:
         validate_job(job)
-    return Compiled(deployment, resolved, job)
+    return Compiled(job, deployment.spec.name, deployment.filename, deployment, resolved)

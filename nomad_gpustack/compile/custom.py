@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..contract.frameworks import FRAMEWORKS
 from ..spec.catalog import CUSTOM
-from .frameworks import FRAMEWORKS
 from .resolve import DEFAULT_HEALTH_CHECK_PATH
 from .templating import PLACEHOLDERS
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..durations import MINUTE, SECOND, format_duration
-from ..nomad.jobspec import (
+from ..contract.jobspec import (
     CheckRestart,
     Constraint,
     Job,
@@ -28,9 +27,10 @@ from ..nomad.jobspec import (
     VolumeMount,
     VolumeRequest,
 )
+from ..contract.metadata import DOWNLOAD_TASK, JobLabels, job_meta, service_meta, service_tags
+from ..contract.request import requested_device
+from ..durations import MINUTE, SECOND, format_duration
 from ..sizes import nomad_size
-from .metadata import DOWNLOAD_TASK, JobLabels, job_meta, service_meta, service_tags
-from .request import requested_device
 from .resolve import MAIN_PORT, UPDATE_MIN_HEALTHY, Resolved, nomad_name
 
 GROUP = "inference"

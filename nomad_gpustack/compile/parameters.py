@@ -13,6 +13,11 @@ import re
 import shlex
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..spec.deployment import Deployment
+    from ..spec.specfile import Sourced
 
 _FLAG = re.compile(r"-{1,2}[A-Za-z]")
 _KEY_REST = re.compile(r"(-{1,2}[^\s=]+)(?:=|\s+)(.*)", re.S)
@@ -53,6 +58,19 @@ def _tokens(element: str) -> list[str]:
 def tokenize(element: str) -> list[str]:
     """argv tokens of one backend_parameters element. Raises ValueError on unbalanced quotes."""
     return _tokens(element)
+
+
+def split_parameter(deployment: Sourced[Deployment], index: int, element: str) -> list[str]:
+    """argv tokens of the deployment's backend_parameters[index] (`element`, its text as far as it is filled in).
+
+    Raises InputError at that element when its quotes do not close: the one message for the argv and the estimate.
+    """
+    try:
+        return _tokens(element)
+    except ValueError as exc:
+        raise deployment.error(
+            ("backend_parameters", index), f"cannot split the parameter: {exc}", hint="check the quotes"
+        ) from None
 
 
 def apply_format(tokens: Sequence[str], parameter_format: str | None) -> list[str]:

@@ -3,6 +3,12 @@
 The result, `Resolved`, holds every decision in plain values, so the Nomad compiler only translates.
 GPUStack's rules are followed where it has them (version fallback, placeholders, env precedence, default
 backend); where it is silent or lenient we refuse ambiguous input with a message that says how to fix it.
+
+`_Resolver.run` is a row of named stages, each returning a small value: the backend and its version
+(`BackendChoice`), how the task runs (`Runtime`), the weights (`Weights`), the env (`merged_env`), the GPUs
+(`sizing.plan_gpus`: `GpuPlan`), the command line (`CommandLine`), the health check, the template files, the
+shared memory, Nomad's own rules, the warnings (`collect_warnings`); `_assemble` makes them one `Resolved`.
+The stages run in this order, which is the order their errors and warnings are reported in.
 """
 
 from __future__ import annotations
@@ -11,21 +17,22 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from ..contract.drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
+from ..contract.frameworks import FRAMEWORKS, Framework
 from ..durations import SECOND, format_duration
 from ..errors import InputError, suggestion
 from ..sizes import GIB, human_size, parse_size, to_mib
 from ..spec.backend import Backend, NomadExtras, TemplateFile, VersionConfig
 from ..spec.base import AUTO, MAX_MEMORY
 from ..spec.catalog import CUSTOM, Catalog
-from ..spec.deployment import Deployment
+from ..spec.deployment import Deployment, DeploymentNomad
 from ..spec.specfile import Sourced
 from ..spec.yamlsource import Path
 from . import hazards
-from .drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
-from .frameworks import FRAMEWORKS, Framework
-from .parameters import apply_format, is_flag, split_words, tokenize
+from .parameters import apply_format, is_flag, split_parameter, split_words
+from .sizing import GpuPlan, Sizing, plan_gpus
 from .templating import PLACEHOLDERS, PlaceholderError, expand, placeholders_in, prepare
 
 if TYPE_CHECKING:
@@ -37,6 +44,11 @@ DEFAULT_SHM_SIZE = 10 * GIB  # GPUStack's default (GPUSTACK_MODEL_RUNTIME_SHM_SI
 MIN_MEMORY_MIB = 10  # Nomad's MinResources: a task below it is refused
 UPDATE_MIN_HEALTHY = 10 * SECOND  # how long a new replica must stay healthy (the job's Update.MinHealthyTime)
 _GLOB = re.compile(r"[*?\[]")
+_SOURCE_FIELD = {  # the field each source needs
+    "huggingface": "huggingface_repo_id",
+    "model_scope": "model_scope_model_id",
+    "local_path": "local_path",
+}
 
 # What the download task takes from the merged env: the hub's address and timeouts, proxies, pip's index.
 # Nothing else: HF_HUB_OFFLINE=1 is meant for the engine and would stop the download, and a hub token only
@@ -124,15 +136,6 @@ class Lifecycle:
 
 
 @dataclass(frozen=True)
-class Sizing:
-    """What the memory estimate said about the replica's GPUs (see nomad_gpustack.estimate)."""
-
-    need: str  # "vLLM needs 17.2 GiB per GPU at --max-model-len 32768 (weights 14.2, KV 2.0, overhead 1.0)"
-    gpu_need: int  # bytes each GPU must have for the engine to start
-    auto: str | None = None  # why `auto` chose the values it did
-
-
-@dataclass(frozen=True)
 class Resolved:
     """Everything decided about one deployment, ready to become a Nomad job.
 
@@ -143,7 +146,6 @@ class Resolved:
     job_id: str
     service_name: str
     backend_name: str
-    backend_file: str | None
     version: str | None
     framework: Framework
     driver: str
@@ -208,13 +210,143 @@ def _meta_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
+# --- the stages of `resolve`: each returns a small value, `_assemble` makes them one `Resolved` --------------
+# (NamedTuples: one of each is made on every compile, and a tuple is cheaper to make than a frozen dataclass)
+
+
+class BackendChoice(NamedTuple):
+    """The backend, its version and that version's settings."""
+
+    backend: Sourced[Backend] | None  # None: the built-in Custom backend, which has no catalog entry
+    name: str  # the backend's name as the catalog spells it (CUSTOM for the built-in)
+    version: str | None
+    config: VersionConfig
+    warnings: tuple[str, ...] = ()
+
+
+class Runtime(NamedTuple):
+    """How the task runs: the Nomad extras of backend and version, the task driver, the framework."""
+
+    extras: NomadExtras
+    driver: str
+    framework: Framework
+
+
+class RunCommand(NamedTuple):
+    """The run command's text and where it is written (the deployment's override, the version's, the backend's)."""
+
+    template: str
+    origin: Sourced[Deployment] | Sourced[Backend]
+    path: Path
+
+
+class CommandLine(NamedTuple):
+    """What the task runs: an image (docker) or a program (exec drivers), its entrypoint and arguments."""
+
+    image: str | None
+    command: str | None  # exec/raw_exec program
+    entrypoint: tuple[str, ...]
+    args: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def merged_env(choice: BackendChoice, deployment: Deployment) -> dict[str, str]:
+    """The task's env as GPUStack merges it: the backend's default_env, the version's env, the deployment's."""
+    env: dict[str, str] = {}
+    if choice.backend is not None:
+        env.update(choice.backend.spec.default_env or {})
+    env.update(choice.config.env or {})
+    env.update(deployment.env or {})
+    return env
+
+
+def with_download_env(weights: Weights, env: dict[str, str]) -> Weights:
+    """The weights, their download given what it needs of the merged env (`DOWNLOAD_ENV`), nothing else."""
+    if weights.download is None or weights.source is None:
+        return weights
+    wanted = (*DOWNLOAD_ENV.get(weights.source, ()), *DOWNLOAD_ENV_ANY_SOURCE)
+    download = replace(weights.download, env={name: env[name] for name in wanted if name in env})
+    return replace(weights, download=download)
+
+
+def placeholder_values(weights: Weights, model_name: str, gpus: int) -> dict[str, str]:
+    """What GPUStack's placeholders stand for in the task's command line."""
+    values = {
+        "model_path": weights.path,
+        "port": f"${{NOMAD_PORT_{MAIN_PORT}}}",
+        "worker_ip": f"${{NOMAD_IP_{MAIN_PORT}}}",
+        "model_name": model_name,
+        "gpu_count": str(gpus),
+        # Inside the container the reserved accelerators are numbered from 0.
+        "gpu_ids": ",".join(str(i) for i in range(gpus)),
+    }
+    assert tuple(values) == PLACEHOLDERS
+    return values
+
+
+def expand_templates(extras: NomadExtras, values: dict[str, str], env: dict[str, str]) -> tuple[TemplateFile, ...]:
+    """The backend's template files with the placeholders filled; the port and address are read by Nomad's
+    template engine when it renders the file, everything else between double braces is left to it."""
+    template_values = {
+        **values,
+        "port": f'{{{{ env "NOMAD_PORT_{MAIN_PORT}" }}}}',
+        "worker_ip": f'{{{{ env "NOMAD_IP_{MAIN_PORT}" }}}}',
+    }
+    return tuple(
+        t.model_copy(update={"data": expand(t.data, template_values, env, strict=False)})
+        for t in extras.templates or []
+    )
+
+
+def _setup_warnings(runtime: Runtime, nomad: DeploymentNomad) -> list[str]:
+    """Options that compile but that the cluster ignores or refuses."""
+    warnings = [
+        f"docker option {mode} fails on Nomad >= 2.0.4 unless the client's docker plugin allows it "
+        "(allowed_modes); prefer shm_size over ipc_mode"
+        for mode in sorted(LOCKED_DOWN_MODES & set(runtime.extras.docker or {}))
+    ]
+    framework = runtime.framework
+    for key in ("gpu_memory", "gpu_model"):
+        if getattr(nomad, key) and not framework.device_plugin:
+            warnings.append(
+                f"nomad.{key} is only enforced for frameworks with a Nomad device plugin (cuda), "
+                f"not {framework.name}: the job does not use it"
+            )
+    return warnings
+
+
+def collect_warnings(
+    d: Deployment,
+    choice: BackendChoice,
+    runtime: Runtime,
+    env: dict[str, str],
+    weights: Weights,
+    gpus: GpuPlan,
+    command: CommandLine,
+    health_path: str | None,
+    templates: tuple[TemplateFile, ...],
+) -> tuple[str, ...]:
+    """Every stage's warnings, in the order the stages run, and those about the whole (the port, the setup)."""
+    port = hazards.port_unused(
+        [*command.args, *command.entrypoint, command.command or "", *(t.data for t in templates), *env.values()],
+        health_check=health_path is not None,
+    )
+    return (
+        *choice.warnings,
+        *hazards.secrets_in(env, download=weights.download is not None),
+        *gpus.warnings,
+        *command.warnings,
+        *((port,) if port else ()),
+        *_setup_warnings(runtime, d.nomad),
+    )
+
+
 class _Resolver:
     def __init__(self, deployment: Sourced[Deployment], catalog: Catalog, model: ModelLookup | None) -> None:
         self.sourced = deployment
         self.d = deployment.spec
         self.catalog = catalog
         self.model = model
-        self.warnings: list[str] = []
 
     def fail(self, path: Path, message: str, hint: str | None = None) -> InputError:
         return self.sourced.error(path, message, hint=hint)
@@ -236,31 +368,40 @@ class _Resolver:
             raise self.fail(("backend",), f"unknown backend '{name}'", hint + " (see `nomadgs backends list`)")
         return found
 
-    def version(self, backend: Sourced[Backend]) -> tuple[str, VersionConfig]:
+    def version(self, backend: Sourced[Backend]) -> tuple[str, tuple[str, ...]]:
+        """The version to run, and the warning when it is one of the backend's disabled versions."""
         spec = backend.spec
         if not spec.versions:
             raise backend.error(("version_configs",), f"backend '{spec.backend_name}' defines no versions")
-        chosen = resolve_version(spec, self.d.backend_version)
-        if chosen is None and not self.d.backend_version:
+        requested = self.d.backend_version
+        chosen = resolve_version(spec, requested)
+        if chosen is None and not requested:
             raise self.fail(
                 ("backend",),
                 f"every version of backend '{spec.backend_name}' is in its disabled_versions",
                 "name one with backend_version to use it anyway, or enable one in the backend file",
             )
-        if chosen is not None and spec.disabled(chosen):
-            self.warnings.append(
-                f"backend_version '{chosen}' is one of {spec.backend_name}'s disabled_versions (hidden from "
-                "GPUStack's deploy list, e.g. its image is not synced here); it is used as asked"
-            )
         if chosen is None:
-            requested = self.d.backend_version or ""
-            hint = suggestion(requested, spec.versions)
+            hint = suggestion(requested or "", spec.versions)
             raise self.fail(
                 ("backend_version",),
-                f"backend '{spec.backend_name}' has no version '{requested}'",
+                f"backend '{spec.backend_name}' has no version '{requested or ''}'",
                 hint or "versions: " + ", ".join(spec.versions),
             )
-        return chosen, spec.versions[chosen]
+        if not spec.disabled(chosen):
+            return chosen, ()
+        return chosen, (
+            f"backend_version '{chosen}' is one of {spec.backend_name}'s disabled_versions (hidden from "
+            "GPUStack's deploy list, e.g. its image is not synced here); it is used as asked",
+        )
+
+    def choice(self) -> BackendChoice:
+        """The backend and its version."""
+        backend = self.backend()
+        if backend is None:
+            return BackendChoice(None, CUSTOM, None, VersionConfig())
+        version, warnings = self.version(backend)
+        return BackendChoice(backend, backend.spec.backend_name, version, backend.spec.versions[version], warnings)
 
     def framework(self, backend: Sourced[Backend] | None, version: str | None, config: VersionConfig) -> Framework:
         wanted = self.d.nomad.framework
@@ -307,127 +448,63 @@ class _Resolver:
             )
         return requested if isinstance(requested, int) else 1
 
-    # --- GPU memory: the estimate --------------------------------------------------------------------------
-
-    def sizing(
-        self, framework: Framework, backend_name: str, env: dict[str, str], gpus: int | None
-    ) -> tuple[int, int | None, Sizing | None]:
-        """GPUs and GPU memory per replica: `auto` filled in from the estimate, explicit values checked by it."""
-        nomad = self.d.nomad
-        memory = nomad.gpu_memory
-        auto_gpus, auto_memory = gpus is None, memory == AUTO
-        stated = memory if isinstance(memory, int) else None
-        if not framework.uses_gpus:
-            return 0, stated, None
-        if not (auto_gpus or auto_memory) and self.model is None:
-            return gpus or 1, stated, None  # nothing asked of the estimate, nothing to make one with
-        # Imported here: rendering explicit values without model metadata never loads the estimate.
-        from ..estimate.engine import engine_settings
-        from ..estimate.gpus import KNOWN_GPUS_MIB, known_gpu_memory
-        from ..estimate.lookup import NO_METADATA_HINT
-        from ..estimate.plan import GpuSize, NoFit, check, choose, estimate
-
-        field_path: Path = ("nomad", "gpus") if auto_gpus else ("nomad", "gpu_memory")
-        known = known_gpu_memory(nomad.gpu_model)
-        gpu = (
-            GpuSize(known, f"nomad.gpu_model {nomad.gpu_model}")
-            if known
-            else GpuSize(stated, "nomad.gpu_memory")
-            if stated
-            else None
-        )
-        if auto_gpus and gpu is None:
-            if nomad.gpu_model:
-                raise self.fail(
-                    ("nomad", "gpu_model"),
-                    f"gpus: auto cannot tell the memory of a '{nomad.gpu_model}'",
-                    "set nomad.gpu_memory (e.g. 24 GiB), or use a known model: " + ", ".join(KNOWN_GPUS_MIB),
-                )
-            raise self.fail(
-                field_path,
-                "gpus: auto needs the GPUs' memory",
-                "set nomad.gpu_memory (e.g. 24 GiB) or a nomad.gpu_model with known memory (see `nomadgs estimate`)",
-            )
-        lookup = self.model
-        if lookup is None or lookup.facts is None:
-            reason = lookup.reason if lookup is not None and lookup.reason else "no model metadata was looked up"
-            if auto_gpus or auto_memory:
-                raise self.fail(
-                    field_path,
-                    f"auto needs the model's metadata, and there is none: {reason}",
-                    "give --model PATH (a GGUF file, or a folder with config.json), or set the value yourself",
-                )
-            if lookup is not None and gpu is not None:
-                self.warnings.append(f"cannot check that the model fits its GPUs: {reason} ({NO_METADATA_HINT})")
-            return gpus or 1, stated, None
-        parameters = [t for element in self.d.backend_parameters or [] for t in _tokens_or_nothing(element)]
-        settings = engine_settings(backend_name, parameters, env, self.d.categories or ())
-        est = estimate(lookup.facts, settings, gpu)
-        if auto_gpus or auto_memory:
-            try:
-                chosen = choose(est, gpus, auto_gpus, auto_memory)
-            except NoFit as exc:
-                raise self.fail(
-                    field_path, str(exc), "use bigger GPUs, a shorter context, or a smaller model"
-                ) from None
-            if not auto_gpus and gpu is not None:
-                verdict = check(est, chosen.gpus)
-                if verdict.refusal:
-                    raise self.fail(("nomad", "gpu_model"), verdict.refusal)
-            self.warnings.extend(est.warnings)
-            memory_out = chosen.gpu_memory if auto_memory else stated
-            return chosen.gpus, memory_out, Sizing(est.need(chosen.row), chosen.row.min_gpu_memory, chosen.reason)
-        count = gpus or 1
-        if gpu is None:
-            row = est.row(count)
-            self.warnings.extend(est.warnings)
-            return count, stated, Sizing(est.need(row), row.min_gpu_memory)
-        verdict = check(est, count)
-        if verdict.refusal:
-            raise self.fail(("nomad", "gpus"), verdict.refusal)
-        self.warnings.extend(verdict.warnings)
-        return count, stated, Sizing(est.need(verdict.row), verdict.row.min_gpu_memory)
+    def runtime(self, choice: BackendChoice) -> Runtime:
+        """The Nomad extras (the version's over the backend's), the driver, the framework."""
+        backend, config = choice.backend, choice.config
+        base_extras = backend.spec.nomad if backend is not None else None
+        extras = config.nomad.merged_over(base_extras) if config.nomad else (base_extras or NomadExtras())
+        driver = extras.driver or "docker"
+        if extras.docker and driver != "docker":
+            assert backend is not None
+            raise backend.error(("nomad", "docker"), f"docker options are set but the driver is {driver}")
+        return Runtime(extras, driver, self.framework(backend, choice.version, config))
 
     # --- model weights ---------------------------------------------------------------------------------
 
     def weights(self, driver: str) -> Weights:
+        """Where the model comes from, and where the task finds it."""
         d = self.d
-        mount = d.nomad.models_mount
         source = d.model_source
-        needed = {
-            "huggingface": "huggingface_repo_id",
-            "model_scope": "model_scope_model_id",
-            "local_path": "local_path",
-        }
-        if source is not None and not getattr(d, needed[source]):
-            raise self.fail(("source",), f"source '{source}' needs {needed[source]}")
+        if source is not None and not getattr(d, _SOURCE_FIELD[source]):
+            raise self.fail(("source",), f"source '{source}' needs {_SOURCE_FIELD[source]}")
         if source is None:
             return Weights(source=None)
         if source == "local_path":
-            assert d.local_path is not None
-            if driver not in MOUNTS_VOLUMES:
-                if not d.local_path.startswith("/"):
-                    raise self.fail(("local_path",), f"the {driver} driver needs an absolute local_path on the node")
-                return Weights(source, path=d.local_path, ref=d.local_path)
-            path = posixpath.normpath(posixpath.join(mount, d.local_path))
-            if path != mount and not path.startswith(mount.rstrip("/") + "/"):
-                # An absolute path names the host's folder, a fair example of models_mount; `..` names none.
-                hint = (
-                    f"give a path relative to the volume, or set nomad.models_mount to the volume's host path "
-                    f"(e.g. {posixpath.dirname(d.local_path)}) so paths stay the same inside the task"
-                    if d.local_path.startswith("/")
-                    else "a relative local_path is read inside the volume: leave out the '..' that leads out of it"
-                )
-                raise self.fail(
-                    ("local_path",), f"'{d.local_path}' is outside the models volume, which is mounted at {mount}", hint
-                )
-            return Weights(source, path=path, ref=d.local_path, mount=mount, volume=d.nomad.models_volume)
+            return self.local_weights(driver)
+        return self.hub_weights(source, driver)
+
+    def local_weights(self, driver: str) -> Weights:
+        d = self.d
+        mount = d.nomad.models_mount
+        local_path = d.local_path
+        assert local_path is not None
+        if driver not in MOUNTS_VOLUMES:
+            if not local_path.startswith("/"):
+                raise self.fail(("local_path",), f"the {driver} driver needs an absolute local_path on the node")
+            return Weights("local_path", path=local_path, ref=local_path)
+        path = posixpath.normpath(posixpath.join(mount, local_path))
+        if path != mount and not path.startswith(mount.rstrip("/") + "/"):
+            # An absolute path names the host's folder, a fair example of models_mount; `..` names none.
+            hint = (
+                f"give a path relative to the volume, or set nomad.models_mount to the volume's host path "
+                f"(e.g. {posixpath.dirname(local_path)}) so paths stay the same inside the task"
+                if local_path.startswith("/")
+                else "a relative local_path is read inside the volume: leave out the '..' that leads out of it"
+            )
+            raise self.fail(
+                ("local_path",), f"'{local_path}' is outside the models volume, which is mounted at {mount}", hint
+            )
+        return Weights("local_path", path=path, ref=local_path, mount=mount, volume=d.nomad.models_volume)
+
+    def hub_weights(self, source: str, driver: str) -> Weights:
+        d = self.d
+        mount = d.nomad.models_mount
         repo = d.huggingface_repo_id if source == "huggingface" else d.model_scope_model_id
         assert repo is not None
         file_field = "huggingface_filename" if source == "huggingface" else "model_scope_file_path"
         file = d.model_file
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*", repo):
-            raise self.fail((needed[source],), f"'{repo}' is not a repository id", "write it as owner/name")
+            raise self.fail((_SOURCE_FIELD[source],), f"'{repo}' is not a repository id", "write it as owner/name")
         if file is not None and (_GLOB.search(file) or file.startswith("/") or ".." in file.split("/")):
             raise self.fail(
                 (file_field,),
@@ -476,22 +553,149 @@ class _Resolver:
     def parameters(self, backend: Sourced[Backend] | None, values: dict[str, str], env: dict[str, str]) -> list[str]:
         """The deployment's backend_parameters as argv, placeholders filled, in the backend's parameter_format."""
         d = self.d
-        parameters = d.backend_parameters or []
         fmt = backend.spec.parameter_format if backend is not None else None
         out: list[str] = []
-        for index, element in enumerate(parameters):
+        for index, element in enumerate(d.backend_parameters or []):
             try:
                 element = prepare(element, values, env)
             except PlaceholderError as exc:
                 raise self.fail(("backend_parameters", index), str(exc), exc.hint) from None
-            try:
-                tokens = tokenize(element)
-            except ValueError as exc:
-                raise self.fail(
-                    ("backend_parameters", index), f"cannot split the parameter: {exc}", "check the quotes"
-                ) from None
+            tokens = split_parameter(self.sourced, index, element)
             out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
         return apply_format(out, fmt)
+
+    def run_command(self, choice: BackendChoice) -> RunCommand:
+        """The deployment's run command, else the version's, else the backend's default."""
+        backend = choice.backend
+        if self.d.run_command is not None or backend is None:
+            return RunCommand(self.d.run_command or "", self.sourced, ("run_command",))
+        if choice.config.run_command:
+            path: Path = ("version_configs", choice.version or "", "run_command")
+            return RunCommand(choice.config.run_command, backend, path)
+        return RunCommand(backend.spec.default_run_command or "", backend, ("default_run_command",))
+
+    def entrypoint(self, choice: BackendChoice, values: dict[str, str], env: dict[str, str]) -> list[str]:
+        """The version's entrypoint, else the backend's default; none for the built-in Custom backend."""
+        backend, config = choice.backend, choice.config
+        if backend is None:
+            return []
+        if config.entrypoint:
+            path: Path = ("version_configs", choice.version or "", "entrypoint")
+            return self.argv(config.entrypoint, backend, path, values, env)
+        if backend.spec.default_entrypoint:
+            return self.argv(backend.spec.default_entrypoint, backend, ("default_entrypoint",), values, env)
+        return []
+
+    def check_image(self, choice: BackendChoice, image: str | None) -> None:
+        """The docker driver needs an image: the deployment's image_name, else the version's."""
+        if image:
+            return
+        if choice.backend is None:
+            raise self.fail(("image_name",), "the Custom backend needs image_name in the deployment")
+        raise choice.backend.error(
+            ("version_configs", choice.version or ""),
+            f"version '{choice.version}' of {choice.backend.spec.backend_name} has no image_name",
+            hint="add image_name to the version, or set image_name in the deployment",
+        )
+
+    def program(
+        self,
+        choice: BackendChoice,
+        runtime: Runtime,
+        run: RunCommand,
+        entrypoint: list[str],
+        args: list[str],
+        program: str | None,
+        values: dict[str, str],
+        env: dict[str, str],
+    ) -> tuple[str, list[str]]:
+        """What an exec driver runs, and its arguments: nomad.command, else the entrypoint's first word, else the
+        run command's (`program`: /opt/llama/llama-server -m {{model_path}} ...)."""
+        backend = choice.backend
+        assert backend is not None  # the built-in Custom backend runs on docker
+        if runtime.extras.command:
+            command = self.argv(runtime.extras.command, backend, ("nomad", "command"), values, env)[0]
+            return command, [*entrypoint, *args]
+        if entrypoint:
+            return entrypoint[0], [*entrypoint[1:], *args]
+        if program is not None:
+            return program, args[1:]
+        origin: Sourced[Deployment] | Sourced[Backend] = run.origin if run.template else backend
+        raise origin.error(
+            run.path if run.template else ("nomad",),
+            f"the {runtime.driver} driver needs the program to run",
+            hint="start the run command with it (e.g. /opt/llama/llama-server --port {{port}}), "
+            "or set the backend's entrypoint or nomad.command",
+        )
+
+    def command_line(
+        self,
+        choice: BackendChoice,
+        runtime: Runtime,
+        weights: Weights,
+        gpus: int,
+        values: dict[str, str],
+        env: dict[str, str],
+    ) -> CommandLine:
+        """The image or program, the entrypoint and the arguments, placeholders filled (`values`)."""
+        run = self.run_command(choice)
+        if "model_path" in placeholders_in(run.template) and weights.source is None:
+            raise self.fail(
+                ("source",),
+                "the run command uses {{model_path}} but the deployment names no model",
+                "set huggingface_repo_id, model_scope_model_id or local_path",
+            )
+        args = self.argv(run.template, run.origin, run.path, values, env)
+        entrypoint = self.entrypoint(choice, values, env)
+        program = args[0] if args and not is_flag(args[0]) else None  # exec drivers: the run command's first word
+        params = self.parameters(choice.backend, values, env)
+        warnings = hazards.repeated_flags([*entrypoint, *args], params, model=self.d.name, gpus=gpus)
+        args.extend(params)
+        image = self.d.image_name or choice.config.image_name
+        command: str | None = None
+        if runtime.driver == "docker":
+            self.check_image(choice, image)
+        else:
+            command, args = self.program(choice, runtime, run, entrypoint, args, program, values, env)
+            entrypoint, image = [], None
+        argv = [command, *args] if command else [*entrypoint, *args]
+        if shell_warning := hazards.shell_drops_arguments(argv, model_path=weights.path):
+            warnings.append(shell_warning)
+        return CommandLine(image, command, tuple(entrypoint), tuple(args), tuple(warnings))
+
+    # --- health check, shared memory, Nomad's rules ------------------------------------------------------
+
+    def health_path(self, choice: BackendChoice, extras: NomadExtras) -> str | None:
+        """The path the service's HTTP check asks; None when the check is switched off."""
+        d = self.d
+        backend_path = choice.backend.spec.health_check_path if choice.backend is not None else None
+        path = (d.env or {}).get("GPUSTACK_MODEL_HEALTH_CHECK_PATH") or backend_path or DEFAULT_HEALTH_CHECK_PATH
+        enabled = d.nomad.health_check if d.nomad.health_check is not None else extras.health_check
+        if enabled is False:
+            return None
+        if not path.startswith("/"):
+            raise self.fail(("env", "GPUSTACK_MODEL_HEALTH_CHECK_PATH"), "the health check path must start with '/'")
+        return path
+
+    def shm_size(self, driver: str) -> int | None:
+        """Bytes of /dev/shm: nomad.shm_size, else GPUStack's env or default; None for drivers other than docker."""
+        if driver != "docker":
+            return None
+        d = self.d
+        if d.nomad.shm_size is not None:
+            return d.nomad.shm_size
+        gib = (d.env or {}).get("GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB")
+        try:
+            shm_size = parse_size(f"{gib} GiB") if gib else DEFAULT_SHM_SIZE
+        except ValueError:
+            raise self.fail(("env", "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"), f"'{gib}' is not a number of GiB") from None
+        if shm_size > MAX_MEMORY:  # the bound of nomad.shm_size: Docker's shm_size is int64 bytes
+            raise self.fail(
+                ("env", "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"),
+                f"{gib} GiB is more than any node has",
+                "write a number of GiB up to 1048576 (1 PiB), e.g. 16",
+            )
+        return shm_size
 
     def nomad_rules(self) -> None:
         """Nomad's own job validation, for the values the deployment sets: refused here, not at submit time."""
@@ -527,246 +731,112 @@ class _Resolver:
                 raise self.fail(("nomad", "datacenters", index), "a datacenter name cannot be empty")
 
     def run(self) -> Resolved:
-        d = self.d
-        backend = self.backend()
-        version: str | None = None
-        config = VersionConfig()
-        if backend is not None:
-            version, config = self.version(backend)
-        base_extras = backend.spec.nomad if backend is not None else None
-        extras = config.nomad.merged_over(base_extras) if config.nomad else (base_extras or NomadExtras())
-        driver = extras.driver or "docker"
-        if extras.docker and driver != "docker":
-            assert backend is not None
-            raise backend.error(("nomad", "docker"), f"docker options are set but the driver is {driver}")
-        framework = self.framework(backend, version, config)
-        weights = self.weights(driver)
-
-        env: dict[str, str] = {}
-        if backend is not None:
-            env.update(backend.spec.default_env or {})
-        env.update(config.env or {})
-        env.update(d.env or {})
-        if weights.download is not None and weights.source is not None:
-            wanted = (*DOWNLOAD_ENV.get(weights.source, ()), *DOWNLOAD_ENV_ANY_SOURCE)
-            download_env = {name: env[name] for name in wanted if name in env}
-            weights = replace(weights, download=replace(weights.download, env=download_env))
-        self.warnings.extend(hazards.secrets_in(env, download=weights.download is not None))
-        backend_name = backend.spec.backend_name if backend is not None else CUSTOM
-        gpus, gpu_memory, sizing = self.sizing(framework, backend_name, env, self.gpus(framework))
-
-        values = {
-            "model_path": weights.path,
-            "port": f"${{NOMAD_PORT_{MAIN_PORT}}}",
-            "worker_ip": f"${{NOMAD_IP_{MAIN_PORT}}}",
-            "model_name": d.name,
-            "gpu_count": str(gpus),
-            # Inside the container the reserved accelerators are numbered from 0.
-            "gpu_ids": ",".join(str(i) for i in range(gpus)),
-        }
-        assert tuple(values) == PLACEHOLDERS
-
-        # Run command: the deployment's override, else the version's, else the backend's default.
-        command_origin: Sourced[Deployment] | Sourced[Backend] = self.sourced
-        command_path: Path = ("run_command",)
-        template = d.run_command
-        if template is None and backend is not None:
-            command_origin = backend
-            if config.run_command:
-                template, command_path = config.run_command, ("version_configs", version or "", "run_command")
-            else:
-                template, command_path = backend.spec.default_run_command, ("default_run_command",)
-        template = template or ""
-        if "model_path" in placeholders_in(template) and weights.source is None:
-            raise self.fail(
-                ("source",),
-                "the run command uses {{model_path}} but the deployment names no model",
-                "set huggingface_repo_id, model_scope_model_id or local_path",
-            )
-        args = self.argv(template, command_origin, command_path, values, env)
-
-        entrypoint: list[str] = []
-        if backend is not None:
-            if config.entrypoint:
-                entrypoint = self.argv(
-                    config.entrypoint, backend, ("version_configs", version or "", "entrypoint"), values, env
-                )
-            elif backend.spec.default_entrypoint:
-                entrypoint = self.argv(backend.spec.default_entrypoint, backend, ("default_entrypoint",), values, env)
-
-        program = args[0] if args and not is_flag(args[0]) else None  # exec drivers: the run command's first word
-        params = self.parameters(backend, values, env)
-        self.warnings.extend(hazards.repeated_flags([*entrypoint, *args], params, model=d.name, gpus=gpus))
-        args.extend(params)
-
-        image = d.image_name or config.image_name
-        command: str | None = None
-        if driver == "docker":
-            if not image:
-                if backend is None:
-                    raise self.fail(("image_name",), "the Custom backend needs image_name in the deployment")
-                raise backend.error(
-                    ("version_configs", version or ""),
-                    f"version '{version}' of {backend.spec.backend_name} has no image_name",
-                    hint="add image_name to the version, or set image_name in the deployment",
-                )
-        else:
-            assert backend is not None
-            if extras.command:
-                command = self.argv(extras.command, backend, ("nomad", "command"), values, env)[0]
-            elif entrypoint:
-                command, entrypoint = entrypoint[0], entrypoint[1:]
-            elif program is not None:
-                command, args = program, args[1:]  # run_command: /opt/llama/llama-server -m {{model_path}} ...
-            else:
-                origin: Sourced[Deployment] | Sourced[Backend] = command_origin if template else backend
-                raise origin.error(
-                    command_path if template else ("nomad",),
-                    f"the {driver} driver needs the program to run",
-                    hint="start the run command with it (e.g. /opt/llama/llama-server --port {{port}}), "
-                    "or set the backend's entrypoint or nomad.command",
-                )
-            args = [*entrypoint, *args]
-            entrypoint = []
-            image = None
-
-        argv = [command, *args] if command else [*entrypoint, *args]
-        if shell_warning := hazards.shell_drops_arguments(argv, model_path=weights.path):
-            self.warnings.append(shell_warning)
-
-        health_path: str | None = (d.env or {}).get("GPUSTACK_MODEL_HEALTH_CHECK_PATH") or (
-            backend.spec.health_check_path if backend is not None else None
-        )
-        health_path = health_path or DEFAULT_HEALTH_CHECK_PATH
-        enabled = d.nomad.health_check if d.nomad.health_check is not None else extras.health_check
-        if enabled is False:
-            health_path = None
-        elif not health_path.startswith("/"):
-            raise self.fail(("env", "GPUSTACK_MODEL_HEALTH_CHECK_PATH"), "the health check path must start with '/'")
-
-        template_values = {
-            **values,
-            "port": f'{{{{ env "NOMAD_PORT_{MAIN_PORT}" }}}}',
-            "worker_ip": f'{{{{ env "NOMAD_IP_{MAIN_PORT}" }}}}',
-        }
-        templates = [
-            t.model_copy(update={"data": expand(t.data, template_values, env, strict=False)})
-            for t in extras.templates or []
-        ]
-
-        port_warning = hazards.port_unused(
-            [*args, *entrypoint, command or "", *(t.data for t in templates), *env.values()],
-            health_check=health_path is not None,
-        )
-        if port_warning:
-            self.warnings.append(port_warning)
-
-        shm_size = d.nomad.shm_size
-        if shm_size is None and driver == "docker":
-            gib = (d.env or {}).get("GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB")
-            try:
-                shm_size = parse_size(f"{gib} GiB") if gib else DEFAULT_SHM_SIZE
-            except ValueError:
-                raise self.fail(
-                    ("env", "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"), f"'{gib}' is not a number of GiB"
-                ) from None
-            if shm_size > MAX_MEMORY:  # the bound of nomad.shm_size: Docker's shm_size is int64 bytes
-                raise self.fail(
-                    ("env", "GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB"),
-                    f"{gib} GiB is more than any node has",
-                    "write a number of GiB up to 1048576 (1 PiB), e.g. 16",
-                )
-
-        nomad = d.nomad
+        choice = self.choice()
+        runtime = self.runtime(choice)
+        weights = self.weights(runtime.driver)
+        env = merged_env(choice, self.d)
+        weights = with_download_env(weights, env)
+        gpus = plan_gpus(self.sourced, runtime.framework, self.gpus(runtime.framework), self.model, choice.name, env)
+        values = placeholder_values(weights, self.d.name, gpus.gpus)
+        command = self.command_line(choice, runtime, weights, gpus.gpus, values, env)
+        health_path = self.health_path(choice, runtime.extras)
+        templates = expand_templates(runtime.extras, values, env)
+        shm_size = self.shm_size(runtime.driver)
         self.nomad_rules()
-        for mode in sorted(LOCKED_DOWN_MODES & set(extras.docker or {})):
-            self.warnings.append(
-                f"docker option {mode} fails on Nomad >= 2.0.4 unless the client's docker plugin allows it "
-                "(allowed_modes); prefer shm_size over ipc_mode"
-            )
-        for key in ("gpu_memory", "gpu_model"):
-            if getattr(nomad, key) and not framework.device_plugin:
-                self.warnings.append(
-                    f"nomad.{key} is only enforced for frameworks with a Nomad device plugin (cuda), "
-                    f"not {framework.name}: the job does not use it"
-                )
-
-        return Resolved(
-            model_name=d.name,
-            job_id=nomad.job_id or nomad_name(d.name),
-            service_name=nomad.service_name or nomad_name(d.name),
-            backend_name=backend_name,
-            backend_file=backend.filename if backend is not None else None,
-            version=version,
-            framework=framework,
-            driver=driver,
-            image=image,
-            command=command,
-            entrypoint=tuple(entrypoint),
-            args=tuple(args),
+        warnings = collect_warnings(self.d, choice, runtime, env, weights, gpus, command, health_path, templates)
+        return _assemble(
+            self.d,
+            choice,
+            runtime,
             env=env,
             weights=weights,
-            resources=Resources(
-                cpu=nomad.cpu,
-                memory_mib=to_mib(nomad.memory),
-                memory_max_mib=to_mib(nomad.memory_max) if nomad.memory_max else None,
-                gpus=gpus,
-                gpu_memory=gpu_memory,
-                gpu_model=nomad.gpu_model,
-                shm_size=shm_size if driver == "docker" else None,
-            ),
-            placement=Placement(
-                replicas=d.replicas,
-                strategy=d.placement_strategy,
-                datacenters=tuple(nomad.datacenters or ()),
-                namespace=nomad.namespace,
-                region=nomad.region,
-                node_pool=nomad.node_pool,
-                priority=nomad.priority,
-                worker_selector=dict(d.worker_selector or {}),
-                platform=extras.platform or (_platform_from_image(image) if driver == "docker" else None),
-            ),
-            service=ServiceSettings(
-                provider=nomad.service_provider,
-                tags=tuple(nomad.tags or ()),
-                health_check_path=health_path,
-                check_interval=nomad.check_interval,
-                check_timeout=nomad.check_timeout,
-            ),
-            lifecycle=Lifecycle(
-                startup_timeout=nomad.startup_timeout,
-                image_pull_timeout=nomad.image_pull_timeout,
-                restart_on_error=d.restart_on_error,
-            ),
-            extras=extras,
-            templates=tuple(templates),
-            description=d.description or (backend.spec.description if backend is not None else None),
-            categories=tuple(d.categories or ()),
-            meta={str(key): _meta_text(value) for key, value in (d.meta or {}).items()},
-            warnings=tuple(self.warnings),
-            sizing=sizing,
+            gpus=gpus,
+            command=command,
+            health_path=health_path,
+            templates=templates,
+            shm_size=shm_size,
+            warnings=warnings,
         )
+
+
+def _assemble(
+    d: Deployment,
+    choice: BackendChoice,
+    runtime: Runtime,
+    *,
+    env: dict[str, str],
+    weights: Weights,
+    gpus: GpuPlan,
+    command: CommandLine,
+    health_path: str | None,
+    templates: tuple[TemplateFile, ...],
+    shm_size: int | None,
+    warnings: tuple[str, ...],
+) -> Resolved:
+    """The stages' values as one `Resolved`, every default applied and every value in its final unit."""
+    nomad = d.nomad
+    backend = choice.backend
+    image = command.image
+    return Resolved(
+        model_name=d.name,
+        job_id=nomad.job_id or nomad_name(d.name),
+        service_name=nomad.service_name or nomad_name(d.name),
+        backend_name=choice.name,
+        version=choice.version,
+        framework=runtime.framework,
+        driver=runtime.driver,
+        image=image,
+        command=command.command,
+        entrypoint=command.entrypoint,
+        args=command.args,
+        env=env,
+        weights=weights,
+        resources=Resources(
+            cpu=nomad.cpu,
+            memory_mib=to_mib(nomad.memory),
+            memory_max_mib=to_mib(nomad.memory_max) if nomad.memory_max else None,
+            gpus=gpus.gpus,
+            gpu_memory=gpus.gpu_memory,
+            gpu_model=nomad.gpu_model,
+            shm_size=shm_size,
+        ),
+        placement=Placement(
+            replicas=d.replicas,
+            strategy=d.placement_strategy,
+            datacenters=tuple(nomad.datacenters or ()),
+            namespace=nomad.namespace,
+            region=nomad.region,
+            node_pool=nomad.node_pool,
+            priority=nomad.priority,
+            worker_selector=dict(d.worker_selector or {}),
+            platform=runtime.extras.platform or (_platform_from_image(image) if runtime.driver == "docker" else None),
+        ),
+        service=ServiceSettings(
+            provider=nomad.service_provider,
+            tags=tuple(nomad.tags or ()),
+            health_check_path=health_path,
+            check_interval=nomad.check_interval,
+            check_timeout=nomad.check_timeout,
+        ),
+        lifecycle=Lifecycle(
+            startup_timeout=nomad.startup_timeout,
+            image_pull_timeout=nomad.image_pull_timeout,
+            restart_on_error=d.restart_on_error,
+        ),
+        extras=runtime.extras,
+        templates=templates,
+        description=d.description or (backend.spec.description if backend is not None else None),
+        categories=tuple(d.categories or ()),
+        meta={str(key): _meta_text(value) for key, value in (d.meta or {}).items()},
+        warnings=warnings,
+        sizing=gpus.sizing,
+    )
 
 
 def backend_and_env(deployment: Sourced[Deployment], catalog: Catalog) -> tuple[str, dict[str, str]]:
     """The backend's name and the task's environment as `resolve` decides them (what the estimate reads)."""
-    r = _Resolver(deployment, catalog, None)
-    backend = r.backend()
-    env: dict[str, str] = {}
-    if backend is None:
-        return CUSTOM, dict(r.d.env or {})
-    _, config = r.version(backend)
-    env.update(backend.spec.default_env or {})
-    env.update(config.env or {})
-    env.update(r.d.env or {})
-    return backend.spec.backend_name, env
-
-
-def _tokens_or_nothing(element: str) -> list[str]:
-    try:
-        return tokenize(element)
-    except ValueError:
-        return []  # reported where the parameters become argv
+    choice = _Resolver(deployment, catalog, None).choice()
+    return choice.name, merged_env(choice, deployment.spec)
 
 
 def resolve(deployment: Sourced[Deployment], catalog: Catalog, model: ModelLookup | None = None) -> Resolved:

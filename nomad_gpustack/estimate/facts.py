@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..errors import EstimateError
 from .gguf import GGUFHeader
 
 # Activation dtypes of config.json (`torch_dtype`, or `dtype` since transformers 4.56) in bytes.
@@ -28,7 +29,7 @@ _GGUF_SWA_PATTERNS = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "cohere2": 4}
 _LAYER = re.compile(r"blk\.(\d+)\.")
 
 
-class ModelFactsError(ValueError):
+class ModelFactsError(EstimateError):
     """The headers lack something the estimate cannot do without."""
 
 

@@ -20,17 +20,8 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
 
 BY_NAME: dict[str, int] = {name: type_id for type_id, (name, _, _) in GGML_TYPES.items()}
 
-# The KV cache types llama.cpp's --cache-type-k/-v accept (common/arg.cpp `kv_cache_types`).
-KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
-
 
 def row_size(type_id: int, elements: int) -> int:
     """Bytes of `elements` values of one type (`ggml_row_size`): whole blocks of the type."""
     _, block, size = GGML_TYPES[type_id]
     return elements // block * size
-
-
-def type_name(type_id: int) -> str:
-    """The lower-case ggml name of a type id ("q4_k"), or "type <id>" for one this table does not know."""
-    known = GGML_TYPES.get(type_id)
-    return known[0] if known else f"type {type_id}"

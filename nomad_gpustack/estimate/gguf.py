@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import EstimateError
 from .ggml import GGML_TYPES, row_size
 
 MAGIC = b"GGUF"
@@ -32,7 +33,7 @@ _U64 = struct.Struct("<Q")
 SKIP_BLOCK = 1 << 20  # bytes read at a time while skipping an array of strings
 
 
-class GGUFError(ValueError):
+class GGUFError(EstimateError):
     """The bytes are not a GGUF header this reader understands."""
 
 
@@ -115,12 +116,6 @@ class _Reader:
         if n > MAX_STRING:
             raise GGUFError(f"a string of {n} bytes in the header: not a GGUF file, or a damaged one")
         return self.take(n).decode("utf-8", errors="replace")
-
-    def skip_string(self) -> None:
-        n = self.u64()
-        if n > MAX_STRING:
-            raise GGUFError(f"a string of {n} bytes in the header: not a GGUF file, or a damaged one")
-        self.skip(n)
 
     def value(self, kind: int, key: str, lengths: dict[str, int]) -> Any:
         if kind in _SCALARS:

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .facts import ModelFacts, from_config, from_gguf
+from ..errors import EstimateError, UnreachableError
+from .facts import ModelFacts, ModelFactsError, from_config, from_gguf
 from .gguf import GGUFHeader, TensorInfo, read_header
 from .safetensors import INDEX_FILE, SINGLE_FILE, header_length, index_total_size, parse_header
 
@@ -30,11 +31,11 @@ TIMEOUT = 10.0  # seconds, as huggingface_hub's own default
 CACHE_VERSION = 1
 
 
-class HubUnavailable(Exception):
+class HubUnavailable(EstimateError):
     """The metadata could not be had from the Hub; the message says why, in words for the user."""
 
 
-class HubUnreachable(HubUnavailable):
+class HubUnreachable(UnreachableError, HubUnavailable):
     """No answer from the Hub (connection refused, DNS, timeout)."""
 
 
@@ -136,7 +137,6 @@ class _RangeSource:
         self.buffer = b""
         self.start = 0  # file offset of buffer[0]
         self.position = 0
-        self.fetched = 0
         self.chunk = GGUF_CHUNK
 
     def read(self, n: int) -> bytes:
@@ -150,7 +150,6 @@ class _RangeSource:
             else:
                 more = self.fetch(begin, max(end, begin + self.chunk) - 1)
                 self.buffer, self.start = more, begin
-            self.fetched += len(more)
             self.chunk = min(2 * self.chunk, GGUF_CHUNK_MAX)
         data = self.buffer[self.position - self.start : end - self.start]
         self.position += len(data)
@@ -178,8 +177,6 @@ def _fetch(repo: str, filename: str | None, timeout: float) -> tuple[dict[str, A
             weights = parse_header(hub.get(SINGLE_FILE, 8, 8 + n - 1)).data_bytes
         return {"kind": "safetensors", "config": config, "weight_bytes": weights}, hub.requests
     except (GGUFError, SafetensorsError, ValueError) as exc:
-        if isinstance(exc, HubUnavailable):
-            raise
         raise HubUnavailable(f"{repo}: {exc}") from None
 
 
@@ -196,7 +193,7 @@ def hub_model(
     if path is not None and path.is_file():
         try:
             return facts_from_document(json.loads(path.read_text()), f"{where} (cached)")
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, EstimateError):
             pass  # an unreadable or old entry is fetched again
     if offline():
         raise HubUnavailable(f"HF_HUB_OFFLINE is set and {source} is not in the cache")
@@ -206,7 +203,7 @@ def hub_model(
     doc["cache_version"] = CACHE_VERSION
     try:
         facts = facts_from_document(doc, where)
-    except ValueError as exc:  # the repo's headers lack what the estimate needs, or hold a wrong value
+    except (ModelFactsError, ValueError) as exc:  # the headers lack what the estimate needs, or hold a wrong value
         raise HubUnavailable(f"{source}: {exc}") from None
     if path is not None:
         try:

@@ -10,15 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .facts import ModelFacts, ModelFactsError, config_object, from_config, from_gguf
+from ..errors import EstimateError
+from .facts import ModelFacts, config_object, from_config, from_gguf
 from .gguf import GGUFHeader, read_header
 from .safetensors import INDEX_FILE, header_length, index_total_size, parse_header
 
 _SPLIT = re.compile(r"^(?P<stem>.*)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 
-class ModelReadError(ValueError):
-    """A local model path that cannot be read as a model; the message names the path."""
+class ModelReadError(EstimateError):
+    """A local model path that cannot be read as a model; the message names the path (exit 2: the user's input)."""
 
 
 @dataclass
@@ -91,8 +92,6 @@ def _folder(path: Path, stats: ReadStats) -> ModelFacts:
     stats.bytes_read += len(raw_config)
     try:
         config = config_object(json.loads(raw_config))  # before the weights: the error is about this file
-    except ModelFactsError:
-        raise
     except ValueError as exc:
         raise ModelReadError(f"{config_path}: not JSON: {exc}") from None
     index = path / INDEX_FILE
@@ -120,6 +119,6 @@ def read_local_model(path: str | Path, stats: ReadStats | None = None) -> ModelF
             return _gguf(target, counter)
     except ModelReadError:
         raise
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EstimateError) as exc:  # the headers' own errors, said with the path
         raise ModelReadError(f"{target}: {exc}") from None
     raise ModelReadError(f"{target}: no such file or folder")

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..errors import EstimateError
 from ..sizes import GIB
 from .engine import EngineSettings
 from .facts import ModelFacts
@@ -52,10 +53,6 @@ class Estimate:
     @property
     def engine(self) -> str:
         return DISPLAY.get(self.settings.engine, self.settings.backend)
-
-    @property
-    def tensor_parallel(self) -> bool:
-        return self.settings.engine in ("vllm", "sglang")
 
     def row(self, gpus: int) -> GpuFigures:
         """The figures for `gpus` GPUs (computed when the table does not hold that count)."""
@@ -272,7 +269,7 @@ class Choice:
     row: GpuFigures
 
 
-class NoFit(ValueError):
+class NoFit(EstimateError):
     """No choice fits; the message says why."""
 
 

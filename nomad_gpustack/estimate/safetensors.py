@@ -12,19 +12,14 @@ import struct
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from ..errors import EstimateError
+
 MAX_HEADER = 100 * 1024 * 1024  # safetensors itself refuses headers over 100 MB
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
-# Bytes per element of the safetensors dtypes (safetensors/src/tensor.rs `Dtype::bitsize`).
-DTYPE_BYTES: dict[str, float] = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2,
-    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "F4": 0.5, "F6_E2M3": 0.75,
-    "F6_E3M2": 0.75,
-}  # fmt: skip
 
-
-class SafetensorsError(ValueError):
+class SafetensorsError(EstimateError):
     """The bytes are not a safetensors header (or index) this reader understands."""
 
 
@@ -34,16 +29,6 @@ class SafetensorsHeader:
 
     tensors: dict[str, tuple[str, tuple[int, ...]]]  # name -> (dtype, shape)
     data_bytes: int  # the end of the last tensor's data: the file's size less the header
-
-    def bytes_by_dtype(self) -> dict[str, int]:
-        """Data bytes per dtype (F8_E4M3 weights with BF16 norms, ...)."""
-        out: dict[str, int] = {}
-        for dtype, shape in self.tensors.values():
-            n = 1
-            for d in shape:
-                n *= d
-            out[dtype] = out.get(dtype, 0) + int(n * DTYPE_BYTES.get(dtype, 0))
-        return out
 
 
 def header_length(prefix: bytes) -> int:

@@ -30,10 +30,10 @@ from urllib.parse import urlsplit
 
 from .. import unreachable
 from ..answers import WrongShape, foreign_answer, html_page, shaped
-from ..errors import EXIT_BAD_INPUT, ServiceError, UnreachableError
+from ..contract.jobspec import Job
+from ..errors import ServiceError, UnreachableError
 from ..settings import NomadSettings
 from .blocking import backoff_delay, header_index
-from .jobspec import Job
 from .responses import (
     Allocation,
     Deployment,
@@ -66,8 +66,6 @@ class NomadDenied(UnreachableError, NomadError):
 
 class NomadRejected(NomadError):
     """400: Nomad refused the request as malformed."""
-
-    exit_code = EXIT_BAD_INPUT
 
 
 class JobRefused(NomadRejected):
@@ -432,6 +430,10 @@ class NomadAPI:
     ) -> tuple[Deployment | None, int]:
         # `null` when the job has had no deployment yet
         return await self.get(http, f"/v1/job/{job_id}/deployment", Deployment | None, index=index)  # type: ignore[arg-type]
+
+    async def deployments(self, http: Any, job_id: str, index: int | None = None) -> tuple[list[Deployment], int]:
+        """The job's deployments, in no particular order (Nomad lists them in its state store's order)."""
+        return await self.get(http, f"/v1/job/{job_id}/deployments", list[Deployment], index=index)
 
     async def allocation(self, http: Any, alloc_id: str) -> Allocation:
         allocation, _ = await self.get(http, f"/v1/allocation/{alloc_id}", Allocation)

@@ -8,12 +8,12 @@ sentences that say what is missing and what to change, in the deployment's own t
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..compile.metadata import DOWNLOAD_TASK
-from ..compile.request import GroupRequest
+from ..contract.metadata import DOWNLOAD_TASK
+from ..contract.request import GroupRequest
 from ..sizes import MIB, human_size, parse_size
 from .responses import Allocation, AllocMetric, TaskEvent, TaskState
 
@@ -194,6 +194,90 @@ def _readable_size(text: str) -> str:
         return text
 
 
+@dataclass(frozen=True)
+class _Placement:
+    """What a placement explanation rests on: the request, the scheduler's metric, the nodes' devices."""
+
+    req: GroupRequest
+    metric: AllocMetric
+    devices: DeviceFacts
+
+    def nodes(self, n: int) -> str:
+        return _plural(n, "node")
+
+
+def _no_node_evaluated(p: _Placement) -> list[str]:
+    """Why no node was even looked at: an empty node pool, empty datacenters, or none eligible."""
+    metric, req = p.metric, p.req
+    if metric.NodesEvaluated != 0:
+        return []
+    empty_dcs = [dc for dc, n in metric.NodesAvailable.items() if n == 0]
+    if req.node_pool and metric.NodesInPool == 0:
+        return [f"node pool '{req.node_pool}' has no ready nodes"]
+    if empty_dcs:
+        return ["no ready node in datacenter " + ", ".join(empty_dcs)]
+    where = f" in {', '.join(req.datacenters)}" if req.datacenters else ""
+    return [f"no nodes were eligible for evaluation{where}"]
+
+
+def _gpus_missing(p: _Placement) -> list[str]:
+    """The GPUs asked for, when the scheduler found none to give: what the nodes have, what the model needs."""
+    metric, req = p.metric, p.req
+    exhausted = any(k.startswith("devices") for k in metric.DimensionExhausted)
+    if not req.device or not (exhausted or "missing devices" in metric.ConstraintFiltered):
+        return []
+    lines = [p.devices.headline()]
+    if req.gpu_need:
+        # The estimate says what the model needs, which may be less than the constraint asks for.
+        need = f"the model needs {_plural(req.gpus, 'GPU')} with ≥ {_readable_size(req.gpu_need)} each"
+        lines.append(f"{need} ({req.estimate})" if req.estimate else need)
+    return lines
+
+
+def _exhausted(p: _Placement, dimension: str, nodes: int) -> str:
+    if dimension.startswith("devices"):
+        return p.devices.exhausted(dimension, nodes)
+    if dimension == "memory":
+        return f"not enough free memory for {human_size(p.req.memory_mb * MIB)} on {p.nodes(nodes)}"
+    if dimension == "cpu":
+        return f"not enough free CPU for {p.req.cpu} MHz on {p.nodes(nodes)}"
+    return f"{dimension} exhausted on {p.nodes(nodes)}"
+
+
+def _dimensions(p: _Placement) -> list[str]:
+    return [_exhausted(p, dimension, nodes) for dimension, nodes in sorted(p.metric.DimensionExhausted.items())]
+
+
+def _constraints(p: _Placement) -> list[str]:
+    return [
+        p.devices.missing(nodes)
+        if constraint == "missing devices" and p.req.device
+        else f"{p.nodes(nodes)} excluded by {_constraint_text(constraint)}"
+        for constraint, nodes in sorted(p.metric.ConstraintFiltered.items())
+    ]
+
+
+def _classes(p: _Placement) -> list[str]:
+    return [
+        f"{p.nodes(n)} of class {klass} excluded by constraints" for klass, n in sorted(p.metric.ClassFiltered.items())
+    ]
+
+
+def _quotas(p: _Placement) -> list[str]:
+    return [f"quota exhausted: {quota}" for quota in p.metric.QuotaExhausted]
+
+
+# The parts of a placement explanation, in the order they are said.
+_PLACEMENT_STEPS: tuple[Callable[[_Placement], list[str]], ...] = (
+    _no_node_evaluated,
+    _gpus_missing,
+    _dimensions,
+    _constraints,
+    _classes,
+    _quotas,
+)
+
+
 def placement_failure(
     req: GroupRequest, metric: AllocMetric, devices: Sequence[NodeDevices] | None = None
 ) -> list[str]:
@@ -202,49 +286,12 @@ def placement_failure(
     `devices` is what the node listing reports (None when it could not be read); the device sentences all
     come from one `DeviceFacts`, so they never contradict each other.
     """
-    failed = metric.CoalescedFailures + 1
-    lines: list[str] = []
-    if metric.NodesEvaluated == 0:
-        empty_dcs = [dc for dc, n in metric.NodesAvailable.items() if n == 0]
-        if req.node_pool and metric.NodesInPool == 0:
-            headline = f"node pool '{req.node_pool}' has no ready nodes"
-        elif empty_dcs:
-            headline = "no ready node in datacenter " + ", ".join(empty_dcs)
-        else:
-            headline = "no nodes were eligible for evaluation"
-            if req.datacenters:
-                headline += f" in {', '.join(req.datacenters)}"
-        lines.append(headline)
-    exhausted_devices = {k: v for k, v in metric.DimensionExhausted.items() if k.startswith("devices")}
-    facts = DeviceFacts(req, devices)
-    if req.device and (exhausted_devices or "missing devices" in metric.ConstraintFiltered):
-        lines.append(facts.headline())
-        if req.gpu_need:
-            # The estimate says what the model needs, which may be less than the constraint asks for.
-            need = f"the model needs {_plural(req.gpus, 'GPU')} with ≥ {_readable_size(req.gpu_need)} each"
-            lines.append(f"{need} ({req.estimate})" if req.estimate else need)
-    for dimension, nodes in sorted(metric.DimensionExhausted.items()):
-        if dimension.startswith("devices"):
-            lines.append(facts.exhausted(dimension, nodes))
-        elif dimension == "memory":
-            lines.append(f"not enough free memory for {human_size(req.memory_mb * MIB)} on {_plural(nodes, 'node')}")
-        elif dimension == "cpu":
-            lines.append(f"not enough free CPU for {req.cpu} MHz on {_plural(nodes, 'node')}")
-        else:
-            lines.append(f"{dimension} exhausted on {_plural(nodes, 'node')}")
-    for constraint, nodes in sorted(metric.ConstraintFiltered.items()):
-        if constraint == "missing devices" and req.device:
-            lines.append(facts.missing(nodes))
-        else:
-            lines.append(f"{_plural(nodes, 'node')} excluded by {_constraint_text(constraint)}")
-    for klass, nodes in sorted(metric.ClassFiltered.items()):
-        lines.append(f"{_plural(nodes, 'node')} of class {klass} excluded by constraints")
-    for quota in metric.QuotaExhausted:
-        lines.append(f"quota exhausted: {quota}")
+    placement = _Placement(req, metric, DeviceFacts(req, devices))
+    lines = [line for step in _PLACEMENT_STEPS for line in step(placement)]
     if not lines:
         lines.append(f"{_plural(metric.NodesEvaluated, 'node')} evaluated, none could take the replica")
-    prefix = f"cannot place {failed} of {req.count} replica{'s' if req.count != 1 else ''}: "
-    lines[0] = prefix + lines[0]
+    failed = metric.CoalescedFailures + 1
+    lines[0] = f"cannot place {failed} of {req.count} replica{'s' if req.count != 1 else ''}: " + lines[0]
     return lines
 
 
@@ -300,56 +347,98 @@ def _hint_for(text: str, hints: list[tuple[re.Pattern[str], str]]) -> str | None
     return None
 
 
+@dataclass(frozen=True)
+class _Task:
+    """What a task failure explanation rests on: the task's state, its allocation, the limits it runs under."""
+
+    alloc: Allocation
+    name: str
+    state: TaskState
+    memory_mb: int
+    restart_limit: int
+
+    def failure(self, kind: str, summary: str, hint: str | None = None) -> TaskFailure:
+        shown = [e for e in self.state.Events if e.Type in _INTERESTING][-8:]
+        return TaskFailure(self.alloc.ID, self.alloc.index, self.name, kind, summary, hint, shown)
+
+
+def _out_of_memory(t: _Task) -> TaskFailure | None:
+    if not any(e.Type == "Terminated" and e.Details.get("oom_killed") == "true" for e in t.state.Events):
+        return None
+    limit = f" (limit {human_size(t.memory_mb * MIB)})" if t.memory_mb else ""
+    return t.failure("oom", f"{t.name} ran out of memory and was killed{limit}", "raise nomad.memory")
+
+
+def _driver_failure(t: _Task, event: TaskEvent) -> TaskFailure:
+    text = event.text
+    if "pull" in text.lower() or "manifest" in text.lower():
+        return t.failure("image-pull", f"the image could not be pulled: {text}", _hint_for(text, _DRIVER_HINTS))
+    return t.failure("driver", f"{t.name} could not start: {text}", _hint_for(text, _DRIVER_HINTS))
+
+
+def _setup_failure(t: _Task, event: TaskEvent) -> TaskFailure:
+    text = event.text
+    token = "nomadVar" in text or "nomad/jobs" in text
+    hint = "the token variable (nomad.token_variable) is missing or not readable by the job" if token else None
+    return t.failure("setup", f"{t.name} could not be set up: {text}", hint)
+
+
+def _artifact_failure(t: _Task, event: TaskEvent) -> TaskFailure:
+    return t.failure("download", f"{t.name} could not download an artifact: {event.text}")
+
+
+# Events that fail a task before it runs, and what each says; the latest of them explains the failure.
+_FAILING_EVENTS: dict[str, Callable[[_Task, TaskEvent], TaskFailure]] = {
+    "Driver Failure": _driver_failure,
+    "Setup Failure": _setup_failure,
+    "Failed Validation": _setup_failure,
+    "Task hook failed": _setup_failure,
+    "Failed Artifact Download": _artifact_failure,
+}
+
+
+def _failing_event(t: _Task) -> TaskFailure | None:
+    event = next((e for e in reversed(t.state.Events) if e.Type in _FAILING_EVENTS), None)
+    return _FAILING_EVENTS[event.Type](t, event) if event is not None else None
+
+
+def _exited(t: _Task) -> TaskFailure | None:
+    """The task exited and will not run again: Nomad gave up restarting it, or it used up its restarts."""
+    exits = [e for e in t.state.Events if e.Type == "Terminated"]
+    gave_up = any(e.Type == "Not Restarting" for e in t.state.Events)
+    if not exits or not (gave_up or t.state.Restarts >= t.restart_limit or t.state.Failed):
+        return None
+    last = exits[-1]
+    summary = f"{t.name} {f'exited with code {last.ExitCode}' if last.ExitCode else 'stopped'}"
+    if t.state.Restarts:
+        summary += f" and was restarted {_plural(t.state.Restarts, 'time')}"
+    if gave_up:
+        summary += "; Nomad gave up restarting it"
+    if t.name == DOWNLOAD_TASK:
+        hint = "check the repository id, file name and token variable; the task's log below says more"
+        return t.failure("download", f"downloading the model failed: {summary}", hint)
+    kind = "crash-loop" if t.state.Restarts or gave_up else "exited"
+    return t.failure(kind, summary, "the engine's own error is in its log below")
+
+
+def _failed(t: _Task) -> TaskFailure | None:
+    if not t.state.Failed:
+        return None
+    reason = next((e.text for e in reversed(t.state.Events) if e.text), "failed")
+    return t.failure("exited", f"{t.name} failed: {reason}")
+
+
+# The ways a task fails, most telling first: an OOM kill explains the exits it caused, and an event that failed
+# the task (a driver or setup failure) explains it better than its exit.
+_TASK_STEPS: tuple[Callable[[_Task], TaskFailure | None], ...] = (_out_of_memory, _failing_event, _exited, _failed)
+
+
 def task_failure(
     alloc: Allocation, task: str, state: TaskState, *, memory_mb: int = 0, restart_limit: int = 2
 ) -> TaskFailure | None:
     """The failure of one task, if its events show one; None while it is healthy or still starting."""
-    events = state.Events
-    shown = [e for e in events if e.Type in _INTERESTING][-8:]
-
-    def failure(kind: str, summary: str, hint: str | None = None) -> TaskFailure:
-        return TaskFailure(alloc.ID, alloc.index, task, kind, summary, hint, shown)
-
-    for event in reversed(events):
-        if event.Type == "Terminated" and event.Details.get("oom_killed") == "true":
-            limit = f" (limit {human_size(memory_mb * MIB)})" if memory_mb else ""
-            return failure("oom", f"{task} ran out of memory and was killed{limit}", "raise nomad.memory")
-    for event in reversed(events):
-        if event.Type == "Driver Failure":
-            text = event.text
-            if "pull" in text.lower() or "manifest" in text.lower():
-                return failure("image-pull", f"the image could not be pulled: {text}", _hint_for(text, _DRIVER_HINTS))
-            return failure("driver", f"{task} could not start: {text}", _hint_for(text, _DRIVER_HINTS))
-        if event.Type in ("Setup Failure", "Failed Validation", "Task hook failed"):
-            text = event.text
-            hint = None
-            if "nomadVar" in text or "nomad/jobs" in text:
-                hint = "the token variable (nomad.token_variable) is missing or not readable by the job"
-            return failure("setup", f"{task} could not be set up: {text}", hint)
-        if event.Type == "Failed Artifact Download":
-            return failure("download", f"{task} could not download an artifact: {event.text}")
-    exits = [e for e in events if e.Type == "Terminated"]
-    gave_up = any(e.Type == "Not Restarting" for e in events)
-    if exits and (gave_up or state.Restarts >= restart_limit or state.Failed):
-        last = exits[-1]
-        what = f"exited with code {last.ExitCode}" if last.ExitCode else "stopped"
-        summary = f"{task} {what}"
-        if state.Restarts:
-            summary += f" and was restarted {_plural(state.Restarts, 'time')}"
-        if gave_up:
-            summary += "; Nomad gave up restarting it"
-        kind = "crash-loop" if state.Restarts or gave_up else "exited"
-        if task == DOWNLOAD_TASK:
-            return failure(
-                "download",
-                f"downloading the model failed: {summary}",
-                "check the repository id, file name and token variable; the task's log below says more",
-            )
-        return failure(kind, summary, "the engine's own error is in its log below")
-    if state.Failed:
-        reason = next((e.text for e in reversed(events) if e.text), "failed")
-        return failure("exited", f"{task} failed: {reason}")
-    return None
+    facts = _Task(alloc, task, state, memory_mb, restart_limit)
+    return next((found for step in _TASK_STEPS if (found := step(facts)) is not None), None)
 
 
 def alloc_failures(alloc: Allocation, *, memory_mb: int = 0) -> list[TaskFailure]:

@@ -1,12 +1,10 @@
-"""HCL2 for Nomad job models: render a `Job` as a jobspec, and map a parsed jobspec back to a `Job`.
+"""HCL2 for Nomad job models: render a `Job` as a jobspec.
 
 The renderer writes what `nomad job run file.nomad.hcl` and Terraform's `jobspec` read: HCL block and
 attribute names (`memory`, `check`, `port "http" {}`), Go duration strings, multi-line text as heredocs
 (`<<-EOT`), and the layout `nomad fmt` produces (two-space indents, `=` aligned over runs of single-line
-attributes, as hclwrite does). tests/nomad/test_hcl.py checks it against `terraform fmt`, the same formatter.
-
-`job_from_hcl` takes the dict python-hcl2 makes of a jobspec (quotes stripped, no block markers) and
-rebuilds the API model, so tests can check that the HCL and the JSON we write describe the same job.
+attributes, as hclwrite does). tests/nomad/test_hcl.py checks it against `terraform fmt`, the same formatter,
+and reads it back with python-hcl2 (tests/support/hcl_reader.py) into the very job the JSON describes.
 """
 
 from __future__ import annotations
@@ -20,12 +18,11 @@ from typing import Any
 
 from typing_extensions import is_typeddict
 
-from ..durations import format_duration, parse_duration
-from .jobspec import Job, fields_of, validate_job
+from ..contract.jobspec import Job, fields_of
+from ..durations import format_duration
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _HEREDOC_START = re.compile(r"<<-?([A-Za-z_][A-Za-z0-9_]*)")
-_HEREDOC = re.compile(r"<<(-?)([A-Za-z_][A-Za-z0-9_]*)\n(.*\n)?[ \t]*\2", re.S)
 _LIST_WIDTH = 80  # longer lists of plain values get one item per line, as people write args by hand
 
 # --- field kinds ----------------------------------------------------------------------------------------
@@ -299,101 +296,3 @@ def render_hcl(job: Job) -> str:
     """The job as an HCL2 jobspec."""
     lines = _block_lines(Job, dict(job), "job", 0)
     return "\n".join(_align(lines)) + "\n"
-
-
-# --- reading back ---------------------------------------------------------------------------------------
-
-
-def _heredoc_text(raw: str) -> str:
-    """The text of a heredoc as python-hcl2 hands it over (markers and indentation included)."""
-    match = _HEREDOC.fullmatch(raw)
-    if match is None:
-        return raw
-    flush, _, body = match.groups()
-    lines = (body or "").split("\n")[:-1]
-    if flush:
-        indents = [len(line) - len(line.lstrip()) for line in lines if line.strip()]
-        strip = min(indents, default=0)
-        lines = [line[strip:] if line.strip() else line for line in lines]
-    return "".join(line + "\n" for line in lines)
-
-
-def _unescape(value: Any) -> Any:
-    if isinstance(value, str):
-        return _heredoc_text(value).replace("%%{", "%{").replace("$${", "${")
-    if isinstance(value, list):
-        return [_unescape(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _unescape(v) for k, v in value.items()}
-    return value
-
-
-def _blocks(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _labelled(value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-    for block in _blocks(value):
-        yield from block.items()
-
-
-def _map_value(value: Any) -> dict[str, Any]:
-    merged: dict[str, Any] = {}
-    for block in _blocks(value):
-        merged.update(_unescape(block))
-    return merged
-
-
-def _from_body(struct: type, body: dict[str, Any], label: str | None = None) -> dict[str, Any]:
-    by_name: dict[str, list[str]] = {}
-    for field, info in fields_of(struct).items():
-        by_name.setdefault(info.hcl, []).append(field)
-    out: dict[str, Any] = {}
-    label_field = _label_field(struct)
-    if label_field and label is not None:
-        out[label_field] = label
-    for key, value in body.items():
-        fields = by_name.get(key)
-        if not fields:
-            raise ValueError(f"{struct.__name__}: unknown HCL key '{key}'")
-        if len(fields) > 1:  # `port` blocks: static ones are ReservedPorts, the others DynamicPorts
-            for field in fields:
-                _, item = _field_kind(struct, field)
-                assert item is not None
-                wanted = fields_of(struct)[field].reserved
-                ports = [_from_body(item, b, lbl) for lbl, b in _labelled(value) if ("static" in b) == wanted]
-                if ports:
-                    out[field] = ports
-            continue
-        (field,) = fields
-        kind, item = _field_kind(struct, field)
-        if kind == "struct":
-            assert item is not None
-            (block,) = _blocks(value)
-            if _label_field(item):
-                ((lbl, block),) = block.items()
-                out[field] = _from_body(item, block, lbl)
-            else:
-                out[field] = _from_body(item, block)
-        elif kind == "structs":
-            assert item is not None
-            if _label_field(item):
-                out[field] = [_from_body(item, b, lbl) for lbl, b in _labelled(value)]
-            else:
-                out[field] = [_from_body(item, b) for b in _blocks(value)]
-        elif kind == "struct_map":
-            assert item is not None
-            out[field] = {lbl: {"Name": lbl, **_from_body(item, b)} for lbl, b in _labelled(value)}
-        elif kind == "map":
-            out[field] = _map_value(value)
-        elif fields_of(struct)[field].duration:
-            out[field] = parse_duration(value)
-        else:
-            out[field] = _unescape(value)
-    return out
-
-
-def job_from_hcl(document: dict[str, Any]) -> Job:
-    """Rebuild a `Job` from python-hcl2's dict of a jobspec (strip_string_quotes=True, explicit_blocks=False)."""
-    ((label, body),) = list(_labelled(document["job"]))
-    return validate_job(_from_body(Job, body, label))

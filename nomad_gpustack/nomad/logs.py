@@ -8,7 +8,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-from ..compile.metadata import DOWNLOAD_TASK
+from ..contract.metadata import DOWNLOAD_TASK
 from ..errors import InputError, NomadgsError, Problem, ServiceError, suggestion
 from .client import NomadAPI, NomadError
 from .responses import JobStub
@@ -121,7 +121,10 @@ async def follow(api: NomadAPI, http: Any, source: LogSource, *, stream: str, li
         ended = False
         with contextlib.suppress(TimeoutError):
             while not ended:
-                chunk = await asyncio.wait_for(queue.get(), timeout=BACKLOG_WINDOW)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a Ctrl-C that comes as a chunk
+                # arrives (CPython gh-86296).
+                async with asyncio.timeout(BACKLOG_WINDOW):
+                    chunk = await queue.get()
                 ended = chunk is None
                 backlog.append(chunk or "")
         if ended:  # a refusal (unknown task, not started) is said before anything is printed

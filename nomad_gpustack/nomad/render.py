@@ -6,7 +6,7 @@ import json
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from .jobspec import Job
+    from ..contract.jobspec import Job
 
 Format = Literal["json", "hcl"]
 FORMATS: tuple[Format, ...] = ("json", "hcl")
@@ -19,6 +19,6 @@ def render_text(job: Job, fmt: Format) -> str:
         from .hcl import render_hcl
 
         return render_hcl(job)
-    from .jobspec import api_document  # the job models load only when there is a job to write
+    from ..contract.jobspec import api_document  # the job models load only when there is a job to write
 
     return json.dumps(api_document(job), indent=2, ensure_ascii=False) + "\n"

@@ -182,6 +182,7 @@ class Deployment(Response):
     Status: str = ""
     StatusDescription: str = ""
     TaskGroups: dict[str, DeploymentState] = {}
+    CreateIndex: int = 0
     ModifyIndex: int = 0
 
 

@@ -2,19 +2,23 @@
 
 Replicas get GPUStack's instance states (pending, scheduled, downloading, starting, running, error), so a
 user who knows GPUStack reads Nomad's progress in familiar words. The assessment also decides when the
-watch is over and with which exit code. Within one watch, a replica's state only moves forward
+watch is over and with which verdict (succeeded, failed, placement-failed); which exit code a verdict gives is
+the shell's business (`runner.verdict_exit_code`). Within one watch, a replica's state only moves forward
 (`ReplicaHistory`), unless a new allocation replaces the replica's, which starts over and says so.
+
+Both judgements are ordered rule tables (`REPLICA_RULES`, `ROLLOUT_RULES`): a named predicate over a small
+frozen facts value (`AllocFacts`, `RolloutFacts`) and the verdict it gives; the first rule that holds decides.
+A new state (a canary awaiting promotion, say) is one more rule, placed where it takes precedence.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
-from ..compile.metadata import DOWNLOAD_TASK
-from ..compile.request import GroupRequest
-from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
+from ..contract.metadata import DOWNLOAD_TASK
+from ..contract.request import GroupRequest
 from .explain import (
     NodeDevices,
     TaskFailure,
@@ -23,7 +27,7 @@ from .explain import (
     rollback_version,
     unhealthy_hint,
 )
-from .responses import Allocation, Deployment, Evaluation, TaskState
+from .responses import Allocation, AllocMetric, Deployment, Evaluation, TaskEvent, TaskState
 
 NOTHING_TO_RUN = "replicas is 0: the job is registered and runs no replica, so there is nothing to wait for"
 
@@ -31,6 +35,12 @@ ReplicaState = Literal["pending", "scheduled", "downloading", "starting", "runni
 Phase = Literal[
     "evaluating", "waiting-capacity", "placement-failed", "deploying", "succeeded", "failed", "rolling-back"
 ]
+# The phases that end a watch: its verdict.
+Verdict = Literal["succeeded", "failed", "placement-failed"]
+VERDICTS: tuple[Verdict, ...] = ("succeeded", "failed", "placement-failed")
+
+F = TypeVar("F")
+V = TypeVar("V")
 
 
 # The order a replica's states follow; `error` may come from any of them and ends the allocation's way.
@@ -79,11 +89,15 @@ class Assessment:
     details: tuple[str, ...] = ()
     failures: tuple[TaskFailure, ...] = ()
     rollback_to: int | None = None
-    exit_code: int | None = None  # None while the rollout goes on
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """How the rollout ended; None while it goes on."""
+        return next((v for v in VERDICTS if v == self.phase), None)
 
     @property
     def done(self) -> bool:
-        return self.exit_code is not None
+        return self.verdict is not None
 
     @property
     def healthy(self) -> int:
@@ -123,51 +137,134 @@ def _started(task: TaskState) -> bool:
     return bool(task.StartedAt) and not (task.StartedAt or "").startswith("0001-")  # Go's zero time: never
 
 
-def replica_state(alloc: Allocation, request: GroupRequest, failures: list[TaskFailure]) -> Replica:
-    """One replica's GPUStack-like state from its allocation."""
-    node = alloc.NodeName or (alloc.NodeID[:8] if alloc.NodeID else None)
-
-    def replica(state: ReplicaState, detail: str) -> Replica:
-        return Replica(alloc.index or 0, state, detail, alloc.ID, node)
-
-    if failures:
-        return replica("error", failures[0].summary)
-    if alloc.ClientStatus in ("failed", "lost"):
-        return replica("error", alloc.ClientDescription or alloc.ClientStatus)
-    if alloc.ClientStatus == "complete":
-        return replica("error", "the server exited")
-    download = alloc.TaskStates.get(DOWNLOAD_TASK)
-    if download is not None and download.State == "running":
-        return replica("downloading", "downloading model weights")
-    main = _main_task(alloc)
-    if main is not None and main.State == "pending" and (main.Restarts or _started(main)):
-        # Between two runs of a task that restarts: it started before, it does not set up again.
-        restarts = f" (restarted {main.Restarts}×)" if main.Restarts else ""
-        return replica("starting", f"the model server exited; Nomad restarts it{restarts}")
-    if alloc.ClientStatus == "pending" or main is None or main.State == "pending":
-        tasks = [t for t in (download, main) if t is not None]
-        pulling = [e for t in tasks for e in t.Events if e.Type == "Driver" and "image" in e.text.lower()]
-        if download is not None and download.State == "dead" and not download.Failed:
-            # The weights are downloaded; the server's own image pull may come next: still the download phase.
-            detail = pulling[-1].text if main is not None and pulling and pulling[-1] in main.Events else None
-            return replica("downloading", detail or "model weights downloaded; setting up the model server")
-        if pulling:
-            return replica("downloading", pulling[-1].text)
-        return replica("scheduled", f"placed on {node}" if node else "placed")
-    if alloc.healthy:
-        return replica("running", "healthy")
-    check = f"waiting for GET {request.health_path}" if request.health_path else "waiting to be healthy"
-    restarts = f" (restarted {main.Restarts}×)" if main.Restarts else ""
-    return replica("starting", f"loading the model, {check}{restarts}")
+# --- ordered rule tables ------------------------------------------------------------------------------------
 
 
-def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool = False) -> Assessment:
-    """Where the rollout of `snapshot.version` stands, and whether watching is over."""
-    evaluation = snapshot.evaluation
-    allocs = _ours(snapshot)
-    live = [a for a in allocs if a.DesiredStatus == "run"]
-    latest = _latest_per_index(live or allocs)
-    failures = [f for a in latest.values() for f in alloc_failures(a, memory_mb=request.memory_mb)]
+@dataclass(frozen=True)
+class Rule(Generic[F, V]):
+    """One line of an ordered rule table: when the named predicate `when` holds for the facts, `then` gives the
+    verdict. The first rule that holds decides; the last rule of a table always holds."""
+
+    when: Callable[[F], bool]
+    then: Callable[[F], V]
+
+
+def decide(rules: Sequence[Rule[F, V]], facts: F) -> V:
+    """What the first rule in `rules` whose predicate holds for `facts` gives."""
+    return next(rule.then(facts) for rule in rules if rule.when(facts))
+
+
+def _always(facts: object) -> bool:
+    return True
+
+
+# --- one replica ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AllocFacts:
+    """What one allocation's replica state rests on."""
+
+    alloc: Allocation
+    request: GroupRequest
+    failures: tuple[TaskFailure, ...]
+    download: TaskState | None  # the download task, when the group has one
+    main: TaskState | None  # the model server's task, once the client reports it
+    node: str | None
+
+    @classmethod
+    def of(cls, alloc: Allocation, request: GroupRequest, failures: Sequence[TaskFailure]) -> AllocFacts:
+        node = alloc.NodeName or (alloc.NodeID[:8] if alloc.NodeID else None)
+        download = alloc.TaskStates.get(DOWNLOAD_TASK)
+        return cls(alloc, request, tuple(failures), download, _main_task(alloc), node)
+
+    @property
+    def restarts(self) -> str:
+        return f" (restarted {self.main.Restarts}×)" if self.main is not None and self.main.Restarts else ""
+
+    @property
+    def image_pulls(self) -> list[TaskEvent]:
+        """The driver's image pull events of the download and main tasks."""
+        tasks = [t for t in (self.download, self.main) if t is not None]
+        return [e for t in tasks for e in t.Events if e.Type == "Driver" and "image" in e.text.lower()]
+
+    def replica(self, state: ReplicaState, detail: str) -> Replica:
+        return Replica(self.alloc.index or 0, state, detail, self.alloc.ID, self.node)
+
+
+def _task_failed(f: AllocFacts) -> bool:
+    return bool(f.failures)
+
+
+def _alloc_failed(f: AllocFacts) -> bool:
+    return f.alloc.ClientStatus in ("failed", "lost")
+
+
+def _alloc_complete(f: AllocFacts) -> bool:
+    return f.alloc.ClientStatus == "complete"
+
+
+def _downloading(f: AllocFacts) -> bool:
+    return f.download is not None and f.download.State == "running"
+
+
+def _restarting(f: AllocFacts) -> bool:
+    """Between two runs of a task that restarts: it started before, it does not set up again."""
+    return f.main is not None and f.main.State == "pending" and bool(f.main.Restarts or _started(f.main))
+
+
+def _setting_up(f: AllocFacts) -> bool:
+    return f.alloc.ClientStatus == "pending" or f.main is None or f.main.State == "pending"
+
+
+def _weights_downloaded(f: AllocFacts) -> bool:
+    return _setting_up(f) and f.download is not None and f.download.State == "dead" and not f.download.Failed
+
+
+def _pulling_image(f: AllocFacts) -> bool:
+    return _setting_up(f) and bool(f.image_pulls)
+
+
+def _healthy(f: AllocFacts) -> bool:
+    return bool(f.alloc.healthy)
+
+
+def _after_download(f: AllocFacts) -> Replica:
+    # The weights are downloaded; the server's own image pull may come next: still the download phase.
+    pulls = f.image_pulls
+    server_pull = pulls[-1].text if f.main is not None and pulls and pulls[-1] in f.main.Events else None
+    return f.replica("downloading", server_pull or "model weights downloaded; setting up the model server")
+
+
+def _loading(f: AllocFacts) -> Replica:
+    check = f"waiting for GET {f.request.health_path}" if f.request.health_path else "waiting to be healthy"
+    return f.replica("starting", f"loading the model, {check}{f.restarts}")
+
+
+# A replica's state, first rule that holds: a failure shows whatever else the allocation says.
+REPLICA_RULES: tuple[Rule[AllocFacts, Replica], ...] = (
+    Rule(_task_failed, lambda f: f.replica("error", f.failures[0].summary)),
+    Rule(_alloc_failed, lambda f: f.replica("error", f.alloc.ClientDescription or f.alloc.ClientStatus)),
+    Rule(_alloc_complete, lambda f: f.replica("error", "the server exited")),
+    Rule(_downloading, lambda f: f.replica("downloading", "downloading model weights")),
+    Rule(_restarting, lambda f: f.replica("starting", f"the model server exited; Nomad restarts it{f.restarts}")),
+    Rule(_weights_downloaded, _after_download),
+    Rule(_pulling_image, lambda f: f.replica("downloading", f.image_pulls[-1].text)),
+    Rule(_setting_up, lambda f: f.replica("scheduled", f"placed on {f.node}" if f.node else "placed")),
+    Rule(_healthy, lambda f: f.replica("running", "healthy")),
+    Rule(_always, _loading),
+)
+
+
+def replica_state(alloc: Allocation, request: GroupRequest, failures: Sequence[TaskFailure]) -> Replica:
+    """One replica's GPUStack-like state from its allocation (`failures`: those of its tasks)."""
+    return decide(REPLICA_RULES, AllocFacts.of(alloc, request, failures))
+
+
+def _replicas(
+    snapshot: Snapshot, request: GroupRequest, latest: dict[int, Allocation], failures: Sequence[TaskFailure]
+) -> tuple[Replica, ...]:
+    """Every replica the group asks for: its allocation of this version, or one placed before, or pending."""
     earlier = _earlier(snapshot)
     replicas: list[Replica] = []
     for index in range(request.count):
@@ -181,64 +278,227 @@ def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool
         elif alloc is None:
             replicas.append(Replica(index, "pending", "waiting to be placed"))
         else:
-            mine = [f for f in failures if f.alloc_id == alloc.ID]
-            replicas.append(replica_state(alloc, request, mine))
-    done = tuple(replicas)
-    healthy = sum(1 for r in replicas if r.healthy)
-    progress = f"{healthy}/{request.count} healthy"
+            replicas.append(replica_state(alloc, request, [f for f in failures if f.alloc_id == alloc.ID]))
+    return tuple(replicas)
 
-    if evaluation is None or evaluation.Status == "pending":
-        return Assessment("evaluating", done, "Nomad is evaluating the job")
-    if evaluation.Status in ("failed", "canceled"):
-        text = evaluation.StatusDescription or evaluation.Status
-        return Assessment("failed", done, f"the evaluation {evaluation.Status}: {text}", exit_code=EXIT_FAILURE)
 
-    unplaced = request.count - len(latest)
-    metrics = evaluation.FailedTGAllocs or (snapshot.blocked.FailedTGAllocs if snapshot.blocked else {})
-    blocked = snapshot.blocked is not None and snapshot.blocked.Status == "blocked"
-    if unplaced > 0 and (metrics or blocked):
-        metric = metrics.get(request.group) or next(iter(metrics.values()), None)
-        lines = placement_failure(request, metric, snapshot.nodes) if metric else ["no node can take the job yet"]
-        if wait_for_capacity:
-            return Assessment("waiting-capacity", done, "waiting for capacity: " + lines[0], tuple(lines[1:]))
-        lines.append("Nomad keeps the job queued and places it when capacity appears (watch with --wait-for-capacity)")
-        return Assessment("placement-failed", done, lines[0], tuple(lines[1:]), exit_code=EXIT_PLACEMENT)
+def _placement_metric(snapshot: Snapshot, group: str) -> AllocMetric | None:
+    """Why the scheduler could not place `group`: the evaluation's metrics, else the blocked evaluation's."""
+    metrics = (snapshot.evaluation.FailedTGAllocs if snapshot.evaluation else {}) or (
+        snapshot.blocked.FailedTGAllocs if snapshot.blocked else {}
+    )
+    return metrics.get(group) or next(iter(metrics.values()), None)
 
+
+def _deployment_of_version(snapshot: Snapshot) -> Deployment | None:
     deployment = snapshot.deployment
-    ours = deployment is not None and (snapshot.version is None or deployment.JobVersion == snapshot.version)
-    settling = ours and deployment is not None and deployment.Status in ("running", "pending")
-    if request.count == 0 and not ours:
-        # Nomad makes no deployment for a group with nothing to place: there is nothing to wait for.
-        return Assessment("succeeded", done, NOTHING_TO_RUN, exit_code=EXIT_OK)
-    if failures and all(f.kind == "unhealthy" for f in failures) and settling:
-        # Nomad fails the deployment right after an unhealthy verdict; its description says whether it
-        # rolls back, so wait for it rather than end on the allocation alone.
-        return Assessment("deploying", done, f"{progress}; {failures[0].summary}")
-    if failures:
-        first = failures[0]
-        headline = f"replica {first.replica}: {first.summary}" if first.replica is not None else first.summary
-        details = tuple(f.hint for f in failures[:1] if f.hint)
-        rollback = None
-        if ours and deployment is not None and deployment.Status == "failed":
-            rollback = rollback_version(deployment.StatusDescription)
-        if first.kind == "unhealthy":
-            details = (*details, unhealthy_hint(request))
-        return Assessment("failed", done, headline, details, tuple(failures), rollback, EXIT_FAILURE)
-    if ours and deployment is not None:
-        if deployment.Status == "successful" and healthy >= request.count:
-            every = "the replica is healthy" if request.count == 1 else f"all {request.count} replicas are healthy"
-            return Assessment("succeeded", done, every, exit_code=EXIT_OK)
-        if deployment.Status == "successful":
-            return Assessment("deploying", done, f"deployment successful, {progress}")
-        if deployment.Status == "failed":
-            description = deployment.StatusDescription
-            rollback = rollback_version(description)
-            why = (unhealthy_hint(request),) if "progress deadline" in description or "unhealthy" in description else ()
-            return Assessment("failed", done, f"deployment failed: {description}", why, (), rollback, EXIT_FAILURE)
-        if deployment.Status == "cancelled":
-            text = deployment.StatusDescription or "cancelled"
-            return Assessment("failed", done, f"deployment cancelled: {text}", exit_code=EXIT_FAILURE)
-    return Assessment("deploying", done, progress)
+    if deployment is not None and snapshot.version is not None and deployment.JobVersion != snapshot.version:
+        return None  # another version's
+    return deployment
+
+
+# --- the rollout ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RolloutFacts:
+    """What one assessment of a rollout rests on, read once from a snapshot; the rules read nothing else."""
+
+    request: GroupRequest
+    replicas: tuple[Replica, ...]
+    failures: tuple[TaskFailure, ...]
+    evaluation_status: str  # "pending" before the evaluation is read
+    evaluation_text: str
+    unplaced: int  # replicas with no allocation of this version
+    metric: AllocMetric | None  # why the scheduler could not place the group, when it says
+    blocked: bool  # a blocked evaluation waits for capacity
+    deployment: Deployment | None  # this version's deployment; None before Nomad makes one (or never makes one)
+    nodes: tuple[NodeDevices, ...] | None
+    wait_for_capacity: bool
+
+    @classmethod
+    def of(cls, snapshot: Snapshot, request: GroupRequest, wait_for_capacity: bool) -> RolloutFacts:
+        allocs = _ours(snapshot)
+        live = [a for a in allocs if a.DesiredStatus == "run"]
+        latest = _latest_per_index(live or allocs)
+        failures = tuple(f for a in latest.values() for f in alloc_failures(a, memory_mb=request.memory_mb))
+        evaluation = snapshot.evaluation
+        return cls(
+            request=request,
+            replicas=_replicas(snapshot, request, latest, failures),
+            failures=failures,
+            evaluation_status=evaluation.Status if evaluation else "pending",
+            evaluation_text=(evaluation.StatusDescription or evaluation.Status) if evaluation else "",
+            unplaced=request.count - len(latest),
+            metric=_placement_metric(snapshot, request.group),
+            blocked=snapshot.blocked is not None and snapshot.blocked.Status == "blocked",
+            deployment=_deployment_of_version(snapshot),
+            nodes=snapshot.nodes,
+            wait_for_capacity=wait_for_capacity,
+        )
+
+    @property
+    def healthy(self) -> int:
+        return sum(1 for r in self.replicas if r.healthy)
+
+    @property
+    def progress(self) -> str:
+        return f"{self.healthy}/{self.request.count} healthy"
+
+    @property
+    def deployment_status(self) -> str:
+        return self.deployment.Status if self.deployment is not None else ""
+
+    @property
+    def deployment_text(self) -> str:
+        return self.deployment.StatusDescription if self.deployment is not None else ""
+
+    @property
+    def rollback_to(self) -> int | None:
+        """The version Nomad's auto-revert rolls back to, once this version's deployment failed."""
+        return rollback_version(self.deployment_text) if self.deployment_status == "failed" else None
+
+    def assessment(
+        self,
+        phase: Phase,
+        headline: str,
+        details: Sequence[str] = (),
+        failures: Sequence[TaskFailure] = (),
+        rollback_to: int | None = None,
+    ) -> Assessment:
+        return Assessment(phase, self.replicas, headline, tuple(details), tuple(failures), rollback_to)
+
+
+def _evaluating(f: RolloutFacts) -> bool:
+    return f.evaluation_status == "pending"
+
+
+def _evaluation_failed(f: RolloutFacts) -> bool:
+    return f.evaluation_status in ("failed", "canceled")
+
+
+def _cannot_place(f: RolloutFacts) -> bool:
+    return f.unplaced > 0 and (f.metric is not None or f.blocked)
+
+
+def _waiting_for_capacity(f: RolloutFacts) -> bool:
+    return _cannot_place(f) and f.wait_for_capacity
+
+
+def _nothing_to_run(f: RolloutFacts) -> bool:
+    # Nomad makes no deployment for a group with nothing to place: there is nothing to wait for.
+    return f.request.count == 0 and f.deployment is None
+
+
+def _unhealthy_while_deployment_settles(f: RolloutFacts) -> bool:
+    # Nomad fails the deployment right after an unhealthy verdict; its description says whether it rolls back,
+    # so wait for it rather than end on the allocation alone.
+    settling = f.deployment_status in ("running", "pending")
+    return bool(f.failures) and all(x.kind == "unhealthy" for x in f.failures) and settling
+
+
+def _tasks_failed(f: RolloutFacts) -> bool:
+    return bool(f.failures)
+
+
+def _all_healthy(f: RolloutFacts) -> bool:
+    return f.deployment_status == "successful" and f.healthy >= f.request.count
+
+
+def _deployment_successful(f: RolloutFacts) -> bool:
+    return f.deployment_status == "successful"
+
+
+def _deployment_failed(f: RolloutFacts) -> bool:
+    return f.deployment_status == "failed"
+
+
+def _deployment_cancelled(f: RolloutFacts) -> bool:
+    return f.deployment_status == "cancelled"
+
+
+def _placement_lines(f: RolloutFacts) -> list[str]:
+    if f.metric is None:
+        return ["no node can take the job yet"]
+    return placement_failure(f.request, f.metric, f.nodes)
+
+
+def _evaluation_failure(f: RolloutFacts) -> Assessment:
+    return f.assessment("failed", f"the evaluation {f.evaluation_status}: {f.evaluation_text}")
+
+
+def _capacity_wait(f: RolloutFacts) -> Assessment:
+    lines = _placement_lines(f)
+    return f.assessment("waiting-capacity", "waiting for capacity: " + lines[0], lines[1:])
+
+
+def _placement_failed(f: RolloutFacts) -> Assessment:
+    lines = _placement_lines(f)
+    lines.append("Nomad keeps the job queued and places it when capacity appears (watch with --wait-for-capacity)")
+    return f.assessment("placement-failed", lines[0], lines[1:])
+
+
+def _unhealthy_so_far(f: RolloutFacts) -> Assessment:
+    return f.assessment("deploying", f"{f.progress}; {f.failures[0].summary}")
+
+
+def _task_failure(f: RolloutFacts) -> Assessment:
+    first = f.failures[0]
+    headline = f"replica {first.replica}: {first.summary}" if first.replica is not None else first.summary
+    details = [first.hint] if first.hint else []
+    if first.kind == "unhealthy":
+        details.append(unhealthy_hint(f.request))
+    return f.assessment("failed", headline, details, f.failures, f.rollback_to)
+
+
+def _every_replica_healthy(f: RolloutFacts) -> Assessment:
+    count = f.request.count
+    return f.assessment("succeeded", "the replica is healthy" if count == 1 else f"all {count} replicas are healthy")
+
+
+def _deployment_failure(f: RolloutFacts) -> Assessment:
+    text = f.deployment_text
+    why = [unhealthy_hint(f.request)] if "progress deadline" in text or "unhealthy" in text else []
+    return f.assessment("failed", f"deployment failed: {text}", why, rollback_to=f.rollback_to)
+
+
+def _deployment_cancellation(f: RolloutFacts) -> Assessment:
+    return f.assessment("failed", f"deployment cancelled: {f.deployment_text or 'cancelled'}")
+
+
+# Where a rollout stands, first rule that holds: the evaluation, then placement, then the tasks, then the
+# deployment. Canary states (awaiting promotion, promoted) would go among the deployment's rules.
+ROLLOUT_RULES: tuple[Rule[RolloutFacts, Assessment], ...] = (
+    Rule(_evaluating, lambda f: f.assessment("evaluating", "Nomad is evaluating the job")),
+    Rule(_evaluation_failed, _evaluation_failure),
+    Rule(_waiting_for_capacity, _capacity_wait),
+    Rule(_cannot_place, _placement_failed),
+    Rule(_nothing_to_run, lambda f: f.assessment("succeeded", NOTHING_TO_RUN)),
+    Rule(_unhealthy_while_deployment_settles, _unhealthy_so_far),
+    Rule(_tasks_failed, _task_failure),
+    Rule(_all_healthy, _every_replica_healthy),
+    Rule(_deployment_successful, lambda f: f.assessment("deploying", f"deployment successful, {f.progress}")),
+    Rule(_deployment_failed, _deployment_failure),
+    Rule(_deployment_cancelled, _deployment_cancellation),
+    Rule(_always, lambda f: f.assessment("deploying", f.progress)),
+)
+
+
+def assess(snapshot: Snapshot, request: GroupRequest, *, wait_for_capacity: bool = False) -> Assessment:
+    """Where the rollout of `snapshot.version` stands, and whether watching is over (its verdict)."""
+    return decide(ROLLOUT_RULES, RolloutFacts.of(snapshot, request, wait_for_capacity))
+
+
+def deployment_of(deployments: Iterable[Deployment], version: int | None) -> Deployment | None:
+    """Job version `version`'s deployment among the job's deployments: its newest (the newest of all when the
+    version is not known). Not simply the job's latest: by the time a watch reads, Nomad may have moved on to a
+    later version (an auto-revert registers the old spec again), and the verdict is about this one."""
+    return latest_deployment(d for d in deployments if version is None or d.JobVersion == version)
+
+
+def latest_deployment(deployments: Iterable[Deployment]) -> Deployment | None:
+    """The newest deployment, as Nomad decides it: by CreateIndex (state_store.go LatestDeploymentByJobID)."""
+    return max(deployments, key=lambda d: d.CreateIndex, default=None)
 
 
 # --- what a watch shows ------------------------------------------------------------------------------------

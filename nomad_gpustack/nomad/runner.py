@@ -14,21 +14,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from ..compile import metadata
-from ..compile.build import Compiled
-from ..compile.request import group_request
-from ..errors import EXIT_OK, EXIT_TIMEOUT, InputError, NomadgsError, Problem
+from ..contract import metadata
+from ..contract.deploymentjob import DeploymentJob
+from ..errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_PLACEMENT,
+    EXIT_TIMEOUT,
+    PLAN_CHANGES,
+    PLAN_NO_CHANGES,
+    InputError,
+    NomadgsError,
+    Problem,
+)
 from ..settings import NomadSettings
 from .client import IndexConflict, JobRefused, NomadAPI, TransientError, multierror_lines
 from .explain import placement_failure
 from .responses import JobStub, PlanResponse
-from .rollout import Rollback
+from .rollout import Rollback, Verdict
 from .watcher import Reporter, WatchResult, watch
 
 REGISTER_ATTEMPTS = 4
-
-# `nomad job plan` exit codes, which `nomadgs plan` keeps.
-PLAN_NO_CHANGES, PLAN_CHANGES, PLAN_ERROR = 0, 1, 255
 
 
 class Notes(Protocol):
@@ -41,14 +47,14 @@ class Notes(Protocol):
 
 class AfterRegistration(NomadgsError):
     """A failure after the job was registered: the job stays on Nomad, and the message says how to follow it.
-    The exit code is the cause's (5 when Nomad became unreachable, 1 otherwise)."""
+    Its exit code is the cause's (5 when Nomad became unreachable, 1 otherwise: see errors.EXIT_CODES)."""
 
     def __init__(self, job_id: str, cause: NomadgsError, doing: str) -> None:
         super().__init__(
             f"{job_id} is registered on Nomad, but {doing} failed: {cause}. "
             f"It keeps rolling out; follow it with `nomadgs status {job_id}`"
         )
-        self.exit_code = cause.exit_code
+        self.cause = cause
 
 
 def is_managed(job: JobStub) -> bool:
@@ -61,7 +67,7 @@ def is_foreign(job: JobStub | None) -> bool:
     return job is not None and not job.Stop and not is_managed(job)
 
 
-def scoped_settings(settings: NomadSettings, compiled: Compiled) -> NomadSettings:
+def scoped_settings(settings: NomadSettings, compiled: DeploymentJob) -> NomadSettings:
     """The settings scoped to the namespace and region the deployment's job names.
 
     A deployment that names a namespace (or region) other than NOMAD_NAMESPACE (or the flag) is refused:
@@ -74,7 +80,7 @@ def scoped_settings(settings: NomadSettings, compiled: Compiled) -> NomadSetting
             raise InputError(
                 Problem(
                     f"the deployment's nomad.{key} is '{wanted}' but {env} (or --{key}) says '{current}'",
-                    compiled.source.filename,
+                    compiled.file,
                     field=f"nomad.{key}",
                     hint=f"unset {env}, or make them agree",
                 )
@@ -97,13 +103,13 @@ def check_ownership(api: NomadAPI, job_id: str, *, force: bool) -> JobStub | Non
     return existing
 
 
-def _refused(compiled: Compiled, problems: list[str]) -> InputError:
+def _refused(compiled: DeploymentJob, problems: list[str]) -> InputError:
     """Nomad's reasons for refusing the job, one problem each, located at the deployment file."""
-    return InputError([Problem(f"Nomad refused the job: {p}", compiled.source.filename, field="job") for p in problems])
+    return InputError([Problem(f"Nomad refused the job: {p}", compiled.file, field="job") for p in problems])
 
 
 @contextlib.contextmanager
-def _refusals_as_input(compiled: Compiled) -> Iterator[None]:
+def _refusals_as_input(compiled: DeploymentJob) -> Iterator[None]:
     """A plan or register that Nomad refuses as invalid is bad input (exit 2), said as validation says it."""
     try:
         yield
@@ -111,18 +117,18 @@ def _refusals_as_input(compiled: Compiled) -> Iterator[None]:
         raise _refused(compiled, list(exc.problems)) from None
 
 
-def server_validate(api: NomadAPI, compiled: Compiled, notes: Notes) -> None:
+def server_validate(api: NomadAPI, compiled: DeploymentJob, notes: Notes) -> None:
     """Nomad's own validation of the job (`/v1/validate/job`); InputError with every reason it gives."""
     result = api.validate(compiled.job)
     if result.Warnings:
-        notes.warning(f"{compiled.source.filename}: Nomad: {result.Warnings.strip()}")
+        notes.warning(f"{compiled.file}: Nomad: {result.Warnings.strip()}")
     errors = result.ValidationErrors or ([result.Error] if result.Error else [])
     if errors:
         # An error of a task group or task nests its own list: one problem a line, after its parents' words.
         raise _refused(compiled, [line for e in errors for line in multierror_lines(e) or [e.strip()]])
 
 
-def register(api: NomadAPI, compiled: Compiled, plan_index: int, notes: Notes) -> str:
+def register(api: NomadAPI, compiled: DeploymentJob, plan_index: int, notes: Notes) -> str:
     """Register with EnforceIndex and return the evaluation ID; a lost answer never registers twice.
 
     After a dropped connection or a 5xx the request is sent again with the same index: if the first one
@@ -160,7 +166,7 @@ def register(api: NomadAPI, compiled: Compiled, plan_index: int, notes: Notes) -
 class Registration:
     """A compiled job put on Nomad (or found unchanged there)."""
 
-    compiled: Compiled
+    compiled: DeploymentJob
     version: int | None
     eval_id: str  # "" when nothing was registered because nothing changed
     plan: PlanResponse
@@ -184,7 +190,7 @@ class Preview:
         return e is not None and not e.Stop and diff is not None and diff.Type == "None"
 
 
-def preview(api: NomadAPI, compiled: Compiled, *, force: bool, notes: Notes) -> Preview:
+def preview(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes) -> Preview:
     """The first half of a submit, which changes nothing (a dry run stops here): validate with the server,
     check ownership, plan."""
     server_validate(api, compiled, notes)
@@ -193,7 +199,7 @@ def preview(api: NomadAPI, compiled: Compiled, *, force: bool, notes: Notes) -> 
         return Preview(existing, api.plan(compiled.job))
 
 
-def submit(api: NomadAPI, compiled: Compiled, *, force: bool, notes: Notes) -> Registration:
+def submit(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes) -> Registration:
     """Validate with the server, check ownership, plan, and register unless nothing changed."""
     job_id = compiled.job_id
     found = preview(api, compiled, force=force, notes=notes)
@@ -231,7 +237,7 @@ def follow(
                 job_id=job_id,
                 version=registration.version,
                 eval_id=registration.eval_id or None,
-                request=group_request(dict(registration.compiled.job)),
+                request=registration.compiled.request,
                 reporter=reporter,
                 timeout=timeout,
                 wait_for_capacity=wait_for_capacity,
@@ -241,19 +247,25 @@ def follow(
         raise AfterRegistration(job_id, exc, "watching its rollout") from None
 
 
+def verdict_exit_code(verdict: Verdict | None) -> int | None:
+    """The exit code of a rollout's verdict (`Assessment.verdict`); None while there is none."""
+    codes: dict[Verdict, int] = {"succeeded": EXIT_OK, "failed": EXIT_FAILURE, "placement-failed": EXIT_PLACEMENT}
+    return codes[verdict] if verdict is not None else None
+
+
 def outcome(result: WatchResult) -> tuple[str, int]:
     """(status word, exit code) of a finished watch."""
     if result.timed_out:
         return "timeout", EXIT_TIMEOUT
-    return result.assessment.phase, result.assessment.exit_code or EXIT_OK
+    return result.assessment.phase, verdict_exit_code(result.assessment.verdict) or EXIT_OK
 
 
 def result_document(registration: Registration, result: WatchResult | None, status: str, code: int) -> dict[str, Any]:
     """One deployment's result as `submit --output json` and the Ansible module report it."""
     compiled = registration.compiled
     data: dict[str, Any] = {
-        "deployment_file": compiled.source.filename,
-        "model": compiled.source.spec.name,
+        "deployment_file": compiled.file,
+        "model": compiled.model,
         "job": compiled.job_id,
         "version": registration.version,
         "eval_id": registration.eval_id or None,
@@ -340,7 +352,7 @@ class PlanSummary:
         }
 
 
-def plan(api: NomadAPI, compiled: Compiled) -> PlanSummary:
+def plan(api: NomadAPI, compiled: DeploymentJob) -> PlanSummary:
     """Nomad's plan for the compiled job, summarised; `foreign` when submit would need --force."""
     foreign = is_foreign(api.job(compiled.job_id))
     with _refusals_as_input(compiled):
@@ -348,10 +360,11 @@ def plan(api: NomadAPI, compiled: Compiled) -> PlanSummary:
     return replace(summarise_plan(compiled, response), foreign=foreign)
 
 
-def summarise_plan(compiled: Compiled, response: PlanResponse) -> PlanSummary:
+def summarise_plan(compiled: DeploymentJob, response: PlanResponse) -> PlanSummary:
     """A plan answer for the compiled job (from `plan`, or the one `submit` made) in summary."""
-    request = group_request(dict(compiled.job))
-    placement = [line for metric in response.FailedTGAllocs.values() for line in placement_failure(request, metric)]
+    placement = [
+        line for metric in response.FailedTGAllocs.values() for line in placement_failure(compiled.request, metric)
+    ]
     updates = response.Annotations.DesiredTGUpdates if response.Annotations else {}
     return PlanSummary(
         job_id=compiled.job_id,

@@ -9,8 +9,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from ..compile.metadata import model_labels, model_name
-from ..compile.request import GroupRequest
+from ..contract.metadata import model_labels, model_name
+from ..contract.request import GroupRequest
 from ..errors import InputError, Problem, suggestion
 from .client import NomadAPI
 from .responses import Deployment, Evaluation, JobStub

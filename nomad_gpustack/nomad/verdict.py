@@ -17,7 +17,7 @@ def headline(registration: Registration, result: WatchResult) -> str:
     """One line: the model and how its rollout ended."""
     a = result.assessment
     compiled = registration.compiled
-    name = compiled.source.spec.name
+    name = compiled.model
     if a.phase == "succeeded":
         after = f" after {result.elapsed:.0f}s" if a.replicas else ""  # replicas: 0 waits for nothing
         return f"{name}: {a.headline}{after} (job {compiled.job_id})"

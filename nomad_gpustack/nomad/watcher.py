@@ -1,28 +1,45 @@
 """Follow a job version's rollout with blocking queries until it is healthy, failed, or out of time.
 
-Three blocking queries run side by side (the evaluation, the job's allocations, its latest deployment);
-each returns as soon as Nomad's state changes, so progress shows up without a polling interval, and an idle
-watch costs a handful of requests a minute. A dropped connection or a 5xx is retried with backoff and the
-query resumes from the last index seen.
+Three blocking queries run side by side (the evaluation, the job's allocations, its deployments; a fourth
+follows a blocked evaluation); each returns as soon as Nomad's state changes, so progress shows up without a
+polling interval, and an idle watch costs a handful of requests a minute. A dropped connection or a 5xx is
+retried with backoff and the query resumes from the last index seen.
+
+The watch reads the job's deployments rather than its latest one: the verdict is about this version's
+deployment, and by the watch's first read Nomad may have moved on (an auto-revert registers the old spec as a
+later version, whose deployment is then the latest).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from ..compile.metadata import DOWNLOAD_TASK
-from ..compile.request import GroupRequest
+from ..contract.metadata import DOWNLOAD_TASK
+from ..contract.request import GroupRequest
 from ..urls import openai_base_url
 from . import blocking
 from .client import NomadAPI, NomadError, TransientError
 from .explain import NodeDevices, node_devices
 from .responses import Allocation, Deployment, Evaluation
-from .rollout import Assessment, ReplicaHistory, Rollback, Snapshot, assess, assess_rollback, shown_forward
+from .rollout import (
+    Assessment,
+    ReplicaHistory,
+    Rollback,
+    Snapshot,
+    assess,
+    assess_rollback,
+    deployment_of,
+    latest_deployment,
+    shown_forward,
+)
+
+T = TypeVar("T")
 
 TERMINAL_EVAL = ("complete", "failed", "canceled")
 LOG_LINES = 20
@@ -47,38 +64,238 @@ class WatchResult:
     requests: int = 0
 
 
+@dataclass(frozen=True)
+class _Target:
+    """What one watch follows."""
+
+    job_id: str
+    version: int | None
+    eval_id: str | None  # None: nothing was registered (no changes), the job is judged as it stands
+    request: GroupRequest
+    wait_for_capacity: bool
+
+
 @dataclass
-class _State:
+class _Heard:
+    """What the blocking queries have answered so far."""
+
     evaluation: Evaluation | None = None
     blocked: Evaluation | None = None
-    deployment: Any = None
+    deployments: tuple[Deployment, ...] = ()
     allocations: tuple[Allocation, ...] = ()
     nodes: tuple[NodeDevices, ...] | None = None  # None: not listed (yet), or the listing failed
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    heard: set[str] = field(default_factory=set)  # which queries have answered at least once
+    answered: set[str] = field(default_factory=set)  # which queries have answered at least once
 
     @property
     def informed(self) -> bool:
-        """Whether the allocations and the deployment were read: before that, no replica can be judged (a
+        """Whether the allocations and the deployments were read: before that, no replica can be judged (a
         placed replica would show as pending)."""
-        return {"allocations", "deployment"} <= self.heard
+        return {"allocations", "deployments"} <= self.answered
+
+    def snapshot(self, target: _Target) -> Snapshot:
+        deployment = deployment_of(self.deployments, target.version)
+        return Snapshot(
+            target.job_id, target.version, self.evaluation, self.blocked, deployment, self.allocations, self.nodes
+        )
 
 
-async def _poll(
-    fetch: Callable[[int], Awaitable[tuple[Any, int]]],
-    store: Callable[[Any], bool],
-    reporter: Reporter,
-    what: str,
-) -> None:
-    """Follow one blocking query until `store` returns False. Its first read has index 0, which Nomad answers
-    at once; as a query with an index, the client leaves retrying it to this loop."""
+class _Watch:
+    """One watch: a poller per blocking query (the evaluation, its blocked evaluation, the job's allocations,
+    its deployments) stores what it hears and wakes the judge; the judge assesses at each change until there is
+    a verdict or the time is out; then `finish` gathers what explains the verdict (logs, endpoints, the
+    rollback Nomad started)."""
 
-    def retried(exc: Exception, delay: float) -> None:
-        reporter.note(f"{exc} while watching {what}; retried after {delay:.1f}s")
+    def __init__(
+        self, api: NomadAPI, http: Any, target: _Target, reporter: Reporter, timeout: float | None, start: float
+    ) -> None:
+        self.api, self.http, self.target, self.reporter = api, http, target, reporter
+        self.timeout, self.start = timeout, start
+        self.heard = _Heard()
+        if target.eval_id is None:  # nothing was registered: no evaluation to wait for
+            self.heard.evaluation = Evaluation(ID="", Status="complete")
+        self.changed = asyncio.Event()
+        self.pollers: list[asyncio.Task[None]] = []
+        self.following_blocked = False
+        self.nodes_listed = False
+        self.verified = False
+        self.rollback: Rollback | None = None  # the rollback Nomad started, as far as it was followed
+        self.history = ReplicaHistory()  # what this watch has shown: a replica's state only moves forward
 
-    async for value in blocking.follow(fetch, retry_on=TransientError, on_retry=retried):
-        if not store(value):
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    @property
+    def remaining(self) -> float | None:
+        return None if self.timeout is None else self.timeout - self.elapsed
+
+    # --- the pollers: one per blocking query --------------------------------------------------------------
+
+    def start_pollers(self) -> None:
+        api, http, target = self.api, self.http, self.target
+        self._poll("allocations", lambda i: api.allocations(http, target.job_id, i), self._on_allocations)
+        self._poll("the deployment", lambda i: api.deployments(http, target.job_id, i), self._on_deployments)
+        if target.eval_id:
+            eval_id = target.eval_id
+            self._poll("the evaluation", lambda i: api.evaluation(http, eval_id, i), self._on_evaluation)
+
+    async def stop_pollers(self) -> None:
+        for poller in self.pollers:
+            poller.cancel()
+        await asyncio.gather(*self.pollers, return_exceptions=True)
+
+    def _poll(self, what: str, fetch: Callable[[int], Awaitable[tuple[T, int]]], store: Callable[[T], bool]) -> None:
+        self.pollers.append(asyncio.create_task(self._follow(what, fetch, store)))
+
+    async def _follow(
+        self, what: str, fetch: Callable[[int], Awaitable[tuple[T, int]]], store: Callable[[T], bool]
+    ) -> None:
+        """Follow one blocking query until `store` returns False, waking the judge at each answer. Its first
+        read has index 0, which Nomad answers at once; as a query with an index, the client leaves retrying it
+        to this loop."""
+
+        def retried(exc: Exception, delay: float) -> None:
+            self.reporter.note(f"{exc} while watching {what}; retried after {delay:.1f}s")
+
+        async for value in blocking.follow(fetch, retry_on=TransientError, on_retry=retried):
+            going_on = store(value)
+            self.changed.set()
+            if not going_on:
+                return
+
+    def _on_allocations(self, value: list[Allocation]) -> bool:
+        self.heard.allocations = tuple(value)
+        self.heard.answered.add("allocations")
+        return True
+
+    def _on_deployments(self, value: list[Deployment]) -> bool:
+        self.heard.deployments = tuple(value)
+        self.heard.answered.add("deployments")
+        return True
+
+    def _on_evaluation(self, value: Evaluation) -> bool:
+        self.heard.evaluation = value
+        if value.BlockedEval and not self.following_blocked:
+            self.following_blocked = True
+            api, http, blocked = self.api, self.http, value.BlockedEval
+            self._poll("the blocked evaluation", lambda i: api.evaluation(http, blocked, i), self._on_blocked)
+        return value.Status not in TERMINAL_EVAL or bool(value.NextEval)
+
+    def _on_blocked(self, value: Evaluation) -> bool:
+        self.heard.blocked = value
+        return value.Status == "blocked"
+
+    def _raise_poller_failure(self) -> None:
+        for poller in self.pollers:
+            if poller.done() and not poller.cancelled() and poller.exception():
+                raise poller.exception()  # type: ignore[misc]  # a non-transient error: 403, 404 ...
+
+    # --- the judge ---------------------------------------------------------------------------------------
+
+    async def until_verdict(self) -> tuple[Assessment, bool]:
+        """Assess at each change until there is a verdict, or the time is out: (the last assessment, timed out)."""
+        while True:
+            self._raise_poller_failure()
+            assessment = assess(
+                self.heard.snapshot(self.target), self.target.request, wait_for_capacity=self.target.wait_for_capacity
+            )
+            if await self._read_more(assessment):
+                continue
+            if self.heard.informed:
+                assessment = shown_forward(assessment, self.history)
+                self.reporter.update(assessment, self.elapsed)
+                if assessment.done:
+                    return assessment, False
+            remaining = self.remaining
+            if remaining is not None and remaining <= 0:
+                return assessment, True
+            self.changed.clear()
+            # Wake on a change, or once a second to refresh the elapsed time on a terminal (no request).
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation (Ctrl-C) that
+            # comes as the wait ends (CPython gh-86296).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(1.0, remaining or 1.0)):
+                    await self.changed.wait()
+
+    async def _read_more(self, assessment: Assessment) -> bool:
+        """Read once what `assessment` needs before it is shown; True when something was read (assess again).
+
+        A placement failure of a GPU group is explained with the devices the nodes have (the node listing).
+        The queries answer independently: before a verdict, all of them are read once more, so it never rests
+        on a deployment newer than the allocations held."""
+        capacity = assessment.phase in ("placement-failed", "waiting-capacity")
+        if capacity and self.target.request.device and not self.nodes_listed:
+            self.nodes_listed = True
+            devices = await _node_devices(self.api, self.http)
+            self.heard.nodes = tuple(devices) if devices is not None else None
+            return True
+        if assessment.done and not self.verified:
+            self.verified = True
+            await self._refresh()
+            return True
+        return False
+
+    async def _refresh(self) -> None:
+        """Plain reads of everything the watch follows (the client retries them); when they keep failing, the
+        verdict rests on what the blocking queries delivered."""
+        api, http, target = self.api, self.http, self.target
+        try:
+            allocs, deployments = await asyncio.gather(
+                api.allocations(http, target.job_id), api.deployments(http, target.job_id)
+            )
+            self.heard.allocations, self.heard.deployments = tuple(allocs[0]), tuple(deployments[0])
+            self.heard.answered.update(("allocations", "deployments"))
+            if target.eval_id:
+                self.heard.evaluation = (await api.evaluation(http, target.eval_id))[0]
+        except TransientError:
             return
+
+    # --- the finish --------------------------------------------------------------------------------------
+
+    async def finish(self, assessment: Assessment, timed_out: bool) -> WatchResult:
+        """The result: with the logs that explain a failure, the endpoints of a success, and the rollback Nomad
+        started after this version's deployment failed, followed to its end within the time left."""
+        result = WatchResult(assessment, self.elapsed, timed_out)
+        if assessment.failures or assessment.phase == "failed" or timed_out:
+            result.logs = await _failure_logs(self.api, self.http, assessment, self.heard.allocations)
+        if assessment.phase == "succeeded":
+            result.endpoints = await running_endpoints(self.api, self.http, assessment)
+        failed = deployment_of(self.heard.deployments, self.target.version)
+        if assessment.rollback_to is not None and not timed_out and failed is not None:
+            result.rollback = await self._follow_rollback(assessment, assessment.rollback_to, failed)
+            result.elapsed = self.elapsed
+        result.requests = self.api.requests
+        return result
+
+    async def _follow_rollback(self, assessment: Assessment, to_version: int, failed: Deployment) -> Rollback:
+        """Follow the job's deployments until the rollback Nomad started after `failed` ends, or the time
+        is out; the reporter sees each step as phase `rolling-back`, then the verdict again (it stands)."""
+        self.rollback = assess_rollback(to_version, failed, None)
+        self._show_rollback(assessment, self.rollback)
+        api, http, job_id = self.api, self.http, self.target.job_id
+        steps = self._follow(
+            "the rollback",
+            lambda i: api.deployments(http, job_id, i),
+            functools.partial(self._on_rollback_step, assessment, to_version, failed),
+        )
+        remaining = self.remaining
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(None if remaining is None else max(0.0, remaining)):  # see until_verdict
+                await steps
+        self.reporter.update(assessment, self.elapsed)
+        return self.rollback
+
+    def _on_rollback_step(
+        self, assessment: Assessment, to_version: int, failed: Deployment, deployments: list[Deployment]
+    ) -> bool:
+        step = assess_rollback(to_version, failed, latest_deployment(deployments))
+        if step != self.rollback:
+            self.rollback = step
+            self._show_rollback(assessment, step)
+        return not step.done
+
+    def _show_rollback(self, assessment: Assessment, step: Rollback) -> None:
+        self.reporter.update(replace(assessment, phase="rolling-back", headline=step.summary), self.elapsed)
 
 
 async def watch(
@@ -100,190 +317,18 @@ async def watch(
     earlier = api.deadline
     if timeout is not None:
         api.deadline = start + timeout if earlier is None else min(earlier, start + timeout)
+    target = _Target(job_id, version, eval_id, request, wait_for_capacity)
     try:
-        return await _watch(api, job_id, version, eval_id, request, reporter, timeout, wait_for_capacity, start)
+        async with api.async_client() as http:
+            run = _Watch(api, http, target, reporter, timeout, start)
+            run.start_pollers()
+            try:
+                assessment, timed_out = await run.until_verdict()
+            finally:
+                await run.stop_pollers()
+            return await run.finish(assessment, timed_out)
     finally:
         api.deadline = earlier
-
-
-async def _watch(
-    api: NomadAPI,
-    job_id: str,
-    version: int | None,
-    eval_id: str | None,
-    request: GroupRequest,
-    reporter: Reporter,
-    timeout: float | None,
-    wait_for_capacity: bool,
-    start: float,
-) -> WatchResult:
-    state = _State()
-    if eval_id is None:  # nothing was registered (no changes): judge the job as it stands
-        state.evaluation = Evaluation(ID="", Status="complete")
-
-    def store_allocations(value: list[Allocation]) -> bool:
-        state.allocations = tuple(value)
-        state.heard.add("allocations")
-        state.changed.set()
-        return True
-
-    def store_deployment(value: Any) -> bool:
-        state.deployment = value
-        state.heard.add("deployment")
-        state.changed.set()
-        return True
-
-    def store_eval(value: Evaluation) -> bool:
-        state.evaluation = value
-        state.changed.set()
-        if value.BlockedEval and not blocked_started:
-            blocked_started.append(True)
-            tasks.append(
-                asyncio.create_task(
-                    _poll(
-                        lambda i: api.evaluation(http, value.BlockedEval, i),
-                        store_blocked,
-                        reporter,
-                        "the blocked evaluation",
-                    )
-                )
-            )
-        return value.Status not in TERMINAL_EVAL or bool(value.NextEval)
-
-    def store_blocked(value: Evaluation) -> bool:
-        state.blocked = value
-        state.changed.set()
-        return value.Status == "blocked"
-
-    blocked_started: list[bool] = []
-    tasks: list[asyncio.Task[None]] = []
-    async with api.async_client() as http:
-        tasks.append(
-            asyncio.create_task(
-                _poll(lambda i: api.allocations(http, job_id, i), store_allocations, reporter, "allocations")
-            )
-        )
-        tasks.append(
-            asyncio.create_task(
-                _poll(lambda i: api.latest_deployment(http, job_id, i), store_deployment, reporter, "the deployment")
-            )
-        )
-        if eval_id:
-            tasks.append(
-                asyncio.create_task(
-                    _poll(lambda i: api.evaluation(http, eval_id, i), store_eval, reporter, "the evaluation")
-                )
-            )
-        timed_out = False
-        nodes_fetched = verified = False
-        history = ReplicaHistory()  # what this watch has shown: a replica's state only moves forward
-        try:
-            while True:
-                for task in tasks:
-                    if task.done() and task.exception():
-                        raise task.exception()  # type: ignore[misc]  # a non-transient error: 403, 404 ...
-                snapshot = Snapshot(
-                    job_id, version, state.evaluation, state.blocked, state.deployment, state.allocations, state.nodes
-                )
-                assessment = assess(snapshot, request, wait_for_capacity=wait_for_capacity)
-                elapsed = time.monotonic() - start
-                if (
-                    assessment.phase in ("placement-failed", "waiting-capacity")
-                    and request.device
-                    and not nodes_fetched
-                ):
-                    nodes_fetched = True
-                    devices = await _node_devices(api, http)
-                    state.nodes = tuple(devices) if devices is not None else None
-                    continue
-                if assessment.done and not verified:
-                    # The three queries answer independently: before a verdict, read all of them once
-                    # more, so it never rests on a deployment newer than the allocations we hold.
-                    verified = True
-                    await _refresh(api, http, state, job_id, eval_id)
-                    continue
-                if state.informed:
-                    assessment = shown_forward(assessment, history)
-                    reporter.update(assessment, elapsed)
-                    if assessment.done:
-                        break
-                remaining = None if timeout is None else timeout - elapsed
-                if remaining is not None and remaining <= 0:
-                    timed_out = True
-                    break
-                state.changed.clear()
-                # Wake on a change, or once a second to refresh the elapsed time on a terminal (no request).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(state.changed.wait(), timeout=min(1.0, remaining or 1.0))
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        result = WatchResult(assessment, time.monotonic() - start, timed_out)
-        if assessment.failures or assessment.phase == "failed" or timed_out:
-            result.logs = await _failure_logs(api, http, assessment, state.allocations)
-        if assessment.phase == "succeeded":
-            result.endpoints = await running_endpoints(api, http, assessment)
-        failed = state.deployment
-        if assessment.rollback_to is not None and not timed_out and isinstance(failed, Deployment):
-            remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
-            result.rollback = await _follow_rollback(api, http, job_id, failed, assessment, reporter, start, remaining)
-            result.elapsed = time.monotonic() - start
-        result.requests = api.requests
-        return result
-
-
-async def _follow_rollback(
-    api: NomadAPI,
-    http: Any,
-    job_id: str,
-    failed: Deployment,
-    assessment: Assessment,
-    reporter: Reporter,
-    start: float,
-    timeout: float | None,
-) -> Rollback:
-    """Follow the job's latest deployment until the rollback Nomad started after `failed` ends, or `timeout`
-    seconds pass; the reporter sees each step as phase `rolling-back`."""
-    to_version = assessment.rollback_to if assessment.rollback_to is not None else 0
-    rollback = assess_rollback(to_version, failed, None)
-
-    def show(step: Rollback) -> None:
-        step_view = replace(assessment, phase="rolling-back", headline=step.summary, exit_code=None)
-        reporter.update(step_view, time.monotonic() - start)
-
-    def retried(exc: Exception, delay: float) -> None:
-        reporter.note(f"{exc} while watching the rollback; retried after {delay:.1f}s")
-
-    async def follow() -> None:
-        nonlocal rollback
-        show(rollback)
-        query = lambda i: api.latest_deployment(http, job_id, i)  # noqa: E731
-        async for latest in blocking.follow(query, retry_on=TransientError, on_retry=retried):
-            step = assess_rollback(to_version, failed, latest)
-            if step != rollback:
-                rollback = step
-                show(step)
-            if step.done:
-                return
-
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(follow(), timeout)
-    reporter.update(assessment, time.monotonic() - start)  # the verdict stands: this version failed
-    return rollback
-
-
-async def _refresh(api: NomadAPI, http: Any, state: _State, job_id: str, eval_id: str | None) -> None:
-    """Plain reads of everything the watch follows (the client retries them); when they keep failing, the
-    verdict rests on what the blocking queries delivered."""
-    try:
-        allocs, deployment = await asyncio.gather(api.allocations(http, job_id), api.latest_deployment(http, job_id))
-        state.allocations, state.deployment = tuple(allocs[0]), deployment[0]
-        state.heard.update(("allocations", "deployment"))
-        if eval_id:
-            state.evaluation = (await api.evaluation(http, eval_id))[0]
-    except TransientError:
-        return
 
 
 async def _node_devices(api: NomadAPI, http: Any) -> list[NodeDevices] | None:
@@ -293,35 +338,49 @@ async def _node_devices(api: NomadAPI, http: Any) -> list[NodeDevices] | None:
         return None  # listing nodes needs node:read; the explanation works without it
 
 
+def _main_task_name(alloc: Allocation) -> str:
+    return next((t for t in alloc.TaskStates if t != DOWNLOAD_TASK), "")
+
+
+def _logs_wanted(assessment: Assessment, allocs: tuple[Allocation, ...]) -> list[tuple[str, str, str]]:
+    """(label, allocation ID, task) of the logs that explain the verdict: those of the tasks that failed (the
+    first two), else, when the rollout failed with no task to blame (unhealthy), the first replica's main task."""
+    by_id = {a.ID: a for a in allocs}
+    wanted: list[tuple[str, str, str]] = []
+    for failure in assessment.failures[:2]:
+        alloc = by_id.get(failure.alloc_id)
+        task = (failure.task or _main_task_name(alloc)) if alloc is not None else ""
+        if task:
+            wanted.append((f"replica {failure.replica} ({task})", failure.alloc_id, task))
+    if wanted or assessment.phase != "failed":
+        return wanted
+    placed = [(r.index, by_id[r.alloc_id]) for r in assessment.replicas if r.alloc_id and r.alloc_id in by_id]
+    for index, alloc in placed[:1]:
+        task = _main_task_name(alloc)
+        if task:
+            wanted.append((f"replica {index} ({task})", alloc.ID, task))
+    return wanted
+
+
+async def _stderr_tail(api: NomadAPI, http: Any, alloc_id: str, task: str) -> str:
+    """The last LOG_LINES non-blank lines of a task's stderr; "" when there are none or they cannot be read."""
+    try:
+        text = await api.log_tail(http, alloc_id, task)
+    except NomadError:
+        return ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-LOG_LINES:])
+
+
 async def _failure_logs(
     api: NomadAPI, http: Any, assessment: Assessment, allocs: tuple[Allocation, ...]
 ) -> dict[str, str]:
     """The last lines of stderr of the tasks that failed (or of the main task of unhealthy replicas)."""
-    wanted: list[tuple[str, str, str]] = []
-    for failure in assessment.failures[:2]:
-        alloc = next((a for a in allocs if a.ID == failure.alloc_id), None)
-        if alloc is None:
-            continue
-        task = failure.task or next((t for t in alloc.TaskStates if t != DOWNLOAD_TASK), "")
-        if task:
-            wanted.append((f"replica {failure.replica} ({task})", alloc.ID, task))
-    if not wanted and assessment.phase == "failed":
-        for replica in assessment.replicas:
-            alloc = next((a for a in allocs if a.ID == replica.alloc_id), None)
-            if alloc is not None:
-                task = next((t for t in alloc.TaskStates if t != DOWNLOAD_TASK), "")
-                if task:
-                    wanted.append((f"replica {replica.index} ({task})", alloc.ID, task))
-                break
     logs: dict[str, str] = {}
-    for label, alloc_id, task in wanted:
-        try:
-            text = await api.log_tail(http, alloc_id, task)
-        except NomadError:
-            continue
-        lines = [line for line in text.splitlines() if line.strip()]
-        if lines:
-            logs[label] = "\n".join(lines[-LOG_LINES:])
+    for label, alloc_id, task in _logs_wanted(assessment, allocs):
+        text = await _stderr_tail(api, http, alloc_id, task)
+        if text:
+            logs[label] = text
     return logs
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..compile.metadata import is_ours, model_labels, service_job
+from ..contract.metadata import is_ours, model_labels, service_job
 from ..errors import ServiceError, UnreachableError
 from ..urls import openai_base_url, origin
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
-from ..compile.drivers import COMPILER_OWNED, DOCKER_KEYS
-from ..compile.frameworks import FRAMEWORKS
+from ..contract.drivers import COMPILER_OWNED, DOCKER_KEYS
+from ..contract.frameworks import FRAMEWORKS
 from ..errors import suggestion
 from .base import EnvMap, SpecModel
 

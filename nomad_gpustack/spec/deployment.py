@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from ..compile.metadata import RESERVED_META
+from ..contract.metadata import RESERVED_META
 from ..durations import SECOND
 from .base import (
     AS_WRITTEN,

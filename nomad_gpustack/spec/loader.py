@@ -66,19 +66,13 @@ def load_backend_files(paths: Iterable[Path]) -> list[Sourced[Backend]]:
     return [b for _, r in results if not isinstance(r, InputError) for b in r]
 
 
-def load_catalog(extra: Sequence[str | Path] = (), *, cache: Path | None = None) -> Catalog:
+def load_catalog(extra: Sequence[str | Path] = ()) -> Catalog:
     """The built-in backends plus those of `extra` files or folders; later ones replace earlier ones.
 
-    With `cache`, a folder, the validated built-in backends are kept there for the next call (catalogcache.py).
+    Read and validated on every call: kept between runs, the validated catalog saved no time (a render
+    validates its deployment with the same pydantic machinery), and a cache of it was one more thing to trust.
     """
-    folder = builtin_catalog_dir()
-    if cache is None:
-        builtins = load_backend_files([folder])
-    else:
-        from .catalogcache import cached_backends
-
-        builtins = cached_backends(folder, cache, lambda f: load_backend_files([f]), display_path)
-    catalog = Catalog().adding(builtins)
+    catalog = Catalog().adding(load_backend_files([builtin_catalog_dir()]))
     return catalog.adding(load_backend_files([Path(p) for p in extra])) if extra else catalog
 
 

@@ -166,6 +166,7 @@ def test_help_and_usage_errors() -> None:
 
 
 def test_jobs_folder_is_in_sync_with_examples(tmp_path: Path) -> None:
+    """The one check that jobs/ holds what examples/ renders to, byte for byte, and nothing else."""
     examples = sorted((ROOT / "examples").glob("*.yaml"))
     for fmt in ("json", "hcl"):
         out = tmp_path / fmt

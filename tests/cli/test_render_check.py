@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from ..support.components import ROOT
 from ..support.helpers import nomadgs
 
@@ -18,16 +16,6 @@ VLLM = ROOT / "examples" / "vllm-qwen2.5-7b-instruct.yaml"
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-@pytest.mark.parametrize("fmt", ["json", "hcl"])
-def test_the_jobs_folder_of_this_repository_is_up_to_date(fmt: str) -> None:
-    before = snapshot(ROOT / "jobs")
-    run = nomadgs("render", *EXAMPLES, "--output", "jobs/", "--format", fmt, "--check")
-    assert run.code == 0, run.out + run.err
-    assert run.out == ""
-    assert run.err == f"note: {len(EXAMPLES)} job files in jobs/ are up to date\n"
-    assert snapshot(ROOT / "jobs") == before
 
 
 def test_differences_missing_files_and_nothing_written(tmp_path: Path) -> None:

@@ -133,14 +133,20 @@ def test_a_placement_failure_says_what_the_estimate_needs(tmp_path: Path) -> Non
 
 
 def test_blocked_evaluation_is_waiting_for_capacity_not_success(nomad: NomadDouble) -> None:
-    nomad.default_scenario = scenarios.blocked_then_placed(after=0.5)
-    run = submit(nomad, VLLM, "--wait-for-capacity")
-    assert run.code == 0, run.err
-    assert "waiting-capacity: waiting for capacity: cannot place 1 of 1 replica" in run.err
-    assert run.err.index("waiting for capacity") < run.err.index("succeeded")
+    capacity = threading.Event()  # capacity appears once nomadgs has said that it waits for it
+    nomad.default_scenario = scenarios.blocked_then_placed(capacity=capacity)
+    proc = start_nomadgs("submit", VLLM, "--timeout", "60s", "--wait-for-capacity", env={"NOMAD_ADDR": nomad.address})
+    assert proc.stderr is not None
+    err = []
+    for line in proc.stderr:
+        err.append(line)
+        if "waiting-capacity: waiting for capacity: cannot place 1 of 1 replica" in line:
+            capacity.set()
+    assert proc.wait(timeout=30) == 0, "".join(err)
+    assert capacity.is_set() and "succeeded" in "".join(err)
     nomad.default_scenario = scenarios.placement_failure()
-    run = nomadgs("submit", LLAMA_CPU, "--timeout", "1s", "--wait-for-capacity", env={"NOMAD_ADDR": nomad.address})
-    assert run.code == 4 and "timed out while waiting-capacity" in run.err
+    run = nomadgs("submit", LLAMA_CPU, "--timeout", "3s", "--wait-for-capacity", env={"NOMAD_ADDR": nomad.address})
+    assert run.code == 4 and "timed out while waiting-capacity" in run.err, run.err
 
 
 def test_zero_replicas_succeed_at_once(nomad: NomadDouble, tmp_path: Path) -> None:
@@ -232,7 +238,7 @@ def test_a_rollback_that_fails_too_is_reported(nomad: NomadDouble, tmp_path: Pat
 def test_server_errors_and_dropped_connections_are_retried(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.rollout(healthy_after=0.5)
     nomad.faults.fail(rf"^/v1/job/{VLLM_JOB}/allocations$", status=500, count=2)
-    nomad.faults.drop(rf"^/v1/job/{VLLM_JOB}/deployment$", count=2)
+    nomad.faults.drop(rf"^/v1/job/{VLLM_JOB}/deployments$", count=2)
     nomad.faults.drop(rf"^/v1/job/{VLLM_JOB}$", count=1, method="POST")  # the register answer is lost
     run = submit(nomad, VLLM)
     assert run.code == 0, run.err
@@ -384,7 +390,7 @@ def test_a_state_change_reaches_the_output_without_polling(nomad: NomadDouble) -
     reader.start()
     try:
         nomad.wait_for(lambda n: any(a["JobID"] == VLLM_JOB for a in n.allocations.values()), timeout=30)
-        time.sleep(0.5)  # let the watcher settle into its blocking queries
+        nomad.wait_for_held(f"/v1/job/{VLLM_JOB}/allocations", timeout=60)  # the watcher waits for a change
         before = len(nomad.requests)
         alloc_id = next(a["ID"] for a in nomad.allocations.values() if a["JobID"] == VLLM_JOB)
         changed_at = time.monotonic()
@@ -404,7 +410,7 @@ def test_ctrl_c_leaves_the_job_running(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.manual()
     proc = start_nomadgs("submit", VLLM, env={"NOMAD_ADDR": nomad.address})
     nomad.wait_for(lambda n: any(a["JobID"] == VLLM_JOB for a in n.allocations.values()), timeout=30)
-    time.sleep(0.5)
+    nomad.wait_for_held(f"/v1/job/{VLLM_JOB}/allocations", timeout=60)  # registered, and watching
     proc.send_signal(2)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from nomad_gpustack.contract.jobspec import validate_job
 from nomad_gpustack.durations import MINUTE, SECOND
 from nomad_gpustack.errors import InputError
-from nomad_gpustack.nomad.jobspec import validate_job
 
 from ..support.helpers import compile_yaml, main_task
 

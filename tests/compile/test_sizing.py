@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from nomad_gpustack.compile.build import build
-from nomad_gpustack.compile.metadata import META_AUTO, META_ESTIMATE, META_GPU_NEED
-from nomad_gpustack.compile.request import group_request
+from nomad_gpustack.contract.metadata import META_AUTO, META_ESTIMATE, META_GPU_NEED
+from nomad_gpustack.contract.request import group_request
 from nomad_gpustack.errors import InputError
 from nomad_gpustack.estimate.facts import ModelLookup, from_config
 from nomad_gpustack.nomad.explain import placement_failure

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nomad_gpustack.compile.estimation import lookup_model
 from nomad_gpustack.estimate.hub import GGUF_CHUNK, HubUnavailable, hub_model
-from nomad_gpustack.estimate.lookup import lookup_model
 from nomad_gpustack.spec.deployment import Deployment
 
 from ..support.helpers import nomadgs

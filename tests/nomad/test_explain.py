@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
-from nomad_gpustack.compile.request import GroupRequest
+from nomad_gpustack.contract.request import GroupRequest
 from nomad_gpustack.errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
 from nomad_gpustack.nomad.explain import node_devices, placement_failure, task_failure
 from nomad_gpustack.nomad.responses import Allocation, AllocMetric, Deployment, Evaluation, TaskState
 from nomad_gpustack.nomad.rollout import Snapshot, assess, assess_rollback
+from nomad_gpustack.nomad.runner import verdict_exit_code
 
 REQUEST = GroupRequest(
     group="inference",
@@ -272,7 +273,7 @@ def test_assessment_through_a_rollout() -> None:
     healthy0 = alloc(DeploymentStatus={"Healthy": True}, TaskStates={"vllm": {"State": "running"}})
     done = Deployment(ID="d", JobVersion=1, Status="successful")
     a = assess(snapshot(allocations=(healthy0, running), deployment=done), request)
-    assert a.phase == "succeeded" and a.exit_code == EXIT_OK
+    assert a.phase == "succeeded" and verdict_exit_code(a.verdict) == EXIT_OK
 
 
 def test_assessment_of_failures() -> None:
@@ -285,7 +286,7 @@ def test_assessment_of_failures() -> None:
         FailedTGAllocs={"inference": AllocMetric(NodesEvaluated=2, DimensionExhausted={"memory": 2})},
     )
     a = assess(snapshot(evaluation=evaluation, blocked=blocked), request)
-    assert a.phase == "placement-failed" and a.exit_code == EXIT_PLACEMENT
+    assert a.phase == "placement-failed" and verdict_exit_code(a.verdict) == EXIT_PLACEMENT
     waiting = assess(snapshot(evaluation=evaluation, blocked=blocked), request, wait_for_capacity=True)
     assert (
         waiting.phase == "waiting-capacity" and not waiting.done and waiting.headline.startswith("waiting for capacity")
@@ -299,7 +300,7 @@ def test_assessment_of_failures() -> None:
         StatusDescription="Failed due to progress deadline - rolling back to job version 0",
     )
     a = assess(snapshot(allocations=(unhealthy,), deployment=failed), request)
-    assert a.phase == "failed" and a.exit_code == EXIT_FAILURE and a.rollback_to == 0
+    assert a.phase == "failed" and verdict_exit_code(a.verdict) == EXIT_FAILURE and a.rollback_to == 0
     assert any("GET /v1/models did not answer 200 within 1m" in d for d in a.details)
 
     cancelled = Deployment(

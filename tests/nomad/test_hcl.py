@@ -9,27 +9,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import hcl2
 import pytest
 import yaml
 
 from nomad_gpustack.compile.build import build
-from nomad_gpustack.nomad.hcl import job_from_hcl, quote, render_hcl
-from nomad_gpustack.nomad.jobspec import Job, validate_job
+from nomad_gpustack.contract.jobspec import Job, validate_job
+from nomad_gpustack.nomad.hcl import quote, render_hcl
 from nomad_gpustack.spec.catalog import Catalog
 from nomad_gpustack.spec.loader import load_backend_file, load_catalog, load_deployment
 
 from ..support.backend_files import PROJECT_BACKENDS, BackendCorpus
 from ..support.components import ROOT
+from ..support.hcl_reader import job_from_hcl, parse
 from ..support.helpers import compile_yaml, deployment
 
-OPTIONS = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-
-
-def parse(text: str) -> dict[str, Any]:
-    result: dict[str, Any] = hcl2.loads(text, serialization_options=OPTIONS)
-    return result
 
 
 def round_trip(job: Job) -> None:

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from nomad_gpustack.compile.request import GroupRequest
-from nomad_gpustack.nomad.responses import Allocation, Evaluation
-from nomad_gpustack.nomad.rollout import Replica, ReplicaHistory, Snapshot, assess, replica_state
+from nomad_gpustack.contract.request import GroupRequest
+from nomad_gpustack.nomad.responses import Allocation, Deployment, Evaluation
+from nomad_gpustack.nomad.rollout import (
+    Replica,
+    ReplicaHistory,
+    Snapshot,
+    assess,
+    deployment_of,
+    latest_deployment,
+    replica_state,
+)
 
 REQUEST = GroupRequest(group="inference", count=1, health_path="/v1/models")
 ZERO = "0001-01-01T00:00:00Z"
@@ -92,3 +100,13 @@ def test_a_replica_placed_before_a_resubmit_shows_its_real_state() -> None:
     assert assessment.healthy == 0, "not a healthy replica of version 1"
     unchanged = Snapshot("qwen", 0, Evaluation(ID="", Status="complete"), allocations=(old,))
     assert [(r.state, r.earlier_version) for r in assess(unchanged, REQUEST).replicas] == [("running", None)]
+
+
+def test_the_deployment_judged_is_this_versions_newest_not_the_jobs_latest() -> None:
+    earlier = Deployment(ID="d0", JobVersion=1, Status="cancelled", CreateIndex=5)
+    failed = Deployment(ID="d1", JobVersion=1, Status="failed", CreateIndex=10)
+    rollback = Deployment(ID="d2", JobVersion=2, Status="running", CreateIndex=20)
+    listed = [rollback, earlier, failed]  # Nomad lists them in no particular order
+    assert deployment_of(listed, 1) == failed
+    assert deployment_of(listed, 3) is None
+    assert deployment_of(listed, None) == latest_deployment(listed) == rollback

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from nomad_gpustack.compile.build import Compiled
-from nomad_gpustack.compile.request import group_request
+from nomad_gpustack.contract.request import group_request
 from nomad_gpustack.errors import EXIT_FAILURE, EXIT_OK, EXIT_PLACEMENT
 from nomad_gpustack.nomad.client import NomadAPI, NomadDenied
 from nomad_gpustack.nomad.rollout import Assessment
+from nomad_gpustack.nomad.runner import verdict_exit_code
 from nomad_gpustack.nomad.watcher import WatchResult, watch
 from nomad_gpustack.settings import NomadSettings
 
@@ -70,7 +71,7 @@ def test_a_rollout_ends_healthy_with_the_endpoints(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.rollout(step=0.1, healthy_after=0.2)
     recorder = Recorder()
     result = run_watch(nomad, compile_yaml(EXAMPLE), recorder)
-    assert result.assessment.phase == "succeeded" and result.assessment.exit_code == EXIT_OK
+    assert result.assessment.phase == "succeeded" and verdict_exit_code(result.assessment.verdict) == EXIT_OK
     assert not result.timed_out
     assert len(result.endpoints) == 2 and all(u.startswith("http://") and u.endswith("/v1") for u in result.endpoints)
     assert recorder.states(0)[-1] == "running" and "starting" in recorder.states(0)
@@ -81,7 +82,7 @@ def test_transient_errors_are_retried_and_noted(nomad: NomadDouble) -> None:
     compiled = compile_yaml(EXAMPLE)
     nomad.default_scenario = scenarios.rollout(step=0.1, healthy_after=0.2)
     nomad.faults.fail(rf"^/v1/job/{compiled.job_id}/allocations$", status=500, body="No cluster leader", count=2)
-    nomad.faults.drop(rf"^/v1/job/{compiled.job_id}/deployment$", count=1)
+    nomad.faults.drop(rf"^/v1/job/{compiled.job_id}/deployments$", count=1)
     recorder = Recorder()
     result = run_watch(nomad, compiled, recorder)
     assert result.assessment.phase == "succeeded"
@@ -92,7 +93,9 @@ def test_transient_errors_are_retried_and_noted(nomad: NomadDouble) -> None:
 def test_placement_failure_ends_the_watch_with_exit_3(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.placement_failure()
     result = run_watch(nomad, compile_yaml(EXAMPLE), Recorder())
-    assert result.assessment.phase == "placement-failed" and result.assessment.exit_code == EXIT_PLACEMENT
+    assert (
+        result.assessment.phase == "placement-failed" and verdict_exit_code(result.assessment.verdict) == EXIT_PLACEMENT
+    )
     assert result.assessment.headline.startswith("cannot place")
 
 
@@ -101,7 +104,7 @@ def test_a_crash_loop_brings_the_last_lines_of_stderr(nomad: NomadDouble) -> Non
         exit_code=1, stderr="error: unknown argument: --bogus\nusage: llama-server ...", step=0.05
     )
     result = run_watch(nomad, compile_yaml(EXAMPLE), Recorder())
-    assert result.assessment.phase == "failed" and result.assessment.exit_code == EXIT_FAILURE
+    assert result.assessment.phase == "failed" and verdict_exit_code(result.assessment.verdict) == EXIT_FAILURE
     assert any(f.kind == "crash-loop" for f in result.assessment.failures)
     assert any("unknown argument: --bogus" in text for text in result.logs.values())
 
@@ -109,7 +112,7 @@ def test_a_crash_loop_brings_the_last_lines_of_stderr(nomad: NomadDouble) -> Non
 def test_a_timeout_returns_the_state_so_far(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.manual()
     result = run_watch(nomad, compile_yaml(EXAMPLE), Recorder(), timeout=0.5)
-    assert result.timed_out and result.assessment.exit_code is None
+    assert result.timed_out and verdict_exit_code(result.assessment.verdict) is None
 
 
 def test_a_denied_read_ends_the_watch_with_the_error(nomad: NomadDouble) -> None:
@@ -167,3 +170,66 @@ def test_a_resubmit_shows_the_replicas_as_they_are(nomad: NomadDouble) -> None:
     replaced = [a.replicas[0] for a in changed.updates if a.replicas[0].alloc_id != first.alloc_id]
     assert replaced[0].detail.startswith(f"new allocation (replaces {first.alloc_id[:8]}): ")
     assert replaced[-1].state == "running" and replaced[-1].earlier_version is None
+
+
+class CancelOnAnAnswer(NomadAPI):
+    """Cancels the watch (as Ctrl-C does) just after an answer woke it: the first blocking read of the
+    allocations starts right after the plain read's answer was stored, and cancels once that wake-up is due."""
+
+    watch_task: asyncio.Task[Any] | None = None
+
+    async def allocations(self, http: Any, job_id: str, index: int | None = None) -> tuple[list[Any], int]:
+        if index and self.watch_task is not None:
+            task, self.watch_task = self.watch_task, None
+            await asyncio.sleep(0)  # the watch's wait for a change has seen it: its wake-up is queued
+            task.cancel()
+        return await super().allocations(http, job_id, index)
+
+
+def test_ctrl_c_ends_the_watch_even_as_an_answer_arrives(nomad: NomadDouble) -> None:
+    """asyncio.wait_for of Python 3.11 returns the result of a wait that finished as its task was cancelled,
+    losing the cancellation (CPython gh-86296): Ctrl-C during `submit` was then ignored until the rollout ended."""
+    nomad.default_scenario = scenarios.manual()
+    compiled = compile_yaml(EXAMPLE)
+    api = CancelOnAnAnswer(NomadSettings(address=nomad.address))
+    registered = api.register(compiled.job, modify_index=0)
+
+    async def main() -> WatchResult:
+        api.watch_task = asyncio.current_task()
+        return await watch(api, job_id=compiled.job_id, version=0, eval_id=registered.EvalID,
+                           request=group_request(dict(compiled.job)), reporter=Recorder(), timeout=20)  # fmt: skip
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("then", "rollback_status"),
+    [(None, "successful"), (scenarios.unhealthy(), "failed")],
+    ids=["rolled-back", "both-fail"],
+)
+def test_a_watch_that_starts_after_the_rollback_still_judges_its_version(
+    nomad: NomadDouble, then: scenarios.Scenario | None, rollback_status: str
+) -> None:
+    # Under load, Nomad can fail version 1's deployment and auto-revert (registering version 0's spec as
+    # version 2) before the watch's first read: the latest deployment is then version 2's, not the one judged.
+    nomad.default_scenario = scenarios.rollout(step=0.01, healthy_after=0.05)
+    compiled = compile_yaml(EXAMPLE)
+    assert run_watch(nomad, compiled, Recorder()).assessment.phase == "succeeded"
+    nomad.default_scenario = scenarios.unhealthy(rollback_to=0, then=then, healthy_after=0.05)
+    edited = copy.deepcopy(dict(compiled.job))
+    edited["Meta"] = {**edited["Meta"], "edited": "yes"}
+    api = NomadAPI(NomadSettings(address=nomad.address))
+    current = api.job(compiled.job_id)
+    assert current is not None
+    eval_id = api.register(edited, modify_index=current.JobModifyIndex).EvalID
+    nomad.wait_for(
+        lambda n: any(d["JobVersion"] == 2 and d["Status"] == rollback_status for d in n.deployments.values())
+    )
+    result = asyncio.run(
+        watch(api, job_id=compiled.job_id, version=1, eval_id=eval_id, request=group_request(edited),
+              reporter=Recorder(), timeout=30)
+    )  # fmt: skip
+    assert result.assessment.phase == "failed" and result.assessment.rollback_to == 0
+    assert result.rollback is not None
+    assert (result.rollback.to_version, result.rollback.job_version, result.rollback.status) == (0, 2, rollback_status)

@@ -649,10 +649,9 @@ def test_unhealthy_rolls_back_to_the_stable_version(
 # --- manual control and blocking queries ------------------------------------------------------------------------
 
 
-def _blocking_get(api: httpx.Client, path: str, params: dict[str, str], out: list[Any]) -> threading.Thread:
+def _blocking_get(api: httpx.Client, path: str, params: dict[str, str], out: list[httpx.Response]) -> threading.Thread:
     def get() -> None:
-        response = api.get(path, params=params)
-        out.append((time.monotonic(), response))
+        out.append(api.get(path, params=params))
 
     thread = threading.Thread(target=get)
     thread.start()
@@ -667,15 +666,14 @@ def test_blocking_query_returns_promptly_after_a_change(nomad: NomadDouble, api:
     first = api.get(f"/v1/allocation/{alloc_id}")
     assert first.headers["X-Nomad-KnownLeader"] == "true" and first.headers["X-Nomad-LastContact"] == "0"
     index = int(first.headers["X-Nomad-Index"])
-    out: list[Any] = []
-    thread = _blocking_get(api, f"/v1/allocation/{alloc_id}", {"index": str(index), "wait": "5s"}, out)
-    time.sleep(0.3)
+    out: list[httpx.Response] = []
+    thread = _blocking_get(api, f"/v1/allocation/{alloc_id}", {"index": str(index), "wait": "5m"}, out)
+    nomad.wait_for_held(f"/v1/allocation/{alloc_id}")
     assert not out  # still blocked: nothing changed
-    changed_at = time.monotonic()
     nomad.update_allocation(alloc_id, task_state="running", task_events=[{"Type": "Started"}], healthy=None)
-    thread.join(5)
-    returned_at, response = out[0]
-    assert returned_at - changed_at < 0.5  # woken by the change, not by the 5 s wait
+    thread.join(60)
+    assert not thread.is_alive(), "woken by the change, long before the 5 minutes of its wait"
+    (response,) = out
     assert int(response.headers["X-Nomad-Index"]) > index
     body = response.json()
     assert body["ClientStatus"] == "running"
@@ -742,6 +740,24 @@ def test_stop_keeps_the_job_and_purge_removes_it(nomad: NomadDouble, api: httpx.
     assert missing.json() == {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0, "VolumeEvalID": "",
                               "VolumeEvalIndex": 0, "Index": 0, "LastContact": 0, "KnownLeader": False,
                               "NextToken": ""}  # fmt: skip
+
+
+def test_the_deployments_of_a_purged_job_are_not_the_new_jobs(nomad: NomadDouble, api: httpx.Client) -> None:
+    nomad.set_scenario("web", scenarios.manual(start_after=0))
+    register(api, make_job())
+    nomad.wait_for(lambda n: len(deployments_of(n, "web")) == 1)
+    (old,) = api.get("/v1/job/web/deployments").json()
+    purged = api.delete("/v1/job/web", params={"purge": "true"}).json()
+    nomad.wait_for(lambda n: n.evaluations[purged["EvalID"]]["Status"] == "complete")
+    assert [d["ID"] for d in api.get("/v1/job/web/deployments").json()] == [old["ID"]], "no job: all are listed"
+    register(api, make_job())
+    nomad.wait_for(lambda n: len(deployments_of(n, "web")) == 2)
+    (new,) = api.get("/v1/job/web/deployments").json()
+    assert new["ID"] != old["ID"] and new["JobVersion"] == old["JobVersion"] == 0
+    assert {d["ID"] for d in api.get("/v1/job/web/deployments", params={"all": "true"}).json()} == {
+        old["ID"],
+        new["ID"],
+    }
 
 
 def test_stopping_a_blocked_job_cancels_its_blocked_evaluation(nomad: NomadDouble, api: httpx.Client) -> None:
@@ -930,20 +946,24 @@ def test_logs_plain_offsets_frames_and_follow(nomad: NomadDouble, api: httpx.Cli
     assert api.get("/v1/client/fs/logs/nope", params=base).status_code == 404
 
     chunks: list[str] = []
+    more = threading.Event()
 
     def follow() -> None:
         params = {**base, "plain": "true", "follow": "true", "origin": "end", "offset": "6"}
         with api.stream("GET", path, params=params) as stream:
-            chunks.extend(stream.iter_text())
+            for chunk in stream.iter_text():
+                chunks.append(chunk)
+                if "more" in "".join(chunks):
+                    more.set()
 
     thread = threading.Thread(target=follow)
     thread.start()
-    time.sleep(0.2)
+    nomad.wait_for_held(path)  # following: it has sent what there was, and waits for more
     nomad.write_log(alloc_id, "backend", "more\n")
-    time.sleep(0.2)
-    assert thread.is_alive()  # still following
+    assert more.wait(30), chunks
+    assert thread.is_alive()  # still following after the new line
     nomad.update_allocation(alloc_id, task_state="dead", task_events=[{"Type": "Terminated", "ExitCode": 0}])
-    thread.join(3)
+    thread.join(30)
     assert not thread.is_alive() and "".join(chunks) == "world\nmore\n"
 
 

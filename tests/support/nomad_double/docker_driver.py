@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nomad_gpustack.compile.drivers import DOCKER_KEYS
+from nomad_gpustack.contract.drivers import DOCKER_KEYS
 
 from .goduration import SECOND, parse_duration
 from .jobspec import JSON

@@ -66,6 +66,11 @@ class Backend:
     nodes: list[JSON] | None = None  # full client nodes to list instead of the one node (objects.new_node)
     requests: list[RecordedRequest] = field(default_factory=list)
     requests_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The requests waiting for a change right now (blocking queries, event streams, log followers), as (path,
+    # state index when it began to wait), so that a test can wait until one waits before it makes the change
+    # (`NomadDouble.wait_for_held`).
+    held: list[tuple[str, int]] = field(default_factory=list)
+    held_cond: threading.Condition = field(default_factory=threading.Condition)
 
 
 class DoubleHTTPServer(ThreadingHTTPServer):
@@ -328,6 +333,21 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- blocking queries ---------------------------------------------------------------------------------
 
+    def _wait_for_change(self, path: str, timeout: float) -> None:
+        """Wait on the state's condition variable (its lock held), counted in `held` meanwhile: a change made
+        after a test saw the count can only come after this request started waiting, and wakes it."""
+        backend = self.backend
+        state = backend.cluster.state
+        entry = (path, state.index)
+        with backend.held_cond:
+            backend.held.append(entry)
+            backend.held_cond.notify_all()
+        try:
+            state.cond.wait(timeout)
+        finally:
+            with backend.held_cond:
+                backend.held.remove(entry)
+
     def _blocking(self, req: Request, run: Callable[[], queries.Result]) -> None:
         """`?index=X&wait=D`: while the result's index is ≤ X, wait on the state's condition variable (woken by
         every change) until it moves or `wait` (capped, plus up to wait/16 jitter like Nomad) runs out."""
@@ -348,7 +368,7 @@ class Handler(BaseHTTPRequestHandler):
                 remaining = deadline - time.monotonic()
                 if min_index == 0 or index > min_index or remaining <= 0 or state.closed:
                     break
-                state.cond.wait(remaining)
+                self._wait_for_change(req.path, remaining)
             if isinstance(payload, queries.NotFound):  # Nomad sets the query meta before answering 404
                 self._send_text(404, payload.message, index)
                 return
@@ -656,7 +676,7 @@ class Handler(BaseHTTPRequestHandler):
                     remaining = next_heartbeat - time.monotonic()
                     if remaining <= 0:
                         break
-                    state.cond.wait(min(remaining, STREAM_POLL))
+                    self._wait_for_change(req.path, min(remaining, STREAM_POLL))
                     if self._client_gone():
                         return
                 frames = state.frames[position:]
@@ -740,7 +760,7 @@ class Handler(BaseHTTPRequestHandler):
                 data = bytes(state.logs.get(key, b""))[position:]
                 finished = state.closed or _task_dead(state.allocs[alloc_id], task)
                 if not data and not finished:
-                    state.cond.wait(STREAM_POLL)
+                    self._wait_for_change(req.path, STREAM_POLL)
                     if self._client_gone():
                         return
                     continue

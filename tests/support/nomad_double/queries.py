@@ -210,8 +210,13 @@ def job_evaluations(state: State, q: Query, job_id: str) -> Result:
 
 
 def job_deployments(state: State, q: Query, job_id: str) -> Result:
-    newest_first = list(reversed(_of_job(state.deployments, q, job_id)))
-    return _index(state, "deployment"), newest_first
+    deployments = _of_job(state.deployments, q, job_id)
+    job = state.jobs.get((q.namespace, job_id))
+    if job is not None and not q.flag("all"):
+        # Without ?all=true, deployments of an earlier job that had the same ID (purged) are left out
+        # (nomad/state/state_store.go DeploymentsByJobID).
+        deployments = [d for d in deployments if d["JobCreateIndex"] == job["CreateIndex"]]
+    return _index(state, "deployment"), list(reversed(deployments))
 
 
 def job_latest_deployment(state: State, q: Query, job_id: str) -> Result:

@@ -11,6 +11,7 @@ Every scenario takes `stdout` / `stderr`: a string is the log text of every main
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict, Unpack
@@ -198,23 +199,30 @@ class PlacementFailure(Scenario):
 
 @dataclass(kw_only=True)
 class BlockedThenPlaced(PlacementFailure):
-    """A placement failure, then capacity appears `after` s later: the blocked evaluation places the
-    allocations, which roll out as `Rollout` does."""
+    """A placement failure, then capacity appears `after` s later, or once the test sets `capacity`: the
+    blocked evaluation places the allocations, which roll out as `Rollout` does."""
 
     after: float = 0.3
     healthy_after: float = 0.2
+    capacity: threading.Event | None = None
 
     def placement_failures(self, version: Version) -> JSON | None:
         if version.data.get("capacity"):
             return None
         if not version.data.get("coming"):
             version.data["coming"] = True
+            capacity = self.capacity
 
             def appear() -> None:
+                if capacity is not None and not capacity.is_set():
+                    # The test's event is not a state change, so nothing wakes the leader when it is set:
+                    # look again shortly, on the leader's thread, until the double stops.
+                    version.later(0.05, appear)
+                    return
                 version.data["capacity"] = True
                 version.unblock()
 
-            version.later(self.after, appear)
+            version.later(self.after if capacity is None else 0.0, appear)
         return failed_tg_allocs(version.job, self.metrics)
 
     def live(self, ctx: AllocContext) -> None:
@@ -379,8 +387,13 @@ def placement_failure(metrics: JSON | None = None, **common: Unpack[Common]) -> 
     return PlacementFailure(metrics=metrics, **common)
 
 
-def blocked_then_placed(after: float = 0.3, healthy_after: float = 0.2, **common: Unpack[Common]) -> BlockedThenPlaced:
-    return BlockedThenPlaced(after=after, healthy_after=healthy_after, **common)
+def blocked_then_placed(
+    after: float = 0.3,
+    healthy_after: float = 0.2,
+    capacity: threading.Event | None = None,
+    **common: Unpack[Common],
+) -> BlockedThenPlaced:
+    return BlockedThenPlaced(after=after, healthy_after=healthy_after, capacity=capacity, **common)
 
 
 def image_pull_failure(image: str | None = None, **common: Unpack[Common]) -> ImagePullFailure:

@@ -218,6 +218,16 @@ class NomadDouble:
                     raise TimeoutError(f"condition not met within {timeout}s")
                 state.cond.wait(remaining)
 
+    def wait_for_held(self, path: str, timeout: float = 5.0) -> None:
+        """Block until a request to `path` (a blocking query, an event stream, a log follower) waits in the
+        double for a change, having seen every change so far: the next change answers it (or wakes it).
+        TimeoutError otherwise."""
+        now = self.index  # read before taking held_cond: handlers take the state's lock first, then held_cond
+        backend = self._backend
+        with backend.held_cond:
+            if not backend.held_cond.wait_for(lambda: any(p == path and i >= now for p, i in backend.held), timeout):
+                raise TimeoutError(f"no request to {path} waited for a change within {timeout}s")
+
     # --- manual control -----------------------------------------------------------------------------------
 
     def after_request(self, method: str, path_regex: str, action: Callable[[], object], count: int = 1) -> None:

@@ -126,9 +126,9 @@ def scrub(value, secrets):
 
 def error_result(exc):
     """The failure of a NomadgsError as module results: the CLI's plain words in `msg`, located problems."""
-    from nomad_gpustack.errors import InputError
+    from nomad_gpustack.errors import InputError, exit_code_for
 
-    result = dict(msg=str(exc) or type(exc).__name__, exit_code=exc.exit_code)
+    result = dict(msg=str(exc) or type(exc).__name__, exit_code=exit_code_for(exc))
     if isinstance(exc, InputError):
         result["problems"] = [
             dict(
@@ -173,7 +173,7 @@ def run_guarded(module, work, found=None):
     """Run `work()`, turning errors into a failed result in plain words: never a traceback, never the token.
 
     `found`: results `work` gathered before it failed (a dict it fills), returned with the failure."""
-    from nomad_gpustack.errors import NomadgsError
+    from nomad_gpustack.errors import NomadgsError, exit_code_for
 
     secrets = [module.params.get("token"), os.environ.get("NOMAD_TOKEN"), os.environ.get("NOMAD_HTTP_AUTH")]
     try:
@@ -181,8 +181,8 @@ def run_guarded(module, work, found=None):
     except NomadgsError as exc:
         failure = in_module_words(error_result(exc))
         module.fail_json(**scrub({**(found or {}), **failure}, secrets))
-    except KeyboardInterrupt:
-        module.fail_json(msg="interrupted")
+    except KeyboardInterrupt as exc:
+        module.fail_json(msg="interrupted", exit_code=exit_code_for(exc))
     except Exception as exc:  # a bug: say so in one line; the traceback would only hide the message
         module.fail_json(msg=scrub(f"unexpected error in nomad-gpustack: {type(exc).__name__}: {exc}", secrets))
     failed = result.pop("failed", False)

@@ -332,14 +332,14 @@ def load(params, found):
     from nomad_gpustack.spec.loader import load_catalog, load_deployment
 
     cache = cache_folder()
-    catalog = load_catalog(params["backends"], cache=cache)
+    catalog = load_catalog(params["backends"])
     if params["deployment"] is not None:
         source = load_deployment(params["deployment"])
     else:
         source = definition_source(params["definition"], params.get("_definition_origin") or {})
     metadata = model_metadata(source, params, cache)
     if params["return_estimate"]:
-        from nomad_gpustack.estimate import estimate_document
+        from nomad_gpustack.compile.estimation import estimate_document
 
         found["estimate"] = estimate_document(
             source, catalog, model_path=params["model"], cache_dir=cache, model_field=MODEL_OPTION, found=metadata
@@ -349,7 +349,7 @@ def load(params, found):
 
 def model_metadata(source, params, cache):
     """The model's metadata for the compile: as `submit` (the Hub allowed) to deploy; to stop, only for auto."""
-    from nomad_gpustack.estimate.lookup import has_auto, metadata_for_compile
+    from nomad_gpustack.compile.estimation import has_auto, metadata_for_compile
 
     if params["state"] == "absent" and not has_auto(source.spec):
         return None
@@ -494,8 +494,8 @@ def main():
     require_package(module)
 
     def work():
+        from nomad_gpustack.contract.jobspec import api_document
         from nomad_gpustack.nomad.client import NomadAPI
-        from nomad_gpustack.nomad.jobspec import api_document
         from nomad_gpustack.nomad.runner import scoped_settings
 
         compiled = load(module.params, found)

@@ -9,7 +9,7 @@ defining them costs microseconds, which keeps `nomadgs render` quick to start. `
 dict against them at run time, strictly (pydantic, built on first use).
 
 Each field also knows its HCL name (`MemoryMB` is `memory`, `Checks` is `check`, ...), whether it is a block
-label, and whether it is a duration, so one model renders to API JSON and to HCL alike (see `hcl.py`).
+label, and whether it is a duration, so one model renders to API JSON and to HCL alike (see `nomad/hcl.py`).
 """
 
 from __future__ import annotations

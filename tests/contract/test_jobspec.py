@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from typing_extensions import is_typeddict
 
-from nomad_gpustack.nomad import jobspec
-from nomad_gpustack.nomad.jobspec import fields_of
+from nomad_gpustack.contract import jobspec
+from nomad_gpustack.contract.jobspec import fields_of
 
 from ..support.nomad_double import api_structs
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from nomad_gpustack.compile.request import GroupRequest, group_request, requested_device
+from nomad_gpustack.contract.request import GroupRequest, group_request, requested_device
 from nomad_gpustack.durations import MINUTE
 from nomad_gpustack.sizes import GIB, MIB, parse_size
 

@@ -114,3 +114,21 @@ def test_by_gpustacks_rule_a_model_too_big_may_not_start_and_the_verdict_does_no
     run = nomadgs("estimate", path, "--model", model)
     assert run.code == 0, run.err
     assert "as deployed (gpus: 1): may not start\n  warning: TensorRT-LLM needs" in run.out
+
+
+def test_a_parameter_that_cannot_be_split_is_refused_by_the_estimate_as_by_the_compiler(tmp_path: Path) -> None:
+    """One reading of the deployment for the estimate: a parameter left out of it would estimate something else
+    than what runs, so `nomadgs estimate` says what `render` says, at the same line."""
+    model = hf_folder(tmp_path / "m", LLAMA_31_8B, total_size=LLAMA_31_8B_BYTES)
+    data = {**DATA, "backend_parameters": ["--max-model-len 32768", "--served-model-name 'llama"]}
+    with pytest.raises(InputError) as rendered:
+        ngs.build(deployment(data), catalog_with())
+    with pytest.raises(InputError) as estimated:
+        ngs.estimate_document(deployment(data), catalog_with(), model_path=model, cache_dir=tmp_path)
+    assert estimated.value.problems == rendered.value.problems
+    (problem,) = estimated.value.problems
+    assert problem.field == "backend_parameters[1]" and problem.message.startswith("cannot split the parameter")
+    lookup = ngs.lookup_model(deployment(data).spec, model_path=model)
+    with pytest.raises(InputError) as sized:  # resolve's sizing reads the parameters the same way
+        ngs.build(deployment(data), catalog_with(), model=lookup)
+    assert sized.value.problems == rendered.value.problems

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nomad_gpustack.compile.metadata import (
+from nomad_gpustack.contract.metadata import (
     JobLabels,
     ModelLabels,
     is_managed,

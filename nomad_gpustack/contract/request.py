@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..nomad.jobspec import Constraint, RequestedDevice
 from ..sizes import nomad_size
+from .jobspec import Constraint, RequestedDevice
 from .metadata import gpu_need
 
 GPU_MEMORY = "${device.attr.memory}"
