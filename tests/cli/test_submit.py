@@ -192,12 +192,6 @@ def test_oom_kill(nomad: NomadDouble) -> None:
     assert "ran out of memory and was killed (limit 24 GiB)" in result["message"]
 
 
-@pytest.mark.xfail(
-    reason="nomadgs: needs to find the auto-revert when the job's latest deployment is already the revert's "
-    "(Nomad fails the deployment at the progress deadline, 10m after the replica turned unhealthy, and starts the "
-    "revert's deployment at once), against the faithful double (issue 16 part 2)",
-    strict=True,
-)
 def test_unhealthy_past_the_deadline_with_auto_revert(nomad: NomadDouble, tmp_path: Path) -> None:
     nomad.default_scenario = scenarios.rollout()
     assert submit(nomad, VLLM).code == 0
