@@ -204,7 +204,11 @@ def test_a_crash_loop_is_replaced_until_the_progress_deadline(nomad: NomadDouble
     watcher's deadline timer: the deployment fails at the progress deadline, not before."""
     nomad.set_scenario("web", scenarios.crash_loop(restarts=0))
     register(api, make_job())
-    deployment = wait_deployment(nomad, "web", "failed", timeout=10)
+    failed = wait_deployment(nomad, "web", "failed", timeout=10)
+    # The last replacement can be placed just before the deadline and fail after it: its health still counts on
+    # the failed deployment (state_store.go updateDeploymentWithAlloc), so wait for every allocation's verdict.
+    nomad.wait_for(lambda n: all((a["DeploymentStatus"] or {}).get("Healthy") is False for a in allocs_of(n, "web")))
+    deployment = nomad.deployments[failed["ID"]]
     assert deployment["StatusDescription"] == (
         "Failed due to progress deadline - no stable job version to auto revert to"
     )
