@@ -209,6 +209,12 @@ def test_unhealthy_past_the_deadline_with_auto_revert(nomad: NomadDouble, tmp_pa
     assert "rolling-back: " in run.err, "the rollback's progress is shown while it runs"
 
 
+@pytest.mark.xfail(
+    reason="nomadgs: needs to report a rollback that fails too as Nomad words it: the reverted version keeps Stable, "
+    "so Nomad does not revert again ('not rolling back to stable job version 2 as current job has same "
+    "specification') against the faithful double (issue 16 part 2)",
+    strict=True,
+)
 def test_a_rollback_that_fails_too_is_reported(nomad: NomadDouble, tmp_path: Path) -> None:
     nomad.default_scenario = scenarios.rollout()
     assert submit(nomad, VLLM).code == 0
@@ -324,6 +330,11 @@ def test_concurrent_job_modification_is_detected(nomad: NomadDouble) -> None:
     assert nomad.jobs[f"default/{VLLM_JOB}"]["Meta"].get("by") == "someone", "their change was not overwritten"
 
 
+@pytest.mark.xfail(
+    reason="nomadgs: needs to explain a refused token without Nomad's 'ACL token not found': Nomad answers "
+    "403 'Permission denied' for an unknown token too, against the faithful double (issue 16 part 2)",
+    strict=True,
+)
 def test_bad_token_is_refused_without_printing_it() -> None:
     with NomadDouble(acl_tokens={"right-token": "management"}) as nomad:
         nomad.default_scenario = scenarios.rollout()

@@ -223,8 +223,11 @@ def test_a_watch_that_starts_after_the_rollback_still_judges_its_version(
     current = api.job(compiled.job_id)
     assert current is not None
     eval_id = api.register(edited, modify_index=current.JobModifyIndex).EvalID
+    # Each failure comes at the group's progress deadline (20m of Nomad time, 4s of the double's; Nomad's
+    # deployment watcher waits for it when the group has one): two of them when the rollback fails too.
     nomad.wait_for(
-        lambda n: any(d["JobVersion"] == 2 and d["Status"] == rollback_status for d in n.deployments.values())
+        lambda n: any(d["JobVersion"] == 2 and d["Status"] == rollback_status for d in n.deployments.values()),
+        timeout=60,
     )
     result = asyncio.run(
         watch(api, job_id=compiled.job_id, version=1, eval_id=eval_id, request=group_request(edited),

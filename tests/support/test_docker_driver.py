@@ -284,6 +284,9 @@ def docker_job(job_id: str, tasks: list[JSON], *, job_type: str = "service", res
         "Count": 1,
         "Networks": [{"Mode": "host", "DynamicPorts": [{"Label": "http"}]}],
         "RestartPolicy": restart or {"Attempts": 0, "Interval": 600 * SECOND, "Delay": SECOND, "Mode": "fail"},
+        # No rescheduling: these tests follow one allocation's tasks. A failed one then fails its deployment at
+        # once, as Nomad's deployment watcher does when no reschedule attempt is left (shouldFailEarly).
+        "ReschedulePolicy": {"Attempts": 0, "Unlimited": False},
         "Tasks": tasks,
     }
     if job_type == "service":

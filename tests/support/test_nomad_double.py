@@ -22,7 +22,7 @@ import pytest
 from tests.support.components import llama_command
 from tests.support.nomad_double import LocalClient, NomadDouble, ScenarioError, scenarios
 from tests.support.nomad_double.api_structs import TABLE_FILE, load
-from tests.support.nomad_double.context import ScenarioContext
+from tests.support.nomad_double.context import AllocContext
 
 SECOND = 10**9
 REFERENCE = Path("/work/shared/reference/nomad-api.md")
@@ -237,7 +237,9 @@ def test_register_shapes_versions_and_unchanged_reregister(nomad: NomadDouble, a
 
     again = register(api, make_job())  # unchanged: new evaluation, no new version, no new deployment
     assert again["EvalID"] != first["EvalID"]
-    assert again["JobModifyIndex"] == first["JobModifyIndex"]
+    # nomad/job_endpoint.go Register: an unchanged job answers with its ModifyIndex (moved by the deployment's
+    # success marking it stable), not its JobModifyIndex.
+    assert again["JobModifyIndex"] == job["ModifyIndex"] > first["JobModifyIndex"]
     nomad.wait_for(lambda n: n.evaluations[again["EvalID"]]["Status"] == "complete")
     assert api.get("/v1/job/web").json()["Version"] == 0
     assert len(deployments_of(nomad, "web")) == 1
@@ -315,7 +317,9 @@ def test_plan_diff_types_and_desired_updates(nomad: NomadDouble, api: httpx.Clie
     edited = api.put("/v1/job/web/plan", json={"Job": make_job(count=3, image="redis:8"), "Diff": True}).json()
     updates = edited["Annotations"]["DesiredTGUpdates"]["server"]
     assert edited["Diff"]["Type"] == "Edited"
-    assert (updates["DestructiveUpdate"], updates["Place"], updates["Ignore"]) == (2, 1, 0)
+    # scheduler/reconciler computeUnderProvisionedBy: no deployment yet, so MaxParallel (1) new allocations,
+    # used by the placement the count asks for; both destructive updates wait (Ignore).
+    assert (updates["DestructiveUpdate"], updates["Place"], updates["Ignore"]) == (0, 1, 2)
     assert api.put("/v1/job/web/plan", json={"Job": make_job()}).json()["Diff"] is None
 
     nomad.set_scenario("gpu", scenarios.placement_failure())
@@ -338,7 +342,7 @@ def test_plan_field_diff_is_contextual_and_shaped_like_nomads(nomad: NomadDouble
     assert diff["Fields"] == [{"Type": "Edited", "Name": "Meta[revision]", "Old": "1", "New": "2",
                                "Annotations": None}], "unchanged job fields (Priority ...) are not listed"  # fmt: skip
     (group,) = diff["TaskGroups"]
-    assert group["Type"] == "Edited" and group["Updates"] == {"create": 1, "create/destroy update": 2}
+    assert group["Type"] == "Edited" and group["Updates"] == {"create": 1, "ignore": 2}
     assert group["Fields"] == [
         {"Type": "Edited", "Name": "Count", "Old": "2", "New": "3", "Annotations": ["forces create"]}
     ]
@@ -447,8 +451,11 @@ def test_rollout_sequence_and_shapes(nomad: NomadDouble, api: httpx.Client) -> N
     assert client_statuses[0] == "pending" and client_statuses[-1] == "running"
     healthy_at = next(i for i, a in enumerate(first_alloc) if (a.get("DeploymentStatus") or {}).get("Healthy"))
     assert all(a["ClientStatus"] == "running" for a in first_alloc[healthy_at:])
-    eval_updates = [e["Payload"]["Evaluation"]["Status"] for e in events_of(frames, "Evaluation")]
-    assert eval_updates == ["pending", "complete"]
+    evaluations = [e["Payload"]["Evaluation"] for e in events_of(frames, "Evaluation")]
+    assert [e["Status"] for e in evaluations if e["ID"] == created["EvalID"]] == ["pending", "complete"]
+    # The deployment watcher's evaluation (1s after the last allocation turned healthy) marks it successful.
+    (watcher,) = {e["ID"]: e for e in evaluations if e["TriggeredBy"] == "deployment-watcher"}.values()
+    assert (watcher["Status"], watcher["DeploymentID"]) == ("complete", deployment["ID"])
 
 
 def test_rollout_with_download_runs_the_prestart_task_first(nomad: NomadDouble) -> None:
@@ -536,17 +543,20 @@ def test_blocked_then_placed_recovers(nomad: NomadDouble, api: httpx.Client) -> 
     blocked_id = nomad.evaluations[created["EvalID"]]["BlockedEval"]
     assert nomad.evaluations[blocked_id]["Status"] == "complete"
     (alloc,) = allocs_of(nomad, "web")
-    assert alloc["EvalID"] == created["EvalID"] and alloc["ClientStatus"] == "running"
+    assert alloc["EvalID"] == blocked_id and alloc["ClientStatus"] == "running"  # placed by the blocked eval
+
+
+def first_alloc(nomad: NomadDouble, job_id: str) -> JSON:
+    """The job's first allocation ({} before there is one)."""
+    allocs = allocs_of(nomad, job_id)
+    return allocs[0] if allocs else {"ClientStatus": "", "DeploymentStatus": None}
 
 
 def test_image_pull_failure(nomad: NomadDouble, api: httpx.Client) -> None:
     nomad.set_scenario("web", scenarios.image_pull_failure())
     register(api, make_job(image="ghcr.io/x/vllm:nope"))
-    deployment = wait_deployment(nomad, "web", "failed")
-    assert deployment["StatusDescription"] == (
-        "Failed due to unhealthy allocations - no stable job version to auto revert to"
-    )
-    (stub,) = api.get("/v1/job/web/allocations").json()
+    nomad.wait_for(lambda n: first_alloc(n, "web")["ClientStatus"] == "failed")
+    (stub,) = [s for s in api.get("/v1/job/web/allocations").json() if s["ID"] == first_alloc(nomad, "web")["ID"]]
     state = stub["TaskStates"]["backend"]
     assert [e["Type"] for e in state["Events"]] == ["Received", "Task Setup", "Driver", "Driver Failure"]
     failure = state["Events"][-1]
@@ -556,15 +566,16 @@ def test_image_pull_failure(nomad: NomadDouble, api: httpx.Client) -> None:
     )
     assert (failure["DriverError"], failure["DisplayMessage"], failure["FailsTask"]) == (expected, expected, True)
     assert (state["State"], state["Failed"], stub["ClientStatus"]) == ("dead", True, "failed")
-    assert stub["DeploymentStatus"]["Healthy"] is False
+    nomad.wait_for(lambda n: first_alloc(n, "web")["DeploymentStatus"] is not None)
+    assert first_alloc(nomad, "web")["DeploymentStatus"]["Healthy"] is False
 
 
 def test_crash_loop_restarts_then_gives_up(nomad: NomadDouble, api: httpx.Client) -> None:
     trace = "Traceback (most recent call last):\nValueError: boom\n"
     nomad.set_scenario("web", scenarios.crash_loop(stderr=trace))
     register(api, make_job())
-    wait_deployment(nomad, "web", "failed")
-    (alloc,) = allocs_of(nomad, "web")
+    nomad.wait_for(lambda n: first_alloc(n, "web")["ClientStatus"] == "failed")
+    alloc = first_alloc(nomad, "web")
     state = alloc["TaskStates"]["backend"]
     kinds = [e["Type"] for e in state["Events"]]  # Nomad keeps the last 10 events
     assert kinds == ["Driver", "Started", "Terminated", "Restarting", "Started", "Terminated", "Restarting",
@@ -580,17 +591,19 @@ def test_crash_loop_restarts_then_gives_up(nomad: NomadDouble, api: httpx.Client
 def test_oom_kill(nomad: NomadDouble, api: httpx.Client) -> None:
     nomad.set_scenario("web", scenarios.oom_kill())
     register(api, make_job())
-    wait_deployment(nomad, "web", "failed")
-    (alloc,) = allocs_of(nomad, "web")
-    events = alloc["TaskStates"]["backend"]["Events"]
+    nomad.wait_for(lambda n: first_alloc(n, "web")["ClientStatus"] == "failed")
+    events = first_alloc(nomad, "web")["TaskStates"]["backend"]["Events"]
     terminated = next(e for e in events if e["Type"] == "Terminated")
     assert terminated["ExitCode"] == 137
     assert terminated["Details"] == {"oom_killed": "true", "exit_code": "137"}
     assert terminated["DisplayMessage"] == 'Exit Code: 137, Exit Message: "OOM Killed"'
-    assert events[-1]["Type"] == "Not Restarting" and alloc["ClientStatus"] == "failed"
+    assert events[-1]["Type"] == "Not Restarting"
 
 
 def test_unhealthy_without_a_stable_version(nomad: NomadDouble, api: httpx.Client) -> None:
+    """An allocation that misses its health deadline keeps running and is not rescheduled (only failed or lost
+    ones are: reschedule.go NextRescheduleTime), so the rollout stalls until the progress deadline fails the
+    deployment (deployment_watcher.go watch, shouldFail)."""
     nomad.set_scenario("web", scenarios.unhealthy())
     register(api, make_job())
     deployment = wait_deployment(nomad, "web", "failed")
@@ -611,6 +624,8 @@ def test_unhealthy_without_a_stable_version(nomad: NomadDouble, api: httpx.Clien
 def test_unhealthy_rolls_back_to_the_stable_version(
     nomad: NomadDouble, api: httpx.Client, rollback_to: int | None
 ) -> None:
+    """deployment_watcher.go: at the progress deadline, the failed deployment auto-reverts to the latest stable
+    version, registered again as a new version that keeps Stable (UpdateDeploymentStatus with the job)."""
     register(api, make_job(meta="good"))
     wait_deployment(nomad, "web", "successful")
     nomad.set_scenario("web", scenarios.unhealthy(rollback_to=rollback_to))
@@ -628,6 +643,7 @@ def test_unhealthy_rolls_back_to_the_stable_version(
     versions = nomad.job_versions("web")
     assert [(v["Version"], v["Stable"]) for v in versions] == [(0, True), (1, False), (2, True)]
     assert versions[2]["TaskGroups"] == versions[0]["TaskGroups"]
+    assert versions[2]["SubmitTime"] == versions[0]["SubmitTime"], "an auto-revert keeps the stable SubmitTime"
 
 
 # --- manual control and blocking queries ------------------------------------------------------------------------
@@ -718,7 +734,12 @@ def test_stop_keeps_the_job_and_purge_removes_it(nomad: NomadDouble, api: httpx.
     assert purged.status_code == 200
     assert (api.get("/v1/job/web").status_code, api.get("/v1/job/web").text) == (404, "job not found")
     assert api.get("/v1/job/web/deployment").json()["ID"] == deployment["ID"]  # still readable after purge
-    assert api.delete("/v1/job/web").status_code == 404
+    # nomad/job_endpoint.go Deregister: a missing job is no error, an answer without an evaluation.
+    missing = api.delete("/v1/job/web")
+    assert (missing.status_code, missing.headers["X-Nomad-Index"]) == (200, "0")
+    assert missing.json() == {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0, "VolumeEvalID": "",
+                              "VolumeEvalIndex": 0, "Index": 0, "LastContact": 0, "KnownLeader": False,
+                              "NextToken": ""}  # fmt: skip
 
 
 def test_the_deployments_of_a_purged_job_are_not_the_new_jobs(nomad: NomadDouble, api: httpx.Client) -> None:
@@ -817,13 +838,21 @@ def test_event_stream_delivers_live_events(nomad: NomadDouble, api: httpx.Client
 
 
 def test_acl_tokens() -> None:
-    tokens = {"root": "management", "reader": "read-job"}
+    """nomad/auth/auth.go Authenticate: the endpoints turn any authentication failure, an unknown or malformed
+    token included, into 403 `Permission denied` (nomad/job_endpoint.go List); `/v1/nodes` needs the node
+    policy's read (nomad/node_endpoint.go List), which a namespace policy does not give."""
+    tokens = {"root": "management", "reader": "read-job", "nodes": "read node:read", "scaler": "scale"}
     with NomadDouble(acl_tokens=tokens) as nomad, httpx.Client(base_url=nomad.address) as api:
         missing = api.get("/v1/jobs")
         assert (missing.status_code, missing.text) == (403, "Permission denied")
-        unknown = api.get("/v1/jobs", headers={"X-Nomad-Token": "nope"})
-        assert (unknown.status_code, unknown.text) == (403, "ACL token not found")
+        for bad in ("nope", "not-a-uuid-or-jwt", "00000000-0000-0000-0000-000000000000"):
+            unknown = api.get("/v1/jobs", headers={"X-Nomad-Token": bad})
+            assert (unknown.status_code, unknown.text) == (403, "Permission denied")
         assert api.get("/v1/jobs", headers={"Authorization": "Bearer reader"}).status_code == 200
+        refused = api.get("/v1/nodes", headers={"X-Nomad-Token": "reader"})
+        assert (refused.status_code, refused.text) == (403, "Permission denied")
+        assert api.get("/v1/nodes", headers={"X-Nomad-Token": "nodes"}).status_code == 200
+        assert api.get("/v1/jobs", headers={"X-Nomad-Token": "scaler"}).status_code == 403, "scale: no list-jobs"
         denied = api.put("/v1/jobs", json={"Job": make_job()}, headers={"X-Nomad-Token": "reader"})
         assert (denied.status_code, denied.text) == (403, "Permission denied")
         assert api.put("/v1/jobs", json={"Job": make_job()}, headers={"X-Nomad-Token": "root"}).status_code == 200
@@ -876,7 +905,7 @@ def test_job_list_prefix_and_meta(nomad: NomadDouble, api: httpx.Client) -> None
 
 def test_a_crashing_scenario_fails_the_test_at_exit() -> None:
     class Broken(scenarios.Scenario):
-        def run(self, ctx: ScenarioContext) -> None:
+        def live(self, ctx: AllocContext) -> None:
             raise ValueError("scenario bug")
 
     with pytest.raises(ScenarioError, match="scenario bug"), NomadDouble() as nomad:
@@ -1008,6 +1037,8 @@ def test_client_mode_runs_processes_with_nomad_services(tmp_path: Path) -> None:
 
 
 def test_client_mode_check_never_passing_fails_the_deployment(tmp_path: Path) -> None:
+    """The check never passes: unhealthy at the health deadline, still running, so not rescheduled; the
+    deployment fails at its progress deadline (deployment_watcher.go), as in scenario mode."""
     client = LocalClient(consul_address=None, workdir=tmp_path, check_interval=0.1)
     with NomadDouble(client=client) as nomad, httpx.Client(base_url=nomad.address, timeout=10) as api:
         job = local_job("silent", [sys.executable, "-c", "import time; time.sleep(60)"], "nomad", "/health")
@@ -1015,7 +1046,7 @@ def test_client_mode_check_never_passing_fails_the_deployment(tmp_path: Path) ->
         register(api, job)
         deployment = wait_deployment(nomad, "silent", "failed", timeout=10)
         assert deployment["StatusDescription"] == (
-            "Failed due to unhealthy allocations - no stable job version to auto revert to"
+            "Failed due to progress deadline - no stable job version to auto revert to"
         )
         (alloc,) = allocs_of(nomad, "silent")
         assert alloc["DeploymentStatus"]["Healthy"] is False and alloc["ClientStatus"] == "running"
@@ -1031,7 +1062,11 @@ def test_client_mode_llama_cpp_with_consul(consul: Any, xllamacpp_model: str, tm
     command[command.index("--port") + 1] = "${NOMAD_PORT_http}"
     client = LocalClient(consul_address=consul.address, workdir=tmp_path)
     with NomadDouble(client=client) as nomad, httpx.Client(base_url=nomad.address, timeout=10) as api:
-        register(api, local_job("llama", command, "consul", "/v1/models"))
+        job = local_job("llama", command, "consul", "/v1/models")
+        # No rescheduling: the killed allocation is not replaced 30s later (a pending follow-up evaluation would
+        # keep the stopped job `pending` until then, as in Nomad).
+        job["TaskGroups"][0]["ReschedulePolicy"] = {"Attempts": 0, "Unlimited": False}
+        register(api, job)
         wait_deployment(nomad, "llama", "successful", timeout=60)
         (alloc,) = allocs_of(nomad, "llama")
         port = alloc["AllocatedResources"]["Shared"]["Ports"][0]["Value"]

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ...support.nomad_double import NomadDouble
 from ...support.nomad_double.objects import new_node, nvidia_gpus
 from ..conftest import run_tool
@@ -65,9 +67,15 @@ def test_graph_groups_nodes_by_datacenter_pool_class_and_gpu(tmp_path: Path) -> 
     assert set(requests) == {"/v1/nodes"}, "one request unless an attribute is asked for"
 
 
+@pytest.mark.xfail(
+    reason="nomadgs: needs to explain a refused token without Nomad's 'ACL token not found': Nomad answers "
+    "403 'Permission denied' for an unknown token too, against the faithful double (issue 16 part 2)",
+    strict=True,
+)
 def test_address_attribute_keyed_groups_and_token(tmp_path: Path) -> None:
     token = "c0ffee00-inventory-token"
-    with NomadDouble(nodes=NODES, acl_tokens={token: "read-job"}) as nomad:
+    # Listing nodes needs the node policy's read (nomad/node_endpoint.go List), not a namespace policy.
+    with NomadDouble(nodes=NODES, acl_tokens={token: "read node:read"}) as nomad:
         source = inventory(
             tmp_path,
             f"nomad_addr: {nomad.address}\naddress_attribute: unique.network.ip-address\nstatuses: [ready, down]\n"

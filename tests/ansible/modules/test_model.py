@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ...support.helpers import answering, nomadgs, web_page
 from ...support.nomad_double import NomadDouble, scenarios
@@ -188,6 +189,11 @@ def test_failures_are_explained_in_msg_without_a_traceback(tmp_path: Path) -> No
     assert requests_to(nomad, "DELETE", "/v1/job/bge-m3") == 0 and requests_to(nomad, "POST", "/v1/job/bge-m3") == 0
 
 
+@pytest.mark.xfail(
+    reason="nomadgs: needs to explain a refused token without Nomad's 'ACL token not found': Nomad answers "
+    "403 'Permission denied' for an unknown token too, against the faithful double (issue 16 part 2)",
+    strict=True,
+)
 def test_bad_input_is_located_and_the_token_never_shows(tmp_path: Path) -> None:
     token = "8ba85cef-s3cr3t-t0k3n-1f0c2d9b7e41"
     # As a vault would give it: the playbook names a variable. (Ansible's `environment:` keyword would show it

@@ -2,9 +2,15 @@
 
     from tests.support.nomad_double import NomadDouble, scenarios
 
-Modules: `server` (NomadDouble), `http_api` (routing, blocking queries, streams, variables), `cluster`
-(register / plan / deregister and the runs), `context` (what a run may change), `scenarios` (scripted job
-lives), `client_mode` (the local client node: placement, services in Consul, checks, health), `docker_driver`
+Modules: `server` (NomadDouble), `http_api` (routing, blocking queries, streams, variables), `acl` (tokens and
+capabilities), `bexpr` (the lists' `filter` expressions), `cluster`
+(register / plan / revert / scale / deregister, the eval broker, the hooks every write goes through), the
+server's rules over time, the same for every mode: `scheduler` + `reconciler` (placements, rolling and in-place
+updates, canaries, deployments), `reschedule` (reschedule policies), `watcher` (the deployment watcher: health,
+progress deadline, auto-revert, promotion), `leader` (the server's thread and timers), `clock` (Nomad's time,
+`time_scale` times faster than the wall clock); the client half: `context` (what a runnable may do with an
+allocation), `scenarios` (scripted allocation lives), `client_mode` (the local client node: services in Consul,
+checks, health), `docker_driver`
 (tasks as containers on the local Docker engine) + `task_runner` (a docker task's life: templates, restarts,
 events) + `restarts` (the restart tracker) + `templates` (template blocks) + `taskenv` (task environment,
 interpolation), raw_exec processes in `client_mode`, `state` / `mutations` / `objects` / `queries` (store,

@@ -33,7 +33,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +40,21 @@ from typing import IO
 
 import httpx
 
-from .context import ScenarioContext, failed_tg_allocs
+from .context import AllocContext, Runnable, Version, failed_tg_allocs
 from .docker_driver import DockerDriver, HostVolume
 from .goduration import SECOND, format_duration
-from .jobspec import JSON, group_named, main_tasks, prestart_tasks
-from .mutations import CheckRef, alloc_checks, alloc_services, check_id, port_of, service_id
+from .jobspec import JSON, PortSpec, group_named, main_tasks, prestart_tasks
+from .mutations import (
+    CheckRef,
+    alloc_checks,
+    alloc_services,
+    canary,
+    check_id,
+    port_of,
+    service_id,
+    service_meta,
+    service_tags,
+)
 from .objects import task_event
 from .task_runner import DockerTaskRunner
 from .taskenv import Node, TaskDirs, default_attributes, interpolate, task_env
@@ -74,10 +83,12 @@ class AllocRun:
     pumps: list[threading.Thread] = field(default_factory=list)
     consul_services: list[str] = field(default_factory=list)
     consul_checks: list[ConsulCheck] = field(default_factory=list)
+    consul_definitions: dict[str, tuple[JSON, str | None]] = field(default_factory=dict)  # ID → (service, task)
     task_services: dict[str, list[str]] = field(default_factory=dict)  # docker task → its Consul service IDs
     nomad_checks: list[CheckRef] = field(default_factory=list)
     nomad_status: dict[str, str] = field(default_factory=dict)  # check ID → last reported status
-    started: float = 0.0
+    started: float = 0.0  # when the main tasks started (checks run from then on)
+    health_from: float = 0.0  # when the health deadline started: the alloc runner's start (health_hook.go)
     passing_since: float | None = None
     healthy: bool | None = None
     done: bool = False  # every main task has exited
@@ -156,7 +167,7 @@ class LocalClient:
         with self._lock:
             return dict(self._containers)
 
-    def node(self, ctx: ScenarioContext) -> Node:
+    def node(self, ctx: AllocContext) -> Node:
         """The node as interpolation sees it (`${attr.*}`, `${meta.*}`, `${node.*}`)."""
         node_id, name = ctx.cluster.node
         return Node(node_id, name, self.node_meta, default_attributes({"driver.docker": "1"}))
@@ -176,36 +187,38 @@ class LocalClient:
                     return "missing compatible host volumes"
         return None
 
-    def run(self, ctx: ScenarioContext) -> None:
-        problem = self._placement_problem(ctx.job)
-        if problem is not None:
-            ctx.sleep(0.02)
-            deployment_id = ctx.place(counts={}).deployment_id  # the plan still creates the deployment
-            ctx.fail_placement(deployment_id, _filtered(problem))
-            return
-        placement = ctx.place(port_value=lambda _spec: free_port())
-        ctx.complete_eval(placement.deployment_id)
-        runs = [AllocRun(ctx.alloc(a), self.workdir / a) for a in placement.alloc_ids]
+    start_after = 0.02  # the scheduler's latency for this client's jobs
+
+    def placement_failures(self, version: Version) -> JSON | None:
+        return self.plan_failures(version.job)
+
+    def port(self, spec: PortSpec) -> int | None:
+        return free_port()
+
+    def after_revert(self) -> Runnable:
+        return self
+
+    def run_alloc(self, ctx: AllocContext) -> None:
+        """One allocation on this node: start its tasks, then supervise them until the server stops it."""
+        run = AllocRun(ctx.alloc(), self.workdir / ctx.alloc_id, health_from=self._now(ctx))
         try:
-            for run in runs:
-                self._start(ctx, run)
-            self._supervise(ctx, runs, placement.deployment_id)
+            self._start(ctx, run)
+            self._supervise(ctx, run)
         finally:
-            for run in runs:
-                self._teardown(run)
+            self._teardown(run)
 
     # --- start --------------------------------------------------------------------------------------------
 
-    def _start(self, ctx: ScenarioContext, run: AllocRun) -> None:
+    def _start(self, ctx: AllocContext, run: AllocRun) -> None:
         tasks = prestart_tasks(run.group) + main_tasks(run.group)
         for sub in ("alloc/logs", "alloc/data", "alloc/tmp"):
             (run.root / sub).mkdir(parents=True, exist_ok=True)
         for task in tasks:
-            ctx.event(run.id, task["Name"], "Received")
+            ctx.event(task["Name"], "Received")
         for task in tasks:
             for sub in ("local", "secrets", "tmp"):
                 (run.root / task["Name"] / sub).mkdir(parents=True, exist_ok=True)
-            ctx.event(run.id, task["Name"], "Task Setup", Message="Building Task Directory")
+            ctx.event(task["Name"], "Task Setup", Message="Building Task Directory")
         node = self.node(ctx) if any(t.get("Driver") == "docker" for t in tasks) else None
         for task in prestart_tasks(run.group):
             if task.get("Driver") == "docker":
@@ -225,7 +238,7 @@ class LocalClient:
             while process.poll() is None:
                 ctx.sleep(self.check_interval)
             code = process.returncode
-            ctx.update(run.id, task["Name"], _terminated(code), state="dead", failed=code != 0)
+            ctx.update(task["Name"], _terminated(code), state="dead", failed=code != 0)
             if code != 0:
                 self._fail_health(ctx, run)
                 return
@@ -235,27 +248,27 @@ class LocalClient:
                 self._runner(ctx, run, task, node).start()
             else:
                 self._launch(ctx, run, task)
-        run.started = time.monotonic()
+        run.started = self._now(ctx)
         mains = [t["Name"] for t in main_tasks(run.group)]
-        ctx.register_services(run.id, mains)
+        ctx.register_services(mains)
         run.nomad_checks = alloc_checks(run.alloc, "nomad", mains)
         if self.consul_address:
             for service, task_name in alloc_services(run.alloc, "consul", mains):
                 if task_name not in run.runners:  # docker tasks register theirs when they start
                     self._consul_register(run, service, task_name)
 
-    def _runner(self, ctx: ScenarioContext, run: AllocRun, task: JSON, node: Node) -> DockerTaskRunner:
+    def _runner(self, ctx: AllocContext, run: AllocRun, task: JSON, node: Node) -> DockerTaskRunner:
         hooks = _RunnerHooks(self, ctx, run)
         runner = DockerTaskRunner(ctx, run.alloc, task, run.root, self.docker, node, self.host_volumes, hooks)
         run.runners[task["Name"]] = runner
         return runner
 
-    def _launch(self, ctx: ScenarioContext, run: AllocRun, task: JSON) -> subprocess.Popen[bytes] | None:
+    def _launch(self, ctx: AllocContext, run: AllocRun, task: JSON) -> subprocess.Popen[bytes] | None:
         name = task["Name"]
         if task.get("Driver") != "raw_exec":
             error = f"the nomad double's local client runs docker and raw_exec tasks, not {task.get('Driver')!r}"
             failure = task_event("Driver Failure", DriverError=error, FailsTask=True)
-            ctx.update(run.id, name, failure, state="dead", failed=True)
+            ctx.update(name, failure, state="dead", failed=True)
             self._fail_health(ctx, run)
             return None
         env = task_env(run.alloc, task, TaskDirs.of(run.root, name), in_container=False)
@@ -274,7 +287,7 @@ class LocalClient:
             )
         except OSError as exc:
             error = f"failed to launch command with executor: {exc}"
-            ctx.update(run.id, name, task_event("Driver Failure", DriverError=error, FailsTask=True), "dead", True)
+            ctx.update(name, task_event("Driver Failure", DriverError=error, FailsTask=True), "dead", True)
             self._fail_health(ctx, run)
             return None
         with self._lock:
@@ -287,10 +300,10 @@ class LocalClient:
             )
             pump.start()
             run.pumps.append(pump)
-        ctx.update(run.id, name, task_event("Started"), state="running")
+        ctx.update(name, task_event("Started"), state="running")
         return process
 
-    def _pump(self, ctx: ScenarioContext, run: AllocRun, task: str, stream: str, pipe: IO[bytes]) -> None:
+    def _pump(self, ctx: AllocContext, run: AllocRun, task: str, stream: str, pipe: IO[bytes]) -> None:
         """Copy a process's output to `alloc/logs/<task>.<stream>.0` (Nomad's layout) and to the logs endpoint."""
         with pipe, open(run.root / "alloc" / "logs" / f"{task}.{stream}.0", "ab") as out:
             while data := os.read(pipe.fileno(), 65536):
@@ -321,19 +334,22 @@ class LocalClient:
                 if check.get("Header"):
                     body["Header"] = check["Header"]
             checks.append(body)
-            run.consul_checks.append(ConsulCheck(body["CheckID"], sid))
+            if all(c.check_id != body["CheckID"] for c in run.consul_checks):
+                run.consul_checks.append(ConsulCheck(body["CheckID"], sid))
         registration = {
             "ID": sid,
             "Name": service["Name"],
-            "Tags": service.get("Tags") or [],
-            "Meta": service.get("Meta") or {},
+            "Tags": service_tags(run.alloc, service),  # a canary's are its CanaryTags
+            "Meta": service_meta(run.alloc, service),
             "Address": "127.0.0.1",
             "Port": port,
             "Checks": checks,
         }
         response = self._http.put(f"{self.consul_address}/v1/agent/service/register", json=registration)
         response.raise_for_status()
-        run.consul_services.append(sid)
+        if sid not in run.consul_services:
+            run.consul_services.append(sid)
+        run.consul_definitions[sid] = (service, task)
         return sid
 
     def _consul_deregister(self, run: AllocRun, service_ids: list[str]) -> None:
@@ -342,6 +358,7 @@ class LocalClient:
                 self._http.put(f"{self.consul_address}/v1/agent/service/deregister/{sid}")
             if sid in run.consul_services:
                 run.consul_services.remove(sid)
+            run.consul_definitions.pop(sid, None)
         run.consul_checks = [c for c in run.consul_checks if c.service_id not in service_ids]
 
     def _consul_statuses(self) -> dict[str, str]:
@@ -349,7 +366,7 @@ class LocalClient:
         response.raise_for_status()
         return {check_id: check["Status"] for check_id, check in response.json().items()}
 
-    def _run_nomad_checks(self, ctx: ScenarioContext, run: AllocRun) -> bool:
+    def _run_nomad_checks(self, ctx: AllocContext, run: AllocRun) -> bool:
         """Run the allocation's nomad-provider checks once (every `check_interval`, not at each check's own
         Interval); report status changes; True when all pass."""
         all_ok = True
@@ -371,48 +388,57 @@ class LocalClient:
             cid = check_id(run.alloc, ref.service, ref.check, ref.task)
             if run.nomad_status.get(cid) != status:  # report changes only: each report bumps the index
                 run.nomad_status[cid] = status
-                ctx.set_checks(run.id, [ref], status, output, code)
+                ctx.set_checks([ref], status, output, code)
         return all_ok
 
     # --- supervision --------------------------------------------------------------------------------------
 
-    def _supervise(self, ctx: ScenarioContext, runs: list[AllocRun], deployment_id: str) -> None:
-        """Until the run is aborted: notice exits, restart docker tasks, run checks, decide deployment health."""
-        deployment_decided = not deployment_id
+    def _supervise(self, ctx: AllocContext, run: AllocRun) -> None:
+        """Until the allocation is stopped: notice exits, restart docker tasks, run checks, decide its health
+        (again after an in-place update into a new deployment)."""
         run_to_completion = ctx.job["Type"] in ("batch", "sysbatch")
+        generation = ctx.generation
         while True:
-            for run in runs:
-                for runner in list(run.runners.values()):
-                    if not runner.prestart:
-                        runner.tick()
-            consul = self._consul_statuses() if any(r.consul_checks for r in runs) else {}
-            for run in runs:
-                self._reap(ctx, run)
-                # Nomad keeps running checks for the allocation's life, not only until health is decided.
-                nomad_ok = self._run_nomad_checks(ctx, run) if run.started else False
-                if run.healthy is None and deployment_id:
-                    consul_ok = all(consul.get(c.check_id) == "passing" for c in run.consul_checks)
-                    self._track_health(ctx, run, nomad_ok and consul_ok)
-            if not deployment_decided and any(r.healthy is False for r in runs):
-                deployment_decided = True
-                ctx.fail_deployment(deployment_id, "Failed due to unhealthy allocations", None, then=self)
-            elif not deployment_decided and all(r.healthy for r in runs):
-                deployment_decided = True
-                ctx.succeed_deployment(deployment_id)
-            if run_to_completion and all(r.done for r in runs):
+            if ctx.generation != generation:
+                generation = ctx.generation
+                was_canary, run.alloc = canary(run.alloc), ctx.alloc()
+                if run.alloc["DeploymentStatus"] is None:  # health_hook.go: watched again, from now
+                    run.healthy, run.passing_since, run.health_from = None, None, self._now(ctx)
+                    if run.alloc["ClientStatus"] == "failed":
+                        self._fail_health(ctx, run)
+                if was_canary and not canary(run.alloc) and self.consul_address:
+                    # Promoted: the service hook registers the same IDs again with the normal tags and meta.
+                    for service, task in list(run.consul_definitions.values()):
+                        self._consul_register(run, service, task)
+            for runner in list(run.runners.values()):
+                if not runner.prestart:
+                    runner.tick()
+            consul = self._consul_statuses() if run.consul_checks else {}
+            self._reap(ctx, run)
+            # Nomad keeps running checks for the allocation's life, not only until health is decided.
+            nomad_ok = self._run_nomad_checks(ctx, run) if run.started else False
+            if run.healthy is None and run.alloc["DeploymentID"]:
+                consul_ok = all(consul.get(c.check_id) == "passing" for c in run.consul_checks)
+                self._track_health(ctx, run, nomad_ok and consul_ok)
+            if run_to_completion and run.done:
                 return  # a batch job whose tasks have all exited
             ctx.sleep(self.check_interval)
 
-    def _reap(self, ctx: ScenarioContext, run: AllocRun) -> None:
+    @staticmethod
+    def _now(ctx: AllocContext) -> float:
+        """Nomad time in seconds: health timers are measured on the double's clock."""
+        return ctx.clock.seconds()
+
+    def _reap(self, ctx: AllocContext, run: AllocRun) -> None:
         for name, process in run.processes.items():
             code = process.poll()
-            state = ctx.alloc(run.id)["TaskStates"][name]
+            state = ctx.alloc()["TaskStates"][name]
             if code is None or state["State"] == "dead":
                 continue
             for pump in run.pumps:
                 pump.join(1)  # the last output is in the logs before the task shows dead
             service_job = run.alloc["Job"]["Type"] == "service"
-            ctx.update(run.id, name, _terminated(code), state="dead", failed=service_job or code != 0)
+            ctx.update(name, _terminated(code), state="dead", failed=service_job or code != 0)
             self._fail_health(ctx, run)
         main = {t["Name"] for t in main_tasks(run.group)}
         run.done = all(
@@ -422,30 +448,30 @@ class LocalClient:
             for n in main
         )
 
-    def _fail_health(self, ctx: ScenarioContext, run: AllocRun) -> None:
-        """A task failed before health was decided: the allocation is unhealthy."""
+    def _fail_health(self, ctx: AllocContext, run: AllocRun) -> None:
+        """A task failed before health was decided: the allocation is unhealthy (health_hook.go)."""
         if run.healthy is None and run.alloc["DeploymentID"]:
             run.healthy = False
-            ctx.set_health(run.id, False)
+            ctx.set_health(False)
 
-    def _track_health(self, ctx: ScenarioContext, run: AllocRun, checks_ok: bool) -> None:
+    def _track_health(self, ctx: AllocContext, run: AllocRun, checks_ok: bool) -> None:
         """Nomad's health tracker: healthy once every check passes (and tasks run) for MinHealthyTime."""
         update = run.group.get("Update") or {}
         mode = update.get("HealthCheck", "checks")
         if mode == "manual" or not run.started:
             return
-        now = time.monotonic()
+        now = self._now(ctx)
         if run.main_running() and (checks_ok or mode == "task_states"):
             run.passing_since = run.passing_since or now
             if now - run.passing_since >= update.get("MinHealthyTime", 0) / SECOND:
                 run.healthy = True
-                ctx.set_health(run.id, True)
+                ctx.set_health(True)
                 return
         else:
             run.passing_since = None
-        if now - run.started > update.get("HealthyDeadline", 300 * SECOND) / SECOND:
+        if now - run.health_from > update.get("HealthyDeadline", 300 * SECOND) / SECOND:
             task = main_tasks(run.group)[0]["Name"]
-            ctx.event(run.id, task, "Alloc Unhealthy", Message="health checks did not pass within the healthy deadline")
+            ctx.event(task, "Alloc Unhealthy", Message="health checks did not pass within the healthy deadline")
             self._fail_health(ctx, run)
 
     # --- teardown -----------------------------------------------------------------------------------------
@@ -478,7 +504,7 @@ class _RunnerHooks:
     hook), and for a main task that failed for good, its siblings killed and the allocation unhealthy."""
 
     client: LocalClient
-    ctx: ScenarioContext
+    ctx: AllocContext
     run: AllocRun
 
     def started(self, name: str) -> None:

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from . import queries
+from . import acl, queries
 from .cluster import Cluster, NomadError
 from .events import Subscription
 from .faults import Fault, Faults
@@ -105,34 +105,40 @@ class Request:
 
 
 _ID = "(?P<id>[^/]+)"
-_READS: list[tuple[str, Callable[..., queries.Result]]] = [
-    ("/v1/jobs", queries.list_jobs),
-    (f"/v1/job/{_ID}/allocations", queries.job_allocations),
-    (f"/v1/job/{_ID}/evaluations", queries.job_evaluations),
-    (f"/v1/job/{_ID}/deployments", queries.job_deployments),
-    (f"/v1/job/{_ID}/deployment", queries.job_latest_deployment),
-    (f"/v1/job/{_ID}/summary", queries.job_summary),
-    (f"/v1/job/{_ID}/services", queries.job_services),
-    (f"/v1/job/{_ID}", queries.read_job),
-    (f"/v1/evaluation/{_ID}/allocations", queries.evaluation_allocations),
-    (f"/v1/evaluation/{_ID}", queries.evaluation),
-    (f"/v1/allocation/{_ID}/services", queries.allocation_services),
-    (f"/v1/allocation/{_ID}", queries.allocation),
-    (f"/v1/deployment/allocations/{_ID}", queries.deployment_allocations),
-    (f"/v1/deployment/{_ID}", queries.deployment),
-    ("/v1/services", queries.list_services),
-    (f"/v1/service/{_ID}", queries.service),
-    (f"/v1/client/allocation/{_ID}/checks", queries.allocation_checks),
+READ_JOB = ("read-job",)
+# (path pattern, query, capabilities: any one of them), the blocking reads; the first matching pattern wins.
+_READS: list[tuple[str, Callable[..., queries.Result], tuple[str, ...]]] = [
+    ("/v1/jobs", queries.list_jobs, ("list-jobs",)),
+    ("/v1/allocations", queries.list_allocations, READ_JOB),
+    ("/v1/deployments", queries.list_deployments, READ_JOB),
+    (f"/v1/job/{_ID}/allocations", queries.job_allocations, READ_JOB),
+    (f"/v1/job/{_ID}/evaluations", queries.job_evaluations, READ_JOB),
+    (f"/v1/job/{_ID}/deployments", queries.job_deployments, READ_JOB),
+    (f"/v1/job/{_ID}/deployment", queries.job_latest_deployment, READ_JOB),
+    (f"/v1/job/{_ID}/summary", queries.job_summary, READ_JOB),
+    (f"/v1/job/{_ID}/services", queries.job_services, READ_JOB),
+    (f"/v1/job/{_ID}/versions", queries.job_versions, READ_JOB),
+    (f"/v1/job/{_ID}/scale", queries.job_scale_status, ("read-job", "read-job-scaling")),
+    (f"/v1/job/{_ID}", queries.read_job, READ_JOB),
+    (f"/v1/evaluation/{_ID}/allocations", queries.evaluation_allocations, READ_JOB),
+    (f"/v1/evaluation/{_ID}", queries.evaluation, READ_JOB),
+    (f"/v1/allocation/{_ID}/services", queries.allocation_services, READ_JOB),
+    (f"/v1/allocation/{_ID}", queries.allocation, READ_JOB),
+    (f"/v1/deployment/allocations/{_ID}", queries.deployment_allocations, READ_JOB),
+    (f"/v1/deployment/{_ID}", queries.deployment, READ_JOB),
+    ("/v1/services", queries.list_services, READ_JOB),
+    (f"/v1/service/{_ID}", queries.service, READ_JOB),
+    (f"/v1/client/allocation/{_ID}/checks", queries.allocation_checks, READ_JOB),
 ]
 
 
 # (methods, path pattern, handler method name or blocking query); the first route matching path and method wins.
-_ROUTES: list[tuple[tuple[str, ...], str, str | Callable[..., queries.Result]]] = [
+_ROUTES: list[tuple[tuple[str, ...], str, str | tuple[Callable[..., queries.Result], tuple[str, ...]]]] = [
     (("GET",), "/v1/status/leader", "_leader"),
     (("GET",), "/v1/nodes", "_nodes"),
     (("GET",), f"/v1/node/{_ID}", "_node"),
     (("GET",), "/v1/event/stream", "_event_stream"),
-    (("GET",), f"/v1/client/fs/logs/{_ID}", "_logs"),
+    (("GET",), "/v1/client/fs/logs/(?P<id>[^/]*)", "_logs"),
     (("GET",), "/v1/vars", "_list_variables"),
     (("GET",), "/v1/var/(?P<path>.+)", "_read_variable"),
     (("PUT", "POST"), "/v1/var/(?P<path>.+)", "_write_variable"),
@@ -140,9 +146,16 @@ _ROUTES: list[tuple[tuple[str, ...], str, str | Callable[..., queries.Result]]] 
     (("PUT", "POST"), "/v1/jobs", "_register"),
     (("PUT", "POST"), "/v1/validate/job", "_validate"),
     (("PUT", "POST"), f"/v1/job/{_ID}/plan", "_plan"),
+    (("PUT", "POST"), f"/v1/job/{_ID}/revert", "_revert"),
+    (("PUT", "POST"), f"/v1/job/{_ID}/stable", "_stable"),
+    (("PUT", "POST"), f"/v1/job/{_ID}/scale", "_scale"),
+    (("PUT", "POST"), f"/v1/deployment/promote/{_ID}", "_promote"),
+    (("PUT", "POST"), f"/v1/deployment/fail/{_ID}", "_fail_deployment"),
+    (("PUT", "POST"), f"/v1/deployment/pause/{_ID}", "_pause_deployment"),
+    (("PUT", "POST"), f"/v1/deployment/allocation-health/{_ID}", "_alloc_health"),
     (("PUT", "POST"), f"/v1/job/{_ID}", "_register"),
     (("DELETE",), f"/v1/job/{_ID}", "_deregister"),
-    *((("GET",), pattern, query) for pattern, query in _READS),
+    *((("GET",), pattern, (query, capabilities)) for pattern, query, capabilities in _READS),
 ]
 
 
@@ -230,13 +243,16 @@ class Handler(BaseHTTPRequestHandler):
                 if isinstance(endpoint, str):
                     getattr(self, endpoint)(req, *args)
                 else:
-                    self._authorize(req, write=False)
-                    self._blocking(req, functools.partial(endpoint, self.backend.cluster.state, req.q, *args))
+                    query, capabilities = endpoint
+                    self._authorize(req, *capabilities)
+                    self._blocking(req, functools.partial(query, self.backend.cluster.state, req.q, *args))
                 return
         raise NomadError(405, "Invalid method") if allowed else NomadError(404, "Invalid URL")
 
-    def _authorize(self, req: Request, write: bool, management: bool = False) -> None:
-        """ACL checks with Nomad's messages: no token → `Permission denied`, unknown → `ACL token not found`."""
+    def _authorize(self, req: Request, *capabilities: str) -> None:
+        """The token must grant one of `capabilities` (none: management only). Nomad answers every failure,
+        an unknown or malformed token included, with 403 `Permission denied` (nomad/auth/auth.go Authenticate,
+        as the endpoints wrap it)."""
         tokens = self.backend.acl_tokens
         if tokens is None:
             return
@@ -244,15 +260,9 @@ class Handler(BaseHTTPRequestHandler):
         bearer = req.headers.get("authorization", "")
         if not secret and bearer.lower().startswith("bearer "):
             secret = bearer[7:].strip()
-        if not secret:
-            raise NomadError(403, "Permission denied")
-        policy = tokens.get(secret)
-        if policy is None:
-            raise NomadError(403, "ACL token not found")
-        if policy == "management":
-            return
-        if management or (write and policy != "submit-job"):
-            raise NomadError(403, "Permission denied")
+        token = acl.resolve(tokens, secret)
+        if token is None or not (token.allows(*capabilities) if capabilities else token.management):
+            raise NomadError(403, acl.DENIED)
 
     # --- responses ----------------------------------------------------------------------------------------
 
@@ -397,8 +407,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _nodes(self, req: Request) -> None:
         """`/v1/nodes`: node list stubs; `?resources=true` adds NodeResources (its Devices), as Nomad >= 1.6,
-        `?os=true` the `os.name` attribute; `?prefix=` filters by ID prefix."""
-        self._authorize(req, write=False)
+        `?os=true` the `os.name` attribute; `?prefix=` filters by ID prefix. It needs the node policy's read
+        (nomad/node_endpoint.go List: AllowNodeRead), not a namespace capability."""
+        self._authorize(req, acl.NODE_READ)
         prefix = req.q.get("prefix") or ""
         stubs = [
             node_stub(n, resources=req.q.get("resources") == "true", os=req.q.get("os") == "true")
@@ -409,7 +420,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _node(self, req: Request, node_id: str) -> None:
         """`/v1/node/:id`: the full node."""
-        self._authorize(req, write=False)
+        self._authorize(req, acl.NODE_READ)
         for node in self._all_nodes():
             if node["ID"] == node_id:
                 self._send_json(node, index=node["ModifyIndex"])
@@ -417,7 +428,7 @@ class Handler(BaseHTTPRequestHandler):
         raise NomadError(404, "node not found")
 
     def _register(self, req: Request, path_id: str | None = None) -> None:
-        self._authorize(req, write=True)
+        self._authorize(req, "submit-job", "register-job")
         body = self._job_body(req, REGISTER_KEYS)
         job = body["Job"]
         if not job.get("ID"):
@@ -425,17 +436,131 @@ class Handler(BaseHTTPRequestHandler):
         if path_id is not None and job["ID"] != path_id:
             raise NomadError(400, "Job ID does not match name")
         result = self.backend.cluster.register(
-            self._namespace(req, body), job, bool(body.get("EnforceIndex")), int(body.get("JobModifyIndex") or 0)
+            self._namespace(req, body),
+            job,
+            bool(body.get("EnforceIndex")),
+            int(body.get("JobModifyIndex") or 0),
+            preserve_counts=bool(body.get("PreserveCounts")),
+            eval_priority=int(body.get("EvalPriority") or 0),
         )
         self._send_json(result, index=result["Index"])
 
     def _deregister(self, req: Request, job_id: str) -> None:
-        self._authorize(req, write=True)
-        result = self.backend.cluster.deregister(req.q.namespace, job_id, req.q.flag("purge"))
+        """`DELETE /v1/job/:id`: submit-job, purge-job, or (without purge) deregister-job."""
+        purge = _parse_bool(req.q, "purge")
+        self._authorize(req, "submit-job", "purge-job", *(() if purge else ("deregister-job",)))
+        result = self.backend.cluster.deregister(req.q.namespace, job_id, purge)
+        self._send_json(result, index=result["Index"])
+
+    def _revert(self, req: Request, path_id: str) -> None:
+        """`PUT /v1/job/:id/revert` (command/agent/job_endpoint.go jobRevert, nomad/job_endpoint.go Revert)."""
+        body = self._json_body(req)
+        if not isinstance(body, dict):
+            raise NomadError(400, "Request body is empty" if body is None else "Invalid request body")
+        if not body.get("JobID"):
+            raise NomadError(400, "JobID must be specified")
+        if body["JobID"] != path_id:
+            raise NomadError(400, "Job ID does not match")
+        self._authorize(req, "submit-job", "revert-job")
+        prior = body.get("EnforcePriorVersion")
+        result = self.backend.cluster.revert(
+            req.q.get("namespace") or body.get("Namespace") or "default",
+            path_id,
+            int(body.get("JobVersion") or 0),
+            int(prior) if prior is not None else None,
+        )
+        self._send_json(result, index=result["Index"])
+
+    def _stable(self, req: Request, path_id: str) -> None:
+        """`PUT /v1/job/:id/stable` (nomad/job_endpoint.go Stable)."""
+        body = self._json_body(req)
+        if not isinstance(body, dict) or not body.get("JobID"):
+            raise NomadError(400, "JobID must be specified")
+        if body["JobID"] != path_id:
+            raise NomadError(400, "Job ID does not match")
+        self._authorize(req, "submit-job", "stable-job")
+        namespace = req.q.get("namespace") or body.get("Namespace") or "default"
+        result = self.backend.cluster.set_stable(
+            namespace, path_id, int(body.get("JobVersion") or 0), bool(body.get("Stable"))
+        )
+        self._send_json(result, index=result["Index"])
+
+    def _scale(self, req: Request, path_id: str) -> None:
+        """`POST /v1/job/:id/scale` (command/agent/job_endpoint.go jobScaleAction, nomad/job_endpoint.go
+        Scale): the `scale-job` or `submit-job` capability."""
+        body = self._json_body(req)
+        if not isinstance(body, dict):
+            raise NomadError(400, "Request body is empty" if body is None else "Invalid request body")
+        _check_scale_request(body)
+        target = body.get("Target") or {}
+        if target.get("Job") and target["Job"] != path_id:
+            raise NomadError(400, "job ID in payload did not match URL")
+        self._authorize(req, "scale-job", "submit-job")
+        result = self.backend.cluster.scale(req.q.namespace, path_id, body)
+        self._send_json(result, index=result["Index"])
+
+    # --- deployments --------------------------------------------------------------------------------------
+
+    def _deployment_body(self, req: Request, path_id: str) -> JSON:
+        """The deployment endpoints' body checks (command/agent/deployment_endpoint.go)."""
+        if not req.body:
+            raise NomadError(400, "Request body is empty")
+        body = self._json_body(req)
+        if not isinstance(body, dict):
+            raise NomadError(400, "Invalid request body")
+        if not body.get("DeploymentID"):
+            raise NomadError(400, "DeploymentID must be specified")
+        if body["DeploymentID"] != path_id:
+            raise NomadError(400, "Deployment ID does not match")
+        return body
+
+    def _deployment_namespace_check(self, req: Request, deployment_id: str, *capabilities: str) -> None:
+        """Nomad looks the deployment up before the ACL check: a missing one is a 500 `deployment not found`."""
+        state = self.backend.cluster.state
+        with state.cond:
+            if deployment_id not in state.deployments:
+                raise NomadError(500, "deployment not found")
+        self._authorize(req, *capabilities)
+
+    def _promote(self, req: Request, deployment_id: str) -> None:
+        """`PUT /v1/deployment/promote/:id` with `{"DeploymentID", "All"}` or `{"DeploymentID", "Groups"}`."""
+        body = self._deployment_body(req, deployment_id)
+        self._deployment_namespace_check(req, deployment_id, "submit-job", "promote-deployment")
+        with self.backend.cluster.state.cond:
+            result = self.backend.cluster.watchers.promote(
+                deployment_id, bool(body.get("All")), list(body.get("Groups") or [])
+            )
+        self._send_json(result, index=result["Index"])
+
+    def _fail_deployment(self, req: Request, deployment_id: str) -> None:
+        """`PUT /v1/deployment/fail/:id` (no body)."""
+        self._deployment_namespace_check(req, deployment_id, "submit-job", "fail-deployment")
+        with self.backend.cluster.state.cond:
+            result = self.backend.cluster.watchers.fail(deployment_id)
+        self._send_json(result, index=result["Index"])
+
+    def _pause_deployment(self, req: Request, deployment_id: str) -> None:
+        """`PUT /v1/deployment/pause/:id` with `{"DeploymentID", "Pause"}`."""
+        body = self._deployment_body(req, deployment_id)
+        self._deployment_namespace_check(req, deployment_id, "submit-job", "pause-deployment")
+        with self.backend.cluster.state.cond:
+            result = self.backend.cluster.watchers.pause(deployment_id, bool(body.get("Pause")))
+        self._send_json(result, index=result["Index"])
+
+    def _alloc_health(self, req: Request, deployment_id: str) -> None:
+        """`PUT /v1/deployment/allocation-health/:id` with the healthy and unhealthy allocation IDs."""
+        body = self._deployment_body(req, deployment_id)
+        self._deployment_namespace_check(req, deployment_id, "submit-job", "set-alloc-health-deployment")
+        with self.backend.cluster.state.cond:
+            result = self.backend.cluster.watchers.set_alloc_health(
+                deployment_id,
+                list(body.get("HealthyAllocationIDs") or []),
+                list(body.get("UnhealthyAllocationIDs") or []),
+            )
         self._send_json(result, index=result["Index"])
 
     def _plan(self, req: Request, path_id: str) -> None:
-        self._authorize(req, write=True)
+        self._authorize(req, "submit-job", "plan-job")
         body = self._job_body(req, PLAN_KEYS)
         job = body["Job"]
         if not job.get("ID"):
@@ -446,7 +571,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(result, index=result["Index"])
 
     def _validate(self, req: Request) -> None:
-        self._authorize(req, write=False)
+        self._authorize(req, "read-job")
         body = self._job_body(req, VALIDATE_KEYS)
         job = canonicalize(body["Job"], self._namespace(req, body))
         errors = validate(job, job_max_count=self.backend.cluster.job_max_count)
@@ -462,7 +587,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _list_variables(self, req: Request) -> None:
         """`/v1/vars?prefix=`: metadata only, never the items."""
-        self._authorize(req, write=False)
+        self._authorize(req, "read-job")
         state = self.backend.cluster.state
         prefix = req.q.get("prefix")
         with state.cond:
@@ -475,7 +600,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(found, index=index)
 
     def _read_variable(self, req: Request, path: str) -> None:
-        self._authorize(req, write=False, management=True)
+        self._authorize(req)
         state = self.backend.cluster.state
         with state.cond:
             variable = copy.deepcopy(state.variables.get((req.q.namespace, path)))
@@ -488,7 +613,7 @@ class Handler(BaseHTTPRequestHandler):
     def _write_variable(self, req: Request, path: str) -> None:
         """`PUT /v1/var/:path` with `{"Namespace", "Path", "Items"}`; `?cas=N` is a check-and-set (409 on a
         mismatch, with the current variable as the body, as Nomad answers)."""
-        self._authorize(req, write=True, management=True)
+        self._authorize(req)
         body = self._json_body(req)
         if not isinstance(body, dict) or not isinstance(body.get("Items"), dict) or not body["Items"]:
             raise NomadError(400, "variable missing Items")
@@ -517,7 +642,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(answer, index=answer["ModifyIndex"])
 
     def _delete_variable(self, req: Request, path: str) -> None:
-        self._authorize(req, write=True, management=True)
+        self._authorize(req)
         state = self.backend.cluster.state
         with state.cond:
             if (req.q.namespace, path) not in state.variables:
@@ -534,7 +659,7 @@ class Handler(BaseHTTPRequestHandler):
         """ndjson frames from `?index=` on (the frame at that index included), then live ones, with a `{}`
         heartbeat every `heartbeat_interval`; until the client goes away or the double stops."""
         subscription = Subscription.parse(req.q.params.get("topic", []), req.q.namespace)
-        self._authorize(req, write=False, management=subscription.wants_everything)
+        self._authorize(req, *(() if subscription.wants_everything else ("read-job",)))
         try:
             start = int(req.q.get("index") or 0)
         except ValueError:
@@ -574,15 +699,24 @@ class Handler(BaseHTTPRequestHandler):
         until the client goes away, the task is dead (and drained), or the double stops."""
         q = req.q
         task, kind = q.get("task"), q.get("type")
-        # The agent checks the query first, with these texts (command/agent/fs_endpoint.go, HTTPServer.Logs).
+        # The agent checks the query first, in this order, with these texts (command/agent/fs_endpoint.go Logs).
+        if not alloc_id:
+            raise NomadError(400, "must provide a valid alloc id")
         if not task:
             raise NomadError(400, "must provide task name")
+        flags = {}
+        for name in ("follow", "plain"):
+            try:
+                flags[name] = queries.parse_bool(q, name)
+            except NomadError:
+                reason = f'strconv.ParseBool: parsing "{q.get(name)}": invalid syntax'
+                raise NomadError(400, f"failed to parse {name} field to boolean: {reason}") from None
         if kind not in ("stdout", "stderr"):
             raise NomadError(400, "must provide log type (stdout/stderr)")
-        try:
-            offset = int(q.get("offset") or 0)
-        except ValueError as exc:
-            raise NomadError(400, f"error parsing offset: {exc}") from None
+        text = q.get("offset") or "0"
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise NomadError(400, f'error parsing offset: strconv.ParseInt: parsing "{text}": invalid syntax')
+        offset = int(text)
         if q.get("origin") not in (None, "", "start", "end"):
             raise NomadError(400, "origin must be start or end")
         state = self.backend.cluster.state
@@ -592,7 +726,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise NomadError(404, f'Unknown allocation "{alloc_id}"')
             task_state = (state.allocs[alloc_id].get("TaskStates") or {}).get(task)
             size = len(state.logs.get(key, b""))
-        self._authorize(req, write=False)
+        self._authorize(req, "read-logs", "read-fs")
         # Then the client, after the allocation and the ACL check: a task the allocation has no state for is
         # 400, a task that never started 404 (client/fs_endpoint.go, FileSystem.logs).
         if task_state is None:
@@ -600,7 +734,7 @@ class Handler(BaseHTTPRequestHandler):
         if task_state.get("StartedAt", ZERO_TIME) == ZERO_TIME:
             raise NomadError(404, f"task {_go_quote(task)} not started yet. No logs available")
         position = max(0, size - offset) if q.get("origin") == "end" else min(offset, size)
-        plain = q.flag("plain")
+        plain = flags["plain"]
         file_name = f"alloc/logs/{task}.{kind}.0"
 
         def encode(data: bytes, at: int) -> bytes:
@@ -610,7 +744,7 @@ class Handler(BaseHTTPRequestHandler):
             return json.dumps(frame).encode()
 
         content_type = "text/plain; charset=utf-8" if plain else "application/json"
-        if not q.flag("follow"):
+        if not flags["follow"]:
             with state.cond:
                 data = bytes(state.logs.get(key, b""))[position:]
             body = encode(data, position) if data or plain else b""
@@ -636,6 +770,27 @@ class Handler(BaseHTTPRequestHandler):
             elif finished:
                 self._end_stream()
                 return
+
+
+# api.ScalingRequest, with the WriteRequest fields Go clients send along
+_SCALE_FIELDS = {"Count", "Target", "Error", "Message", "Meta", "PolicyOverride", "JobModifyIndex"}
+_SCALE_FIELDS |= {"Region", "Namespace", "SecretID", "IdempotencyToken"}
+
+
+def _check_scale_request(body: JSON) -> None:
+    """The strict decoder's rules (see strict.py) for a scaling request."""
+    for key, value in body.items():
+        if key not in _SCALE_FIELDS:
+            raise StrictDecodeError(f'unknown field "{key}" in the request body')
+        if key in ("Count", "JobModifyIndex") and value is not None and type(value) is not int:
+            raise StrictDecodeError(f'field "{key}" must be a JSON integer, got {value!r}')
+        if key in ("Target", "Meta") and value is not None and not isinstance(value, dict):
+            raise StrictDecodeError(f'field "{key}" must be a JSON object, got {value!r}')
+
+
+def _parse_bool(q: queries.Query, name: str) -> bool:
+    """strconv.ParseBool of a query parameter, with the agent's message for a bad value (500)."""
+    return queries.parse_bool(q, name)
 
 
 def _go_quote(text: str) -> str:

@@ -8,7 +8,6 @@ endpoint shows. Shapes follow the reference's sample responses (nomad-api.md §3
 from __future__ import annotations
 
 import copy
-import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -23,17 +22,23 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def now_ns() -> int:
-    return time.time_ns()
-
-
-def rfc3339(ns: int | None = None) -> str:
-    """A timestamp as Go's RFC3339Nano (UTC, fraction without trailing zeros)."""
-    ns = now_ns() if ns is None else ns
+def rfc3339(ns: int) -> str:
+    """A timestamp (unix ns) as Go's RFC3339Nano (UTC, fraction without trailing zeros); 0 is Go's zero time."""
+    if ns == 0:
+        return ZERO_TIME
     seconds, frac = divmod(ns, 10**9)
     base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     digits = f"{frac:09d}".rstrip("0")
     return f"{base}.{digits}Z" if digits else f"{base}Z"
+
+
+def parse_rfc3339(text: str | None) -> int:
+    """The unix ns of an RFC3339 timestamp as `rfc3339` writes it; Go's zero time (or nothing) is 0."""
+    if not text or text.startswith("0001-"):
+        return 0
+    base, _, frac = text.rstrip("Z").partition(".")
+    seconds = int(datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
+    return seconds * 10**9 + int((frac or "0").ljust(9, "0")[:9])
 
 
 def omit_empty(obj: JSON) -> JSON:
@@ -122,64 +127,54 @@ def alloc_metric(**fields: Any) -> JSON:
 # --- deployments ------------------------------------------------------------------------------------------
 
 
-def _deployed(group: JSON) -> bool:
-    """A group the deployment covers: with an update strategy (MaxParallel > 0) and something to place (the
-    reconciler skips DesiredTotal 0, scheduler/reconcile.go)."""
-    return (group.get("Update") or {}).get("MaxParallel", 0) > 0 and group.get("Count", 1) != 0
-
-
-def wants_deployment(job: JSON) -> bool:
-    """Nomad creates deployments for service jobs with a group that has an update strategy and a count."""
-    return job.get("Type") == "service" and any(_deployed(g) for g in job.get("TaskGroups") or [])
-
-
-def new_deployment(job: JSON, eval_priority: int) -> JSON:
-    """A running deployment for the job's current version, with every structs.Deployment field."""
-    groups: JSON = {}
-    for group in job.get("TaskGroups") or []:
-        if group.get("Count", 1) == 0:
-            continue  # nothing to deploy: the reconciler gives it no deployment state
-        update = group.get("Update") or {}
-        progress = update.get("ProgressDeadline", 0)
-        groups[group["Name"]] = {
-            "AutoRevert": bool(update.get("AutoRevert")),
-            "AutoPromote": bool(update.get("AutoPromote")),
-            "ProgressDeadline": progress,
-            "RequireProgressBy": rfc3339(now_ns() + progress) if progress else ZERO_TIME,
-            "Promoted": False,
-            "PlacedCanaries": None,
-            "DesiredCanaries": update.get("Canary", 0),
-            "DesiredTotal": group.get("Count", 1),
-            "PlacedAllocs": 0,
-            "HealthyAllocs": 0,
-            "UnhealthyAllocs": 0,
-        }
+def new_deployment(job: JSON, eval_priority: int, now: int) -> JSON:
+    """A running deployment for the job's current version, with every structs.Deployment field and no group yet
+    (nomad/structs/deployment.go NewDeployment; the reconciler adds each group's state)."""
     return {
         "ID": new_id(),
         "Namespace": job["Namespace"],
         "JobID": job["ID"],
         "JobVersion": job["Version"],
-        "JobModifyIndex": job["JobModifyIndex"],
+        "JobModifyIndex": job["ModifyIndex"],
         "JobSpecModifyIndex": job["JobModifyIndex"],
         "JobCreateIndex": job["CreateIndex"],
         "IsMultiregion": False,
-        "TaskGroups": groups,
+        "TaskGroups": {},
         "Status": "running",
         "StatusDescription": "Deployment is running",
         "EvalPriority": eval_priority,
         "CreateIndex": 0,
         "ModifyIndex": 0,
-        "CreateTime": 0,
-        "ModifyTime": 0,
+        "CreateTime": now,
+        "ModifyTime": now,
+    }
+
+
+def new_deployment_state(update: JSON | None) -> JSON:
+    """A group's structs.DeploymentState as the reconciler starts it (initializeDeploymentState)."""
+    update = update or {}
+    return {
+        "AutoRevert": bool(update.get("AutoRevert")),
+        "AutoPromote": bool(update.get("AutoPromote")),
+        "ProgressDeadline": update.get("ProgressDeadline", 0),
+        "RequireProgressBy": ZERO_TIME,
+        "Promoted": False,
+        "PlacedCanaries": None,
+        "DesiredCanaries": 0,
+        "DesiredTotal": 0,
+        "PlacedAllocs": 0,
+        "HealthyAllocs": 0,
+        "UnhealthyAllocs": 0,
     }
 
 
 # --- allocations ------------------------------------------------------------------------------------------
 
+# nomad/structs/alloc.go AllocListStub: no DeploymentID and no PreviousAllocation (read the full allocation).
 ALLOC_STUB_FIELDS = (
     "ID", "EvalID", "Name", "Namespace", "NodeID", "NodeName", "JobID", "JobType", "JobVersion", "TaskGroup",
-    "DesiredStatus", "DesiredDescription", "ClientStatus", "ClientDescription", "TaskStates", "DeploymentStatus",
-    "FollowupEvalID", "NextAllocation", "PreviousAllocation", "RescheduleTracker", "PreemptedAllocations",
+    "DesiredStatus", "DesiredDescription", "ClientStatus", "ClientDescription", "DesiredTransition", "TaskStates",
+    "DeploymentStatus", "FollowupEvalID", "NextAllocation", "RescheduleTracker", "PreemptedAllocations",
     "PreemptedByAllocation", "CreateIndex", "ModifyIndex", "CreateTime", "ModifyTime",
 )  # fmt: skip
 
@@ -187,7 +182,7 @@ ALLOC_STUB_FIELDS = (
 def new_alloc(
     job: JSON,
     group: JSON,
-    index: int,
+    name: str,
     eval_id: str,
     deployment_id: str,
     node: tuple[str, str],
@@ -216,7 +211,7 @@ def new_alloc(
         "ID": new_id(),
         "Namespace": job["Namespace"],
         "EvalID": eval_id,
-        "Name": f"{job['ID']}.{group['Name']}[{index}]",
+        "Name": name,
         "NodeID": node[0],
         "NodeName": node[1],
         "JobID": job["ID"],
@@ -236,7 +231,13 @@ def new_alloc(
         "Metrics": alloc_metric(),
         "DesiredStatus": "run",
         "DesiredDescription": "",
-        "DesiredTransition": {"Migrate": None, "Reschedule": None, "ForceReschedule": None, "NoShutdownDelay": None},
+        "DesiredTransition": {
+            "Migrate": None,
+            "Reschedule": None,
+            "ForceReschedule": None,
+            "NoShutdownDelay": None,
+            "MigrateDisablePlacement": None,
+        },
         "ClientStatus": "pending",
         "ClientDescription": "",
         # The client fills TaskStates once it picks the allocation up; until then the field is null.
@@ -277,9 +278,24 @@ def full_alloc(alloc: JSON) -> JSON:
     return omit_empty(alloc)
 
 
-def alloc_stub(alloc: JSON) -> JSON:
-    """api.AllocationListStub: every field present, TaskStates included, no Job."""
-    return {k: alloc[k] for k in ALLOC_STUB_FIELDS}
+def alloc_stub(alloc: JSON, task_states: bool = True, resources: bool = False) -> JSON:
+    """structs.AllocListStub: every field present, no Job; `task_states=false` leaves TaskStates out and
+    `resources=true` adds AllocatedResources (AllocStubFields, command/agent/alloc_endpoint.go)."""
+    stub = {k: alloc[k] for k in ALLOC_STUB_FIELDS if task_states or k != "TaskStates"}
+    if resources:
+        stub["AllocatedResources"] = alloc["AllocatedResources"]
+    return stub
+
+
+def alloc_name(job_id: str, group: str, index: int) -> str:
+    """structs.AllocName: `job.group[index]`."""
+    return f"{job_id}.{group}[{index}]"
+
+
+def alloc_index(alloc: JSON) -> int:
+    """structs.Allocation.Index: the number between the last brackets of the name."""
+    name: str = alloc["Name"]
+    return int(name[name.rindex("[") + 1 : -1])
 
 
 def event_alloc(alloc: JSON) -> JSON:
@@ -325,7 +341,7 @@ def task_event(kind: str, **fields: Any) -> JSON:
     `PopulateEventDisplayMessage`. `Details` values are strings, as in Nomad."""
     event: JSON = {
         "Type": kind,
-        "Time": now_ns(),
+        "Time": 0,  # stamped with the write's time when the client update is applied
         "DisplayMessage": "",
         "Details": {},
         "Message": "",

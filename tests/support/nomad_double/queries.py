@@ -12,6 +12,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from . import bexpr
+from . import diff as diffs
+from .errors import NomadError
 from .jobspec import JSON, groups
 from .mutations import alloc_terminal
 from .objects import alloc_stub, eval_stub, full_alloc, full_eval
@@ -24,6 +27,8 @@ JOB_STUB_FIELDS = (
     "Periodic", "ParameterizedJob", "Stop", "Status", "StatusDescription", "CreateIndex", "ModifyIndex",
     "JobModifyIndex", "SubmitTime",
 )  # fmt: skip
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
 
 @dataclass(frozen=True)
@@ -44,12 +49,31 @@ class Query:
     def flag(self, name: str) -> bool:
         return self.get(name).lower() in ("true", "1")
 
+    def filtered(self, objects: list[JSON]) -> list[JSON]:
+        """`?filter=`: the objects a go-bexpr expression selects (the stored objects, before stubbing)."""
+        text = self.get("filter")
+        return bexpr.select(bexpr.compile_filter(text), objects) if text else objects
+
     @property
     def namespace(self) -> str:
         return self.get("namespace") or "default"
 
     def in_namespace(self, obj: JSON) -> bool:
         return self.namespace == "*" or obj["Namespace"] == self.namespace
+
+
+def parse_bool(q: Query, name: str, default: bool = False) -> bool:
+    """strconv.ParseBool of a query parameter; a bad value is the agent's 500 (command/agent/http.go
+    parseBool)."""
+    text = q.get(name)
+    if not text:
+        return default
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    reason = f'strconv.ParseBool: parsing "{text}": invalid syntax'
+    raise NomadError(500, f'Failed to parse value of "{name}" ({text}) as a bool: {reason}')
 
 
 def _index(state: State, *tables: str) -> int:
@@ -65,17 +89,42 @@ def _of_job(objs: dict[str, JSON], q: Query, job_id: str) -> list[JSON]:
 
 
 def list_jobs(state: State, q: Query) -> Result:
+    """`/v1/jobs` (nomad/job_endpoint.go List): JobListStubs by (namespace, ID); `filter` on the full job;
+    `meta=true` adds Meta when it is not empty (structs.go Job.Stub, `json:",omitempty"`)."""
     prefix = q.get("prefix")
+    meta = parse_bool(q, "meta")
+    jobs = [
+        job
+        for job in sorted(state.jobs.values(), key=lambda j: (j["Namespace"], j["ID"]))
+        if q.in_namespace(job) and job["ID"].startswith(prefix)
+    ]
     stubs = []
-    for job in sorted(state.jobs.values(), key=lambda j: (j["Namespace"], j["ID"])):
-        if not q.in_namespace(job) or not job["ID"].startswith(prefix):
-            continue
+    for job in q.filtered(jobs):
         stub = {k: job.get(k) for k in JOB_STUB_FIELDS}
         stub["JobSummary"] = _summary(state, job)
-        if q.flag("meta"):
-            stub["Meta"] = job.get("Meta")
+        if meta and job.get("Meta"):
+            stub["Meta"] = job["Meta"]
         stubs.append(stub)
     return _index(state, "jobs", "allocs"), stubs
+
+
+def list_allocations(state: State, q: Query) -> Result:
+    """`/v1/allocations` (nomad/alloc_endpoint.go List): AllocListStubs by CreateIndex (by ID with `prefix`);
+    `filter` on the full allocation, its Job included; `task_states=false`, `resources=true`."""
+    prefix = q.get("prefix")
+    allocs = [a for a in state.allocs.values() if q.in_namespace(a) and a["ID"].startswith(prefix)]
+    allocs.sort(key=lambda a: a["ID"] if prefix else a["CreateIndex"])
+    task_states = parse_bool(q, "task_states", default=True)
+    resources = parse_bool(q, "resources")
+    return _index(state, "allocs"), [alloc_stub(a, task_states, resources) for a in q.filtered(allocs)]
+
+
+def list_deployments(state: State, q: Query) -> Result:
+    """`/v1/deployments` (nomad/deployment_endpoint.go List): full deployments by CreateIndex; `filter`."""
+    prefix = q.get("prefix")
+    found = [d for d in state.deployments.values() if q.in_namespace(d) and d["ID"].startswith(prefix)]
+    found.sort(key=lambda d: d["ID"] if prefix else d["CreateIndex"])
+    return _index(state, "deployment"), q.filtered(found)
 
 
 def read_job(state: State, q: Query, job_id: str) -> Result:
@@ -91,7 +140,69 @@ def job_allocations(state: State, q: Query, job_id: str) -> Result:
     if job is not None and not q.flag("all"):
         # Without ?all=true, allocations of an earlier job that had the same ID (purged) are left out.
         allocs = [a for a in allocs if a["Job"]["CreateIndex"] == job["CreateIndex"]]
-    return _index(state, "allocs"), [alloc_stub(a) for a in allocs]
+    task_states = parse_bool(q, "task_states", default=True)
+    return _index(state, "allocs"), [alloc_stub(a, task_states, parse_bool(q, "resources")) for a in allocs]
+
+
+def job_versions(state: State, q: Query, job_id: str) -> Result:
+    """`/v1/job/:id/versions` (nomad/job_endpoint.go GetJobVersions): every kept version, newest first; with
+    `diffs=true` the diff of each from the one before it (or from `diff_version`)."""
+    wants_diffs = parse_bool(q, "diffs")
+    versions = list(reversed(state.job_versions.get((q.namespace, job_id), [])))
+    if not versions:
+        return _index(state, "job_version", "jobs"), NotFound("job versions not found")
+    against = q.get("diff_version")
+    found: list[JSON] | None = None
+    if against:
+        base = next((v for v in versions if str(v["Version"]) == against), None)
+        if base is None:
+            raise NomadError(500, f"version {against} not found")
+        found = [diffs.job_diff(base, v) for v in versions]
+    elif wants_diffs:
+        found = [diffs.job_diff(versions[i + 1], versions[i]) for i in range(len(versions) - 1)]
+    index = max(v["ModifyIndex"] for v in versions)
+    body = {"Versions": versions, "Diffs": found, "Index": index}
+    body.update(LastContact=0, KnownLeader=True, NextToken="")
+    return index, body
+
+
+def job_scale_status(state: State, q: Query, job_id: str) -> Result:
+    """`GET /v1/job/:id/scale` (nomad/job_endpoint.go ScaleStatus): each group's count, its non-terminal
+    non-canary allocations, and its scaling events (newest first, null when never scaled)."""
+    job = state.jobs.get((q.namespace, job_id))
+    if job is None:
+        return state.index, NotFound("job not found")
+    groups_status: JSON = {}
+    for group in groups(job):
+        events = state.scaling_events.get((job["Namespace"], job["ID"], group["Name"]))
+        groups_status[group["Name"]] = {
+            "Desired": group["Count"],
+            "Placed": 0,
+            "Running": 0,
+            "Healthy": 0,
+            "Unhealthy": 0,
+            "Events": copy.deepcopy(events) if events else None,
+        }
+    index = job["ModifyIndex"]
+    for alloc in _of_job(state.allocs, q, job_id):
+        status = alloc.get("DeploymentStatus") or {}
+        if status.get("Canary") or alloc_terminal(alloc) or alloc["TaskGroup"] not in groups_status:
+            continue
+        counts = groups_status[alloc["TaskGroup"]]
+        counts["Placed"] += 1
+        counts["Running"] += alloc["ClientStatus"] == "running"
+        counts["Healthy"] += status.get("Healthy") is True
+        counts["Unhealthy"] += status.get("Healthy") is False
+        index = max(index, alloc["ModifyIndex"])
+    index = max(index, state.table_index["scaling_event"])
+    return index, {
+        "JobID": job["ID"],
+        "Namespace": job["Namespace"],
+        "JobCreateIndex": job["CreateIndex"],
+        "JobModifyIndex": job["ModifyIndex"],
+        "JobStopped": job["Stop"],
+        "TaskGroups": groups_status,
+    }
 
 
 def job_evaluations(state: State, q: Query, job_id: str) -> Result:
@@ -122,7 +233,14 @@ def job_summary(state: State, q: Query, job_id: str) -> Result:
 
 
 def _summary(state: State, job: JSON) -> JSON:
-    allocs = [a for a in state.allocs.values() if (a["Namespace"], a["JobID"]) == (job["Namespace"], job["ID"])]
+    """structs.JobSummary: the counts of the job's allocations by client status (Failed and Complete never go
+    down, as state_store.go updateSummaryWithAlloc keeps them); a purged job's allocations are not counted."""
+    key = (job["Namespace"], job["ID"])
+    allocs = [
+        a
+        for a in state.allocs.values()
+        if (a["Namespace"], a["JobID"]) == key and a["Job"]["CreateIndex"] == job["CreateIndex"]
+    ]
     blocked = any(
         e["Status"] == "blocked" and (e["Namespace"], e["JobID"]) == (job["Namespace"], job["ID"])
         for e in state.evals.values()

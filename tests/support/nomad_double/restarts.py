@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,9 +38,14 @@ class RestartTracker:
 
     policy: JSON  # RestartPolicy: Attempts, Interval, Delay (ns), Mode
     restart_on_success: bool
-    clock: float = field(default_factory=time.monotonic)  # start of the current interval
+    now: Callable[[], float] = time.monotonic  # seconds: the double's clock in client mode
+    clock: float = -1.0  # start of the current interval (-1: now, when the tracker is made)
     count: int = 0
     rand: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        if self.clock < 0:
+            self.clock = self.now()
 
     def after_exit(self, exit_code: int) -> Decision:
         """The task ran and exited with `exit_code`."""
@@ -56,7 +62,7 @@ class RestartTracker:
             if exit_code is not None and successful and not self.restart_on_success:
                 return Decision("terminated", REASON_NO_RESTARTS)
             return Decision("not-restarting", REASON_NO_RESTARTS)
-        now = time.monotonic()
+        now = self.now()
         if now > self.clock + int(self.policy.get("Interval") or 0) / SECOND:
             self.count, self.clock = 0, now  # a new interval
         self.count += 1

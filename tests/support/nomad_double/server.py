@@ -18,6 +18,7 @@ from typing import Final
 
 from . import mutations, scenarios
 from .client_mode import LocalClient
+from .clock import Clock
 from .cluster import Cluster
 from .context import Runnable
 from .faults import Faults
@@ -32,6 +33,16 @@ DEPLOYMENT_DESCRIPTIONS = {  # nomad/structs/deployment.go status descriptions
     "failed": "Deployment marked as failed",
     "cancelled": "Cancelled because job is stopped",
 }
+CLIENT_DESCRIPTIONS = {  # client/allocrunner/alloc_runner.go getClientStatus
+    "failed": "Failed tasks",
+    "running": "Tasks are running",
+    "pending": "No tasks have started",
+    "complete": "All tasks have completed",
+}
+# Nomad time runs this much faster than the wall clock when scenarios script the allocations: a 10m progress
+# deadline passes in 2s, a 30s reschedule delay in 0.1s, while a scenario's steps (10 ms) stay much shorter
+# than any of Nomad's durations. Client mode runs real processes, so it keeps the real clock.
+SCENARIO_TIME_SCALE = 300.0
 
 
 class _Unset(enum.Enum):
@@ -48,7 +59,9 @@ class ScenarioError(RuntimeError):
 class NomadDouble:
     """The double: state, scenarios, HTTP server. Use as a context manager (or `start()` / `stop()`).
 
-    `acl_tokens` maps secrets to "management", "submit-job" or "read-job" and turns ACL checks on.
+    `acl_tokens` maps secrets to policies and turns ACL checks on: "management", Nomad's namespace policies
+    "read", "write", "scale", single capabilities ("scale-job" ...) and "node:read", space-separated (acl.py);
+    "read-job" and "submit-job" alone are the read and write policies.
     `client` runs raw_exec tasks as local processes: it is the default scenario of every job.
     `heartbeat_interval` is the event stream's `{}` period (Nomad: 30 s); `max_wait` caps blocking queries.
     `node_devices` are the device groups `/v1/nodes?resources=true` reports for the double's one node;
@@ -57,6 +70,10 @@ class NomadDouble:
     `tls` serves HTTPS with that server context.
     `job_max_count` is the server's `job_max_count` setting: validate, plan and register refuse a job with more
     instances in all, as Nomad does (0: no limit).
+    `time_scale`: how much faster than the wall clock Nomad's time runs (see clock.py): every duration of a job
+    (reschedule delays, progress and health deadlines, restart delays) and of the server (the watcher's 1s
+    batch) is measured on it, and so are the timestamps the API shows. Default: SCENARIO_TIME_SCALE with
+    scenarios, 1 (real time) with a `client`.
     """
 
     def __init__(
@@ -69,10 +86,15 @@ class NomadDouble:
         nodes: list[JSON] | None = None,
         tls: ssl.SSLContext | None = None,
         job_max_count: int = 0,
+        time_scale: float | None = None,
     ) -> None:
         default: Runnable = client if client is not None else scenarios.rollout()
         self.client = client
-        self.cluster = Cluster(default, node_name="local-client" if client is not None else "nomad-double")
+        if time_scale is None:
+            time_scale = 1.0 if client is not None else SCENARIO_TIME_SCALE
+        self.cluster = Cluster(
+            default, node_name="local-client" if client is not None else "nomad-double", time_scale=time_scale
+        )
         self.cluster.job_max_count = job_max_count
         self.faults = Faults()
         self._backend = Backend(
@@ -143,6 +165,11 @@ class NomadDouble:
     def requests(self) -> list[RecordedRequest]:
         with self._backend.requests_lock:
             return list(self._backend.requests)
+
+    @property
+    def clock(self) -> Clock:
+        """Nomad's time in the double (`time_scale`)."""
+        return self.cluster.clock
 
     @property
     def index(self) -> int:
@@ -233,8 +260,7 @@ class NomadDouble:
             if events or task_state is not None or failed is not None:
                 mutations.client_update(tx, alloc_id, name, events, task_state, failed)
             if client_status is not None:
-                alloc["ClientStatus"] = client_status
-                tx.put_alloc(alloc)
+                mutations.set_client_status(tx, alloc, client_status, CLIENT_DESCRIPTIONS.get(client_status, ""))
             if healthy is not UNSET:
                 mutations.set_alloc_health(tx, alloc_id, healthy)
 

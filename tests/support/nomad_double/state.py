@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from .clock import Clock
 from .jobspec import JSON
-from .objects import event_alloc, now_ns
+from .objects import event_alloc
 
 JobKey = tuple[str, str]  # (namespace, job ID)
+TRACKED_VERSIONS = 6  # nomad/structs/structs.go JobDefaultTrackedVersions
 LogKey = tuple[str, str, str]  # (alloc ID, task, "stdout" | "stderr")
 
 
@@ -47,17 +49,26 @@ class Tx:
 
     state: State
     index: int
+    now: int  # Nomad time of this write (unix ns): every timestamp it sets
     events: list[Event] = field(default_factory=list)
     touched_jobs: set[JobKey] = field(default_factory=set)
+    # What the server side reacts to once the write is done (see Cluster's commit hooks):
+    placed: list[str] = field(default_factory=list)  # allocations created (the client starts them)
+    stopped: list[str] = field(default_factory=list)  # allocations the server stopped (the client kills them)
+    updated_in_place: list[str] = field(default_factory=list)  # allocations moved to a new job version
+    promoted: list[str] = field(default_factory=list)  # canaries promoted (their services lose the canary tags)
+    failed: list[str] = field(default_factory=list)  # allocations a client update turned `failed`
+    evals: list[str] = field(default_factory=list)  # evaluations written
+    touched_deployments: set[str] = field(default_factory=set)
 
     def _stamp(self, obj: JSON, table: str) -> None:
         if not obj.get("CreateIndex"):
             obj["CreateIndex"] = self.index
             if "CreateTime" in obj:
-                obj["CreateTime"] = now_ns()
+                obj["CreateTime"] = self.now
         obj["ModifyIndex"] = self.index
         if "ModifyTime" in obj:
-            obj["ModifyTime"] = now_ns()
+            obj["ModifyTime"] = self.now
         self.state.table_index[table] = self.index
 
     def _event(self, topic: str, kind: str, key: str, namespace: str, filter_keys: list[str], payload: JSON) -> None:
@@ -79,9 +90,16 @@ class Tx:
         self._event("Job", kind, job["ID"], job["Namespace"], [], job)
 
     def add_job_version(self, job: JSON) -> None:
-        """Store `job` as the new current version (its Version and JobModifyIndex already set)."""
+        """Store `job` as the new current version (its Version and JobModifyIndex already set). At most
+        TRACKED_VERSIONS are kept: the oldest goes, unless it is the newest stable one, then the second oldest
+        (nomad/state/state_store.go upsertJobVersion, JobDefaultTrackedVersions)."""
         self.put_job(job)
-        self.state.job_versions[(job["Namespace"], job["ID"])].append(job)
+        versions = self.state.job_versions[(job["Namespace"], job["ID"])]
+        versions.append(job)
+        if len(versions) > TRACKED_VERSIONS:
+            stable = [v for v in versions if v["Stable"]]
+            oldest = 1 if stable and versions[0] is stable[-1] else 0
+            del versions[oldest]
 
     def delete_job(self, key: JobKey) -> None:
         job = self.state.jobs.pop(key)
@@ -92,21 +110,29 @@ class Tx:
     def put_eval(self, ev: JSON) -> None:
         self._stamp(ev, "evals")
         self.state.evals[ev["ID"]] = ev
+        self.evals.append(ev["ID"])
         self.touched_jobs.add((ev["Namespace"], ev["JobID"]))
         self._event("Evaluation", "EvaluationUpdated", ev["ID"], ev["Namespace"], [ev["JobID"], ev["DeploymentID"]], ev)
 
     def put_alloc(self, alloc: JSON, kind: str = "AllocationUpdated") -> None:
+        if not alloc.get("CreateIndex"):
+            self.placed.append(alloc["ID"])
         self._stamp(alloc, "allocs")
         if kind != "AllocationUpdated":  # a server-side change (placement, desired status), not a client update
             alloc["AllocModifyIndex"] = self.index
         self.state.allocs[alloc["ID"]] = alloc
         self.touched_jobs.add((alloc["Namespace"], alloc["JobID"]))
+        if alloc["DeploymentID"]:
+            self.touched_deployments.add(alloc["DeploymentID"])
+        for hook in self.state.on_alloc:
+            hook(self, alloc)
         keys = [alloc["JobID"], alloc["DeploymentID"]]
         self._event("Allocation", kind, alloc["ID"], alloc["Namespace"], keys, event_alloc(alloc))
 
     def put_deployment(self, deployment: JSON, kind: str = "DeploymentStatusUpdate") -> None:
         self._stamp(deployment, "deployment")
         self.state.deployments[deployment["ID"]] = deployment
+        self.touched_deployments.add(deployment["ID"])
         ns, job_id = deployment["Namespace"], deployment["JobID"]
         self._event("Deployment", kind, deployment["ID"], ns, [job_id], deployment)
 
@@ -144,7 +170,8 @@ class Tx:
 class State:
     """All tables, guarded by one re-entrant lock whose condition variable wakes every waiter on a change."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
         self.cond = threading.Condition(threading.RLock())
         self.index = 1
         self.table_index: dict[str, int] = defaultdict(int)
@@ -159,14 +186,20 @@ class State:
         self.logs: dict[LogKey, bytearray] = defaultdict(bytearray)
         self.variables: dict[tuple[str, str], JSON] = {}  # (namespace, path) → Nomad Variable
         self.closed = False
-        # Set by the cluster: recomputes the status of jobs whose evaluations or allocations changed.
+        self.scaling_events: dict[tuple[str, str, str], list[JSON]] = defaultdict(list)  # (ns, job, group)
+        # Set by the cluster: recomputes the status of jobs whose evaluations or allocations changed, and lets the
+        # server side (scheduler, deployment watcher, client) react to the write. They run inside the write.
         self.on_commit: list[Callable[[Tx], None]] = []
+        # Set by the cluster: runs on every allocation write (the deployment's counters, as the state store's).
+        self.on_alloc: list[Callable[[Tx, JSON], None]] = []
+        # What the deployment counters last counted per allocation: (deployment ID, health).
+        self.counted: dict[str, tuple[str, bool | None]] = {}
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         with self.cond:
             self.index += 1
-            tx = Tx(self, self.index)
+            tx = Tx(self, self.index, self.clock.now())
             try:
                 yield tx
             finally:

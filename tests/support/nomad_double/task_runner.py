@@ -14,13 +14,12 @@ The runner is driven by the client's supervision loop (`tick`), not by a thread 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from .context import ScenarioContext
+from .context import AllocContext
 from .docker_driver import Bind, ContainerHandle, DockerDriver, DriverError, ExitResult, HostVolume, StartRequest
 from .docker_driver import kill_timeout as task_kill_timeout
 from .goduration import SECOND
@@ -45,7 +44,7 @@ class Hooks(Protocol):
 
 @dataclass
 class DockerTaskRunner:
-    ctx: ScenarioContext
+    ctx: AllocContext
     alloc: JSON
     task: JSON
     alloc_root: Path
@@ -63,7 +62,9 @@ class DockerTaskRunner:
 
     def __post_init__(self) -> None:
         batch = self.alloc["Job"]["Type"] in ("batch", "sysbatch")
-        self.tracker = RestartTracker(self.task["RestartPolicy"], restart_on_success=not (batch or self.prestart))
+        self.tracker = RestartTracker(
+            self.task["RestartPolicy"], restart_on_success=not (batch or self.prestart), now=self.ctx.clock.seconds
+        )
 
     @property
     def name(self) -> str:
@@ -100,11 +101,11 @@ class DockerTaskRunner:
             )
             self.handle = self.driver.start(request)
         except DriverError as exc:
-            self.ctx.update(self.alloc["ID"], self.name, task_event("Driver Failure", DriverError=str(exc)))
+            self.ctx.update(self.name, task_event("Driver Failure", DriverError=str(exc)))
             self._apply(self.tracker.after_start_error(exc.recoverable))
             return
         self.state = "running"
-        self.ctx.update(self.alloc["ID"], self.name, task_event("Started"), state="running")
+        self.ctx.update(self.name, task_event("Started"), state="running")
         self.hooks.started(self.name)
 
     def tick(self) -> None:
@@ -115,7 +116,7 @@ class DockerTaskRunner:
             result = self.handle.poll()
             if result is not None:
                 self._exited(result)
-        elif self.state == "waiting" and time.monotonic() >= self.restart_at:
+        elif self.state == "waiting" and self.ctx.clock.seconds() >= self.restart_at:
             self.start()
 
     def _exited(self, result: ExitResult) -> None:
@@ -126,16 +127,15 @@ class DockerTaskRunner:
         if result.message:
             details["exit_message"] = result.message
         terminated = task_event("Terminated", ExitCode=result.exit_code, Message=result.message, Details=details)
-        self.ctx.update(self.alloc["ID"], self.name, terminated)
+        self.ctx.update(self.name, terminated)
         self.hooks.exited(self.name)
         self._apply(self.tracker.after_exit(result.exit_code))
 
     def _apply(self, decision: Decision) -> None:
-        alloc_id = self.alloc["ID"]
         if decision.verdict == "restart":
             event = task_event("Restarting", RestartReason=decision.reason, StartDelay=int(decision.delay * SECOND))
-            self.ctx.update(alloc_id, self.name, event, state="pending", restarted=True)
-            self.state, self.restart_at = "waiting", time.monotonic() + decision.delay
+            self.ctx.update(self.name, event, state="pending", restarted=True)
+            self.state, self.restart_at = "waiting", self.ctx.clock.seconds() + decision.delay
         elif decision.verdict == "not-restarting":
             event = task_event("Not Restarting", RestartReason=decision.reason, FailsTask=True)
             self._die(event, failed=True)
@@ -144,7 +144,7 @@ class DockerTaskRunner:
 
     def _die(self, event: JSON | None, failed: bool) -> None:
         self.state, self.failed = "dead", failed
-        self.ctx.update(self.alloc["ID"], self.name, event, state="dead", failed=failed)
+        self.ctx.update(self.name, event, state="dead", failed=failed)
         self.hooks.dead(self.name, failed)
 
     # --- hooks before the driver ----------------------------------------------------------------------------
@@ -162,7 +162,7 @@ class DockerTaskRunner:
             if self.missing_reported != exc.dependency:
                 self.missing_reported = exc.dependency
                 event = task_event("Template", DisplayMessage=f"Missing: {exc.dependency}")
-                self.ctx.update(self.alloc["ID"], self.name, event)
+                self.ctx.update(self.name, event)
             self.state = "blocked"
             return False
         except (TemplateError, OSError) as exc:
@@ -201,7 +201,7 @@ class DockerTaskRunner:
         self.ctx.state.append_log(self.alloc["ID"], self.name, stream, data)
 
     def _driver_message(self, message: str) -> None:
-        self.ctx.update(self.alloc["ID"], self.name, task_event("Driver", DriverMessage=message))
+        self.ctx.update(self.name, task_event("Driver", DriverMessage=message))
 
     # --- stopping -------------------------------------------------------------------------------------------
 

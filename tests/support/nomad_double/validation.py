@@ -101,6 +101,8 @@ def _group(job: JSON, group: JSON) -> list[str]:
     update = group.get("Update")
     if update and job.get("Type") == "service":
         errors += _update(update)
+    if job.get("Type") not in ("system", "sysbatch"):
+        errors += reschedule_errors(group.get("ReschedulePolicy") or {})
     labels = {p.label for p in ports(group)}
     for service, _owner in services(group):
         errors += _service(service, labels)
@@ -116,6 +118,99 @@ def _group(job: JSON, group: JSON) -> list[str]:
         if task_errors:
             errors.append(f"Task {name} validation failed: {multierror(task_errors)}")
     return errors
+
+
+RESCHEDULE_MIN_DELAY = 5 * SECOND  # structs.ReschedulePolicyMinDelay
+RESCHEDULE_MIN_INTERVAL = 15 * SECOND  # structs.ReschedulePolicyMinInterval
+DELAY_FUNCTIONS = ("constant", "exponential", "fibonacci")  # structs.RescheduleDelayFunctions
+
+
+def reschedule_errors(r: JSON) -> list[str]:
+    """nomad/structs/structs.go ReschedulePolicy.Validate (skipped when rescheduling is disabled)."""
+    attempts, interval = int(r.get("Attempts") or 0), int(r.get("Interval") or 0)
+    delay, max_delay = int(r.get("Delay") or 0), int(r.get("MaxDelay") or 0)
+    unlimited, function = bool(r.get("Unlimited")), r.get("DelayFunction") or ""
+    if not (attempts > 0 or unlimited):
+        return []
+    errors: list[str] = []
+    if attempts > 0:
+        if interval <= 0:
+            errors.append("Interval must be a non zero value if Attempts > 0")
+        if unlimited:
+            errors.append(
+                f"Reschedule Policy with Attempts = {attempts}, Interval = {format_duration(interval)}, and "
+                "Unlimited = true is ambiguous"
+            )
+            errors.append("If Attempts >0, Unlimited cannot also be set to true")
+    precheck = True
+    if delay < RESCHEDULE_MIN_DELAY:
+        errors.append(f"Delay cannot be less than 5s (got {format_duration(delay)})")
+        precheck = False
+    if function not in DELAY_FUNCTIONS:
+        errors.append(f'Invalid delay function "{function}", must be one of ["constant" "exponential" "fibonacci"]')
+        precheck = False
+    if function != "constant":
+        if max_delay < RESCHEDULE_MIN_DELAY:
+            # Nomad prints the Delay here, not the MaxDelay.
+            errors.append(f"Max Delay cannot be less than 5s (got {format_duration(delay)})")
+            precheck = False
+        if max_delay < delay:
+            got = format_duration(max_delay)
+            errors.append(f"Max Delay cannot be less than Delay {format_duration(delay)} (got {got})")
+            precheck = False
+    if not unlimited:
+        if interval < RESCHEDULE_MIN_INTERVAL:
+            errors.append(f"Interval cannot be less than 15s (got {format_duration(interval)})")
+        if precheck:
+            errors += _viable_attempts(attempts, interval, delay, max_delay, function)
+    return errors
+
+
+def _viable_attempts(attempts: int, interval: int, delay: int, max_delay: int, function: str) -> list[str]:
+    """ReschedulePolicy.validateDelayParams / viableAttempts: the attempts the interval leaves room for."""
+    possible, recommended, valid = 0, 0, True
+    if function == "constant":
+        recommended = attempts * delay
+        if interval < recommended:
+            possible, valid = interval // delay, False
+    elif function == "exponential":
+        for i in range(attempts):
+            next_delay = 2**i * delay
+            if next_delay > max_delay:
+                recommended += max_delay
+            else:
+                recommended = next_delay
+            if recommended < interval:
+                possible += 1
+        valid = possible >= attempts
+    else:  # fibonacci
+        slots, ceiling = [delay, delay], False
+        for i in range(2, attempts):
+            if ceiling:
+                next_delay = slots[i - 1] + max_delay
+            else:
+                next_delay = slots[i - 1] + slots[i - 2]
+                if next_delay > max_delay:
+                    next_delay, ceiling = max_delay, True
+            slots.append(next_delay)
+        recommended = slots[-1]
+        if interval < recommended:
+            valid = False
+            possible = next((i for i, slot in enumerate(slots) if slot > interval), 0)
+    if valid:
+        return []
+    if function == "constant":
+        first = (
+            f"Nomad can only make {possible} attempts in {format_duration(interval)} with initial delay "
+            f'{format_duration(delay)} and delay function "{function}"'
+        )
+    else:
+        first = (
+            f"Nomad can only make {possible} attempts in {format_duration(interval)} with initial delay "
+            f'{format_duration(delay)}, delay function "{function}", and delay ceiling {format_duration(max_delay)}'
+        )
+    rounded = (recommended + SECOND // 2) // SECOND * SECOND
+    return [first, f"Set the interval to at least {format_duration(rounded)} to accommodate {attempts} attempts"]
 
 
 def _update(u: JSON) -> list[str]:
