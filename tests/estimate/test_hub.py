@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from nomad_gpustack.estimate.hub import GGUF_CHUNK, HubUnavailable, hub_model
 from nomad_gpustack.spec.deployment import Deployment
 
 from ..support.helpers import nomadgs
-from ..support.hf_hub import HubStandIn
+from ..support.hf_hub import HubStandIn, go_online
 from ..support.model_fixtures import LLAMA_31_8B, LLAMA_31_8B_BYTES, llama_gguf, safetensors_header
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -42,10 +41,7 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[HubStandIn]
         gated={"org/gated": "hf_secret"},
     ).start()  # fmt: skip
     monkeypatch.setenv("HF_ENDPOINT", standin.endpoint)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    constants = sys.modules.get("huggingface_hub.constants")
-    if constants is not None:  # read at import: an earlier import may have seen the session's offline setting
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    go_online(monkeypatch)
     yield standin
     standin.stop()
 

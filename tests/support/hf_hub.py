@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,16 @@ LFS_THRESHOLD = 10 * 1024 * 1024  # the Hub stores bigger files in LFS and adds 
 CHUNK = 1024 * 1024
 
 Content = bytes | Path
+
+
+def go_online(monkeypatch: Any) -> None:
+    """Lift the session's HF_HUB_OFFLINE (tests/conftest.py) for a test that talks to a stand-in: in the
+    environment, and in huggingface_hub's constants, which it reads once at import (an earlier import may have
+    seen the offline setting)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
 @dataclass

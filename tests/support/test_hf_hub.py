@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.hf_hub import LFS_THRESHOLD, HubStandIn
+from tests.support.hf_hub import LFS_THRESHOLD, HubStandIn, go_online
 
 REPO = "test-org/tiny-GGUF"
 TOKEN = "hf_standin_token_0123456789"
@@ -25,7 +25,8 @@ def big_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def hub(big_file: Path) -> Iterator[HubStandIn]:
+def hub(monkeypatch: pytest.MonkeyPatch, big_file: Path) -> Iterator[HubStandIn]:
+    go_online(monkeypatch)
     files = {"weights.gguf": big_file, "config.json": b'{"architectures": ["LlamaForCausalLM"]}', "sub/a.txt": b"a"}
     with HubStandIn({REPO: files}, token=TOKEN) as stand_in:
         yield stand_in
