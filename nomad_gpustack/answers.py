@@ -11,6 +11,8 @@ import functools
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar, cast
 
+from pydantic import TypeAdapter, ValidationError
+
 
 def content_kind(content_type: str) -> str:
     """The media type of a Content-Type header, lower-case and without parameters (`text/html`)."""
@@ -85,8 +87,6 @@ def shaped(shape: type[T], data: Any, path: str) -> T:
     The one place an answer becomes typed data: WrongShape says in plain words what does not fit (`the answer
     to /v1/jobs is not a list`), for the caller to report that the server is not the API it expected.
     """
-    from pydantic import ValidationError
-
     try:
         result: T = _adapter(cast(Hashable, shape)).validate_python(data)
     except ValidationError as exc:
@@ -96,8 +96,6 @@ def shaped(shape: type[T], data: Any, path: str) -> T:
 
 @functools.cache
 def _adapter(shape: Hashable) -> Any:
-    from pydantic import TypeAdapter
-
     return TypeAdapter(cast(Any, shape))
 
 

@@ -126,9 +126,7 @@ def write_entry(folder: Path, name: str, data: bytes) -> None:
     fd = _open_folder(folder, create=True)
     if fd is None:
         return
-    import secrets  # only when writing
-
-    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+    tmp = f".{name}.{os.urandom(8).hex()}.tmp"  # secrets.token_hex, without importing secrets (random)
     try:
         out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
         with os.fdopen(out, "wb") as f:

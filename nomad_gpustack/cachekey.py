@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
+from . import __version__
+
 PACKAGE = Path(__file__).resolve().parent
 # The libraries that read and validate input: the module imported, and the distribution that installs it.
 LIBRARIES = {"pydantic": "pydantic", "pydantic_core": "pydantic_core", "yaml": "PyYAML"}
@@ -80,8 +82,6 @@ def _records(site: str) -> dict[str, list[str]]:
 def environment() -> str | None:
     """The fingerprint of nomadgs's code and of the libraries that read and validate input; None when one of
     them cannot be identified (then nothing may be remembered)."""
-    from . import __version__
-
     root = len(str(PACKAGE)) + 1  # names relative to the package: the same code elsewhere is the same code
     sources = sorted(
         os.path.join(top, name) for top, _, names in os.walk(PACKAGE) for name in names if name.endswith(".py")

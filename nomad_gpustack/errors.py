@@ -37,6 +37,7 @@ Input problems name the file, line and field, say what is wrong and how to fix i
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import overload
@@ -212,8 +213,6 @@ def in_line_order(problems: Iterable[Problem]) -> tuple[Problem, ...]:
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """Return the candidate closest to `word` (case-insensitive), or None when nothing is close."""
-    import difflib
-
     options = {c.lower(): c for c in candidates}
     lowered = word.lower()
     if lowered in options:

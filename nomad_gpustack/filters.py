@@ -18,7 +18,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cachefolder import cache_folder
+from .compile.build import build
+from .compile.estimation import estimate_document, metadata_for_compile
+from .contract.jobspec import api_document
 from .errors import InputError, Problem, UnreachableError
+from .nomad.render import FORMATS, render_text
+from .spec.loader import deployment_from_data, load_catalog, load_deployment
 
 if TYPE_CHECKING:
     from .estimate.facts import ModelLookup
@@ -51,10 +57,6 @@ def nomad_job(
     model up (the deployment's local path, the Hugging Face Hub and its cache). Bad input raises
     `InputError`, one line per problem; `name` is how an inline deployment is named in them.
     """
-    from .compile.build import build
-    from .contract.jobspec import api_document
-    from .nomad.render import FORMATS, render_text
-
     if format not in FORMATS:
         raise InputError(Problem(f"format '{format}' is not known", field="format", hint="use 'json' or 'hcl'"))
     try:
@@ -84,9 +86,6 @@ def model_estimate(
     headers), else the deployment's local path, else the Hugging Face Hub and its cache, as for the
     command. Raises InputError (bad input, no metadata) or UnreachableError (the Hub did not answer).
     """
-    from .cachefolder import cache_folder
-    from .compile.estimation import estimate_document
-
     try:
         source = _deployment(deployment, name)
         return estimate_document(
@@ -102,8 +101,6 @@ def model_estimate(
 
 
 def _deployment(deployment: Mapping[str, Any] | str | Path, name: str) -> Sourced[Deployment]:
-    from .spec.loader import deployment_from_data, load_deployment
-
     if isinstance(deployment, Mapping):
         return deployment_from_data(deployment, name)
     if isinstance(deployment, str | Path):
@@ -117,16 +114,11 @@ def _deployment(deployment: Mapping[str, Any] | str | Path, name: str) -> Source
 
 
 def _catalog(backends: Sequence[str | Path] | str | Path | None) -> Catalog:
-    from .spec.loader import load_catalog
-
     return load_catalog([backends] if isinstance(backends, str | Path) else list(backends or []))
 
 
 def _metadata(source: Sourced[Deployment], model: str | Path | None) -> ModelLookup | None:
     """As `nomadgs render`: `auto` looks the model up, explicit values are checked only with `model`."""
-    from .cachefolder import cache_folder
-    from .compile.estimation import metadata_for_compile
-
     return metadata_for_compile(
         source.spec, model_path=model, cache_dir=cache_folder(), hub=False, model_field=MODEL_ARGUMENT
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -17,10 +19,12 @@ from urllib.parse import urlsplit
 from .errors import InputError, Problem
 
 if TYPE_CHECKING:
-    import ssl
-
     import httpx
     import requests
+
+# The HTTP libraries are imported inside the functions that build their clients: a command uses one or the
+# other (`status`, `stop`: python-nomad with requests; `logs`, `endpoints`: httpx), and each costs the other
+# 30-80 ms of start-up (measured; ARCHITECTURE.md, "Imports inside functions").
 
 DEFAULT_NOMAD_ADDR = "http://127.0.0.1:4646"
 DEFAULT_CONSUL_ADDR = "127.0.0.1:8500"
@@ -127,8 +131,6 @@ class TLS:
 
     def ssl_context(self) -> ssl.SSLContext:
         """A verifying context (system CAs unless a CA file or folder is given)."""
-        import ssl
-
         for path, what in ((self.ca_cert, "CA certificate"), (self.client_cert, "client certificate"),
                            (self.client_key, "client key"), (self.ca_path, "CA folder")):  # fmt: skip
             if path and not os.path.exists(path):
@@ -159,7 +161,7 @@ class TLS:
         self, base_url: str, headers: dict[str, str], *, timeout: float, asynchronous: bool, auth: Any = None
     ) -> Any:
         """An httpx client that verifies as these settings say (and sends SNI for the server name)."""
-        import httpx
+        import httpx  # an HTTP library: see the note at the top
 
         verify: Any = self.ssl_context() if base_url.startswith("https://") else True
         kwargs: dict[str, Any] = {
@@ -253,7 +255,7 @@ class NomadSettings:
         )
 
     def requests_session(self) -> requests.Session:
-        import requests
+        import requests  # an HTTP library: see the note at the top
         from requests.adapters import HTTPAdapter
 
         session = requests.Session()
@@ -261,9 +263,7 @@ class NomadSettings:
         session.verify = self.tls.requests_verify()
         if self.tls.skip_verify:
             # urllib3 warns on every request; the caller says it once (`insecure_notice`).
-            import warnings
-
-            from urllib3.exceptions import InsecureRequestWarning
+            from urllib3.exceptions import InsecureRequestWarning  # an HTTP library: see the note at the top
 
             warnings.filterwarnings("ignore", category=InsecureRequestWarning)
         cert = self.tls.requests_cert()
@@ -286,7 +286,7 @@ class NomadSettings:
     def python_nomad(self, *, timeout: float = 30.0, on_response: Any = None) -> Any:
         """A python-nomad client for one-shot calls (validate, plan, register, stop, read); `on_response` is a
         requests hook that sees every answer."""
-        import nomad
+        import nomad  # an HTTP library: see the note at the top
 
         session = self.requests_session()
         if on_response is not None:
@@ -314,7 +314,7 @@ def _insecure_notice(what: str, address: str, tls: TLS, cause: str) -> str | Non
 
 
 def _sync_transport(verify: Any, server_name: str | None) -> Any:
-    import httpx
+    import httpx  # an HTTP library: see the note at the top
 
     class Transport(httpx.HTTPTransport):
         def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -326,7 +326,7 @@ def _sync_transport(verify: Any, server_name: str | None) -> Any:
 
 
 def _async_transport(verify: Any, server_name: str | None) -> Any:
-    import httpx
+    import httpx  # an HTTP library: see the note at the top
 
     class Transport(httpx.AsyncHTTPTransport):
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

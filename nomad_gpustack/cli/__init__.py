@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `nomadgs` with `argv` (default: the process's arguments) and return its exit code."""
@@ -15,8 +17,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args == ["--version"] and not os.environ.get("_NOMADGS_COMPLETE"):
             # Answered before Click and the command table are imported; the same text as the group's --version.
-            from .. import __version__
-
             print(f"nomadgs {__version__}")
             return 0  # errors.EXIT_OK, not imported here: that would load dataclasses and inspect
         from .root import nomadgs

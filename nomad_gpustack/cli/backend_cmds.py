@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ..errors import EXIT_OK, InputError, Problem, exit_code_for
+from . import output as say
 from .base import group
 from .completion import complete_backend_names
 from .options import backends_option, format_option
@@ -38,9 +42,7 @@ def _summary(backend: Any) -> dict[str, Any]:
 @backends_option
 @format_option()
 def list_backends(backends: tuple[Path, ...], fmt: str) -> int:
-    from ..errors import EXIT_OK
     from ..spec.loader import load_catalog
-    from . import output as say
 
     catalog = load_catalog(backends)
     rows = [_summary(b) for b in catalog]
@@ -65,12 +67,8 @@ def list_backends(backends: tuple[Path, ...], fmt: str) -> int:
 @backends_option
 @format_option("yaml", "json")
 def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
-    import sys
-
-    from ..errors import EXIT_OK, InputError, Problem
     from ..spec.catalog import CUSTOM
     from ..spec.loader import load_catalog
-    from . import output as say
 
     catalog = load_catalog(backends)
     found = catalog.find(name)
@@ -103,13 +101,8 @@ def show(name: str, backends: tuple[Path, ...], fmt: str) -> int:
 @click.argument("files", metavar="FILE...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @format_option()
 def validate(files: tuple[Path, ...], fmt: str) -> int:
-    import json
-    import sys
-
     from ..compile.backend_notes import backend_notes
-    from ..errors import EXIT_OK, InputError, exit_code_for
     from ..spec.loader import read_backend_files
-    from . import output as say
 
     results: list[dict[str, Any]] = []
     errors: list[InputError] = []

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..errors import EXIT_OK, suggestion
+
 if TYPE_CHECKING:
     from click.shell_completion import CompletionItem
 
@@ -167,8 +169,6 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         result = super().invoke(ctx)
         if ctx.invoked_subcommand is None:
-            from ..errors import EXIT_OK
-
             click.echo(ctx.get_help(), color=ctx.color)
             return EXIT_OK
         return result
@@ -179,8 +179,6 @@ class Group(click.Group):
         try:
             return super().resolve_command(ctx, args)
         except click.exceptions.NoSuchCommand as exc:
-            from ..errors import suggestion
-
             hint = suggestion(exc.command_name, self.list_commands(ctx))
             raise click.UsageError(
                 f"No such command '{exc.command_name}'" + (f" ({hint})" if hint else ""), ctx

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..errors import EXIT_OK, exit_code_for
 from . import output as say
-from .base import command, preformatted
-from .connection import NOMAD_ENV, nomad_options
+from .base import PARTIAL_RESULT, command, preformatted
+from .connection import NOMAD_ENV, nomad_options, nomad_settings
 from .options import (
     backends_option,
     deployment_argument,
@@ -74,7 +78,6 @@ def _api(connection: Mapping[str, Any], compiled: Compiled | None = None) -> Nom
     """A client for the cluster; for a deployment, scoped to the namespace and region its job names."""
     from ..nomad.client import NomadAPI
     from ..nomad.runner import scoped_settings
-    from .connection import nomad_settings
 
     settings = nomad_settings(connection)
     scoped = scoped_settings(settings, compiled) if compiled is not None else settings
@@ -127,11 +130,7 @@ def submit(
     fmt: str,
     **connection: Any,
 ) -> int:
-    import time
-
-    from ..errors import EXIT_OK, exit_code_for
     from ..nomad import runner
-    from .base import PARTIAL_RESULT
     from .progress_view import view_for
     from .render_cmds import compile_all
 
@@ -237,7 +236,6 @@ def plan(deployment: Path, backends: tuple[Path, ...], model: Path | None, fmt: 
 def status(name: str | None, fmt: str, **connection: Any) -> int:
     import asyncio
 
-    from ..errors import EXIT_OK
     from ..nomad.status import all_model_statuses, find_job, model_status
 
     api = _api(connection)
@@ -310,10 +308,7 @@ def logs(
     name: str, stderr: bool, follow: bool, replica: int | None, task: str | None, tail: int, **connection: Any
 ) -> int:
     import asyncio
-    import contextlib
-    import sys
 
-    from ..errors import EXIT_OK, exit_code_for
     from ..nomad import logs as nomad_logs
     from ..nomad.status import find_job
 
@@ -352,7 +347,6 @@ def logs(
 @click.option("--force", is_flag=True, help="stop a job that nomadgs did not create")
 @nomad_options
 def stop(name: str, purge: bool, force: bool, **connection: Any) -> int:
-    from ..errors import EXIT_OK
     from ..nomad import runner
     from ..nomad.status import find_job
 

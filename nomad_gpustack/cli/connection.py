@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..errors import InputError, Problem
+from . import output
 from .base import SectionOption, apply
 
 if TYPE_CHECKING:
@@ -85,7 +87,6 @@ def consul_options(f: F) -> F:
 def read_secret(path: str, what: str = "token") -> str:
     """A token or key from a file: secrets come from files or the environment, never from argv (`ps` shows it).
     Surrounding whitespace is dropped; whitespace inside (or a character no header carries) is bad input."""
-    from ..errors import InputError, Problem
     from ..settings import clean_secret
 
     try:
@@ -136,7 +137,5 @@ _warned: set[str] = set()
 def _warn_once(notice: str | None) -> None:
     """Unverified TLS is said once per run, however many clients the command builds."""
     if notice and notice not in _warned:
-        from . import output
-
         _warned.add(notice)
         output.warning(notice)

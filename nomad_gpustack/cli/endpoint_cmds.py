@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..errors import EXIT_FAILURE, EXIT_OK, InputError, Problem, suggestion
 from . import output as say
 from .base import F, apply, command, preformatted
 from .connection import (
@@ -47,7 +48,6 @@ def discovery_options(f: F) -> F:
 
 
 def _check_model_name(name: str) -> None:
-    from ..errors import InputError, Problem
     from ..spec.deployment import MODEL_NAME
 
     if not MODEL_NAME.fullmatch(name):
@@ -64,7 +64,6 @@ def _discover(provider: str, connection: Mapping[str, Any]) -> RoutingTable:
 
 
 def _no_instance(model: str, table: RoutingTable, provider: str) -> Exception:
-    from ..errors import suggestion
     from ..serving.discovery import NoInstanceError
 
     where = {"consul": "in Consul", "nomad": "in Nomad", "all": "in Consul or Nomad"}[provider]
@@ -114,8 +113,6 @@ def endpoints_json(table: RoutingTable, models: Sequence[str]) -> dict[str, Any]
 @format_option()
 @discovery_options
 def endpoints(model: str | None, fmt: str, provider: str, **connection: Any) -> int:
-    from ..errors import EXIT_FAILURE, EXIT_OK
-
     if model is not None:
         _check_model_name(model)
     table = _discover(provider, connection)
@@ -194,7 +191,6 @@ def chat(
     provider: str,
     **connection: Any,
 ) -> int:
-    from ..errors import EXIT_OK, InputError, Problem
     from ..serving.chat import ChatClient, ChatOptions, Conversation
 
     _check_model_name(model)
@@ -228,7 +224,6 @@ def chat(
 
 def _chat_loop(client: ChatClient, options: ChatOptions, conversation: Conversation) -> int:
     """The terminal playground: one question per line, the answer streamed below it."""
-    from ..errors import EXIT_OK
     from ..serving.chat import ChatError
 
     with contextlib.suppress(ImportError):
@@ -353,7 +348,6 @@ def gateway(
 ) -> int:
     import logging
 
-    from ..errors import EXIT_OK
     from ..serving.consul import ConsulWatcher
     from ..serving.gateway import Gateway, bind, is_loopback, load_api_keys, parse_listen, run, serve
     from ..urls import openai_base_url

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import EXIT_OK
+from . import output as say
 from .base import command, preformatted
 from .options import backends_option, deployment_argument, format_option, model_option
 
@@ -107,9 +109,7 @@ def print_table(doc: dict[str, Any]) -> None:
 def estimate(deployment: Path, backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
     from ..cachefolder import cache_folder
     from ..compile.estimation import estimate_document
-    from ..errors import EXIT_OK
     from ..spec.loader import load_catalog, load_deployment
-    from . import output as say
 
     catalog = load_catalog(backends)
     sourced = load_deployment(deployment)

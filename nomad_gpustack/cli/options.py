@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ..errors import InputError, Problem
 from .base import AliasedOption
 from .completion import complete_deployment_files
 
@@ -100,7 +101,6 @@ def deployment_argument(f: F) -> F:
 def duration_seconds(text: str, flag: str) -> float:
     """A duration flag (`30s`, `10m`, `2h`) in seconds; InputError naming the flag when it is not one."""
     from ..durations import SECOND, parse_duration
-    from ..errors import InputError, Problem
 
     try:
         return parse_duration(text) / SECOND

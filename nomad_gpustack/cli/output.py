@@ -13,6 +13,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..errors import InputError
+
 if TYPE_CHECKING:
     from ..errors import NomadgsError
 
@@ -41,8 +43,6 @@ def info(message: str) -> None:
 
 def problem_lines(exc: NomadgsError) -> list[str]:
     """What went wrong, one line per problem (never a traceback)."""
-    from ..errors import InputError
-
     if isinstance(exc, InputError):
         return [str(problem) for problem in exc.problems]
     return str(exc).splitlines() or ["failed"]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from ..errors import EXIT_OK, InputError, Problem
+from . import output as say
 from .base import command, preformatted
 from .options import Choice, backends_option, deployments_argument, format_option, model_option
 
@@ -41,14 +45,10 @@ def compile_all(
     `model`: a local model for the memory estimate (one deployment only); `hub`: whether explicit values
     are checked with metadata looked up anywhere, the Hugging Face Hub included (validate, submit).
     """
-    from dataclasses import replace
-
     from ..cachefolder import cache_folder
     from ..compile.build import build
     from ..compile.estimation import metadata_for_compile
-    from ..errors import InputError, Problem
     from ..spec.loader import load_catalog, load_deployment
-    from . import output
 
     if model is not None and len(paths) > 1:
         raise InputError(Problem("--model describes one model: give one deployment with it", field="--model"))
@@ -82,7 +82,7 @@ def compile_all(
         raise InputError(collisions)
     for item in compiled:
         for message in item.resolved.warnings:
-            output.warning(f"{item.source.filename}: {message}")
+            say.warning(f"{item.source.filename}: {message}")
     return compiled
 
 
@@ -93,7 +93,6 @@ def _renderings(
     else compiled (and then remembered, unless the compile looked up model metadata)."""
     from ..cachefolder import cache_folder
     from ..spec.files import display_path
-    from . import output
     from .rendermemo import Remembered, RenderMemo
 
     cache = cache_folder() if remembered and model is None else None
@@ -104,7 +103,7 @@ def _renderings(
         if len(hits) == len(deployments) and len({r.job_id for r in hits}) == len(hits):
             for path, hit in zip(deployments, hits, strict=True):
                 for message in hit.warnings:
-                    output.warning(f"{display_path(path)}: {message}")
+                    say.warning(f"{display_path(path)}: {message}")
             return hits
     from ..nomad.render import render_text
 
@@ -142,11 +141,7 @@ def render(
     output: str | None,
     check: bool,
 ) -> int:
-    import sys
-
-    from ..errors import EXIT_OK, InputError, Problem
     from ..nomad.render import SUFFIXES
-    from . import output as say
 
     if check and output is None:
         raise InputError(Problem("--check compares with files on disk: give them with --output PATH"))
@@ -195,9 +190,6 @@ def render(
 @model_option
 @format_option()
 def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
-    from ..errors import EXIT_OK
-    from . import output as say
-
     compiled = compile_all(list(deployments), backends, check=True, model=model, hub=True)
     results = []
     for item in compiled:

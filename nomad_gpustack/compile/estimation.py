@@ -17,6 +17,11 @@ from ..errors import EstimateError, InputError, Problem, UnreachableError
 from ..estimate.gpus import known_gpu_memory
 from ..estimate.lookup import NO_METADATA_HINT, ModelSource, find_model
 from ..spec.base import AUTO
+from .resolve import backend_and_env
+from .sizing import engine_inputs, estimate_for
+
+# Every render loads this module (`metadata_for_compile`); the estimate's readers and engine (estimate.local,
+# .plan: ~25 ms of start-up, measured) are imported inside the functions that look a model up or estimate.
 
 if TYPE_CHECKING:
     from ..estimate.facts import ModelLookup
@@ -84,7 +89,7 @@ def metadata_for_compile(
         return None
     if not has_auto(deployment) and not can_check(deployment):
         return None
-    from ..estimate.local import ModelReadError
+    from ..estimate.local import ModelReadError  # the readers: see the note above
 
     try:
         return lookup_model(deployment, model_path=model_path, cache_dir=cache_dir, hub=True)
@@ -99,8 +104,6 @@ def estimate_deployment(
     and the task's `env` (`resolve.backend_and_env`), on the GPUs its `gpu_memory` or known `gpu_model`
     describe. Raises EstimateError when `model.facts` is None, InputError for a parameter that cannot be split.
     """
-    from .sizing import engine_inputs, estimate_for
-
     if model.facts is None:
         raise EstimateError(model.reason or "no model metadata")
     return estimate_for(model.facts, engine_inputs(deployment, backend_name, env))
@@ -125,9 +128,8 @@ def estimate_document(
     `gpus` on GPUs of known size, "check" holds the verdict `validate` would give:
     {"gpus", "starts", "refusal", "warnings"}.
     """
-    from ..estimate.local import ModelReadError
-    from ..estimate.plan import check
-    from .resolve import backend_and_env
+    from ..estimate.local import ModelReadError  # the readers: see the note above
+    from ..estimate.plan import check  # the estimate's engine: see the note above
 
     backend, env = backend_and_env(deployment, catalog)
     if found is None:

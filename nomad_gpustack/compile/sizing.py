@@ -12,8 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..estimate.gpus import KNOWN_GPUS_MIB, known_gpu_memory
+from ..estimate.lookup import NO_METADATA_HINT
 from ..spec.base import AUTO
 from .parameters import split_parameter
+
+# The estimate's engine (estimate.plan, .engine, .memory, .facts: ~25 ms of start-up, measured) is imported
+# inside the functions that estimate: every compile passes through this module, and only a deployment with
+# `auto`, or GPUs of known size to check, needs it (ARCHITECTURE.md, "Imports inside functions").
 
 if TYPE_CHECKING:
     from ..contract.frameworks import Framework
@@ -54,8 +60,7 @@ class EngineInputs:
 
 def gpu_size(nomad: DeploymentNomad) -> GpuSize | None:
     """The memory of the deployment's GPUs: a known `gpu_model`'s, else an explicit `gpu_memory`."""
-    from ..estimate.gpus import known_gpu_memory
-    from ..estimate.plan import GpuSize
+    from ..estimate.plan import GpuSize  # the estimate's engine: see the note above
 
     known = known_gpu_memory(nomad.gpu_model)
     if known:
@@ -71,7 +76,7 @@ def engine_inputs(deployment: Sourced[Deployment], backend_name: str, env: Mappi
     A backend_parameters element whose quotes do not close is refused here as the compiler refuses it
     (InputError at the element), never left out of the estimate.
     """
-    from ..estimate.engine import engine_settings
+    from ..estimate.engine import engine_settings  # the estimate's engine: see the note above
 
     d = deployment.spec
     tokens = [
@@ -84,7 +89,7 @@ def engine_inputs(deployment: Sourced[Deployment], backend_name: str, env: Mappi
 
 def estimate_for(facts: ModelFacts, inputs: EngineInputs) -> Estimate:
     """The estimate of a model with these `facts` for a deployment's inputs."""
-    from ..estimate.plan import estimate
+    from ..estimate.plan import estimate  # the estimate's engine: see the note above
 
     return estimate(facts, inputs.settings, inputs.gpu)
 
@@ -122,8 +127,6 @@ def plan_gpus(
 
 
 def _no_gpu_size(deployment: Sourced[Deployment], field: Path) -> InputError:
-    from ..estimate.gpus import KNOWN_GPUS_MIB
-
     gpu_model = deployment.spec.nomad.gpu_model
     if gpu_model:
         return deployment.error(
@@ -143,8 +146,6 @@ def _without_metadata(
 ) -> GpuPlan:
     """No metadata: `auto` cannot be decided; explicit values (`plan`) are taken as they are, with a warning
     when a lookup was made for GPUs of known size."""
-    from ..estimate.lookup import NO_METADATA_HINT
-
     reason = model.reason if model is not None and model.reason else "no model metadata was looked up"
     if auto:
         raise deployment.error(
@@ -162,7 +163,7 @@ def _auto(
     deployment: Sourced[Deployment], field: Path, est: Estimate, gpus: int | None, auto_memory: bool, stated: int | None
 ) -> GpuPlan:
     """`auto` decided by the estimate; explicit GPUs of known size are checked too."""
-    from ..estimate.plan import NoFit, check, choose
+    from ..estimate.plan import NoFit, check, choose  # the estimate's engine: see the note above
 
     try:
         chosen = choose(est, gpus, gpus is None, auto_memory)
@@ -179,7 +180,7 @@ def _auto(
 
 def _checked(deployment: Sourced[Deployment], est: Estimate, count: int, stated: int | None) -> GpuPlan:
     """Explicit values, checked by the estimate when the GPUs' size is known (else only sized by it)."""
-    from ..estimate.plan import check
+    from ..estimate.plan import check  # the estimate's engine: see the note above
 
     if est.gpu is None:
         row = est.row(count)

@@ -21,6 +21,7 @@ from functools import cache
 from typing import Annotated, Any, Required
 
 from annotated_types import Ge, Interval
+from pydantic import TypeAdapter
 from typing_extensions import TypedDict, is_typeddict
 
 
@@ -643,8 +644,6 @@ def _ordered_value(annotation: Any, value: Any) -> Any:
 
 @cache
 def _job_adapter() -> Any:
-    from pydantic import TypeAdapter
-
     return TypeAdapter(Job)
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from ..errors import EstimateError, UnreachableError
 from .facts import ModelFacts, ModelFactsError, from_config, from_gguf
-from .gguf import GGUFHeader, TensorInfo, read_header
-from .safetensors import INDEX_FILE, SINGLE_FILE, header_length, index_total_size, parse_header
+from .gguf import GGUFError, GGUFHeader, TensorInfo, read_header
+from .safetensors import INDEX_FILE, SINGLE_FILE, SafetensorsError, header_length, index_total_size, parse_header
 
 GGUF_CHUNK = 256 * 1024  # the first range request of a GGUF header; each next one doubles (a vocabulary
 GGUF_CHUNK_MAX = 8 << 20  # of 150k tokens makes a header of a few MiB), up to this
@@ -98,6 +98,7 @@ class _Hub:
     """The few requests we make, through huggingface_hub's session (imported here, on first use)."""
 
     def __init__(self, repo: str, timeout: float) -> None:
+        # ~200 ms of start-up (measured): only when a request goes out, never for a read of the cache.
         from huggingface_hub import get_session, hf_hub_url
         from huggingface_hub.utils._headers import build_hf_headers
 
@@ -161,9 +162,6 @@ class _RangeSource:
 
 def _fetch(repo: str, filename: str | None, timeout: float) -> tuple[dict[str, Any], int]:
     """The document to cache for a repo (or one of its GGUF files), and the number of requests it took."""
-    from .gguf import GGUFError
-    from .safetensors import SafetensorsError
-
     hub = _Hub(repo, timeout)
     try:
         if filename and filename.lower().endswith(".gguf"):

@@ -16,7 +16,7 @@ Sources of the formulas and constants (see also the README's section on estimati
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..sizes import GIB, MIB
@@ -466,8 +466,6 @@ def claimed(facts: ModelFacts, s: EngineSettings, gpus: int, gpu: int | None, us
 
 
 def _with(f: GpuFigures, **changes: Any) -> GpuFigures:
-    from dataclasses import replace
-
     return replace(f, **changes)
 
 

@@ -46,6 +46,10 @@ from .responses import (
     ValidateResponse,
 )
 
+# The HTTP libraries are imported inside the functions that use them, as in settings.py: `status` and `stop`
+# make python-nomad calls only, `logs` and a Nomad endpoints lookup httpx calls only, and each library costs
+# the other 30-80 ms of start-up (measured; ARCHITECTURE.md, "Imports inside functions").
+
 T = TypeVar("T")
 R = TypeVar("R")
 DEFAULT_WAIT = "5m"  # blocking-query wait; Nomad caps it at 5m (plus jitter)
@@ -203,7 +207,7 @@ def _unreachable(settings: NomadSettings, exc: BaseException) -> NomadUnavailabl
 
 def _transport_failure(settings: NomadSettings, exc: Exception) -> NomadUnavailable:
     """An httpx transport error: a failed connect is lasting, a connection broken later is not."""
-    import httpx
+    import httpx  # an HTTP library: see the note at the top
 
     reason = unreachable.cause(exc, tls_hint=_TLS_HINT, otherwise=str(exc) or type(exc).__name__)
     if isinstance(exc, httpx.ConnectError):
@@ -307,7 +311,7 @@ class NomadAPI:
 
     def _call(self, path: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """`fn(*args, **kwargs)`, a python-nomad call to `path`, with its failures as NomadErrors."""
-        import nomad.api.exceptions as nomad_exc
+        import nomad.api.exceptions as nomad_exc  # an HTTP library: see the note at the top
         import requests
 
         try:
@@ -405,7 +409,7 @@ class NomadAPI:
 
     async def _get(self, http: Any, path: str, params: dict[str, str], *, json_expected: bool = True) -> Any:
         """One GET with the namespace/region parameters, errors mapped to NomadError."""
-        import httpx
+        import httpx  # an HTTP library: see the note at the top
 
         self.requests += 1
         try:
@@ -473,7 +477,7 @@ class NomadAPI:
 
         Opening the stream is retried like a read; a stream that breaks after it delivered text is not
         (reading it again would repeat lines)."""
-        import httpx
+        import httpx  # an HTTP library: see the note at the top
 
         params = {
             "task": task,

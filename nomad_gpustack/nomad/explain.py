@@ -14,6 +14,7 @@ from typing import Any
 
 from ..contract.metadata import DOWNLOAD_TASK
 from ..contract.request import GroupRequest
+from ..durations import format_duration
 from ..sizes import MIB, human_size, parse_size
 from .responses import Allocation, AllocMetric, TaskEvent, TaskState
 
@@ -461,8 +462,6 @@ def alloc_failures(alloc: Allocation, *, memory_mb: int = 0) -> list[TaskFailure
 
 def unhealthy_hint(req: GroupRequest) -> str:
     """What to try when a replica never passes its health check."""
-    from ..durations import format_duration
-
     if not req.health_path:
         return "the task did not stay running long enough"
     deadline = format_duration(req.startup_timeout_ns) if req.startup_timeout_ns else "the healthy deadline"

@@ -9,6 +9,7 @@ fields stand out, each under the job, group, task and object it sits in.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -209,8 +210,6 @@ def _value(field: Mapping[str, Any]) -> Any:
 
 def _q(value: Any) -> str:
     """A value as Nomad's CLI quotes it (Go's %q of the string)."""
-    import json
-
     return json.dumps("" if value is None else str(value), ensure_ascii=False)
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import httpx
 
 from ..errors import ServiceError
 from ..urls import normalise_base_url
-
-if TYPE_CHECKING:
-    import httpx
 
 API_KEY_ENV = "NOMADGS_API_KEY"
 
@@ -139,8 +138,6 @@ class ChatClient:
     """Streams chat completions from one OpenAI base URL."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 300.0) -> None:
-        import httpx
-
         self.base_url = normalise_base_url(base_url)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
@@ -160,8 +157,6 @@ class ChatClient:
 
     def stream(self, options: ChatOptions, messages: list[dict[str, str]]) -> Iterator[str]:
         """The answer's text pieces as the model writes them; ChatError when the request fails."""
-        import httpx
-
         url = f"{self.base_url}/chat/completions"
         try:
             with self._client.stream("POST", url, json=request_body(options, messages)) as response:

@@ -12,6 +12,9 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+import httpx
 
 from .. import unreachable
 from ..answers import WrongShape, foreign_answer, html_page, shaped
@@ -19,8 +22,6 @@ from ..nomad import blocking
 from .discovery import DiscoveryError, Endpoint, RoutingTable, build_table, parse_consul_health, parse_consul_services
 
 if TYPE_CHECKING:
-    import httpx
-
     from ..settings import ConsulSettings
 
 log = logging.getLogger("nomadgs.discovery")
@@ -41,8 +42,6 @@ async def _get_json(
 ) -> tuple[T, int]:
     """GET a JSON answer as `shape`, with its X-Consul-Index; every transport or HTTP failure, and an answer
     that is not Consul's, becomes a DiscoveryError with a plain message."""
-    import httpx
-
     try:
         response = await client.get(path, params=params)
     except httpx.TimeoutException:
@@ -119,8 +118,6 @@ async def consul_service_health(
     wait: float | None = None,
 ) -> tuple[list[Endpoint], int]:
     """(every instance of one service with its health, X-Consul-Index); blocking when `index` is given."""
-    from urllib.parse import quote
-
     entries, new_index = await _get_json(
         client, settings, f"/v1/health/service/{quote(name, safe='')}", _consul_params(settings, index, wait), _HEALTH
     )

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from ..errors import suggestion
 from .consul import consul_endpoints
 from .discovery import Endpoint, NoInstanceError, build_table
-from .nomad_services import nomad_endpoints
 
 if TYPE_CHECKING:
     from ..settings import ConsulSettings, NomadSettings
@@ -22,6 +21,10 @@ def discover(*, consul: ConsulSettings | None = None, nomad: NomadSettings | Non
         if consul is not None:
             found += await consul_endpoints(consul)
         if nomad is not None:
+            # Nomad's client and its answer models load only when Nomad is asked: a Consul lookup (endpoints,
+            # the Ansible lookup) must not pay for them (~90 ms of start-up, measured).
+            from .nomad_services import nomad_endpoints
+
             found += await nomad_endpoints(nomad)
         return found
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
+from ..nomad.client import NomadAPI, NomadDenied, NomadError, NomadUnavailable, NotNomad
 from .discovery import Endpoint, parse_nomad_registrations, parse_nomad_services
 
 if TYPE_CHECKING:
     import httpx
 
-    from ..nomad.client import NomadAPI
     from ..settings import NomadSettings
 
 log = logging.getLogger("nomadgs.discovery")
@@ -27,10 +28,6 @@ _CHECKS = dict[str, dict[str, Any]]  # GET /v1/client/allocation/:id/checks: che
 
 async def nomad_endpoints(settings: NomadSettings) -> list[Endpoint]:
     """Every instance of our services registered with Nomad's own service provider, healthy or not."""
-    from urllib.parse import quote
-
-    from ..nomad.client import NomadAPI
-
     api = NomadAPI(settings)
     async with api.async_client() as http:
         listing, _ = await api.get(http, "/v1/services", _LISTING)
@@ -48,8 +45,6 @@ async def nomad_endpoints(settings: NomadSettings) -> list[Endpoint]:
 
 async def _alloc_checks(api: NomadAPI, http: httpx.AsyncClient, alloc_id: str) -> Any:
     """The checks of one allocation, or None (so: unhealthy) when its Nomad client cannot tell."""
-    from ..nomad.client import NomadDenied, NomadError, NomadUnavailable, NotNomad
-
     try:
         checks, _ = await api.get(http, f"/v1/client/allocation/{alloc_id}/checks", _CHECKS)
     except (NomadUnavailable, NomadDenied, NotNomad):

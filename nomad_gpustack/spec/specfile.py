@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import HintedValueError, InputError, Problem, in_line_order, suggestion
 from .base import AsWritten
-from .yamlsource import Path, SourceMap
+from .yamlsource import Path, SourceMap, format_path
 
 M = TypeVar("M", bound=BaseModel)
 MAX_PROBLEMS = 10  # per document; past that, the rest is counted
@@ -274,8 +274,6 @@ def _short(text: str, limit: int = 40) -> str:
 
 
 def _format(path: Path) -> str | None:
-    from .yamlsource import format_path
-
     return format_path(path) or None
 
 

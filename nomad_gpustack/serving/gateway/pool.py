@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Container
 from typing import Any
 
 import anyio
+import httpcore
 import httpx
 
 
@@ -24,9 +25,6 @@ class InstancePool(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, *, keepalive_expiry: float = 4.0, max_idle_per_instance: int = 256) -> None:
-        import httpcore
-
-        self._httpcore = httpcore
         self.keepalive_expiry = keepalive_expiry
         self.max_idle_per_instance = max_idle_per_instance
         self._idle: dict[tuple[bytes, int], list[Any]] = {}
@@ -60,7 +58,6 @@ class InstancePool(httpx.AsyncBaseTransport):
             await self._discard(connection)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        httpcore = self._httpcore
         url = request.url
         if url.scheme != "http":
             raise httpx.UnsupportedProtocol(f"the gateway reaches instances over http, not {url.scheme}")
@@ -98,8 +95,8 @@ class InstancePool(httpx.AsyncBaseTransport):
             if connection.is_idle() and not connection.has_expired():
                 return connection
             await self._discard(connection)  # the server closed it, or it sat idle too long
-        connection = self._httpcore.AsyncHTTPConnection(
-            origin=self._httpcore.Origin(b"http", key[0], key[1]), keepalive_expiry=self.keepalive_expiry
+        connection = httpcore.AsyncHTTPConnection(
+            origin=httpcore.Origin(b"http", key[0], key[1]), keepalive_expiry=self.keepalive_expiry
         )
         self._open[connection] = key
         return connection

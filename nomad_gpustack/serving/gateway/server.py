@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import socket
@@ -10,6 +11,8 @@ import threading
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
+
+import uvicorn
 
 from ...errors import InputError, Problem
 from ...urls import origin
@@ -38,8 +41,6 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def is_loopback(host: str) -> bool:
     """Whether `host` (a name or an address) is this machine's loopback."""
-    import ipaddress
-
     if host == "localhost":
         return True
     try:
@@ -77,8 +78,6 @@ _CUT_FILTER = _CutResponseFilter()
 
 def uvicorn_config(app: ASGIApp, *, log_level: str = "warning", access_log: bool = False, quiet: bool = False) -> Any:
     """The uvicorn settings of the gateway and of the servers tests start."""
-    import uvicorn
-
     config = uvicorn.Config(
         app,
         lifespan="on",
@@ -98,7 +97,7 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     """Run a coroutine on uvloop when it is installed (it takes about a quarter off the gateway's added
     latency), else on asyncio's own loop."""
     try:
-        import uvloop
+        import uvloop  # optional: not installed on Windows or PyPy
     except ImportError:
         asyncio.run(main)
         return
@@ -109,8 +108,6 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 async def serve(gateway: Gateway, sock: socket.socket, *, log_level: str = "info", access_log: bool = False) -> None:
     """Run the gateway until SIGINT/SIGTERM. The source starts first, so an unreachable Consul is an error
     before anything listens."""
-    import uvicorn
-
     await gateway.start()
     server = uvicorn.Server(uvicorn_config(gateway.asgi(), log_level=log_level, access_log=access_log))
     try:
@@ -124,8 +121,6 @@ class BackgroundServer:
     for embedding the gateway in another program, for tests and benchmarks."""
 
     def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
-        import uvicorn
-
         self._sock = bind(host, port)
         self.host = host
         self.port = int(self._sock.getsockname()[1])
