@@ -242,6 +242,16 @@ def terraform_binary() -> str:
 
 
 @pytest.fixture(scope="session")
+def promtool() -> str:
+    """Prometheus' `promtool` (Debian's prometheus package, which .ci/run installs)."""
+    found = shutil.which("promtool")
+    if found is None:
+        unavailable("promtool is not on PATH: install Debian's prometheus package (.ci/run does)")
+        raise AssertionError("unreachable")
+    return found
+
+
+@pytest.fixture(scope="session")
 def shared_backends() -> Path:
     """GPUStack's published backend files: skipped loudly when absent (a clone alone), required in CI."""
     if not SHARED_BACKENDS.is_dir():
