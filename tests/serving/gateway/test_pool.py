@@ -31,7 +31,8 @@ def test_pool_reuses_connections_and_survives_a_restarted_instance(backends: Cal
         with BackgroundServer(restarted.app(), port=port):
             response = chat(client, "m")
             assert response.status_code == 200 and response.json()["served_by"] == "A2"
-        assert gw.pool.connections == 1
+            # While it runs: once it stops, the gateway's upkeep closes the connection it closed (0.5 s).
+            assert gw.pool.connections == 1
     assert gw.pool.connections == 0  # closed with the gateway
 
 
