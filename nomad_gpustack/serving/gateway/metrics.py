@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -45,6 +45,7 @@ FIRST_BYTE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 FAILURE_KINDS = ("timeout", "connection", "5xx")
 USAGE_TAIL = 16 * 1024  # bytes at the end of an answer searched for its `usage`
 _USAGE = b'"usage"'
+_DECODER = json.JSONDecoder()
 
 
 class Upstream:
@@ -82,8 +83,8 @@ class Upstream:
             child = self._codes[code] = self._requests.labels(*self.labels, str(code))
         child.inc()
 
-    def usage(self, tail: Iterable[bytes]) -> None:
-        """Count the tokens of an answer's OpenAI `usage`, read from its last chunks."""
+    def usage(self, tail: Sequence[bytes]) -> None:
+        """Count the tokens of an answer's OpenAI `usage`, read from its last chunks (oldest first)."""
         found = usage_in(tail)
         if found is not None:
             prompt, completion = found
@@ -224,7 +225,7 @@ class _NoUpstream(Upstream):
     def answered(self, code: int) -> None:
         return None
 
-    def usage(self, tail: Iterable[bytes]) -> None:
+    def usage(self, tail: Sequence[bytes]) -> None:
         return None
 
 
@@ -279,19 +280,22 @@ class _InstancesCollector(Collector):
         return iter(())  # names not known before the first table: the registry asks collect() for them
 
 
-def usage_in(tail: Iterable[bytes]) -> tuple[int, int] | None:
-    """(prompt, completion) tokens of the OpenAI `usage` object in the last bytes of an answer (a JSON body,
+def usage_in(tail: Sequence[bytes]) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of the OpenAI `usage` object in the last chunks of an answer (a JSON body,
     or a stream whose last event carries it), or None. The last `"usage"` key is the answer's own: a quote
     inside a JSON string is escaped, so the text of a message cannot fake one."""
-    data = b"".join(tail)[-USAGE_TAIL:]
+    data = tail[-1]
     at = data.rfind(_USAGE)
-    if at < 0:
-        return None
+    if at < 0 or data.find(b"}", at) < 0:  # not in the last chunk, or cut at its end: join the last ones
+        data = b"".join(tail)[-USAGE_TAIL:]
+        at = data.rfind(_USAGE)
+        if at < 0:
+            return None
     colon = data.find(b":", at + len(_USAGE))
     if colon < 0:
         return None
     try:
-        usage, _ = json.JSONDecoder().raw_decode(data[colon + 1 :].decode("utf-8", "replace").lstrip())
+        usage, _ = _DECODER.raw_decode(data[colon + 1 :].decode("utf-8", "replace").lstrip())
     except ValueError:
         return None
     if not isinstance(usage, dict):
