@@ -100,7 +100,7 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # No `_created` series beside each counter and histogram: they double the series for a start time
         # Prometheus does not need (prometheus_client's setting is process-wide; the gateway's process is ours).
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         labels = ("model", "upstream")
