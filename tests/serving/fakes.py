@@ -86,11 +86,16 @@ class FakeBackend:
         if body.get("stream"):
             return StreamingResponse(self._stream(), media_type="text/event-stream")
         message = {"role": "assistant", "content": self.answer}
-        answer = {"object": "chat.completion", "served_by": self.name, "path": request.url.path,
-                  "model": body["model"], "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+        answer = {
+            "object": "chat.completion",
+            "served_by": self.name,
+            "path": request.url.path,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        }
         if self.usage is not None:
             answer["usage"] = self.usage
-        return JSONResponse(answer)  # fmt: skip
+        return JSONResponse(answer)
 
     async def _stream(self) -> AsyncIterator[str]:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..scrape import gateway_target
 from .balancer import Balancer
 from .errors import EXCEPTION_HANDLERS, ApiError, no_healthy_instance, not_found, send_error
 from .keys import ApiKeys
@@ -54,6 +56,8 @@ MAX_BODY = 64 * 1024 * 1024  # far above any JSON request; stops a client from f
 UPSTREAM_TIMEOUT = 600.0  # seconds to the first byte of an answer: a long generation may send nothing before its end
 STREAM_IDLE_TIMEOUT = 120.0  # seconds between two chunks of an answer
 WATCH_SECONDS = 0.5  # how often the table and the idle connections are looked at between requests
+METRICS_PATH = "/metrics"
+TARGETS_PATH = "/metrics/targets"  # as GPUStack's server serves its HTTP service discovery
 CLIENT_LEFT = 499  # the status counted for a client that left before its answer began (nginx's code for it)
 
 
@@ -145,7 +149,8 @@ class Gateway:
             Route("/healthz", self._healthz, methods=["GET"]),
         ]
         if not isinstance(self.metrics, NoMetrics):
-            routes.append(Route("/metrics", self._metrics, methods=["GET"]))
+            routes.append(Route(METRICS_PATH, self._metrics, methods=["GET"]))
+        routes.append(Route(TARGETS_PATH, self._scrape_targets, methods=["GET"]))
         app = Starlette(
             routes=routes,
             lifespan=lifespan,
@@ -186,6 +191,21 @@ class Gateway:
     async def _metrics(self, request: Request) -> Response:
         # Open, like /healthz: Prometheus scrapes without the clients' keys; no secret is in the series.
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    async def _scrape_targets(self, request: Request) -> Response:
+        """Prometheus' HTTP service discovery (`http_sd_configs`): this gateway (unless it keeps no metrics)
+        and every instance that serves metrics, labelled as Prometheus' own Consul discovery would."""
+        groups = [target.group() for target in self.source.scrape_targets()]
+        if not isinstance(self.metrics, NoMetrics):
+            # Prometheus reaches the gateway at the address it asked this at.
+            server = request.scope.get("server") or ("127.0.0.1", 0)
+            host = request.url.hostname or str(server[0])
+            port = request.url.port or int(server[1])
+            own = gateway_target(
+                host, port, node=socket.gethostname(), datacenter=self.source.datacenter, metrics_path=METRICS_PATH
+            )
+            groups.insert(0, own.group())
+        return JSONResponse(groups)
 
     # --- forwarding ---------------------------------------------------------------------------------------
 

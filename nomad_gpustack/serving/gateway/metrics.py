@@ -31,6 +31,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from ...urls import host_port
+
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
@@ -308,7 +310,7 @@ def usage_in(tail: Sequence[bytes]) -> tuple[int, int] | None:
 
 
 def _where(endpoint: Endpoint) -> str:
-    return f"[{endpoint.address}]:{endpoint.port}" if ":" in endpoint.address else f"{endpoint.address}:{endpoint.port}"
+    return host_port(endpoint.address, endpoint.port)
 
 
 def _remove(metric: Any, labels: tuple[str, ...]) -> None:

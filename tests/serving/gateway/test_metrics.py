@@ -247,4 +247,3 @@ def test_a_threaded_burst_counts_every_request(backends: Callable[..., FakeBacke
         assert statuses == [200] * 40
         assert value(gw, "nomadgs_gateway_requests_total", model="m", upstream=where(a), code="200") == 40
         assert value(gw, "nomadgs_gateway_requests_in_flight", model="m", upstream=where(a)) == 0
-
