@@ -1031,7 +1031,10 @@ def test_client_mode_llama_cpp_with_consul(consul: Any, xllamacpp_model: str, tm
     command[command.index("--port") + 1] = "${NOMAD_PORT_http}"
     client = LocalClient(consul_address=consul.address, workdir=tmp_path)
     with NomadDouble(client=client) as nomad, httpx.Client(base_url=nomad.address, timeout=10) as api:
-        register(api, local_job("llama", command, "consul", "/v1/models"))
+        job = local_job("llama", command, "consul", "/v1/models")
+        # Interpolated with the task's env before registration, as Nomad does (client/taskenv/services.go).
+        job["TaskGroups"][0]["Services"][0]["Meta"] = {"metrics_port": "${NOMAD_PORT_http}", "plain": "x"}
+        register(api, job)
         wait_deployment(nomad, "llama", "successful", timeout=60)
         (alloc,) = allocs_of(nomad, "llama")
         port = alloc["AllocatedResources"]["Shared"]["Ports"][0]["Value"]
@@ -1041,6 +1044,7 @@ def test_client_mode_llama_cpp_with_consul(consul: Any, xllamacpp_model: str, tm
         service_id = f"_nomad-task-{alloc['ID']}-group-server-llama-http-http"
         agent = httpx.get(f"{consul.address}/v1/agent/services").json()
         assert (agent[service_id]["Service"], agent[service_id]["Port"]) == ("llama-http", port)
+        assert agent[service_id]["Meta"] == {"metrics_port": str(port), "plain": "x"}
         (check,) = [
             c for c in httpx.get(f"{consul.address}/v1/agent/checks").json().values() if c["ServiceID"] == service_id
         ]

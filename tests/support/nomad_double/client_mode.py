@@ -322,11 +322,16 @@ class LocalClient:
                     body["Header"] = check["Header"]
             checks.append(body)
             run.consul_checks.append(ConsulCheck(body["CheckID"], sid))
+        # Nomad interpolates a service's name, tags and meta with its task's env, a group service's with the
+        # allocation's, before registering it (client/taskenv/services.go InterpolateService):
+        # `metrics_port = "${NOMAD_PORT_metrics}"` arrives as the port. The NOMAD_* variables and the task's Env.
+        spec = next((t for t in run.group.get("Tasks") or [] if task and t.get("Name") == task), {"Name": ""})
+        env = task_env(run.alloc, spec, TaskDirs.of(run.root, spec["Name"]), in_container=True)
         registration = {
             "ID": sid,
-            "Name": service["Name"],
-            "Tags": service.get("Tags") or [],
-            "Meta": service.get("Meta") or {},
+            "Name": interpolate(service["Name"], env),
+            "Tags": [interpolate(str(tag), env) for tag in service.get("Tags") or []],
+            "Meta": {key: interpolate(str(value), env) for key, value in (service.get("Meta") or {}).items()},
             "Address": "127.0.0.1",
             "Port": port,
             "Checks": checks,
