@@ -1,4 +1,5 @@
-"""What the gateway costs: the same requests sent to a backend directly and through `nomadgs gateway`.
+"""What the gateway costs: the same requests sent to a backend directly and through `nomadgs gateway`, and what
+its Prometheus metrics cost: the same gateway with them and without them (`--no-metrics`), in the same run.
 
     .venv/bin/python bench/gateway_bench.py [--seconds 3] [--concurrency 16] [--requests 1500]
     .venv/bin/python bench/gateway_bench.py --hung [--concurrency 16]
@@ -7,8 +8,9 @@ A minimal raw-asyncio backend answers a tiny chat completion (JSON) and a stream
 once, the others 2 ms apart). The backend and the gateway each run in a process of their own on 127.0.0.1; the
 load comes from a raw-asyncio HTTP/1.1 client in this process, so the client's own cost is small and the same on
 both paths. Latency is measured one request at a time, alternating direct and gateway blocks so that drift
-hits both alike; throughput with a number of keep-alive connections in parallel. Prints figures, asserts
-nothing.
+hits both alike; throughput with a number of keep-alive connections in parallel, in alternating rounds over
+the three paths (direct, gateway, gateway without metrics) so that drift hits all three alike. Prints figures,
+asserts nothing.
 
 With --hung, three backends behind the gateway take a steady load while one of them is stopped (SIGSTOP: its
 port still accepts connections) for 5 s: how many requests got a 504 and how long they waited, and the
@@ -120,6 +122,7 @@ def run_backend(sock: socket.socket) -> None:
 
 
 def run_gateway(sock: socket.socket, backend_ports: list[int], options: dict[str, Any] | None = None) -> None:
+    """A gateway in front of the backends; `options` go to Gateway (metrics=False: the gateway without them)."""
     import logging
 
     from nomad_gpustack.serving.discovery import Endpoint
@@ -197,9 +200,17 @@ async def sequential(port: int, body: bytes, count: int, pick: Callable[[tuple[f
         connection.close()
 
 
-async def throughput(port: int, concurrency: int, seconds: float) -> float:
-    """Requests per second with `concurrency` keep-alive connections sending back to back."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (/proc/PID/stat, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def throughput(port: int, concurrency: int, seconds: float, pid: int | None = None) -> tuple[float, float]:
+    """(requests per second with `concurrency` keep-alive connections sending back to back, CPU seconds the
+    server process `pid` used per request); the CPU time does not depend on what else the machine runs."""
     connections = [await Connection(port).open() for _ in range(concurrency)]
+    cpu = cpu_seconds(pid) if pid else 0.0
     done = 0
     stop = time.perf_counter() + seconds
 
@@ -212,9 +223,10 @@ async def throughput(port: int, concurrency: int, seconds: float) -> float:
     start = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in connections))
     elapsed = time.perf_counter() - start
+    cpu = cpu_seconds(pid) - cpu if pid else 0.0
     for connection in connections:
         connection.close()
-    return done / elapsed
+    return done / elapsed, cpu / done
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -222,20 +234,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def measure(direct: int, gateway: int, args: argparse.Namespace) -> dict[str, Any]:
+THROUGHPUT_ROUNDS = 10  # alternating rounds per path: each with/without pair runs back to back
+
+
+async def measure(
+    direct: int, gateway: int, bare: int, args: argparse.Namespace, pids: dict[str, int]
+) -> dict[str, Any]:
+    """Latency and throughput of the three paths: `gateway` keeps metrics, `bare` is the same without them."""
     rounds = 5
     per_round = max(args.requests // rounds, 1)
-    results: dict[str, dict[str, list[float]]] = {"latency": {"direct": [], "gateway": []},
-                                                  "ttfb": {"direct": [], "gateway": []}}  # fmt: skip
-    for _ in range(rounds):  # alternate, so that drift (frequency scaling, other load) hits both paths
-        for name, port in (("direct", direct), ("gateway", gateway)):
+    paths = (("direct", direct), ("gateway", gateway), ("bare", bare))
+    results: dict[str, dict[str, list[float]]] = {"latency": {name: [] for name, _ in paths},
+                                                  "ttfb": {name: [] for name, _ in paths}}  # fmt: skip
+    for _ in range(rounds):  # alternate, so that drift (frequency scaling, other load) hits every path
+        for name, port in paths:
             results["latency"][name] += await sequential(port, JSON_BODY, per_round, lambda r: r[0])
             results["ttfb"][name] += await sequential(port, STREAM_BODY, per_round // 3 or 1, lambda r: r[1])
-    rps: dict[str, list[float]] = {"direct": [], "gateway": []}
-    for _ in range(2):
-        for name, port in (("direct", direct), ("gateway", gateway)):
-            rps[name].append(await throughput(port, args.concurrency, args.seconds / 2))
-    return {"results": results, "rps": {k: statistics.mean(v) for k, v in rps.items()}}
+    rps: dict[str, list[float]] = {name: [] for name, _ in paths}
+    cpu: dict[str, list[float]] = {name: [] for name, _ in paths}
+    for _ in range(THROUGHPUT_ROUNDS):
+        for name, port in paths:
+            rate, used = await throughput(port, args.concurrency, args.seconds / THROUGHPUT_ROUNDS, pids.get(name))
+            rps[name].append(rate)
+            cpu[name].append(used)
+    return {"results": results, "rps": {k: statistics.median(v) for k, v in rps.items()}, "rounds": rps, "cpu": cpu}
 
 
 def bound_socket() -> socket.socket:
@@ -264,6 +286,31 @@ def server_stack() -> str:
     return f"uvicorn {http}/{loop}"
 
 
+def metrics_work() -> float:
+    """Seconds of the metrics' own work for one JSON answer, as the gateway does it (an instance's children,
+    in flight up and down, the status, the duration, the usage read from the answer's tail), best of 7."""
+    import timeit
+
+    from nomad_gpustack.serving.discovery import Endpoint
+    from nomad_gpustack.serving.gateway.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics()
+    endpoint = Endpoint(model=MODEL, service=MODEL, service_id="b", address="127.0.0.1", port=1, health="passing")
+    tail = (b"", b"", COMPLETION)
+
+    def one() -> None:
+        start = time.perf_counter()
+        upstream = metrics.upstream(endpoint)
+        upstream.in_flight.inc()
+        upstream.usage(tail)
+        upstream.answered(200)
+        upstream.duration.observe(time.perf_counter() - start)
+        upstream.in_flight.dec()
+
+    count = 20000
+    return min(timeit.repeat(one, number=count, repeat=7)) / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=6.0, help="throughput time per path (default 6)")
@@ -276,20 +323,22 @@ def main() -> None:
         return
 
     context = multiprocessing.get_context("fork")  # the bound sockets pass to the children as they are
-    backend_sock, gateway_sock = bound_socket(), bound_socket()
-    backend_port, gateway_port = backend_sock.getsockname()[1], gateway_sock.getsockname()[1]
+    backend_sock, gateway_sock, bare_sock = bound_socket(), bound_socket(), bound_socket()
+    backend_port, gateway_port, bare_port = (s.getsockname()[1] for s in (backend_sock, gateway_sock, bare_sock))
     backend_sock.listen(1024)
     processes = [
         context.Process(target=run_backend, args=(backend_sock,), daemon=True),
         context.Process(target=run_gateway, args=(gateway_sock, [backend_port]), daemon=True),
+        context.Process(target=run_gateway, args=(bare_sock, [backend_port], {"metrics": False}), daemon=True),
     ]
     for process in processes:
         process.start()
     try:
-        wait_listening(backend_port)
-        wait_listening(gateway_port)
+        for port in (backend_port, gateway_port, bare_port):
+            wait_listening(port)
         started = time.perf_counter()
-        figures = asyncio.run(measure(backend_port, gateway_port, args))
+        pids = {"gateway": processes[1].pid, "bare": processes[2].pid}
+        figures = asyncio.run(measure(backend_port, gateway_port, bare_port, args, pids))  # type: ignore[arg-type]
         elapsed = time.perf_counter() - started
     finally:
         for process in processes:
@@ -312,6 +361,31 @@ def main() -> None:
         print(f"{label:30}{direct:10.3f}{via:10.3f}{via - direct:+10.3f}")
     print(f"{'throughput c=' + str(c) + ' (req/s)':30}{rps['direct']:10.0f}{rps['gateway']:10.0f}"
           f"{rps['gateway'] / rps['direct'] - 1:+10.0%}")  # fmt: skip
+    print()
+    print(f"metrics: the gateway with them and without them (--no-metrics), {THROUGHPUT_ROUNDS} alternating "
+          f"rounds of {args.seconds / THROUGHPUT_ROUNDS:.1f}s each, medians")  # fmt: skip
+    print(f"{'':30}{'without':>10}{'with':>10}{'ratio':>10}")
+    bare_rows = [
+        ("chat completion p50 (ms)", percentile(latency["bare"], 50) * ms, percentile(latency["gateway"], 50) * ms),
+        ("stream first chunk p50 (ms)", percentile(ttfb["bare"], 50) * ms, percentile(ttfb["gateway"], 50) * ms),
+        (f"throughput c={c} (req/s)", rps["bare"], rps["gateway"]),
+    ]
+    for label, without, with_ in bare_rows:
+        print(f"{label:30}{without:10.3f}{with_:10.3f}{with_ / without:10.3f}")
+    rounds = figures["rounds"]
+    # Each round's pair ran one after the other: their ratio is less exposed to the machine's drift.
+    paired = sorted(w / b for w, b in zip(rounds["gateway"], rounds["bare"], strict=True))
+    print(f"throughput with/without, per round: median {statistics.median(paired):.3f} (from {paired[0]:.3f} "
+          f"to {paired[-1]:.3f} over {len(paired)} rounds)")  # fmt: skip
+    # The gateway's own CPU time per request does not depend on what else the machine runs: the steadier
+    # measure of what the metrics cost (the most requests a gateway process can serve is its inverse).
+    cpu = figures["cpu"]
+    without_cpu, with_cpu = statistics.median(cpu["bare"]) * ms, statistics.median(cpu["gateway"]) * ms
+    print(f"{'gateway CPU per request (ms)':30}{without_cpu:10.3f}{with_cpu:10.3f}{with_cpu / without_cpu:10.3f}")
+    print(f"max throughput with/without (inverse of the CPU ratio): {without_cpu / with_cpu:.3f}")
+    work = metrics_work()
+    print(f"the metrics' own work per answered request, in-process (best of 7): {work * 1e6:.1f} us, "
+          f"{work / (without_cpu / ms):.1%} of the CPU time of a request without them")  # fmt: skip
     print("(streams run one at a time and each ends in ~8 ms of idle waiting; on this VM every step of the\n"
           " next request then runs about twice as slow, which weighs on the gateway's longer path most)")  # fmt: skip
 

@@ -104,6 +104,7 @@ job "bge-m3" {
           "model=bge-m3",
           "backend=Text-Embeddings-Inference",
           "version=CPU-1.9",
+          "nomadgs-metrics",
           "embedding",
         ]
         port         = "http"
@@ -133,6 +134,7 @@ job "bge-m3" {
           gpustack_api             = "openai"
           nomadgs_job              = "bge-m3"
           gpustack_categories      = "embedding"
+          metrics_path             = "/metrics"
         }
       }
 

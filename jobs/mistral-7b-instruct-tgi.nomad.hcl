@@ -119,8 +119,15 @@ job "mistral-7b-instruct-tgi" {
       }
 
       service {
-        name         = "mistral-7b-instruct-tgi"
-        tags         = ["nomadgs", "openai", "model=mistral-7b-instruct-tgi", "backend=Custom", "llm"]
+        name = "mistral-7b-instruct-tgi"
+        tags = [
+          "nomadgs",
+          "openai",
+          "model=mistral-7b-instruct-tgi",
+          "backend=Custom",
+          "nomadgs-metrics",
+          "llm",
+        ]
         port         = "http"
         address_mode = "host"
         provider     = "consul"
@@ -148,6 +155,7 @@ job "mistral-7b-instruct-tgi" {
           gpustack_api             = "openai"
           nomadgs_job              = "mistral-7b-instruct-tgi"
           gpustack_categories      = "llm"
+          metrics_path             = "/metrics"
         }
       }
 

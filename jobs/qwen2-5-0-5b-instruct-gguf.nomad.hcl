@@ -98,6 +98,7 @@ job "qwen2-5-0-5b-instruct-gguf" {
           "8192",
           "--threads",
           "4",
+          "--metrics",
         ]
         network_mode       = "host"
         image_pull_timeout = "30m"
@@ -112,6 +113,7 @@ job "qwen2-5-0-5b-instruct-gguf" {
           "model=qwen2.5-0.5b-instruct-gguf",
           "backend=llama.cpp",
           "version=cpu",
+          "nomadgs-metrics",
           "llm",
         ]
         port         = "http"
@@ -141,6 +143,7 @@ job "qwen2-5-0-5b-instruct-gguf" {
           gpustack_api             = "openai"
           nomadgs_job              = "qwen2-5-0-5b-instruct-gguf"
           gpustack_categories      = "llm"
+          metrics_path             = "/metrics"
         }
       }
 

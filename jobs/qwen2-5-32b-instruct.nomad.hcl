@@ -130,6 +130,7 @@ job "qwen2-5-32b-instruct" {
           "model=Qwen2.5-32B-Instruct",
           "backend=vLLM",
           "version=0.19.0",
+          "nomadgs-metrics",
           "llm",
         ]
         port         = "http"
@@ -159,6 +160,7 @@ job "qwen2-5-32b-instruct" {
           gpustack_api             = "openai"
           nomadgs_job              = "qwen2-5-32b-instruct"
           gpustack_categories      = "llm"
+          metrics_path             = "/metrics"
         }
       }
 

@@ -112,6 +112,7 @@ job "qwen2-5-7b-instruct-gguf" {
           "16384",
           "--flash-attn",
           "on",
+          "--metrics",
         ]
         network_mode       = "host"
         image_pull_timeout = "30m"
@@ -126,6 +127,7 @@ job "qwen2-5-7b-instruct-gguf" {
           "model=qwen2.5-7b-instruct-gguf",
           "backend=llama.cpp",
           "version=cuda",
+          "nomadgs-metrics",
           "llm",
         ]
         port         = "http"
@@ -155,6 +157,7 @@ job "qwen2-5-7b-instruct-gguf" {
           gpustack_api             = "openai"
           nomadgs_job              = "qwen2-5-7b-instruct-gguf"
           gpustack_categories      = "llm"
+          metrics_path             = "/metrics"
         }
       }
 

@@ -124,6 +124,7 @@ job "qwen2-5-7b-instruct" {
           "model=Qwen2.5-7B-Instruct",
           "backend=vLLM",
           "version=0.19.0",
+          "nomadgs-metrics",
           "llm",
         ]
         port         = "http"
@@ -153,6 +154,7 @@ job "qwen2-5-7b-instruct" {
           gpustack_api             = "openai"
           nomadgs_job              = "qwen2-5-7b-instruct"
           gpustack_categories      = "llm"
+          metrics_path             = "/metrics"
         }
       }
 

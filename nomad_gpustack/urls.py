@@ -8,6 +8,11 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+def host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (Go's net.JoinHostPort, as Prometheus writes addresses)."""
+    return f"{url_host(host)}:{port}"
+
+
 def origin(host: str, port: int, scheme: str = "http") -> str:
     """`http://host:port`."""
     return f"{scheme}://{url_host(host)}:{port}"

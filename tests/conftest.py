@@ -41,6 +41,7 @@ from .support.containers import (
     session_labels,
 )
 from .support.nomad_double import NomadDouble
+from .support.prometheus import PrometheusServer
 from .support.tls import Certs, make_certs
 
 if TYPE_CHECKING:
@@ -193,7 +194,15 @@ def llama_server_one_slot(docker_engine: DockerClient | None, smollm2_gguf: str)
     yield from _llama_server(docker_engine, smollm2_gguf, parallel=1)
 
 
-def _llama_server(docker_engine: DockerClient | None, smollm2_gguf: str, parallel: int | None = None) -> Iterator[str]:
+@pytest.fixture
+def llama_server_metrics(docker_engine: DockerClient | None, smollm2_gguf: str) -> Iterator[str]:
+    """`llama_server` started with --metrics: it serves GET /metrics in Prometheus' format."""
+    yield from _llama_server(docker_engine, smollm2_gguf, metrics=True)
+
+
+def _llama_server(
+    docker_engine: DockerClient | None, smollm2_gguf: str, parallel: int | None = None, *, metrics: bool = False
+) -> Iterator[str]:
     try:
         if docker_engine is None:
             docker_client()
@@ -202,10 +211,10 @@ def _llama_server(docker_engine: DockerClient | None, smollm2_gguf: str, paralle
     except ComponentUnavailable as exc:
         # xllamacpp (llama_launcher.py) always runs one slot.
         fallback(str(exc), "the llama.cpp server runs as xllamacpp in a local process")
-        yield from _llama_process(smollm2_gguf)
+        yield from _llama_process(smollm2_gguf, metrics=metrics)
         return
     try:
-        container = LlamaContainer(Path(smollm2_gguf), parallel=parallel).start()
+        container = LlamaContainer(Path(smollm2_gguf), parallel=parallel, metrics=metrics).start()
     except ComponentUnavailable as exc:
         unavailable(str(exc))
         raise
@@ -213,13 +222,14 @@ def _llama_server(docker_engine: DockerClient | None, smollm2_gguf: str, paralle
     container.stop()
 
 
-def _llama_process(model: str) -> Iterator[str]:
+def _llama_process(model: str, *, metrics: bool = False) -> Iterator[str]:
     try:
         ensure_xllamacpp()
     except ComponentUnavailable as exc:
         unavailable(str(exc))
     port = free_port()
-    process = subprocess.Popen(llama_command(port, model=model), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command = llama_command(port, model=model, metrics=metrics)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/health", timeout=60)
@@ -239,6 +249,35 @@ def terraform_binary() -> str:
         unavailable("terraform is not on PATH: rendered HCL is not checked against terraform fmt")
         raise AssertionError("unreachable")
     return found
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Prometheus' `promtool` (Debian's prometheus package, which .ci/run installs)."""
+    found = shutil.which("promtool")
+    if found is None:
+        unavailable("promtool is not on PATH: install Debian's prometheus package (.ci/run does)")
+        raise AssertionError("unreachable")
+    return found
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    """Prometheus itself (Debian's package, 2.42, which .ci/run installs)."""
+    found = shutil.which("prometheus")
+    if found is None:
+        unavailable("prometheus is not on PATH: install Debian's prometheus package (.ci/run does)")
+        raise AssertionError("unreachable")
+    return found
+
+
+@pytest.fixture
+def prometheus(prometheus_binary: str, tmp_path: Path) -> Iterator[PrometheusServer]:
+    """A Prometheus server on 127.0.0.1 and a free port, its data in a temporary folder; `start(config)` runs
+    it (the test writes the configuration), and it is stopped by its pid at the end."""
+    server = PrometheusServer(prometheus_binary, tmp_path / "prometheus")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

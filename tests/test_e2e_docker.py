@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 
 from .conftest import unavailable
@@ -169,7 +170,10 @@ def test_builtin_llama_cpp_backend_runs_in_a_container(cluster: Cluster) -> None
     (container,) = cluster.containers("smollm2")
     assert container.image.tags and LLAMA_IMAGE in container.image.tags
     assert container.attrs["HostConfig"]["NetworkMode"] == "host"
-    assert container.attrs["Config"]["Cmd"][-4:] == ["--host", "127.0.0.1", "--threads", "2"]
+    # The deployment's parameters, then the switch nomadgs adds: the engine serves Prometheus metrics.
+    assert container.attrs["Config"]["Cmd"][-5:] == ["--host", "127.0.0.1", "--threads", "2", "--metrics"]
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert metrics.status_code == 200 and "llamacpp:prompt_tokens_total" in metrics.text
     for address in non_loopback_addresses():  # bound to loopback only, not to eth0
         with pytest.raises(OSError):
             socket.create_connection((address, port), timeout=2).close()
@@ -177,6 +181,8 @@ def test_builtin_llama_cpp_backend_runs_in_a_container(cluster: Cluster) -> None
     # Consul: the service on the allocated port, its check passing.
     (instance,) = cluster.consul_instances("smollm2")
     assert (instance["Service"]["Address"], instance["Service"]["Port"]) == ("127.0.0.1", port)
+    assert "nomadgs-metrics" in instance["Service"]["Tags"]  # Prometheus' Consul discovery finds its metrics
+    assert instance["Service"]["Meta"]["metrics_path"] == "/metrics"
     checks = [c for c in instance["Checks"] if c["ServiceName"] == "smollm2"]
     assert [c["Status"] for c in checks] == ["passing"] and "/v1/models" in checks[0]["Output"]
 

@@ -293,6 +293,8 @@ One OpenAI-compatible /v1 for every model: requests go to a healthy instance of 
 named in their body, balanced across replicas, following Consul as instances come and go.
   GET /v1/models; POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/rerank,
   /v1/audio/speech
+For Prometheus: GET /metrics (the gateway's own), GET /metrics/targets (HTTP service
+discovery: the gateway and every engine that serves metrics, labelled as Consul discovery does).
 """)
 
 
@@ -334,6 +336,7 @@ named in their body, balanced across replicas, following Consul as instances com
     "last instance in rotation stay in; 0: never (default: 30s)",
 )
 @click.option("--access-log", is_flag=True, help="log every request (costs some throughput)")
+@click.option("--no-metrics", is_flag=True, help="count nothing for Prometheus: no GET /metrics")
 @consul_options
 def gateway(
     listen: str,
@@ -344,6 +347,7 @@ def gateway(
     stream_idle_timeout: str,
     eject_for: str,
     access_log: bool,
+    no_metrics: bool,
     **connection: Any,
 ) -> int:
     import logging
@@ -373,6 +377,7 @@ def gateway(
         upstream_timeout=upstream,
         stream_idle_timeout=stream_idle,
         eject_for=ejection,
+        metrics=not no_metrics,
     )
     say.info(
         f"gateway: {openai_base_url(host, port)} for the models in Consul at {settings.address}; "

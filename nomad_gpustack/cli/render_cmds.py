@@ -109,7 +109,7 @@ def _renderings(
 
     renderings = []
     for path, item in zip(deployments, compile_all(deployments, backends, model=model), strict=True):
-        rendering = Remembered(item.job_id, render_text(item.job, fmt), item.resolved.warnings)
+        rendering = Remembered(item.job_id, render_text(item.job, fmt), item.resolved.warnings, item.resolved.notes)
         if memo is not None and item.resolved.sizing is None:
             memo.remember(path, rendering)
         renderings.append(rendering)
@@ -153,6 +153,7 @@ def render(
                 Problem("several deployments need --output FOLDER", hint="each job is written to its own file")
             )
         sys.stdout.write(texts[0].text)
+        _notes(deployments, texts)
         return EXIT_OK
     target = Path(output)
     as_folder = target.is_dir() or len(texts) > 1 or output.endswith(("/", "\\"))
@@ -177,7 +178,18 @@ def render(
     write_all_atomic(files)
     for path in files:
         say.info(f"wrote {path}")
+    _notes(deployments, texts)
     return EXIT_OK
+
+
+def _notes(deployments: tuple[Path, ...], texts: list[Remembered]) -> None:
+    """What nomadgs did that the files do not say (a flag it added), once the render succeeded."""
+    from ..spec.files import display_path
+    from . import output as say
+
+    for path, rendering in zip(deployments, texts, strict=True):
+        for message in rendering.notes:
+            say.note(f"{display_path(path)}: {message}")
 
 
 @command(
@@ -208,12 +220,15 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: P
                 "gpu_memory": r.resources.gpu_memory,
                 "estimate": r.sizing.need if r.sizing else None,
                 "auto": r.sizing.auto if r.sizing else None,
+                "metrics": {"path": r.metrics.path, "port": r.metrics.port, "flag_added": r.metrics.flag_added}
+                if r.metrics
+                else None,
             }
         )
     if fmt == "json":
         say.emit_json({"valid": True, "deployments": results})
     else:
-        for res in results:
+        for item, res in zip(compiled, results, strict=True):
             replicas = f"{res['replicas']} replica{'s' if res['replicas'] != 1 else ''}"
             where = (
                 f"{res['gpus']} {res['framework']} GPU{'s' if res['gpus'] != 1 else ''} each" if res["gpus"] else "CPU"
@@ -224,4 +239,10 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: P
                 print(f"    auto: {res['auto']}")
             elif res["estimate"]:
                 print(f"    estimate: {res['estimate']}")
+            metrics = item.resolved.metrics
+            if metrics:
+                print(f"    metrics: {metrics.path}" + (f" on port {metrics.port}" if metrics.port != "http" else ""))
+    for item in compiled:
+        for message in item.resolved.notes:
+            say.note(f"{item.source.filename}: {message}")
     return EXIT_OK

@@ -1,7 +1,7 @@
 """`nomadgs render` remembers what it rendered: unchanged inputs give the same files without loading the compiler.
 
 Compiling is pure: the same deployment file, backend files, format and nomadgs give the same job text and the
-same warnings. A render whose deployments are all remembered prints them from the cache folder without
+same warnings and notes. A render whose deployments are all remembered prints them from the cache folder without
 importing pydantic or PyYAML, which cost most of a render's start: a render repeated while editing a set of
 deployments, or one deployment among unchanged ones, answers in a fraction of the time. An entry's key covers,
 by content, everything the output depends on: the deployment file's bytes and the name messages give it, the
@@ -26,7 +26,7 @@ from ..cachefolder import read_entry, write_entry
 from ..cachekey import content_digest, environment
 from ..spec.files import builtin_catalog_dir, display_path, yaml_files
 
-FORMAT_VERSION = 2  # of the entries: a new layout makes old entries misses
+FORMAT_VERSION = 3  # of the entries: a new layout makes old entries misses
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Remembered:
     job_id: str
     text: str
     warnings: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
 
 class RenderMemo:
@@ -91,17 +92,19 @@ class RenderMemo:
             "job_id": rendering.job_id,
             "text": rendering.text,
             "warnings": list(rendering.warnings),
+            "notes": list(rendering.notes),
         }
         write_entry(self.folder, f"{key[:40]}.json", json.dumps(document, ensure_ascii=False).encode("utf-8"))
 
 
 def _checked(document: Any, key: str) -> Remembered | None:
     """The rendering an entry holds when it is one, written for `key` (not another entry renamed), else None."""
-    if not isinstance(document, dict) or set(document) != {"key", "job_id", "text", "warnings"}:
+    if not isinstance(document, dict) or set(document) != {"key", "job_id", "text", "warnings", "notes"}:
         return None
-    job_id, text, warnings = document["job_id"], document["text"], document["warnings"]
+    job_id, text, warnings, notes = document["job_id"], document["text"], document["warnings"], document["notes"]
     if document["key"] != key or not isinstance(job_id, str) or not job_id or not isinstance(text, str):
         return None
-    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
-        return None
-    return Remembered(job_id, text, tuple(warnings))
+    for messages in (warnings, notes):
+        if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
+            return None
+    return Remembered(job_id, text, tuple(warnings), tuple(notes))

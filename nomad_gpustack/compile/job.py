@@ -101,6 +101,9 @@ def job_labels(r: Resolved) -> JobLabels:
         estimate=r.sizing.need if r.sizing else None,
         gpu_need=nomad_size(r.sizing.gpu_need) if r.sizing else None,
         auto=r.sizing.auto if r.sizing else None,
+        metrics_path=r.metrics.path if r.metrics else None,
+        # Nomad fills in the allocated port when it registers the service (client/taskenv/services.go).
+        metrics_port=f"${{NOMAD_PORT_{r.metrics.port}}}" if r.metrics and r.metrics.port != MAIN_PORT else None,
     )
 
 

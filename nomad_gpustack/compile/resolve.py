@@ -127,6 +127,15 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True)
+class MetricsPlan:
+    """Where the engine serves its Prometheus metrics: the service says so in its tags and meta."""
+
+    path: str
+    port: str  # the port label: MAIN_PORT, or one of the backend's nomad.ports
+    flag_added: str | None  # the switch nomadgs added to the command to turn them on; None: none was needed
+
+
+@dataclass(frozen=True)
 class Lifecycle:
     """Deadlines and restart behaviour of a replica (durations in nanoseconds)."""
 
@@ -166,6 +175,8 @@ class Resolved:
     meta: dict[str, str] = field(default_factory=dict)  # the deployment's own job meta, as text
     warnings: tuple[str, ...] = field(default=())
     sizing: Sizing | None = None  # None: no estimate was made (no model metadata given, or no GPUs)
+    metrics: MetricsPlan | None = None  # None: the engine serves no Prometheus metrics that nomadgs knows of
+    notes: tuple[str, ...] = ()  # what nomadgs did that the files do not say (a flag it added), for render/validate
 
 
 def nomad_name(name: str) -> str:
@@ -663,6 +674,48 @@ class _Resolver:
             warnings.append(shell_warning)
         return CommandLine(image, command, tuple(entrypoint), tuple(args), tuple(warnings))
 
+    # --- Prometheus metrics -------------------------------------------------------------------------------
+
+    def metrics(
+        self, choice: BackendChoice, runtime: Runtime, command: CommandLine
+    ) -> tuple[MetricsPlan | None, CommandLine]:
+        """Where the engine serves Prometheus metrics (the deployment's nomad.metrics, else the version's or the
+        backend's), and the command line with the switch that turns them on, when the engine needs one."""
+        setting = self.d.nomad.metrics
+        origin: Sourced[Deployment] | Sourced[Backend] = self.sourced
+        path: Path = ("nomad", "metrics")
+        if setting is None:
+            setting = runtime.extras.metrics
+            backend = choice.backend
+            if setting is None or backend is None:
+                return None, command
+            origin = backend
+            version_nomad = choice.config.nomad
+            if version_nomad is not None and version_nomad.metrics is not None:
+                path = ("version_configs", choice.version or "", "nomad", "metrics")
+        if setting is False:
+            return None, command
+        port = setting.port or MAIN_PORT
+        if port != MAIN_PORT and port not in (runtime.extras.ports or ()):
+            ports = ", ".join([MAIN_PORT, *(runtime.extras.ports or ())])
+            raise origin.error(
+                (*path, "port"),
+                f"metrics are on port '{port}', which the backend does not declare",
+                hint=f"name one of {ports}, or add '{port}' to the backend's nomad.ports",
+            )
+        flag = setting.flag
+        if flag is None or _has_flag([*command.entrypoint, *command.args], flag):
+            return MetricsPlan(setting.path, port, None), command
+        argv = [command.command] if command.command else list(command.entrypoint)
+        if hazards.shell_drops_arguments([*argv, *command.args, flag], model_path=None):
+            warning = (
+                f"the engine serves Prometheus metrics only with {flag}, which nomadgs cannot add: the command "
+                f"runs through a shell that would not pass it on; add {flag} inside the shell's command (the "
+                "service then gets its metrics tag), or set nomad.metrics: false"
+            )
+            return None, command._replace(warnings=(*command.warnings, warning))
+        return MetricsPlan(setting.path, port, flag), command._replace(args=(*command.args, flag))
+
     # --- health check, shared memory, Nomad's rules ------------------------------------------------------
 
     def health_path(self, choice: BackendChoice, extras: NomadExtras) -> str | None:
@@ -739,6 +792,7 @@ class _Resolver:
         gpus = plan_gpus(self.sourced, runtime.framework, self.gpus(runtime.framework), self.model, choice.name, env)
         values = placeholder_values(weights, self.d.name, gpus.gpus)
         command = self.command_line(choice, runtime, weights, gpus.gpus, values, env)
+        metrics, command = self.metrics(choice, runtime, command)
         health_path = self.health_path(choice, runtime.extras)
         templates = expand_templates(runtime.extras, values, env)
         shm_size = self.shm_size(runtime.driver)
@@ -756,7 +810,25 @@ class _Resolver:
             templates=templates,
             shm_size=shm_size,
             warnings=warnings,
+            metrics=metrics,
         )
+
+
+def _has_flag(argv: list[str], flag: str) -> bool:
+    """Whether `flag` is on the command line already: a word of its own, `flag=value`, or a word of a shell's
+    script (`sh -c "llama-server ... --metrics"`)."""
+    word = re.compile(rf"(?:^|\s){re.escape(flag)}(?:=|\s|$)")
+    return any(word.search(token) for token in argv)
+
+
+def metrics_notes(metrics: MetricsPlan | None, backend: str) -> tuple[str, ...]:
+    """What `render` and `validate` say about the metrics switch nomadgs added."""
+    if metrics is None or metrics.flag_added is None:
+        return ()
+    return (
+        f"{metrics.flag_added} was added to the command: {backend} serves Prometheus metrics at {metrics.path} "
+        "only with it (nomad.metrics: false leaves it out)",
+    )
 
 
 def _assemble(
@@ -772,6 +844,7 @@ def _assemble(
     templates: tuple[TemplateFile, ...],
     shm_size: int | None,
     warnings: tuple[str, ...],
+    metrics: MetricsPlan | None,
 ) -> Resolved:
     """The stages' values as one `Resolved`, every default applied and every value in its final unit."""
     nomad = d.nomad
@@ -830,6 +903,8 @@ def _assemble(
         meta={str(key): _meta_text(value) for key, value in (d.meta or {}).items()},
         warnings=warnings,
         sizing=gpus.sizing,
+        metrics=metrics,
+        notes=metrics_notes(metrics, choice.name),
     )
 
 

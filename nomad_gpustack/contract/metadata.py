@@ -45,6 +45,16 @@ TAG_VERSION = "version="
 # the compiler writes it, the gateway reads it to give canaries their share of traffic.
 TAG_CANARY = "canary"
 
+# Prometheus: a service tagged TAG_METRICS serves Prometheus metrics (a `consul_sd_configs` `tags` filter keeps
+# it), at the path in its META_METRICS_PATH, on the port in META_METRICS_PORT when that is not the service's.
+# Prometheus' Consul discovery turns them into `__meta_consul_service_metadata_metrics_path` / `..._port`.
+TAG_METRICS = "nomadgs-metrics"
+META_METRICS_PATH = "metrics_path"
+META_METRICS_PORT = "metrics_port"
+# The gateway's own name as a scrape target (its Consul service, when it runs as a Nomad job, and the target
+# its HTTP service discovery lists for itself).
+GATEWAY_SERVICE = "nomadgs-gateway"
+
 
 @dataclass(frozen=True)
 class JobLabels:
@@ -63,6 +73,8 @@ class JobLabels:
     estimate: str | None = None  # META_ESTIMATE
     gpu_need: str | None = None  # META_GPU_NEED, a Nomad size
     auto: str | None = None  # META_AUTO
+    metrics_path: str | None = None  # where the engine serves Prometheus metrics; None: it serves none
+    metrics_port: str | None = None  # the port, when not the service's: a Nomad interpolation ${NOMAD_PORT_x}
 
 
 class ModelLabels(NamedTuple):
@@ -106,6 +118,8 @@ def service_tags(labels: JobLabels, extra: Sequence[str] = ()) -> list[str]:
     tags = [TAG_MARKER, TAG_API, f"{TAG_MODEL}{labels.model}", f"{TAG_BACKEND}{labels.backend}"]
     if labels.version:
         tags.append(f"{TAG_VERSION}{labels.version}")
+    if labels.metrics_path:
+        tags.append(TAG_METRICS)
     tags.extend(labels.categories)
     tags.extend(extra)
     return tags
@@ -123,6 +137,10 @@ def service_meta(labels: JobLabels) -> dict[str, str]:
     }
     if labels.categories:
         meta[META_CATEGORIES] = ",".join(labels.categories)
+    if labels.metrics_path:
+        meta[META_METRICS_PATH] = labels.metrics_path
+        if labels.metrics_port:
+            meta[META_METRICS_PORT] = labels.metrics_port
     return meta
 
 
@@ -171,3 +189,8 @@ def gpu_need(meta: Mapping[str, str]) -> tuple[str | None, str | None]:
 def service_job(meta: Mapping[str, str]) -> str | None:
     """The job ID a Consul service's Meta names; None when it names none."""
     return meta.get(META_JOB) or None
+
+
+def serves_metrics(tags: Any) -> bool:
+    """Whether a service's tags say it serves Prometheus metrics (its path is in its META_METRICS_PATH)."""
+    return isinstance(tags, list) and TAG_METRICS in tags

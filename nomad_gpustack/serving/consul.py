@@ -20,6 +20,7 @@ from .. import unreachable
 from ..answers import WrongShape, foreign_answer, html_page, shaped
 from ..nomad import blocking
 from .discovery import DiscoveryError, Endpoint, RoutingTable, build_table, parse_consul_health, parse_consul_services
+from .scrape import ScrapeTarget, consul_targets
 
 if TYPE_CHECKING:
     from ..settings import ConsulSettings
@@ -109,6 +110,21 @@ async def consul_services(
     return parse_consul_services(catalog), new_index
 
 
+async def consul_service_entries(
+    client: httpx.AsyncClient,
+    settings: ConsulSettings,
+    name: str,
+    *,
+    index: int | None = None,
+    wait: float | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """(Consul's answer about every instance of one service: node, service, checks; X-Consul-Index); blocking
+    when `index` is given."""
+    return await _get_json(
+        client, settings, f"/v1/health/service/{quote(name, safe='')}", _consul_params(settings, index, wait), _HEALTH
+    )
+
+
 async def consul_service_health(
     client: httpx.AsyncClient,
     settings: ConsulSettings,
@@ -118,9 +134,7 @@ async def consul_service_health(
     wait: float | None = None,
 ) -> tuple[list[Endpoint], int]:
     """(every instance of one service with its health, X-Consul-Index); blocking when `index` is given."""
-    entries, new_index = await _get_json(
-        client, settings, f"/v1/health/service/{quote(name, safe='')}", _consul_params(settings, index, wait), _HEALTH
-    )
+    entries, new_index = await consul_service_entries(client, settings, name, index=index, wait=wait)
     return parse_consul_health(entries), new_index
 
 
@@ -158,6 +172,7 @@ class ConsulWatcher:
         self._on_change = on_change
         self._client: httpx.AsyncClient | None = None
         self._services: dict[str, list[Endpoint]] = {}
+        self._entries: dict[str, list[dict[str, Any]]] = {}  # Consul's last answer per service, for scrape_targets
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._catalog_task: asyncio.Task[None] | None = None
 
@@ -169,12 +184,13 @@ class ConsulWatcher:
         self._client = self.settings.httpx_client(timeout=self.wait * 1.1 + 10, asynchronous=True)
         try:
             names, catalog_index = await consul_services(self._client, self.settings)
-            answers = await asyncio.gather(*(consul_service_health(self._client, self.settings, n) for n in names))
+            answers = await asyncio.gather(*(consul_service_entries(self._client, self.settings, n) for n in names))
         except BaseException:
             await self.stop()
             raise
-        for name, (endpoints, index) in zip(names, answers, strict=True):
-            self._services[name] = endpoints
+        for name, (entries, index) in zip(names, answers, strict=True):
+            self._entries[name] = entries
+            self._services[name] = parse_consul_health(entries)
             self._tasks[name] = asyncio.create_task(self._follow_service(name, blocking.next_index(0, index)))
         self._publish()
         self._catalog_task = asyncio.create_task(self._follow_catalog(blocking.next_index(0, catalog_index)))
@@ -213,21 +229,43 @@ class ConsulWatcher:
             for gone in set(self._tasks) - current:
                 self._tasks.pop(gone).cancel()
                 self._services.pop(gone, None)
+                self._entries.pop(gone, None)
             for new in current - set(self._tasks):
                 # Index 0 reads the new service at once; its loop then blocks on the index it got.
                 self._tasks[new] = asyncio.create_task(self._follow_service(new, 0))
             self._publish()
 
     async def _follow_service(self, name: str, index: int) -> None:
-        async for endpoints in blocking.follow(
-            lambda i: consul_service_health(self._consul, self.settings, name, index=i, wait=self.wait),
+        async for entries in blocking.follow(
+            lambda i: consul_service_entries(self._consul, self.settings, name, index=i, wait=self.wait),
             retry_on=DiscoveryError,
             on_retry=self._retried,
             index=index,
         ):
+            self._entries[name] = entries
+            endpoints = parse_consul_health(entries)
             if endpoints != self._services.get(name):
                 self._services[name] = endpoints
                 self._publish()
+
+    def scrape_targets(self) -> list[ScrapeTarget]:
+        """The instances that serve Prometheus metrics, labelled as Prometheus' Consul discovery labels them."""
+        targets = []
+        for name, entries in sorted(self._entries.items()):
+            targets += consul_targets(name, entries, self.datacenter)
+        return targets
+
+    @property
+    def datacenter(self) -> str:
+        """The datacenter followed: the one set, else the one Consul's answers name (its agent's)."""
+        if self.settings.datacenter:
+            return self.settings.datacenter
+        for entries in self._entries.values():
+            for entry in entries:
+                found = (entry.get("Node") or {}).get("Datacenter") if isinstance(entry, dict) else None
+                if isinstance(found, str) and found:
+                    return found
+        return ""
 
     def _publish(self) -> None:
         table = build_table(e for endpoints in self._services.values() for e in endpoints)

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, field_validator, mo
 from ..contract.drivers import COMPILER_OWNED, DOCKER_KEYS
 from ..contract.frameworks import FRAMEWORKS
 from ..errors import suggestion
-from .base import EnvMap, SpecModel
+from .base import PORT_LABEL, EnvMap, Metrics, SpecModel
 
 # Keys GPUStack writes when it exports a backend but ignores when it imports one.
 EXPORT_ONLY_KEYS = frozenset(
@@ -36,7 +36,6 @@ BUILT_IN_NAMES = ("vLLM", "SGLang", "MindIE", "VoxBox", "Custom")
 # GPUStack's SourceTypeEnum (gpustack/schemas/source.py): where a content source's document comes from.
 SourceType = Literal["builtin", "official", "file", "url"]
 VERSION_KEY = re.compile(r"[A-Za-z0-9._-]+")
-PORT_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 # Keys and items are checked one by one, so a problem points at the key's (or item's) own line.
@@ -102,6 +101,7 @@ class NomadExtras(SpecModel):
     templates: list[TemplateFile] | None = None
     health_check: bool | None = None
     platform: Literal["amd64", "arm64"] | None = None
+    metrics: Metrics | None = None  # where the engine serves Prometheus metrics; false: it serves none
 
     def merged_over(self, base: NomadExtras | None) -> NomadExtras:
         """This (version-level) block over a backend-level one: set fields win, docker options merge."""

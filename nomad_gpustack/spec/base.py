@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Tag, field_validator
 from pydantic_core import PydanticCustomError
 
 from ..durations import HOUR, SECOND, parse_duration
@@ -184,3 +184,54 @@ def _nomad_name(value: str) -> str:
 
 
 NomadName = Annotated[str, AfterValidator(_nomad_name)]
+
+
+PORT_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Nomad's port labels become env names: NOMAD_PORT_<label>
+
+
+class MetricsEndpoint(SpecModel):
+    """Where an engine serves its Prometheus metrics: `nomad.metrics` of a backend, a version or a deployment."""
+
+    path: str
+    port: str | None = None  # a port label: "http" (the default) or one of the backend's nomad.ports
+    flag: str | None = None  # the engine's switch that turns them on, added to the command unless it is there
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise HintedValueError(f"the metrics path '{value}' must start with '/'", "write it like /metrics")
+        return value
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: str | None) -> str | None:
+        if value is not None and not PORT_LABEL.fullmatch(value):
+            raise HintedValueError(f"'{value}' is not a port label", "name http or one of the backend's nomad.ports")
+        return value
+
+    @field_validator("flag")
+    @classmethod
+    def _flag(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("-") or len(value.split()) != 1):
+            raise HintedValueError(f"'{value}' is not a command-line flag", "write one flag, like --metrics")
+        return value
+
+
+def _metrics_setting(value: Any) -> Any:
+    if value is False or isinstance(value, dict):
+        return value
+    shown = "true" if value is True else "nothing" if value is None else f"'{_written(value)}'"
+    raise HintedValueError(
+        f"expected {{path: /metrics}} or false, got {shown}",
+        "give the path where the engine serves Prometheus metrics, with flag: --switch if it needs one to "
+        "serve them; or false when it serves none",
+    )
+
+
+# `{path: ...}` or `false`. The tags are in brackets: located problems leave such parts out of the key's path.
+Metrics = Annotated[
+    Annotated[MetricsEndpoint, Tag("[endpoint]")] | Annotated[Literal[False], Tag("[off]")],
+    Discriminator(lambda value: "[off]" if value is False else "[endpoint]"),
+    BeforeValidator(_metrics_setting),
+]

@@ -21,6 +21,7 @@ from .base import (
     GpuCount,
     GpuMemory,
     MemorySize,
+    Metrics,
     NomadName,
     Size,
     SpecModel,
@@ -94,6 +95,7 @@ class DeploymentNomad(SpecModel):
     check_timeout: Duration = 5 * SECOND
     startup_timeout: Duration = 30 * 60 * SECOND
     image_pull_timeout: Duration = 30 * 60 * SECOND
+    metrics: Metrics | None = None  # over the backend's nomad.metrics; false: no metrics tag, no flag added
 
     @field_validator("models_mount")
     @classmethod

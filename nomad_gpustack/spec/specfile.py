@@ -117,6 +117,11 @@ def _unwrap(annotation: Any) -> Any:
         if origin in (typing.Union, types.UnionType) and len(args) == 1:
             annotation = args[0]
             continue
+        if origin in (typing.Union, types.UnionType):
+            # A mapping or a plain value (`metrics: {path: ...}` or `false`): the mapping's model holds the keys.
+            models = [a for a in map(_unwrap, args) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if len(models) == 1:
+                return models[0]
         return annotation
 
 

@@ -39,11 +39,20 @@ class FakeBackend:
     """An OpenAI-like server that says who it is. When streaming it sends "hello ", then waits for `gate`
     (when set up with one) before the rest, so a test can tell relayed chunks from a buffered answer. A request
     with `"hold": true` in its body waits until `release` is set (`holding` says one arrived), as one waiting
-    for a busy server's slot, while the others are answered."""
+    for a busy server's slot, while the others are answered. With `usage`, answers report it as OpenAI's do (a
+    stream in its last event); a request with `"status": N` in its body is answered with that status."""
 
-    def __init__(self, name: str, *, gate: threading.Event | None = None, answer: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        gate: threading.Event | None = None,
+        answer: str | None = None,
+        usage: dict[str, int] | None = None,
+    ) -> None:
         self.name = name
         self.gate = gate
+        self.usage = usage
         self.answer = answer or f"from {name}"
         self.healthy = True
         self.requests: list[dict[str, Any]] = []
@@ -72,13 +81,21 @@ class FakeBackend:
             deadline = time.monotonic() + 10
             while not self.release.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
+        if body.get("status"):
+            return JSONResponse({"error": {"message": "as asked", "code": body["status"]}}, body["status"])
         if body.get("stream"):
             return StreamingResponse(self._stream(), media_type="text/event-stream")
         message = {"role": "assistant", "content": self.answer}
-        return JSONResponse(
-            {"object": "chat.completion", "served_by": self.name, "path": request.url.path, "model": body["model"],
-             "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
-        )  # fmt: skip
+        answer = {
+            "object": "chat.completion",
+            "served_by": self.name,
+            "path": request.url.path,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        }
+        if self.usage is not None:
+            answer["usage"] = self.usage
+        return JSONResponse(answer)
 
     async def _stream(self) -> AsyncIterator[str]:
         try:
@@ -88,7 +105,9 @@ class FakeBackend:
                 while not self.gate.is_set() and time.monotonic() < deadline:
                     await asyncio.sleep(0.005)
             for word in self.answer.split(" "):
-                yield sse(delta(word + " "))
+                yield sse(delta(word + " ") | ({"usage": None} if self.usage is not None else {}))
+            if self.usage is not None:
+                yield sse({"object": "chat.completion.chunk", "choices": [], "usage": self.usage})
             yield sse("[DONE]")
             self.stream_finished.set()
         finally:

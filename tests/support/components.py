@@ -149,9 +149,13 @@ def _pip(*args: str) -> None:
     importlib.invalidate_caches()
 
 
-def llama_command(port: int, alias: str = "smollm2-135m", model: str | None = None) -> list[str]:
-    """The argv that starts a real llama.cpp server (xllamacpp) on 127.0.0.1:port."""
-    return [sys.executable, str(LLAMA_LAUNCHER), "--model", model or gguf_path(), "--port", str(port), "--alias", alias]
+def llama_command(
+    port: int, alias: str = "smollm2-135m", model: str | None = None, *, metrics: bool = False
+) -> list[str]:
+    """The argv that starts a real llama.cpp server (xllamacpp) on 127.0.0.1:port; with `metrics`, serving
+    GET /metrics (llama-server's --metrics)."""
+    argv = [sys.executable, str(LLAMA_LAUNCHER), "--model", model or gguf_path(), "--port", str(port), "--alias", alias]
+    return [*argv, "--metrics"] if metrics else argv
 
 
 def require_components() -> bool:

@@ -146,6 +146,7 @@ class LlamaContainer:
     alias: str = "smollm2-135m"
     port: int = field(default_factory=free_port)
     parallel: int | None = None  # slots (--parallel); None: llama-server's own choice
+    metrics: bool = False  # --metrics: GET /metrics in Prometheus' format (else 501)
     container: DockerContainer | None = None
 
     @property
@@ -159,6 +160,8 @@ class LlamaContainer:
         ]  # fmt: skip
         if self.parallel is not None:
             command += ["--parallel", str(self.parallel)]
+        if self.metrics:
+            command.append("--metrics")
         self.container = _container(LLAMA_IMAGE, command, {self.model.parent: "/models"})
         self.container.start()
         try:

@@ -1,7 +1,7 @@
 """Start llama.cpp's HTTP server (xllamacpp, in-process) on 127.0.0.1 and run until SIGTERM/SIGINT.
 
 usage: llama_launcher.py --model FILE.gguf --port N [--alias NAME] [--host 127.0.0.1] [--ctx-size N]
-                          [--verbosity N] [--load-only]
+                          [--verbosity N] [--load-only] [--metrics]
 
 --load-only exits once the model is loaded (with --verbosity 4, llama.cpp has logged its buffer sizes).
 """
@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--ctx-size", type=int, default=2048)
     parser.add_argument("--verbosity", type=int, default=None)
     parser.add_argument("--load-only", action="store_true")
+    parser.add_argument("--metrics", action="store_true", help="serve GET /metrics, as llama-server --metrics")
     args = parser.parse_args()
 
     import xllamacpp as xlc
@@ -35,6 +36,7 @@ def main() -> None:
     params.n_ctx = args.ctx_size
     params.n_parallel = 1
     params.cpuparams.n_threads = 2
+    params.endpoint_metrics = args.metrics
     if args.verbosity is not None:
         params.verbosity = args.verbosity
     server = xlc.Server(params)

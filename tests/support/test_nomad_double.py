@@ -1066,6 +1066,8 @@ def test_client_mode_llama_cpp_with_consul(consul: Any, xllamacpp_model: str, tm
         # No rescheduling: the killed allocation is not replaced 30s later (a pending follow-up evaluation would
         # keep the stopped job `pending` until then, as in Nomad).
         job["TaskGroups"][0]["ReschedulePolicy"] = {"Attempts": 0, "Unlimited": False}
+        # Interpolated with the task's env before registration, as Nomad does (client/taskenv/services.go).
+        job["TaskGroups"][0]["Services"][0]["Meta"] = {"metrics_port": "${NOMAD_PORT_http}", "plain": "x"}
         register(api, job)
         wait_deployment(nomad, "llama", "successful", timeout=60)
         (alloc,) = allocs_of(nomad, "llama")
@@ -1076,6 +1078,7 @@ def test_client_mode_llama_cpp_with_consul(consul: Any, xllamacpp_model: str, tm
         service_id = f"_nomad-task-{alloc['ID']}-group-server-llama-http-http"
         agent = httpx.get(f"{consul.address}/v1/agent/services").json()
         assert (agent[service_id]["Service"], agent[service_id]["Port"]) == ("llama-http", port)
+        assert agent[service_id]["Meta"] == {"metrics_port": str(port), "plain": "x"}
         (check,) = [
             c for c in httpx.get(f"{consul.address}/v1/agent/checks").json().values() if c["ServiceID"] == service_id
         ]

@@ -13,7 +13,8 @@ health check. A busy instance is not ejected, nor the last one of a model.
 The modules, one job each: `app` (the Gateway and its ASGI application), `source` (where the routing table
 comes from), `balancer` (which instance takes a request), `outliers` (which instances are failing, and
 for how long they are out), `pool` (connections to the instances), `relay`
-(a request and its answer passed through), `keys` (API keys), `errors` (OpenAI-shaped errors), `server`
+(a request and its answer passed through), `metrics` (what requests met, for Prometheus: GET /metrics, and
+the scrape targets of GET /metrics/targets), `keys` (API keys), `errors` (OpenAI-shaped errors), `server`
 (listening and running).
 """
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -21,9 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..scrape import gateway_target
 from .balancer import Balancer
 from .errors import EXCEPTION_HANDLERS, ApiError, no_healthy_instance, not_found, send_error
 from .keys import ApiKeys
+from .metrics import CONTENT_TYPE, GatewayMetrics, NoMetrics
 from .outliers import EJECT_AFTER, EJECT_FOR, TRY_LAST_SECONDS, Clock, Failure, OutlierDetector
 from .pool import InstancePool, instance_key
 from .relay import (
@@ -52,6 +56,9 @@ MAX_BODY = 64 * 1024 * 1024  # far above any JSON request; stops a client from f
 UPSTREAM_TIMEOUT = 600.0  # seconds to the first byte of an answer: a long generation may send nothing before its end
 STREAM_IDLE_TIMEOUT = 120.0  # seconds between two chunks of an answer
 WATCH_SECONDS = 0.5  # how often the table and the idle connections are looked at between requests
+METRICS_PATH = "/metrics"
+TARGETS_PATH = "/metrics/targets"  # as GPUStack's server serves its HTTP service discovery
+CLIENT_LEFT = 499  # the status counted for a client that left before its answer began (nginx's code for it)
 
 
 class Gateway:
@@ -70,11 +77,13 @@ class Gateway:
         try_last_seconds: float = TRY_LAST_SECONDS,
         clock: Clock | None = None,
         max_body: int = MAX_BODY,
+        metrics: bool = True,
     ) -> None:
         """Timeouts are in seconds; None or 0 is no limit. `upstream_timeout`: from sending a request to the
         head of the answer; `stream_idle_timeout`: between two chunks of the answer. `eject_after` timeouts or
         failed connections in a row eject an instance for `eject_for` seconds, longer when it is ejected again
-        soon after; 0 ejects none (see OutlierDetector). `clock` (time.monotonic) is for tests."""
+        soon after; 0 ejects none (see OutlierDetector). `clock` (time.monotonic) is for tests. `metrics`:
+        count requests for Prometheus (`GET /metrics`, see metrics.py)."""
         self.source = source
         self.keys = ApiKeys(api_keys)
         outliers = OutlierDetector(
@@ -91,6 +100,9 @@ class Gateway:
         self._seen: RoutingTable | None = None
         self._routed: frozenset[tuple[bytes, int]] = frozenset()  # pool keys of the passing instances
         self.pool = InstancePool()
+        self.metrics = GatewayMetrics() if metrics else NoMetrics()
+        self.metrics.follow(lambda: self.source.table, outliers.ejected)
+        self._forget = False  # whether the series of instances gone from the table are still to be dropped
 
     async def start(self) -> None:
         """Start the source and the shared connection pool; calling it again does nothing."""
@@ -136,6 +148,9 @@ class Gateway:
             Route("/v1/models/{model:path}", self._get_model, methods=["GET"]),
             Route("/healthz", self._healthz, methods=["GET"]),
         ]
+        if not isinstance(self.metrics, NoMetrics):
+            routes.append(Route(METRICS_PATH, self._metrics, methods=["GET"]))
+        routes.append(Route(TARGETS_PATH, self._scrape_targets, methods=["GET"]))
         app = Starlette(
             routes=routes,
             lifespan=lifespan,
@@ -173,6 +188,25 @@ class Gateway:
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "models": len(self.source.table.routes)})
 
+    async def _metrics(self, request: Request) -> Response:
+        # Open, like /healthz: Prometheus scrapes without the clients' keys; no secret is in the series.
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    async def _scrape_targets(self, request: Request) -> Response:
+        """Prometheus' HTTP service discovery (`http_sd_configs`): this gateway (unless it keeps no metrics)
+        and every instance that serves metrics, labelled as Prometheus' own Consul discovery would."""
+        groups = [target.group() for target in self.source.scrape_targets()]
+        if not isinstance(self.metrics, NoMetrics):
+            # Prometheus reaches the gateway at the address it asked this at.
+            server = request.scope.get("server") or ("127.0.0.1", 0)
+            host = request.url.hostname or str(server[0])
+            port = request.url.port or int(server[1])
+            own = gateway_target(
+                host, port, node=socket.gethostname(), datacenter=self.source.datacenter, metrics_path=METRICS_PATH
+            )
+            groups.insert(0, own.group())
+        return JSONResponse(groups)
+
     # --- forwarding ---------------------------------------------------------------------------------------
 
     def _authorize(self, scope: Scope) -> None:
@@ -196,6 +230,7 @@ class Gateway:
         connections to the instances no longer routed to are closed by the next `_follow_table` pass."""
         self._seen = table
         self._routed = frozenset(instance_key(e.origin) for instances in table.routes.values() for e in instances)
+        self._forget = True
         for endpoint in self.outliers.observe(table):
             log.info("model %s: %s changed in the routing table; no longer ejected", endpoint.model, _where(endpoint))
 
@@ -214,6 +249,8 @@ class Gateway:
                     log.info("model %s: %s back in rotation after %s out", endpoint.model, _where(endpoint),
                              seconds_text(ejection.seconds))  # fmt: skip
                 await self.pool.prune(self._routed)
+                if self._forget and self._seen is not None:
+                    self._forget = not self.metrics.forget(self._seen, self.balancer.busy)
             except Exception:  # one failed pass must not end the upkeep
                 log.exception("gateway upkeep failed")
 
@@ -227,6 +264,7 @@ class Gateway:
         count = failure.failures
         what = f"{count} timeouts or failed connections in a row" if count > 1 else "a timeout or failed connection"
         if ejection is not None:
+            self.metrics.upstream(endpoint).ejections.inc()
             again = f" (x{ejection.times}: it failed again soon after its last ejection)" if ejection.times > 1 else ""
             log.warning("model %s: %s out of rotation for %s after %s%s", endpoint.model, _where(endpoint),
                         seconds_text(ejection.seconds), what, again)  # fmt: skip
@@ -236,12 +274,16 @@ class Gateway:
 
     async def forward(self, path: str, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one request to a routed path (the ASGI hot path)."""
+        start = perf_counter()
+        model = ""
         try:
             self._authorize(scope)
             body = await read_body(receive, self.max_body)
             model = model_of(body)
             candidates = self.candidates(model)
         except ApiError as exc:
+            # Only models the table knows get series of their own: a body can name anything.
+            self.metrics.refused(model if model and self.source.table.knows(model) else "", exc.status)
             await send_error(send, exc)
             return
         headers = upstream_headers(scope, drop_authorization=bool(self.keys))
@@ -252,7 +294,7 @@ class Gateway:
         async with anyio.create_task_group() as group:
             group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
             try:
-                await self._exchange(model, candidates, suffix, body, headers, send)
+                await self._exchange(model, candidates, suffix, body, headers, send, start)
             except ApiError as exc:
                 await send_error(send, exc)
             group.cancel_scope.cancel()
@@ -265,19 +307,28 @@ class Gateway:
         body: bytes,
         headers: list[tuple[bytes, bytes]],
         send: Send,
+        start: float,
     ) -> None:
+        """Send the request to the first candidate that takes it and relay its answer; `start`: when the
+        request arrived (perf_counter), for the metrics."""
         client = self._client
         if client is None:
+            self.metrics.refused(model, 503)
             raise ApiError(503, "The gateway is starting.", "server_error", "starting")
         for endpoint in candidates:
             request = client.build_request("POST", endpoint.origin + suffix, content=body, headers=headers)
             sent = self.balancer.acquire(endpoint)
+            upstream = self.metrics.upstream(endpoint)
+            upstream.in_flight.inc()
+            code = CLIENT_LEFT  # until an answer or an error is sent: the client may leave first
             try:
                 try:
                     with anyio.fail_after(self.upstream_timeout):
                         response = await client.send(request, stream=True)
                 except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                     # Nothing reached the instance, so another one can take the request safely.
+                    code = 0  # not this instance's request: the next one takes it
+                    upstream.failures["connection"].inc()
                     log.warning("model %s: %s %s; trying the next instance", model, _where(endpoint), reason(exc))
                     self._report(self.outliers.failed(endpoint, self._peers(endpoint)))
                     continue
@@ -287,6 +338,8 @@ class Gateway:
                         waited = f"within {seconds_text(self.upstream_timeout)}"
                     else:  # httpx's write timeout: the instance does not even read the request
                         waited = f"in time ({reason(exc)})"
+                    code = 504
+                    upstream.failures["timeout"].inc()
                     failure = self.outliers.timed_out(endpoint, sent, self._peers(endpoint))
                     busy = " (busy: it is answering other requests; not counted as a failure)"
                     log.warning("model %s: %s did not answer %s%s", model, _where(endpoint), waited,
@@ -300,6 +353,8 @@ class Gateway:
                     ) from None
                 except httpx.TransportError as exc:
                     # The request may have reached the model: sending it again could run it twice.
+                    code = 502
+                    upstream.failures["connection"].inc()
                     log.warning("model %s: %s failed before answering: %s", model, _where(endpoint), reason(exc))
                     raise ApiError(
                         502,
@@ -307,23 +362,38 @@ class Gateway:
                         "server_error",
                         "upstream_error",
                     ) from None
+                code = response.status_code
+                if code >= 500:
+                    upstream.failures["5xx"].inc()
                 self.outliers.answered(endpoint)
                 try:
-                    await relay(response, send, self.stream_idle_timeout)
+                    relayed = await relay(response, send, self.stream_idle_timeout)
                 except StreamCut as cut:
+                    upstream.failures["timeout" if cut.timed_out else "connection"].inc()
                     log.warning("model %s: %s stopped in the middle of its answer, which is cut: %s",
                                 model, _where(endpoint), cut)  # fmt: skip
                     if cut.timed_out:
                         self._report(self.outliers.failed(endpoint, self._peers(endpoint)))
                 else:
                     self.outliers.succeeded(endpoint)
+                    if relayed.first_chunk is not None and response.headers.get("content-type", "").startswith(
+                        "text/event-stream"
+                    ):
+                        upstream.first_byte.observe(relayed.first_chunk - start)
+                    if code < 300:
+                        upstream.usage(relayed.tail)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await response.aclose()
                 return
             finally:
-                self.balancer.release(endpoint)
+                if code:
+                    upstream.answered(code)
+                    upstream.duration.observe(perf_counter() - start)
+                upstream.in_flight.dec()
+                self.balancer.release(endpoint)  # last: a request no longer in the balancer is counted in full
         # Nothing reached any instance: the same outage as when Consul already calls them all critical.
+        self.metrics.refused(model, 503)
         raise no_healthy_instance(model, "none of its instances could be reached")
 
 

@@ -49,6 +49,10 @@ class Balancer:
         self.inflight[key] = self.inflight.get(key, 0) + 1
         return self.outliers.clock()
 
+    def busy(self, address: str, port: int) -> bool:
+        """Whether a request sent to the instance at `address`:`port` is still running."""
+        return (address, port) in self.inflight
+
     def release(self, endpoint: Endpoint) -> None:
         """Count a request of `endpoint` as finished."""
         key = (endpoint.address, endpoint.port)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from time import perf_counter
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 import httpx
@@ -94,12 +95,23 @@ class StreamCut(Exception):
         self.timed_out = timed_out
 
 
-async def relay(response: httpx.Response, send: Send, idle_timeout: float | None = None) -> None:
+class Relayed(NamedTuple):
+    """What passed: when the first chunk of the body did (perf_counter), and the last chunks (for `usage`)."""
+
+    first_chunk: float | None
+    tail: tuple[bytes, ...]
+
+
+async def relay(response: httpx.Response, send: Send, idle_timeout: float | None = None) -> Relayed:
     """Pass the instance's answer on as it comes: status, headers, then each chunk as soon as it arrives.
     StreamCut when the instance fails, or sends nothing for `idle_timeout` seconds, in the middle."""
     headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _DROP_RESPONSE]
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     chunks = response.aiter_raw()
+    first: float | None = None
+    # The last three chunks: an answer's `usage` is at its end (a stream's, in its last event before [DONE]),
+    # perhaps split across reads.
+    third = second = last = b""
     while True:
         try:
             with anyio.fail_after(idle_timeout):
@@ -112,8 +124,12 @@ async def relay(response: httpx.Response, send: Send, idle_timeout: float | None
             raise StreamCut(reason(exc), timed_out=False) from None
         if chunk is None:
             break
+        if first is None:
+            first = perf_counter()
+        third, second, last = second, last, chunk
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return Relayed(first, (third, second, last))
 
 
 async def cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

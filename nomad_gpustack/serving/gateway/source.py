@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from ..discovery import Endpoint, RoutingTable, build_table
+from ..scrape import ScrapeTarget
 
 
 class RouteSource(Protocol):
@@ -13,6 +14,13 @@ class RouteSource(Protocol):
 
     @property
     def table(self) -> RoutingTable: ...
+
+    @property
+    def datacenter(self) -> str: ...
+
+    def scrape_targets(self) -> list[ScrapeTarget]:
+        """The instances that serve Prometheus metrics, for the gateway's HTTP service discovery."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -22,8 +30,14 @@ class RouteSource(Protocol):
 class StaticSource:
     """A routing table set by hand: for tests, benchmarks, and gateways in front of fixed instances."""
 
-    def __init__(self, endpoints: Iterable[Endpoint] = ()) -> None:
+    datacenter = ""
+
+    def __init__(self, endpoints: Iterable[Endpoint] = (), targets: Iterable[ScrapeTarget] = ()) -> None:
         self.table = build_table(endpoints)
+        self.targets = list(targets)
+
+    def scrape_targets(self) -> list[ScrapeTarget]:
+        return self.targets
 
     def set(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the table."""

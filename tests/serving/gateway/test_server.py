@@ -101,3 +101,21 @@ def test_gateway_command_timeouts(capsys: pytest.CaptureFixture[str], monkeypatc
     assert "--stream-idle-timeout: 'soon' is not a duration" in capsys.readouterr().err
     assert main(["gateway", "--eject-for", "-1s"]) == 2
     assert "--eject-for: '-1s' is not a duration" in capsys.readouterr().err
+
+
+def test_gateway_command_keeps_metrics_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nomad_gpustack.serving.gateway.metrics import NoMetrics
+
+    served: list[Gateway] = []
+
+    async def serve(gateway: Gateway, sock: socket.socket, **options: object) -> None:
+        served.append(gateway)
+
+    monkeypatch.setattr("nomad_gpustack.serving.gateway.serve", serve)
+    argv = ["gateway", "--listen", "127.0.0.1:0", "--consul-address", f"127.0.0.1:{free_port()}"]
+    assert main(argv) == 0
+    assert main([*argv, "--no-metrics"]) == 0
+    assert [isinstance(g.metrics, NoMetrics) for g in served] == [False, True]
+    routes = [{getattr(r, "path", "") for r in g.asgi().routes} for g in served]
+    assert "/metrics" in routes[0] and "/metrics" not in routes[1]
+    assert "/metrics/targets" in routes[0] & routes[1]

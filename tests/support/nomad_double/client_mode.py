@@ -336,11 +336,17 @@ class LocalClient:
             checks.append(body)
             if all(c.check_id != body["CheckID"] for c in run.consul_checks):
                 run.consul_checks.append(ConsulCheck(body["CheckID"], sid))
+        # Nomad interpolates a service's name, tags and meta with its task's env, a group service's with the
+        # allocation's, before registering it (client/taskenv/services.go InterpolateService):
+        # `metrics_port = "${NOMAD_PORT_metrics}"` arrives as the port. The NOMAD_* variables and the task's Env.
+        spec = next((t for t in run.group.get("Tasks") or [] if task and t.get("Name") == task), {"Name": ""})
+        env = task_env(run.alloc, spec, TaskDirs.of(run.root, spec["Name"]), in_container=True)
         registration = {
             "ID": sid,
-            "Name": service["Name"],
-            "Tags": service_tags(run.alloc, service),  # a canary's are its CanaryTags
-            "Meta": service_meta(run.alloc, service),
+            "Name": interpolate(service["Name"], env),
+            # a canary's tags are its CanaryTags
+            "Tags": [interpolate(str(tag), env) for tag in service_tags(run.alloc, service)],
+            "Meta": {key: interpolate(str(value), env) for key, value in service_meta(run.alloc, service).items()},
             "Address": "127.0.0.1",
             "Port": port,
             "Checks": checks,
