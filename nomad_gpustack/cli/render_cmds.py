@@ -185,7 +185,6 @@ def render(
 def _notes(deployments: tuple[Path, ...], texts: list[Remembered]) -> None:
     """What nomadgs did that the files do not say (a flag it added), once the render succeeded."""
     from ..spec.files import display_path
-    from . import output as say
 
     for path, rendering in zip(deployments, texts, strict=True):
         for message in rendering.notes:

@@ -1078,7 +1078,7 @@ def test_client_mode_llama_cpp_with_consul(consul: Any, xllamacpp_model: str, tm
         service_id = f"_nomad-task-{alloc['ID']}-group-server-llama-http-http"
         agent = httpx.get(f"{consul.address}/v1/agent/services").json()
         assert (agent[service_id]["Service"], agent[service_id]["Port"]) == ("llama-http", port)
-        assert agent[service_id]["Meta"] == {"metrics_port": str(port), "plain": "x"}
+        assert agent[service_id]["Meta"] == {"metrics_port": str(port), "plain": "x", "external-source": "nomad"}
         (check,) = [
             c for c in httpx.get(f"{consul.address}/v1/agent/checks").json().values() if c["ServiceID"] == service_id
         ]
