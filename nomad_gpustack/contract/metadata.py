@@ -41,6 +41,9 @@ TAG_API = "openai"
 TAG_MODEL = "model="
 TAG_BACKEND = "backend="
 TAG_VERSION = "version="
+# The tag a canary instance carries in Consul while its deployment is unpromoted (the group's `canary_tags`):
+# the compiler writes it, the gateway reads it to give canaries their share of traffic.
+TAG_CANARY = "canary"
 
 
 @dataclass(frozen=True)
