@@ -330,20 +330,15 @@ def test_concurrent_job_modification_is_detected(nomad: NomadDouble) -> None:
     assert nomad.jobs[f"default/{VLLM_JOB}"]["Meta"].get("by") == "someone", "their change was not overwritten"
 
 
-@pytest.mark.xfail(
-    reason="nomadgs: needs to explain a refused token without Nomad's 'ACL token not found': Nomad answers "
-    "403 'Permission denied' for an unknown token too, against the faithful double (issue 16 part 2)",
-    strict=True,
-)
 def test_bad_token_is_refused_without_printing_it() -> None:
     with NomadDouble(acl_tokens={"right-token": "management"}) as nomad:
         nomad.default_scenario = scenarios.rollout()
         run = submit(nomad, VLLM, token="wrong-token-123")
         assert run.code == 5
-        assert "ACL token not found" in run.err and "NOMAD_TOKEN" in run.err
-        assert "wrong-token-123" not in run.err + run.out
+        assert "Permission denied" in run.err and "the token is unknown to this cluster" in run.err
+        assert "check NOMAD_TOKEN" in run.err and "wrong-token-123" not in run.err + run.out
         run = submit(nomad, VLLM)
-        assert run.code == 5 and "Permission denied" in run.err
+        assert run.code == 5 and "Permission denied" in run.err and "no token was sent" in run.err
         assert submit(nomad, VLLM, token="right-token").code == 0
 
 
