@@ -209,8 +209,8 @@ def plan(deployment: Path, backends: tuple[Path, ...], model: Path | None, fmt: 
             print(f"    {line}")
     else:
         print("- All tasks successfully allocated.")
-    if any(counts.get("DestructiveUpdate") for counts in summary.updates.values()):
-        print("- Destructive update: replicas are replaced one at a time, and each reloads its model.")
+    if any(counts.get("DestructiveUpdate") or counts.get("Canary") for counts in summary.updates.values()):
+        print(f"- Destructive update, each new replica loads its model: {summary.upgrade}")
     if summary.warnings:
         say.warning(summary.warnings.strip())
     force = ""

@@ -196,6 +196,7 @@ def render(
 @format_option()
 def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
     from ..errors import EXIT_OK
+    from ..nomad.explain import upgrade_needs
     from . import output as say
 
     compiled = compile_all(list(deployments), backends, check=True, model=model, hub=True)
@@ -216,6 +217,7 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: P
                 "gpu_memory": r.resources.gpu_memory,
                 "estimate": r.sizing.need if r.sizing else None,
                 "auto": r.sizing.auto if r.sizing else None,
+                "upgrade": upgrade_needs(item.request),
             }
         )
     if fmt == "json":
@@ -232,4 +234,5 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: P
                 print(f"    auto: {res['auto']}")
             elif res["estimate"]:
                 print(f"    estimate: {res['estimate']}")
+            print(f"    upgrade: {res['upgrade']}")
     return EXIT_OK

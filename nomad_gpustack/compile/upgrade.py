@@ -46,15 +46,6 @@ class UpdatePolicy:
     stagger: int | None  # None: Nomad's default
 
 
-def strategy_of(canary: int, max_parallel: int, replicas: int) -> Literal["canary", "rolling", "recreate"]:
-    """The strategy an update block amounts to: canaries first, all at once, or some at a time."""
-    if canary > 0:
-        return "canary"
-    if replicas > 1 and max_parallel >= replicas:
-        return "recreate"
-    return "rolling"
-
-
 def _contradiction(sourced: Sourced[Deployment], strategy: UpgradeStrategy) -> InputError | None:
     """A `nomad.update` key that makes the update another strategy than the `nomad.upgrade` written."""
     d = sourced.spec

@@ -476,3 +476,37 @@ def rollback_version(description: str) -> int | None:
     """The job version Nomad's auto-revert rolls back to, read from a failed deployment's description."""
     match = re.search(r"rolling back to job version (\d+)", description)
     return int(match.group(1)) if match else None
+
+
+# --- upgrades -----------------------------------------------------------------------------------------------
+
+
+def _serves(n: int, count: int) -> str:
+    return f"{n} of {count} replicas {'serves' if n == 1 else 'serve'}"
+
+
+def upgrade_needs(req: GroupRequest) -> str:
+    """Which upgrade strategy the group's update block amounts to, and what it needs of the cluster:
+    `canary: needs 1 more replica's GPUs (2 × 24 GiB) while both versions run; ...`."""
+    strategy, count = req.upgrade, req.count
+    extra = "GPUs" if req.gpus else "capacity"
+    if count == 0:
+        return f"{strategy}: no replica runs, so an update replaces nothing"
+    if strategy == "canary":
+        n = req.canary
+        what = f"{_plural(n, 'more replica')}'{'' if n > 1 else 's'}"
+        if req.gpus:
+            each = _readable_size(req.gpu_memory) if req.gpu_memory else req.device or "GPU"
+            need = f"needs {what} GPUs ({n * req.gpus} × {each})"
+        else:
+            memory = human_size(n * req.memory_mb * MIB)
+            need = f"needs room for {_plural(n, 'more replica')} ({n * req.cpu} MHz, {memory})"
+        then = "promoted once healthy" if req.auto_promote else "then waits for `nomadgs promote`"
+        return f"canary: {need} while both versions run; {then}"
+    if strategy == "recreate":
+        return (
+            f"recreate: the model is down during the update (all {count} replicas replaced at once, no extra {extra})"
+        )
+    if count <= req.max_parallel:
+        return f"rolling: no extra {extra}; the model is down while its replica is replaced"
+    return f"rolling: no extra {extra}; {_serves(count - req.max_parallel, count)} during the update"

@@ -29,7 +29,7 @@ from ..errors import (
 )
 from ..settings import NomadSettings
 from .client import IndexConflict, JobRefused, NomadAPI, TransientError, multierror_lines
-from .explain import placement_failure
+from .explain import placement_failure, upgrade_needs
 from .responses import JobStub, PlanResponse
 from .rollout import Rollback, Verdict
 from .watcher import Reporter, WatchResult, watch
@@ -325,6 +325,7 @@ class PlanSummary:
     warnings: str
     response: PlanResponse | None = field(default=None, compare=False, repr=False)  # Diff for `nomad.plandiff`
     foreign: bool = False  # the job exists on Nomad and nomadgs did not create it: submit needs --force
+    upgrade: str = ""  # the upgrade strategy and what it needs (`explain.upgrade_needs`)
 
     @property
     def exit_code(self) -> int:
@@ -348,6 +349,7 @@ class PlanSummary:
             "warnings": self.warnings,
             "job_diff": self.job_diff,
             "foreign": self.foreign,
+            "upgrade": self.upgrade,
             "exit_code": self.exit_code,
         }
 
@@ -375,6 +377,7 @@ def summarise_plan(compiled: DeploymentJob, response: PlanResponse) -> PlanSumma
         placement=placement,
         warnings=response.Warnings,
         response=response,
+        upgrade=upgrade_needs(compiled.request),
     )
 
 

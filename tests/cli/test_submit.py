@@ -438,7 +438,10 @@ def test_plan_shows_what_changes_field_by_field(nomad: NomadDouble, tmp_path: Pa
     ), run.out
     assert '      +/- args[9]:            "--max-model-len=16384" => "--max-model-len=32768"\n' in run.out
     assert '          image:              "vllm/vllm-openai:v0.19.0"\n' in run.out, "unchanged fields as context"
-    assert "Scheduler dry-run:\n- All tasks successfully allocated.\n- Destructive update:" in run.out
+    assert (
+        "Scheduler dry-run:\n- All tasks successfully allocated.\n- Destructive update, each new replica loads its "
+        "model: rolling: no extra GPUs; the model is down while its replica is replaced\n"
+    ) in run.out
     data = json.loads(nomadgs("plan", edited, "--output", "json", env=env).out)
     (group,) = data["job_diff"]["TaskGroups"]
     task = next(t for t in group["Tasks"] if t["Name"] == "vllm")
@@ -446,6 +449,7 @@ def test_plan_shows_what_changes_field_by_field(nomad: NomadDouble, tmp_path: Pa
     assert {"Type": "Edited", "Name": "args[9]", "Old": "--max-model-len=16384", "New": "--max-model-len=32768",
             "Annotations": None} in config["Fields"]  # fmt: skip
     assert (data["diff"], group["Updates"]) == ("Edited", {"create/destroy update": 1})
+    assert data["upgrade"] == "rolling: no extra GPUs; the model is down while its replica is replaced"
 
 
 def test_resubmitting_an_unchanged_job_registers_nothing(nomad: NomadDouble) -> None:
