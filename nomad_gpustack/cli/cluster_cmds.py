@@ -91,8 +91,17 @@ def _print_outcome(registration: Registration, result: WatchResult) -> None:
         for url in result.endpoints:
             print(f"  OpenAI base URL: {url}")
         return
-    say.error(verdict.headline(registration, result))
-    steps = verdict.next_steps(result, follow=f"`nomadgs status {job_id}`", remove=f"`nomadgs stop {job_id}`")
+    if a.phase == "awaiting-promotion":
+        print(verdict.headline(registration, result))
+    else:
+        say.error(verdict.headline(registration, result))
+    steps = verdict.next_steps(
+        result,
+        follow=f"`nomadgs status {job_id}`",
+        remove=f"`nomadgs stop {job_id}`",
+        revert=f"`nomadgs revert {job_id}`",
+        promote=f"`nomadgs promote {job_id}`",
+    )
     for line in [*verdict.explanation(registration, result), *steps]:
         say.info(f"  {line}")
 
