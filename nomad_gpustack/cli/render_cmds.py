@@ -201,6 +201,8 @@ def _notes(deployments: tuple[Path, ...], texts: list[Remembered]) -> None:
 @model_option
 @format_option()
 def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
+    from ..nomad.explain import upgrade_needs
+
     compiled = compile_all(list(deployments), backends, check=True, model=model, hub=True)
     results = []
     for item in compiled:
@@ -222,6 +224,7 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: P
                 "metrics": {"path": r.metrics.path, "port": r.metrics.port, "flag_added": r.metrics.flag_added}
                 if r.metrics
                 else None,
+                "upgrade": upgrade_needs(item.request),
             }
         )
     if fmt == "json":
@@ -241,6 +244,7 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: P
             metrics = item.resolved.metrics
             if metrics:
                 print(f"    metrics: {metrics.path}" + (f" on port {metrics.port}" if metrics.port != "http" else ""))
+            print(f"    upgrade: {res['upgrade']}")
     for item in compiled:
         for message in item.resolved.notes:
             say.note(f"{item.source.filename}: {message}")

@@ -47,6 +47,9 @@ def test_group_request_reads_back_what_the_compiler_wrote() -> None:
         node_pool=r.placement.node_pool,
         health_path=r.service.health_check_path,
         startup_timeout_ns=r.lifecycle.startup_timeout,
+        max_parallel=r.update.max_parallel,
+        auto_revert=r.update.auto_revert,
+        progress_deadline_ns=r.update.progress_deadline,
     )
     # The numbers behind the request, in case a default changes without the reader following.
     assert (req.count, req.cpu, req.memory_mb, req.gpus) == (2, 6000, 64 * 1024, 2)

@@ -187,8 +187,9 @@ eval_id:
   sample: 5456bd7a-9fc0-c0dd-6131-cbee77f57577
 status:
   description:
-    - V(succeeded), V(failed), V(placement-failed) or V(timeout) after a watch; V(registered) without O(wait);
-      V(planned) in check mode; V(stopped), V(purged) or V(absent) with O(state=absent).
+    - V(succeeded), V(failed), V(placement-failed) or V(timeout) after a watch, or V(awaiting-promotion) when
+      healthy canaries wait to be promoted (C(auto_promote) off); V(registered) without O(wait); V(planned) in
+      check mode; V(stopped), V(purged) or V(absent) with O(state=absent).
   returned: always
   type: str
   sample: succeeded
