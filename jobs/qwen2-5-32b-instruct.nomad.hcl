@@ -139,6 +139,7 @@ job "qwen2-5-32b-instruct" {
           "model=Qwen2.5-32B-Instruct",
           "backend=vLLM",
           "version=0.19.0",
+          "nomadgs-metrics",
           "llm",
           "canary",
         ]

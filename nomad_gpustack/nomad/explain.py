@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..contract.metadata import DOWNLOAD_TASK
@@ -518,8 +519,6 @@ def on_new_version(healthy: int, count: int) -> str:
 
 def clock_time(rfc3339: str) -> str | None:
     """An RFC 3339 time from Nomad (`RequireProgressBy`) as the local HH:MM; None when it is not a time."""
-    from datetime import datetime
-
     # Go writes nanoseconds; Python reads at most microseconds.
     text = re.sub(r"(\.\d{6})\d+", r"\1", rfc3339.strip())
     try:

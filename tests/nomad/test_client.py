@@ -113,7 +113,7 @@ def test_blocking_read_sends_index_and_wait_and_returns_the_new_index(nomad: Nom
         async with api.async_client() as http:
             _, first = await api.get(http, path, JobStub)
             waiting = asyncio.create_task(api.get(http, path, JobStub, index=first))
-            await asyncio.to_thread(nomad.wait_for_held, path)  # the double holds it open now
+            await asyncio.to_thread(nomad.wait_for_held, path, 30)  # the double holds it open now (a loaded CI box)
             nomad.modify_job(job["ID"])
             _, second = await asyncio.wait_for(waiting, 30)
             return first, second
