@@ -127,7 +127,8 @@ def revert(name: str, to: int | None, timeout: str, detach: bool, force: bool, f
     api = _api(connection)
     job = find_job(api, name)
     api.deadline = time.monotonic() + seconds
-    registration, target = versions.revert(api, job, to, force=force)
+    plan = versions.plan_revert(api, job, to, force=force)
+    registration, target = versions.revert(api, plan), plan.target
     job_id = job.ID
     if fmt == "text":
         new = registration.version

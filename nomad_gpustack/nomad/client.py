@@ -373,10 +373,12 @@ class NomadAPI:
         answer = self._call(path, self.client.job.deregister_job, job_id, purge=purge or None)
         return self._shaped(DeregisterResponse, answer, path)
 
-    def versions(self, job_id: str) -> JobVersions:
-        """The job's kept versions, newest first, each with the diff from the one before (`?diffs=true`)."""
+    def versions(self, job_id: str, *, diff_version: int | None = None) -> JobVersions:
+        """The job's kept versions, newest first, each with the diff from the one before (`?diffs=true`), or
+        with `diff_version`, the diff of each from that version."""
         path = f"/v1/job/{job_id}/versions"
-        response = self._read(path, self.client.job.request, job_id, "versions", method="get", params={"diffs": "true"})
+        params = {"diffs": "true"} if diff_version is None else {"diffs": "true", "diff_version": str(diff_version)}
+        response = self._read(path, self.client.job.request, job_id, "versions", method="get", params=params)
         return self._shaped(JobVersions, self._call(path, response.json), path)
 
     def deployment(self, job_id: str) -> Deployment | None:

@@ -19,7 +19,7 @@ from ..contract.jobspec import Job
 from ..contract.metadata import model_name
 from ..errors import InputError, NomadgsError, Problem
 from .client import JobRefused, NomadAPI, NomadError
-from .plandiff import changed_fields, format_job_diff
+from .plandiff import changed_fields, diff_texts, format_job_diff
 from .responses import Deployment, JobStub, JobVersion, PlanDiff, PlanResponse
 from .runner import Registration, is_managed
 
@@ -127,12 +127,41 @@ def revert_target(versions: Sequence[JobVersion], current: int, to: int | None) 
     return max(stable, key=lambda v: v.Version)
 
 
-def revert(api: NomadAPI, job: JobStub, to: int | None, *, force: bool = False) -> tuple[Registration, JobVersion]:
-    """Register an older version of the job again (Nomad's job revert), with check-and-set on the current
-    version: if someone changed the job since it was read, nothing is reverted. Returns the registration of the
-    new version, to follow with `runner.follow`, and the version reverted to."""
+@dataclass(frozen=True)
+class RevertPlan:
+    """What a revert would do: the job as read, the version it goes back to, and Nomad's diff from that version
+    to the current one (`diff`: old is the target, new the current; None when Nomad sent none)."""
+
+    job: JobStub
+    target: JobVersion
+    diff: dict[str, Any] | None
+
+    @property
+    def unchanged(self) -> bool:
+        """The current version's spec is the target's already: a revert would change nothing that runs."""
+        return self.diff is not None and self.diff.get("Type") == "None"
+
+    def diff_texts(self) -> tuple[str, str]:
+        """(before, after) of the revert, one field a line, for a diff viewer (`plandiff.diff_texts`)."""
+        target_side, current_side = diff_texts(self.diff)
+        return current_side, target_side
+
+
+def plan_revert(api: NomadAPI, job: JobStub, to: int | None, *, force: bool = False) -> RevertPlan:
+    """Choose the version to revert to (`revert_target`) and read what reverting would change; writes nothing."""
     check_owned(job, force=force, verb="revert")
     target = revert_target(api.versions(job.ID).Versions, job.Version, to)
+    compared = api.versions(job.ID, diff_version=target.Version)
+    index = next((i for i, v in enumerate(compared.Versions) if v.Version == job.Version), None)
+    diff = compared.Diffs[index].model_dump() if index is not None and index < len(compared.Diffs) else None
+    return RevertPlan(job, target, diff)
+
+
+def revert(api: NomadAPI, plan: RevertPlan) -> Registration:
+    """Register the planned older version again (Nomad's job revert), with check-and-set on the current
+    version: if someone changed the job since it was read, nothing is reverted. Returns the registration of the
+    new version, to follow with `runner.follow` as after a submit."""
+    job, target = plan.job, plan.target
     try:
         answer = api.revert(job.ID, target.Version, prior_version=job.Version)
     except NomadError as exc:
@@ -145,8 +174,8 @@ def revert(api: NomadAPI, job: JobStub, to: int | None, *, force: bool = False) 
     current = api.job(job.ID)
     spec = cast(Job, target.spec)
     compiled = DeploymentJob(job=spec, model=model_name(job.Meta) or job.ID, file=f"job {job.ID}")
-    plan = PlanResponse(JobModifyIndex=answer.JobModifyIndex)
-    return Registration(compiled, current.Version if current else None, answer.EvalID, plan), target
+    plan_answer = PlanResponse(JobModifyIndex=answer.JobModifyIndex)
+    return Registration(compiled, current.Version if current else None, answer.EvalID, plan_answer)
 
 
 # --- promote ----------------------------------------------------------------------------------------------

@@ -172,7 +172,7 @@ def canary_waiting(nomad: NomadDouble, api: httpx.Client, auto_revert: bool = Tr
 def test_promote_waits_for_healthy_canaries_then_promotes(nomad: NomadDouble, api: httpx.Client) -> None:
     """state_store.go UpdateDeploymentPromotion: promotion needs healthy canaries; PUT
     /v1/deployment/promote/:id with All."""
-    canary = canary_waiting(nomad, api)
+    canary = canary_waiting(nomad, api, auto_revert=False)  # the promoted deployment stays the latest
     early = run(nomad, "promote", "web")
     assert early.code == 1, early.err
     assert 'Task group "server" has 0/1 healthy allocations' in early.err
