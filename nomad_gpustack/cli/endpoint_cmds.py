@@ -335,6 +335,13 @@ discovery: the gateway and every engine that serves metrics, labelled as Consul 
     "times as long at its Nth ejection in a row (at most 10); a busy instance (answering others) and a model's "
     "last instance in rotation stay in; 0: never (default: 30s)",
 )
+@click.option(
+    "--canary-weight",
+    type=click.FloatRange(0, 1),
+    metavar="FRACTION",
+    help="while a canary deployment is unpromoted, the share of a model's requests its canary instances (Consul "
+    "tag 'canary') get, from 0 to 1; an unhealthy canary gets none (default: their share of the instances)",
+)
 @click.option("--access-log", is_flag=True, help="log every request (costs some throughput)")
 @click.option("--no-metrics", is_flag=True, help="count nothing for Prometheus: no GET /metrics")
 @consul_options
@@ -346,6 +353,7 @@ def gateway(
     upstream_timeout: str,
     stream_idle_timeout: str,
     eject_for: str,
+    canary_weight: float | None,
     access_log: bool,
     no_metrics: bool,
     **connection: Any,
@@ -378,6 +386,7 @@ def gateway(
         stream_idle_timeout=stream_idle,
         eject_for=ejection,
         metrics=not no_metrics,
+        canary_weight=canary_weight,
     )
     say.info(
         f"gateway: {openai_base_url(host, port)} for the models in Consul at {settings.address}; "

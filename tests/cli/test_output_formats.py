@@ -43,7 +43,7 @@ FORMATTED = [p for p in all_commands() if p and result_format(command_at(p)) is 
 def test_the_commands_that_print_results_take_format() -> None:
     assert {" ".join(p) for p in FORMATTED} == {
         "validate", "estimate", "backends list", "backends show", "backends validate",
-        "submit", "plan", "status", "endpoints",
+        "submit", "plan", "status", "endpoints", "promote", "revert", "history",
     }  # fmt: skip
 
 
@@ -101,6 +101,9 @@ FAILURES: dict[str, tuple[list[str], dict[str, str], int]] = {
     "plan: Nomad unreachable": (["plan", str(VLLM), "--format", "json"], {"NOMAD_ADDR": NOWHERE}, 255),
     "status: Nomad unreachable": (["status", "--format", "json"], {"NOMAD_ADDR": NOWHERE}, 5),
     "status NAME: Nomad unreachable": (["status", "qwen", "--output", "json"], {"NOMAD_ADDR": NOWHERE}, 5),
+    "promote: Nomad unreachable": (["promote", "qwen", "--format", "json"], {"NOMAD_ADDR": NOWHERE}, 5),
+    "revert: bad --to": (["revert", "qwen", "--to", "-1", "--format", "json"], {"NOMAD_ADDR": NOWHERE}, 2),
+    "history: Nomad unreachable": (["history", "qwen", "--format", "json"], {"NOMAD_ADDR": NOWHERE}, 5),
     "endpoints: Consul unreachable": (["endpoints", "--format", "json"], {"CONSUL_HTTP_ADDR": "127.0.0.1:9"}, 5),
 }
 
