@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
+from ..errors import EXIT_OK, exit_code_for
 from . import output as say
-from .base import command, preformatted
+from .base import PARTIAL_RESULT, command, preformatted
 from .connection import NOMAD_ENV, nomad_options
 from .options import duration_seconds, format_option
 
@@ -78,7 +80,6 @@ def _force_option(verb: str) -> Callable[[F], F]:
 @format_option()
 @nomad_options
 def promote(name: str, force: bool, fmt: str, **connection: Any) -> int:
-    from ..errors import EXIT_OK
     from ..nomad import versions
     from ..nomad.status import find_job
     from .cluster_cmds import _api
@@ -114,12 +115,8 @@ def promote(name: str, force: bool, fmt: str, **connection: Any) -> int:
 @format_option()
 @nomad_options
 def revert(name: str, to: int | None, timeout: str, detach: bool, force: bool, fmt: str, **connection: Any) -> int:
-    import time
-
-    from ..errors import EXIT_OK, exit_code_for
     from ..nomad import runner, versions
     from ..nomad.status import find_job
-    from .base import PARTIAL_RESULT
     from .cluster_cmds import _api, _print_outcome
     from .progress_view import view_for
 
@@ -168,7 +165,6 @@ def revert(name: str, to: int | None, timeout: str, detach: bool, force: bool, f
 @nomad_options
 def history(name: str, fmt: str, **connection: Any) -> int:
     from ..contract.metadata import model_name
-    from ..errors import EXIT_OK
     from ..nomad import versions
     from ..nomad.status import find_job
     from .cluster_cmds import _api
