@@ -132,6 +132,15 @@ job "qwen2-5-32b-instruct" {
           "version=0.19.0",
           "llm",
         ]
+        canary_tags = [
+          "nomadgs",
+          "openai",
+          "model=Qwen2.5-32B-Instruct",
+          "backend=vLLM",
+          "version=0.19.0",
+          "llm",
+          "canary",
+        ]
         port         = "http"
         address_mode = "host"
         provider     = "consul"
@@ -216,7 +225,9 @@ job "qwen2-5-32b-instruct" {
       min_healthy_time  = "10s"
       healthy_deadline  = "45m"
       progress_deadline = "55m"
+      canary            = 1
       auto_revert       = true
+      auto_promote      = true
     }
 
     network {

@@ -94,8 +94,17 @@ def _print_outcome(registration: Registration, result: WatchResult) -> None:
         for url in result.endpoints:
             print(f"  OpenAI base URL: {url}")
         return
-    say.error(verdict.headline(registration, result))
-    steps = verdict.next_steps(result, follow=f"`nomadgs status {job_id}`", remove=f"`nomadgs stop {job_id}`")
+    if a.phase == "awaiting-promotion":
+        print(verdict.headline(registration, result))
+    else:
+        say.error(verdict.headline(registration, result))
+    steps = verdict.next_steps(
+        result,
+        follow=f"`nomadgs status {job_id}`",
+        remove=f"`nomadgs stop {job_id}`",
+        revert=f"`nomadgs revert {job_id}`",
+        promote=f"`nomadgs promote {job_id}`",
+    )
     for line in [*verdict.explanation(registration, result), *steps]:
         say.info(f"  {line}")
 
@@ -208,8 +217,8 @@ def plan(deployment: Path, backends: tuple[Path, ...], model: Path | None, fmt: 
             print(f"    {line}")
     else:
         print("- All tasks successfully allocated.")
-    if any(counts.get("DestructiveUpdate") for counts in summary.updates.values()):
-        print("- Destructive update: replicas are replaced one at a time, and each reloads its model.")
+    if any(counts.get("DestructiveUpdate") or counts.get("Canary") for counts in summary.updates.values()):
+        print(f"- Destructive update, each new replica loads its model: {summary.upgrade}")
     if summary.warnings:
         say.warning(summary.warnings.strip())
     force = ""

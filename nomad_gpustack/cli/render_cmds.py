@@ -190,6 +190,8 @@ def render(
 @model_option
 @format_option()
 def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: Path | None, fmt: str) -> int:
+    from ..nomad.explain import upgrade_needs
+
     compiled = compile_all(list(deployments), backends, check=True, model=model, hub=True)
     results = []
     for item in compiled:
@@ -208,6 +210,7 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: P
                 "gpu_memory": r.resources.gpu_memory,
                 "estimate": r.sizing.need if r.sizing else None,
                 "auto": r.sizing.auto if r.sizing else None,
+                "upgrade": upgrade_needs(item.request),
             }
         )
     if fmt == "json":
@@ -224,4 +227,5 @@ def validate(deployments: tuple[Path, ...], backends: tuple[Path, ...], model: P
                 print(f"    auto: {res['auto']}")
             elif res["estimate"]:
                 print(f"    estimate: {res['estimate']}")
+            print(f"    upgrade: {res['upgrade']}")
     return EXIT_OK

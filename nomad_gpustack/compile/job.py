@@ -27,16 +27,15 @@ from ..contract.jobspec import (
     VolumeMount,
     VolumeRequest,
 )
-from ..contract.metadata import DOWNLOAD_TASK, JobLabels, job_meta, service_meta, service_tags
+from ..contract.metadata import DOWNLOAD_TASK, TAG_CANARY, JobLabels, job_meta, service_meta, service_tags
 from ..contract.request import requested_device
 from ..durations import MINUTE, SECOND, format_duration
 from ..sizes import nomad_size
-from .resolve import MAIN_PORT, UPDATE_MIN_HEALTHY, Resolved, nomad_name
+from .resolve import MAIN_PORT, Resolved, nomad_name
 
 GROUP = "inference"
 MODELS_VOLUME = "models"
 
-PROGRESS_MARGIN = 10 * MINUTE  # ProgressDeadline must stay strictly greater than HealthyDeadline
 KILL_TIMEOUT = 30 * SECOND  # engines flush and free GPU memory on SIGTERM
 
 # Runs in the prestart task. Values come from env, never from string interpolation, and the script
@@ -135,13 +134,14 @@ def _devices(r: Resolved) -> list[RequestedDevice]:
 def _service(r: Resolved) -> Service:
     settings = r.service
     labels = job_labels(r)
-    service = Service(
-        Name=r.service_name,
-        Tags=service_tags(labels, settings.tags),
-        PortLabel=MAIN_PORT,
-        AddressMode="host",
-        Provider=settings.provider,
-    )
+    tags = service_tags(labels, settings.tags)
+    service = Service(Name=r.service_name, Tags=tags)
+    if r.update.canary:
+        # Consul (and Nomad's own catalog) shows an unpromoted canary with these; promoted, it gets `Tags`.
+        service["CanaryTags"] = [*tags, TAG_CANARY]
+    service["PortLabel"] = MAIN_PORT
+    service["AddressMode"] = "host"
+    service["Provider"] = settings.provider
     if settings.health_check_path:
         service["Checks"] = [
             ServiceCheck(
@@ -286,10 +286,28 @@ def _ui(r: Resolved) -> JobUIConfig:
     return ui
 
 
+def _update(r: Resolved) -> UpdateStrategy:
+    """The group's update block, as `compile.upgrade` decided it."""
+    u = r.update
+    update = UpdateStrategy(
+        MaxParallel=u.max_parallel,
+        HealthCheck="checks" if r.service.health_check_path else "task_states",
+        MinHealthyTime=u.min_healthy_time,
+        HealthyDeadline=u.healthy_deadline,
+        ProgressDeadline=u.progress_deadline,
+        AutoRevert=u.auto_revert,
+    )
+    if u.canary:
+        update["Canary"] = u.canary
+        update["AutoPromote"] = u.auto_promote
+    if u.stagger is not None:
+        update["Stagger"] = u.stagger
+    return update
+
+
 def compile_job(r: Resolved) -> Job:
     """The Nomad job for one resolved deployment."""
     placement = r.placement
-    healthy_deadline = r.lifecycle.startup_timeout
     ports = [Port(Label=MAIN_PORT)] + [Port(Label=label) for label in r.extras.ports or []]
     tasks = [t for t in (_download_task(r), _main_task(r)) if t is not None]
     if r.lifecycle.restart_on_error:
@@ -306,14 +324,7 @@ def compile_job(r: Resolved) -> Job:
         Tasks=tasks,
         RestartPolicy=restart,
         ReschedulePolicy=reschedule,
-        Update=UpdateStrategy(
-            MaxParallel=1,
-            HealthCheck="checks" if r.service.health_check_path else "task_states",
-            MinHealthyTime=UPDATE_MIN_HEALTHY,
-            HealthyDeadline=healthy_deadline,
-            ProgressDeadline=healthy_deadline + PROGRESS_MARGIN,
-            AutoRevert=True,
-        ),
+        Update=_update(r),
         Networks=[NetworkResource(Mode="host", DynamicPorts=ports)],
     )
     if r.weights.mount and r.weights.volume:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ..contract.drivers import LOCKED_DOWN_MODES, MOUNTS_VOLUMES
 from ..contract.frameworks import FRAMEWORKS, Framework
-from ..durations import SECOND, format_duration
+from ..durations import SECOND
 from ..errors import InputError, suggestion
 from ..sizes import GIB, human_size, parse_size, to_mib
 from ..spec.backend import Backend, NomadExtras, TemplateFile, VersionConfig
@@ -34,6 +34,7 @@ from . import hazards
 from .parameters import apply_format, is_flag, split_parameter, split_words
 from .sizing import GpuPlan, Sizing, plan_gpus
 from .templating import PLACEHOLDERS, PlaceholderError, expand, placeholders_in, prepare
+from .upgrade import UpdatePolicy, plan_update
 
 if TYPE_CHECKING:
     from ..estimate.facts import ModelLookup
@@ -42,7 +43,6 @@ MAIN_PORT = "http"
 DEFAULT_HEALTH_CHECK_PATH = "/v1/models"  # GPUStack's documented default
 DEFAULT_SHM_SIZE = 10 * GIB  # GPUStack's default (GPUSTACK_MODEL_RUNTIME_SHM_SIZE_GIB)
 MIN_MEMORY_MIB = 10  # Nomad's MinResources: a task below it is refused
-UPDATE_MIN_HEALTHY = 10 * SECOND  # how long a new replica must stay healthy (the job's Update.MinHealthyTime)
 _GLOB = re.compile(r"[*?\[]")
 _SOURCE_FIELD = {  # the field each source needs
     "huggingface": "huggingface_repo_id",
@@ -159,6 +159,7 @@ class Resolved:
     placement: Placement
     service: ServiceSettings
     lifecycle: Lifecycle
+    update: UpdatePolicy  # how a changed deployment replaces its replicas (compile.upgrade)
     extras: NomadExtras
     templates: tuple[TemplateFile, ...] = ()
     description: str | None = None
@@ -697,21 +698,16 @@ class _Resolver:
             )
         return shm_size
 
-    def nomad_rules(self) -> None:
-        """Nomad's own job validation, for the values the deployment sets: refused here, not at submit time."""
+    def nomad_rules(self) -> UpdatePolicy:
+        """Nomad's own job validation, for the values the deployment sets: refused here, not at submit time.
+        Returns the update policy, whose deadlines are among those rules."""
         nomad = self.d.nomad
         if nomad.check_timeout > nomad.check_interval:
             raise self.fail(("nomad", "check_timeout"), "check_timeout must not be longer than check_interval")
         for key in ("check_interval", "check_timeout"):
             if getattr(nomad, key) < SECOND:
                 raise self.fail(("nomad", key), f"{key} must be at least 1s (Nomad's minimum)")
-        if nomad.startup_timeout <= UPDATE_MIN_HEALTHY:
-            raise self.fail(
-                ("nomad", "startup_timeout"),
-                f"startup_timeout must be longer than {format_duration(UPDATE_MIN_HEALTHY)}, the time a replica "
-                "must stay healthy (Nomad needs min_healthy_time < healthy_deadline)",
-                "loading a model takes minutes: the default is 30m",
-            )
+        update = plan_update(self.sourced)
         memory = to_mib(nomad.memory)
         if memory < MIN_MEMORY_MIB:
             raise self.fail(
@@ -729,6 +725,7 @@ class _Resolver:
         for index, datacenter in enumerate(nomad.datacenters or []):
             if not datacenter.strip():
                 raise self.fail(("nomad", "datacenters", index), "a datacenter name cannot be empty")
+        return update
 
     def run(self) -> Resolved:
         choice = self.choice()
@@ -742,7 +739,7 @@ class _Resolver:
         health_path = self.health_path(choice, runtime.extras)
         templates = expand_templates(runtime.extras, values, env)
         shm_size = self.shm_size(runtime.driver)
-        self.nomad_rules()
+        update = self.nomad_rules()
         warnings = collect_warnings(self.d, choice, runtime, env, weights, gpus, command, health_path, templates)
         return _assemble(
             self.d,
@@ -755,6 +752,7 @@ class _Resolver:
             health_path=health_path,
             templates=templates,
             shm_size=shm_size,
+            update=update,
             warnings=warnings,
         )
 
@@ -771,6 +769,7 @@ def _assemble(
     health_path: str | None,
     templates: tuple[TemplateFile, ...],
     shm_size: int | None,
+    update: UpdatePolicy,
     warnings: tuple[str, ...],
 ) -> Resolved:
     """The stages' values as one `Resolved`, every default applied and every value in its final unit."""
@@ -823,6 +822,7 @@ def _assemble(
             image_pull_timeout=nomad.image_pull_timeout,
             restart_on_error=d.restart_on_error,
         ),
+        update=update,
         extras=runtime.extras,
         templates=templates,
         description=d.description or (backend.spec.description if backend is not None else None),

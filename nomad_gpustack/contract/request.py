@@ -47,6 +47,22 @@ class GroupRequest:
     startup_timeout_ns: int = 0
     gpu_need: str | None = None  # what each GPU needs by the memory estimate (job meta), e.g. "20 GiB"
     estimate: str | None = None  # the estimate in words
+    # The group's update block and reschedule policy: how a new version replaces the replicas.
+    canary: int = 0
+    max_parallel: int = 1
+    auto_promote: bool = False
+    auto_revert: bool = False
+    progress_deadline_ns: int = 0
+    reschedules: bool = True  # a failed replica is placed again (ReschedulePolicy Unlimited or Attempts > 0)
+
+    @property
+    def upgrade(self) -> str:
+        """The strategy the update block amounts to: canaries first, every replica at once, or some at a time."""
+        if self.canary > 0:
+            return "canary"
+        if self.count > 1 and self.max_parallel >= self.count:
+            return "recreate"
+        return "rolling"
 
 
 def group_request(job: dict[str, Any], group_index: int = 0) -> GroupRequest:
@@ -74,6 +90,8 @@ def group_request(job: dict[str, Any], group_index: int = 0) -> GroupRequest:
                 health = check.get("Path")
                 startup = (check.get("CheckRestart") or {}).get("Grace", 0)
     need, words = gpu_need(job.get("Meta") or {})
+    update = group.get("Update") or {}
+    reschedule = group.get("ReschedulePolicy") or {}
     return GroupRequest(
         group=group["Name"],
         count=group.get("Count", 1),
@@ -89,4 +107,10 @@ def group_request(job: dict[str, Any], group_index: int = 0) -> GroupRequest:
         startup_timeout_ns=startup,
         gpu_need=need,
         estimate=words,
+        canary=update.get("Canary", 0),
+        max_parallel=update.get("MaxParallel", 1),
+        auto_promote=update.get("AutoPromote", False),
+        auto_revert=update.get("AutoRevert", False),
+        progress_deadline_ns=update.get("ProgressDeadline", 0),
+        reschedules=bool(reschedule.get("Unlimited") or reschedule.get("Attempts")) if reschedule else True,
     )

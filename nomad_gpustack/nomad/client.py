@@ -176,9 +176,17 @@ def _error_for(status: int | None, text: str, settings: NomadSettings, content_t
     if refused:
         return JobRefused(refused, status)
     if status == 403:
-        hint = "set NOMAD_TOKEN to a token with submit-job and read-job in the namespace"
+        # Nomad answers an unknown, malformed or expired token as it answers a missing capability: 403
+        # "Permission denied" (nomad/auth/auth.go Authenticate); only a token sent can be the wrong one.
         if "not found" in text.lower():
             hint = "NOMAD_TOKEN is not a known ACL token on this cluster"
+        elif settings.token:
+            hint = (
+                "the token is unknown to this cluster, expired, or lacks the capability this needs "
+                "(Nomad does not say which): check NOMAD_TOKEN"
+            )
+        else:
+            hint = "no token was sent: set NOMAD_TOKEN to a token with submit-job and read-job in the namespace"
         return NomadDenied(f"Nomad refused the request ({text or 'Permission denied'}): {hint}", status)
     if status == 400:
         return NomadRejected(f"Nomad rejected the request: {text}", status)

@@ -475,3 +475,107 @@ def rollback_version(description: str) -> int | None:
     """The job version Nomad's auto-revert rolls back to, read from a failed deployment's description."""
     match = re.search(r"rolling back to job version (\d+)", description)
     return int(match.group(1)) if match else None
+
+
+# --- upgrades -----------------------------------------------------------------------------------------------
+
+
+def _serves(n: int, count: int) -> str:
+    return f"{n} of {count} replicas {'serves' if n == 1 else 'serve'}"
+
+
+def upgrade_needs(req: GroupRequest) -> str:
+    """Which upgrade strategy the group's update block amounts to, and what it needs of the cluster:
+    `canary: needs 1 more replica's GPUs (2 × 24 GiB) while both versions run; ...`."""
+    strategy, count = req.upgrade, req.count
+    extra = "GPUs" if req.gpus else "capacity"
+    if count == 0:
+        return f"{strategy}: no replica runs, so an update replaces nothing"
+    if strategy == "canary":
+        n = req.canary
+        what = f"{_plural(n, 'more replica')}'{'' if n > 1 else 's'}"
+        if req.gpus:
+            each = _readable_size(req.gpu_memory) if req.gpu_memory else req.device or "GPU"
+            need = f"needs {what} GPUs ({n * req.gpus} × {each})"
+        else:
+            memory = human_size(n * req.memory_mb * MIB)
+            need = f"needs room for {_plural(n, 'more replica')} ({n * req.cpu} MHz, {memory})"
+        then = "promoted once healthy" if req.auto_promote else "then waits for `nomadgs promote`"
+        return f"canary: {need} while both versions run; {then}"
+    if strategy == "recreate":
+        return (
+            f"recreate: the model is down during the update (all {count} replicas replaced at once, no extra {extra})"
+        )
+    if count <= req.max_parallel:
+        return f"rolling: no extra {extra}; the model is down while its replica is replaced"
+    return f"rolling: no extra {extra}; {_serves(count - req.max_parallel, count)} during the update"
+
+
+def on_new_version(healthy: int, count: int) -> str:
+    """`1 of 2 replicas on the new version`."""
+    return f"{healthy} of {_plural(count, 'replica')} on the new version"
+
+
+def clock_time(rfc3339: str) -> str | None:
+    """An RFC 3339 time from Nomad (`RequireProgressBy`) as the local HH:MM; None when it is not a time."""
+    from datetime import datetime
+
+    # Go writes nanoseconds; Python reads at most microseconds.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", rfc3339.strip())
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.year <= 1:  # Go's zero time: not set
+        return None
+    return when.astimezone().strftime("%H:%M")
+
+
+@dataclass(frozen=True)
+class Aftermath:
+    """What Nomad keeps doing after a watch ended early on a failing replica (a crash loop, an OOM kill, an image
+    that cannot be pulled): it replaces the allocation by its reschedule policy until the progress deadline."""
+
+    deadline: str | None  # the progress deadline, local HH:MM; None when not known yet
+    auto_revert: bool
+    stable_version: int | None  # the version an auto-revert goes back to; None: not known
+    earlier_versions: bool  # False: this is the job's first version, there is nothing to go back to
+
+    @property
+    def sentence(self) -> str:
+        until = f"until {self.deadline} (the progress deadline)" if self.deadline else "until the progress deadline"
+        if not self.auto_revert:
+            then = "then fails the deployment and leaves this version (auto_revert is off)"
+        elif not self.earlier_versions:
+            then = "then fails the deployment: there is no earlier version to roll back to"
+        elif self.stable_version is not None:
+            then = f"then rolls back to version {self.stable_version}"
+        else:
+            then = "then rolls back to the newest stable version, if there is one"
+        return f"Nomad keeps replacing it {until}, {then}"
+
+
+_ROLLBACK_SUFFIXES: tuple[tuple[re.Pattern[str], str], ...] = (
+    # nomad/structs/deployment.go DeploymentStatusDescriptionRollback / RollbackNoop / NoRollbackTarget
+    (re.compile(r" - rolling back to job version (\d+)$"), "; Nomad rolls back to job version {0}"),
+    (
+        re.compile(r" - not rolling back to stable job version (\d+) as current job has same specification$"),
+        "; Nomad does not roll back again: its newest stable version, {0}, is this same specification",
+    ),
+    (re.compile(r" - no stable job version to auto revert to$"), "; there is no stable version to roll back to"),
+)
+
+
+def deployment_failure_words(description: str) -> str:
+    """A failed deployment's description with Nomad's rollback suffix said plainly."""
+    for pattern, words in _ROLLBACK_SUFFIXES:
+        match = pattern.search(description)
+        if match:
+            return description[: match.start()] + words.format(*match.groups())
+    return description
+
+
+def rolled_back(failure: str, to_version: int, your_version: int | None) -> str:
+    """`the new version failed: <why>; Nomad rolled back to version 4 (stable); your change is version 5`."""
+    yours = f"; your change is version {your_version}" if your_version is not None else ""
+    return f"the new version failed: {failure}; Nomad rolled back to version {to_version} (stable){yours}"

@@ -165,9 +165,11 @@ class Allocation(Response):
 
 class DeploymentState(Response):
     AutoRevert: bool = False
+    AutoPromote: bool = False
     Promoted: bool = False
     DesiredTotal: int = 0
     DesiredCanaries: int = 0
+    PlacedCanaries: list[str] | None = None
     PlacedAllocs: int = 0
     HealthyAllocs: int = 0
     UnhealthyAllocs: int = 0
@@ -210,6 +212,7 @@ class JobStub(Response):
     StatusDescription: str = ""
     Stop: bool = False
     Version: int = 0
+    Stable: bool = False
     JobModifyIndex: int = 0
     Meta: dict[str, str] = {}
     JobSummary: JobSummaryData | None = None

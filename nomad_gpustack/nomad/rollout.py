@@ -20,24 +20,36 @@ from typing import Generic, Literal, TypeVar
 from ..contract.metadata import DOWNLOAD_TASK
 from ..contract.request import GroupRequest
 from .explain import (
+    Aftermath,
     NodeDevices,
     TaskFailure,
     alloc_failures,
+    clock_time,
+    deployment_failure_words,
+    on_new_version,
     placement_failure,
     rollback_version,
     unhealthy_hint,
 )
-from .responses import Allocation, AllocMetric, Deployment, Evaluation, TaskEvent, TaskState
+from .responses import Allocation, AllocMetric, Deployment, DeploymentState, Evaluation, TaskEvent, TaskState
 
 NOTHING_TO_RUN = "replicas is 0: the job is registered and runs no replica, so there is nothing to wait for"
 
 ReplicaState = Literal["pending", "scheduled", "downloading", "starting", "running", "error"]
 Phase = Literal[
-    "evaluating", "waiting-capacity", "placement-failed", "deploying", "succeeded", "failed", "rolling-back"
+    "evaluating",
+    "waiting-capacity",
+    "placement-failed",
+    "deploying",
+    "awaiting-promotion",
+    "succeeded",
+    "failed",
+    "rolling-back",
 ]
-# The phases that end a watch: its verdict.
-Verdict = Literal["succeeded", "failed", "placement-failed"]
-VERDICTS: tuple[Verdict, ...] = ("succeeded", "failed", "placement-failed")
+# The phases that end a watch: its verdict. `awaiting-promotion`: healthy canaries wait for a person to promote
+# them (auto_promote off), which Nomad waits for without a deadline.
+Verdict = Literal["succeeded", "failed", "placement-failed", "awaiting-promotion"]
+VERDICTS: tuple[Verdict, ...] = ("succeeded", "failed", "placement-failed", "awaiting-promotion")
 
 F = TypeVar("F")
 V = TypeVar("V")
@@ -79,6 +91,8 @@ class Snapshot:
     deployment: Deployment | None = None
     allocations: tuple[Allocation, ...] = ()
     nodes: tuple[NodeDevices, ...] | None = None  # what the node listing reports; None when not read
+    stable_version: int | None = None  # the job's stable version before this one was registered; None: not known
+    earlier_versions: bool = True  # False: this version is the job's first
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,7 @@ class Assessment:
     details: tuple[str, ...] = ()
     failures: tuple[TaskFailure, ...] = ()
     rollback_to: int | None = None
+    aftermath: str | None = None  # what Nomad keeps doing after a watch that ended early (explain.Aftermath)
 
     @property
     def verdict(self) -> Verdict | None:
@@ -315,6 +330,8 @@ class RolloutFacts:
     deployment: Deployment | None  # this version's deployment; None before Nomad makes one (or never makes one)
     nodes: tuple[NodeDevices, ...] | None
     wait_for_capacity: bool
+    stable_version: int | None = None
+    earlier_versions: bool = True
 
     @classmethod
     def of(cls, snapshot: Snapshot, request: GroupRequest, wait_for_capacity: bool) -> RolloutFacts:
@@ -335,6 +352,8 @@ class RolloutFacts:
             deployment=_deployment_of_version(snapshot),
             nodes=snapshot.nodes,
             wait_for_capacity=wait_for_capacity,
+            stable_version=snapshot.stable_version,
+            earlier_versions=snapshot.earlier_versions,
         )
 
     @property
@@ -354,6 +373,35 @@ class RolloutFacts:
         return self.deployment.StatusDescription if self.deployment is not None else ""
 
     @property
+    def group(self) -> DeploymentState | None:
+        """This version's deployment state of the group watched."""
+        return self.deployment.TaskGroups.get(self.request.group) if self.deployment is not None else None
+
+    @property
+    def canaries(self) -> int:
+        """The canaries this deployment starts (0: none, or no deployment yet)."""
+        return self.group.DesiredCanaries if self.group is not None else 0
+
+    @property
+    def new_version(self) -> str:
+        return on_new_version(self.healthy, self.request.count)
+
+    @property
+    def deployment_active(self) -> bool:
+        return self.deployment_status in ("running", "pending", "paused", "initializing")
+
+    @property
+    def aftermath(self) -> str | None:
+        """What Nomad does after a replica failed for good while the deployment runs: it replaces the replica by
+        the reschedule policy until the progress deadline, then fails the deployment (and auto-reverts)."""
+        if not self.deployment_active or not self.request.reschedules:
+            return None
+        group = self.group
+        deadline = clock_time(group.RequireProgressBy or "") if group is not None else None
+        auto_revert = group.AutoRevert if group is not None else self.request.auto_revert
+        return Aftermath(deadline, auto_revert, self.stable_version, self.earlier_versions).sentence
+
+    @property
     def rollback_to(self) -> int | None:
         """The version Nomad's auto-revert rolls back to, once this version's deployment failed."""
         return rollback_version(self.deployment_text) if self.deployment_status == "failed" else None
@@ -365,8 +413,9 @@ class RolloutFacts:
         details: Sequence[str] = (),
         failures: Sequence[TaskFailure] = (),
         rollback_to: int | None = None,
+        aftermath: str | None = None,
     ) -> Assessment:
-        return Assessment(phase, self.replicas, headline, tuple(details), tuple(failures), rollback_to)
+        return Assessment(phase, self.replicas, headline, tuple(details), tuple(failures), rollback_to, aftermath)
 
 
 def _evaluating(f: RolloutFacts) -> bool:
@@ -391,10 +440,12 @@ def _nothing_to_run(f: RolloutFacts) -> bool:
 
 
 def _unhealthy_while_deployment_settles(f: RolloutFacts) -> bool:
-    # Nomad fails the deployment right after an unhealthy verdict; its description says whether it rolls back,
-    # so wait for it rather than end on the allocation alone.
+    # Nomad fails the deployment right after an unhealthy verdict it cannot reschedule (deployment_watcher.go
+    # shouldFailEarly: no reschedule policy); its description says whether it rolls back, so wait for it
+    # rather than end on the allocation alone.
     settling = f.deployment_status in ("running", "pending")
-    return bool(f.failures) and all(x.kind == "unhealthy" for x in f.failures) and settling
+    unhealthy = all(x.kind == "unhealthy" for x in f.failures)
+    return bool(f.failures) and (unhealthy or not f.request.reschedules) and settling
 
 
 def _tasks_failed(f: RolloutFacts) -> bool:
@@ -407,6 +458,22 @@ def _all_healthy(f: RolloutFacts) -> bool:
 
 def _deployment_successful(f: RolloutFacts) -> bool:
     return f.deployment_status == "successful"
+
+
+def _canaries_unpromoted(f: RolloutFacts) -> bool:
+    group = f.group
+    return f.deployment_active and group is not None and group.DesiredCanaries > 0 and not group.Promoted
+
+
+def _canaries_healthy(f: RolloutFacts) -> bool:
+    # deployment_watcher.go autoPromoteDeployment: every canary placed and healthy
+    group = f.group
+    return _canaries_unpromoted(f) and group is not None and group.HealthyAllocs >= group.DesiredCanaries
+
+
+def _canaries_promoted(f: RolloutFacts) -> bool:
+    group = f.group
+    return f.deployment_active and group is not None and group.DesiredCanaries > 0 and group.Promoted
 
 
 def _deployment_failed(f: RolloutFacts) -> bool:
@@ -448,7 +515,23 @@ def _task_failure(f: RolloutFacts) -> Assessment:
     details = [first.hint] if first.hint else []
     if first.kind == "unhealthy":
         details.append(unhealthy_hint(f.request))
-    return f.assessment("failed", headline, details, f.failures, f.rollback_to)
+    return f.assessment("failed", headline, details, f.failures, f.rollback_to, f.aftermath)
+
+
+def _canary_wait(f: RolloutFacts) -> Assessment:
+    if f.group is not None and f.group.AutoPromote:
+        return f.assessment("deploying", f"canary healthy, {f.new_version}; Nomad promotes it")
+    return f.assessment(
+        "awaiting-promotion",
+        f"canary healthy, {f.new_version}; waiting for promotion",
+        ["Nomad waits for a promotion without a deadline: promote it, or revert to drop the canary"],
+    )
+
+
+def _canary_start(f: RolloutFacts) -> Assessment:
+    n = f.canaries
+    canary = "canary" if n == 1 else f"{n} canaries"
+    return f.assessment("deploying", f"{canary} beside the running version: {f.progress}")
 
 
 def _every_replica_healthy(f: RolloutFacts) -> Assessment:
@@ -467,7 +550,7 @@ def _deployment_cancellation(f: RolloutFacts) -> Assessment:
 
 
 # Where a rollout stands, first rule that holds: the evaluation, then placement, then the tasks, then the
-# deployment. Canary states (awaiting promotion, promoted) would go among the deployment's rules.
+# deployment, canaries first.
 ROLLOUT_RULES: tuple[Rule[RolloutFacts, Assessment], ...] = (
     Rule(_evaluating, lambda f: f.assessment("evaluating", "Nomad is evaluating the job")),
     Rule(_evaluation_failed, _evaluation_failure),
@@ -476,6 +559,9 @@ ROLLOUT_RULES: tuple[Rule[RolloutFacts, Assessment], ...] = (
     Rule(_nothing_to_run, lambda f: f.assessment("succeeded", NOTHING_TO_RUN)),
     Rule(_unhealthy_while_deployment_settles, _unhealthy_so_far),
     Rule(_tasks_failed, _task_failure),
+    Rule(_canaries_healthy, _canary_wait),
+    Rule(_canaries_unpromoted, _canary_start),
+    Rule(_canaries_promoted, lambda f: f.assessment("deploying", f"canary promoted, {f.new_version}")),
     Rule(_all_healthy, _every_replica_healthy),
     Rule(_deployment_successful, lambda f: f.assessment("deploying", f"deployment successful, {f.progress}")),
     Rule(_deployment_failed, _deployment_failure),
@@ -579,7 +665,8 @@ class Rollback:
         if self.status == "successful":
             return f"Nomad rolled back to {target}: the rollback succeeded, {progress}"
         if self.status == "failed":
-            return f"Nomad rolled back to {target}, and the rollback failed too: {self.description}"
+            why = deployment_failure_words(self.description)
+            return f"Nomad rolled back to {target}, and the rollback failed too: {why}"
         if self.status == "cancelled":
             return f"Nomad rolled back to {target}; the rollback was cancelled: {self.description}"
         if self.job_version is None:

@@ -29,7 +29,7 @@ from ..errors import (
 )
 from ..settings import NomadSettings
 from .client import IndexConflict, JobRefused, NomadAPI, TransientError, multierror_lines
-from .explain import placement_failure
+from .explain import placement_failure, upgrade_needs
 from .responses import JobStub, PlanResponse
 from .rollout import Rollback, Verdict
 from .watcher import Reporter, WatchResult, watch
@@ -170,6 +170,8 @@ class Registration:
     version: int | None
     eval_id: str  # "" when nothing was registered because nothing changed
     plan: PlanResponse
+    stable_version: int | None = None  # the job's version before, when it was stable: where an auto-revert goes
+    earlier_versions: bool = True  # False: this registration made the job (nothing to roll back to)
 
     @property
     def changed(self) -> bool:
@@ -206,7 +208,7 @@ def submit(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes)
     plan = found.plan
     if found.unchanged and found.existing is not None:
         notes.info(f"{job_id}: no changes; checking the running version {found.existing.Version}")
-        return Registration(compiled, found.existing.Version, "", plan)
+        return Registration(compiled, found.existing.Version, "", plan, *_before(found.existing))
     eval_id = register(api, compiled, plan.JobModifyIndex, notes)
     try:
         current = api.job(job_id)
@@ -214,7 +216,16 @@ def submit(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes)
         raise AfterRegistration(job_id, exc, "reading it back") from None
     version = current.Version if current else None
     notes.info(f"{job_id}: registered version {version} (evaluation {eval_id[:8] or '-'})")
-    return Registration(compiled, version, eval_id, plan)
+    return Registration(compiled, version, eval_id, plan, *_before(found.existing))
+
+
+def _before(existing: JobStub | None) -> tuple[int | None, bool]:
+    """(the stable version an auto-revert would go back to, whether there are earlier versions), from the job
+    as it stood before the register. A version that is not stable says nothing of which one is (the newest
+    stable one may be any earlier version): None."""
+    if existing is None:
+        return None, False
+    return (existing.Version if existing.Stable else None), True
 
 
 def follow(
@@ -241,6 +252,8 @@ def follow(
                 reporter=reporter,
                 timeout=timeout,
                 wait_for_capacity=wait_for_capacity,
+                stable_version=registration.stable_version,
+                earlier_versions=registration.earlier_versions,
             )
         )
     except NomadgsError as exc:
@@ -249,7 +262,12 @@ def follow(
 
 def verdict_exit_code(verdict: Verdict | None) -> int | None:
     """The exit code of a rollout's verdict (`Assessment.verdict`); None while there is none."""
-    codes: dict[Verdict, int] = {"succeeded": EXIT_OK, "failed": EXIT_FAILURE, "placement-failed": EXIT_PLACEMENT}
+    codes: dict[Verdict, int] = {
+        "succeeded": EXIT_OK,
+        "failed": EXIT_FAILURE,  # a crash loop ended early too: Nomad keeps trying, but this version does not run
+        "placement-failed": EXIT_PLACEMENT,
+        "awaiting-promotion": EXIT_OK,  # healthy canaries serve beside the old version; a person promotes them
+    }
     return codes[verdict] if verdict is not None else None
 
 
@@ -287,6 +305,7 @@ def result_document(registration: Registration, result: WatchResult | None, stat
                 for f in a.failures
             ],
             rollback_to_version=a.rollback_to,
+            nomad_continues=a.aftermath,
             rollback=_rollback_document(result.rollback),
             logs=result.logs,
             endpoints=result.endpoints,
@@ -325,6 +344,7 @@ class PlanSummary:
     warnings: str
     response: PlanResponse | None = field(default=None, compare=False, repr=False)  # Diff for `nomad.plandiff`
     foreign: bool = False  # the job exists on Nomad and nomadgs did not create it: submit needs --force
+    upgrade: str = ""  # the upgrade strategy and what it needs (`explain.upgrade_needs`)
 
     @property
     def exit_code(self) -> int:
@@ -348,6 +368,7 @@ class PlanSummary:
             "warnings": self.warnings,
             "job_diff": self.job_diff,
             "foreign": self.foreign,
+            "upgrade": self.upgrade,
             "exit_code": self.exit_code,
         }
 
@@ -375,6 +396,7 @@ def summarise_plan(compiled: DeploymentJob, response: PlanResponse) -> PlanSumma
         placement=placement,
         warnings=response.Warnings,
         response=response,
+        upgrade=upgrade_needs(compiled.request),
     )
 
 

@@ -6,6 +6,7 @@ them in their own terms (a CLI command, an Ansible task).
 
 from __future__ import annotations
 
+from .explain import rolled_back
 from .runner import Registration
 from .watcher import WatchResult
 
@@ -23,6 +24,9 @@ def headline(registration: Registration, result: WatchResult) -> str:
         return f"{name}: {a.headline}{after} (job {compiled.job_id})"
     if result.timed_out:
         return f"{name}: timed out while {a.phase}: {a.headline}"
+    rollback = result.rollback
+    if a.phase == "failed" and rollback is not None and rollback.status == "successful":
+        return f"{name}: {rolled_back(a.headline, rollback.to_version, registration.version)}"
     return f"{name}: {a.headline}"
 
 
@@ -47,10 +51,19 @@ def explanation(registration: Registration, result: WatchResult) -> list[str]:
     return lines
 
 
-def next_steps(result: WatchResult, *, follow: str, remove: str) -> list[str]:
+def next_steps(
+    result: WatchResult, *, follow: str, remove: str, revert: str | None = None, promote: str | None = None
+) -> list[str]:
     """What is left on the cluster after a watch that did not succeed, and what to do about it: a timeout or an
     unfinished rollback leaves the job running (`follow`: how the caller follows it), a placement failure
-    leaves it queued (`remove`: how the caller removes it)."""
+    leaves it queued (`remove`: how the caller removes it), a failing replica is replaced by Nomad until its
+    progress deadline (`revert`: how the caller goes back now), healthy canaries wait for `promote`."""
+    a = result.assessment
+    if a.aftermath and not result.timed_out:
+        now = f"{revert} or {remove}" if revert else remove
+        return [f"{a.aftermath}; {now} now"]
+    if a.phase == "awaiting-promotion" and promote:
+        return [f"{promote} replaces the other replicas" + (f"; {revert} drops the canary" if revert else "")]
     if result.timed_out or (result.rollback is not None and not result.rollback.done):
         return [f"the job keeps running; follow it with {follow}"]
     if result.assessment.phase == "placement-failed":

@@ -73,6 +73,8 @@ class _Target:
     eval_id: str | None  # None: nothing was registered (no changes), the job is judged as it stands
     request: GroupRequest
     wait_for_capacity: bool
+    stable_version: int | None = None  # the version an auto-revert would go back to, when known
+    earlier_versions: bool = True  # False: the job's first version
 
 
 @dataclass
@@ -95,7 +97,15 @@ class _Heard:
     def snapshot(self, target: _Target) -> Snapshot:
         deployment = deployment_of(self.deployments, target.version)
         return Snapshot(
-            target.job_id, target.version, self.evaluation, self.blocked, deployment, self.allocations, self.nodes
+            target.job_id,
+            target.version,
+            self.evaluation,
+            self.blocked,
+            deployment,
+            self.allocations,
+            self.nodes,
+            target.stable_version,
+            target.earlier_versions,
         )
 
 
@@ -308,6 +318,8 @@ async def watch(
     reporter: Reporter,
     timeout: float | None = None,
     wait_for_capacity: bool = False,
+    stable_version: int | None = None,
+    earlier_versions: bool = True,
 ) -> WatchResult:
     """Watch one job version until the assessment says it is done, or `timeout` seconds pass.
 
@@ -317,7 +329,7 @@ async def watch(
     earlier = api.deadline
     if timeout is not None:
         api.deadline = start + timeout if earlier is None else min(earlier, start + timeout)
-    target = _Target(job_id, version, eval_id, request, wait_for_capacity)
+    target = _Target(job_id, version, eval_id, request, wait_for_capacity, stable_version, earlier_versions)
     try:
         async with api.async_client() as http:
             run = _Watch(api, http, target, reporter, timeout, start)

@@ -62,6 +62,24 @@ MetaKey = Annotated[str, AfterValidator(_meta_key)]
 NodeMetaKey = Annotated[str, AfterValidator(_node_meta_key)]
 
 
+UpgradeStrategy = Literal["canary", "rolling", "recreate"]
+ReplicaCount = Annotated[int, Field(ge=0, le=1000)]
+
+
+class UpdateKeys(SpecModel):
+    """`nomad.update:` Nomad's update block, with Nomad's names; what is left out comes from `nomad.upgrade`
+    and nomadgs's defaults (`compile.upgrade`)."""
+
+    max_parallel: ReplicaCount | None = None
+    canary: ReplicaCount | None = None
+    auto_promote: bool | None = None
+    auto_revert: bool | None = None
+    min_healthy_time: Duration | None = None
+    healthy_deadline: Duration | None = None
+    progress_deadline: Duration | None = None
+    stagger: Duration | None = None
+
+
 class DeploymentNomad(SpecModel):
     """Where and how the model runs on Nomad."""
 
@@ -94,6 +112,8 @@ class DeploymentNomad(SpecModel):
     check_timeout: Duration = 5 * SECOND
     startup_timeout: Duration = 30 * 60 * SECOND
     image_pull_timeout: Duration = 30 * 60 * SECOND
+    upgrade: UpgradeStrategy | None = None  # None: rolling (compile.upgrade says why)
+    update: UpdateKeys | None = None
 
     @field_validator("models_mount")
     @classmethod

@@ -89,6 +89,19 @@ def test_namespace_and_region_go_on_every_request(nomad: NomadDouble) -> None:
     assert f"inference/{job['ID']}" in nomad.jobs
 
 
+def test_a_refused_token_is_said_to_be_unknown_or_without_the_capability() -> None:
+    """Nomad answers an unknown token as a missing capability, 403 Permission denied (nomad/auth/auth.go
+    Authenticate); the double does too: nomadgs says both causes, and never the token."""
+    with NomadDouble(acl_tokens={"right-token": "read"}) as nomad:
+        api = api_for(nomad, retry_for=0, token="wrong-token-123")
+        with pytest.raises(NomadDenied) as caught:
+            api.job("anything")
+    message = str(caught.value)
+    assert message.startswith("Nomad refused the request (Permission denied): the token is unknown to this cluster")
+    assert "lacks the capability" in message and "check NOMAD_TOKEN" in message
+    assert "wrong-token-123" not in message and caught.value.exit_code == EXIT_CONNECTION
+
+
 def test_blocking_read_sends_index_and_wait_and_returns_the_new_index(nomad: NomadDouble) -> None:
     job = compile_yaml(EXAMPLE).job
     nomad.set_scenario(job["ID"], scenarios.manual())  # placed, then nothing changes until the test acts
@@ -114,7 +127,7 @@ def test_blocking_read_sends_index_and_wait_and_returns_the_new_index(nomad: Nom
 @pytest.mark.parametrize(
     ("status", "body", "kind", "code", "words"),
     [
-        (403, "Permission denied", NomadDenied, EXIT_CONNECTION, "set NOMAD_TOKEN"),
+        (403, "Permission denied", NomadDenied, EXIT_CONNECTION, "no token was sent: set NOMAD_TOKEN"),
         (403, "ACL token not found", NomadDenied, EXIT_CONNECTION, "not a known ACL token"),
         (400, "bad request body", NomadRejected, EXIT_BAD_INPUT, "Nomad rejected the request: bad request body"),
         (500, "No cluster leader", NomadUnavailable, EXIT_CONNECTION, "unavailable: it answered 500: No cluster"),

@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ...support.nomad_double import NomadDouble
 from ...support.nomad_double.objects import new_node, nvidia_gpus
 from ..conftest import run_tool
@@ -67,11 +65,6 @@ def test_graph_groups_nodes_by_datacenter_pool_class_and_gpu(tmp_path: Path) -> 
     assert set(requests) == {"/v1/nodes"}, "one request unless an attribute is asked for"
 
 
-@pytest.mark.xfail(
-    reason="nomadgs: needs to explain a refused token without Nomad's 'ACL token not found': Nomad answers "
-    "403 'Permission denied' for an unknown token too, against the faithful double (issue 16 part 2)",
-    strict=True,
-)
 def test_address_attribute_keyed_groups_and_token(tmp_path: Path) -> None:
     token = "c0ffee00-inventory-token"
     # Listing nodes needs the node policy's read (nomad/node_endpoint.go List), not a namespace policy.
@@ -89,5 +82,5 @@ def test_address_attribute_keyed_groups_and_token(tmp_path: Path) -> None:
     assert data["_meta"]["hostvars"]["gpu-a10-1"]["ansible_host"] == "10.0.0.11"
     assert "gone-1" in data["nomad_nodes"]["hosts"]
     assert data["nvidia_driver_535_161_08"]["hosts"] == ["gpu-a100-1"]
-    assert "ACL token not found" in refused.text
+    assert "Permission denied" in refused.text and "the token is unknown to this cluster" in refused.text
     assert token not in listing.text + refused.text

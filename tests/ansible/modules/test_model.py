@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import httpx
-import pytest
 
 from ...support.helpers import answering, nomadgs, web_page
 from ...support.nomad_double import NomadDouble, scenarios
@@ -189,11 +188,6 @@ def test_failures_are_explained_in_msg_without_a_traceback(tmp_path: Path) -> No
     assert requests_to(nomad, "DELETE", "/v1/job/bge-m3") == 0 and requests_to(nomad, "POST", "/v1/job/bge-m3") == 0
 
 
-@pytest.mark.xfail(
-    reason="nomadgs: needs to explain a refused token without Nomad's 'ACL token not found': Nomad answers "
-    "403 'Permission denied' for an unknown token too, against the faithful double (issue 16 part 2)",
-    strict=True,
-)
 def test_bad_input_is_located_and_the_token_never_shows(tmp_path: Path) -> None:
     token = "8ba85cef-s3cr3t-t0k3n-1f0c2d9b7e41"
     # As a vault would give it: the playbook names a variable. (Ansible's `environment:` keyword would show it
@@ -245,7 +239,8 @@ def test_bad_input_is_located_and_the_token_never_shows(tmp_path: Path) -> None:
     r = play.results()
     assert r["broken file"]["problems"][0]["line"] == file_line and r["broken file"]["exit_code"] == 2
     assert r["with the token from NOMAD_TOKEN"]["status"] == "succeeded"
-    assert "Nomad refused the request (ACL token not found)" in r["with a wrong token"]["msg"]
+    refused = r["with a wrong token"]["msg"]
+    assert "Nomad refused the request (Permission denied): the token is unknown to this cluster" in refused
     assert sent, "the token was used"
     assert len(registered) == 1, "bad input and a refused token register nothing"
     assert "Traceback" not in play.text
