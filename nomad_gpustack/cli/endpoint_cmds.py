@@ -333,6 +333,13 @@ named in their body, balanced across replicas, following Consul as instances com
     "times as long at its Nth ejection in a row (at most 10); a busy instance (answering others) and a model's "
     "last instance in rotation stay in; 0: never (default: 30s)",
 )
+@click.option(
+    "--canary-weight",
+    type=click.FloatRange(0, 1),
+    metavar="FRACTION",
+    help="while a canary deployment is unpromoted, the share of a model's requests its canary instances (Consul "
+    "tag 'canary') get, from 0 to 1; an unhealthy canary gets none (default: their share of the instances)",
+)
 @click.option("--access-log", is_flag=True, help="log every request (costs some throughput)")
 @consul_options
 def gateway(
@@ -343,6 +350,7 @@ def gateway(
     upstream_timeout: str,
     stream_idle_timeout: str,
     eject_for: str,
+    canary_weight: float | None,
     access_log: bool,
     **connection: Any,
 ) -> int:
@@ -373,6 +381,7 @@ def gateway(
         upstream_timeout=upstream,
         stream_idle_timeout=stream_idle,
         eject_for=ejection,
+        canary_weight=canary_weight,
     )
     say.info(
         f"gateway: {openai_base_url(host, port)} for the models in Consul at {settings.address}; "

@@ -37,9 +37,11 @@ from .blocking import backoff_delay, header_index
 from .responses import (
     Allocation,
     Deployment,
+    DeploymentUpdateResponse,
     DeregisterResponse,
     Evaluation,
     JobStub,
+    JobVersions,
     NodeStub,
     PlanResponse,
     RegisterResponse,
@@ -382,6 +384,33 @@ class NomadAPI:
         path = f"/v1/job/{job_id}"
         answer = self._call(path, self.client.job.deregister_job, job_id, purge=purge or None)
         return self._shaped(DeregisterResponse, answer, path)
+
+    def versions(self, job_id: str, *, diff_version: int | None = None) -> JobVersions:
+        """The job's kept versions, newest first, each with the diff from the one before (`?diffs=true`), or
+        with `diff_version`, the diff of each from that version."""
+        path = f"/v1/job/{job_id}/versions"
+        params = {"diffs": "true"} if diff_version is None else {"diffs": "true", "diff_version": str(diff_version)}
+        response = self._read(path, self.client.job.request, job_id, "versions", method="get", params=params)
+        return self._shaped(JobVersions, self._call(path, response.json), path)
+
+    def deployment(self, job_id: str) -> Deployment | None:
+        """The job's latest deployment (`/v1/job/:id/deployment`); None when it has had none."""
+        path = f"/v1/job/{job_id}/deployment"
+        answer = self._read(path, self.client.job.get_deployment, job_id)
+        return self._shaped(Deployment | None, answer, path)  # type: ignore[arg-type]
+
+    def promote(self, deployment_id: str) -> DeploymentUpdateResponse:
+        """Promote every canary group of the deployment (`PUT /v1/deployment/promote/:id`, All)."""
+        path = f"/v1/deployment/promote/{deployment_id}"
+        answer = self._call(path, self.client.deployment.promote_deployment_all, deployment_id, _all=True)
+        return self._shaped(DeploymentUpdateResponse, answer, path)
+
+    def revert(self, job_id: str, version: int, *, prior_version: int) -> RegisterResponse:
+        """Register `version` of the job again as a new version (`POST /v1/job/:id/revert`), only while the job
+        is still at `prior_version` (EnforcePriorVersion: a check-and-set, as `register`'s EnforceIndex)."""
+        path = f"/v1/job/{job_id}/revert"
+        answer = self._call(path, self.client.job.revert_job, job_id, version, enforce_prior_version=prior_version)
+        return self._shaped(RegisterResponse, answer, path)
 
     # --- watch calls through httpx -------------------------------------------------------------------
 

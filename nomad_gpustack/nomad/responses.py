@@ -285,3 +285,40 @@ class NodeStub(Response):
     model_config = ConfigDict(extra="allow")
 
     ID: str
+
+
+class JobVersion(Response):
+    """One version of a job as `/v1/job/:id/versions` lists it (a whole `api.Job`; the fields read here).
+    `SubmitTime` is Unix nanoseconds; the job itself is kept as answered in `spec` (a revert follows it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ID: str
+    Version: int
+    Stable: bool = False
+    SubmitTime: int = 0
+    JobModifyIndex: int = 0
+    Meta: dict[str, str] = {}
+    TaskGroups: list[dict[str, Any]] = []
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The job of this version, every field as Nomad answered it."""
+        return self.model_dump()
+
+
+class JobVersions(Response):
+    """`/v1/job/:id/versions?diffs=true` (nomad/job_endpoint.go GetJobVersions): the versions, newest first;
+    `Diffs[i]` is what changed from `Versions[i + 1]` to `Versions[i]` (one fewer than the versions)."""
+
+    Versions: list[JobVersion]
+    Diffs: list[PlanDiff] = []
+
+
+class DeploymentUpdateResponse(Response):
+    """The answer of `PUT /v1/deployment/promote/:id` (structs.DeploymentUpdateResponse)."""
+
+    EvalID: str
+    EvalCreateIndex: int = 0
+    DeploymentModifyIndex: int = 0
+    RevertedJobVersion: int | None = None

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..contract.metadata import is_ours, model_labels, service_job
+from ..contract.metadata import TAG_CANARY, is_ours, model_labels, service_job
 from ..errors import ServiceError, UnreachableError
 from ..urls import openai_base_url, origin
 
@@ -53,6 +53,7 @@ class Endpoint:
     alloc_id: str | None = None
     job_id: str | None = None
     provider: Provider = "consul"
+    canary: bool = False  # an unpromoted canary: its service carries TAG_CANARY (the group's canary_tags)
 
     @property
     def origin(self) -> str:
@@ -84,6 +85,7 @@ class Endpoint:
             "alloc_id": self.alloc_id,
             "job_id": self.job_id,
             "provider": self.provider,
+            "canary": self.canary,
         }
 
 
@@ -176,6 +178,7 @@ def parse_consul_health(entries: Any) -> list[Endpoint]:
                 alloc_id=alloc_id_from_service_id(service_id),
                 job_id=service_job(meta),
                 provider="consul",
+                canary=TAG_CANARY in tags,
             )
         )
     return endpoints
@@ -249,6 +252,7 @@ def parse_nomad_registrations(registrations: Any, checks_by_alloc: Mapping[str, 
                 alloc_id=alloc_id,
                 job_id=reg.get("JobID") or None,
                 provider="nomad",
+                canary=TAG_CANARY in tags,
             )
         )
     return endpoints

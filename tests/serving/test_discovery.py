@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from nomad_gpustack.cli import main
+from nomad_gpustack.contract.metadata import TAG_CANARY
 from nomad_gpustack.serving.consul import ConsulWatcher
 from nomad_gpustack.serving.discovery import (
     DiscoveryError,
@@ -118,6 +119,20 @@ def test_services_without_the_marker_tag_or_a_port_are_left_out() -> None:
     assert parse_consul_services({"consul": [], "a": ["nomadgs"], "b": ["web"], "c": None}) == ["a"]
     with pytest.raises(DiscoveryError):
         parse_consul_health({"not": "a list"})
+
+
+def test_an_unpromoted_canary_is_known_by_its_canary_tag() -> None:
+    """Nomad registers a canary with the group's canary_tags until its deployment is promoted
+    (command/agent/consul/service_client.go serviceRegs); the compiler puts TAG_CANARY among them."""
+    tags = ["nomadgs", "openai", "model=qwen3-8b", TAG_CANARY]
+    [canary, stable] = parse_consul_health([consul_entry(tags=tags), consul_entry(service_id="b")])
+    assert (canary.canary, stable.canary) == (True, False)
+    assert canary.to_json()["canary"] is True
+    [registered] = parse_nomad_registrations(
+        [{"ID": "x", "ServiceName": "m", "AllocID": "a1", "Address": "10.1.0.2", "Port": 1, "Tags": tags}],
+        {"a1": {"c": {"Service": "m", "Status": "success"}}},
+    )
+    assert registered.canary is True
 
 
 def test_ipv6_addresses_are_bracketed_in_urls() -> None:

@@ -39,6 +39,8 @@ from .relay import (
 )
 
 if TYPE_CHECKING:
+    import random
+
     from starlette.types import Receive, Scope, Send
 
     from ..discovery import Endpoint, RoutingTable
@@ -70,17 +72,21 @@ class Gateway:
         try_last_seconds: float = TRY_LAST_SECONDS,
         clock: Clock | None = None,
         max_body: int = MAX_BODY,
+        canary_weight: float | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         """Timeouts are in seconds; None or 0 is no limit. `upstream_timeout`: from sending a request to the
         head of the answer; `stream_idle_timeout`: between two chunks of the answer. `eject_after` timeouts or
         failed connections in a row eject an instance for `eject_for` seconds, longer when it is ejected again
-        soon after; 0 ejects none (see OutlierDetector). `clock` (time.monotonic) is for tests."""
+        soon after; 0 ejects none (see OutlierDetector). `canary_weight`: the share of requests that go first to
+        the instances of an unpromoted canary (None: their share of instances; see Balancer). `clock`
+        (time.monotonic) and `rng` (the canary draw) are for tests."""
         self.source = source
         self.keys = ApiKeys(api_keys)
         outliers = OutlierDetector(
             eject_after=eject_after, eject_for=eject_for, try_last_seconds=try_last_seconds, clock=clock
         )
-        self.balancer = Balancer(outliers)
+        self.balancer = Balancer(outliers, canary_weight=canary_weight, rng=rng)
         self.outliers = outliers
         self.max_body = max_body
         self.connect_timeout = connect_timeout
