@@ -112,6 +112,7 @@ class DeploymentNomad(SpecModel):
     check_timeout: Duration = 5 * SECOND
     startup_timeout: Duration = 30 * 60 * SECOND
     image_pull_timeout: Duration = 30 * 60 * SECOND
+    shutdown_delay: Duration = 30 * SECOND  # out of Consul this long before the engine is stopped
     upgrade: UpgradeStrategy | None = None  # None: rolling (compile.upgrade says why)
     update: UpdateKeys | None = None
 
