@@ -80,8 +80,9 @@ job "bge-m3" {
     }
 
     task "text-embeddings-inference" {
-      driver       = "docker"
-      kill_timeout = "30s"
+      driver         = "docker"
+      kill_timeout   = "30s"
+      shutdown_delay = "30s"
 
       config {
         image = "ghcr.io/huggingface/text-embeddings-inference:cpu-1.9"

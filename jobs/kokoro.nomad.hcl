@@ -12,8 +12,9 @@ job "kokoro" {
     count = 1
 
     task "kokoro-fastapi" {
-      driver       = "docker"
-      kill_timeout = "30s"
+      driver         = "docker"
+      kill_timeout   = "30s"
+      shutdown_delay = "30s"
 
       config {
         image = "ghcr.io/remsky/kokoro-fastapi-gpu:latest"

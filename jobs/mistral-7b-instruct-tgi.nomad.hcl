@@ -93,8 +93,9 @@ job "mistral-7b-instruct-tgi" {
     }
 
     task "custom" {
-      driver       = "docker"
-      kill_timeout = "30s"
+      driver         = "docker"
+      kill_timeout   = "30s"
+      shutdown_delay = "30s"
 
       config {
         image = "ghcr.io/huggingface/text-generation-inference:3.3.4"

@@ -80,8 +80,9 @@ job "qwen2-5-0-5b-instruct-gguf" {
     }
 
     task "llama-cpp" {
-      driver       = "docker"
-      kill_timeout = "30s"
+      driver         = "docker"
+      kill_timeout   = "30s"
+      shutdown_delay = "30s"
 
       config {
         image = "ghcr.io/ggml-org/llama.cpp:server"

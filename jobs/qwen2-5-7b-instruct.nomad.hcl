@@ -87,8 +87,9 @@ job "qwen2-5-7b-instruct" {
     }
 
     task "vllm" {
-      driver       = "docker"
-      kill_timeout = "30s"
+      driver         = "docker"
+      kill_timeout   = "30s"
+      shutdown_delay = "30s"
 
       config {
         image      = "vllm/vllm-openai:v0.19.0"

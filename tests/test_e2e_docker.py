@@ -19,6 +19,7 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,8 @@ pytestmark = pytest.mark.e2e
 
 # The built-in backend (backends/llama.cpp.yaml, unchanged) renders `--host 0.0.0.0`; with host networking that
 # would listen on every interface of this machine, eth0 included. llama-server takes the last --host it is
-# given, so the test deployments add `--host 127.0.0.1` in backend_parameters.
+# given, so the test deployments add `--host 127.0.0.1` in backend_parameters. Nothing follows these models
+# through a gateway while they stop, so a short shutdown_delay (default 30s) keeps each stop short.
 LOOPBACK = "--host 127.0.0.1"
 NOMAD_BLOCK = """\
 nomad:
@@ -50,6 +52,7 @@ nomad:
   check_interval: 1s
   check_timeout: 1s
   startup_timeout: 3m
+  shutdown_delay: 1s
 """
 SMOLLM2 = f"""\
 name: smollm2
@@ -125,22 +128,30 @@ class Cluster:
         wait_until(lambda: not self.consul_instances(job_id), 30, f"{job_id} to leave Consul")
 
 
-@pytest.fixture
-def cluster(
-    engine: DockerClient, consul: Any, smollm2_gguf: str, tmp_path: Path
+@contextmanager
+def docker_cluster(
+    engine: DockerClient, consul: Any, gguf: str, root: Path, time_scale: float | None = None
 ) -> Iterator[Cluster]:  # fmt: skip
+    """The double in client mode on the local engine, the SmolLM2 GGUF in its `models` host volume, files under
+    `root`; `time_scale` runs Nomad's clock faster (containers and Consul keep real time)."""
     try:
         require_images(engine, LLAMA_IMAGE, DOWNLOADER_IMAGE)
     except ComponentUnavailable as exc:
         unavailable(str(exc))
-    models = tmp_path / "models"  # the client's `models` host volume
+    models = root / "models"  # the client's `models` host volume
     models.mkdir()
-    shutil.copyfile(smollm2_gguf, models / GGUF_NAME)
-    files = tmp_path / "files"
+    shutil.copyfile(gguf, models / GGUF_NAME)
+    files = root / "files"
     files.mkdir()
-    client = LocalClient(consul_address=consul.address, workdir=tmp_path / "client", host_volumes={"models": models})
-    with NomadDouble(client=client) as nomad:
+    client = LocalClient(consul_address=consul.address, workdir=root / "client", host_volumes={"models": models})
+    with NomadDouble(client=client, time_scale=time_scale) as nomad:
         yield Cluster(nomad, client, engine, consul.address, models, files)
+
+
+@pytest.fixture
+def cluster(engine: DockerClient, consul: Any, smollm2_gguf: str, tmp_path: Path) -> Iterator[Cluster]:
+    with docker_cluster(engine, consul, smollm2_gguf, tmp_path) as running:
+        yield running
 
 
 def non_loopback_addresses() -> list[str]:

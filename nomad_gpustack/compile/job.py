@@ -224,6 +224,10 @@ def _main_task(r: Resolved) -> Task:
     task["Services"] = [_service(r)]
     task["Resources"] = resources
     task["KillTimeout"] = KILL_TIMEOUT
+    # Nomad deregisters the task's services, then waits this long before the stop signal
+    # (taskrunner/task_runner.go handleKill): the gateway and other balancers following Consul stop sending
+    # requests to a replica being replaced, and the requests it is answering finish instead of being cut.
+    task["ShutdownDelay"] = r.lifecycle.shutdown_delay
     if r.templates:
         task["Templates"] = [
             Template(DestPath=t.destination, EmbeddedTmpl=t.data, Envvars=t.env, ChangeMode="restart")

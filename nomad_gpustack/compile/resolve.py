@@ -141,6 +141,7 @@ class Lifecycle:
 
     startup_timeout: int  # until a new replica must be healthy: check grace and healthy deadline
     image_pull_timeout: int
+    shutdown_delay: int  # between leaving Consul and the engine's stop: in-flight requests finish
     restart_on_error: bool
 
 
@@ -893,6 +894,7 @@ def _assemble(
         lifecycle=Lifecycle(
             startup_timeout=nomad.startup_timeout,
             image_pull_timeout=nomad.image_pull_timeout,
+            shutdown_delay=nomad.shutdown_delay,
             restart_on_error=d.restart_on_error,
         ),
         update=update,

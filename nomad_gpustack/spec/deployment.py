@@ -114,6 +114,7 @@ class DeploymentNomad(SpecModel):
     startup_timeout: Duration = 30 * 60 * SECOND
     image_pull_timeout: Duration = 30 * 60 * SECOND
     metrics: Metrics | None = None  # over the backend's nomad.metrics; false: no metrics tag, no flag added
+    shutdown_delay: Duration = 30 * SECOND  # out of Consul this long before the engine is stopped
     upgrade: UpgradeStrategy | None = None  # None: rolling (compile.upgrade says why)
     update: UpdateKeys | None = None
 

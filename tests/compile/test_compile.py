@@ -272,6 +272,14 @@ def test_service_health_check_and_deadlines() -> None:
     assert config["shm_size"] == 10 * 1024**3 and "ipc_mode" not in config
 
 
+def test_replicas_leave_consul_before_they_stop_so_requests_in_flight_finish() -> None:
+    # A replica being replaced is out of Consul shutdown_delay before its engine gets the stop signal
+    # (Nomad's task_runner.go handleKill); without it the gateway's streams to that replica are cut.
+    assert main_task(compile_yaml({**VLLM_QWEN, "nomad": {"gpus": 1}}))["ShutdownDelay"] == 30 * SECOND
+    written = compile_yaml({**VLLM_QWEN, "nomad": {"gpus": 1, "shutdown_delay": "2m"}})
+    assert main_task(written)["ShutdownDelay"] == 2 * MINUTE
+
+
 def test_health_path_from_backend_env_override_or_off() -> None:
     compiled = compile_yaml(echo_deployment(backend_version="v1"), echo())
     assert main_task(compiled)["Services"][0]["Checks"][0]["Path"] == "/health"

@@ -463,7 +463,9 @@ def test_defaults_are_resolved_in_final_units() -> None:
     assert r.service == ServiceSettings(
         provider="consul", tags=(), health_check_path="/health", check_interval=10 * SECOND, check_timeout=5 * SECOND
     )
-    assert r.lifecycle == Lifecycle(startup_timeout=30 * MINUTE, image_pull_timeout=30 * MINUTE, restart_on_error=True)
+    assert r.lifecycle == Lifecycle(
+        startup_timeout=30 * MINUTE, image_pull_timeout=30 * MINUTE, shutdown_delay=30 * SECOND, restart_on_error=True
+    )
     assert (r.categories, r.meta, r.description) == ((), {}, None)
 
 
@@ -473,6 +475,7 @@ def test_deployment_settings_reach_resolved() -> None:
         "gpu_memory": "24 GiB", "gpu_model": "L4", "shm_size": "1 GiB", "datacenters": ["dc1"], "namespace": "ml",
         "region": "eu", "node_pool": "gpu", "priority": 70, "service_provider": "nomad", "tags": ["x"],
         "check_interval": "20s", "check_timeout": "2s", "startup_timeout": "1h", "image_pull_timeout": 90,
+        "shutdown_delay": "2m",
     }  # fmt: skip
     r = resolved(
         engine_deployment(
@@ -499,7 +502,9 @@ def test_deployment_settings_reach_resolved() -> None:
     assert r.service == ServiceSettings(
         provider="nomad", tags=("x",), health_check_path="/health", check_interval=20 * SECOND, check_timeout=2 * SECOND
     )
-    assert r.lifecycle == Lifecycle(startup_timeout=60 * MINUTE, image_pull_timeout=90 * SECOND, restart_on_error=False)
+    assert r.lifecycle == Lifecycle(
+        startup_timeout=60 * MINUTE, image_pull_timeout=90 * SECOND, shutdown_delay=2 * MINUTE, restart_on_error=False
+    )
     assert r.categories == ("llm",) and r.description == "A model."
     assert r.meta == {"team": "search", "cost": "3", "tags": '["a", "b"]'}, "meta values become text, JSON if not"
 

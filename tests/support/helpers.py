@@ -196,18 +196,20 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> No
 
 
 @contextmanager
-def running_gateway(env: dict[str, str], model: str) -> Iterator[str]:
-    """`nomadgs gateway` on a free port of 127.0.0.1, once it routes `model`; yields its OpenAI base URL."""
+def running_gateway(env: dict[str, str], model: str, log: Path | None = None) -> Iterator[str]:
+    """`nomadgs gateway` on a free port of 127.0.0.1, once it routes `model`; yields its OpenAI base URL.
+    `log`: a file for the gateway's log (default: discarded)."""
     from .components import free_port, wait_http
 
     port = free_port()
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "nomad_gpustack", "gateway", "--listen", f"127.0.0.1:{port}"],
-        env=_env(env),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,  # its log is not read; a pipe nobody drains could block it
-    )
+    with open(log or os.devnull, "wb") as sink:  # a file, not a pipe nobody drains, which could block it
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "nomad_gpustack", "gateway", "--listen", f"127.0.0.1:{port}"],
+            env=_env(env),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
     try:
         url = f"http://127.0.0.1:{port}/v1"
         wait_http(f"{url}/models", timeout=30)

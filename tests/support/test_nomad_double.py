@@ -1110,6 +1110,50 @@ def test_client_mode_llama_cpp_with_consul(consul: Any, xllamacpp_model: str, tm
             time.sleep(0.1)
 
 
+DRAIN_SCRIPT = """
+import http.server, json, os, signal, sys, urllib.request
+consul, alloc_id = sys.argv[1], os.environ["NOMAD_ALLOC_ID"]
+def term(*_):
+    services = json.load(urllib.request.urlopen(consul + "/v1/agent/services", timeout=5))
+    mine = [s for s in services if alloc_id in s]
+    with open(os.path.join(os.environ["NOMAD_ALLOC_DIR"], "data", "at-sigterm"), "w") as out:
+        out.write("still in consul" if mine else "out of consul")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+address = ("127.0.0.1", int(os.environ["NOMAD_PORT_http"]))
+http.server.HTTPServer(address, http.server.SimpleHTTPRequestHandler).serve_forever()
+"""
+
+
+def test_a_stop_takes_the_service_out_of_consul_and_waits_the_shutdown_delay_before_sigterm(
+    consul: Any, tmp_path: Path
+) -> None:
+    # allocrunner/alloc_runner.go killTasks runs the pre-kill hooks first; group_service_hook.go preKillLocked
+    # deregisters the group's services, then waits shutdown_delay; only then are the tasks signalled.
+    client = LocalClient(consul_address=consul.address, workdir=tmp_path, check_interval=0.1)
+    with NomadDouble(client=client) as nomad, httpx.Client(base_url=nomad.address, timeout=10) as api:
+        job = local_job("drain", [sys.executable, "-c", DRAIN_SCRIPT, consul.address], "consul", "/")
+        job["TaskGroups"][0]["ShutdownDelay"] = 3600 * SECOND  # cut short when the agent shuts down
+        register(api, job)
+        wait_deployment(nomad, "drain", "successful", timeout=30)
+        (alloc,) = allocs_of(nomad, "drain")
+
+        def in_consul() -> bool:
+            return any(alloc["ID"] in sid for sid in httpx.get(f"{consul.address}/v1/agent/services").json())
+
+        assert in_consul()
+        api.delete("/v1/job/drain").raise_for_status()
+        deadline = time.monotonic() + 10
+        while in_consul():
+            assert time.monotonic() < deadline, "the service stayed in Consul after the stop"
+            time.sleep(0.1)
+        process = client.processes[(alloc["ID"], "server")]
+        assert process.poll() is None  # out of Consul, still answering: the shutdown delay runs
+    # The double closing is the agent shutting down: the delay ends, the process gets its SIGTERM.
+    assert process.wait(10) == 0
+    assert (tmp_path / alloc["ID"] / "alloc" / "data" / "at-sigterm").read_text() == "out of consul"
+
+
 def test_python_nomad_client_works_against_the_double(nomad: NomadDouble) -> None:
     """python-nomad (a project dependency) sends its own paths and bodies; the double must understand them."""
     import nomad as python_nomad

@@ -9,6 +9,8 @@ import anyio
 import httpcore
 import httpx
 
+CLOSED_UNANSWERED = "Server disconnected without sending a response"  # httpcore's words
+
 
 class InstancePool(httpx.AsyncBaseTransport):
     """Keep-alive HTTP/1.1 connections to the instances, for the gateway's one shared `httpx.AsyncClient`.
@@ -69,14 +71,27 @@ class InstancePool(httpx.AsyncBaseTransport):
             content=request.stream,
             extensions=request.extensions,
         )
+        fresh = False
         for _ in range(3):
-            connection = await self._checkout(key)
+            connection, reused = await self._checkout(key, fresh)
             try:
                 response = await connection.handle_async_request(core_request)
             except httpcore.ConnectionNotAvailable:
                 # The connection closed between our check and its use; nothing was sent, so try another.
                 await self._discard(connection)
                 continue
+            except (httpcore.RemoteProtocolError, httpcore.ReadError) as exc:
+                await self._discard(connection)
+                closed = isinstance(exc, httpcore.ReadError) or str(exc).startswith(CLOSED_UNANSWERED)
+                if reused and closed:
+                    # The keep-alive race: the instance closed this idle connection as the request went out
+                    # (its idle timeout, or a restart), so it never read it; the close reads as an end of
+                    # stream or, when the request reached the closed socket first, as a reset. Sent once more
+                    # on a new connection, as HTTP clients do for a reused connection closed before any answer
+                    # (Go's net/http errServerClosedIdle); a new connection that fails so is not retried.
+                    fresh = True
+                    continue
+                raise _httpx_error(exc) from None
             except BaseException as exc:
                 await self._discard(connection)
                 raise _httpx_error(exc) from None
@@ -88,18 +103,19 @@ class InstancePool(httpx.AsyncBaseTransport):
             )
         raise httpx.ConnectError("no usable connection to the instance")
 
-    async def _checkout(self, key: tuple[bytes, int]) -> Any:
+    async def _checkout(self, key: tuple[bytes, int], fresh: bool = False) -> tuple[Any, bool]:
+        """A connection to the instance, and whether it is an idle one used again (`fresh`: a new one)."""
         stack = self._idle.get(key)
-        while stack:
+        while stack and not fresh:
             connection = stack.pop()
             if connection.is_idle() and not connection.has_expired():
-                return connection
+                return connection, True
             await self._discard(connection)  # the server closed it, or it sat idle too long
         connection = httpcore.AsyncHTTPConnection(
             origin=httpcore.Origin(b"http", key[0], key[1]), keepalive_expiry=self.keepalive_expiry
         )
         self._open[connection] = key
-        return connection
+        return connection, False
 
     async def _checkin(self, key: tuple[bytes, int], connection: Any) -> None:
         stack = self._idle.setdefault(key, [])

@@ -7,9 +7,11 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Container
+from typing import Any
 
 import httpx
 
+from nomad_gpustack.serving.discovery import Endpoint
 from nomad_gpustack.serving.gateway import BackgroundServer, StaticSource
 
 from ..fakes import FakeBackend, ProcessBackend, chat, gateway
@@ -126,3 +128,84 @@ def close_wait_sockets(port: int) -> int:
             if remote_port == port and fields[3] == "08" and fields[9] in inodes:  # 08: CLOSE_WAIT
                 count += 1
     return count
+
+
+class ClosesKeptAliveConnections:
+    """A raw HTTP/1.1 upstream that answers the first request of each connection with keep-alive, then closes
+    the connection when the next request arrives, unread: an instance whose idle timeout closes a connection
+    just as the gateway sends a request on it. `fresh_only`: also close a new connection unanswered."""
+
+    def __init__(self, fresh_only: bool = False) -> None:
+        import socket
+
+        self.fresh_only = fresh_only
+        self.answered = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: Any) -> None:
+        with connection:
+            for turn in range(2):
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                if turn == 1 or self.fresh_only:
+                    return  # closed without an answer
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                while len(body) < length:
+                    body += connection.recv(65536)
+                answer = b'{"choices": [{"message": {"content": "ok"}}]}'
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(answer)}\r\n\r\n".encode()
+                    + answer
+                )
+                self.answered += 1
+
+    def endpoint(self, model: str) -> Endpoint:
+        return Endpoint(model=model, service=model, service_id=f"raw-{model}", address="127.0.0.1", port=self.port,
+                        health="passing", backend="fake")  # fmt: skip
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_kept_alive_connection_the_instance_closes_unanswered_is_retried_on_a_new_one() -> None:
+    upstream = ClosesKeptAliveConnections()
+    try:
+        with gateway(StaticSource([upstream.endpoint("m")])) as (client, _):
+            assert chat(client, "m").status_code == 200
+            # The next request goes out on the kept-alive connection, which the instance closes unread.
+            response = chat(client, "m")
+            assert response.status_code == 200, response.text
+            assert upstream.answered == 2
+    finally:
+        upstream.close()
+
+
+def test_a_new_connection_closed_unanswered_is_not_sent_again() -> None:
+    upstream = ClosesKeptAliveConnections(fresh_only=True)
+    try:
+        with gateway(StaticSource([upstream.endpoint("m")])) as (client, _):
+            response = chat(client, "m")
+            assert response.status_code == 502 and "without sending a response" in response.text
+            assert upstream.answered == 0
+    finally:
+        upstream.close()

@@ -33,6 +33,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +206,7 @@ class LocalClient:
             self._start(ctx, run)
             self._supervise(ctx, run)
         finally:
-            self._teardown(run)
+            self._teardown(ctx, run)
 
     # --- start --------------------------------------------------------------------------------------------
 
@@ -482,10 +483,32 @@ class LocalClient:
 
     # --- teardown -----------------------------------------------------------------------------------------
 
-    def _teardown(self, run: AllocRun) -> None:
-        """Stop the containers (their kill_timeout) and process groups (SIGTERM, SIGKILL after `kill_grace`),
-        deregister the Consul services."""
-        for runner in run.runners.values():
+    def _teardown(self, ctx: AllocContext, run: AllocRun) -> None:
+        """Deregister the Consul services and wait the shutdown delays, then stop the containers (their
+        kill_timeout) and process groups (SIGTERM, SIGKILL after `kill_grace`).
+
+        Nomad's order: the allocation's pre-kill hooks run before any task is killed (allocrunner/alloc_runner.go
+        killTasks), and the group service hook's PreKill deregisters the group's services, then waits the group's
+        shutdown_delay (allocrunner/group_service_hook.go preKillLocked); each task runner then runs its own
+        pre-kill hooks, the service hook's PreKilling deregistering the task's services, and waits the task's
+        shutdown_delay before killing it (taskrunner/task_runner.go handleKill, taskrunner/service_hook.go). So a
+        load balancer following Consul stops sending requests before the instance stops answering. The delays
+        are Nomad time (the double's clock); an agent shutting down (the double closing) cuts them short, as
+        shutdownDelayCtx does. Deliberately left out: the `Waiting for shutdown delay` task event (the stop's
+        events are written by the server side, see mutations.stop_alloc) and `-no-shutdown-delay`."""
+        closing = ctx.cluster.closing
+        group_services = [sid for sid, (_, task) in run.consul_definitions.items() if task is None]
+        if self.consul_address and group_services:
+            self._consul_deregister(run, group_services)
+            closing.wait(ctx.clock.real_seconds(int(run.group.get("ShutdownDelay") or 0)))
+        if self.consul_address:
+            self._consul_deregister(run, list(run.consul_services))
+        began = time.monotonic()
+        # Tasks are killed in parallel, each after its own delay: here in the order their delays end.
+        for runner in sorted(run.runners.values(), key=lambda r: int(r.task.get("ShutdownDelay") or 0)):
+            if runner.handle is not None:
+                delay = ctx.clock.real_seconds(int(runner.task.get("ShutdownDelay") or 0))
+                closing.wait(max(0.0, began + delay - time.monotonic()))
             runner.stop()
         for process in run.processes.values():
             _stop_process(process, self.kill_grace)
