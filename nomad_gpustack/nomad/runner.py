@@ -170,6 +170,7 @@ class Registration:
     version: int | None
     eval_id: str  # "" when nothing was registered because nothing changed
     plan: PlanResponse
+    job_create_index: int = 0  # the job's CreateIndex as read back (0: not known)
 
     @property
     def changed(self) -> bool:
@@ -201,12 +202,16 @@ def preview(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes
 
 def submit(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes) -> Registration:
     """Validate with the server, check ownership, plan, and register unless nothing changed."""
+    return apply(api, compiled, preview(api, compiled, force=force, notes=notes), notes)
+
+
+def apply(api: NomadAPI, compiled: DeploymentJob, found: Preview, notes: Notes) -> Registration:
+    """The second half of a submit: register with the plan's check-and-set index, unless nothing changed."""
     job_id = compiled.job_id
-    found = preview(api, compiled, force=force, notes=notes)
     plan = found.plan
     if found.unchanged and found.existing is not None:
         notes.info(f"{job_id}: no changes; checking the running version {found.existing.Version}")
-        return Registration(compiled, found.existing.Version, "", plan)
+        return Registration(compiled, found.existing.Version, "", plan, found.existing.CreateIndex)
     eval_id = register(api, compiled, plan.JobModifyIndex, notes)
     try:
         current = api.job(job_id)
@@ -214,7 +219,7 @@ def submit(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes)
         raise AfterRegistration(job_id, exc, "reading it back") from None
     version = current.Version if current else None
     notes.info(f"{job_id}: registered version {version} (evaluation {eval_id[:8] or '-'})")
-    return Registration(compiled, version, eval_id, plan)
+    return Registration(compiled, version, eval_id, plan, current.CreateIndex if current else 0)
 
 
 def follow(
@@ -241,6 +246,7 @@ def follow(
                 reporter=reporter,
                 timeout=timeout,
                 wait_for_capacity=wait_for_capacity,
+                job_create_index=registration.job_create_index,
             )
         )
     except NomadgsError as exc:
