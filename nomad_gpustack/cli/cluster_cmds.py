@@ -32,6 +32,10 @@ Render each deployment, validate it with the server, register it with check-and-
 so a concurrent change is detected, never overwritten), then follow the rollout until every replica
 answers its health check, or explain why it cannot.
 
+Several deployments (a fleet): all are validated and planned before any is registered (one bad file
+registers nothing), then registered and followed together, with one summary; --max-parallel N rolls
+out N at a time and starts no further one after a failure.
+
 replica states (as in GPUStack):
   pending      not placed on a node yet
   scheduled    placed; the task is being set up
@@ -48,6 +52,7 @@ exit codes:
   4    --timeout passed; the job keeps running (follow it with `nomadgs status NAME`)
   5    Nomad unreachable, or refused the request (TLS, ACL token)
   130  interrupted with Ctrl-C; the job keeps running
+  a fleet exits with the highest code of its deployments
 """
 )
 

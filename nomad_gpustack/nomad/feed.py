@@ -80,12 +80,25 @@ class Feed:
         self._refresh_running: asyncio.Future[None] | None = None
         self._refresh_next: asyncio.Future[None] | None = None
         self._nodes: asyncio.Future[list[dict[str, Any]]] | None = None
+        self._held = False  # `cover` was called: the queries run until `close`
+        self._last: dict[str, list[Any]] = {}  # each query's last answer, for a watch that joins later
 
     # --- who listens ---------------------------------------------------------------------------------------
 
+    def cover(self, job_ids: Sequence[str]) -> None:
+        """Start the queries for these jobs now (a fleet's, before they are registered), so that a watch of one
+        of them joins without restarting them: it is handed the queries' last answers, and hears every change
+        after them."""
+        self._covered = self._covered | frozenset(job_ids)
+        self._held = True
+        self._start_pollers()
+
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers[subscriber.job_id].append(subscriber)
-        if subscriber.job_id not in self._covered and not self._restart_due:
+        if subscriber.job_id in self._covered and self._pollers:
+            for kind, items in self._last.items():
+                getattr(subscriber, kind)([item for item in items if item.JobID == subscriber.job_id])
+        elif not self._restart_due:
             self._restart_due = True  # every watch that starts in this turn of the loop joins one restart
             asyncio.get_running_loop().call_soon(self._restart)
 
@@ -97,7 +110,7 @@ class Feed:
             subscribers.remove(subscriber)
         if not subscribers:
             self._subscribers.pop(subscriber.job_id, None)
-        if not self._subscribers:
+        if not self._subscribers and not self._held:  # a fleet's feed runs until the fleet closes it
             self._stop_pollers()
             self._covered = frozenset()
 
@@ -116,10 +129,14 @@ class Feed:
 
     def _restart(self) -> None:
         self._restart_due = False
-        self._stop_pollers()
         if not self._subscribers:
             return
-        self._covered = frozenset(self._subscribers)
+        self._covered = frozenset(self._subscribers) | (self._covered if self._held else frozenset())
+        self._start_pollers()
+
+    def _start_pollers(self) -> None:
+        self._stop_pollers()
+        self._last = {}
         for what, path, shape, deliver in self._queries():
             params = self._params(path, list(self._covered))
             self._pollers.append(asyncio.create_task(self._follow(what, path, shape, params, deliver)))
@@ -167,12 +184,15 @@ class Feed:
                 hand(subscriber, by_job.get(job_id, []))
 
     def _deliver_allocations(self, allocations: list[Allocation]) -> None:
+        self._last["on_allocations"] = allocations
         self._dispatch(allocations, lambda s, share: s.on_allocations(share))
 
     def _deliver_deployments(self, deployments: list[Deployment]) -> None:
+        self._last["on_deployments"] = deployments
         self._dispatch(deployments, lambda s, share: s.on_deployments(share))
 
     def _deliver_evaluations(self, evaluations: list[Evaluation]) -> None:
+        self._last["on_evaluations"] = evaluations
         self._dispatch(evaluations, lambda s, share: s.on_evaluations(share))
 
     # --- plain reads ---------------------------------------------------------------------------------------

@@ -127,6 +127,9 @@ async def run(
         if key not in feeds:
             clients[key] = member.api.async_client()
             feeds[key] = Feed(member.api, await clients[key].__aenter__(), note=note)
+    if not detach:
+        for key, feed in feeds.items():  # the fleet's jobs from the start: no watch restarts the queries
+            feed.cover([m.compiled.job_id for m in members if id(m.api) == key])
 
     async def one(member: Member) -> None:
         nonlocal stopped
