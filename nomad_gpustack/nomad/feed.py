@@ -138,7 +138,7 @@ class Feed:
         self._stop_pollers()
         self._last = {}
         for what, path, shape, deliver in self._queries():
-            params = self._params(path, list(self._covered))
+            params = self._params(path, list(self._covered), resources=False)
             self._pollers.append(asyncio.create_task(self._follow(what, path, shape, params, deliver)))
 
     def _queries(self) -> list[tuple[str, str, Any, Callable[[list[Any]], None]]]:
@@ -149,11 +149,13 @@ class Feed:
         ]
 
     @staticmethod
-    def _params(path: str, jobs: list[str]) -> dict[str, str]:
+    def _params(path: str, jobs: list[str], *, resources: bool) -> dict[str, str]:
+        """The query's parameters; `resources`: the allocations with their ports, for the endpoints of running
+        replicas without more reads (only the last look before a verdict asks: they make each answer bigger)."""
         selection = jobs_filter(jobs)
         params = {"filter": selection} if selection is not None else {}
-        if path == "/v1/allocations":
-            params["resources"] = "true"  # the ports of running replicas: their endpoints without more reads
+        if path == "/v1/allocations" and resources:
+            params["resources"] = "true"
         return params
 
     # --- the long polls ------------------------------------------------------------------------------------
@@ -217,7 +219,9 @@ class Feed:
         self._refresh_running, self._refresh_next = self._refresh_next, None
         jobs = list(self._subscribers)
         reads = [
-            self.read(functools.partial(self.api.get, self.http, path, shape, params=self._params(path, jobs)))
+            self.read(
+                functools.partial(self.api.get, self.http, path, shape, params=self._params(path, jobs, resources=True))
+            )
             for _, path, shape, _ in self._queries()
         ]
         answers = await asyncio.gather(*reads)
