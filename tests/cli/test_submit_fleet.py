@@ -136,9 +136,7 @@ def _status_requests(count: int) -> int:
         for i in range(count):
             job = {**compiled.job, "ID": f"m{i}", "Name": f"m{i}"}
             api.register(job, modify_index=0)  # type: ignore[arg-type]
-        nomad.wait_for(
-            lambda n: sum(d["Status"] == "successful" for d in n.deployments.values()) == count, timeout=60
-        )
+        nomad.wait_for(lambda n: sum(d["Status"] == "successful" for d in n.deployments.values()) == count, timeout=60)
         before = len(nomad.requests)
         found = asyncio.run(all_model_statuses(api))
         assert [s.status for s in found] == ["running"] * count
