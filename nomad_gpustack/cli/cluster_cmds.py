@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import EXIT_OK, exit_code_for
+from ..errors import EXIT_INTERRUPTED, EXIT_OK, InputError, Problem, exit_code_for
 from . import output as say
 from .base import PARTIAL_RESULT, command, preformatted
 from .connection import NOMAD_ENV, nomad_options, nomad_settings
@@ -36,6 +36,10 @@ Render each deployment, validate it with the server, register it with check-and-
 so a concurrent change is detected, never overwritten), then follow the rollout until every replica
 answers its health check, or explain why it cannot.
 
+Several deployments (a fleet): all are validated and planned before any is registered (one bad file
+registers nothing), then registered and followed together, with one summary; --max-parallel N rolls
+out N at a time and starts no further one after a failure.
+
 replica states (as in GPUStack):
   pending      not placed on a node yet
   scheduled    placed; the task is being set up
@@ -52,6 +56,7 @@ exit codes:
   4    --timeout passed; the job keeps running (follow it with `nomadgs status NAME`)
   5    Nomad unreachable, or refused the request (TLS, ACL token)
   130  interrupted with Ctrl-C; the job keeps running
+  a fleet exits with the highest code of its deployments
 """
 )
 
@@ -119,7 +124,14 @@ def _print_outcome(registration: Registration, result: WatchResult) -> None:
 @backends_option
 @model_option
 @click.option("--timeout", default="2h", metavar="DURATION", help="give up watching after this (default 2h)")
-@click.option("--detach", is_flag=True, help="return once the job is registered")
+@click.option("--detach", is_flag=True, help="return once the jobs are registered")
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="roll out N deployments at once, the next when one ends; stop starting new ones after a failure "
+    "(default: all at once)",
+)
 @click.option(
     "--wait-for-capacity",
     is_flag=True,
@@ -134,51 +146,135 @@ def submit(
     model: Path | None,
     timeout: str,
     detach: bool,
+    max_parallel: int | None,
     wait_for_capacity: bool,
     force: bool,
     fmt: str,
     **connection: Any,
 ) -> int:
-    from ..nomad import runner
-    from .progress_view import view_for
+    import asyncio
+
+    from ..nomad import fleet
+    from .progress_view import fleet_view_for, view_for
     from .render_cmds import compile_all
 
+    if detach and max_parallel is not None:
+        raise InputError(Problem("--max-parallel paces rollouts that submit follows: not with --detach"))
     seconds = duration_seconds(timeout, "--timeout")
     compiled_all = compile_all(list(deployments), backends, check=True, model=model, hub=True)
-    apis = [_api(connection, compiled) for compiled in compiled_all]  # every namespace conflict before any submit
+    members = _members(connection, compiled_all)  # every namespace conflict before anything is sent
+    deadline = time.monotonic() + seconds
+    for api in {id(m.api): m.api for m in members}.values():
+        api.deadline = deadline  # retrying a failing Nomad keeps to --timeout too
     results: list[dict[str, Any]] = []
-    # A later deployment that fails with an error: the JSON document of the failure still lists these.
+    # A failure before the end: the JSON document of the failure still lists what was done.
     click.get_current_context().meta[PARTIAL_RESULT] = {"results": results}
-    worst = EXIT_OK
-    for compiled, api in zip(compiled_all, apis, strict=True):
-        job_id = compiled.job_id
-        api.deadline = time.monotonic() + seconds  # retrying a failing Nomad keeps to --timeout too
-        registration = runner.submit(api, compiled, force=force, notes=_Notes())
-        if detach:
-            results.append(runner.result_document(registration, None, "registered", EXIT_OK))
-            if fmt == "text":
-                print(f"{job_id}: registered; follow it with `nomadgs status {job_id}`")
-            continue
-        view = view_for(f"{compiled.source.spec.name} (job {job_id} v{registration.version})")
-        try:
-            result = runner.follow(
-                api, registration, reporter=view, timeout=seconds, wait_for_capacity=wait_for_capacity
+    notes = _Notes()
+    fleet.check_all(members, force=force, notes=notes)  # validated and planned, all of them, before any register
+
+    live = fleet_view_for(len(members)) if len(members) > 1 and not detach else None
+
+    def title(member: fleet.Member) -> str:
+        version = member.registration.version if member.registration is not None else None
+        return f"{member.compiled.model} (job {member.compiled.job_id} v{version})"
+
+    def reporter_for(member: fleet.Member) -> Any:
+        return live.reporter(title(member)) if live is not None else view_for(title(member))
+
+    def on_done(member: fleet.Member) -> None:
+        results.append(member.document())
+        if live is not None:
+            live.ended_with(title(member), _ended_line(member))
+
+    try:
+        asyncio.run(
+            fleet.run(
+                members,
+                notes=notes,
+                reporter_for=reporter_for,
+                note=live.note if live is not None else say.warning,
+                timeout=seconds,
+                wait_for_capacity=wait_for_capacity,
+                max_parallel=max_parallel,
+                detach=detach,
+                on_done=on_done,
             )
-        except KeyboardInterrupt as interrupted:
-            say.info(f"\nstopped watching; the job keeps running. Resume with: nomadgs status {job_id}")
-            code = exit_code_for(interrupted)
-            if fmt == "json":
-                results.append(runner.result_document(registration, None, "interrupted", code))
-                say.emit_failure(code, ["interrupted"], results=results)
-            return code
-        status, code = runner.outcome(result)
-        results.append(runner.result_document(registration, result, status, code))
-        if fmt == "text":
-            _print_outcome(registration, result)
-        worst = max(worst, code)
+        )
+    except KeyboardInterrupt:
+        registered = [m.compiled.job_id for m in members if m.registration is not None]
+        if len(registered) == 1:
+            say.info(f"\nstopped watching; the job keeps running. Resume with: nomadgs status {registered[0]}")
+        else:
+            say.info(f"\nstopped watching; {len(registered)} registered jobs keep running. See: nomadgs status")
+        if fmt == "json":
+            documents = [m.document() if m.done else {**m.document(), "status": "interrupted"} for m in members]
+            say.emit_failure(EXIT_INTERRUPTED, ["interrupted"], results=documents)
+        return EXIT_INTERRUPTED
+    if len(members) == 1 and members[0].failure is not None:
+        raise members[0].failure  # one deployment: its error is the command's, said as every command says one
+    code = fleet.worst([m.code for m in members])
     if fmt == "json":
-        say.emit_json({"ok": worst == EXIT_OK, "exit_code": worst, "results": results})
-    return worst
+        documents = [m.document() for m in members]
+        counts: dict[str, int] = {}
+        for m in members:
+            counts[m.status] = counts.get(m.status, 0) + 1
+        say.emit_json({"ok": code == 0, "exit_code": code, "summary": counts, "results": documents})
+        return code
+    for member in members:
+        _print_member(member)
+    if len(members) > 1:
+        _print_fleet_summary(members)
+    return code
+
+
+def _members(connection: Mapping[str, Any], compiled_all: list[Compiled]) -> list[Any]:
+    """The fleet's members, with one client per cluster scope (namespace, region) that their jobs name."""
+    from ..nomad.fleet import Member
+
+    apis: dict[tuple[str, str], NomadAPI] = {}
+    members = []
+    for compiled in compiled_all:
+        api = _api(connection, compiled)
+        scope = (api.settings.namespace or "", api.settings.region or "")
+        members.append(Member(apis.setdefault(scope, api), compiled))
+    return members
+
+
+def _ended_line(member: Any) -> str:
+    """One line for a rollout that ended, in the fleet's live view."""
+    from ..nomad import verdict
+
+    if member.registration is not None and member.result is not None:
+        line = verdict.headline(member.registration, member.result)
+        return ("✓ " if member.code == 0 else "✗ ") + line
+    return f"✗ {member.compiled.model}: {member.status}: {member.error}"
+
+
+def _print_member(member: Any) -> None:
+    job_id = member.compiled.job_id
+    if member.result is not None and member.registration is not None:
+        _print_outcome(member.registration, member.result)
+    elif member.status == "registered":
+        print(f"{job_id}: registered; follow it with `nomadgs status {job_id}`")
+    elif member.failure is not None:
+        for line in say.problem_lines(member.failure):
+            say.error(line if line.startswith(member.compiled.file) else f"{member.compiled.model}: {line}")
+    elif member.error:
+        say.error(f"{member.compiled.model}: {member.status}: {member.error}")
+
+
+def _print_fleet_summary(members: list[Any]) -> None:
+    """The fleet in a few lines: how many are healthy, and each one that is not, with why."""
+    healthy = [m for m in members if m.code == 0]
+    print(
+        f"fleet: {len(healthy)} of {len(members)} "
+        + ("registered" if healthy and all(m.status == "registered" for m in healthy) else "healthy")
+    )
+    for m in members:
+        if m.code == 0:
+            continue
+        why = m.result.assessment.headline if m.result is not None else m.error
+        say.error(f"  {m.compiled.model} (job {m.compiled.job_id}): {m.status}, exit {m.code}: {why}")
 
 
 # --- plan ---------------------------------------------------------------------------------------------

@@ -98,3 +98,78 @@ def view_for(title: str) -> LiveView | PlainView:
     if sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
         return LiveView(title)
     return PlainView(title)
+
+
+class FleetView:
+    """A fleet's rollouts on a terminal: a block redrawn in place, one line per rollout in flight (as many as the
+    terminal has room for) under a count of those done; a rollout that ends leaves the block as one line above
+    it, so the block never grows past the screen whatever the size of the fleet."""
+
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.live: dict[str, str] = {}
+        self.ended = 0
+        self.drawn = 0
+        self.frame = 0
+
+    def reporter(self, title: str) -> _FleetRow:
+        return _FleetRow(self, title)
+
+    def show(self, title: str, assessment: Assessment, elapsed: float) -> None:
+        self.frame += 1
+        mark = "" if assessment.done else _SPINNER[self.frame % len(_SPINNER)] + " "
+        self.live[title] = f"{mark}{title} · {assessment.phase} · {assessment.headline} · {_clock(elapsed)}"
+        self._draw()
+
+    def ended_with(self, title: str, line: str) -> None:
+        """The rollout of `title` is over: its line leaves the block, printed once above it."""
+        self.live.pop(title, None)
+        self.ended += 1
+        self._clear()
+        self.stream.write(line[:300] + "\n")
+        self._draw()
+
+    def note(self, message: str) -> None:
+        self._clear()
+        self.stream.write(f"  ! {message}\n")
+        self._draw()
+
+    def _clear(self) -> None:
+        if self.drawn:
+            self.stream.write(f"\033[{self.drawn}F\033[J")
+            self.drawn = 0
+
+    def _draw(self) -> None:
+        import shutil
+
+        self._clear()
+        room = max(1, shutil.get_terminal_size().lines - 3)
+        rows = list(self.live.values())
+        lines = [f"{self.ended}/{self.total} done, {len(rows)} rolling out", *rows[:room]]
+        if len(rows) > room:
+            lines.append(f"… and {len(rows) - room} more")
+        for line in lines:
+            self.stream.write(line[:300] + "\n")
+        self.stream.flush()
+        self.drawn = len(lines)
+
+
+class _FleetRow:
+    """One rollout's reporter in a `FleetView`."""
+
+    def __init__(self, view: FleetView, title: str) -> None:
+        self.view, self.title = view, title
+
+    def update(self, assessment: Assessment, elapsed: float) -> None:
+        self.view.show(self.title, assessment, elapsed)
+
+    def note(self, message: str) -> None:
+        self.view.note(f"{self.title}: {message}")
+
+
+def fleet_view_for(total: int) -> FleetView | None:
+    """A fleet's live block on a terminal; None elsewhere (each rollout then writes plain lines)."""
+    if sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
+        return FleetView(total)
+    return None

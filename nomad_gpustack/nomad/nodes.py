@@ -143,6 +143,9 @@ def node_facts(
     )
 
 
+NODE_READS = 8  # full nodes read at once: a cluster of hundreds of nodes does not open hundreds of connections
+
+
 def read_nodes(api: NomadAPI, *, full: bool = False) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
     """(list stub with resources, full node when `full`) of every client node, in Nomad's order."""
 
@@ -151,7 +154,13 @@ def read_nodes(api: NomadAPI, *, full: bool = False) -> list[tuple[dict[str, Any
             stubs = await api.nodes(http)
             if not full:
                 return [(stub, None) for stub in stubs]
-            answers = await asyncio.gather(*(api.node(http, str(stub["ID"])) for stub in stubs))
+            reads = asyncio.Semaphore(NODE_READS)
+
+            async def full_node(node_id: str) -> dict[str, Any]:
+                async with reads:
+                    return await api.node(http, node_id)
+
+            answers = await asyncio.gather(*(full_node(str(stub["ID"])) for stub in stubs))
             return list(zip(stubs, answers, strict=True))
 
     return asyncio.run(read())

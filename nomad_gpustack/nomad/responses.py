@@ -181,6 +181,8 @@ class Deployment(Response):
     JobID: str = ""
     JobVersion: int = 0
     JobModifyIndex: int = 0
+    JobSpecModifyIndex: int = 0  # the job's JobModifyIndex when the deployment was made (structs.NewDeployment)
+    JobCreateIndex: int = 0
     Status: str = ""
     StatusDescription: str = ""
     TaskGroups: dict[str, DeploymentState] = {}
@@ -213,6 +215,7 @@ class JobStub(Response):
     Stop: bool = False
     Version: int = 0
     Stable: bool = False
+    CreateIndex: int = 0
     JobModifyIndex: int = 0
     Meta: dict[str, str] = {}
     JobSummary: JobSummaryData | None = None

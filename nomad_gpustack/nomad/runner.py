@@ -172,6 +172,7 @@ class Registration:
     plan: PlanResponse
     stable_version: int | None = None  # the job's version before, when it was stable: where an auto-revert goes
     earlier_versions: bool = True  # False: this registration made the job (nothing to roll back to)
+    job_create_index: int = 0  # the job's CreateIndex as read back (0: not known)
 
     @property
     def changed(self) -> bool:
@@ -203,12 +204,23 @@ def preview(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes
 
 def submit(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes) -> Registration:
     """Validate with the server, check ownership, plan, and register unless nothing changed."""
+    return apply(api, compiled, preview(api, compiled, force=force, notes=notes), notes)
+
+
+def apply(api: NomadAPI, compiled: DeploymentJob, found: Preview, notes: Notes) -> Registration:
+    """The second half of a submit: register with the plan's check-and-set index, unless nothing changed."""
     job_id = compiled.job_id
-    found = preview(api, compiled, force=force, notes=notes)
     plan = found.plan
     if found.unchanged and found.existing is not None:
         notes.info(f"{job_id}: no changes; checking the running version {found.existing.Version}")
-        return Registration(compiled, found.existing.Version, "", plan, *_before(found.existing))
+        return Registration(
+            compiled,
+            found.existing.Version,
+            "",
+            plan,
+            *_before(found.existing),
+            job_create_index=found.existing.CreateIndex,
+        )
     eval_id = register(api, compiled, plan.JobModifyIndex, notes)
     try:
         current = api.job(job_id)
@@ -216,7 +228,14 @@ def submit(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes)
         raise AfterRegistration(job_id, exc, "reading it back") from None
     version = current.Version if current else None
     notes.info(f"{job_id}: registered version {version} (evaluation {eval_id[:8] or '-'})")
-    return Registration(compiled, version, eval_id, plan, *_before(found.existing))
+    return Registration(
+        compiled,
+        version,
+        eval_id,
+        plan,
+        *_before(found.existing),
+        job_create_index=current.CreateIndex if current else 0,
+    )
 
 
 def _before(existing: JobStub | None) -> tuple[int | None, bool]:
@@ -254,6 +273,7 @@ def follow(
                 wait_for_capacity=wait_for_capacity,
                 stable_version=registration.stable_version,
                 earlier_versions=registration.earlier_versions,
+                job_create_index=registration.job_create_index,
             )
         )
     except NomadgsError as exc:

@@ -6,14 +6,16 @@ What `nomadgs status` shows and the Ansible `model_info` module returns. Reads o
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..contract.metadata import model_labels, model_name
+from ..contract.metadata import META_MANAGED, model_labels, model_name
 from ..contract.request import GroupRequest
 from ..errors import InputError, Problem, suggestion
 from .client import NomadAPI
-from .responses import Deployment, Evaluation, JobStub
+from .responses import Allocation, Deployment, Evaluation, JobStub
 from .rollout import Assessment, Replica, Snapshot, assess
 from .runner import is_managed
 from .watcher import running_endpoints
@@ -93,9 +95,26 @@ async def model_status(api: NomadAPI, job: JobStub) -> ModelStatus:
         )
         group = job.TaskGroups[0] if job.TaskGroups else {}
         request = GroupRequest(group=group.get("Name", ""), count=int(group.get("Count", 0) or 0))
-        snapshot = Snapshot(job.ID, job.Version, Evaluation(ID="", Status="complete"), None, deployment, tuple(allocs))
-        assessment = assess(snapshot, request)
+        assessment = _assess(job, job.Version, request, deployment, allocs)
         endpoints = await running_endpoints(api, http, assessment) if not job.Stop else []
+    return _model_status(job, job.Version, request, deployment, assessment, endpoints)
+
+
+def _assess(
+    job: JobStub, version: int, request: GroupRequest, deployment: Deployment | None, allocs: Sequence[Allocation]
+) -> Assessment:
+    snapshot = Snapshot(job.ID, version, Evaluation(ID="", Status="complete"), None, deployment, tuple(allocs))
+    return assess(snapshot, request)
+
+
+def _model_status(
+    job: JobStub,
+    version: int,
+    request: GroupRequest,
+    deployment: Deployment | None,
+    assessment: Assessment,
+    endpoints: Sequence[str],
+) -> ModelStatus:
     managed = is_managed(job)
     labels = model_labels(job.Name, (), job.Meta)
     return ModelStatus(
@@ -103,7 +122,7 @@ async def model_status(api: NomadAPI, job: JobStub) -> ModelStatus:
         model=labels.model if managed else None,  # a foreign job's name is not a model name
         backend=(labels.backend or "") if managed else "",
         backend_version=(labels.version or "") if managed else "",
-        job_version=job.Version,
+        job_version=version,
         job_status="stopped" if job.Stop else job.Status,
         deployment=deployment,
         desired=request.count,
@@ -127,7 +146,65 @@ def status_word(job: JobStub, assessment: Assessment, desired: int) -> str:
     return "deploying"
 
 
+MANAGED_FILTER = f'Meta.{META_MANAGED} == "true"'  # on /v1/jobs; on /v1/allocations through the allocation's Job
+JOB_READS = 8  # jobs read one by one at once, when the lists do not tell their version and count
+
+
 async def all_model_statuses(api: NomadAPI) -> list[ModelStatus]:
-    """Every model nomadgs deployed in the namespace."""
-    jobs = [api.job(j.ID) for j in managed_jobs(api)]
-    return list(await asyncio.gather(*(model_status(api, j) for j in jobs if j is not None)))
+    """Every model nomadgs deployed in the namespace, in a constant number of requests whatever their number:
+    the managed jobs (`/v1/jobs?meta=true`), their allocations (`/v1/allocations` with their resources, for the
+    endpoints) and the namespace's deployments (`/v1/deployments`), each with a `filter` expression.
+
+    A job list stub has neither the job's version nor its count: its latest deployment tells both when it was
+    made for the job's current version (`JobSpecModifyIndex`, `JobCreateIndex`). A job whose current version has
+    no deployment (stopped, scaled to 0, a job without update strategy) is read on its own, JOB_READS at once."""
+    async with api.async_client() as http:
+        (stubs, _), (allocations, _), (deployments, _) = await asyncio.gather(
+            api.get(http, "/v1/jobs", list[JobStub], params={"meta": "true", "filter": MANAGED_FILTER}),
+            api.get(
+                http,
+                "/v1/allocations",
+                list[Allocation],
+                params={"resources": "true", "filter": f"Job.{MANAGED_FILTER}"},
+            ),
+            api.get(http, "/v1/deployments", list[Deployment]),
+        )
+        stubs = [j for j in stubs if is_managed(j)]
+        allocs_of: dict[str, list[Allocation]] = defaultdict(list)
+        for alloc in allocations:
+            allocs_of[alloc.JobID].append(alloc)
+        latest: dict[str, Deployment] = {}
+        for d in deployments:
+            if d.JobID not in latest or d.CreateIndex > latest[d.JobID].CreateIndex:
+                latest[d.JobID] = d
+        reads = asyncio.Semaphore(JOB_READS)
+
+        async def one(stub: JobStub) -> ModelStatus | None:
+            deployment = latest.get(stub.ID)
+            # Allocations of an earlier job of the same ID (purged) are not this job's.
+            allocs = [a for a in allocs_of.get(stub.ID, []) if a.CreateIndex >= stub.CreateIndex]
+            current = (
+                deployment is not None
+                and deployment.JobCreateIndex == stub.CreateIndex
+                and deployment.JobSpecModifyIndex == stub.JobModifyIndex
+                and len(deployment.TaskGroups) == 1
+            )
+            if deployment is not None and current:
+                ((group, state),) = deployment.TaskGroups.items()
+                job, version, request = stub, deployment.JobVersion, GroupRequest(group=group, count=state.DesiredTotal)
+            else:
+                async with reads:
+                    full = await asyncio.to_thread(api.job, stub.ID)
+                if full is None:
+                    return None  # purged since it was listed
+                if deployment is not None and deployment.JobCreateIndex != full.CreateIndex:
+                    deployment = None
+                group_spec = full.TaskGroups[0] if full.TaskGroups else {}
+                count = int(group_spec.get("Count", 0) or 0)
+                job, version, request = full, full.Version, GroupRequest(group=group_spec.get("Name", ""), count=count)
+            assessment = _assess(job, version, request, deployment, allocs)
+            endpoints = [] if job.Stop else await running_endpoints(api, http, assessment, allocs)
+            return _model_status(job, version, request, deployment, assessment, endpoints)
+
+        found = await asyncio.gather(*(one(stub) for stub in stubs))
+    return [status for status in found if status is not None]

@@ -1,7 +1,7 @@
 """Follow a job version's rollout with blocking queries until it is healthy, failed, or out of time.
 
-Three blocking queries run side by side (the evaluation, the job's allocations, its deployments; a fourth
-follows a blocked evaluation); each returns as soon as Nomad's state changes, so progress shows up without a
+Three blocking queries run side by side (the evaluations, the allocations, the deployments: `feed.Feed`, shared
+by every watch of a fleet); each returns as soon as Nomad's state changes, so progress shows up without a
 polling interval, and an idle watch costs a handful of requests a minute. A dropped connection or a 5xx is
 retried with backoff and the query resumes from the last index seen.
 
@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from ..contract.metadata import DOWNLOAD_TASK
 from ..contract.request import GroupRequest
 from ..urls import openai_base_url
-from . import blocking
 from .client import NomadAPI, NomadError, TransientError
 from .explain import NodeDevices, node_devices
+from .feed import Feed
 from .responses import Allocation, Deployment, Evaluation
 from .rollout import (
     Assessment,
@@ -39,9 +38,6 @@ from .rollout import (
     shown_forward,
 )
 
-T = TypeVar("T")
-
-TERMINAL_EVAL = ("complete", "failed", "canceled")
 LOG_LINES = 20
 
 
@@ -75,6 +71,7 @@ class _Target:
     wait_for_capacity: bool
     stable_version: int | None = None  # the version an auto-revert would go back to, when known
     earlier_versions: bool = True  # False: the job's first version
+    job_create_index: int = 0  # the job's CreateIndex (0: not known), which tells its objects from a purged one's
 
 
 @dataclass
@@ -110,22 +107,21 @@ class _Heard:
 
 
 class _Watch:
-    """One watch: a poller per blocking query (the evaluation, its blocked evaluation, the job's allocations,
-    its deployments) stores what it hears and wakes the judge; the judge assesses at each change until there is
-    a verdict or the time is out; then `finish` gathers what explains the verdict (logs, endpoints, the
-    rollback Nomad started)."""
+    """One watch: the feed (`feed.Feed`) hands it what the blocking queries hear of its job (the evaluation, its
+    blocked evaluation, the job's allocations, its deployments), which it stores, waking the judge; the judge
+    assesses at each change until there is a verdict or the time is out; then `finish` gathers what explains
+    the verdict (logs, endpoints, the rollback Nomad started)."""
 
     def __init__(
-        self, api: NomadAPI, http: Any, target: _Target, reporter: Reporter, timeout: float | None, start: float
+        self, api: NomadAPI, feed: Feed, target: _Target, reporter: Reporter, timeout: float | None, start: float
     ) -> None:
-        self.api, self.http, self.target, self.reporter = api, http, target, reporter
+        self.api, self.feed, self.http, self.target, self.reporter = api, feed, feed.http, target, reporter
         self.timeout, self.start = timeout, start
         self.heard = _Heard()
         if target.eval_id is None:  # nothing was registered: no evaluation to wait for
             self.heard.evaluation = Evaluation(ID="", Status="complete")
         self.changed = asyncio.Event()
-        self.pollers: list[asyncio.Task[None]] = []
-        self.following_blocked = False
+        self.failure: Exception | None = None
         self.nodes_listed = False
         self.verified = False
         self.rollback: Rollback | None = None  # the rollback Nomad started, as far as it was followed
@@ -139,66 +135,50 @@ class _Watch:
     def remaining(self) -> float | None:
         return None if self.timeout is None else self.timeout - self.elapsed
 
-    # --- the pollers: one per blocking query --------------------------------------------------------------
+    # --- what the feed delivers ----------------------------------------------------------------------------
+
+    @property
+    def job_id(self) -> str:
+        return self.target.job_id
 
     def start_pollers(self) -> None:
-        api, http, target = self.api, self.http, self.target
-        self._poll("allocations", lambda i: api.allocations(http, target.job_id, i), self._on_allocations)
-        self._poll("the deployment", lambda i: api.deployments(http, target.job_id, i), self._on_deployments)
-        if target.eval_id:
-            eval_id = target.eval_id
-            self._poll("the evaluation", lambda i: api.evaluation(http, eval_id, i), self._on_evaluation)
+        self.feed.subscribe(self)
 
-    async def stop_pollers(self) -> None:
-        for poller in self.pollers:
-            poller.cancel()
-        await asyncio.gather(*self.pollers, return_exceptions=True)
+    def stop_pollers(self) -> None:
+        self.feed.unsubscribe(self)
 
-    def _poll(self, what: str, fetch: Callable[[int], Awaitable[tuple[T, int]]], store: Callable[[T], bool]) -> None:
-        self.pollers.append(asyncio.create_task(self._follow(what, fetch, store)))
-
-    async def _follow(
-        self, what: str, fetch: Callable[[int], Awaitable[tuple[T, int]]], store: Callable[[T], bool]
-    ) -> None:
-        """Follow one blocking query until `store` returns False, waking the judge at each answer. Its first
-        read has index 0, which Nomad answers at once; as a query with an index, the client leaves retrying it
-        to this loop."""
-
-        def retried(exc: Exception, delay: float) -> None:
-            self.reporter.note(f"{exc} while watching {what}; retried after {delay:.1f}s")
-
-        async for value in blocking.follow(fetch, retry_on=TransientError, on_retry=retried):
-            going_on = store(value)
-            self.changed.set()
-            if not going_on:
-                return
-
-    def _on_allocations(self, value: list[Allocation]) -> bool:
-        self.heard.allocations = tuple(value)
+    def on_allocations(self, allocations: list[Allocation]) -> None:
+        # Allocations of an earlier job of the same ID (stopped and purged) are not this job's.
+        created = self.target.job_create_index
+        self.heard.allocations = tuple(a for a in allocations if a.CreateIndex >= created)
         self.heard.answered.add("allocations")
-        return True
+        self.changed.set()
 
-    def _on_deployments(self, value: list[Deployment]) -> bool:
-        self.heard.deployments = tuple(value)
+    def on_deployments(self, deployments: list[Deployment]) -> None:
+        created = self.target.job_create_index
+        self.heard.deployments = tuple(d for d in deployments if not created or d.JobCreateIndex in (0, created))
         self.heard.answered.add("deployments")
-        return True
+        self.changed.set()
 
-    def _on_evaluation(self, value: Evaluation) -> bool:
-        self.heard.evaluation = value
-        if value.BlockedEval and not self.following_blocked:
-            self.following_blocked = True
-            api, http, blocked = self.api, self.http, value.BlockedEval
-            self._poll("the blocked evaluation", lambda i: api.evaluation(http, blocked, i), self._on_blocked)
-        return value.Status not in TERMINAL_EVAL or bool(value.NextEval)
+    def on_evaluations(self, evaluations: list[Evaluation]) -> None:
+        if not self.target.eval_id:
+            return
+        by_id = {e.ID: e for e in evaluations}
+        evaluation = by_id.get(self.target.eval_id)
+        if evaluation is None:
+            return
+        self.heard.evaluation = evaluation
+        if evaluation.BlockedEval:
+            self.heard.blocked = by_id.get(evaluation.BlockedEval, self.heard.blocked)
+        self.changed.set()
 
-    def _on_blocked(self, value: Evaluation) -> bool:
-        self.heard.blocked = value
-        return value.Status == "blocked"
+    def on_failure(self, exc: Exception) -> None:
+        self.failure = exc
+        self.changed.set()
 
     def _raise_poller_failure(self) -> None:
-        for poller in self.pollers:
-            if poller.done() and not poller.cancelled() and poller.exception():
-                raise poller.exception()  # type: ignore[misc]  # a non-transient error: 403, 404 ...
+        if self.failure is not None:
+            raise self.failure  # a non-transient error: 403, 404 ...
 
     # --- the judge ---------------------------------------------------------------------------------------
 
@@ -236,7 +216,7 @@ class _Watch:
         capacity = assessment.phase in ("placement-failed", "waiting-capacity")
         if capacity and self.target.request.device and not self.nodes_listed:
             self.nodes_listed = True
-            devices = await _node_devices(self.api, self.http)
+            devices = await _node_devices(self.feed)
             self.heard.nodes = tuple(devices) if devices is not None else None
             return True
         if assessment.done and not self.verified:
@@ -248,15 +228,8 @@ class _Watch:
     async def _refresh(self) -> None:
         """Plain reads of everything the watch follows (the client retries them); when they keep failing, the
         verdict rests on what the blocking queries delivered."""
-        api, http, target = self.api, self.http, self.target
         try:
-            allocs, deployments = await asyncio.gather(
-                api.allocations(http, target.job_id), api.deployments(http, target.job_id)
-            )
-            self.heard.allocations, self.heard.deployments = tuple(allocs[0]), tuple(deployments[0])
-            self.heard.answered.update(("allocations", "deployments"))
-            if target.eval_id:
-                self.heard.evaluation = (await api.evaluation(http, target.eval_id))[0]
+            await self.feed.refresh()  # one read for every watch that wants one now
         except TransientError:
             return
 
@@ -267,9 +240,13 @@ class _Watch:
         started after this version's deployment failed, followed to its end within the time left."""
         result = WatchResult(assessment, self.elapsed, timed_out)
         if assessment.failures or assessment.phase == "failed" or timed_out:
-            result.logs = await _failure_logs(self.api, self.http, assessment, self.heard.allocations)
+            result.logs = await self.feed.read(
+                lambda: _failure_logs(self.api, self.http, assessment, self.heard.allocations)
+            )
         if assessment.phase == "succeeded":
-            result.endpoints = await running_endpoints(self.api, self.http, assessment)
+            result.endpoints = await self.feed.read(
+                lambda: running_endpoints(self.api, self.http, assessment, self.heard.allocations)
+            )
         failed = deployment_of(self.heard.deployments, self.target.version)
         if assessment.rollback_to is not None and not timed_out and failed is not None:
             result.rollback = await self._follow_rollback(assessment, assessment.rollback_to, failed)
@@ -282,27 +259,21 @@ class _Watch:
         is out; the reporter sees each step as phase `rolling-back`, then the verdict again (it stands)."""
         self.rollback = assess_rollback(to_version, failed, None)
         self._show_rollback(assessment, self.rollback)
-        api, http, job_id = self.api, self.http, self.target.job_id
-        steps = self._follow(
-            "the rollback",
-            lambda i: api.deployments(http, job_id, i),
-            functools.partial(self._on_rollback_step, assessment, to_version, failed),
-        )
         remaining = self.remaining
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(None if remaining is None else max(0.0, remaining)):  # see until_verdict
-                await steps
+                while True:
+                    self._raise_poller_failure()
+                    step = assess_rollback(to_version, failed, latest_deployment(self.heard.deployments))
+                    if step != self.rollback:
+                        self.rollback = step
+                        self._show_rollback(assessment, step)
+                    if step.done:
+                        break
+                    self.changed.clear()
+                    await self.changed.wait()
         self.reporter.update(assessment, self.elapsed)
         return self.rollback
-
-    def _on_rollback_step(
-        self, assessment: Assessment, to_version: int, failed: Deployment, deployments: list[Deployment]
-    ) -> bool:
-        step = assess_rollback(to_version, failed, latest_deployment(deployments))
-        if step != self.rollback:
-            self.rollback = step
-            self._show_rollback(assessment, step)
-        return not step.done
 
     def _show_rollback(self, assessment: Assessment, step: Rollback) -> None:
         self.reporter.update(replace(assessment, phase="rolling-back", headline=step.summary), self.elapsed)
@@ -320,32 +291,49 @@ async def watch(
     wait_for_capacity: bool = False,
     stable_version: int | None = None,
     earlier_versions: bool = True,
+    job_create_index: int = 0,
+    feed: Feed | None = None,
 ) -> WatchResult:
     """Watch one job version until the assessment says it is done, or `timeout` seconds pass.
 
     The blocking queries retry until the watch ends; the client's plain reads (a last look before the verdict,
-    nodes, logs, endpoints) keep to the same `timeout`, so a failing Nomad never holds the watch past it."""
+    nodes, logs, endpoints) keep to the same `timeout`, so a failing Nomad never holds the watch past it.
+    `feed`: the feed of a fleet's watches (`fleet`); without one, the watch has a feed of its own."""
     start = time.monotonic()
     earlier = api.deadline
     if timeout is not None:
         api.deadline = start + timeout if earlier is None else min(earlier, start + timeout)
-    target = _Target(job_id, version, eval_id, request, wait_for_capacity, stable_version, earlier_versions)
+    target = _Target(
+        job_id, version, eval_id, request, wait_for_capacity, stable_version, earlier_versions, job_create_index
+    )
     try:
+        if feed is not None:
+            return await _watch_on(api, feed, target, reporter, timeout, start)
         async with api.async_client() as http:
-            run = _Watch(api, http, target, reporter, timeout, start)
-            run.start_pollers()
+            own = Feed(api, http, note=reporter.note)
             try:
-                assessment, timed_out = await run.until_verdict()
+                return await _watch_on(api, own, target, reporter, timeout, start)
             finally:
-                await run.stop_pollers()
-            return await run.finish(assessment, timed_out)
+                await own.close()
     finally:
         api.deadline = earlier
 
 
-async def _node_devices(api: NomadAPI, http: Any) -> list[NodeDevices] | None:
+async def _watch_on(
+    api: NomadAPI, feed: Feed, target: _Target, reporter: Reporter, timeout: float | None, start: float
+) -> WatchResult:
+    run = _Watch(api, feed, target, reporter, timeout, start)
+    run.start_pollers()
     try:
-        return node_devices(await api.nodes(http))
+        assessment, timed_out = await run.until_verdict()
+        return await run.finish(assessment, timed_out)
+    finally:
+        run.stop_pollers()
+
+
+async def _node_devices(feed: Feed) -> list[NodeDevices] | None:
+    try:
+        return node_devices(await feed.nodes())
     except NomadError:
         return None  # listing nodes needs node:read; the explanation works without it
 
@@ -396,17 +384,22 @@ async def _failure_logs(
     return logs
 
 
-async def running_endpoints(api: NomadAPI, http: Any, assessment: Assessment) -> list[str]:
-    """OpenAI base URLs of the running replicas, read from their full allocations (host IP and port)."""
+async def running_endpoints(
+    api: NomadAPI, http: Any, assessment: Assessment, held: Sequence[Allocation] = ()
+) -> list[str]:
+    """OpenAI base URLs of the running replicas (host IP and port): from the allocations `held` when they carry
+    their resources (listed with `resources=true`), else read from the full allocations."""
+    by_id = {a.ID: a for a in held}
     urls = []
     for replica in assessment.replicas:
         if replica.state != "running" or not replica.alloc_id:
             continue
-        try:
-            alloc = await api.allocation(http, replica.alloc_id)
-        except NomadError:
-            continue
-        port = alloc.port("http")
+        port = by_id[replica.alloc_id].port("http") if replica.alloc_id in by_id else None
+        if port is None:
+            try:
+                port = (await api.allocation(http, replica.alloc_id)).port("http")
+            except NomadError:
+                continue
         if port and port[0]:
             urls.append(openai_base_url(port[0], port[1]))
     return urls

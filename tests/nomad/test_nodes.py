@@ -53,3 +53,18 @@ def test_a_node_without_devices() -> None:
     facts = node_facts({"ID": "1", "Name": "cpu-1"})
     assert facts.gpu_count == 0 and facts.gpu_models == [] and facts.gpu_memory_mib is None
     assert facts.driver_version is None and facts.eligible is True
+
+
+def test_reading_every_node_in_full_keeps_to_a_few_connections() -> None:
+    """The inventory reads each node in full: 40 nodes, at most NODE_READS of them at once (plus the listing)."""
+    from nomad_gpustack.nomad.client import NomadAPI
+    from nomad_gpustack.nomad.nodes import NODE_READS, read_nodes
+    from nomad_gpustack.settings import NomadSettings
+
+    from ..support.nomad_double import NomadDouble
+    from ..support.nomad_double.objects import new_node
+
+    with NomadDouble(nodes=[new_node(f"gpu-{i}") for i in range(40)]) as nomad:
+        nodes = read_nodes(NomadAPI(NomadSettings(address=nomad.address)), full=True)
+        assert len(nodes) == 40 and all(full is not None for _, full in nodes)
+        assert nomad.peak_connections <= NODE_READS + 1, nomad.peak_connections

@@ -81,8 +81,8 @@ def test_a_rollout_ends_healthy_with_the_endpoints(nomad: NomadDouble) -> None:
 def test_transient_errors_are_retried_and_noted(nomad: NomadDouble) -> None:
     compiled = compile_yaml(EXAMPLE)
     nomad.default_scenario = scenarios.rollout(step=0.1, healthy_after=0.2)
-    nomad.faults.fail(rf"^/v1/job/{compiled.job_id}/allocations$", status=500, body="No cluster leader", count=2)
-    nomad.faults.drop(rf"^/v1/job/{compiled.job_id}/deployments$", count=1)
+    nomad.faults.fail(r"^/v1/allocations$", status=500, body="No cluster leader", count=2)
+    nomad.faults.drop(r"^/v1/deployments$", count=1)
     recorder = Recorder()
     result = run_watch(nomad, compiled, recorder)
     assert result.assessment.phase == "succeeded"
@@ -118,7 +118,7 @@ def test_a_timeout_returns_the_state_so_far(nomad: NomadDouble) -> None:
 def test_a_denied_read_ends_the_watch_with_the_error(nomad: NomadDouble) -> None:
     compiled = compile_yaml(EXAMPLE)
     nomad.default_scenario = scenarios.manual()
-    nomad.faults.fail(rf"^/v1/job/{compiled.job_id}/allocations$", status=403, body="Permission denied")
+    nomad.faults.fail(r"^/v1/allocations$", status=403, body="Permission denied")
     with pytest.raises(NomadDenied):
         run_watch(nomad, compiled, Recorder())
 
@@ -178,12 +178,12 @@ class CancelOnAnAnswer(NomadAPI):
 
     watch_task: asyncio.Task[Any] | None = None
 
-    async def allocations(self, http: Any, job_id: str, index: int | None = None) -> tuple[list[Any], int]:
-        if index and self.watch_task is not None:
+    async def get(self, http: Any, path: str, shape: Any, *, index: int | None = None, **kw: Any) -> Any:
+        if path == "/v1/allocations" and index and self.watch_task is not None:
             task, self.watch_task = self.watch_task, None
             await asyncio.sleep(0)  # the watch's wait for a change has seen it: its wake-up is queued
             task.cancel()
-        return await super().allocations(http, job_id, index)
+        return await super().get(http, path, shape, index=index, **kw)
 
 
 def test_ctrl_c_ends_the_watch_even_as_an_answer_arrives(nomad: NomadDouble) -> None:

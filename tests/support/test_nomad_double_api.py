@@ -421,3 +421,16 @@ def test_logs_query_refusals(nomad: NomadDouble, api: httpx.Client) -> None:
         answer = api.get(path, params=params)
         assert (answer.status_code, answer.text) == (400, text), params
     assert api.get("/v1/client/fs/logs/x", params={**base, "follow": "0", "plain": "1"}).status_code == 404
+
+
+def test_a_filter_on_the_meta_of_a_job_without_meta_selects_nothing(nomad: NomadDouble) -> None:
+    """Job.Meta is a field of Nomad's struct even when empty (a nil map, structs.go): a key of it is missing,
+    not an error, so `Meta.x == "y"` is false for such a job, on the jobs and through an allocation's Job."""
+    api = httpx.Client(base_url=nomad.address)
+    bare = {"ID": "bare", "Name": "bare", "Type": "service", "Datacenters": ["dc1"], "TaskGroups": [
+        {"Name": "g", "Count": 1, "Tasks": [{"Name": "t", "Driver": "docker", "Config": {"image": "nginx"}}]}
+    ]}  # fmt: skip
+    api.post("/v1/jobs", json={"Job": bare}).raise_for_status()
+    assert api.get("/v1/jobs", params={"filter": 'Meta.owner == "x"'}).json() == []
+    assert api.get("/v1/allocations", params={"filter": 'Job.Meta.owner == "x"'}).json() == []
+    assert [j["ID"] for j in api.get("/v1/jobs", params={"filter": "Meta is empty"}).json()] == ["bare"]

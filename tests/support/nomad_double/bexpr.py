@@ -323,6 +323,10 @@ def _get(datum: Any, path: tuple[str, ...]) -> Any:
                 return _MISSING
             current = current[part]
         elif isinstance(current, dict):
+            if part not in current and part in MAP_FIELDS:
+                # A map field the double stores only when set (a job without Meta) is still a field of Nomad's
+                # struct (structs.Job.Meta map[string]string ...): a nil map, whose keys are all missing.
+                return {} if index == len(path) - 1 else _MISSING
             if part not in current:
                 reason = f'couldn\'t find struct field with name "{part}"'
                 raise EvaluationError(f"error finding value in datum: {pointer} at part {index}: {reason}")

@@ -81,6 +81,22 @@ class DoubleHTTPServer(ThreadingHTTPServer):
         self.tls = tls
         super().__init__(("127.0.0.1", 0), Handler)
 
+    # Open client connections now, and the most there were at once since `peak` was last reset: what a client
+    # that bounds its connections is held to (a blocking query holds its connection while it waits).
+    connections: int = 0
+    peak_connections: int = 0
+    _connections_lock = threading.Lock()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self.connections += 1
+            self.peak_connections = max(self.peak_connections, self.connections)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self.connections -= 1
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that refuses our certificate (the point of the TLS tests) breaks the handshake: not news.
         if isinstance(sys.exc_info()[1], ssl.SSLError | ConnectionError):
@@ -111,6 +127,7 @@ _READS: list[tuple[str, Callable[..., queries.Result], tuple[str, ...]]] = [
     ("/v1/jobs", queries.list_jobs, ("list-jobs",)),
     ("/v1/allocations", queries.list_allocations, READ_JOB),
     ("/v1/deployments", queries.list_deployments, READ_JOB),
+    ("/v1/evaluations", queries.list_evaluations, READ_JOB),
     (f"/v1/job/{_ID}/allocations", queries.job_allocations, READ_JOB),
     (f"/v1/job/{_ID}/evaluations", queries.job_evaluations, READ_JOB),
     (f"/v1/job/{_ID}/deployments", queries.job_deployments, READ_JOB),

@@ -127,6 +127,26 @@ def list_deployments(state: State, q: Query) -> Result:
     return _index(state, "deployment"), q.filtered(found)
 
 
+def list_evaluations(state: State, q: Query) -> Result:
+    """`/v1/evaluations` (command/agent/eval_endpoint.go evalsListRequest, nomad/eval_endpoint.go List): full
+    evaluations (not stubs) by CreateIndex (by ID with `prefix`); `job` and `status` are the legacy filters,
+    refused beside `filter` with structs.ErrIncompatibleFiltering (nomad/structs/errors.go; an RPC error without a
+    code, so a 500); the index is the evals table's."""
+    prefix, job, status = q.get("prefix"), q.get("job"), q.get("status")
+    if q.get("filter") and (job or status):
+        raise NomadError(500, "Filter expression cannot be used with other filter parameters")
+    found = [
+        e
+        for e in state.evals.values()
+        if q.in_namespace(e)
+        and e["ID"].startswith(prefix)
+        and (not job or e["JobID"] == job)
+        and (not status or e["Status"] == status)
+    ]
+    found.sort(key=lambda e: e["ID"] if prefix else e["CreateIndex"])
+    return _index(state, "evals"), [full_eval(e) for e in q.filtered(found)]
+
+
 def read_job(state: State, q: Query, job_id: str) -> Result:
     job = state.jobs.get((q.namespace, job_id))
     if job is None:

@@ -167,6 +167,21 @@ class NomadDouble:
             return list(self._backend.requests)
 
     @property
+    def connections(self) -> int:
+        """Client connections open now."""
+        return self._server.connections if self._server is not None else 0
+
+    @property
+    def peak_connections(self) -> int:
+        """The most client connections open at once since the double started (or `reset_peak_connections`)."""
+        return self._server.peak_connections if self._server is not None else 0
+
+    def reset_peak_connections(self) -> None:
+        if self._server is not None:
+            with self._server._connections_lock:
+                self._server.peak_connections = self._server.connections
+
+    @property
     def clock(self) -> Clock:
         """Nomad's time in the double (`time_scale`)."""
         return self.cluster.clock
