@@ -113,7 +113,8 @@ def test_revert_goes_back_to_the_newest_older_stable_version_and_follows_it(
     job = api.get("/v1/job/web").json()
     assert job["Version"] == 2 and job["TaskGroups"][0]["Tasks"][0]["Config"]["image"] == "redis:7"
     assert deployments_of(nomad, "web")[-1]["JobVersion"] == 2
-    assert any("index" in r.query and r.path == "/v1/job/web/allocations" for r in nomad.requests), "it followed"
+    # Followed as a submit is: the watch's blocking queries on the allocations (the shared feed's list).
+    assert any("index" in r.query and r.path == "/v1/allocations" for r in nomad.requests), "it followed"
 
 
 def test_revert_to_a_named_version_json_detach(nomad: NomadDouble, api: httpx.Client) -> None:
