@@ -159,8 +159,11 @@ async def all_model_statuses(api: NomadAPI) -> list[ModelStatus]:
     made for the job's current version (`JobSpecModifyIndex`, `JobCreateIndex`). A job whose current version has
     no deployment (stopped, scaled to 0, a job without update strategy) is read on its own, JOB_READS at once."""
     async with api.async_client() as http:
-        (stubs, _), (allocations, _), (deployments, _) = await asyncio.gather(
-            api.get(http, "/v1/jobs", list[JobStub], params={"meta": "true", "filter": MANAGED_FILTER}),
+        # The jobs first: an address that is not Nomad's API is told by one request, and no model, no more.
+        stubs, _ = await api.get(http, "/v1/jobs", list[JobStub], params={"meta": "true", "filter": MANAGED_FILTER})
+        if not stubs:
+            return []
+        (allocations, _), (deployments, _) = await asyncio.gather(
             api.get(
                 http,
                 "/v1/allocations",
