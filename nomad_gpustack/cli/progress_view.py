@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from typing import TextIO
 
@@ -141,8 +142,6 @@ class FleetView:
             self.drawn = 0
 
     def _draw(self) -> None:
-        import shutil
-
         self._clear()
         room = max(1, shutil.get_terminal_size().lines - 3)
         rows = list(self.live.values())
