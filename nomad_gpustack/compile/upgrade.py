@@ -19,7 +19,7 @@ progress deadline that plus PROGRESS_MARGIN.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..durations import MINUTE, SECOND, format_duration
 from ..errors import InputError
@@ -76,17 +76,40 @@ def _contradiction(sourced: Sourced[Deployment], strategy: UpgradeStrategy) -> I
 
 def plan_update(sourced: Sourced[Deployment]) -> UpdatePolicy:
     """The update policy of a deployment; InputError located at the key that Nomad (or the strategy) refuses."""
-    d = sourced.spec
-    nomad = d.nomad
-    keys = nomad.update
+    nomad = sourced.spec.nomad
     if nomad.upgrade is not None and (problem := _contradiction(sourced, nomad.upgrade)) is not None:
         raise problem
+    strategy, canary, max_parallel, auto_promote = _shape(sourced)
+    min_healthy, healthy_deadline, progress = _deadlines(sourced)
+    auto_revert = _written(sourced, "auto_revert")
+    stagger = _written(sourced, "stagger")
+    return UpdatePolicy(
+        strategy=strategy,
+        max_parallel=max_parallel,
+        canary=canary,
+        auto_promote=auto_promote,
+        auto_revert=True if auto_revert is None else auto_revert,
+        min_healthy_time=min_healthy,
+        healthy_deadline=healthy_deadline,
+        progress_deadline=progress,
+        stagger=stagger,
+    )
 
-    canary = keys.canary if keys is not None and keys.canary is not None else None
+
+def _written(sourced: Sourced[Deployment], key: str) -> Any:
+    """The value of `nomad.update.<key>` as written; None when the deployment does not set it."""
+    keys = sourced.spec.nomad.update
+    return None if keys is None else getattr(keys, key)
+
+
+def _shape(sourced: Sourced[Deployment]) -> tuple[UpgradeStrategy, int, int, bool]:
+    """(strategy, canaries, max_parallel, auto_promote): how many replicas are replaced at once, and how."""
+    d = sourced.spec
+    canary = _written(sourced, "canary")
     if canary is None:
-        canary = 1 if nomad.upgrade == "canary" else 0
-    strategy: UpgradeStrategy = nomad.upgrade or ("canary" if canary else DEFAULT_STRATEGY)
-    max_parallel = keys.max_parallel if keys is not None and keys.max_parallel is not None else None
+        canary = 1 if d.nomad.upgrade == "canary" else 0
+    strategy: UpgradeStrategy = d.nomad.upgrade or ("canary" if canary else DEFAULT_STRATEGY)
+    max_parallel = _written(sourced, "max_parallel")
     if max_parallel is None:
         max_parallel = max(d.replicas, 1) if strategy == "recreate" else 1
     if max_parallel == 0:
@@ -95,21 +118,26 @@ def plan_update(sourced: Sourced[Deployment]) -> UpdatePolicy:
             "max_parallel: 0 turns Nomad's deployments off: no health-checked update, no auto-revert",
             hint="write at least 1 (the default)",
         )
-    auto_promote = keys.auto_promote if keys is not None and keys.auto_promote is not None else canary > 0
+    auto_promote = _written(sourced, "auto_promote")
+    if auto_promote is None:
+        auto_promote = canary > 0
     if auto_promote and not canary:
         raise sourced.error(
             ("nomad", "update", "auto_promote"),
             "auto_promote needs a canary: Nomad promotes canaries, and this update starts none",
             hint="write nomad.upgrade: canary (or canary: 1), or leave auto_promote out",
         )
-    auto_revert = keys.auto_revert if keys is not None and keys.auto_revert is not None else True
+    return strategy, canary, max_parallel, auto_promote
 
-    min_healthy = keys.min_healthy_time if keys is not None and keys.min_healthy_time is not None else None
-    written_deadline = keys.healthy_deadline if keys is not None else None
-    healthy_deadline = written_deadline if written_deadline is not None else nomad.startup_timeout
+
+def _deadlines(sourced: Sourced[Deployment]) -> tuple[int, int, int]:
+    """(min_healthy_time, healthy_deadline, progress_deadline), checked as Nomad checks them."""
+    min_healthy = _written(sourced, "min_healthy_time")
+    written_deadline = _written(sourced, "healthy_deadline")
+    healthy_deadline = written_deadline if written_deadline is not None else sourced.spec.nomad.startup_timeout
     if (min_healthy if min_healthy is not None else MIN_HEALTHY_TIME) >= healthy_deadline:
         _refuse_min_healthy(sourced, min_healthy, written_deadline)
-    progress = keys.progress_deadline if keys is not None else None
+    progress = _written(sourced, "progress_deadline")
     if progress is not None and progress <= healthy_deadline:
         raise sourced.error(
             ("nomad", "update", "progress_deadline"),
@@ -117,16 +145,10 @@ def plan_update(sourced: Sourced[Deployment]) -> UpdatePolicy:
             f"({format_duration(healthy_deadline)}); Nomad refuses it otherwise",
             hint="leave it out: it is then the healthy deadline plus 10m",
         )
-    return UpdatePolicy(
-        strategy=strategy,
-        max_parallel=max_parallel,
-        canary=canary,
-        auto_promote=auto_promote,
-        auto_revert=auto_revert,
-        min_healthy_time=min_healthy if min_healthy is not None else MIN_HEALTHY_TIME,
-        healthy_deadline=healthy_deadline,
-        progress_deadline=progress if progress is not None else healthy_deadline + PROGRESS_MARGIN,
-        stagger=keys.stagger if keys is not None else None,
+    return (
+        min_healthy if min_healthy is not None else MIN_HEALTHY_TIME,
+        healthy_deadline,
+        progress if progress is not None else healthy_deadline + PROGRESS_MARGIN,
     )
 
 
