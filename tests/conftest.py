@@ -241,34 +241,31 @@ def _llama_process(model: str, *, metrics: bool = False) -> Iterator[str]:
     process.wait(timeout=10)
 
 
+def _on_path(name: str, why: str) -> str:
+    """The full path of the program `name`; the test skips loudly (fails in CI) without it, saying `why`."""
+    found = shutil.which(name)
+    if found is None:
+        unavailable(f"{name} is not on PATH: {why}")
+        raise AssertionError("unreachable")
+    return found
+
+
 @pytest.fixture(scope="session")
 def terraform_binary() -> str:
     """`terraform`, whose `fmt` is the HCL formatter `nomad fmt` uses too."""
-    found = shutil.which("terraform")
-    if found is None:
-        unavailable("terraform is not on PATH: rendered HCL is not checked against terraform fmt")
-        raise AssertionError("unreachable")
-    return found
+    return _on_path("terraform", "rendered HCL is not checked against terraform fmt")
 
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
     """Prometheus' `promtool` (Debian's prometheus package, which .ci/run installs)."""
-    found = shutil.which("promtool")
-    if found is None:
-        unavailable("promtool is not on PATH: install Debian's prometheus package (.ci/run does)")
-        raise AssertionError("unreachable")
-    return found
+    return _on_path("promtool", "install Debian's prometheus package (.ci/run does)")
 
 
 @pytest.fixture(scope="session")
 def prometheus_binary() -> str:
     """Prometheus itself (Debian's package, 2.42, which .ci/run installs)."""
-    found = shutil.which("prometheus")
-    if found is None:
-        unavailable("prometheus is not on PATH: install Debian's prometheus package (.ci/run does)")
-        raise AssertionError("unreachable")
-    return found
+    return _on_path("prometheus", "install Debian's prometheus package (.ci/run does)")
 
 
 @pytest.fixture
