@@ -27,9 +27,15 @@ META_JOB = "nomadgs_job"
 META_ESTIMATE = "nomadgs_estimate"  # the memory estimate in words ("vLLM needs 17.2 GiB per GPU at ...")
 META_GPU_NEED = "nomadgs_gpu_need"  # bytes each GPU needs for the engine to start, as a Nomad size ("18 GiB")
 META_AUTO = "nomadgs_auto"  # why `auto` chose the GPUs and memory it did
+# Scale to zero (`nomad.scaling.min: 0` with `idle_after`): the gateway scales the task group META_SCALE_GROUP
+# to 0 after META_IDLE_AFTER (a Nomad duration, "15m") without a request, and back to 1 when one arrives.
+# Only jobs that may be scaled to zero carry them.
+META_IDLE_AFTER = "nomadgs_idle_after"
+META_SCALE_GROUP = "nomadgs_scale_group"
 RESERVED_META = frozenset(
     {META_MODEL, META_BACKEND, META_VERSION, META_FRAMEWORK, META_SOURCE, META_MODEL_REF, META_CATEGORIES,
-     META_GPUS, META_API, META_MANAGED, META_SERVICE, META_ESTIMATE, META_GPU_NEED, META_AUTO}
+     META_GPUS, META_API, META_MANAGED, META_SERVICE, META_ESTIMATE, META_GPU_NEED, META_AUTO, META_IDLE_AFTER,
+     META_SCALE_GROUP}
 )  # fmt: skip
 
 # The prestart task that downloads the weights; the watcher reports it as "downloading".
@@ -75,6 +81,8 @@ class JobLabels:
     auto: str | None = None  # META_AUTO
     metrics_path: str | None = None  # where the engine serves Prometheus metrics; None: it serves none
     metrics_port: str | None = None  # the port, when not the service's: a Nomad interpolation ${NOMAD_PORT_x}
+    idle_after: str | None = None  # META_IDLE_AFTER, a Nomad duration; None: never scaled to zero
+    scale_group: str | None = None  # META_SCALE_GROUP: the group scaled to zero and back
 
 
 class ModelLabels(NamedTuple):
@@ -103,7 +111,13 @@ def job_meta(labels: JobLabels, user_meta: Mapping[str, str]) -> dict[str, str]:
     }
     if labels.categories:
         meta[META_CATEGORIES] = ",".join(labels.categories)
-    for key, value in ((META_ESTIMATE, labels.estimate), (META_GPU_NEED, labels.gpu_need), (META_AUTO, labels.auto)):
+    for key, value in (
+        (META_ESTIMATE, labels.estimate),
+        (META_GPU_NEED, labels.gpu_need),
+        (META_AUTO, labels.auto),
+        (META_IDLE_AFTER, labels.idle_after),
+        (META_SCALE_GROUP, labels.scale_group),
+    ):
         if value:
             meta[key] = value
     for key, value in user_meta.items():
@@ -189,6 +203,21 @@ def gpu_need(meta: Mapping[str, str]) -> tuple[str | None, str | None]:
 def service_job(meta: Mapping[str, str]) -> str | None:
     """The job ID a Consul service's Meta names; None when it names none."""
     return meta.get(META_JOB) or None
+
+
+class ScaleToZero(NamedTuple):
+    """A job the gateway may scale to zero when idle and back to one on a request."""
+
+    group: str
+    idle_after: str  # a Nomad duration, as written ("15m")
+
+
+def scale_to_zero(meta: Mapping[str, str]) -> ScaleToZero | None:
+    """The group and idle time of a job that may be scaled to zero, from its Meta; None for other jobs."""
+    group, idle_after = meta.get(META_SCALE_GROUP), meta.get(META_IDLE_AFTER)
+    if not group or not idle_after:
+        return None
+    return ScaleToZero(group, idle_after)
 
 
 def serves_metrics(tags: Any) -> bool:
