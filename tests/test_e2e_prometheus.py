@@ -125,3 +125,34 @@ def test_prometheus_finds_and_scrapes_the_gateway_and_the_engine(
             "the engine's predicted tokens in Prometheus",
         )
         assert (prometheus.value(prompt) or 0) > prompt_before
+
+
+def test_a_metrics_port_of_its_own_keeps_the_targets_host(
+    consul: ConsulAgent, prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    """`metrics_port` moves the scrape to that port of the same host: an IPv6 service address stays bracketed,
+    and a service registered without an address is scraped on its node's (Prometheus' __address__)."""
+    model = "metrics-port-probe"
+    service = compiled_service()
+    meta = {**service["Meta"], "gpustack_model": model, "metrics_port": "9464"}
+    tags = [t for t in service["Tags"] if not t.startswith("model=")] + [f"model={model}"]
+    registrations = [
+        {"ID": "probe-v6", "Name": model, "Address": "::1", "Port": 18081, "Tags": tags, "Meta": meta},
+        {"ID": "probe-node", "Name": model, "Port": 18082, "Tags": tags, "Meta": meta},
+    ]  # fmt: skip
+    with httpx.Client(base_url=consul.address, timeout=5) as client:
+        node_address = client.get("/v1/agent/self").json()["Member"]["Addr"]
+        for registration in registrations:
+            client.put("/v1/agent/service/register", json=registration).raise_for_status()
+        try:
+            with running_gateway({"CONSUL_HTTP_ADDR": consul.address}, model) as base_url:
+                prometheus.start(example_config(base_url.removesuffix("/v1")))
+
+                def scrape_urls() -> set[str]:
+                    return {t["scrapeUrl"] for t in prometheus.targets() if t["labels"].get("model") == model}
+
+                expected = {"http://[::1]:9464/metrics", f"http://{node_address}:9464/metrics"}
+                wait_until(lambda: scrape_urls() == expected, 60, f"Prometheus to target {sorted(expected)}")
+        finally:
+            for registration in registrations:
+                client.put(f"/v1/agent/service/deregister/{registration['ID']}").raise_for_status()
