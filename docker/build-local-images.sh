@@ -4,7 +4,8 @@
 #
 #   local/debian:bookworm-minbase, local/debian:sid-minbase    base images
 #   ghcr.io/ggml-org/llama.cpp:server (= local/llama.cpp:server) a real llama-server (Debian sid llama.cpp-tools),
-#                                                              tagged as the built-in llama.cpp backend's cpu image
+#                                                              tagged as the built-in llama.cpp backend's cpu image,
+#                                                              with ggml-rpc-server and the RPC backend (distributed)
 #   local/consul:1.8.7                                          Consul dev agent
 #   local/nomadgs-downloader:hf-2.4.0                           Python + huggingface_hub for the prestart download
 set -euo pipefail
@@ -23,6 +24,11 @@ fi
 [ -n "$MIRROR" ] || { echo "no Debian mirror found in the apt configuration" >&2; exit 1; }
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
+# An llama.cpp image built before the RPC server was added to it is rebuilt, not kept.
+have_llama() {
+  have "$1" && docker run --rm --network none --entrypoint /bin/sh "$1" -c \
+    'test -x /app/ggml-rpc-server && test -e /usr/lib/x86_64-linux-gnu/ggml/backends0/libggml-rpc.so' >/dev/null 2>&1
+}
 step() { printf '%s %s\n' "$(date +%T)" "$*"; }
 
 base() {  # base SUITE -> local/debian:SUITE-minbase
@@ -55,8 +61,8 @@ build() {  # build TAG CONTEXT [more tags]
 
 base bookworm
 base sid
-have "${LLAMA_TAGS[0]}" || build "${LLAMA_TAGS[0]}" "$HERE/llama" "${LLAMA_TAGS[@]:1}"
-for tag in "${LLAMA_TAGS[@]:1}"; do have "$tag" || docker tag "${LLAMA_TAGS[0]}" "$tag"; done
+have_llama "${LLAMA_TAGS[0]}" || build "${LLAMA_TAGS[0]}" "$HERE/llama" "${LLAMA_TAGS[@]:1}"
+for tag in "${LLAMA_TAGS[@]:1}"; do have_llama "$tag" || docker tag "${LLAMA_TAGS[0]}" "$tag"; done
 have "$CONSUL_TAG" || build "$CONSUL_TAG" "$HERE/consul"
 if ! have "$DOWNLOADER_TAG"; then
   context="$CACHE/downloader-context"

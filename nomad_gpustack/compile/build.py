@@ -10,6 +10,7 @@ from ..contract.jobspec import validate_job
 from ..spec.catalog import Catalog
 from ..spec.deployment import Deployment
 from ..spec.specfile import Sourced
+from .distributed_job import distributed_job
 from .job import compile_job
 from .resolve import Resolved, resolve
 
@@ -36,7 +37,7 @@ def build(
     the caller (`compile.estimation.metadata_for_compile`).
     """
     resolved = resolve(deployment, catalog, model)
-    job = compile_job(resolved)
+    job = distributed_job(compile_job(resolved), resolved)
     if check:
         validate_job(job)
     return Compiled(job, deployment.spec.name, deployment.filename, deployment, resolved)

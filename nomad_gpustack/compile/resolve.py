@@ -31,6 +31,7 @@ from ..spec.deployment import Deployment, DeploymentNomad
 from ..spec.specfile import Sourced
 from ..spec.yamlsource import Path
 from . import hazards
+from .distributed import Distribution, leader_values, worker_values
 from .parameters import apply_format, is_flag, split_parameter, split_words
 from .sizing import GpuPlan, Sizing, plan_gpus
 from .templating import PLACEHOLDERS, PlaceholderError, expand, placeholders_in, prepare
@@ -179,6 +180,7 @@ class Resolved:
     sizing: Sizing | None = None  # None: no estimate was made (no model metadata given, or no GPUs)
     metrics: MetricsPlan | None = None  # None: the engine serves no Prometheus metrics that nomadgs knows of
     notes: tuple[str, ...] = ()  # what nomadgs did that the files do not say (a flag it added), for render/validate
+    distribution: Distribution | None = None  # None: each replica on one node (nomad.nodes: 1)
 
 
 def nomad_name(name: str) -> str:
@@ -577,11 +579,14 @@ class _Resolver:
             out.extend(expand(t.replace("{data_dir}", d.nomad.models_mount), values, env) for t in tokens)
         return apply_format(out, fmt)
 
-    def run_command(self, choice: BackendChoice) -> RunCommand:
-        """The deployment's run command, else the version's, else the backend's default."""
+    def run_command(self, choice: BackendChoice, leader: RunCommand | None = None) -> RunCommand:
+        """The deployment's run command, else the distributed leader's (`leader`), else the version's, else
+        the backend's default."""
         backend = choice.backend
         if self.d.run_command is not None or backend is None:
             return RunCommand(self.d.run_command or "", self.sourced, ("run_command",))
+        if leader is not None:
+            return leader
         if choice.config.run_command:
             path: Path = ("version_configs", choice.version or "", "run_command")
             return RunCommand(choice.config.run_command, backend, path)
@@ -649,9 +654,10 @@ class _Resolver:
         gpus: int,
         values: dict[str, str],
         env: dict[str, str],
+        leader: RunCommand | None = None,
     ) -> CommandLine:
         """The image or program, the entrypoint and the arguments, placeholders filled (`values`)."""
-        run = self.run_command(choice)
+        run = self.run_command(choice, leader)
         if "model_path" in placeholders_in(run.template) and weights.source is None:
             raise self.fail(
                 ("source",),
@@ -789,7 +795,10 @@ class _Resolver:
         weights = with_download_env(weights, env)
         gpus = plan_gpus(self.sourced, runtime.framework, self.gpus(runtime.framework), self.model, choice.name, env)
         values = placeholder_values(weights, self.d.name, gpus.gpus)
-        command = self.command_line(choice, runtime, weights, gpus.gpus, values, env)
+        distribution, leader = self.distribution(choice, runtime, weights, values, env)
+        if distribution is not None:
+            values = {**values, **leader_values(distribution.nodes, MAIN_PORT)}
+        command = self.command_line(choice, runtime, weights, gpus.gpus, values, env, leader)
         metrics, command = self.metrics(choice, runtime, command)
         health_path = self.health_path(choice, runtime.extras)
         templates = expand_templates(runtime.extras, values, env)
@@ -810,7 +819,61 @@ class _Resolver:
             update=update,
             warnings=warnings,
             metrics=metrics,
+            distribution=distribution,
         )
+
+    # --- several nodes per replica ------------------------------------------------------------------------
+
+    def distribution(
+        self, choice: BackendChoice, runtime: Runtime, weights: Weights, values: dict[str, str], env: dict[str, str]
+    ) -> tuple[Distribution | None, RunCommand | None]:
+        """For `nomad.nodes` > 1: the workers' command line and the leader's run command (None: the usual one)."""
+        nodes = self.d.nomad.nodes
+        if nodes == 1:
+            return None, None
+        block = runtime.extras.distributed
+        backend = choice.backend
+        if block is None or backend is None:
+            raise self.fail(
+                ("nomad", "nodes"),
+                f"{choice.name} does not say how its engine starts across nodes: its backend has no "
+                "nomad.distributed block",
+                "use nodes: 1, a backend with one (the built-in vLLM, SGLang, llama.cpp), or add nomad.distributed "
+                "to the backend file",
+            )
+        if self.d.nomad.service_provider != "consul":
+            raise self.fail(
+                ("nomad", "service_provider"),
+                "the ranks of a replica over several nodes find each other through Consul",
+                "use service_provider: consul (the default), or nodes: 1",
+            )
+        on_version = choice.config.nomad is not None and choice.config.nomad.distributed is not None
+        where: Path = ("version_configs", choice.version or "", "nomad", "distributed") if on_version else (
+            "nomad", "distributed")  # fmt: skip
+        mine = {**values, **worker_values(nodes)}
+        args = self.argv(block.worker_command, backend, (*where, "worker_command"), mine, env)
+        if block.worker_parameters:
+            args.extend(self.parameters(backend, mine, env))
+        if block.worker_entrypoint:
+            entrypoint = self.argv(block.worker_entrypoint, backend, (*where, "worker_entrypoint"), mine, env)
+        else:
+            entrypoint = self.entrypoint(choice, mine, env)
+        command: str | None = None
+        if runtime.driver != "docker":
+            words = [*entrypoint, *args]
+            command, args, entrypoint = words[0], words[1:], []
+        leader = None
+        if block.leader_command:
+            leader = RunCommand(block.leader_command, backend, (*where, "leader_command"))
+        distribution = Distribution(
+            nodes=nodes,
+            worker_entrypoint=tuple(entrypoint),
+            worker_command=command,
+            worker_args=tuple(args),
+            worker_check=block.worker_check == "tcp",
+            worker_weights=bool(weights.path) and any(weights.path in word for word in [*entrypoint, *args]),
+        )
+        return distribution, leader
 
 
 def _has_flag(argv: list[str], flag: str) -> bool:
@@ -845,6 +908,7 @@ def _assemble(
     update: UpdatePolicy,
     warnings: tuple[str, ...],
     metrics: MetricsPlan | None,
+    distribution: Distribution | None = None,
 ) -> Resolved:
     """The stages' values as one `Resolved`, every default applied and every value in its final unit."""
     nomad = d.nomad
@@ -907,6 +971,7 @@ def _assemble(
         sizing=gpus.sizing,
         metrics=metrics,
         notes=metrics_notes(metrics, choice.name),
+        distribution=distribution,
     )
 
 

@@ -17,6 +17,7 @@ from ..contract.drivers import COMPILER_OWNED, DOCKER_KEYS
 from ..contract.frameworks import FRAMEWORKS
 from ..errors import suggestion
 from .base import PORT_LABEL, EnvMap, Metrics, SpecModel
+from .distributed import Distributed
 
 # Keys GPUStack writes when it exports a backend but ignores when it imports one.
 EXPORT_ONLY_KEYS = frozenset(
@@ -102,6 +103,7 @@ class NomadExtras(SpecModel):
     health_check: bool | None = None
     platform: Literal["amd64", "arm64"] | None = None
     metrics: Metrics | None = None  # where the engine serves Prometheus metrics; false: it serves none
+    distributed: Distributed | None = None  # how a replica starts across nomad.nodes clients; None: it cannot
 
     def merged_over(self, base: NomadExtras | None) -> NomadExtras:
         """This (version-level) block over a backend-level one: set fields win, docker options merge."""

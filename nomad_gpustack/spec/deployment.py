@@ -35,8 +35,8 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")  # G
 UNSUPPORTED_GPUSTACK_FIELDS = {
     "gpu_selector": "pick GPUs with nomad.gpus, nomad.gpu_model and nomad.gpu_memory",
     "gpu_type_selector": "pick GPUs with nomad.gpu_model and nomad.gpu_memory",
-    "distributed_inference_across_workers": "one replica runs on one Nomad node; use nomad.gpus for more GPUs",
-    "distributable": "one replica runs on one Nomad node",
+    "distributed_inference_across_workers": "spread a replica over several Nomad nodes with nomad.nodes",
+    "distributable": "spread a replica over several Nomad nodes with nomad.nodes",
     "extended_kv_cache": "pass the engine's own flags in backend_parameters",
     "speculative_config": "pass the engine's own flags in backend_parameters",
     "lora_list": "pass the engine's LoRA flags in backend_parameters",
@@ -65,6 +65,7 @@ NodeMetaKey = Annotated[str, AfterValidator(_node_meta_key)]
 
 UpgradeStrategy = Literal["canary", "rolling", "recreate"]
 ReplicaCount = Annotated[int, Field(ge=0, le=1000)]
+NodeCount = Annotated[int, Field(ge=1, le=256)]
 
 
 class UpdateKeys(SpecModel):
@@ -96,6 +97,7 @@ class DeploymentNomad(SpecModel):
     gpus: GpuCount | None = None  # "auto": the fewest GPUs the estimate says the model fits on
     gpu_memory: GpuMemory | None = None  # "auto": what each GPU needs, by the estimate
     gpu_model: str | None = None
+    nodes: NodeCount = 1  # Nomad clients per replica: a leader and nodes-1 workers (compile/distributed.py)
     cpu: CpuMHz = 4000
     memory: MemorySize = 16 * 1024**3
     memory_max: MemorySize | None = None
