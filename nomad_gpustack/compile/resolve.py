@@ -32,6 +32,7 @@ from ..spec.specfile import Sourced
 from ..spec.yamlsource import Path
 from . import hazards
 from .parameters import apply_format, is_flag, split_parameter, split_words
+from .scaling import ScalingPlan, plan_scaling
 from .sizing import GpuPlan, Sizing, plan_gpus
 from .templating import PLACEHOLDERS, PlaceholderError, expand, placeholders_in, prepare
 from .upgrade import UpdatePolicy, plan_update
@@ -179,6 +180,7 @@ class Resolved:
     sizing: Sizing | None = None  # None: no estimate was made (no model metadata given, or no GPUs)
     metrics: MetricsPlan | None = None  # None: the engine serves no Prometheus metrics that nomadgs knows of
     notes: tuple[str, ...] = ()  # what nomadgs did that the files do not say (a flag it added), for render/validate
+    scaling: ScalingPlan | None = None  # None: no nomad.scaling (the count is replicas, nothing scales it)
 
 
 def nomad_name(name: str) -> str:
@@ -795,6 +797,8 @@ class _Resolver:
         templates = expand_templates(runtime.extras, values, env)
         shm_size = self.shm_size(runtime.driver)
         update = self.nomad_rules()
+        argv = [*command.entrypoint, *command.args]
+        scaling = plan_scaling(self.sourced, choice.name, argv, metrics=metrics is not None)
         warnings = collect_warnings(self.d, choice, runtime, env, weights, gpus, command, health_path, templates)
         return _assemble(
             self.d,
@@ -810,6 +814,7 @@ class _Resolver:
             update=update,
             warnings=warnings,
             metrics=metrics,
+            scaling=scaling,
         )
 
 
@@ -845,6 +850,7 @@ def _assemble(
     update: UpdatePolicy,
     warnings: tuple[str, ...],
     metrics: MetricsPlan | None,
+    scaling: ScalingPlan | None = None,
 ) -> Resolved:
     """The stages' values as one `Resolved`, every default applied and every value in its final unit."""
     nomad = d.nomad
@@ -874,7 +880,7 @@ def _assemble(
             shm_size=shm_size,
         ),
         placement=Placement(
-            replicas=d.replicas,
+            replicas=scaling.count if scaling else d.replicas,
             strategy=d.placement_strategy,
             datacenters=tuple(nomad.datacenters or ()),
             namespace=nomad.namespace,
@@ -906,7 +912,8 @@ def _assemble(
         warnings=warnings,
         sizing=gpus.sizing,
         metrics=metrics,
-        notes=metrics_notes(metrics, choice.name),
+        notes=metrics_notes(metrics, choice.name) + (scaling.notes if scaling else ()),
+        scaling=scaling,
     )
 
 
