@@ -16,6 +16,7 @@ from ..contract.jobspec import (
     ReschedulePolicy,
     Resources,
     RestartPolicy,
+    ScalingPolicy,
     Service,
     ServiceCheck,
     Spread,
@@ -103,7 +104,27 @@ def job_labels(r: Resolved) -> JobLabels:
         metrics_path=r.metrics.path if r.metrics else None,
         # Nomad fills in the allocated port when it registers the service (client/taskenv/services.go).
         metrics_port=f"${{NOMAD_PORT_{r.metrics.port}}}" if r.metrics and r.metrics.port != MAIN_PORT else None,
+        idle_after=format_duration(r.scaling.idle_after) if r.scaling and r.scaling.idle_after else None,
+        scale_group=GROUP if r.scaling and r.scaling.idle_after else None,
     )
+
+
+def _most_replicas(r: Resolved) -> int:
+    """The most replicas the group may have: the count, or the Autoscaler's max."""
+    return r.scaling.max if r.scaling else r.placement.replicas
+
+
+def _scaling(r: Resolved) -> ScalingPolicy | None:
+    """The group's scaling block (Nomad's api.ScalingPolicy; compile.scaling made its policy)."""
+    plan = r.scaling
+    if plan is None:
+        return None
+    scaling = ScalingPolicy(Min=plan.min, Max=plan.max)
+    if plan.policy is not None:
+        scaling["Policy"] = plan.policy
+    scaling["Enabled"] = plan.enabled
+    scaling["Type"] = "horizontal"  # what jobspec2 sets for a group's scaling block
+    return scaling
 
 
 def _constraints(r: Resolved) -> list[Constraint]:
@@ -121,7 +142,7 @@ def _constraints(r: Resolved) -> list[Constraint]:
     if fw.uses_gpus and not fw.device_plugin:
         # No device plugin counts these accelerators: place by node meta, one replica per node.
         out.append(Constraint(LTarget="${meta.gpu_vendor}", Operand="=", RTarget=fw.vendor))
-        if placement.replicas > 1:
+        if _most_replicas(r) > 1:
             out.append(Constraint(Operand="distinct_hosts", RTarget="true"))
     return out
 
@@ -334,6 +355,9 @@ def compile_job(r: Resolved) -> Job:
         Update=_update(r),
         Networks=[NetworkResource(Mode="host", DynamicPorts=ports)],
     )
+    scaling = _scaling(r)
+    if scaling is not None:
+        group["Scaling"] = scaling
     if r.weights.mount and r.weights.volume:
         group["Volumes"] = {
             MODELS_VOLUME: VolumeRequest(Name=MODELS_VOLUME, Type="host", Source=r.weights.volume, ReadOnly=False)
@@ -352,7 +376,7 @@ def compile_job(r: Resolved) -> Job:
     constraints = _constraints(r)
     if constraints:
         job["Constraints"] = constraints
-    if placement.strategy == "spread" and placement.replicas > 1:
+    if placement.strategy == "spread" and _most_replicas(r) > 1:
         job["Spreads"] = [Spread(Attribute="${node.unique.id}", Weight=100)]
     job["Meta"] = job_meta(job_labels(r), r.meta)
     job["UI"] = _ui(r)

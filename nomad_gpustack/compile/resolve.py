@@ -33,6 +33,7 @@ from ..spec.yamlsource import Path
 from . import hazards
 from .distributed import Distribution, leader_values, worker_values
 from .parameters import apply_format, is_flag, split_parameter, split_words
+from .scaling import ScalingPlan, plan_scaling
 from .sizing import GpuPlan, Sizing, plan_gpus
 from .templating import PLACEHOLDERS, PlaceholderError, expand, placeholders_in, prepare
 from .upgrade import UpdatePolicy, plan_update
@@ -181,6 +182,7 @@ class Resolved:
     metrics: MetricsPlan | None = None  # None: the engine serves no Prometheus metrics that nomadgs knows of
     notes: tuple[str, ...] = ()  # what nomadgs did that the files do not say (a flag it added), for render/validate
     distribution: Distribution | None = None  # None: each replica on one node (nomad.nodes: 1)
+    scaling: ScalingPlan | None = None  # None: no nomad.scaling (the count is replicas, nothing scales it)
 
 
 def nomad_name(name: str) -> str:
@@ -804,6 +806,15 @@ class _Resolver:
         templates = expand_templates(runtime.extras, values, env)
         shm_size = self.shm_size(runtime.driver)
         update = self.nomad_rules()
+        argv = [*command.entrypoint, *command.args]
+        scaling = plan_scaling(self.sourced, choice.name, argv, metrics=metrics is not None)
+        if scaling is not None and distribution is not None:
+            raise self.fail(
+                ("nomad", "scaling"),
+                "a replica over several nodes cannot be scaled by count: each replica's worker groups are written "
+                "into the job, and the Autoscaler and the gateway change the leaders' count only",
+                "leave out nomad.scaling and set replicas, or use nodes: 1",
+            )
         warnings = collect_warnings(self.d, choice, runtime, env, weights, gpus, command, health_path, templates)
         return _assemble(
             self.d,
@@ -820,6 +831,7 @@ class _Resolver:
             warnings=warnings,
             metrics=metrics,
             distribution=distribution,
+            scaling=scaling,
         )
 
     # --- several nodes per replica ------------------------------------------------------------------------
@@ -909,6 +921,7 @@ def _assemble(
     warnings: tuple[str, ...],
     metrics: MetricsPlan | None,
     distribution: Distribution | None = None,
+    scaling: ScalingPlan | None = None,
 ) -> Resolved:
     """The stages' values as one `Resolved`, every default applied and every value in its final unit."""
     nomad = d.nomad
@@ -938,7 +951,7 @@ def _assemble(
             shm_size=shm_size,
         ),
         placement=Placement(
-            replicas=d.replicas,
+            replicas=scaling.count if scaling else d.replicas,
             strategy=d.placement_strategy,
             datacenters=tuple(nomad.datacenters or ()),
             namespace=nomad.namespace,
@@ -970,8 +983,9 @@ def _assemble(
         warnings=warnings,
         sizing=gpus.sizing,
         metrics=metrics,
-        notes=metrics_notes(metrics, choice.name),
+        notes=metrics_notes(metrics, choice.name) + (scaling.notes if scaling else ()),
         distribution=distribution,
+        scaling=scaling,
     )
 
 

@@ -40,6 +40,16 @@ class _Duration:
 
 
 DURATION = _Duration()
+
+
+@dataclass(frozen=True)
+class _BlocksAsAttrs:
+    """Marks a schema-less map in the JSON shape Nomad gives the blocks of its HCL (jobspec2's BlocksAsAttrs,
+    `jobspec2/hclutil/blockattrs.go`): a block is a list, one element per occurrence; a labelled one is
+    `{label: [body]}`. HCL writes such values back as blocks (`policy { check "x" { ... } }`)."""
+
+
+BLOCKS_AS_ATTRS = _BlocksAsAttrs()
 Nanos = Annotated[int, DURATION, Ge(0)]
 STRICT = {"extra": "forbid"}  # pydantic config of every struct: unknown keys are errors
 
@@ -64,6 +74,7 @@ class FieldInfo:
     label: bool
     reserved: bool
     duration: bool
+    blocks: bool = False  # a map of BLOCKS_AS_ATTRS shape, written as blocks in HCL
 
 
 @cache
@@ -90,6 +101,7 @@ def fields_of(struct: type) -> dict[str, FieldInfo]:
             label=hcl.label,
             reserved=hcl.reserved,
             duration=DURATION in meta,
+            blocks=BLOCKS_AS_ATTRS in meta,
         )
     return out
 
@@ -315,7 +327,7 @@ class EphemeralDisk(TypedDict, total=False):
 class ScalingPolicy(TypedDict, total=False):
     Min: int
     Max: int
-    Policy: dict[str, Any]
+    Policy: Annotated[dict[str, Any], BLOCKS_AS_ATTRS]  # opaque to Nomad: the Nomad Autoscaler's policy
     Enabled: bool
     Type: str
     ID: str

@@ -174,6 +174,37 @@ def _attribute_lines(values: dict[str, Any], indent: int) -> list[str]:
     return lines
 
 
+def _is_blocks(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
+
+
+def _is_labelled(element: dict[str, Any]) -> bool:
+    """`{label: [body, ...]}`: a labelled block in BlocksAsAttrs' shape (an unlabelled body has attributes)."""
+    return bool(element) and all(_is_blocks(bodies) for bodies in element.values())
+
+
+def _blocks_as_attrs_lines(name: str, label: str | None, body: dict[str, Any], indent: int) -> list[str]:
+    """A block of a schema-less map in the shape of jobspec2's BlocksAsAttrs (`contract.jobspec.BLOCKS_AS_ATTRS`),
+    written back as the blocks Nomad read it from: attributes first, then each nested block."""
+    pad = "  " * indent
+    header = f"{pad}{name}" + (f" {quote(label)}" if label is not None else "")
+    attributes = {key: value for key, value in body.items() if not _is_blocks(value)}
+    lines = _attribute_lines(attributes, indent + 1)
+    for key, elements in body.items():
+        if not _is_blocks(elements):
+            continue
+        for element in elements:
+            if _is_labelled(element):
+                for sub_label, bodies in element.items():
+                    for sub in bodies:
+                        lines += ["", *_blocks_as_attrs_lines(key, sub_label, sub, indent + 1)]
+            else:
+                lines += ["", *_blocks_as_attrs_lines(key, None, element, indent + 1)]
+    if lines and not lines[0]:
+        lines = lines[1:]  # no blank line before the first nested block of a block without attributes
+    return [header + " {", *lines, f"{pad}}}"] if lines else [header + " {}"]
+
+
 def _block_lines(struct: type, value: dict[str, Any], name: str, indent: int, label: str | None = None) -> list[str]:
     pad = "  " * indent
     label_field = _label_field(struct)
@@ -208,6 +239,8 @@ def _body_lines(struct: type, value: dict[str, Any], indent: int) -> Iterator[st
                 # The map key is the block label; the Name attribute repeats it (the parser sets it).
                 body = {k: v for k, v in entry.items() if k != "Name"}
                 blocks.append(_block_lines(sub, body, name, indent, label=key))
+        elif info.blocks:
+            blocks.append(_blocks_as_attrs_lines(name, None, item, indent))
         elif kind == "map":
             if item and all(_IDENT.fullmatch(k) for k in item):
                 pad = "  " * indent

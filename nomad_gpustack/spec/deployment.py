@@ -27,6 +27,7 @@ from .base import (
     SpecModel,
     WrittenText,
 )
+from .scaling import ScalingKeys
 
 NODE_META_KEY = re.compile(r"[A-Za-z0-9_.\-]+")
 MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")  # GPUStack UI's rule
@@ -40,7 +41,7 @@ UNSUPPORTED_GPUSTACK_FIELDS = {
     "extended_kv_cache": "pass the engine's own flags in backend_parameters",
     "speculative_config": "pass the engine's own flags in backend_parameters",
     "lora_list": "pass the engine's LoRA flags in backend_parameters",
-    "scaling_schedule": "scale with `nomad job scale` or the Nomad autoscaler",
+    "scaling_schedule": "write it under nomad.scaling.schedule (the same keys), with nomad.scaling.min and max",
     "cluster_id": "choose the cluster with NOMAD_ADDR",
     "generic_proxy": "use `nomadgs gateway`",
 }
@@ -119,6 +120,7 @@ class DeploymentNomad(SpecModel):
     shutdown_delay: Duration = 30 * SECOND  # out of Consul this long before the engine is stopped
     upgrade: UpgradeStrategy | None = None  # None: rolling (compile.upgrade says why)
     update: UpdateKeys | None = None
+    scaling: ScalingKeys | None = None  # the Nomad Autoscaler's policy, and scale to zero (compile.scaling)
 
     @field_validator("models_mount")
     @classmethod

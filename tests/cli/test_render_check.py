@@ -30,7 +30,7 @@ def test_differences_missing_files_and_nothing_written(tmp_path: Path) -> None:
     assert snapshot(out) == before, "--check writes nothing"
     assert f"error: {out}/bge-m3.nomad.json: is missing\n" in run.err
     assert f"error: {edited}: differs from the rendering\n" in run.err
-    assert "2 of 7 job file(s) differ" in run.err
+    assert "2 of 8 job file(s) differ" in run.err
     lines = run.out.splitlines()
     assert f"--- {edited} (on disk)" in lines and f"+++ {edited} (rendered)" in lines
     assert '-        "Count": 3,' in lines and '+        "Count": 1,' in lines

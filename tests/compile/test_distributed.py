@@ -230,3 +230,10 @@ def test_sglang_over_two_nodes_golden() -> None:
     check_job(compiled.job)
     assert validate(canonicalize(dict(compiled.job), "default")) == []
     assert json.loads(render_text(compiled.job, "json"))["Job"]["ID"] == "llama-70b"
+
+
+def test_scaling_by_count_is_refused_for_several_nodes() -> None:
+    """The Autoscaler and the gateway change the `inference` group's count: the leaders, not their workers."""
+    scaling = {"min": 1, "max": 3, "target_in_flight": 4}
+    error = error_of({**LLAMA_RPC, "nomad": {"nodes": 2, "scaling": scaling}})
+    assert "nomad.scaling" in str(error) and "several nodes" in str(error)

@@ -101,6 +101,24 @@ def _map_value(value: Any) -> dict[str, Any]:
     return merged
 
 
+def _blocks_as_attrs(body: dict[str, Any]) -> dict[str, Any]:
+    """A block of a schema-less map (a scaling `policy`) as Nomad's jobspec2 hands it to the API
+    (`jobspec2/hclutil/blockattrs.go`): each block type a list, one element per block, a labelled block
+    `{label: [body]}`. python-hcl2 gives blocks as lists, a labelled one as `{label: body}`."""
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            out[key] = [
+                {label: [_blocks_as_attrs(sub)] for label, sub in item.items()}
+                if all(isinstance(sub, dict) for sub in item.values())
+                else _blocks_as_attrs(item)
+                for item in value
+            ]
+        else:
+            out[key] = _unescape(value)
+    return out
+
+
 def _from_body(struct: type, body: dict[str, Any], label: str | None = None) -> dict[str, Any]:
     by_name: dict[str, list[str]] = {}
     for field, info in fields_of(struct).items():
@@ -137,6 +155,9 @@ def _from_body(struct: type, body: dict[str, Any], label: str | None = None) -> 
                 out[field] = [_from_body(item, b) for b in _blocks(value)]
         elif kind == "struct_map":
             out[field] = {lbl: {"Name": lbl, **_from_body(item, b)} for lbl, b in _labelled(value)}
+        elif fields_of(struct)[field].blocks:
+            (block,) = _blocks(value)
+            out[field] = _blocks_as_attrs(block)
         elif kind == "map":
             out[field] = _map_value(value)
         elif fields_of(struct)[field].duration:

@@ -98,6 +98,8 @@ def _group(job: JSON, group: JSON) -> list[str]:
     if not group.get("Tasks"):
         errors.append("Missing tasks for task group")
     errors += _constraints(group.get("Constraints"))
+    if group.get("Scaling") is not None:
+        errors += _scaling(group["Scaling"], group.get("Count") or 0)
     update = group.get("Update")
     if update and job.get("Type") == "service":
         errors += _update(update)
@@ -118,6 +120,31 @@ def _group(job: JSON, group: JSON) -> list[str]:
         if task_errors:
             errors.append(f"Task {name} validation failed: {multierror(task_errors)}")
     return errors
+
+
+def _scaling(policy: JSON, count: int) -> list[str]:
+    """nomad/structs/structs.go `ScalingPolicy.Validate` (CE `validateType`: a group's policy is horizontal) and
+    `TaskGroup.validateScalingPolicy` (the count within min and max). Max is -1 when the JSON leaves it out
+    (command/agent/scaling_endpoint.go `ApiScalingPolicyToStructs`: "catch this in Validate")."""
+    errors: list[str] = []
+    kind = policy.get("Type") or ""
+    if not kind:
+        errors.append("missing scaling policy type")
+    elif kind != "horizontal":
+        errors.append(f'scaling policy type "{kind}" is not valid')
+    low = policy["Min"] if policy.get("Min") is not None else count
+    high = policy["Max"] if policy.get("Max") is not None else -1
+    if high < 0:
+        errors.append("maximum count must be specified and non-negative")
+    elif high < low:
+        errors.append("maximum count must not be less than minimum count")
+    if low < 0:
+        errors.append("minimum count must be specified and non-negative")
+    if high < count:
+        errors.append("task group count must not be greater than maximum count in scaling policy")
+    if count < low:
+        errors.append("task group count must not be less than minimum count in scaling policy")
+    return [f"Scaling policy invalid: {e}" for e in errors]
 
 
 RESCHEDULE_MIN_DELAY = 5 * SECOND  # structs.ReschedulePolicyMinDelay
