@@ -295,6 +295,11 @@ named in their body, balanced across replicas, following Consul as instances com
   /v1/audio/speech
 For Prometheus: GET /metrics (the gateway's own), GET /metrics/targets (HTTP service
 discovery: the gateway and every engine that serves metrics, labelled as Consul discovery does).
+Scale to zero (on when a Nomad address is set, NOMAD_ADDR or --address): models whose job
+says so (nomad.scaling.min: 0 with idle_after) are scaled to 0 in Nomad after that long
+without a request; a request for a model at 0 is held while the gateway scales it to 1 and
+its instance passes its check. The token needs list-jobs, read-job and scale-job on the
+namespace (examples/acl/nomadgs-gateway.policy.hcl).
 """)
 
 
@@ -302,7 +307,7 @@ discovery: the gateway and every engine that serves metrics, labelled as Consul 
     "gateway",
     short_help="serve every model behind one OpenAI-compatible address",
     help=GATEWAY_HELP,
-    environment=GATEWAY_ENV + CONSUL_ENV,
+    environment=GATEWAY_ENV + CONSUL_ENV + NOMAD_ENV,
 )
 @click.option(
     "--listen", metavar="HOST:PORT", default="127.0.0.1:8080", help="address to serve on (default: 127.0.0.1:8080)"
@@ -344,7 +349,27 @@ discovery: the gateway and every engine that serves metrics, labelled as Consul 
 )
 @click.option("--access-log", is_flag=True, help="log every request (costs some throughput)")
 @click.option("--no-metrics", is_flag=True, help="count nothing for Prometheus: no GET /metrics")
+@click.option(
+    "--scale-to-zero/--no-scale-to-zero",
+    default=None,
+    help="scale idle models to 0 and wake them on a request, through Nomad (default: on when NOMAD_ADDR or "
+    "--address is set)",
+)
+@click.option(
+    "--hold-timeout",
+    metavar="DURATION",
+    default="10m",  # the Waker's HOLD_TIMEOUT (tested)
+    help="longest wait of a request for a model at 0 instances to start, then 503; 0: no limit (default: 10m)",
+)
+@click.option(
+    "--max-held",
+    metavar="N",
+    type=click.IntRange(1),
+    default=100,  # the Waker's MAX_HELD (tested)
+    help="requests held per model while it starts; more are answered 429 (default: 100)",
+)
 @consul_options
+@nomad_options
 def gateway(
     listen: str,
     api_key: tuple[str, ...],
@@ -356,6 +381,9 @@ def gateway(
     canary_weight: float | None,
     access_log: bool,
     no_metrics: bool,
+    scale_to_zero: bool | None,
+    hold_timeout: str,
+    max_held: int,
     **connection: Any,
 ) -> int:
     import logging
@@ -369,6 +397,9 @@ def gateway(
     upstream = duration_seconds(upstream_timeout, "--upstream-timeout") or None
     stream_idle = duration_seconds(stream_idle_timeout, "--stream-idle-timeout") or None
     ejection = duration_seconds(eject_for, "--eject-for")
+    hold = duration_seconds(hold_timeout, "--hold-timeout")
+    if scale_to_zero is None:  # on when this gateway is told where Nomad is
+        scale_to_zero = bool(connection.get("address") or os.environ.get("NOMAD_ADDR"))
     keys = load_api_keys(list(api_key), api_keys_file, os.environ)
     settings = consul_settings(connection)
     handler = logging.StreamHandler()
@@ -378,6 +409,12 @@ def gateway(
     logger.setLevel(log_level.upper())
     if not keys and not is_loopback(host):
         say.warning(f"the gateway listens on {host} without API keys: anyone who reaches it can use the models")
+    waker = None
+    if scale_to_zero:
+        from ..serving.gateway.waker import Waker
+
+        nomad = nomad_settings(connection)
+        waker = Waker(nomad, hold_timeout=hold, max_held=max_held)
     sock = bind(host, port)
     gateway = Gateway(
         ConsulWatcher(settings, on_change=_log_changes()),
@@ -387,9 +424,11 @@ def gateway(
         eject_for=ejection,
         metrics=not no_metrics,
         canary_weight=canary_weight,
+        waker=waker,
     )
+    zero = f"; scale to zero through Nomad at {waker.settings.address}" if waker is not None else ""
     say.info(
-        f"gateway: {openai_base_url(host, port)} for the models in Consul at {settings.address}; "
+        f"gateway: {openai_base_url(host, port)} for the models in Consul at {settings.address}{zero}; "
         + (f"{len(gateway.keys)} API key(s) accepted" if keys else "no API key required")
     )
     try:
