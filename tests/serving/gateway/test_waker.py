@@ -16,15 +16,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+import hcl2
 import httpx
 import pytest
 
 from nomad_gpustack.contract.metadata import META_IDLE_AFTER, META_SCALE_GROUP
 from nomad_gpustack.serving.gateway import Gateway, GatewayError, StaticSource
-from nomad_gpustack.serving.gateway.waker import HOLD_TIMEOUT, MAX_HELD, Waker
+from nomad_gpustack.serving.gateway.waker import CAPABILITIES, HOLD_TIMEOUT, MAX_HELD, Waker
 from nomad_gpustack.settings import NomadSettings
 
 from ...support.components import ROOT
+from ...support.hcl_reader import OPTIONS
 from ...support.helpers import compile_yaml, http_json, wait_until
 from ...support.nomad_double import NomadDouble
 from ..fakes import FakeBackend, gateway
@@ -232,6 +234,8 @@ def test_an_idle_model_is_scaled_to_zero_but_never_with_a_request_in_flight(
         follower.open()
         double.wait_for(lambda d: running(d, job["ID"]) == 1, 30)
         wait_until(lambda: [m["instances"] for m in client.get("/v1/models").json()["data"]] == [1], 30, "routed")
+        # Nomad blocks scaling while a deployment runs: the test's clock jumps only after the first one ended.
+        double.wait_for(lambda d: all(x["Status"] != "running" for x in d.deployments.values()), 60)
         waker = gw.waker
         assert waker is not None
         slow = pool.submit(ask, client, model, hold=True)  # in flight until the backend is released
@@ -314,3 +318,44 @@ def test_two_gateways_racing_to_wake_a_model_scale_it_once(
     assert [p["Count"] for p in scale_posts(double, job["ID"])] == [1, 1]
     assert [e["Count"] for e in events(double, job["ID"], group)] == [1]
     assert count(double, job["ID"]) == 1 and double.jobs[f"default/{job['ID']}"]["Version"] == 1
+
+
+def policy_capabilities() -> list[str]:
+    """The capabilities the shipped ACL policy grants on the default namespace."""
+    text = (ROOT / "examples" / "acl" / "nomadgs-gateway.policy.hcl").read_text()
+    document = hcl2.loads(text, serialization_options=OPTIONS)
+    ((namespace,),) = [list(block.items()) for block in document["namespace"]]
+    assert namespace[0] == "default"
+    return list(namespace[1]["capabilities"])
+
+
+def test_the_shipped_acl_policy_is_what_the_gateway_needs(backends: Callable[..., FakeBackend]) -> None:
+    capabilities = policy_capabilities()
+    assert sorted(capabilities) == sorted(CAPABILITIES)  # what a 403 tells to grant
+    job = sleepy_job(idle_after="1s")
+    model = job["Meta"]["gpustack_model"]
+    clock = FakeClock()
+    with NomadDouble(acl_tokens={"admin": "management", "gateway": " ".join(capabilities)}) as double:
+        http = httpx.Client(headers={"X-Nomad-Token": "admin"})
+        assert http.put(f"{double.address}/v1/jobs", json={"Job": job}).status_code == 200
+        with sleepy_gateway(double, backends("A"), job, token="gateway", clock=clock) as (client, _, follower):
+            follower.open()
+            assert ask(client, model).status_code == 200  # woken: list, read, scale up
+            # Nomad blocks scaling while the deployment the wake opened runs: wait for its end.
+            double.wait_for(lambda d: all(x["Status"] != "running" for x in d.deployments.values()), 60)
+            clock.now += 3600
+            double.wait_for(lambda d: count(d, job["ID"]) == 0, 10)  # scaled down
+    # Without any one of them, Nomad refuses something the gateway does.
+    for missing in capabilities:
+        rest = " ".join(c for c in capabilities if c != missing)
+        with NomadDouble(acl_tokens={"admin": "management", "gateway": rest}) as double:
+            http = httpx.Client(headers={"X-Nomad-Token": "admin"})
+            assert http.put(f"{double.address}/v1/jobs", json={"Job": job}).status_code == 200
+            try:
+                with sleepy_gateway(double, backends("B"), job, token="gateway", hold_timeout=5) as (client, _, f):
+                    f.open()
+                    status = ask(client, model).status_code
+            except RuntimeError as exc:  # the server did not start: its lifespan failed
+                assert "did not start" in str(exc)
+                status = 0  # could not even list the jobs
+        assert status != 200, f"{missing} is not needed"
