@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import EXIT_FAILURE, EXIT_OK, InputError, Problem, suggestion
+from ..errors import EXIT_FAILURE, EXIT_OK, InputError, NomadgsError, Problem, suggestion
 from . import output as say
 from .base import F, apply, command, preformatted
 from .connection import (
@@ -77,26 +77,49 @@ def _no_instance(model: str, table: RoutingTable, provider: str) -> Exception:
 # nomadgs endpoints
 
 
-def endpoint_lines(endpoints: Sequence[Endpoint]) -> list[str]:
-    """The text table of `nomadgs endpoints`, one line per instance."""
+SCALED_TO_ZERO = "idle (scaled to zero)"
+
+
+def endpoint_lines(endpoints: Sequence[Endpoint], asleep: Sequence[str] = ()) -> list[str]:
+    """The text table of `nomadgs endpoints`, one line per instance, and one per model scaled to zero (`asleep`:
+    0 instances, which a request through the gateway wakes)."""
     rows = [("MODEL", "HEALTH", "BASE URL", "BACKEND", "NODE")]
     for e in endpoints:
         backend = " ".join(part for part in (e.backend, e.version) if part) or "-"
         rows.append((e.model, e.health, e.base_url, backend, e.node or "-"))
+    rows += [(model, SCALED_TO_ZERO, "- (0 instances)", "-", "-") for model in asleep]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows]
 
 
-def endpoints_json(table: RoutingTable, models: Sequence[str]) -> dict[str, Any]:
-    """The JSON document of `nomadgs endpoints --output json`: models with their instances."""
+def endpoints_json(table: RoutingTable, models: Sequence[str], asleep: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON document of `nomadgs endpoints --output json`: models with their instances (`asleep`: models
+    scaled to zero, with none)."""
     out = []
     for model in models:
         instances = table.instances(model)
         out.append(
             {"model": model, "healthy": sum(1 for e in instances if e.passing),
-             "instances": [e.to_json() for e in instances]}
+             "instances": [e.to_json() for e in instances], "scaled_to_zero": model in asleep}
         )  # fmt: skip
     return {"models": out}
+
+
+def _asleep(provider: str, connection: Mapping[str, Any], table: RoutingTable) -> list[str]:
+    """The models scaled to zero with no instance in `table`, when Nomad is known (--provider nomad/all, or a
+    Nomad address set); a Consul lookup whose optional Nomad read fails says so and goes on."""
+    if provider == "consul" and not (connection.get("address") or os.environ.get("NOMAD_ADDR")):
+        return []
+    from ..serving.lookup import scaled_to_zero
+
+    try:
+        models = scaled_to_zero(nomad_settings(connection))
+    except NomadgsError as exc:
+        if provider != "consul":
+            raise
+        say.warning(f"the models scaled to zero are not listed: {exc}")
+        return []
+    return [m for m in models if not table.instances(m)]
 
 
 @command(
@@ -104,8 +127,9 @@ def endpoints_json(table: RoutingTable, models: Sequence[str]) -> dict[str, Any]
     short_help="list the models that run, with their OpenAI base URLs and health",
     help=(
         "List every instance of the models nomadgs deployed, healthy or not, read from Consul (or from "
-        "Nomad's own service catalog with --provider nomad). With MODEL, exit 1 unless it has a healthy "
-        "instance."
+        "Nomad's own service catalog with --provider nomad), and, when Nomad is known (NOMAD_ADDR, --address "
+        "or --provider nomad/all), the models scaled to zero, with 0 instances. With MODEL, exit 1 unless it "
+        "has a healthy instance."
     ),
     environment=CONSUL_ENV + NOMAD_ENV,
 )
@@ -116,16 +140,23 @@ def endpoints(model: str | None, fmt: str, provider: str, **connection: Any) -> 
     if model is not None:
         _check_model_name(model)
     table = _discover(provider, connection)
-    models = [model] if model is not None else table.models
-    if model is not None and not table.knows(model):
+    asleep = _asleep(provider, connection, table)
+    if model is not None:
+        asleep = [m for m in asleep if m == model]
+    models = [model] if model is not None else sorted({*table.models, *asleep})
+    if model is not None and not table.knows(model) and not asleep:
         raise _no_instance(model, table, provider)
     if fmt == "json":
-        say.emit_json(endpoints_json(table, models))
+        say.emit_json(endpoints_json(table, models, asleep))
     elif not models:
         say.note("no models found: no service tagged 'nomadgs' is registered")
     else:
-        for line in endpoint_lines([e for m in models for e in table.instances(m)]):
+        instances = [e for m in models for e in table.instances(m)]
+        for line in endpoint_lines(instances, asleep):
             print(line)
+    if asleep and model is not None:
+        say.error(f"model '{model}' is scaled to zero: a request for it through `nomadgs gateway` wakes it")
+        return EXIT_FAILURE
     if model is not None and model not in table.routes:
         say.error(str(_no_instance(model, table, provider)))
         return EXIT_FAILURE
