@@ -477,10 +477,14 @@ class NomadAPI:
         """The job's deployments, in no particular order (Nomad lists them in its state store's order)."""
         return await self.get(http, f"/v1/job/{job_id}/deployments", list[Deployment], index=index)
 
-    async def job_list(self, http: Any, index: int | None = None) -> tuple[list[JobStub], int]:
-        """Every job of the namespace with its meta (`/v1/jobs?meta=true`); with `index`, a blocking query: one
-        query follows all the jobs (the gateway's models that may be at zero instances), not one per job."""
-        return await self.get(http, "/v1/jobs", list[JobStub], index=index, params={"meta": "true"})
+    async def job_list(
+        self, http: Any, index: int | None = None, *, filter_expr: str | None = None
+    ) -> tuple[list[JobStub], int]:
+        """The jobs of the namespace with their meta (`/v1/jobs?meta=true`), those `filter_expr` keeps (Nomad's
+        `filter`); with `index`, a blocking query: one query follows all the jobs (the gateway's models that may
+        be at zero instances), not one per job."""
+        params = {"meta": "true", **({"filter": filter_expr} if filter_expr else {})}
+        return await self.get(http, "/v1/jobs", list[JobStub], index=index, params=params)
 
     async def scale_status(self, http: Any, job_id: str) -> JobScaleStatus:
         """Each group's count and allocations (`GET /v1/job/:id/scale`)."""

@@ -2,7 +2,8 @@
 API after `idle_after` without a request, and back to 1 when a request arrives, which is held meanwhile.
 
 The gateway knows these jobs through Nomad, not Consul (a model at zero instances has no service there): one
-blocking query follows the job list (`/v1/jobs?meta=true`), whatever the number of models. A wake-up:
+blocking query follows the job list (`/v1/jobs?meta=true`, filtered to the jobs nomadgs compiled), whatever
+the number of models. A wake-up:
 
 1. the first request for a model that has no passing instance is held (at most `max_held` per model, then 429;
    each for at most `hold_timeout`, then 503 with Retry-After); the requests that follow join it;
@@ -35,6 +36,7 @@ from ...durations import SECOND, parse_duration
 from ...nomad import blocking
 from ...nomad.client import IndexConflict, NomadAPI, NomadDenied, NomadError, NomadRejected
 from ...nomad.responses import JobStub
+from ...nomad.status import MANAGED_FILTER
 from .errors import RETRY_AFTER, ApiError, GatewayError
 from .relay import seconds_text
 
@@ -152,7 +154,7 @@ class Waker:
         self._metrics = metrics
         self._http = self.api.async_client()
         try:
-            stubs, index = await self.api.job_list(self._http)
+            stubs, index = await self.api.job_list(self._http, filter_expr=MANAGED_FILTER)
         except NomadDenied:
             await self.stop()
             raise GatewayError(self.denied("list the jobs")) from None
@@ -406,7 +408,10 @@ class Waker:
         assert self._http is not None
         http = self._http
         async for stubs in blocking.follow(
-            lambda i: self.api.job_list(http, index=i), retry_on=NomadError, on_retry=self._retried, index=index
+            lambda i: self.api.job_list(http, index=i, filter_expr=MANAGED_FILTER),
+            retry_on=NomadError,
+            on_retry=self._retried,
+            index=index,
         ):
             self._set(stubs)
 
@@ -435,8 +440,9 @@ class Waker:
             if state.wake is not None and state.wake.done():
                 state.wake = None  # woken: the next time it is at zero, a new wake
                 if state.wake_started is not None and self._metrics is not None:
-                    self._metrics.woke(model, self.clock() - state.wake_started)
-                    log.info("model %s: ready after %s", model, seconds_text(self.clock() - state.wake_started))
+                    took = self.clock() - state.wake_started
+                    self._metrics.woke(model, took)
+                    log.info("model %s: ready after %s", model, seconds_text(round(took, 1)))
                 state.wake_started = None
             self._notify(model)
 

@@ -161,6 +161,12 @@ def test_twenty_held_requests_cause_one_scale_call_and_are_all_answered(
     register(double, job)
     model, group = job["Meta"]["gpustack_model"], job["TaskGroups"][0]["Name"]
     with sleepy_gateway(double, backends("A"), job) as (client, gw, follower), ThreadPoolExecutor(20) as pool:
+        # Nomad is followed by one blocking query on the job list, filtered to the jobs nomadgs compiled.
+        double.wait_for_held("/v1/jobs", timeout=10)
+        (listing,) = {
+            tuple(r.query.get("filter", [])) for r in double.requests if r.method == "GET" and r.path == "/v1/jobs"
+        }
+        assert listing == ('Meta.nomadgs_managed == "true"',)
         # The model at 0 is listed, with 0 instances.
         assert [(m["id"], m["instances"]) for m in client.get("/v1/models").json()["data"]] == [(model, 0)]
         answers = [pool.submit(ask, client, model) for _ in range(20)]
@@ -175,6 +181,9 @@ def test_twenty_held_requests_cause_one_scale_call_and_are_all_answered(
         assert metric(client, "nomadgs_gateway_requests_held", model=model) == 0
         assert metric(client, "nomadgs_gateway_scale_calls_total", model=model, direction="up", outcome="scaled") == 1
         assert metric(client, "nomadgs_gateway_wakeups_total", model=model, outcome="scaled") == 1
+    # Besides the job list, only the scale endpoint was asked about the job (no watch per job).
+    paths = {r.path for r in double.requests if r.path.startswith("/v1/job")}
+    assert paths == {"/v1/jobs", f"/v1/job/{job['ID']}/scale"}
     (post,) = scale_posts(double, job["ID"])
     assert post["Count"] == 1 and post["Target"] == {"Job": job["ID"], "Group": group}
     assert post["Meta"]["nomadgs_reason"] == "request" and model in post["Message"]
@@ -247,8 +256,8 @@ def test_an_idle_model_is_scaled_to_zero_but_never_with_a_request_in_flight(
         backend.release.set()
         assert slow.result().status_code == 200
         clock.now += 2  # the request ended 2 s ago
-        double.wait_for(lambda d: count(d, job["ID"]) == 0, 10)
-        double.wait_for(lambda d: running(d, job["ID"]) == 0, 10)
+        double.wait_for(lambda d: count(d, job["ID"]) == 0, 30)
+        double.wait_for(lambda d: running(d, job["ID"]) == 0, 30)
         down = {"model": model, "direction": "down", "outcome": "scaled"}
         # Counted when Nomad's answer is back, which may be after the double changed the count.
         wait_until(lambda: metric(client, "nomadgs_gateway_scale_calls_total", **down) == 1, 10, "the call counted")
@@ -344,7 +353,7 @@ def test_the_shipped_acl_policy_is_what_the_gateway_needs(backends: Callable[...
             # Nomad blocks scaling while the deployment the wake opened runs: wait for its end.
             double.wait_for(lambda d: all(x["Status"] != "running" for x in d.deployments.values()), 60)
             clock.now += 3600
-            double.wait_for(lambda d: count(d, job["ID"]) == 0, 10)  # scaled down
+            double.wait_for(lambda d: count(d, job["ID"]) == 0, 30)  # scaled down
     # Without any one of them, Nomad refuses something the gateway does.
     for missing in capabilities:
         rest = " ".join(c for c in capabilities if c != missing)
