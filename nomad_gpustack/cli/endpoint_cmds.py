@@ -107,16 +107,14 @@ def endpoints_json(table: RoutingTable, models: Sequence[str], asleep: Sequence[
 
 def _asleep(provider: str, connection: Mapping[str, Any], table: RoutingTable) -> list[str]:
     """The models scaled to zero with no instance in `table`, when Nomad is known (--provider nomad/all, or a
-    Nomad address set); a Consul lookup whose optional Nomad read fails says so and goes on."""
+    Nomad address set); when that read fails, a warning says so and the instances are listed."""
     if provider == "consul" and not (connection.get("address") or os.environ.get("NOMAD_ADDR")):
         return []
     from ..serving.lookup import scaled_to_zero
 
     try:
         models = scaled_to_zero(nomad_settings(connection))
-    except NomadgsError as exc:
-        if provider != "consul":
-            raise
+    except NomadgsError as exc:  # the instances were read: say what is missing, and list them
         say.warning(f"the models scaled to zero are not listed: {exc}")
         return []
     return [m for m in models if not table.instances(m)]

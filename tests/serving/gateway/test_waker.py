@@ -151,7 +151,12 @@ def metric(client: httpx.Client, name: str, **labels: str) -> float:
 
 
 def test_defaults_match_the_cli() -> None:
-    assert (HOLD_TIMEOUT, MAX_HELD) == (600.0, 100)  # the gateway command's --hold-timeout 10m, --max-held 100
+    from nomad_gpustack.cli.endpoint_cmds import gateway as command
+    from nomad_gpustack.durations import SECOND, parse_duration
+
+    defaults = {p.name: p.default for p in command.params}
+    assert parse_duration(str(defaults["hold_timeout"])) / SECOND == HOLD_TIMEOUT
+    assert defaults["max_held"] == MAX_HELD
 
 
 def test_twenty_held_requests_cause_one_scale_call_and_are_all_answered(
