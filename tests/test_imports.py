@@ -49,6 +49,7 @@ ALLOWED: frozenset[tuple[str, str]] = frozenset(
         ("nomad_gpustack.nomad.render", "nomad_gpustack.contract.jobspec"),  # a remembered render: no pydantic
         ("nomad_gpustack.nomad.render", "nomad_gpustack.nomad.hcl"),
         ("nomad_gpustack.serving.lookup", "nomad_gpustack.serving.nomad_services"),  # a Consul lookup: no Nomad
+        ("nomad_gpustack.serving.lookup", "nomad_gpustack.nomad.client"),  # likewise (the models scaled to zero)
     }
 )
 NO_COMMENT_NEEDED = {"nomad_gpustack"}  # (d): the comment is on `_LAZY`

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import EXIT_FAILURE, EXIT_OK, InputError, Problem, suggestion
+from ..errors import EXIT_FAILURE, EXIT_OK, InputError, NomadgsError, Problem, suggestion
 from . import output as say
 from .base import F, apply, command, preformatted
 from .connection import (
@@ -77,26 +77,47 @@ def _no_instance(model: str, table: RoutingTable, provider: str) -> Exception:
 # nomadgs endpoints
 
 
-def endpoint_lines(endpoints: Sequence[Endpoint]) -> list[str]:
-    """The text table of `nomadgs endpoints`, one line per instance."""
+SCALED_TO_ZERO = "idle (scaled to zero)"
+
+
+def endpoint_lines(endpoints: Sequence[Endpoint], asleep: Sequence[str] = ()) -> list[str]:
+    """The text table of `nomadgs endpoints`, one line per instance, and one per model scaled to zero (`asleep`:
+    0 instances, which a request through the gateway wakes)."""
     rows = [("MODEL", "HEALTH", "BASE URL", "BACKEND", "NODE")]
     for e in endpoints:
         backend = " ".join(part for part in (e.backend, e.version) if part) or "-"
         rows.append((e.model, e.health, e.base_url, backend, e.node or "-"))
+    rows += [(model, SCALED_TO_ZERO, "- (0 instances)", "-", "-") for model in asleep]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows]
 
 
-def endpoints_json(table: RoutingTable, models: Sequence[str]) -> dict[str, Any]:
-    """The JSON document of `nomadgs endpoints --output json`: models with their instances."""
+def endpoints_json(table: RoutingTable, models: Sequence[str], asleep: Sequence[str] = ()) -> dict[str, Any]:
+    """The JSON document of `nomadgs endpoints --output json`: models with their instances (`asleep`: models
+    scaled to zero, with none)."""
     out = []
     for model in models:
         instances = table.instances(model)
         out.append(
             {"model": model, "healthy": sum(1 for e in instances if e.passing),
-             "instances": [e.to_json() for e in instances]}
+             "instances": [e.to_json() for e in instances], "scaled_to_zero": model in asleep}
         )  # fmt: skip
     return {"models": out}
+
+
+def _asleep(provider: str, connection: Mapping[str, Any], table: RoutingTable) -> list[str]:
+    """The models scaled to zero with no instance in `table`, when Nomad is known (--provider nomad/all, or a
+    Nomad address set); when that read fails, a warning says so and the instances are listed."""
+    if provider == "consul" and not (connection.get("address") or os.environ.get("NOMAD_ADDR")):
+        return []
+    from ..serving.lookup import scaled_to_zero
+
+    try:
+        models = scaled_to_zero(nomad_settings(connection))
+    except NomadgsError as exc:  # the instances were read: say what is missing, and list them
+        say.warning(f"the models scaled to zero are not listed: {exc}")
+        return []
+    return [m for m in models if not table.instances(m)]
 
 
 @command(
@@ -104,8 +125,9 @@ def endpoints_json(table: RoutingTable, models: Sequence[str]) -> dict[str, Any]
     short_help="list the models that run, with their OpenAI base URLs and health",
     help=(
         "List every instance of the models nomadgs deployed, healthy or not, read from Consul (or from "
-        "Nomad's own service catalog with --provider nomad). With MODEL, exit 1 unless it has a healthy "
-        "instance."
+        "Nomad's own service catalog with --provider nomad), and, when Nomad is known (NOMAD_ADDR, --address "
+        "or --provider nomad/all), the models scaled to zero, with 0 instances. With MODEL, exit 1 unless it "
+        "has a healthy instance."
     ),
     environment=CONSUL_ENV + NOMAD_ENV,
 )
@@ -116,16 +138,23 @@ def endpoints(model: str | None, fmt: str, provider: str, **connection: Any) -> 
     if model is not None:
         _check_model_name(model)
     table = _discover(provider, connection)
-    models = [model] if model is not None else table.models
-    if model is not None and not table.knows(model):
+    asleep = _asleep(provider, connection, table)
+    if model is not None:
+        asleep = [m for m in asleep if m == model]
+    models = [model] if model is not None else sorted({*table.models, *asleep})
+    if model is not None and not table.knows(model) and not asleep:
         raise _no_instance(model, table, provider)
     if fmt == "json":
-        say.emit_json(endpoints_json(table, models))
+        say.emit_json(endpoints_json(table, models, asleep))
     elif not models:
         say.note("no models found: no service tagged 'nomadgs' is registered")
     else:
-        for line in endpoint_lines([e for m in models for e in table.instances(m)]):
+        instances = [e for m in models for e in table.instances(m)]
+        for line in endpoint_lines(instances, asleep):
             print(line)
+    if asleep and model is not None:
+        say.error(f"model '{model}' is scaled to zero: a request for it through `nomadgs gateway` wakes it")
+        return EXIT_FAILURE
     if model is not None and model not in table.routes:
         say.error(str(_no_instance(model, table, provider)))
         return EXIT_FAILURE
@@ -295,6 +324,11 @@ named in their body, balanced across replicas, following Consul as instances com
   /v1/audio/speech
 For Prometheus: GET /metrics (the gateway's own), GET /metrics/targets (HTTP service
 discovery: the gateway and every engine that serves metrics, labelled as Consul discovery does).
+Scale to zero (on when a Nomad address is set, NOMAD_ADDR or --address): models whose job
+says so (nomad.scaling.min: 0 with idle_after) are scaled to 0 in Nomad after that long
+without a request; a request for a model at 0 is held while the gateway scales it to 1 and
+its instance passes its check. The token needs list-jobs, read-job and scale-job on the
+namespace (examples/acl/nomadgs-gateway.policy.hcl).
 """)
 
 
@@ -302,7 +336,7 @@ discovery: the gateway and every engine that serves metrics, labelled as Consul 
     "gateway",
     short_help="serve every model behind one OpenAI-compatible address",
     help=GATEWAY_HELP,
-    environment=GATEWAY_ENV + CONSUL_ENV,
+    environment=GATEWAY_ENV + CONSUL_ENV + NOMAD_ENV,
 )
 @click.option(
     "--listen", metavar="HOST:PORT", default="127.0.0.1:8080", help="address to serve on (default: 127.0.0.1:8080)"
@@ -344,7 +378,27 @@ discovery: the gateway and every engine that serves metrics, labelled as Consul 
 )
 @click.option("--access-log", is_flag=True, help="log every request (costs some throughput)")
 @click.option("--no-metrics", is_flag=True, help="count nothing for Prometheus: no GET /metrics")
+@click.option(
+    "--scale-to-zero/--no-scale-to-zero",
+    default=None,
+    help="scale idle models to 0 and wake them on a request, through Nomad (default: on when NOMAD_ADDR or "
+    "--address is set)",
+)
+@click.option(
+    "--hold-timeout",
+    metavar="DURATION",
+    default="10m",  # the Waker's HOLD_TIMEOUT (tested)
+    help="longest wait of a request for a model at 0 instances to start, then 503; 0: no limit (default: 10m)",
+)
+@click.option(
+    "--max-held",
+    metavar="N",
+    type=click.IntRange(1),
+    default=100,  # the Waker's MAX_HELD (tested)
+    help="requests held per model while it starts; more are answered 429 (default: 100)",
+)
 @consul_options
+@nomad_options
 def gateway(
     listen: str,
     api_key: tuple[str, ...],
@@ -356,6 +410,9 @@ def gateway(
     canary_weight: float | None,
     access_log: bool,
     no_metrics: bool,
+    scale_to_zero: bool | None,
+    hold_timeout: str,
+    max_held: int,
     **connection: Any,
 ) -> int:
     import logging
@@ -369,6 +426,9 @@ def gateway(
     upstream = duration_seconds(upstream_timeout, "--upstream-timeout") or None
     stream_idle = duration_seconds(stream_idle_timeout, "--stream-idle-timeout") or None
     ejection = duration_seconds(eject_for, "--eject-for")
+    hold = duration_seconds(hold_timeout, "--hold-timeout")
+    if scale_to_zero is None:  # on when this gateway is told where Nomad is
+        scale_to_zero = bool(connection.get("address") or os.environ.get("NOMAD_ADDR"))
     keys = load_api_keys(list(api_key), api_keys_file, os.environ)
     settings = consul_settings(connection)
     handler = logging.StreamHandler()
@@ -378,6 +438,12 @@ def gateway(
     logger.setLevel(log_level.upper())
     if not keys and not is_loopback(host):
         say.warning(f"the gateway listens on {host} without API keys: anyone who reaches it can use the models")
+    waker = None
+    if scale_to_zero:
+        from ..serving.gateway.waker import Waker
+
+        nomad = nomad_settings(connection)
+        waker = Waker(nomad, hold_timeout=hold, max_held=max_held)
     sock = bind(host, port)
     gateway = Gateway(
         ConsulWatcher(settings, on_change=_log_changes()),
@@ -387,9 +453,11 @@ def gateway(
         eject_for=ejection,
         metrics=not no_metrics,
         canary_weight=canary_weight,
+        waker=waker,
     )
+    zero = f"; scale to zero through Nomad at {waker.settings.address}" if waker is not None else ""
     say.info(
-        f"gateway: {openai_base_url(host, port)} for the models in Consul at {settings.address}; "
+        f"gateway: {openai_base_url(host, port)} for the models in Consul at {settings.address}{zero}; "
         + (f"{len(gateway.keys)} API key(s) accepted" if keys else "no API key required")
     )
     try:

@@ -40,6 +40,7 @@ from .responses import (
     DeploymentUpdateResponse,
     DeregisterResponse,
     Evaluation,
+    JobScaleStatus,
     JobStub,
     JobVersions,
     NodeStub,
@@ -475,6 +476,62 @@ class NomadAPI:
     async def deployments(self, http: Any, job_id: str, index: int | None = None) -> tuple[list[Deployment], int]:
         """The job's deployments, in no particular order (Nomad lists them in its state store's order)."""
         return await self.get(http, f"/v1/job/{job_id}/deployments", list[Deployment], index=index)
+
+    async def job_list(
+        self, http: Any, index: int | None = None, *, filter_expr: str | None = None
+    ) -> tuple[list[JobStub], int]:
+        """The jobs of the namespace with their meta (`/v1/jobs?meta=true`), those `filter_expr` keeps (Nomad's
+        `filter`); with `index`, a blocking query: one query follows all the jobs (the gateway's models that may
+        be at zero instances), not one per job."""
+        params = {"meta": "true", **({"filter": filter_expr} if filter_expr else {})}
+        return await self.get(http, "/v1/jobs", list[JobStub], index=index, params=params)
+
+    async def scale_status(self, http: Any, job_id: str) -> JobScaleStatus:
+        """Each group's count and allocations (`GET /v1/job/:id/scale`)."""
+        status, _ = await self.get(http, f"/v1/job/{job_id}/scale", JobScaleStatus)
+        return status
+
+    async def scale(
+        self,
+        http: Any,
+        job_id: str,
+        group: str,
+        count: int,
+        *,
+        message: str,
+        meta: dict[str, str],
+        job_modify_index: int = 0,
+    ) -> RegisterResponse:
+        """Set a group's count (`POST /v1/job/:id/scale`, Nomad's api.ScalingRequest), with a message and meta
+        saying why, recorded as the group's scaling event. `job_modify_index` (> 0) is a check-and-set: Nomad
+        refuses the change (IndexConflict) when the job is no longer at that JobModifyIndex (nomad/job_endpoint.go
+        Scale). A write: not retried here."""
+        import httpx  # an HTTP library: see the note at the top
+
+        path = f"/v1/job/{job_id}/scale"
+        body: dict[str, Any] = {
+            "Count": count,
+            "Target": {"Job": job_id, "Group": group},
+            "Message": message,
+            "Meta": meta,
+        }
+        if job_modify_index > 0:
+            body["JobModifyIndex"] = job_modify_index
+        self.requests += 1
+        try:
+            response = await http.post(path, params=self.settings.params(), json=body)
+        except httpx.TransportError as exc:
+            raise _transport_failure(self.settings, exc) from None
+        self._answered = True
+        content_type = response.headers.get("Content-Type", "")
+        _foreign(self.settings, response.status_code, content_type, path, True)
+        if response.status_code >= 400:
+            raise _error_for(response.status_code, response.text, self.settings, content_type)
+        try:
+            data = response.json()
+        except ValueError:
+            raise _not_nomad(self.settings, f"the answer to {path} is not JSON") from None
+        return self._shaped(RegisterResponse, data, path)
 
     async def allocation(self, http: Any, alloc_id: str) -> Allocation:
         allocation, _ = await self.get(http, f"/v1/allocation/{alloc_id}", Allocation)

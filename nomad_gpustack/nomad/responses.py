@@ -275,6 +275,29 @@ class RegisterResponse(Response):
     Warnings: str = ""
 
 
+class GroupScaleStatus(Response):
+    """One group of `GET /v1/job/:id/scale` (api.TaskGroupScaleStatus): its count and its allocations."""
+
+    Desired: int = 0
+    Placed: int = 0
+    Running: int = 0
+    Healthy: int = 0
+    Unhealthy: int = 0
+    Events: list[dict[str, Any]] = []  # scaling events, newest first
+
+
+class JobScaleStatus(Response):
+    """`GET /v1/job/:id/scale` (api.JobScaleStatusResponse). Its JobModifyIndex is the job's ModifyIndex
+    (nomad/job_endpoint.go ScaleStatus), not the JobModifyIndex a scale request's check-and-set compares."""
+
+    JobID: str
+    Namespace: str = ""
+    JobCreateIndex: int = 0
+    JobModifyIndex: int = 0
+    JobStopped: bool = False
+    TaskGroups: dict[str, GroupScaleStatus] = {}
+
+
 class DeregisterResponse(Response):
     EvalID: str
     EvalCreateIndex: int = 0

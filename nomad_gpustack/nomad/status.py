@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..contract.metadata import META_MANAGED, model_labels, model_name
+from ..contract.metadata import META_MANAGED, model_labels, model_name, scale_to_zero
 from ..contract.request import GroupRequest
 from ..errors import InputError, Problem, suggestion
 from .client import NomadAPI
@@ -45,8 +45,9 @@ def find_job(api: NomadAPI, name: str) -> JobStub:
 class ModelStatus:
     """One deployed model: its job, latest deployment, replicas in GPUStack's states, and endpoints.
 
-    `status` is one word for the whole: running, deploying, failed, pending, idle (replicas: 0), stopped or
-    dead. A job nomadgs did not create (`managed` false, found by its ID) has no model, backend or version.
+    `status` is one word for the whole: running, deploying, failed, pending, idle (replicas: 0; "idle (scaled
+    to zero)" for a job the gateway scales to zero and back), stopped or dead. A job nomadgs did not create
+    (`managed` false, found by its ID) has no model, backend or version.
     """
 
     job: str
@@ -138,7 +139,10 @@ def status_word(job: JobStub, assessment: Assessment, desired: int) -> str:
     if job.Stop:
         return "stopped"
     if assessment.phase == "succeeded":
-        return "running" if desired else "idle"
+        if desired:
+            return "running"
+        # A job the gateway scales to zero and back: at 0 it is asleep, and a request wakes it.
+        return IDLE_SCALED if scale_to_zero(job.Meta) else "idle"
     if assessment.phase in ("failed", "placement-failed"):
         return "failed"
     if job.Status in ("pending", "dead"):
@@ -146,6 +150,7 @@ def status_word(job: JobStub, assessment: Assessment, desired: int) -> str:
     return "deploying"
 
 
+IDLE_SCALED = "idle (scaled to zero)"
 MANAGED_FILTER = f'Meta.{META_MANAGED} == "true"'  # on /v1/jobs; on /v1/allocations through the allocation's Job
 JOB_READS = 8  # jobs read one by one at once, when the lists do not tell their version and count
 

@@ -6,6 +6,7 @@ them in their own terms (a CLI command, an Ansible task).
 
 from __future__ import annotations
 
+from ..contract.metadata import scale_to_zero
 from .explain import rolled_back
 from .runner import Registration
 from .watcher import WatchResult
@@ -19,6 +20,14 @@ def headline(registration: Registration, result: WatchResult) -> str:
     a = result.assessment
     compiled = registration.compiled
     name = compiled.model
+    if a.phase == "succeeded" and not a.replicas and not registration.compiled.request.count:
+        scaling = scale_to_zero(registration.compiled.job.get("Meta") or {})
+        if scaling is not None:  # registered asleep: nothing runs until a request arrives
+            return (
+                f"{name}: registered at 0 replicas, scaled to zero (job {compiled.job_id}): a request for it "
+                f"through `nomadgs gateway` (with NOMAD_ADDR set) scales it to 1 and waits for it; after "
+                f"{scaling.idle_after} without a request it goes back to 0"
+            )
     if a.phase == "succeeded":
         after = f" after {result.elapsed:.0f}s" if a.replicas else ""  # replicas: 0 waits for nothing
         return f"{name}: {a.headline}{after} (job {compiled.job_id})"

@@ -169,7 +169,7 @@ class ConsulWatcher:
         self.settings = settings
         self.wait = wait
         self.table = RoutingTable()
-        self._on_change = on_change
+        self._listeners: list[Callable[[RoutingTable], None]] = [on_change] if on_change is not None else []
         self._client: httpx.AsyncClient | None = None
         self._services: dict[str, list[Endpoint]] = {}
         self._entries: dict[str, list[dict[str, Any]]] = {}  # Consul's last answer per service, for scrape_targets
@@ -272,5 +272,9 @@ class ConsulWatcher:
         if table == self.table:
             return
         self.table = table  # one assignment: readers see either the old or the new table, never a mix
-        if self._on_change is not None:
-            self._on_change(table)
+        for listener in self._listeners:
+            listener(table)
+
+    def subscribe(self, listener: Callable[[RoutingTable], None]) -> None:
+        """Call `listener(table)` after each change of the table, as `on_change`."""
+        self._listeners.append(listener)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from ..contract.metadata import is_managed, model_name, scale_to_zero
 from ..errors import suggestion
 from .consul import consul_endpoints
 from .discovery import Endpoint, NoInstanceError, build_table
@@ -29,6 +30,19 @@ def discover(*, consul: ConsulSettings | None = None, nomad: NomadSettings | Non
         return found
 
     return list(build_table(asyncio.run(gather())).endpoints)
+
+
+def scaled_to_zero(nomad: NomadSettings) -> list[str]:
+    """The models whose job the gateway scales to zero and back (the scale-to-zero meta), from Nomad's job
+    list: they may have no instance in any catalog, and still answer (a request wakes them)."""
+    from ..nomad.client import NomadAPI  # only when Nomad is asked, as in discover()
+
+    found = set()
+    for job in NomadAPI(nomad).jobs():
+        model = model_name(job.Meta)
+        if model and not job.Stop and is_managed(job.Meta) and scale_to_zero(job.Meta) is not None:
+            found.add(model)
+    return sorted(found)
 
 
 def healthy_base_urls(model: str, *, consul: ConsulSettings) -> list[str]:

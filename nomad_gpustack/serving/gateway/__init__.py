@@ -14,8 +14,8 @@ The modules, one job each: `app` (the Gateway and its ASGI application), `source
 comes from), `balancer` (which instance takes a request), `outliers` (which instances are failing, and
 for how long they are out), `pool` (connections to the instances), `relay`
 (a request and its answer passed through), `metrics` (what requests met, for Prometheus: GET /metrics, and
-the scrape targets of GET /metrics/targets), `keys` (API keys), `errors` (OpenAI-shaped errors), `server`
-(listening and running).
+the scrape targets of GET /metrics/targets), `keys` (API keys), `errors` (OpenAI-shaped errors), `waker` (models
+scaled to zero when idle and back on a request, through Nomad), `server` (listening and running).
 """
 
 from .app import MAX_BODY, ROUTED_PATHS, STREAM_IDLE_TIMEOUT, UPSTREAM_TIMEOUT, Gateway, create_app

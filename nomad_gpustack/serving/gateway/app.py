@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     from ..discovery import Endpoint, RoutingTable
     from .source import RouteSource
+    from .waker import Waker
 
 log = logging.getLogger("nomadgs.gateway")
 
@@ -82,6 +83,7 @@ class Gateway:
         metrics: bool = True,
         canary_weight: float | None = None,
         rng: random.Random | None = None,
+        waker: Waker | None = None,
     ) -> None:
         """Timeouts are in seconds; None or 0 is no limit. `upstream_timeout`: from sending a request to the
         head of the answer; `stream_idle_timeout`: between two chunks of the answer. `eject_after` timeouts or
@@ -109,10 +111,17 @@ class Gateway:
         self.metrics = GatewayMetrics() if metrics else NoMetrics()
         self.metrics.follow(lambda: self.source.table, outliers.ejected)
         self._forget = False  # whether the series of instances gone from the table are still to be dropped
+        self.waker = waker
 
     async def start(self) -> None:
-        """Start the source and the shared connection pool; calling it again does nothing."""
+        """Start the source, the waker and the shared connection pool; calling it again does nothing."""
         await self.source.start()
+        if self.waker is not None:
+            try:
+                await self.waker.start(self.source, self.metrics)
+            except BaseException:
+                await self.source.stop()
+                raise
         if self._client is None:
             self._client = httpx.AsyncClient(
                 transport=self.pool,
@@ -131,6 +140,8 @@ class Gateway:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+        if self.waker is not None:
+            await self.waker.stop()
         await self.source.stop()
         if self._client is not None:
             client, self._client = self._client, None
@@ -168,7 +179,8 @@ class Gateway:
     # --- models -------------------------------------------------------------------------------------------
 
     def models(self) -> list[dict[str, Any]]:
-        """The models that have a healthy instance, as OpenAI model objects."""
+        """The models that have a healthy instance, and those scaled to zero (0 instances: a request wakes
+        them), as OpenAI model objects."""
         table = self.source.table
         out = []
         for model, instances in sorted(table.routes.items()):
@@ -177,6 +189,14 @@ class Gateway:
                 {"id": model, "object": "model", "created": 0, "owned_by": "nomadgs",
                  "backend": first.backend, "version": first.version, "instances": len(instances)}
             )  # fmt: skip
+        if self.waker is not None:
+            for model, sleeper in sorted(self.waker.sleepers.items()):
+                if model not in table.routes:
+                    out.append(
+                        {"id": model, "object": "model", "created": 0, "owned_by": "nomadgs",
+                         "backend": sleeper.backend or None, "version": None, "instances": 0}
+                    )  # fmt: skip
+            out.sort(key=lambda m: str(m["id"]))
         return out
 
     async def _list_models(self, request: Request) -> Response:
@@ -282,10 +302,14 @@ class Gateway:
         """Handle one request to a routed path (the ASGI hot path)."""
         start = perf_counter()
         model = ""
+        waker = self.waker
         try:
             self._authorize(scope)
             body = await read_body(receive, self.max_body)
             model = model_of(body)
+            if waker is not None and waker.knows(model):
+                await self._forward_waking(waker, model, path, body, scope, receive, send, start)
+                return
             candidates = self.candidates(model)
         except ApiError as exc:
             # Only models the table knows get series of their own: a body can name anything.
@@ -304,6 +328,42 @@ class Gateway:
             except ApiError as exc:
                 await send_error(send, exc)
             group.cancel_scope.cancel()
+
+    async def _forward_waking(
+        self,
+        waker: Waker,
+        model: str,
+        path: str,
+        body: bytes,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        start: float,
+    ) -> None:
+        """`forward` for a model that may be at zero instances: the request counts as activity (no scale-down
+        while it runs) and, when the model has no passing instance, is held until it wakes."""
+        waker.begin(model)
+        try:
+            headers = upstream_headers(scope, drop_authorization=bool(self.keys))
+            query = scope.get("query_string")
+            suffix = f"{path}?{query.decode('latin-1')}" if query else path
+            async with anyio.create_task_group() as group:
+                # A client that leaves while held stops waiting (the wake goes on for the others).
+                group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
+                try:
+                    if waker.must_hold(model, self.source.table):
+                        try:
+                            await waker.hold(model)
+                        except ApiError as exc:
+                            self.metrics.refused(model, exc.status)
+                            raise
+                    candidates = self.candidates(model)
+                    await self._exchange(model, candidates, suffix, body, headers, send, start)
+                except ApiError as exc:
+                    await send_error(send, exc)
+                group.cancel_scope.cancel()
+        finally:
+            waker.end(model)
 
     async def _exchange(
         self,

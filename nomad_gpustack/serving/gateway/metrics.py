@@ -45,6 +45,8 @@ DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0
 # The first token waits for the prompt's prefill, and for a slot when the engine is busy.
 FIRST_BYTE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 FAILURE_KINDS = ("timeout", "connection", "5xx")
+# A wake-up waits for Nomad to place the model, the engine to load it and Consul to pass its check: minutes.
+WAKE_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0)
 USAGE_TAIL = 16 * 1024  # bytes at the end of an answer searched for its `usage`
 _USAGE = b'"usage"'
 _DECODER = json.JSONDecoder()
@@ -129,6 +131,26 @@ class GatewayMetrics:
             "Requests held for a model with no instance to take them, waiting for one to start.",
             ("model",), registry=r,
         )  # fmt: skip
+        self.scale_calls = Counter(
+            PREFIX + "scale_calls",
+            "Calls to Nomad's scale API for models that scale to zero, by direction (up: a request arrived at "
+            "zero instances; down: idle) and outcome (scaled; conflict: the job changed meanwhile; refused: "
+            "Nomad said no, e.g. a deployment in progress or a token without scale-job; failed: Nomad unreachable "
+            "or erring).",
+            ("model", "direction", "outcome"), registry=r,
+        )  # fmt: skip
+        self.wakeups = Counter(
+            PREFIX + "wakeups",
+            "Wake-ups of models at zero instances by outcome: scaled (this gateway scaled the group to 1), joined "
+            "(its count was already above 0: another gateway or process is waking it), failed.",
+            ("model", "outcome"), registry=r,
+        )  # fmt: skip
+        self.wake_duration = Histogram(
+            PREFIX + "wake_duration_seconds",
+            "From the first request held for a model at zero instances to its first instance passing its health "
+            "check.",
+            ("model",), registry=r, buckets=WAKE_BUCKETS,
+        )  # fmt: skip
         self.failures = Counter(
             PREFIX + "upstream_failures",
             "Failures of instances: timeout (no answer in time, or a stream that went quiet), connection "
@@ -166,6 +188,22 @@ class GatewayMetrics:
         if child is None:
             child = self._refused[(model, code)] = self.requests.labels(model, "", str(code))
         child.inc()
+
+    def holding(self, model: str) -> Any:
+        """The gauge of the requests held for `model`."""
+        return self.held.labels(model)
+
+    def scale_call(self, model: str, direction: str, outcome: str) -> None:
+        """Count a call to Nomad's scale API."""
+        self.scale_calls.labels(model, direction, outcome).inc()
+
+    def wakeup(self, model: str, outcome: str) -> None:
+        """Count a wake-up by its outcome."""
+        self.wakeups.labels(model, outcome).inc()
+
+    def woke(self, model: str, seconds: float) -> None:
+        """A wake-up ended with an instance passing its check, `seconds` after its first held request."""
+        self.wake_duration.labels(model).observe(seconds)
 
     def follow(self, table: Callable[[], RoutingTable], ejected: Callable[[], list[Endpoint]]) -> None:
         """Report the instances of each model, and those ejected, as Prometheus reads them."""
@@ -241,6 +279,18 @@ class NoMetrics(GatewayMetrics):
         return self._none
 
     def refused(self, model: str, code: int) -> None:
+        return None
+
+    def holding(self, model: str) -> Any:
+        return _NOTHING
+
+    def scale_call(self, model: str, direction: str, outcome: str) -> None:
+        return None
+
+    def wakeup(self, model: str, outcome: str) -> None:
+        return None
+
+    def woke(self, model: str, seconds: float) -> None:
         return None
 
     def follow(self, table: Callable[[], RoutingTable], ejected: Callable[[], list[Endpoint]]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from ..discovery import Endpoint, RoutingTable, build_table
@@ -22,6 +22,11 @@ class RouteSource(Protocol):
         """The instances that serve Prometheus metrics, for the gateway's HTTP service discovery."""
         ...
 
+    def subscribe(self, listener: Callable[[RoutingTable], None]) -> None:
+        """Call `listener(table)` after each change of the table (from any thread: listeners hand the news to
+        their own event loop themselves)."""
+        ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -35,13 +40,19 @@ class StaticSource:
     def __init__(self, endpoints: Iterable[Endpoint] = (), targets: Iterable[ScrapeTarget] = ()) -> None:
         self.table = build_table(endpoints)
         self.targets = list(targets)
+        self._listeners: list[Callable[[RoutingTable], None]] = []
 
     def scrape_targets(self) -> list[ScrapeTarget]:
         return self.targets
 
     def set(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the table."""
-        self.table = build_table(endpoints)
+        self.table = table = build_table(endpoints)
+        for listener in self._listeners:
+            listener(table)
+
+    def subscribe(self, listener: Callable[[RoutingTable], None]) -> None:
+        self._listeners.append(listener)
 
     async def start(self) -> None:
         return None
