@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -18,8 +19,20 @@ import httpx
 
 from .. import unreachable
 from ..answers import WrongShape, foreign_answer, html_page, shaped
+from ..contract.metadata import TAG_MARKER
 from ..nomad import blocking
-from .discovery import DiscoveryError, Endpoint, RoutingTable, build_table, parse_consul_health, parse_consul_services
+from .discovery import (
+    CheckMark,
+    DiscoveryError,
+    Endpoint,
+    RoutingTable,
+    build_table,
+    check_marks,
+    has_unchecked_instance,
+    parse_consul_catalog,
+    parse_consul_health,
+    parse_consul_services,
+)
 from .scrape import ScrapeTarget, consul_targets
 
 if TYPE_CHECKING:
@@ -142,21 +155,56 @@ async def consul_endpoints(settings: ConsulSettings) -> list[Endpoint]:
     """Every instance of our services registered in Consul, healthy or not."""
     async with settings.httpx_client(asynchronous=True) as client:
         names, _ = await consul_services(client, settings)
-        answers = await asyncio.gather(*(consul_service_health(client, settings, n) for n in names))
+        reads = asyncio.Semaphore(READS_AT_ONCE)
+
+        async def one(name: str) -> tuple[list[Endpoint], int]:
+            async with reads:
+                return await consul_service_health(client, settings, name)
+
+        answers = await asyncio.gather(*(one(n) for n in names))
     return [endpoint for endpoints, _ in answers for endpoint in endpoints]
 
 
 # ----------------------------------------------------------------------------------------------------
 # Following Consul.
 
+READS_AT_ONCE = 8  # services read at once after a change: the watcher's connections stay bounded
+# The checks of our services and every node's own checks (serfHealth, maintenance), which count in an
+# instance's health. Filtered again on our side: a Consul without `filter` (before 1.5) answers every check.
+_CHECKS_FILTER = f'"{TAG_MARKER}" in ServiceTags or ServiceID == ""'
+
+
+async def consul_catalog(
+    client: httpx.AsyncClient, settings: ConsulSettings, *, index: int | None = None, wait: float | None = None
+) -> tuple[dict[str, tuple[str, ...]], int]:
+    """(our services and their tags, X-Consul-Index) from the catalog; blocking when `index` is given."""
+    catalog, new_index = await _get_json(
+        client, settings, "/v1/catalog/services", _consul_params(settings, index, wait), _CATALOG
+    )
+    return parse_consul_catalog(catalog), new_index
+
+
+async def consul_check_marks(
+    client: httpx.AsyncClient, settings: ConsulSettings, *, index: int | None = None, wait: float | None = None
+) -> tuple[dict[str, frozenset[CheckMark]], int]:
+    """(what the check list says of each of our services, X-Consul-Index); blocking when `index` is given."""
+    params = {**_consul_params(settings, index, wait), "filter": _CHECKS_FILTER}
+    checks, new_index = await _get_json(client, settings, "/v1/health/state/any", params, _HEALTH)
+    return check_marks(checks), new_index
+
 
 class ConsulWatcher:
     """Keeps `table` up to date with Consul, using blocking queries only (no polling at a fixed interval).
 
-    One query follows the catalog (which of our services exist); one query per service follows its instances
-    and their checks. Each answer replaces the service's part of the table at once, so a check that turns
-    critical is out of `routes` as soon as Consul knows. While Consul is unreachable the last table stays in
-    use and the queries are retried with a growing pause.
+    Two blocking queries follow the whole fleet, whatever its size (as Fabio does): the catalog (which of our
+    services exist, and their tags) and the check list (`/v1/health/state/any`: every check of our services and
+    of the nodes they run on). When either moves, only the services it shows changed are read again
+    (`/v1/health/service/:name`, at most READS_AT_ONCE at a time), and each read replaces the service's part of
+    the table at once: a check that turns critical is out of `routes` as soon as Consul knows. One query per
+    service would not scale: past the client's pool of connections the long polls queue behind each other, and
+    a change waits for a poll's wait to run out. A service with an instance that has no check of its own is
+    read again whenever the catalog moves, since the check list cannot show it. While Consul is unreachable the
+    last table stays in use and the queries are retried with a growing pause.
     """
 
     def __init__(
@@ -171,40 +219,47 @@ class ConsulWatcher:
         self.table = RoutingTable()
         self._listeners: list[Callable[[RoutingTable], None]] = [on_change] if on_change is not None else []
         self._client: httpx.AsyncClient | None = None
+        self._catalog: dict[str, tuple[str, ...]] = {}  # our services and their tags
+        self._marks: dict[str, frozenset[CheckMark]] = {}
         self._services: dict[str, list[Endpoint]] = {}
         self._entries: dict[str, list[dict[str, Any]]] = {}  # Consul's last answer per service, for scrape_targets
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._catalog_task: asyncio.Task[None] | None = None
+        self._unchecked: set[str] = set()  # services the check list cannot follow alone
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reads = asyncio.Semaphore(READS_AT_ONCE)
+        # Both queries may read one service at once: a read started later is newer, and an older one that
+        # ends after it must not put its answer back.
+        self._started = itertools.count()
+        self._applied: dict[str, int] = {}
 
     async def start(self) -> None:
         """Read the whole state once (raising DiscoveryError when Consul cannot be read), then follow it."""
         if self._client is not None:
             return
-        # Consul may hold a blocking query for wait + wait/16: the read timeout must be longer than that.
+        # Consul may hold a blocking query for wait + wait/16: the read timeout must be longer than that. Two
+        # long polls and the reads after a change: the pool never needs more.
         self._client = self.settings.httpx_client(timeout=self.wait * 1.1 + 10, asynchronous=True)
         try:
-            names, catalog_index = await consul_services(self._client, self.settings)
-            answers = await asyncio.gather(*(consul_service_entries(self._client, self.settings, n) for n in names))
+            # The indexes first, the services after: a change in between moves an index, and is read again.
+            self._catalog, catalog_index = await consul_catalog(self._client, self.settings)
+            self._marks, marks_index = await consul_check_marks(self._client, self.settings)
+            await self._read(set(self._catalog))
         except BaseException:
             await self.stop()
             raise
-        for name, (entries, index) in zip(names, answers, strict=True):
-            self._entries[name] = entries
-            self._services[name] = parse_consul_health(entries)
-            self._tasks[name] = asyncio.create_task(self._follow_service(name, blocking.next_index(0, index)))
         self._publish()
-        self._catalog_task = asyncio.create_task(self._follow_catalog(blocking.next_index(0, catalog_index)))
+        self._tasks = [
+            asyncio.create_task(self._follow_catalog(blocking.next_index(0, catalog_index))),
+            asyncio.create_task(self._follow_checks(blocking.next_index(0, marks_index))),
+        ]
 
     async def stop(self) -> None:
         """Stop following Consul; the last table stays readable."""
-        tasks = [t for t in (self._catalog_task, *self._tasks.values()) if t is not None]
+        tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._catalog_task = None
-        self._tasks.clear()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -218,35 +273,64 @@ class ConsulWatcher:
     def _retried(self, exc: Exception, delay: float) -> None:
         log.warning("%s; retried after %.1fs", exc, delay)
 
+    async def _read(self, names: set[str]) -> None:
+        """Read these services again (at most READS_AT_ONCE at a time) and put what Consul says in their place."""
+
+        async def one(name: str) -> tuple[str, int, list[dict[str, Any]]]:
+            async with self._reads:
+                started = next(self._started)
+                entries, _ = await consul_service_entries(self._consul, self.settings, name)
+            return name, started, entries
+
+        for name, started, entries in await asyncio.gather(*(one(n) for n in sorted(names))):
+            if name not in self._catalog or started < self._applied.get(name, -1):
+                continue  # gone from the catalog while it was read, or a newer read has answered
+            self._applied[name] = started
+            self._entries[name] = entries
+            self._services[name] = parse_consul_health(entries)
+            if has_unchecked_instance(entries):
+                self._unchecked.add(name)
+            else:
+                self._unchecked.discard(name)
+
+    async def _reread(self, names: set[str]) -> None:
+        """Read `names` again, retrying with backoff while Consul cannot be read, then publish the table."""
+        attempt = 0
+        while names:
+            try:
+                await self._read(names)
+                break
+            except DiscoveryError as exc:
+                self._retried(exc, await blocking.sleep_backoff(attempt))
+                attempt += 1
+        self._publish()
+
     async def _follow_catalog(self, index: int) -> None:
-        async for names in blocking.follow(
-            lambda i: consul_services(self._consul, self.settings, index=i, wait=self.wait),
+        async for catalog in blocking.follow(
+            lambda i: consul_catalog(self._consul, self.settings, index=i, wait=self.wait),
             retry_on=DiscoveryError,
             on_retry=self._retried,
             index=index,
         ):
-            current = set(names)
-            for gone in set(self._tasks) - current:
-                self._tasks.pop(gone).cancel()
+            previous, self._catalog = self._catalog, catalog
+            for gone in set(previous) - set(catalog):
                 self._services.pop(gone, None)
                 self._entries.pop(gone, None)
-            for new in current - set(self._tasks):
-                # Index 0 reads the new service at once; its loop then blocks on the index it got.
-                self._tasks[new] = asyncio.create_task(self._follow_service(new, 0))
-            self._publish()
+                self._applied.pop(gone, None)
+                self._unchecked.discard(gone)
+            moved = {name for name, tags in catalog.items() if previous.get(name) != tags}
+            await self._reread(moved | (self._unchecked & set(catalog)))
 
-    async def _follow_service(self, name: str, index: int) -> None:
-        async for entries in blocking.follow(
-            lambda i: consul_service_entries(self._consul, self.settings, name, index=i, wait=self.wait),
+    async def _follow_checks(self, index: int) -> None:
+        async for marks in blocking.follow(
+            lambda i: consul_check_marks(self._consul, self.settings, index=i, wait=self.wait),
             retry_on=DiscoveryError,
             on_retry=self._retried,
             index=index,
         ):
-            self._entries[name] = entries
-            endpoints = parse_consul_health(entries)
-            if endpoints != self._services.get(name):
-                self._services[name] = endpoints
-                self._publish()
+            previous, self._marks = self._marks, marks
+            moved = {name for name in set(previous) | set(marks) if previous.get(name) != marks.get(name)}
+            await self._reread(moved & set(self._catalog))
 
     def scrape_targets(self) -> list[ScrapeTarget]:
         """The instances that serve Prometheus metrics, labelled as Prometheus' Consul discovery labels them."""

@@ -186,9 +186,69 @@ def parse_consul_health(entries: Any) -> list[Endpoint]:
 
 def parse_consul_services(answer: Any) -> list[str]:
     """Names of our services in a `GET /v1/catalog/services` answer (`{name: [tags]}`)."""
+    return sorted(parse_consul_catalog(answer))
+
+
+def parse_consul_catalog(answer: Any) -> dict[str, tuple[str, ...]]:
+    """Our services and the tags their instances carry (sorted: Consul lists a service's tags in no set order
+    from one answer to the next), from a `GET /v1/catalog/services` answer."""
     if not isinstance(answer, dict):
         raise DiscoveryError("Consul answered the catalog query with something that is not an object")
-    return sorted(name for name, tags in answer.items() if isinstance(tags, list) and is_ours(tags))
+    return {
+        str(name): tuple(sorted({str(tag) for tag in tags}))
+        for name, tags in answer.items()
+        if isinstance(tags, list) and is_ours(tags)
+    }
+
+
+# What the check list says of one instance's check: (node, service id, check id, status, tags).
+CheckMark = tuple[str, str, str, str, tuple[str, ...]]
+
+
+def check_marks(checks: Any) -> dict[str, frozenset[CheckMark]]:
+    """For each of our services, what a `GET /v1/health/state/any` answer says of its instances: each of its
+    checks (node, service id, check id, status, the service's tags) and the checks of the nodes it runs on.
+
+    A service whose marks moved has gained or lost an instance with a check, seen one change health, moved a
+    node, or changed tags (Consul rewrites a check's ServiceTags when its service is registered again): it must
+    be read again. Address and port cannot change under the same service ID on Nomad (the ID names the
+    allocation and its port label), so the marks leave them out.
+    """
+    if not isinstance(checks, list):
+        raise DiscoveryError("Consul answered the check list with something that is not a list")
+    node_checks: dict[str, set[CheckMark]] = {}
+    service_checks: dict[str, set[CheckMark]] = {}
+    for check in checks:
+        if not isinstance(check, dict):
+            continue
+        tags = check.get("ServiceTags") or []
+        node, service_id = str(check.get("Node") or ""), str(check.get("ServiceID") or "")
+        words = tuple(sorted(str(tag) for tag in tags))
+        mark = (node, service_id, str(check.get("CheckID") or ""), str(check.get("Status") or ""), words)
+        if not service_id:
+            node_checks.setdefault(node, set()).add(mark)
+        elif is_ours(tags):
+            service_checks.setdefault(str(check.get("ServiceName") or ""), set()).add(mark)
+    marks = {}
+    for service, own in service_checks.items():
+        nodes = {mark[0] for mark in own}
+        marks[service] = frozenset(own.union(*(node_checks.get(node, ()) for node in nodes)))
+    return marks
+
+
+def has_unchecked_instance(entries: Any) -> bool:
+    """Whether a `GET /v1/health/service/:name` answer has an instance with no check of its own: the check list
+    cannot show its changes."""
+    if not isinstance(entries, list):
+        return False
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        service_id = (entry.get("Service") or {}).get("ID")
+        checks = entry.get("Checks") or []
+        if not any(isinstance(c, dict) and c.get("ServiceID") == service_id for c in checks):
+            return True
+    return False
 
 
 def parse_nomad_services(answer: Any) -> list[tuple[str, str]]:

@@ -25,6 +25,8 @@ from nomad_gpustack.serving.discovery import (
     DiscoveryError,
     Endpoint,
     build_table,
+    check_marks,
+    parse_consul_catalog,
     parse_consul_health,
     parse_consul_services,
     parse_nomad_registrations,
@@ -388,15 +390,103 @@ def test_watcher_follows_health_changes_with_blocking_queries(services: ConsulSe
 
     asyncio.run(scenario())
     health = f"/v1/health/service/{model}"
-    assert [path for path, asked, _ in answers if asked is None] == ["/v1/catalog/services", health], "read at start"
-    # Every later query is a blocking one that resumes from the index of the answer before it on the same path,
-    # and each answer comes from a change (a poller, or a query that ran out its wait, gets the index it asked).
-    for path in ("/v1/catalog/services", health):
+    followed = ("/v1/catalog/services", "/v1/health/state/any")
+    assert [path for path, _, _ in answers[:3]] == [*followed, health], "read at start: the two indexes, then it"
+    # Every later query on the two followed paths is a blocking one that resumes from the index of the answer
+    # before it on the same path, and each answer comes from a change (a poller, or a query that ran out its
+    # wait, gets the index it asked).
+    for path in followed:
         chain = [(asked, answered) for p, asked, answered in answers if p == path]
-        assert len(chain) >= (2 if path == health else 1), answers
+        assert len(chain) >= 2, answers
         for (_, answered), (next_asked, _) in itertools.pairwise(chain):
             assert next_asked == answered, chain  # Consul's index never goes backwards here
         assert all(asked != answered for asked, answered in chain[1:]), chain
+    # The service itself is read again after each change, never followed with a query of its own.
+    reads = [asked for p, asked, _ in answers if p == health]
+    assert len(reads) >= 3 and all(asked is None for asked in reads), answers
+
+
+def test_watcher_follows_hundreds_of_services_with_two_queries(services: ConsulServices) -> None:
+    """Past the client's pool of connections, one blocking query per service queued behind long polls, and a
+    change waited for a poll's wait to run out (55 s at 150 services). Two queries follow any fleet: a change
+    to any service is seen at once, well within the 300 s wait the watcher is given here."""
+    count = 300
+    prefix = unique("fleet")
+    names = [f"{prefix}-{n}" for n in range(count)]
+    ids = [services.register(name, 32000 + n, status="passing") for n, name in enumerate(names)]
+    asked_with_index: set[str] = set()
+    service_reads = 0
+
+    async def record(response: httpx.Response) -> None:
+        nonlocal service_reads
+        if "index" in response.request.url.params:
+            asked_with_index.add(response.request.url.path)
+        elif response.request.url.path.startswith("/v1/health/service/"):
+            service_reads += 1
+
+    @dataclass(frozen=True)
+    class Recorded(ConsulSettings):
+        def httpx_client(self, *, timeout: float = 30.0, asynchronous: bool = False) -> Any:
+            client = super().httpx_client(timeout=timeout, asynchronous=asynchronous)
+            client.event_hooks["response"].append(record)
+            return client
+
+    async def scenario() -> None:
+        watcher = ConsulWatcher(Recorded(address=services.address), wait=300)
+        await watcher.start()
+
+        async def until(condition: Callable[[], bool], what: str) -> None:
+            deadline = time.monotonic() + 30  # far within the 300 s wait: the change itself answered a query
+            while not condition():
+                assert time.monotonic() < deadline, f"{what} within 30s"
+                await asyncio.sleep(0.01)
+
+        try:
+            assert set(names) <= set(watcher.table.routes), "every service read at start"
+            nonlocal service_reads
+            service_reads = 0
+            await asyncio.to_thread(services.set_ttl, ids[-1], "critical")
+            await until(lambda: names[-1] not in watcher.table.routes, "a critical instance of the last service out")
+            await asyncio.to_thread(services.register, names[7], 33007, status="passing")
+            await until(lambda: len(watcher.table.routes.get(names[7], ())) == 2, "a new instance of one service")
+            await asyncio.to_thread(services.deregister, ids[150])
+            await until(lambda: not watcher.table.knows(names[150]), "a deregistered service gone")
+            await asyncio.to_thread(services.set_ttl, ids[-1], "passing")
+            await until(lambda: names[-1] in watcher.table.routes, "the last service back")
+        finally:
+            await watcher.stop()
+
+    asyncio.run(scenario())
+    assert asked_with_index == {"/v1/catalog/services", "/v1/health/state/any"}
+    # Only the services that changed are read again (each change may be seen by both queries): not the fleet.
+    assert service_reads <= 16, f"{service_reads} services read again for 4 changes"
+
+
+def test_the_catalogs_tags_in_another_order_are_no_change() -> None:
+    """Consul lists a service's tags in no set order from one answer to the next (its union of the instances'
+    tags is built from a map): 89 of 150 services were read again after an unrelated change."""
+    first = parse_consul_catalog({"m": ["nomadgs", "openai", "model=m"], "web": ["http"]})
+    again = parse_consul_catalog({"m": ["model=m", "nomadgs", "openai", "nomadgs"], "web": ["http"]})
+    assert first == again == {"m": ("model=m", "nomadgs", "openai")}
+
+
+def test_check_marks_move_with_health_tags_and_node_checks() -> None:
+    def check(service_id: str, status: str, tags: list[str], node: str = "n1") -> dict[str, Any]:
+        return {"Node": node, "CheckID": f"service:{service_id}", "Status": status, "ServiceID": service_id,
+                "ServiceName": service_id.split("-")[0], "ServiceTags": tags}  # fmt: skip
+
+    ours = ["nomadgs", "openai"]
+    serf = {"Node": "n1", "CheckID": "serfHealth", "Status": "passing", "ServiceID": "", "ServiceName": ""}
+    before = check_marks([serf, check("a-1", "passing", ours), check("b-1", "passing", ours, node="n2"),
+                          check("web-1", "passing", [])])  # fmt: skip
+    assert set(before) == {"a", "b"}, "only our services"
+    after_health = check_marks([serf, check("a-1", "critical", ours), check("b-1", "passing", ours, node="n2")])
+    assert after_health["a"] != before["a"] and after_health["b"] == before["b"]
+    after_tags = check_marks([serf, check("a-1", "passing", [*ours, "canary"]), check("b-1", "passing", ours, "n2")])
+    assert after_tags["a"] != before["a"], "a promoted canary loses its tag: read again"
+    node_down = check_marks([{**serf, "Status": "critical"}, check("a-1", "passing", ours),
+                             check("b-1", "passing", ours, node="n2")])  # fmt: skip
+    assert node_down["a"] != before["a"] and node_down["b"] == before["b"], "a node's own check counts for its services"
 
 
 def test_watcher_start_fails_plainly_when_consul_is_unreachable() -> None:
