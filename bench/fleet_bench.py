@@ -4,15 +4,23 @@ of many models against 10, as ratios to the baseline measured in the same run.
 Prints figures; asserts nothing. Run: .venv/bin/python bench/fleet_bench.py [--fleet 120] [--status 10,100,1000]
 The double is the HTTP double of Nomad's API in tests/ (no Nomad binary exists here), with its scenario time
 scale; times are loopback times. Requests and peak open connections are counted at the double.
+
+By default the double runs in a process of its own, as Nomad is a server of its own: in one process with nomadgs,
+the double's work (its scheduler, one thread per allocation's scenario, its JSON) shares nomadgs's GIL, and on 2
+cores the figures measure the double more than nomadgs. `--in-process` measures that way too, for comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import sys
 import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -28,6 +36,65 @@ from tests.support.nomad_double import NomadDouble, scenarios  # noqa: E402
 
 TIME_SCALE = 30.0
 EXAMPLE = ROOT / "examples" / "llamacpp-qwen2.5-0.5b-cpu.yaml"
+
+
+def _serve_double(conn: Connection, time_scale: float | None, scenario: str) -> None:
+    """The double in a process of its own: answers the bench's questions about it over `conn`."""
+    with NomadDouble(time_scale=time_scale) as nomad:
+        nomad.default_scenario = SCENARIOS[scenario]()
+        conn.send(nomad.address)
+        while True:
+            name, args = conn.recv()
+            if name == "stop":
+                return
+            conn.send(COMMANDS[name](nomad, *args))
+
+
+SCENARIOS: dict[str, Callable[[], Any]] = {
+    "rollout": lambda: scenarios.rollout(step=0.2, healthy_after=0.5),
+    "manual": scenarios.manual,
+}
+COMMANDS: dict[str, Callable[..., Any]] = {
+    "requests": lambda nomad: len(nomad.requests),
+    "peak": lambda nomad: nomad.peak_connections,
+    "reset_peak": lambda nomad: nomad.reset_peak_connections(),
+    "wait_placed": lambda nomad, count: nomad.wait_for(
+        lambda n: len(n.allocations) == count and len(n.deployments) == count, timeout=900
+    ),
+}
+
+
+class Double:
+    """The double, in this process or in one of its own, asked the same questions either way."""
+
+    def __init__(self, scenario: str, *, own_process: bool, time_scale: float | None = None) -> None:
+        self.scenario, self.own_process, self.time_scale = scenario, own_process, time_scale
+
+    def __enter__(self) -> Double:
+        if self.own_process:
+            context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+            self._conn, child = context.Pipe()
+            self._process = context.Process(target=_serve_double, args=(child, self.time_scale, self.scenario))
+            self._process.start()
+            self.address: str = self._conn.recv()
+        else:
+            self._nomad = NomadDouble(time_scale=self.time_scale).__enter__()
+            self._nomad.default_scenario = SCENARIOS[self.scenario]()
+            self.address = self._nomad.address
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.own_process:
+            self._conn.send(("stop", ()))
+            self._process.join(60)
+        else:
+            self._nomad.__exit__(None, None, None)
+
+    def ask(self, name: str, *args: Any) -> Any:
+        if not self.own_process:
+            return COMMANDS[name](self._nomad, *args)
+        self._conn.send((name, args))
+        return self._conn.recv()
 
 
 class Quiet:
@@ -54,16 +121,15 @@ def fleet_of(base: Compiled, count: int) -> list[Compiled]:
     return out
 
 
-def submit_fleet(base: Compiled, count: int) -> tuple[float, int, int, set[str]]:
+def submit_fleet(base: Compiled, count: int, own_process: bool) -> tuple[float, int, int, set[str]]:
     """Submit `count` deployments at once: (seconds, requests, peak open connections, outcomes)."""
     # Nomad's time 30 times faster than the wall clock (a 10m progress deadline in 20 s): at the default scale
     # (300) the double's own scenarios, 120 at once in one Python process, fall behind its clock and miss it.
-    with NomadDouble(time_scale=TIME_SCALE) as nomad:
-        nomad.default_scenario = scenarios.rollout(step=0.2, healthy_after=0.5)
+    with Double("rollout", own_process=own_process, time_scale=TIME_SCALE) as nomad:
         api = NomadAPI(NomadSettings(address=nomad.address))
         members = [fleet.Member(api, compiled) for compiled in fleet_of(base, count)]
-        nomad.reset_peak_connections()
-        before = len(nomad.requests)
+        nomad.ask("reset_peak")
+        before = nomad.ask("requests")
         started = time.monotonic()
         fleet.check_all(members, force=False, notes=Quiet())
         asyncio.run(fleet.run(members, notes=Quiet(), reporter_for=lambda m: Quiet(), note=print, timeout=600))
@@ -71,47 +137,52 @@ def submit_fleet(base: Compiled, count: int) -> tuple[float, int, int, set[str]]
         for m in members:
             if m.code:
                 print(f"    {m.compiled.job_id}: {m.status}: {m.result.assessment.headline if m.result else m.error}")
-        return wall, len(nomad.requests) - before, nomad.peak_connections, {m.status for m in members}
+        return wall, nomad.ask("requests") - before, nomad.ask("peak"), {m.status for m in members}
 
 
-def status_of(base: Compiled, count: int, rounds: int = 3) -> tuple[float, int, int]:
+def status_of(base: Compiled, count: int, own_process: bool, rounds: int = 3) -> tuple[float, int, int]:
     """`status` of `count` models, placed and left as they are (a quiet double: nothing changes while `status`
     reads): (median seconds, requests, peak open connections)."""
-    with NomadDouble() as nomad:
-        nomad.default_scenario = scenarios.manual()
+    with Double("manual", own_process=own_process) as nomad:
         api = NomadAPI(NomadSettings(address=nomad.address))
         for compiled in fleet_of(base, count):
             api.register(compiled.job, modify_index=0)
-        nomad.wait_for(lambda n: len(n.allocations) == count and len(n.deployments) == count, timeout=900)
+        nomad.ask("wait_placed", count)
         times, requests = [], 0
-        nomad.reset_peak_connections()
+        nomad.ask("reset_peak")
         for _ in range(rounds):
-            before = len(nomad.requests)
+            before = nomad.ask("requests")
             started = time.monotonic()
             found = asyncio.run(all_model_statuses(api))
             times.append(time.monotonic() - started)
-            requests = len(nomad.requests) - before
+            requests = nomad.ask("requests") - before
             assert len(found) == count
-        return sorted(times)[len(times) // 2], requests, nomad.peak_connections
+        return sorted(times)[len(times) // 2], requests, nomad.ask("peak")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fleet", type=int, default=120)
     parser.add_argument("--status", default="10,100,1000")
+    parser.add_argument(
+        "--in-process", action="store_true", help="also run the double in this process, beside nomadgs (shared GIL)"
+    )
     args = parser.parse_args()
     base = build(load_deployment(EXAMPLE), load_catalog(()), check=False)
 
-    if args.fleet:
-        submit_bench(base, args.fleet)
-    if args.status:
-        status_bench(base, [int(s) for s in args.status.split(",")])
+    for own_process in (True, False) if args.in_process else (True,):
+        where = "in a process of its own" if own_process else "in nomadgs's process (one GIL for both)"
+        print(f"== the Nomad double {where}")
+        if args.fleet:
+            submit_bench(base, args.fleet, own_process)
+        if args.status:
+            status_bench(base, [int(s) for s in args.status.split(",")], own_process)
 
 
-def submit_bench(base: Compiled, count: int) -> None:
+def submit_bench(base: Compiled, count: int, own_process: bool) -> None:
     print(f"submit: {count} deployments at once vs 1 (each rollout: placed, started, healthy)")
-    one = submit_fleet(base, 1)
-    many = submit_fleet(base, count)
+    one = submit_fleet(base, 1, own_process)
+    many = submit_fleet(base, count, own_process)
     for label, (wall, requests, peak, outcomes) in (("1", one), (str(count), many)):
         print(
             f"  {label:>5} deployments: {wall:6.2f} s  {requests:6d} requests  {peak:3d} peak connections  "
@@ -123,11 +194,11 @@ def submit_bench(base: Compiled, count: int) -> None:
     )
 
 
-def status_bench(base: Compiled, sizes: list[int]) -> None:
+def status_bench(base: Compiled, sizes: list[int], own_process: bool) -> None:
     print(f"status: {', '.join(map(str, sizes))} models vs {sizes[0]} (median of 3)")
     baseline = None
     for size in sizes:
-        seconds, requests, peak = status_of(base, size)
+        seconds, requests, peak = status_of(base, size, own_process)
         baseline = baseline or seconds
         print(
             f"  {size:>5} models: {seconds * 1000:8.1f} ms  {requests:3d} requests  {peak:3d} peak connections  "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -13,6 +13,10 @@ from . import output as say
 from .base import PARTIAL_RESULT, command, preformatted
 from .connection import NOMAD_ENV, nomad_options
 from .options import duration_seconds, format_option
+
+if TYPE_CHECKING:
+    from ..nomad.client import NomadAPI
+    from ..nomad.responses import JobStub
 
 PROMOTE_HELP = preformatted(
     """\
@@ -64,6 +68,15 @@ examples:
 )
 
 
+def _named_job(connection: dict[str, Any], name: str) -> tuple[NomadAPI, JobStub]:
+    """A client for the cluster, and the job NAME names (its ID, or a nomadgs model's name)."""
+    from ..nomad.status import find_job
+    from .cluster_cmds import _api
+
+    api = _api(connection)
+    return api, find_job(api, name)
+
+
 def _force_option(verb: str) -> Callable[[F], F]:
     """`--force`: act on a job that nomadgs did not create, as `stop --force` does."""
     return click.option("--force", is_flag=True, help=f"{verb} a job that nomadgs did not create")
@@ -81,11 +94,9 @@ def _force_option(verb: str) -> Callable[[F], F]:
 @nomad_options
 def promote(name: str, force: bool, fmt: str, **connection: Any) -> int:
     from ..nomad import versions
-    from ..nomad.status import find_job
-    from .cluster_cmds import _api
 
-    api = _api(connection)
-    promotion = versions.promote(api, find_job(api, name), force=force)
+    api, job = _named_job(connection, name)
+    promotion = versions.promote(api, job, force=force)
     if fmt == "json":
         say.emit_json({"ok": True, "exit_code": EXIT_OK, **promotion.to_json()})
         return EXIT_OK
@@ -116,13 +127,11 @@ def promote(name: str, force: bool, fmt: str, **connection: Any) -> int:
 @nomad_options
 def revert(name: str, to: int | None, timeout: str, detach: bool, force: bool, fmt: str, **connection: Any) -> int:
     from ..nomad import runner, versions
-    from ..nomad.status import find_job
-    from .cluster_cmds import _api, _print_outcome
+    from .cluster_cmds import _print_outcome
     from .progress_view import view_for
 
     seconds = duration_seconds(timeout, "--timeout")
-    api = _api(connection)
-    job = find_job(api, name)
+    api, job = _named_job(connection, name)
     api.deadline = time.monotonic() + seconds
     plan = versions.plan_revert(api, job, to, force=force)
     registration, target = versions.revert(api, plan), plan.target
@@ -166,11 +175,8 @@ def revert(name: str, to: int | None, timeout: str, detach: bool, force: bool, f
 def history(name: str, fmt: str, **connection: Any) -> int:
     from ..contract.metadata import model_name
     from ..nomad import versions
-    from ..nomad.status import find_job
-    from .cluster_cmds import _api
 
-    api = _api(connection)
-    job = find_job(api, name)
+    api, job = _named_job(connection, name)
     entries = versions.history(api, job)
     if fmt == "json":
         say.emit_json(

@@ -404,11 +404,26 @@ def _failing_event(t: _Task) -> TaskFailure | None:
     return _FAILING_EVENTS[event.Type](t, event) if event is not None else None
 
 
+def _used_up_restarts(t: _Task) -> bool:
+    """The task exited after its last allowed restart (or was restarted past the limit: a restart policy in
+    "delay" mode never gives up). Restarted exactly `restart_limit` times and running again is not yet a
+    failure: that last run may serve, and if it exits, Nomad says "Not Restarting" with the exit (the client's
+    task runner emits both in one pass, client/allocrunner/taskrunner/task_runner.go Run, shouldRestart)."""
+    if t.state.Restarts > t.restart_limit:
+        return True
+    if t.state.Restarts < t.restart_limit:
+        return False
+    kinds = [e.Type for e in t.state.Events]
+    last_exit = max((i for i, kind in enumerate(kinds) if kind == "Terminated"), default=-1)
+    last_restart = max((i for i, kind in enumerate(kinds) if kind in ("Restarting", "Started")), default=-1)
+    return last_exit > last_restart
+
+
 def _exited(t: _Task) -> TaskFailure | None:
     """The task exited and will not run again: Nomad gave up restarting it, or it used up its restarts."""
     exits = [e for e in t.state.Events if e.Type == "Terminated"]
     gave_up = any(e.Type == "Not Restarting" for e in t.state.Events)
-    if not exits or not (gave_up or t.state.Restarts >= t.restart_limit or t.state.Failed):
+    if not exits or not (gave_up or t.state.Failed or _used_up_restarts(t)):
         return None
     last = exits[-1]
     summary = f"{t.name} {f'exited with code {last.ExitCode}' if last.ExitCode else 'stopped'}"

@@ -26,8 +26,18 @@ from ..contract.deploymentjob import DeploymentJob
 from ..errors import EXIT_FAILURE, EXIT_OK, InputError, NomadgsError, exit_code_for
 from .client import NomadAPI
 from .feed import Feed
-from .runner import AfterRegistration, Notes, Preview, Registration, apply, outcome, preview, result_document
-from .watcher import Reporter, WatchResult, watch
+from .runner import (
+    AfterRegistration,
+    Notes,
+    Preview,
+    Registration,
+    apply,
+    outcome,
+    preview,
+    result_document,
+    watch_registration,
+)
+from .watcher import Reporter, WatchResult
 
 WORKERS = 8  # one-shot calls (validate, plan, register) at once
 
@@ -156,27 +166,19 @@ async def run(
         if detach:
             member.status = "registered"
             return
-        registration = member.registration
         member.status = "watching"
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            member.result = await watch(
+            member.result = await watch_registration(
                 member.api,
-                job_id=registration.compiled.job_id,
-                version=registration.version,
-                eval_id=registration.eval_id or None,
-                request=registration.compiled.request,
+                member.registration,
                 reporter=reporter_for(member),
                 timeout=left,
                 wait_for_capacity=wait_for_capacity,
-                stable_version=registration.stable_version,
-                earlier_versions=registration.earlier_versions,
-                job_create_index=registration.job_create_index,
                 feed=feeds[id(member.api)],
             )
-        except NomadgsError as exc:
-            after = AfterRegistration(registration.compiled.job_id, exc, "watching its rollout")
-            member.status, member.code, member.error, member.failure = "error", exit_code_for(after), str(after), after
+        except AfterRegistration as exc:
+            member.status, member.code, member.error, member.failure = "error", exit_code_for(exc), str(exc), exc
             return
         member.status, member.code = outcome(member.result)
 

@@ -30,6 +30,7 @@ from ..errors import (
 from ..settings import NomadSettings
 from .client import IndexConflict, JobRefused, NomadAPI, TransientError, multierror_lines
 from .explain import placement_failure, upgrade_needs
+from .feed import Feed
 from .responses import JobStub, PlanResponse
 from .rollout import Rollback, Verdict
 from .watcher import Reporter, WatchResult, watch
@@ -247,6 +248,40 @@ def _before(existing: JobStub | None) -> tuple[int | None, bool]:
     return (existing.Version if existing.Stable else None), True
 
 
+async def watch_registration(
+    api: NomadAPI,
+    registration: Registration,
+    *,
+    reporter: Reporter,
+    timeout: float | None,
+    wait_for_capacity: bool = False,
+    feed: Feed | None = None,
+) -> WatchResult:
+    """Watch the registered version until it is healthy, failed, or `timeout` seconds pass: the one watch of a
+    registration, for a single one (`follow`) and for each member of a fleet (`fleet.run`, on its shared `feed`).
+
+    The watch retries passing failures until `timeout`; any other failure (a revoked token, ...) is raised as
+    AfterRegistration, which says the job stays registered and how to follow it."""
+    job_id = registration.compiled.job_id
+    try:
+        return await watch(
+            api,
+            job_id=job_id,
+            version=registration.version,
+            eval_id=registration.eval_id or None,
+            request=registration.compiled.request,
+            reporter=reporter,
+            timeout=timeout,
+            wait_for_capacity=wait_for_capacity,
+            stable_version=registration.stable_version,
+            earlier_versions=registration.earlier_versions,
+            job_create_index=registration.job_create_index,
+            feed=feed,
+        )
+    except NomadgsError as exc:
+        raise AfterRegistration(job_id, exc, "watching its rollout") from None
+
+
 def follow(
     api: NomadAPI,
     registration: Registration,
@@ -255,29 +290,10 @@ def follow(
     timeout: float | None,
     wait_for_capacity: bool = False,
 ) -> WatchResult:
-    """Watch the registered version until it is healthy, failed, or `timeout` seconds pass.
-
-    The watch retries passing failures until `timeout`; any other failure (a revoked token, ...) is raised as
-    AfterRegistration, which says the job stays registered and how to follow it."""
-    job_id = registration.compiled.job_id
-    try:
-        return asyncio.run(
-            watch(
-                api,
-                job_id=job_id,
-                version=registration.version,
-                eval_id=registration.eval_id or None,
-                request=registration.compiled.request,
-                reporter=reporter,
-                timeout=timeout,
-                wait_for_capacity=wait_for_capacity,
-                stable_version=registration.stable_version,
-                earlier_versions=registration.earlier_versions,
-                job_create_index=registration.job_create_index,
-            )
-        )
-    except NomadgsError as exc:
-        raise AfterRegistration(job_id, exc, "watching its rollout") from None
+    """`watch_registration` of one registration, from synchronous code (revert, the Ansible modules)."""
+    return asyncio.run(
+        watch_registration(api, registration, reporter=reporter, timeout=timeout, wait_for_capacity=wait_for_capacity)
+    )
 
 
 def verdict_exit_code(verdict: Verdict | None) -> int | None:

@@ -13,7 +13,7 @@ from ..support.components import ROOT
 from .conftest import COLLECTION, run_tool
 
 PLUGINS = {
-    "module": ["nomad_gpustack.nomad.model", "nomad_gpustack.nomad.model_info"],
+    "module": ["nomad_gpustack.nomad.model", "nomad_gpustack.nomad.model_info", "nomad_gpustack.nomad.model_rollout"],
     "filter": ["nomad_gpustack.nomad.nomad_job", "nomad_gpustack.nomad.model_estimate"],
     "lookup": ["nomad_gpustack.nomad.model_endpoints"],
     "inventory": ["nomad_gpustack.nomad.nomad_nodes"],

@@ -147,9 +147,7 @@ def test_a_crash_loop_ends_submit_early_and_says_what_nomad_keeps_doing(nomad: N
     nomad.default_scenario = scenarios.crash_loop(stderr="error: unknown argument: --threads\n")
     run = submit(nomad, deployment_file(tmp_path, "v1.yaml", threads=8))
     assert run.code == 1, run.err
-    # Known gap since the fleet's shared feed: the last event ("Nomad gave up restarting it") is not always in
-    # the allocation list the verdict is judged on; the restarts and the engine's own error are.
-    assert "exited with code 1 and was restarted 2 times" in run.err
+    assert "exited with code 1 and was restarted 2 times; Nomad gave up restarting it" in run.err
     assert "| error: unknown argument: --threads" in run.err
     (deployment,) = [d for d in nomad.deployments.values() if d["JobVersion"] == 1]
     deadline = clock_time(deployment["TaskGroups"]["inference"]["RequireProgressBy"])

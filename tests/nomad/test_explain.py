@@ -237,6 +237,22 @@ def snapshot(**fields: Any) -> Snapshot:
     return Snapshot(**base)
 
 
+def test_the_run_after_the_last_allowed_restart_is_not_yet_a_failure() -> None:
+    # Restarted as often as the policy allows and running again: that run may serve. Only its exit fails the
+    # task; Nomad's task runner adds "Not Restarting" (mode "fail") or restarts past the limit (mode "delay").
+    restarts = [{"Type": t, "ExitCode": 1} if t == "Terminated" else {"Type": t} for t in ("Terminated", "Restarting")]
+    again = state(*restarts, *restarts, {"Type": "Started"}, Restarts=2, State="running")
+    assert task_failure(alloc(), "vllm", again) is None
+    restarting = state(*restarts, *restarts, Restarts=2, State="pending")
+    assert task_failure(alloc(), "vllm", restarting) is None
+    exited = state(*restarts, *restarts, {"Type": "Started"}, {"Type": "Terminated", "ExitCode": 1}, Restarts=2)
+    failure = task_failure(alloc(), "vllm", exited)
+    assert failure is not None and failure.summary == "vllm exited with code 1 and was restarted 2 times"
+    delay = state(*restarts, *restarts, *restarts, Restarts=3, State="pending")  # mode "delay": never gives up
+    failure = task_failure(alloc(), "vllm", delay)
+    assert failure is not None and failure.kind == "crash-loop"
+
+
 def test_assessment_through_a_rollout() -> None:
     request = GroupRequest(group="inference", count=2, health_path="/v1/models")
     assert assess(snapshot(evaluation=None), request).phase == "evaluating"

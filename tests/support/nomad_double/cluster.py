@@ -430,11 +430,11 @@ class Cluster:
         for alloc_id in tx.stopped:
             run = self.runs.get(alloc_id)
             if run is not None:
-                run.stop.set()
+                run.abort()
         for alloc_id in tx.updated_in_place + tx.promoted:
             run = self.runs.get(alloc_id)
             if run is not None:
-                run.generation += 1
+                run.updated_in_place()
         for alloc_id in tx.promoted:  # the service hook registers the promoted canary's services again
             mutations.retag_nomad_services(tx, tx.state.allocs[alloc_id])
         # The client's own end of an allocation whose tasks are all dead (the double keeps a dead raw_exec
@@ -446,7 +446,7 @@ class Cluster:
                 if (alloc["Namespace"], alloc["JobID"]) != key or alloc["ClientStatus"] not in ("complete", "failed"):
                     continue
                 if job is None or job["Stop"] or alloc["NextAllocation"]:
-                    run.stop.set()
+                    run.abort()
 
     def _start_run(self, alloc: JSON) -> None:
         version = self.versions.get((alloc["Namespace"], alloc["JobID"], alloc["JobVersion"]))
@@ -472,7 +472,7 @@ class Cluster:
         self.closing.set()
         with self.state.cond:
             for run in self.runs.values():
-                run.stop.set()
+                run.abort()
         self.state.close()
         self.leader.join(timeout)
         for thread in self.threads:

@@ -8,7 +8,7 @@ does not guarantee a change). A payload of `NotFound` becomes a 404 once the que
 from __future__ import annotations
 
 import copy
-from collections import deque
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,10 +98,13 @@ def list_jobs(state: State, q: Query) -> Result:
         for job in sorted(state.jobs.values(), key=lambda j: (j["Namespace"], j["ID"]))
         if q.in_namespace(job) and job["ID"].startswith(prefix)
     ]
+    # Nomad keeps each job's summary in a table of its own (state_store.go updateSummaryWithAlloc) and reads it
+    # per stub; the double counts it from the allocations, sorted by job once for the whole list.
+    allocs_of, blocked = _by_job(state)
     stubs = []
     for job in q.filtered(jobs):
         stub = {k: job.get(k) for k in JOB_STUB_FIELDS}
-        stub["JobSummary"] = _summary(state, job)
+        stub["JobSummary"] = _summary(state, job, allocs_of, blocked)
         if meta and job.get("Meta"):
             stub["Meta"] = job["Meta"]
         stubs.append(stub)
@@ -249,22 +252,26 @@ def job_summary(state: State, q: Query, job_id: str) -> Result:
     job = state.jobs.get((q.namespace, job_id))
     if job is None:
         return _index(state, "jobs"), NotFound("job not found")
-    return _index(state, "jobs", "allocs"), _summary(state, job)
+    return _index(state, "jobs", "allocs"), _summary(state, job, *_by_job(state))
 
 
-def _summary(state: State, job: JSON) -> JSON:
+def _by_job(state: State) -> tuple[dict[tuple[str, str], list[JSON]], set[tuple[str, str]]]:
+    """The allocations by (namespace, job ID), and the jobs with a blocked evaluation."""
+    allocs_of: dict[tuple[str, str], list[JSON]] = defaultdict(list)
+    for a in state.allocs.values():
+        allocs_of[(a["Namespace"], a["JobID"])].append(a)
+    blocked = {(e["Namespace"], e["JobID"]) for e in state.evals.values() if e["Status"] == "blocked"}
+    return allocs_of, blocked
+
+
+def _summary(
+    state: State, job: JSON, allocs_of: dict[tuple[str, str], list[JSON]], blocked_jobs: set[tuple[str, str]]
+) -> JSON:
     """structs.JobSummary: the counts of the job's allocations by client status (Failed and Complete never go
     down, as state_store.go updateSummaryWithAlloc keeps them); a purged job's allocations are not counted."""
     key = (job["Namespace"], job["ID"])
-    allocs = [
-        a
-        for a in state.allocs.values()
-        if (a["Namespace"], a["JobID"]) == key and a["Job"]["CreateIndex"] == job["CreateIndex"]
-    ]
-    blocked = any(
-        e["Status"] == "blocked" and (e["Namespace"], e["JobID"]) == (job["Namespace"], job["ID"])
-        for e in state.evals.values()
-    )
+    allocs = [a for a in allocs_of.get(key, []) if a["Job"]["CreateIndex"] == job["CreateIndex"]]
+    blocked = key in blocked_jobs
     summary: JSON = {}
     for group in groups(job):
         mine = [a for a in allocs if a["TaskGroup"] == group["Name"]]

@@ -40,6 +40,13 @@ CONNECTION_ARGS = dict(
     validate_certs=dict(type="bool"),
 )
 
+# Following a rollout the task starts (model, model_rollout); documented in doc_fragments/rollout.py.
+ROLLOUT_ARGS = dict(
+    wait=dict(type="bool", default=True),
+    wait_timeout=dict(type="str", default="2h"),
+    force=dict(type="bool", default=False),
+)
+
 
 def install_hint():
     """How to install the package into the Python of this process. It is on no package index: it installs from

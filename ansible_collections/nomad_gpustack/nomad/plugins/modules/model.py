@@ -27,6 +27,7 @@ author:
   - nomad-gpustack developers (!UNKNOWN)
 extends_documentation_fragment:
   - nomad_gpustack.nomad.connection
+  - nomad_gpustack.nomad.rollout
 attributes:
   check_mode:
     support: full
@@ -65,24 +66,6 @@ options:
       - With O(state=absent), also remove the job from Nomad's state (its history goes too).
     type: bool
     default: false
-  force:
-    description:
-      - Replace or stop a job of the same ID that nomad-gpustack did not create. Without it such a job is left
-        alone and the task fails.
-    type: bool
-    default: false
-  wait:
-    description:
-      - With O(state=present), follow the rollout until every replica is healthy (or it fails, or
-        O(wait_timeout) passes). Without it the module returns once the job is registered.
-    type: bool
-    default: true
-  wait_timeout:
-    description:
-      - How long to follow the rollout, as a duration (V(90s), V(45m), V(2h)). The job keeps running after a
-        timeout; the task fails.
-    type: str
-    default: 2h
   wait_for_capacity:
     description:
       - When no node fits yet, wait for one (autoscaling) instead of failing at once.
@@ -292,6 +275,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nomad_gpustack.nomad.plugins.module_utils.bridge import (
     CONNECTION_ARGS,
+    ROLLOUT_ARGS,
     Notes,
     nomad_settings,
     require_package,
@@ -309,9 +293,6 @@ def argument_spec():
         backends=dict(type="list", elements="path", default=[]),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         purge=dict(type="bool", default=False),
-        force=dict(type="bool", default=False),
-        wait=dict(type="bool", default=True),
-        wait_timeout=dict(type="str", default="2h"),
         wait_for_capacity=dict(type="bool", default=False),
         return_job=dict(type="bool", default=False),
         model=dict(type="path"),
@@ -320,6 +301,7 @@ def argument_spec():
         # written (file, lines, task).
         _definition_origin=dict(type="dict"),
     )
+    spec.update(ROLLOUT_ARGS)
     spec.update(CONNECTION_ARGS)
     return spec
 

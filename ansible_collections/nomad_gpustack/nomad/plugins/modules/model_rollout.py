@@ -23,6 +23,7 @@ author:
   - nomad-gpustack developers (!UNKNOWN)
 extends_documentation_fragment:
   - nomad_gpustack.nomad.connection
+  - nomad_gpustack.nomad.rollout
 attributes:
   check_mode:
     support: full
@@ -46,18 +47,6 @@ options:
       - With O(action=revert), the job version to go back to. Default, the newest stable version older than the
         current one; the task fails when there is none.
     type: int
-  wait:
-    description: With O(action=revert), wait until the reverted version is healthy (or failed).
-    type: bool
-    default: true
-  wait_timeout:
-    description: How long to wait, as a duration (V(90s), V(10m), V(2h)).
-    type: str
-    default: 2h
-  force:
-    description: Act on a job that nomad-gpustack did not create.
-    type: bool
-    default: false
 """
 
 EXAMPLES = r"""
@@ -131,6 +120,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nomad_gpustack.nomad.plugins.module_utils.bridge import (
     CONNECTION_ARGS,
+    ROLLOUT_ARGS,
     Notes,
     nomad_settings,
     require_package,
@@ -143,10 +133,8 @@ def main():
         name=dict(type="str", required=True),
         action=dict(type="str", required=True, choices=["promote", "revert"]),
         to_version=dict(type="int"),
-        wait=dict(type="bool", default=True),
-        wait_timeout=dict(type="str", default="2h"),
-        force=dict(type="bool", default=False),
     )
+    spec.update(ROLLOUT_ARGS)
     spec.update(CONNECTION_ARGS)
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     require_package(module)
