@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .jobspec import Job
+from .metadata import scale_to_zero
 from .request import GroupRequest, group_request
 
 
@@ -24,6 +25,19 @@ class DeploymentJob:
     @property
     def job_id(self) -> str:
         return self.job["ID"]
+
+    @property
+    def counts_follow_load(self) -> bool:
+        """Whether something else sets its groups' counts once it runs (the Autoscaler, through an enabled
+        `scaling` block, or the gateway, which scales it to zero and back): registering it again must keep
+        the counts Nomad has (`PreserveCounts`), not reset them to the file's starting count."""
+        if scale_to_zero(self.job.get("Meta") or {}) is not None:
+            return True
+        for group in self.job.get("TaskGroups") or []:
+            scaling = group.get("Scaling")
+            if scaling and scaling.get("Enabled", True):  # Nomad's Canonicalize: an unset Enabled is true
+                return True
+        return False
 
     @cached_property
     def request(self) -> GroupRequest:

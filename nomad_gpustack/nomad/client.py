@@ -353,10 +353,14 @@ class NomadAPI:
         answer = self._read(path, self.client.job.plan_job, job["ID"], {"Job": job}, diff=True)
         return self._shaped(PlanResponse, answer, path)
 
-    def register(self, job: Job, *, modify_index: int) -> RegisterResponse:
-        """Register with check-and-set: fails with IndexConflict if the job is not at `modify_index`."""
+    def register(self, job: Job, *, modify_index: int, preserve_counts: bool = False) -> RegisterResponse:
+        """Register with check-and-set: fails with IndexConflict if the job is not at `modify_index`.
+        `preserve_counts`: the groups keep the counts Nomad has (nomad/state/state_store.go
+        updatePreservedValues), for jobs whose counts something else sets."""
         path = f"/v1/job/{job['ID']}"
         body = {"Job": job, "EnforceIndex": True, "JobModifyIndex": modify_index}
+        if preserve_counts:
+            body["PreserveCounts"] = True
         return self._shaped(RegisterResponse, self._call(path, self.client.job.register_job, job["ID"], body), path)
 
     def job(self, job_id: str) -> JobStub | None:

@@ -142,7 +142,8 @@ def register(api: NomadAPI, compiled: DeploymentJob, plan_index: int, notes: Not
     for attempt in range(REGISTER_ATTEMPTS):
         try:
             with _refusals_as_input(compiled):
-                return api.register(compiled.job, modify_index=plan_index).EvalID
+                preserve = compiled.counts_follow_load
+                return api.register(compiled.job, modify_index=plan_index, preserve_counts=preserve).EvalID
         except TransientError as exc:
             if attempt == REGISTER_ATTEMPTS - 1:
                 raise

@@ -1,16 +1,19 @@
-"""The words of `status`, `endpoints` and `submit` for a model the gateway scales to zero and back.
+"""The words of `status`, `endpoints` and `submit` for a model the gateway scales to zero and back, and what
+registering such a job again keeps.
 
-Such a job is made by hand until the `nomad.scaling` deployment key compiles it: the example deployment compiled,
-with the scale-to-zero meta and the group's count set on the compiled job.
+Such a job is the example deployment with `nomad.scaling: {min: 0, idle_after: 15m}`; a plain one at
+`replicas: 0` beside it has no scaling block.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from nomad_gpustack.compile.build import Compiled
 from nomad_gpustack.contract.metadata import META_IDLE_AFTER, META_SCALE_GROUP
@@ -27,14 +30,17 @@ from ..support.nomad_double import NomadDouble
 EXAMPLE = (ROOT / "examples" / "llamacpp-qwen2.5-0.5b-cpu.yaml").read_text()
 
 
-def compiled(count: int, sleepy: bool = True) -> Compiled:
-    result = compile_yaml(EXAMPLE)
-    job: Any = result.job
-    group = job["TaskGroups"][0]
-    group["Count"] = count
+def deployment(count: int, sleepy: bool = True, **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {**yaml.safe_load(EXAMPLE), "replicas": count, **extra}
     if sleepy:
-        job["Meta"][META_IDLE_AFTER] = "15m"
-        job["Meta"][META_SCALE_GROUP] = group["Name"]
+        data["nomad"] = {**data["nomad"], "scaling": {"min": 0, "max": 2, "idle_after": "15m"}}
+    return data
+
+
+def compiled(count: int, sleepy: bool = True) -> Compiled:
+    result = compile_yaml(deployment(count, sleepy))
+    assert (META_IDLE_AFTER in result.job["Meta"]) is sleepy
+    assert result.job["Meta"].get(META_SCALE_GROUP, result.job["TaskGroups"][0]["Name"]) == "inference"
     return result
 
 
@@ -104,3 +110,28 @@ def test_submit_of_a_job_at_zero_that_scales_to_zero_says_how_it_wakes() -> None
         "goes back to 0"
     )
     assert words(compiled(count=0, sleepy=False)) == f"{sleepy.model}: {NOTHING_TO_RUN} (job {sleepy.job_id})"
+
+
+@pytest.mark.parametrize("sleepy", [True, False], ids=["scaled by others", "plain"])
+def test_submitting_again_keeps_the_count_something_else_set(nomad: NomadDouble, tmp_path: Path, sleepy: bool) -> None:
+    """A job the gateway or the Autoscaler scales is registered again with PreserveCounts: a changed engine flag
+    must not put a model that was woken (or scaled out) back to the file's starting count; a plain job takes
+    the file's count, as always."""
+    env = {"NOMAD_ADDR": nomad.address}
+    first = tmp_path / "first.yaml"
+    first.write_text(yaml.safe_dump(deployment(0, sleepy)))
+    run = nomadgs("submit", first, "--detach", env=env)
+    assert run.code == 0, run.err
+    job_id = compiled(0, sleepy).job_id
+    status, answer = http_json(
+        "POST", f"{nomad.address}/v1/job/{job_id}/scale", {"Count": 1, "Target": {"Group": "inference"}}
+    )
+    assert status == 200, answer
+    changed = deployment(0, sleepy, backend_parameters=["--ctx-size 2048"])
+    second = tmp_path / "second.yaml"
+    second.write_text(yaml.safe_dump(changed))
+    run = nomadgs("submit", second, "--detach", env=env)
+    assert run.code == 0, run.err
+    status, job = http_json("GET", f"{nomad.address}/v1/job/{job_id}")
+    assert status == 200 and "--ctx-size" in " ".join(job["TaskGroups"][0]["Tasks"][-1]["Config"]["args"])
+    assert job["TaskGroups"][0]["Count"] == (1 if sleepy else 0)
