@@ -451,11 +451,18 @@ class NomadAPI:
 
     async def _get(self, http: Any, path: str, params: dict[str, str], *, json_expected: bool = True) -> Any:
         """One GET with the namespace/region parameters, errors mapped to NomadError."""
+        return await self._send(http, "GET", path, {**self.settings.params(), **params}, json_expected=json_expected)
+
+    async def _send(
+        self, http: Any, method: str, path: str, params: dict[str, str], body: Any = None, *, json_expected: bool = True
+    ) -> Any:
+        """One request; a transport failure, an answer from something else than Nomad and an error status are
+        mapped to NomadError."""
         import httpx  # an HTTP library: see the note at the top
 
         self.requests += 1
         try:
-            response = await http.get(path, params={**self.settings.params(), **params})
+            response = await http.request(method, path, params=params, json=body)
         except httpx.TransportError as exc:
             raise _transport_failure(self.settings, exc) from None
         self._answered = True
@@ -510,7 +517,6 @@ class NomadAPI:
         saying why, recorded as the group's scaling event. `job_modify_index` (> 0) is a check-and-set: Nomad
         refuses the change (IndexConflict) when the job is no longer at that JobModifyIndex (nomad/job_endpoint.go
         Scale). A write: not retried here."""
-        import httpx  # an HTTP library: see the note at the top
 
         path = f"/v1/job/{job_id}/scale"
         body: dict[str, Any] = {
@@ -521,16 +527,7 @@ class NomadAPI:
         }
         if job_modify_index > 0:
             body["JobModifyIndex"] = job_modify_index
-        self.requests += 1
-        try:
-            response = await http.post(path, params=self.settings.params(), json=body)
-        except httpx.TransportError as exc:
-            raise _transport_failure(self.settings, exc) from None
-        self._answered = True
-        content_type = response.headers.get("Content-Type", "")
-        _foreign(self.settings, response.status_code, content_type, path, True)
-        if response.status_code >= 400:
-            raise _error_for(response.status_code, response.text, self.settings, content_type)
+        response = await self._send(http, "POST", path, self.settings.params(), body)
         try:
             data = response.json()
         except ValueError:

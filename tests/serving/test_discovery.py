@@ -7,7 +7,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -347,6 +347,27 @@ def test_unreachable_consul_is_exit_5_without_traceback(capsys: pytest.CaptureFi
     )
 
 
+def recording(address: str, record: Callable[[httpx.Response], Awaitable[None]]) -> ConsulSettings:
+    """Settings whose clients hand every answer to `record` (the watcher makes its client from its settings)."""
+
+    @dataclass(frozen=True)
+    class Recorded(ConsulSettings):
+        def httpx_client(self, *, timeout: float = 30.0, asynchronous: bool = False) -> Any:
+            client = super().httpx_client(timeout=timeout, asynchronous=asynchronous)
+            client.event_hooks["response"].append(record)
+            return client
+
+    return Recorded(address=address)
+
+
+async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Wait for `condition`, far less than the watcher's wait: the change itself must answer its query."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {seconds:g}s"
+        await asyncio.sleep(0.01)
+
+
 def test_watcher_follows_health_changes_with_blocking_queries(services: ConsulServices) -> None:
     model = unique("watched")
     first = services.register(model, 31021, status="passing")
@@ -357,34 +378,19 @@ def test_watcher_follows_health_changes_with_blocking_queries(services: ConsulSe
         asked = url.params.get("index")
         answers.append((url.path, None if asked is None else int(asked), int(response.headers["X-Consul-Index"])))
 
-    @dataclass(frozen=True)
-    class Recorded(ConsulSettings):
-        """Settings whose clients record every answer (the watcher makes its client from its settings)."""
-
-        def httpx_client(self, *, timeout: float = 30.0, asynchronous: bool = False) -> Any:
-            client = super().httpx_client(timeout=timeout, asynchronous=asynchronous)
-            client.event_hooks["response"].append(record)
-            return client
-
     async def scenario() -> None:
-        watcher = ConsulWatcher(Recorded(address=services.address), wait=30)
+        watcher = ConsulWatcher(recording(services.address, record), wait=30)
         await watcher.start()
-
-        async def until(condition: Callable[[], bool], what: str) -> None:
-            deadline = time.monotonic() + 20  # well within the 30 s wait: a change must answer the query
-            while not condition():
-                assert time.monotonic() < deadline, f"{what} within 20s"
-                await asyncio.sleep(0.01)
 
         try:
             assert [e.port for e in watcher.table.routes[model]] == [31021]  # read at start
             second = await asyncio.to_thread(services.register, model, 31022, status="passing")
-            await until(lambda: len(watcher.table.routes.get(model, ())) == 2, "new instance")
+            await until(lambda: len(watcher.table.routes.get(model, ())) == 2, 20, "new instance")
             await asyncio.to_thread(services.set_ttl, first, "critical")
-            await until(lambda: [e.port for e in watcher.table.routes[model]] == [31022], "critical instance out")
+            await until(lambda: [e.port for e in watcher.table.routes[model]] == [31022], 20, "critical instance out")
             await asyncio.to_thread(services.deregister, second)
             await asyncio.to_thread(services.deregister, first)
-            await until(lambda: not watcher.table.knows(model), "service gone")
+            await until(lambda: not watcher.table.knows(model), 20, "service gone")
         finally:
             await watcher.stop()
 
@@ -424,35 +430,24 @@ def test_watcher_follows_hundreds_of_services_with_two_queries(services: ConsulS
         elif response.request.url.path.startswith("/v1/health/service/"):
             service_reads += 1
 
-    @dataclass(frozen=True)
-    class Recorded(ConsulSettings):
-        def httpx_client(self, *, timeout: float = 30.0, asynchronous: bool = False) -> Any:
-            client = super().httpx_client(timeout=timeout, asynchronous=asynchronous)
-            client.event_hooks["response"].append(record)
-            return client
-
     async def scenario() -> None:
-        watcher = ConsulWatcher(Recorded(address=services.address), wait=300)
+        watcher = ConsulWatcher(recording(services.address, record), wait=300)
         await watcher.start()
-
-        async def until(condition: Callable[[], bool], what: str) -> None:
-            deadline = time.monotonic() + 30  # far within the 300 s wait: the change itself answered a query
-            while not condition():
-                assert time.monotonic() < deadline, f"{what} within 30s"
-                await asyncio.sleep(0.01)
 
         try:
             assert set(names) <= set(watcher.table.routes), "every service read at start"
             nonlocal service_reads
             service_reads = 0
             await asyncio.to_thread(services.set_ttl, ids[-1], "critical")
-            await until(lambda: names[-1] not in watcher.table.routes, "a critical instance of the last service out")
+            await until(
+                lambda: names[-1] not in watcher.table.routes, 30, "a critical instance of the last service out"
+            )
             await asyncio.to_thread(services.register, names[7], 33007, status="passing")
-            await until(lambda: len(watcher.table.routes.get(names[7], ())) == 2, "a new instance of one service")
+            await until(lambda: len(watcher.table.routes.get(names[7], ())) == 2, 30, "a new instance of one service")
             await asyncio.to_thread(services.deregister, ids[150])
-            await until(lambda: not watcher.table.knows(names[150]), "a deregistered service gone")
+            await until(lambda: not watcher.table.knows(names[150]), 30, "a deregistered service gone")
             await asyncio.to_thread(services.set_ttl, ids[-1], "passing")
-            await until(lambda: names[-1] in watcher.table.routes, "the last service back")
+            await until(lambda: names[-1] in watcher.table.routes, 30, "the last service back")
         finally:
             await watcher.stop()
 
