@@ -1,23 +1,34 @@
 """The double with several client nodes: placement under distinct_hosts as Nomad's scheduler does it
 (scheduler/feasible/feasible.go DistinctHostsIterator), and the consul-template functions the compiled jobs of
 distributed replicas use (`service`, `key`, `loop`, `printf`, `index`, `range`), rendered from a stand-in of
-Consul's answers. The templates against the real Consul, and the watch that restarts a task, are exercised end
-to end in tests/test_e2e_distributed.py.
+Consul's answers; then a docker task whose template reads a key of the real Consul: it waits for the key, is
+restarted when the key changes (change_mode restart), and with render_templates waits again on a restart.
+tests/test_e2e_distributed.py runs the compiled templates of a distributed replica.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from nomad_gpustack.compile.distributed import leader_template, worker_template
-from tests.support.nomad_double import NomadDouble
+from tests.support.nomad_double import LocalClient, NomadDouble
 from tests.support.nomad_double.templates import Missing, TemplateError, render
 
+from .helpers import wait_until
+from .test_docker_driver import SECOND, docker_job, docker_task, events, images, log, wait_alloc
 from .test_nomad_double import allocs_of, make_job, register
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+__all__ = ["images"]  # the image fixture, shared
 
 JSON = dict[str, Any]
 
@@ -153,3 +164,57 @@ def test_template_functions_and_errors() -> None:
     for broken in ("{{ index (loop 1) 3 }}", "{{ $nope }}", "{{ (loop 1 }}", "{{ sprig_thing 1 }}"):
         with pytest.raises(TemplateError):
             render(broken, {}, no_variables, "d", consul)
+
+
+@pytest.fixture
+def consul_cluster(images: DockerClient, consul: Any, tmp_path: Path) -> Iterator[tuple[NomadDouble, httpx.Client]]:
+    client = LocalClient(consul_address=consul.address, workdir=tmp_path / "client", check_interval=0.1)
+    with NomadDouble(client=client) as nomad, httpx.Client(base_url=nomad.address, timeout=10) as api:
+        yield nomad, api
+
+
+def test_a_consul_template_blocks_on_its_key_restarts_on_change_and_renders_again_on_restart(
+    consul_cluster: tuple[NomadDouble, httpx.Client], consul: Any, images: DockerClient
+) -> None:
+    nomad, api = consul_cluster
+    key = f"nomadgs-double/{uuid.uuid4()}"
+    kv = f"{consul.address}/v1/kv/{key}"
+    task = docker_task("server", 'echo "value=$VALUE"; exec sleep 60')
+    task["Templates"] = [
+        {"DestPath": "local/v.env", "EmbeddedTmpl": f'VALUE={{{{ key "{key}" }}}}\n', "Envvars": True,
+         "ChangeMode": "restart"}
+    ]  # fmt: skip
+    restart = {"Attempts": 3, "Interval": 600 * SECOND, "Delay": SECOND, "Mode": "fail", "RenderTemplates": True}
+    register(api, docker_job("kv", [task], restart=restart))
+
+    def last(kind: str) -> Any:
+        return lambda a: bool(events(a, "server")) and events(a, "server")[-1]["Type"] == kind
+
+    def logged(text: str) -> JSON:
+        """The allocation once its task runs and has printed `text` (the logs are read outside the double's
+        lock, which its wait_for holds)."""
+        found = wait_alloc(nomad, "kv", lambda a: a["TaskStates"]["server"]["State"] == "running")
+        wait_until(lambda: text in log(api, found["ID"], "server"), 30, text)
+        return wait_alloc(nomad, "kv", lambda a: a["TaskStates"]["server"]["State"] == "running")
+
+    alloc = wait_alloc(nomad, "kv", last("Template"))
+    assert events(alloc, "server")[-1]["DisplayMessage"] == f"Missing: kv.block({key})"
+    httpx.put(kv, content="one").raise_for_status()
+    alloc = logged("value=one")
+
+    httpx.put(kv, content="two").raise_for_status()  # change_mode restart: a restart that is not a failure
+    alloc = logged("value=two")
+    kinds = [e["Type"] for e in events(alloc, "server")]
+    assert kinds[kinds.index("Restart Signaled") :] == ["Restart Signaled", "Terminated", "Restarting", "Started"]
+    signaled = next(e for e in events(alloc, "server") if e["Type"] == "Restart Signaled")
+    assert signaled["DisplayMessage"] == "Template with change_mode restart re-rendered"
+
+    # The key goes, then the task dies: with render_templates its restart waits for the key again.
+    httpx.delete(kv).raise_for_status()
+    container = nomad.client.containers[(alloc["ID"], "server")] if nomad.client else ""
+    images.containers.get(container).kill()
+    alloc = wait_alloc(nomad, "kv", last("Template"))
+    assert alloc["TaskStates"]["server"]["State"] == "pending"
+    httpx.put(kv, content="three").raise_for_status()
+    alloc = logged("value=three")
+    assert "value=two" in log(api, alloc["ID"], "server")  # the same allocation, restarted in place
