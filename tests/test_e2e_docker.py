@@ -130,10 +130,11 @@ class Cluster:
 
 @contextmanager
 def docker_cluster(
-    engine: DockerClient, consul: Any, gguf: str, root: Path, time_scale: float | None = None
+    engine: DockerClient, consul: Any, gguf: str, root: Path, time_scale: float | None = None, nodes: int = 1
 ) -> Iterator[Cluster]:  # fmt: skip
     """The double in client mode on the local engine, the SmolLM2 GGUF in its `models` host volume, files under
-    `root`; `time_scale` runs Nomad's clock faster (containers and Consul keep real time)."""
+    `root`; `time_scale` runs Nomad's clock faster (containers and Consul keep real time); `nodes` client nodes
+    (all of them this machine, with the same host volume)."""
     try:
         require_images(engine, LLAMA_IMAGE, DOWNLOADER_IMAGE)
     except ComponentUnavailable as exc:
@@ -144,7 +145,7 @@ def docker_cluster(
     files = root / "files"
     files.mkdir()
     client = LocalClient(consul_address=consul.address, workdir=root / "client", host_volumes={"models": models})
-    with NomadDouble(client=client, time_scale=time_scale) as nomad:
+    with NomadDouble(client=client, time_scale=time_scale, client_nodes=nodes) as nomad:
         yield Cluster(nomad, client, engine, consul.address, models, files)
 
 

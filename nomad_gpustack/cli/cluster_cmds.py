@@ -364,6 +364,8 @@ def status(name: str | None, fmt: str, **connection: Any) -> int:
             print(f"replicas   {view.healthy}/{view.desired} healthy")
         for r in view.replicas:
             print(f"  replica {r.index}  {r.state:<11} {r.detail}" + (f" on {r.node}" if r.node else ""))
+        for trouble in view.ranks:
+            print(f"  {trouble}")
         for url in view.endpoints:
             print(f"endpoint   {url}")
         return EXIT_OK

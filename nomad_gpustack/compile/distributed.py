@@ -72,11 +72,6 @@ def worker_values(nodes: int) -> dict[str, str]:
     return values
 
 
-def worker_group(replica: int, rank: int) -> str:
-    """The group of one worker rank of one replica."""
-    return f"worker-{replica}-{rank}"
-
-
 def worker_service(service: str) -> str:
     return f"{service}-worker"
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..contract.jobspec import Constraint, Job, Port, Service, ServiceCheck, Task, TaskGroup, Template
 from ..contract.metadata import DOWNLOAD_TASK
+from ..contract.ranks import worker_group
 from .distributed import (
     ENV_FILE,
     LEADER_PORT,
@@ -17,7 +18,6 @@ from .distributed import (
     leader_service,
     leader_tag,
     leader_template,
-    worker_group,
     worker_service,
     worker_tag,
     worker_template,
@@ -116,6 +116,15 @@ def _worker_group(leaders: TaskGroup, r: Resolved, dist: Distribution, replica: 
     return group
 
 
+def _render_on_restart(group: TaskGroup) -> None:
+    """A group whose engine reads the other ranks' addresses renders its templates again on each restart
+    (`restart { render_templates = true }`, client/allocrunner/taskrunner/template_hook.go Prestart): an engine
+    that failed because a rank left waits in the template until the set is whole again, instead of starting
+    with the old addresses and using up its restart attempts."""
+    if any(t["DestPath"] == ENV_FILE for task in group["Tasks"] for t in task.get("Templates", [])):
+        group["RestartPolicy"]["RenderTemplates"] = True
+
+
 def distributed_job(job: Job, r: Resolved) -> Job:
     """The one-node job of `r` made a distributed one, as `r.distribution` says. `job` is not changed."""
     dist = r.distribution
@@ -129,6 +138,8 @@ def distributed_job(job: Job, r: Resolved) -> Job:
         for replica in range(r.placement.replicas)
         for rank in range(1, dist.nodes)
     ]
+    for group in out["TaskGroups"]:
+        _render_on_restart(group)
     # Every allocation of the job on a client of its own (scheduler/feasible/feasible.go, jobDistinctHosts):
     # a replica spans `nodes` clients, and two ranks never share one's GPUs.
     constraints = [c for c in out.get("Constraints", []) if c.get("Operand") != "distinct_hosts"]

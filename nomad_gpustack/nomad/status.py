@@ -6,12 +6,14 @@ What `nomadgs status` shows and the Ansible `model_info` module returns. Reads o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..contract.metadata import META_MANAGED, model_labels, model_name, scale_to_zero
+from ..contract.ranks import worker_of
 from ..contract.request import GroupRequest
 from ..errors import InputError, Problem, suggestion
 from .client import NomadAPI
@@ -62,6 +64,7 @@ class ModelStatus:
     endpoints: tuple[str, ...]
     status: str = ""
     managed: bool = True
+    ranks: tuple[str, ...] = ()  # a distributed replica's worker ranks that are not running, in words
 
     @property
     def healthy(self) -> int:
@@ -85,6 +88,7 @@ class ModelStatus:
                 {"index": r.index, "state": r.state, "detail": r.detail, "node": r.node} for r in self.replicas
             ],
             "endpoints": list(self.endpoints),
+            "ranks": list(self.ranks),
         }
 
 
@@ -98,7 +102,39 @@ async def model_status(api: NomadAPI, job: JobStub) -> ModelStatus:
         request = GroupRequest(group=group.get("Name", ""), count=int(group.get("Count", 0) or 0))
         assessment = _assess(job, job.Version, request, deployment, allocs)
         endpoints = await running_endpoints(api, http, assessment) if not job.Stop else []
-    return _model_status(job, job.Version, request, deployment, assessment, endpoints)
+    found = _model_status(job, job.Version, request, deployment, assessment, endpoints)
+    return found if job.Stop else dataclasses.replace(found, ranks=rank_troubles(allocs))
+
+
+def rank_troubles(allocs: Sequence[Allocation]) -> tuple[str, ...]:
+    """What stops a distributed replica: each worker rank whose allocation is lost or failed, or whose engine
+    exited, in words (ARCHITECTURE.md, "Distributed replicas": the leader's engine fails without it, and Nomad
+    restarts it once the rank is back). The latest allocation of each rank's group counts."""
+    latest: dict[str, Allocation] = {}
+    for alloc in sorted(allocs, key=lambda a: a.CreateIndex):
+        if worker_of(alloc.TaskGroup) is not None and alloc.DesiredStatus == "run":
+            latest[alloc.TaskGroup] = alloc
+    out = []
+    for group, alloc in sorted(latest.items(), key=lambda item: worker_of(item[0]) or (0, 0)):
+        replica, rank = worker_of(group) or (0, 0)
+        what = _rank_trouble(alloc)
+        if what:
+            node = f" on node {alloc.NodeName}" if alloc.NodeName else ""
+            out.append(
+                f"replica {replica}: worker rank {rank}{node} {what}; the engine cannot continue without it; "
+                "Nomad restarts the replica once the rank is back"
+            )
+    return tuple(out)
+
+
+def _rank_trouble(alloc: Allocation) -> str:
+    if alloc.ClientStatus in ("lost", "failed"):
+        return alloc.ClientStatus  # Nomad places a replacement for the same rank (same group)
+    for task in alloc.TaskStates.values():
+        ends = [e for e in task.Events if e.Type in ("Started", "Terminated")]
+        if task.State != "running" and ends and ends[-1].Type == "Terminated":
+            return f"stopped (exit code {ends[-1].ExitCode})"
+    return ""
 
 
 def _assess(

@@ -73,6 +73,8 @@ def test_llama_cpp_over_three_nodes_is_a_leader_and_two_rpc_server_groups() -> N
     data = env_file["EmbeddedTmpl"]
     assert "loop 1 3" in data and "replica-%s-rank-%d.qwen-rpc-worker" in data and 'env "NOMAD_ALLOC_INDEX"' in data
     assert 'key "nomadgs/wait/qwen-rpc/workers"' in data  # blocks while a rank is missing
+    # A restart renders the template again: a leader whose worker left waits for it instead of failing again.
+    assert by_name["inference"]["RestartPolicy"]["RenderTemplates"] is True
     for rank in (1, 2):
         group = by_name[f"worker-0-{rank}"]
         assert group["Count"] == 1
@@ -86,6 +88,7 @@ def test_llama_cpp_over_three_nodes_is_a_leader_and_two_rpc_server_groups() -> N
         # An RPC server reads no model file: no download, no volume, no leader to find.
         assert [t["Name"] for t in group["Tasks"]] == ["llama-cpp"] and "Volumes" not in group
         assert "Templates" not in worker
+        assert "RenderTemplates" not in group["RestartPolicy"]  # nothing to render
     assert {"Operand": "distinct_hosts", "RTarget": "true"} in compiled.job["Constraints"]
     check_job(compiled.job)
     assert validate(canonicalize(dict(compiled.job), "default")) == []

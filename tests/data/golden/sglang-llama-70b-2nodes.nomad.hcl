@@ -397,10 +397,11 @@ job "llama-70b" {
     }
 
     restart {
-      interval = "30m"
-      attempts = 2
-      delay    = "30s"
-      mode     = "fail"
+      interval         = "30m"
+      attempts         = 2
+      delay            = "30s"
+      mode             = "fail"
+      render_templates = true
     }
 
     reschedule {

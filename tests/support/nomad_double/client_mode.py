@@ -170,7 +170,7 @@ class LocalClient:
 
     def node(self, ctx: AllocContext) -> Node:
         """The node as interpolation sees it (`${attr.*}`, `${meta.*}`, `${node.*}`)."""
-        node_id, name = ctx.cluster.node
+        node_id, name = ctx.node
         return Node(node_id, name, self.node_meta, default_attributes({"driver.docker": "1"}))
 
     def plan_failures(self, job: JSON) -> JSON | None:
@@ -261,6 +261,8 @@ class LocalClient:
     def _runner(self, ctx: AllocContext, run: AllocRun, task: JSON, node: Node) -> DockerTaskRunner:
         hooks = _RunnerHooks(self, ctx, run)
         runner = DockerTaskRunner(ctx, run.alloc, task, run.root, self.docker, node, self.host_volumes, hooks)
+        if self.consul_address:
+            runner.consul = _ConsulTemplates(self._http, self.consul_address)
         run.runners[task["Name"]] = runner
         return runner
 
@@ -557,6 +559,28 @@ class _RunnerHooks:
                 if sibling is not runner and not sibling.prestart and not sibling.dead:
                     sibling.kill_for_sibling(name)
             self.client._fail_health(self.ctx, self.run)
+
+
+@dataclass
+class _ConsulTemplates:
+    """What the templates' `service` and `key` read from the real Consul agent (consul-template's queries)."""
+
+    http: httpx.Client
+    address: str
+
+    def health_service(self, name: str, tag: str) -> list[JSON]:
+        params = {"passing": "1", **({"tag": tag} if tag else {})}
+        response = self.http.get(f"{self.address}/v1/health/service/{name}", params=params)
+        response.raise_for_status()
+        entries: list[JSON] = response.json()
+        return entries
+
+    def key(self, path: str) -> str | None:
+        response = self.http.get(f"{self.address}/v1/kv/{path}", params={"raw": "true"})
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.text
 
 
 def _filtered(reason: str) -> JSON:

@@ -38,11 +38,18 @@ class Cluster:
     """Jobs, their versions, and what runs their allocations."""
 
     def __init__(
-        self, default_scenario: Runnable, node_name: str, step_delay: float = 0.02, time_scale: float = 1.0
+        self,
+        default_scenario: Runnable,
+        node_name: str,
+        step_delay: float = 0.02,
+        time_scale: float = 1.0,
+        node_names: list[str] | None = None,
     ) -> None:
         self.clock = Clock(time_scale)
         self.state = State(self.clock)
-        self.node = (new_id(), node_name)
+        # The client nodes, (ID, name), in the order the scheduler tries them; `node` is the first.
+        self.nodes = [(new_id(), name) for name in (node_names or [node_name])]
+        self.node = self.nodes[0]
         self.default_scenario = default_scenario
         self.scenarios: dict[str, Runnable] = {}
         self.step_delay = step_delay  # the scheduler's latency when the runnable does not say

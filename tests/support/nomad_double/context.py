@@ -146,7 +146,10 @@ class AllocContext:
 
     @property
     def node(self) -> tuple[str, str]:
-        return self.cluster.node
+        """The node the allocation was placed on: (ID, name)."""
+        with self.state.cond:
+            alloc = self.state.allocs[self.alloc_id]
+            return alloc["NodeID"], alloc["NodeName"]
 
     # --- client updates -------------------------------------------------------------------------------------
 

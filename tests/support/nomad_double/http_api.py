@@ -419,8 +419,10 @@ class Handler(BaseHTTPRequestHandler):
         backend = self.backend
         if backend.nodes is not None:
             return backend.nodes
-        node_id, node_name = backend.cluster.node
-        return [new_node(node_name, node_id=node_id, devices=backend.node_devices)]
+        return [
+            new_node(node_name, node_id=node_id, devices=backend.node_devices)
+            for node_id, node_name in backend.cluster.nodes
+        ]
 
     def _nodes(self, req: Request) -> None:
         """`/v1/nodes`: node list stubs; `?resources=true` adds NodeResources (its Devices), as Nomad >= 1.6,

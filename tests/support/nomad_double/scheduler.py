@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .cluster import Cluster
 
 BLOCKED_DESCRIPTION = "created to place remaining allocations"  # scheduler/structs DescBlockedEvalFailedPlacements
+DISTINCT_HOSTS = "distinct_hosts"  # nomad/structs ConstraintDistinctHosts: also the metric's filter name
 
 
 @dataclass
@@ -42,6 +43,58 @@ def latest_deployment(deployments: dict[str, JSON], namespace: str, job_id: str)
     """LatestDeploymentByJobID: the job's deployment with the highest CreateIndex."""
     found = [d for d in deployments.values() if (d["Namespace"], d["JobID"]) == (namespace, job_id)]
     return max(found, key=lambda d: d["CreateIndex"], default=None)
+
+
+def _distinct_hosts(constraints: list[JSON] | None) -> bool:
+    """scheduler/feasible/feasible.go hasDistinctHostsConstraint: an empty RTarget means true, an unparsable one
+    enforces it too."""
+    for constraint in constraints or []:
+        if constraint.get("Operand") == DISTINCT_HOSTS:
+            target = str(constraint.get("RTarget") or "").lower()
+            return target not in ("false", "0", "f")
+    return False
+
+
+def choose_node(nodes: list[tuple[str, str]], job: JSON, group: JSON, proposed: list[JSON]) -> tuple[str, str] | None:
+    """The node a placement of `group` goes to, or None when the feasibility checks filter out every node.
+
+    Only distinct_hosts is checked (scheduler/feasible/feasible.go DistinctHostsIterator.satisfiesDistinctHosts):
+    with the job's constraint no other allocation of the job may be on the node, with the group's none of the
+    same group. `proposed` are the allocations the plan would leave running (EvalContext.ProposedAllocs: the
+    node's allocations that are not client-terminal and not stopped by this plan, plus this plan's
+    placements). The first feasible node in order wins (the double does not rank nodes)."""
+    job_wide = _distinct_hosts(job.get("Constraints"))
+    group_wide = _distinct_hosts(group.get("Constraints"))
+    for node in nodes:
+        taken = False
+        for alloc in proposed:
+            if alloc["NodeID"] != node[0]:
+                continue
+            job_collision = (alloc["JobID"], alloc["Namespace"]) == (job["ID"], job["Namespace"])
+            if (job_wide and job_collision) or (group_wide and job_collision and alloc["TaskGroup"] == group["Name"]):
+                taken = True
+                break
+        if not taken:
+            return node
+    return None
+
+
+def distinct_hosts_metric(nodes: int) -> JSON:
+    """The AllocMetric of a placement every node of which distinct_hosts filtered out (Metrics().FilterNode)."""
+    return alloc_metric(
+        NodesEvaluated=nodes,
+        NodesFiltered=nodes,
+        NodesInPool=nodes,
+        NodesAvailable={"dc1": nodes},
+        ConstraintFiltered={DISTINCT_HOSTS: nodes},
+    )
+
+
+def _proposed(allocs: dict[str, JSON], stopped: set[str], placed: list[JSON]) -> list[JSON]:
+    running = [
+        a for a in allocs.values() if a["ClientStatus"] not in ("complete", "failed", "lost") and a["ID"] not in stopped
+    ]
+    return [*running, *placed]
 
 
 class Scheduler:
@@ -151,6 +204,7 @@ class Scheduler:
         version = self.cluster.version(job)
         failures = version.runnable.placement_failures(version)
         deployment_id = deployment["ID"] if deployment is not None and active(deployment) else ""
+        stopping = {s.alloc["ID"] for s in result.stop} | {p.stop["ID"] for p in result.destructive if p.stop}
         for place in [*result.destructive, *result.place]:
             group = place.group["Name"]
             out.queued[group] = out.queued.get(group, 0) + 1
@@ -162,10 +216,15 @@ class Scheduler:
                 out.failed[group] = {**failures[group], "CoalescedFailures": 0}
                 self._undo(tx, place, out)
                 continue
+            node = choose_node(self.cluster.nodes, job, place.group, _proposed(tx.state.allocs, stopping, out.placed))
+            if node is None:
+                out.failed[group] = {**distinct_hosts_metric(len(self.cluster.nodes)), "CoalescedFailures": 0}
+                self._undo(tx, place, out)
+                continue
             out.queued[group] -= 1
             if place.stop is not None:  # the destructive update's stop, made with the placement
                 mutations.stop_alloc(tx, tx.state.allocs[place.stop["ID"]], place.stop_description)
-            out.placed.append(self._new_alloc(tx, ev, job, place, deployment_id, result, version.runnable))
+            out.placed.append(self._new_alloc(tx, ev, job, place, deployment_id, result, version.runnable, node))
         return out
 
     def _undo(self, tx: Tx, place: Place, out: Placements) -> None:
@@ -179,7 +238,15 @@ class Scheduler:
             tx.put_alloc(previous, "PlanResult")
 
     def _new_alloc(
-        self, tx: Tx, ev: JSON, job: JSON, place: Place, deployment_id: str, result: Result, runnable: object
+        self,
+        tx: Tx,
+        ev: JSON,
+        job: JSON,
+        place: Place,
+        deployment_id: str,
+        result: Result,
+        runnable: object,
+        node: tuple[str, str],
     ) -> JSON:
         group = next(g for g in groups(job) if g["Name"] == place.group["Name"])
         name = place.name
@@ -193,7 +260,7 @@ class Scheduler:
         for spec in ports(group):
             chosen = port_of(spec) if port_of is not None else None
             values[spec.label] = spec.static or chosen or self.cluster.fake_port(spec)
-        alloc = new_alloc(job, group, name, ev["ID"], deployment_id, self.cluster.node, values)
+        alloc = new_alloc(job, group, name, ev["ID"], deployment_id, node, values)
         alloc["Metrics"] = alloc_metric()
         previous = place.previous if place.previous is not None else place.stop
         if previous is not None:
@@ -218,10 +285,16 @@ def plan_updates(cluster: Cluster, existing: JSON | None, job: JSON) -> tuple[JS
     result = reconcile(job, job["ID"], allocs, latest, "plan", job.get("Priority", 50), cluster.clock.now())
     failed: JSON = {}
     failures = cluster.scenario_for(job["ID"]).plan_failures(job)
+    stopping = {s.alloc["ID"] for s in result.stop} | {p.stop["ID"] for p in result.destructive if p.stop}
+    placed: list[JSON] = []
     for place in [*result.destructive, *result.place]:
         group = place.group["Name"]
         if group in failed:
             failed[group]["CoalescedFailures"] += 1
         elif failures is not None and group in failures:
             failed[group] = {**failures[group], "CoalescedFailures": 0}
+        elif (node := choose_node(cluster.nodes, job, place.group, _proposed(state.allocs, stopping, placed))) is None:
+            failed[group] = {**distinct_hosts_metric(len(cluster.nodes)), "CoalescedFailures": 0}
+        else:
+            placed.append({"NodeID": node[0], "JobID": job["ID"], "Namespace": job["Namespace"], "TaskGroup": group})
     return result.desired, failed or None

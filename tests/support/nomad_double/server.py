@@ -63,6 +63,9 @@ class NomadDouble:
     "read", "write", "scale", single capabilities ("scale-job" ...) and "node:read", space-separated (acl.py);
     "read-job" and "submit-job" alone are the read and write policies.
     `client` runs raw_exec tasks as local processes: it is the default scenario of every job.
+    `client_nodes` is how many client nodes the cluster has (`local-client-a`, `-b`, ...; one, `local-client`
+    or `nomad-double`, by default): each allocation is placed on one of them by the scheduler (distinct_hosts
+    honoured), and in client mode runs on this machine as that node, with its own ports on 127.0.0.1.
     `heartbeat_interval` is the event stream's `{}` period (Nomad: 30 s); `max_wait` caps blocking queries.
     `node_devices` are the device groups `/v1/nodes?resources=true` reports for the double's one node;
     `nodes` (full nodes, `objects.new_node`) replace that node in `/v1/nodes` and `/v1/node/:id` (listing only:
@@ -87,14 +90,15 @@ class NomadDouble:
         tls: ssl.SSLContext | None = None,
         job_max_count: int = 0,
         time_scale: float | None = None,
+        client_nodes: int = 1,
     ) -> None:
         default: Runnable = client if client is not None else scenarios.rollout()
         self.client = client
         if time_scale is None:
             time_scale = 1.0 if client is not None else SCENARIO_TIME_SCALE
-        self.cluster = Cluster(
-            default, node_name="local-client" if client is not None else "nomad-double", time_scale=time_scale
-        )
+        node_name = "local-client" if client is not None else "nomad-double"
+        names = [f"{node_name}-{chr(ord('a') + i)}" for i in range(client_nodes)] if client_nodes > 1 else None
+        self.cluster = Cluster(default, node_name=node_name, time_scale=time_scale, node_names=names)
         self.cluster.job_max_count = job_max_count
         self.faults = Faults()
         self._backend = Backend(

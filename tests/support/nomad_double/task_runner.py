@@ -2,6 +2,14 @@
 templates rendered into the task directory, the driver started, the container's exit turned into task events,
 and restarts under the task's restart policy.
 
+Templates that read Consul (`service`, `key`) are watched while the task lives, as Nomad's template manager
+does (client/allocrunner/taskrunner/template/template.go handleTemplateRerenders): a change is written and,
+with `change_mode = "restart"`, restarts the task (`Restart Signaled`, "Template with change_mode restart
+re-rendered"); a render that waits for a missing dependency changes nothing. The double re-renders on each
+supervision tick rather than on Consul's blocking queries, and other change modes only write the file.
+A restart re-renders the templates first when the restart policy says `render_templates`
+(template_hook.go Prestart, renderOnTaskRestart), so it waits in "Missing: ..." like a first start.
+
 Events, as Nomad writes them: `Template` ("Missing: ..." while a variable does not exist), `Driver`
 ("Downloading image" before a pull failure), `Driver Failure`, `Started`, `Terminated` (exit code, exit
 message, `oom_killed` detail), `Restarting` (with the delay), `Not Restarting` (fails the task), `Killing`
@@ -27,7 +35,7 @@ from .jobspec import JSON, group_named, is_prestart
 from .objects import task_event
 from .restarts import Decision, RestartTracker
 from .taskenv import Node, TaskDirs, task_env
-from .templates import Missing, TemplateError, render_task_templates
+from .templates import ConsulReader, Missing, TaskTemplates, TemplateError, render_task_templates
 
 RunnerState = Literal["pending", "blocked", "running", "waiting", "dead"]
 
@@ -58,6 +66,9 @@ class DockerTaskRunner:
     restart_at: float = 0.0
     template_env: dict[str, str] | None = None  # None until the templates have rendered
     missing_reported: str = ""
+    consul: ConsulReader | None = None  # what `service` and `key` read
+    templates: TaskTemplates | None = None  # the last render
+    restart_signaled: bool = False  # a template change restarts the task: its exit is not a failure
     tracker: RestartTracker = field(init=False)
 
     def __post_init__(self) -> None:
@@ -109,15 +120,41 @@ class DockerTaskRunner:
         self.hooks.started(self.name)
 
     def tick(self) -> None:
-        """Notice an exit, start a restart that is due, retry templates that wait for a variable."""
+        """Notice an exit, start a restart that is due, retry templates that wait for a variable, re-render the
+        watched templates."""
         if self.state == "blocked":
             self.start()
         elif self.state == "running" and self.handle is not None:
             result = self.handle.poll()
             if result is not None:
                 self._exited(result)
+            else:
+                self._watch_templates()
         elif self.state == "waiting" and self.ctx.clock.seconds() >= self.restart_at:
             self.start()
+
+    def _watch_templates(self) -> None:
+        """Render the watched templates again; a change is written, and `change_mode = "restart"` restarts the
+        task (template.go handleChangeModeRestart: Restart with a TaskRestartSignal event)."""
+        if self.templates is None or not self.templates.watched:
+            return
+        try:
+            fresh = self._render()
+        except Missing:
+            return  # consul-template keeps the last file while a dependency is missing
+        except (TemplateError, OSError) as exc:
+            event = task_event("Killing", DisplayMessage=f"Template failed: {exc}", FailsTask=True)
+            self.stop()
+            self._die(event, failed=True)
+            return
+        changed = [dest for dest, text in fresh.texts.items() if self.templates.texts.get(dest) != text]
+        self.templates, self.template_env = fresh, fresh.env
+        modes = {t["DestPath"]: t.get("ChangeMode") or "restart" for t in self.task.get("Templates") or []}
+        if any(modes.get(dest) == "restart" for dest in changed) and self.handle is not None:
+            message = "Template with change_mode restart re-rendered"
+            self.ctx.update(self.name, task_event("Restart Signaled", DisplayMessage=message))
+            self.restart_signaled = True
+            self.handle.stop(task_kill_timeout(self.task))
 
     def _exited(self, result: ExitResult) -> None:
         assert self.handle is not None
@@ -129,6 +166,10 @@ class DockerTaskRunner:
         terminated = task_event("Terminated", ExitCode=result.exit_code, Message=result.message, Details=details)
         self.ctx.update(self.name, terminated)
         self.hooks.exited(self.name)
+        if self.restart_signaled:  # restarts.go GetState: a triggered restart is immediate and not counted
+            self.restart_signaled = False
+            self._apply(Decision("restart", "", 0.0))
+            return
         self._apply(self.tracker.after_exit(result.exit_code))
 
     def _apply(self, decision: Decision) -> None:
@@ -136,6 +177,8 @@ class DockerTaskRunner:
             event = task_event("Restarting", RestartReason=decision.reason, StartDelay=int(decision.delay * SECOND))
             self.ctx.update(self.name, event, state="pending", restarted=True)
             self.state, self.restart_at = "waiting", self.ctx.clock.seconds() + decision.delay
+            if (self.task.get("RestartPolicy") or {}).get("RenderTemplates") and self.task.get("Templates"):
+                self.template_env = None  # the restart renders the templates again before the driver starts
         elif decision.verdict == "not-restarting":
             event = task_event("Not Restarting", RestartReason=decision.reason, FailsTask=True)
             self._die(event, failed=True)
@@ -151,12 +194,10 @@ class DockerTaskRunner:
 
     def _render_templates(self) -> bool:
         """The template hook: True once rendered; False while a variable is missing or after a failure."""
-        base = task_env(self.alloc, self.task, self.dirs, in_container=True, node=self.node)
-        namespace = self.alloc["Namespace"]
         try:
-            self.template_env = render_task_templates(
-                self.task, self.alloc_root / self.name, base, self._variable, namespace
-            )
+            self.templates = self._render()
+            self.template_env = self.templates.env
+            self.missing_reported = ""
             return True
         except Missing as exc:
             if self.missing_reported != exc.dependency:
@@ -169,6 +210,12 @@ class DockerTaskRunner:
             event = task_event("Killing", DisplayMessage=f"Template failed: {exc}", FailsTask=True)
             self._die(event, failed=True)
             return False
+
+    def _render(self) -> TaskTemplates:
+        base = task_env(self.alloc, self.task, self.dirs, in_container=True, node=self.node)
+        namespace = self.alloc["Namespace"]
+        root = self.alloc_root / self.name
+        return render_task_templates(self.task, root, base, self._variable, namespace, self.consul)
 
     def _variable(self, path: str) -> Mapping[str, str] | None:
         state = self.ctx.state

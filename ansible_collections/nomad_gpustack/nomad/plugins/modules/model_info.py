@@ -95,6 +95,15 @@ models:
       type: list
       elements: str
       sample: ["http://10.0.0.5:25123/v1"]
+    ranks:
+      description:
+        - For a model over several nodes (C(nomad.nodes)), each worker rank that is not running, in words
+          (replica, rank, node, what follows). Empty in the list of all models.
+      type: list
+      elements: str
+      sample:
+        - "replica 0: worker rank 1 on node b lost; the engine cannot continue without it;
+          Nomad restarts the replica once the rank is back"
 msg:
   description: Why no model was found for O(name).
   returned: when O(name) matches nothing
