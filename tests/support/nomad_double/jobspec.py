@@ -95,8 +95,19 @@ def canonicalize(submitted: JSON, namespace: str) -> JSON:
 
 
 def _canonicalize_group(job: JSON, group: JSON, kind: str) -> None:
+    # api/tasks.go TaskGroup.Canonicalize: the count defaults to the scaling policy's min (0 included), else 1;
+    # api/scaling.go ScalingPolicy.Canonicalize: Enabled true, Min the count, Type horizontal (the HTTP agent
+    # canonicalizes the api job before converting it: command/agent/job_endpoint.go ApiJobToStructJob).
+    scaling = group.get("Scaling")
     if group.get("Count") is None:
-        group["Count"] = ((group.get("Scaling") or {}).get("Min")) or 1
+        minimum = (scaling or {}).get("Min")
+        group["Count"] = minimum if minimum is not None else 1
+    if scaling is not None:
+        if scaling.get("Enabled") is None:
+            scaling["Enabled"] = True
+        if scaling.get("Min") is None:
+            scaling["Min"] = group["Count"]
+        scaling["Type"] = scaling.get("Type") or "horizontal"
     if job["Type"] in ("service", "system"):
         group["Update"] = _merge(_merge(DEFAULT_UPDATE, job.get("Update")), group.get("Update"))
     group["RestartPolicy"] = _merge(DEFAULT_RESTART[kind], group.get("RestartPolicy"))
