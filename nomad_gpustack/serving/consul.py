@@ -7,11 +7,13 @@ functions of `serving.discovery`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import logging
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
@@ -41,6 +43,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("nomadgs.discovery")
 T = TypeVar("T")
 
+
+@dataclass(frozen=True)
+class KVEntry:
+    """One key of Consul's key/value store: its name, value and ModifyIndex (for a check-and-set)."""
+
+    key: str
+    value: bytes
+    modify_index: int
+
+
 # ----------------------------------------------------------------------------------------------------
 # One-shot reads.
 
@@ -51,13 +63,24 @@ _CATALOG = dict[str, list[str] | None]  # GET /v1/catalog/services: service name
 _HEALTH = list[dict[str, Any]]  # GET /v1/health/service/:name: one {Node, Service, Checks} per instance
 
 
-async def _get_json(
-    client: httpx.AsyncClient, settings: ConsulSettings, path: str, params: Mapping[str, str], shape: type[T]
-) -> tuple[T, int]:
-    """GET a JSON answer as `shape`, with its X-Consul-Index; every transport or HTTP failure, and an answer
-    that is not Consul's, becomes a DiscoveryError with a plain message."""
+class ConsulDenied(DiscoveryError):
+    """Consul refused the request (401 or 403): the token lacks a permission."""
+
+
+async def _send(
+    client: httpx.AsyncClient,
+    settings: ConsulSettings,
+    method: str,
+    path: str,
+    params: Mapping[str, str],
+    *,
+    content: bytes | None = None,
+    never_missing: bool = True,
+) -> httpx.Response:
+    """Send one request; every transport failure, a refusal (ConsulDenied), an error status and an answer that is
+    not Consul's become a DiscoveryError with a plain message. `never_missing`: a 404 means another server."""
     try:
-        response = await client.get(path, params=params)
+        response = await client.request(method, path, params=params, content=content)
     except httpx.TimeoutException:
         raise DiscoveryError(f"Consul at {settings.address} did not answer in time") from None
     except httpx.TransportError as exc:
@@ -67,15 +90,23 @@ async def _get_json(
         ) from None
     status = response.status_code
     content_type = response.headers.get("Content-Type", "")
-    # Consul answers every path we read (an unknown service is an empty list): a 404 means another server.
-    foreign = foreign_answer(status, content_type, path, never_missing=lambda _: True)
+    foreign = foreign_answer(status, content_type, path, never_missing=lambda _: never_missing)
     if foreign is not None:
         raise _not_consul(settings, foreign)
     text = "an HTML page" if html_page(content_type, response.text) else _first_line(response.text)
     if status in (401, 403):
-        raise DiscoveryError(f"Consul refused the request ({status}: {text}); check the ACL token")
-    if status >= 400:
-        raise DiscoveryError(f"Consul answered {status} to GET {path}: {text}")
+        raise ConsulDenied(f"Consul refused the request ({status}: {text}); check the ACL token")
+    if status >= 400 and not (status == 404 and not never_missing):
+        raise DiscoveryError(f"Consul answered {status} to {method} {path}: {text}")
+    return response
+
+
+async def _get_json(
+    client: httpx.AsyncClient, settings: ConsulSettings, path: str, params: Mapping[str, str], shape: type[T]
+) -> tuple[T, int]:
+    """GET a JSON answer as `shape`, with its X-Consul-Index (errors as `_send`'s)."""
+    # Consul answers every path read here (an unknown service is an empty list): a 404 means another server.
+    response = await _send(client, settings, "GET", path, params)
     try:
         data = shaped(shape, response.json(), path)
     except WrongShape as exc:
@@ -163,6 +194,60 @@ async def consul_endpoints(settings: ConsulSettings) -> list[Endpoint]:
 
         answers = await asyncio.gather(*(one(n) for n in names))
     return [endpoint for endpoints, _ in answers for endpoint in endpoints]
+
+
+# ----------------------------------------------------------------------------------------------------
+# The key/value store (the gateways' shared last activity, `serving.gateway.activity`).
+
+_KV = list[dict[str, Any]]  # GET /v1/kv/:prefix?recurse: one {Key, Value (base64 or null), ModifyIndex, ...} per key
+
+
+def _kv_path(key: str) -> str:
+    # Slashes separate the key's parts; anything else a path cannot carry as is is escaped.
+    return "/v1/kv/" + quote(key, safe="/")
+
+
+async def consul_kv_list(client: httpx.AsyncClient, settings: ConsulSettings, prefix: str) -> list[KVEntry]:
+    """Every key under `prefix`, with its value and ModifyIndex (`GET /v1/kv/:prefix?recurse`); none: []."""
+    path = _kv_path(prefix)
+    params = {**_consul_params(settings), "recurse": "true"}
+    # No key under the prefix is a 404 (agent/kvs_endpoint.go KVSGet): an empty list, not another server.
+    response = await _send(client, settings, "GET", path, params, never_missing=False)
+    if response.status_code == 404:
+        return []
+    try:
+        entries = shaped(_KV, response.json(), path)
+    except WrongShape as exc:
+        raise _not_consul(settings, str(exc)) from None
+    except ValueError:
+        raise _not_consul(settings, f"the answer to {path} is not JSON") from None
+    found = []
+    for entry in entries:
+        key, value, index = entry.get("Key"), entry.get("Value"), entry.get("ModifyIndex")
+        if not isinstance(key, str) or not isinstance(index, int):
+            raise _not_consul(settings, f"an entry of the answer to {path} has no Key or ModifyIndex")
+        try:
+            raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+        except ValueError:
+            raw = b""  # not base64: no value to read, as an empty one
+        found.append(KVEntry(key, raw, index))
+    return found
+
+
+async def consul_kv_put(client: httpx.AsyncClient, settings: ConsulSettings, key: str, value: bytes) -> None:
+    """Set `key` to `value` (`PUT /v1/kv/:key`)."""
+    await _send(client, settings, "PUT", _kv_path(key), _consul_params(settings), content=value)
+
+
+async def consul_kv_delete(
+    client: httpx.AsyncClient, settings: ConsulSettings, key: str, *, cas: int | None = None
+) -> None:
+    """Delete `key` (`DELETE /v1/kv/:key`); with `cas`, only while its ModifyIndex is still that (a key written
+    meanwhile stays)."""
+    params = _consul_params(settings)
+    if cas is not None:
+        params["cas"] = str(cas)
+    await _send(client, settings, "DELETE", _kv_path(key), params)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -81,6 +81,7 @@ class ConsulAgent:
     binary: str
     http_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    extra: tuple[str, ...] = ()  # more arguments (`-hcl ...`: ACLs on)
 
     @property
     def address(self) -> str:
@@ -93,7 +94,7 @@ class ConsulAgent:
                 self.binary, "agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1",
                 "-http-port", str(self.http_port), "-dns-port", "-1", "-grpc-port", "-1",
                 "-serf-lan-port", str(ports[0]), "-serf-wan-port", str(ports[1]), "-server-port", str(ports[2]),
-                "-log-level", "warn",
+                "-log-level", "warn", *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

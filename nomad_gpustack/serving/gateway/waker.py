@@ -15,9 +15,10 @@ the number of models. A wake-up:
 3. when the routing table has a passing instance of the model (Consul's check passed), the held requests go on.
 
 Idle: a model with no request in flight, none held and none for `idle_after` is scaled to 0 the same way
-(count read first, check-and-set). Each gateway decides from its own requests: with several gateways in front
-of one model, one that sees no traffic scales it down while another still serves it (that one then wakes it
-again). Run one gateway per model that scales to zero, or give the gateways a shared signal (not done here).
+(count read first, check-and-set). With several gateways (or worker processes) in front of one model, each also
+reads the others' last activity from Consul's key/value store (`activity`) before it scales a model down, and
+goes on only when they are all idle too: one that sees no traffic never scales down a model another serves.
+Without Consul (a gateway in front of fixed instances) a gateway judges from its own requests only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +39,9 @@ from ...nomad import blocking
 from ...nomad.client import IndexConflict, NomadAPI, NomadDenied, NomadError, NomadRejected
 from ...nomad.responses import JobStub
 from ...nomad.status import MANAGED_FILTER
+from ...settings import ConsulSettings
+from ..consul import ConsulWatcher
+from .activity import Activity, ActivityUnknown, interval, others_idle_in
 from .errors import RETRY_AFTER, ApiError, GatewayError
 from .relay import seconds_text
 
@@ -110,6 +115,9 @@ class _Model:
     wake_started: float | None = None  # the first held request of the wake now running
     denied: bool = False  # a 403 was already explained in the log
     waiting: set[asyncio.Future[None]] = field(default_factory=set)
+    shared: float = -math.inf  # when (wall clock) its last activity was last written to Consul
+    sharing: asyncio.Task[bool] | None = None  # that write, while it runs
+    not_before: float = -math.inf  # no idle check before then (the waker's clock): another gateway served it
 
     def busy(self) -> bool:
         return self.active > 0 or self.held > 0 or (self.wake is not None and not self.wake.done())
@@ -125,12 +133,19 @@ class Waker:
         hold_timeout: float = HOLD_TIMEOUT,
         max_held: int = MAX_HELD,
         clock: Callable[[], float] = time.monotonic,
+        consul: ConsulSettings | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
-        """`hold_timeout` (seconds; 0: no limit) and `max_held` bound the requests held for each model."""
+        """`hold_timeout` (seconds; 0: no limit) and `max_held` bound the requests held for each model. The
+        gateways' last activity is shared through the Consul of `consul`, by default the one the routing table
+        comes from (a ConsulWatcher's); `wall` is the clock of the times written there (unix seconds)."""
         self.settings = settings
         self.hold_timeout = hold_timeout or None
         self.max_held = max_held
         self.clock = clock
+        self.wall = wall
+        self.consul = consul
+        self.activity: Activity | None = None
         self.sleepers: dict[str, Sleeper] = {}
         self.api = NomadAPI(settings)
         self._models: dict[str, _Model] = {}
@@ -162,6 +177,12 @@ class Waker:
             await self.stop()
             raise GatewayError(f"scale to zero needs Nomad, which cannot be read: {exc}") from None
         self._set(stubs)
+        consul = self.consul or (source.settings if isinstance(source, ConsulWatcher) else None)
+        if consul is not None:
+            # Made here, not in __init__: each worker process started from one gateway gets an ID of its own.
+            self.activity = Activity(consul)
+        else:
+            log.info("no Consul: idle models are judged from this gateway's own requests only")
         source.subscribe(self._table_changed)
         self._tasks = [
             asyncio.create_task(self._follow_jobs(blocking.next_index(0, index))),
@@ -171,11 +192,15 @@ class Waker:
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         tasks += [m.wake for m in self._models.values() if m.wake is not None]
-        for task in tasks:
+        writes = [m.sharing for m in self._models.values() if m.sharing is not None]
+        for task in [*tasks, *writes]:
             task.cancel()
-        for task in tasks:
+        for task in [*tasks, *writes]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.activity is not None:
+            activity, self.activity = self.activity, None
+            await activity.close()
         if self._http is not None:
             http, self._http = self._http, None
             await http.aclose()
@@ -196,11 +221,17 @@ class Waker:
         state = self._models.get(model)
         return state.held if state is not None else 0
 
+    def active(self, model: str) -> int:
+        """Requests for `model` between arrival and end now (the end comes after the answer is sent)."""
+        state = self._models.get(model)
+        return state.active if state is not None else 0
+
     def begin(self, model: str) -> None:
         """A request for `model` arrived (held or not): it is not idle until the request ends."""
         state = self._state(model)
         state.active += 1
         state.last = self.clock()
+        self._share(model, state)
 
     def end(self, model: str) -> None:
         state = self._state(model)
@@ -352,13 +383,30 @@ class Waker:
 
     # --- idle -----------------------------------------------------------------------------------------------
 
+    def _share(self, model: str, state: _Model) -> None:
+        """Write the model's last activity to Consul now, unless it was written less than an interval ago (or is
+        being written): at most one write per model and interval, whatever the traffic."""
+        sleeper = self.sleepers.get(model)
+        activity = self.activity
+        if activity is None or sleeper is None or (state.sharing is not None and not state.sharing.done()):
+            return
+        now = self.wall()
+        if now - state.shared < interval(sleeper.idle_after):
+            return
+        state.shared = now
+        state.sharing = asyncio.create_task(activity.write(model, now))
+
     async def _watch_idle(self) -> None:
-        """Every so often (a quarter of the shortest idle time, from 0.1 s to 15 s), scale the idle models to 0."""
+        """Every so often (a quarter of the shortest idle time, from 0.1 s to 15 s), refresh the shared activity of
+        the models with requests in flight, and scale the idle models to 0."""
         while True:
             shortest = min((s.idle_after for s in self.sleepers.values()), default=20.0)
             await asyncio.sleep(min(15.0, max(0.1, shortest / 4)))
             for sleeper in list(self.sleepers.values()):
                 try:
+                    state = self._state(sleeper.model)
+                    if state.active > 0 or state.held > 0:
+                        self._share(sleeper.model, state)  # a long request: the others must see it goes on
                     await self._sleep_if_idle(sleeper)
                 except Exception:  # one model's failure must not stop the others'
                     log.exception("model %s: the idle check failed", sleeper.model)
@@ -367,7 +415,7 @@ class Waker:
     async def _sleep_if_idle(self, sleeper: Sleeper) -> None:
         model = sleeper.model
         state = self._state(model)
-        if state.busy() or self.clock() - state.last < sleeper.idle_after:
+        if state.busy() or self.clock() - state.last < sleeper.idle_after or self.clock() < state.not_before:
             return
         try:
             desired = await self._desired(sleeper)
@@ -376,6 +424,19 @@ class Waker:
         if desired == 0:
             state.last = self.clock()  # asleep: look again after another idle period
             return
+        found = []
+        if self.activity is not None:
+            # The other gateways' last requests: none may be within idle_after (and the records' lag).
+            try:
+                found = await self.activity.survey(model, self.wall() - (self.clock() - state.last))
+            except ActivityUnknown:
+                return  # never guess idle: next time
+            wait = others_idle_in(found, self.activity.id, self.wall(), sleeper.idle_after)
+            if wait > 0:
+                state.not_before = self.clock() + wait  # when the newest of them would be idle
+                log.debug("model %s: idle here, but another gateway served it; looking again in %s", model,
+                          seconds_text(round(wait, 1)))  # fmt: skip
+                return
         if state.busy() or self.clock() - state.last < sleeper.idle_after:
             return  # a request arrived while the count was read
         message = f"nomadgs gateway: no request for model {model} in {sleeper.idle_text}; scaled to zero"
@@ -401,6 +462,8 @@ class Waker:
         state.wake = None
         log.info("model %s: no request for %s: scaled group %s of job %s to 0", model, sleeper.idle_text,
                  sleeper.group, sleeper.job_id)  # fmt: skip
+        if self.activity is not None:
+            await self.activity.forget(found)  # the records of gateways gone go too; any written since stay
 
     # --- following Nomad and the routing table --------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Scale to zero and back in the gateway, against the Nomad double: held requests and one scale call, the hold
-timeout, the bound on held requests, idle models scaled to 0, a 403 in words, and two gateways racing.
+timeout, the bound on held requests, idle models scaled to 0, a 403 in words, two gateways racing, and two
+gateways sharing their last activity through the real Consul (one that sees no traffic leaves the model alone).
 
 Consul's part is played by `Follower`: it publishes the fake backend as the model's one instance in the gateway's
 StaticSource while the double has a running allocation of the job (and the test opened its gate), as Consul
@@ -9,6 +10,7 @@ would once the instance's check passes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -22,8 +24,9 @@ import pytest
 
 from nomad_gpustack.contract.metadata import META_IDLE_AFTER, META_SCALE_GROUP
 from nomad_gpustack.serving.gateway import Gateway, GatewayError, StaticSource
+from nomad_gpustack.serving.gateway.activity import PREFIX
 from nomad_gpustack.serving.gateway.waker import CAPABILITIES, HOLD_TIMEOUT, MAX_HELD, Waker
-from nomad_gpustack.settings import NomadSettings
+from nomad_gpustack.settings import ConsulSettings, NomadSettings
 
 from ...support.components import ROOT
 from ...support.hcl_reader import OPTIONS
@@ -228,6 +231,14 @@ def test_more_held_requests_than_max_held_are_refused_with_429(
     assert refused.json()["error"]["code"] == "too_many_waiting"
 
 
+def ended(gw: Gateway, model: str) -> None:
+    """Wait until the gateway counts no request in flight: a request ends after its answer is sent, and the
+    clock must move only once it has."""
+    waker = gw.waker
+    assert waker is not None
+    wait_until(lambda: waker.active(model) == 0, 10, "the requests to end")
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -260,6 +271,7 @@ def test_an_idle_model_is_scaled_to_zero_but_never_with_a_request_in_flight(
         assert count(double, job["ID"]) == 1 and not scale_posts(double, job["ID"])
         backend.release.set()
         assert slow.result().status_code == 200
+        ended(gw, model)
         clock.now += 2  # the request ended 2 s ago
         double.wait_for(lambda d: count(d, job["ID"]) == 0, 30)
         double.wait_for(lambda d: running(d, job["ID"]) == 0, 30)
@@ -373,3 +385,139 @@ def test_the_shipped_acl_policy_is_what_the_gateway_needs(backends: Callable[...
                 assert "did not start" in str(exc)
                 status = 0  # could not even list the jobs
         assert status != 200, f"{missing} is not needed"
+
+
+# --- several gateways in front of one model: their last activity shared through the real Consul -------------
+
+
+@pytest.fixture
+def kv(consul: Any) -> Iterator[ConsulSettings]:
+    """The session's real Consul, without any activity record of an earlier test."""
+    settings = ConsulSettings(address=consul.address)
+    assert httpx.delete(f"{consul.address}/v1/kv/{PREFIX}", params={"recurse": "true"}).status_code == 200
+    yield settings
+    httpx.delete(f"{consul.address}/v1/kv/{PREFIX}", params={"recurse": "true"})
+
+
+def records(consul: ConsulSettings, model: str) -> dict[str, float]:
+    """The activity records of `model` in Consul: gateway ID -> time."""
+    answer = httpx.get(f"{consul.address}/v1/kv/{PREFIX}{model}/", params={"recurse": "true"})
+    if answer.status_code == 404:
+        return {}
+    return {e["Key"].rsplit("/", 1)[1]: float(base64.b64decode(e["Value"]).decode()) for e in answer.json()}
+
+
+def ready(double: NomadDouble, job: dict[str, Any], *gateways: tuple[httpx.Client, Gateway, Follower]) -> None:
+    """The job's one instance runs, every gateway routes to it, and its deployment is over (Nomad blocks scaling
+    while one runs)."""
+    for _, _, follower in gateways:
+        follower.open()
+    double.wait_for(lambda d: running(d, job["ID"]) == 1, 30)
+    for client, _, _ in gateways:
+        wait_until(lambda c=client: [m["instances"] for m in c.get("/v1/models").json()["data"]] == [1], 30, "routed")
+    double.wait_for(lambda d: all(x["Status"] != "running" for x in d.deployments.values()), 60)
+
+
+def passes(gw: Gateway, n: int = 2) -> None:
+    """Wait for `n` more passes of the gateway's idle check (the last one saw the clock as it is now)."""
+    waker = gw.waker
+    assert waker is not None
+    start = waker.idle_passes
+    wait_until(lambda: waker.idle_passes >= start + n, 20, f"{n} idle checks")
+
+
+def test_a_gateway_without_traffic_leaves_alone_a_model_another_serves(
+    double: NomadDouble, backends: Callable[..., FakeBackend], kv: ConsulSettings
+) -> None:
+    job = sleepy_job(idle_after="1s", count=1)
+    register(double, job)
+    model = job["Meta"]["gpustack_model"]
+    backend = backends("A")
+    clock = FakeClock()  # the hosts' clocks: one, as NTP keeps them within far less than idle_after
+    options: dict[str, Any] = {"clock": clock, "wall": clock, "consul": kv}
+    with ExitStack() as stack:
+        one = stack.enter_context(sleepy_gateway(double, backend, job, **options))
+        two = stack.enter_context(sleepy_gateway(double, backend, job, **options))
+        ready(double, job, one, two)
+        # Traffic through gateway one only, for 5 times idle_after: gateway two sees none at all.
+        for _ in range(12):
+            clock.now += 0.4
+            assert ask(one[0], model).status_code == 200
+            passes(two[1])
+        assert count(double, job["ID"]) == 1 and not scale_posts(double, job["ID"])
+        # Gateway one's record holds its last request (each came an interval after the one before); two's, written
+        # as it looked, holds its start: its own last activity.
+        assert one[1].waker is not None and one[1].waker.activity is not None
+        assert two[1].waker is not None and two[1].waker.activity is not None
+        found = records(kv, model)
+        assert found[one[1].waker.activity.id] == pytest.approx(clock.now, abs=0.001)
+        assert found[two[1].waker.activity.id] <= 1000.4
+        ended(one[1], model)
+        # Both quiet: gateway one's own idle time passes, and it alone may and does scale the model to zero...
+        clock.now += 1.1
+        double.wait_for(lambda d: count(d, job["ID"]) == 0, 30)
+        # ...once: gateway two finds it at 0 already, however long the quiet lasts.
+        for _ in range(3):
+            clock.now += 2
+            passes(one[1])
+            passes(two[1])
+    assert [p["Count"] for p in scale_posts(double, job["ID"])] == [0]
+    assert records(kv, model) == {}  # deleted after the scale to zero, and as the gateways stopped
+
+
+def test_a_request_in_flight_at_another_gateway_keeps_the_model_up(
+    double: NomadDouble, backends: Callable[..., FakeBackend], kv: ConsulSettings
+) -> None:
+    job = sleepy_job(idle_after="1s", count=1)
+    register(double, job)
+    model = job["Meta"]["gpustack_model"]
+    backend = backends("A")
+    clock = FakeClock()
+    options: dict[str, Any] = {"clock": clock, "wall": clock, "consul": kv}
+    with ExitStack() as stack, ThreadPoolExecutor(1) as pool:
+        one = stack.enter_context(sleepy_gateway(double, backend, job, **options))
+        two = stack.enter_context(sleepy_gateway(double, backend, job, **options))
+        ready(double, job, one, two)
+        slow = pool.submit(ask, one[0], model, hold=True)  # in flight at gateway one until released
+        assert backend.holding.wait(10)
+        # Five times idle_after, in steps shorter than the records' margin (time passes for both gateways at once):
+        # gateway one's record follows while its request goes on.
+        for _ in range(12):
+            clock.now += 0.4
+            passes(one[1])
+            passes(two[1])
+        assert count(double, job["ID"]) == 1 and not scale_posts(double, job["ID"])
+        backend.release.set()
+        assert slow.result().status_code == 200
+        ended(one[1], model)
+        clock.now += 1.1
+        double.wait_for(lambda d: count(d, job["ID"]) == 0, 30)
+    assert [p["Count"] for p in scale_posts(double, job["ID"])] == [0]
+
+
+def test_activity_is_written_at_most_once_per_interval_whatever_the_traffic(
+    double: NomadDouble, backends: Callable[..., FakeBackend], kv: ConsulSettings
+) -> None:
+    job = sleepy_job(idle_after="1m", count=1)  # a write at most every 15 s
+    register(double, job)
+    model = job["Meta"]["gpustack_model"]
+    clock = FakeClock()
+    with sleepy_gateway(double, backends("A"), job, clock=clock, wall=clock, consul=kv) as (client, gw, follower):
+        ready(double, job, (client, gw, follower))
+        assert gw.waker is not None and gw.waker.activity is not None
+        writes: list[str] = []
+
+        async def counted(request: httpx.Request) -> None:
+            if request.method == "PUT":
+                writes.append(request.url.path)
+
+        gw.waker.activity._http.event_hooks["request"].append(counted)
+        key = f"/v1/kv/{PREFIX}{model}/{gw.waker.activity.id}"
+        for step, written in ((0, 1), (10, 1), (6, 2), (0, 2), (30, 3)):
+            clock.now += step
+            for _ in range(25):
+                assert ask(client, model).status_code == 200
+            wait_until(lambda: records(kv, model).get(gw.waker.activity.id) is not None, 10, "the record")  # type: ignore[union-attr]
+            assert writes == [key] * written, (step, writes)
+        # The last write holds the time of the first request after a quiet spell (unix seconds, as written).
+        assert records(kv, model) == {gw.waker.activity.id: clock.now}
