@@ -12,6 +12,13 @@ hits both alike; throughput with a number of keep-alive connections in parallel,
 the three paths (direct, gateway, gateway without metrics) so that drift hits all three alike. Prints figures,
 asserts nothing.
 
+With --data-path, the gateway's data path beside nginx (a plain reverse proxy, `proxy_buffering off`, one worker)
+when nginx is installed, and beside another checkout's gateway with --baseline DIR (say, main's, from `git
+worktree add` or `git archive`), in alternating rounds of one run: JSON requests per second at --concurrency
+clients, stream events relayed per second (--streams concurrent streams of 2,000 small events each, written by
+the backend one by one), and each proxy's CPU time per request and per event (from /proc), whose inverse is what
+one core would do: the steadier ratio on a shared machine.
+
 With --hung, three backends behind the gateway take a steady load while one of them is stopped (SIGSTOP: its
 port still accepts connections) for 5 s: how many requests got a 504 and how long they waited, and the
 throughput before, during and after the hang.
@@ -52,6 +59,12 @@ STREAM_EVENTS = [
     b"data: [DONE]\n\n",
 ]
 STREAM_GAP = 0.002  # seconds between streamed events after the first
+# Streams of many small events, as fast as the fake engine can write them: what a gateway relaying tokens does.
+BURST_EVENTS = 2000
+BURST_BODY = json.dumps(
+    {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True, "burst": True}
+).encode()
+BURST_EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"tok"}}]}\n\n'
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -86,7 +99,9 @@ class BackendProtocol(asyncio.Protocol):
             if len(self.buffer) < total:
                 return
             body, self.buffer = self.buffer[end + 4 : total], self.buffer[total:]
-            if b'"stream": true' in body or b'"stream":true' in body:
+            if b'"burst": true' in body:
+                self._burst()
+            elif b'"stream": true' in body or b'"stream":true' in body:
                 self._stream()
             else:
                 self._json()
@@ -110,6 +125,25 @@ class BackendProtocol(asyncio.Protocol):
             loop.call_later(STREAM_GAP * n, transport.write, _chunk(event))
         loop.call_later(STREAM_GAP * len(STREAM_EVENTS), transport.write, b"0\r\n\r\n")
 
+    def _burst(self) -> None:
+        """BURST_EVENTS events, each written on its own (one per turn of the loop), then [DONE]."""
+        transport = self.transport
+        assert transport is not None
+        transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        loop = asyncio.get_running_loop()
+        event = _chunk(BURST_EVENT)
+
+        def write(left: int) -> None:
+            if transport.is_closing():
+                return
+            if left:
+                transport.write(event)
+                loop.call_soon(write, left - 1)
+            else:
+                transport.write(_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+
+        write(BURST_EVENTS)
+
 
 def run_backend(sock: socket.socket) -> None:
     async def main() -> None:
@@ -125,13 +159,20 @@ def run_gateway(sock: socket.socket, backend_ports: list[int], options: dict[str
     """A gateway in front of the backends; `options` go to Gateway (metrics=False: the gateway without them)."""
     import logging
 
+    options = dict(options or {})
+    code = options.pop("code", None)
+    if code:  # another checkout's gateway (--baseline): its modules, not this one's
+        for name in [n for n in sys.modules if n.split(".")[0] == "nomad_gpustack"]:
+            del sys.modules[name]
+        sys.path.insert(0, code)
     from nomad_gpustack.serving.discovery import Endpoint
-    from nomad_gpustack.serving.gateway import Gateway, StaticSource, serve
+    from nomad_gpustack.serving.gateway import Gateway, StaticSource, run, serve
 
     logging.getLogger("nomadgs").setLevel(logging.ERROR)  # the hung case would print a warning per timeout
     endpoints = [Endpoint(model=MODEL, service=MODEL, service_id=f"bench-{n}", address="127.0.0.1", port=port,
                           health="passing") for n, port in enumerate(backend_ports)]  # fmt: skip
-    asyncio.run(serve(Gateway(StaticSource(endpoints), **(options or {})), sock, log_level="warning"))
+    # As `nomadgs gateway` runs it: on uvloop when installed.
+    run(serve(Gateway(StaticSource(endpoints), **options), sock, log_level="warning"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -317,9 +358,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="parallel connections for throughput")
     parser.add_argument("--requests", type=int, default=1500, help="sequential requests per path for latency")
     parser.add_argument("--hung", action="store_true", help="measure the hung-instance case instead")
+    parser.add_argument(
+        "--data-path",
+        action="store_true",
+        help="measure the data path instead: JSON requests and streams, beside nginx when installed",
+    )
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="with --data-path: also a gateway from another checkout (its nomad_gpustack/)"
+    )
+    parser.add_argument("--streams", type=int, default=8, help="concurrent streams for --data-path")
     args = parser.parse_args()
     if args.hung:
         hung_instance(args.concurrency)
+        return
+    if args.data_path:
+        data_path_main(args)
         return
 
     context = multiprocessing.get_context("fork")  # the bound sockets pass to the children as they are
@@ -388,6 +441,171 @@ def main() -> None:
           f"{work / (without_cpu / ms):.1%} of the CPU time of a request without them")  # fmt: skip
     print("(streams run one at a time and each ends in ~8 ms of idle waiting; on this VM every step of the\n"
           " next request then runs about twice as slow, which weighs on the gateway's longer path most)")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The data path: this gateway, another checkout's (--baseline), and nginx, in alternating rounds of one run
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+error_log {prefix}/error.log error;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy; fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
+    upstream backend {{ server 127.0.0.1:{backend}; keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(backend: int, prefix: Path) -> tuple[Any, int, int] | None:
+    """nginx as a plain reverse proxy to `backend` (one worker: one core), or None when it is not installed:
+    (process, port, the worker's pid)."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if binary is None:
+        return None
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, backend=backend, port=port))
+    process = subprocess.Popen([binary, "-c", str(conf), "-p", str(prefix)], stderr=subprocess.DEVNULL)
+    wait_listening(port)
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    return process, port, int(children[0])
+
+
+async def streams(port: int, concurrency: int, seconds: float, pid: int | None) -> tuple[float, float]:
+    """(stream events relayed per second with `concurrency` streams of BURST_EVENTS events back to back, CPU
+    seconds the proxy `pid` used per event)."""
+    connections = [await Connection(port).open() for _ in range(concurrency)]
+    cpu = cpu_seconds(pid) if pid else 0.0
+    done = 0
+    stop = time.perf_counter() + seconds
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(BURST_BODY), BURST_BODY))  # fmt: skip
+
+    async def worker(connection: Connection) -> None:
+        nonlocal done
+        assert connection.reader is not None and connection.writer is not None
+        while time.perf_counter() < stop:
+            connection.writer.write(head)
+            # Raw reads to the last chunk: the client's own cost stays small beside the proxy's.
+            tail = b""
+            while not tail.endswith(b"\r\n0\r\n\r\n"):
+                data = await connection.reader.read(262144)
+                if not data:
+                    raise RuntimeError("the stream broke")
+                tail = (tail + data)[-16:]
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in connections))
+    elapsed = time.perf_counter() - start
+    cpu = cpu_seconds(pid) - cpu if pid else 0.0
+    for connection in connections:
+        connection.close()
+    events = done * BURST_EVENTS
+    return events / elapsed, cpu / max(events, 1)
+
+
+DATA_ROUNDS = 5
+
+
+async def data_path(paths: list[tuple[str, int, int | None]], args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, dict[str, list[float]]] = {
+        name: {"rps": [], "cpu": [], "events": [], "event_cpu": []} for name, _, _ in paths
+    }
+    per_round = args.seconds / DATA_ROUNDS
+    for _ in range(DATA_ROUNDS):  # alternating: drift and other people's load hit every path alike
+        for name, port, pid in paths:
+            rate, cpu = await throughput(port, args.concurrency, per_round, pid)
+            figures[name]["rps"].append(rate)
+            figures[name]["cpu"].append(cpu)
+            events, event_cpu = await streams(port, args.streams, per_round, pid)
+            figures[name]["events"].append(events)
+            figures[name]["event_cpu"].append(event_cpu)
+    return figures
+
+
+def data_path_main(args: argparse.Namespace) -> None:
+    import tempfile
+
+    context = multiprocessing.get_context("fork")
+    backend_sock = bound_socket()
+    backend_sock.listen(1024)
+    backend_port = backend_sock.getsockname()[1]
+    gateways = [("gateway", {})] + ([("baseline", {"code": args.baseline})] if args.baseline else [])
+    socks = {name: bound_socket() for name, _ in gateways}
+    processes = [context.Process(target=run_backend, args=(backend_sock,), daemon=True)]
+    processes += [context.Process(target=run_gateway, args=(socks[name], [backend_port], options), daemon=True)
+                  for name, options in gateways]  # fmt: skip
+    for process in processes:
+        process.start()
+    nginx = None
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-nginx-") as prefix:
+        try:
+            paths: list[tuple[str, int, int | None]] = []
+            for (name, _), process in zip(gateways, processes[1:], strict=True):
+                port = socks[name].getsockname()[1]
+                wait_listening(port)
+                paths.append((name, port, process.pid))
+            wait_listening(backend_port)
+            nginx = start_nginx(backend_port, Path(prefix))
+            if nginx is not None:
+                paths.append(("nginx", nginx[1], nginx[2]))
+            started = time.perf_counter()
+            figures = asyncio.run(data_path(paths, args))
+            elapsed = time.perf_counter() - started
+        finally:
+            for process in processes:
+                process.terminate()
+                process.join(5)
+            if nginx is not None:
+                nginx[0].terminate()
+                nginx[0].wait(5)
+    names = [name for name, _, _ in paths]
+    ms, us = 1000.0, 1e6
+    print(f"data path, one process each (nginx: 1 worker), loopback, {os.cpu_count()} CPUs shared, {DATA_ROUNDS} "
+          f"alternating rounds, medians, {elapsed:.0f}s; gateway: this checkout"
+          + (f", baseline: {args.baseline}" if args.baseline else ""))  # fmt: skip
+    print(f"{'':38}" + "".join(f"{name:>12}" for name in names))
+
+    def row(label: str, key: str, scale: float, fmt: str) -> None:
+        print(f"{label:38}" + "".join(f"{statistics.median(figures[n][key]) * scale:{fmt}}" for n in names))
+
+    row(f"JSON req/s, c={args.concurrency}", "rps", 1, "12.0f")
+    row("JSON CPU per request (ms)", "cpu", ms, "12.3f")
+    row(f"stream events/s, {args.streams} streams", "events", 1, "12.0f")
+    row("stream CPU per event (us)", "event_cpu", us, "12.2f")
+
+    def per_core(name: str, key: str) -> float:
+        return 1 / statistics.median(figures[name][key])  # what one fully used core would do
+
+    print("per core (the inverse of CPU time per request or event; other load on the machine does not change it):")
+    for other in names[1:]:
+        print(f"  gateway / {other}: JSON x{per_core('gateway', 'cpu') / per_core(other, 'cpu'):.2f}, "
+              f"stream events x{per_core('gateway', 'event_cpu') / per_core(other, 'event_cpu'):.2f}")  # fmt: skip
+    rps = {n: statistics.median(figures[n]["rps"]) for n in names}
+    events = {n: statistics.median(figures[n]["events"]) for n in names}
+    for other in names[1:]:
+        print(f"  gateway / {other}, as measured: JSON req/s x{rps['gateway'] / rps[other]:.2f}, "
+              f"stream events/s x{events['gateway'] / events[other]:.2f}")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,8 +16,6 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -29,17 +27,17 @@ from .errors import EXCEPTION_HANDLERS, ApiError, no_healthy_instance, not_found
 from .keys import ApiKeys
 from .metrics import CONTENT_TYPE, GatewayMetrics, NoMetrics
 from .outliers import EJECT_AFTER, EJECT_FOR, TRY_LAST_SECONDS, Clock, Failure, OutlierDetector
-from .pool import InstancePool, instance_key
+from .pool import ConnectFailed, Connection, InstancePool, UpstreamError, UpstreamTimeout, instance_key
 from .relay import (
+    Body,
+    BodyBudget,
     StreamCut,
-    cancel_on_disconnect,
     header,
-    model_of,
-    read_body,
-    reason,
+    read_model,
     relay,
+    request_head,
     seconds_text,
-    upstream_headers,
+    too_large,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +53,12 @@ log = logging.getLogger("nomadgs.gateway")
 
 # The OpenAI paths routed by the body's `model` field (GPUStack's set, rerank included).
 ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/audio/speech")
-MAX_BODY = 64 * 1024 * 1024  # far above any JSON request; stops a client from filling the gateway's memory
+MAX_BODY = 64 * 1024 * 1024  # far above any JSON request
+# What the bodies read to find their model may hold, all requests together: past it a request is refused
+# (503, Retry-After) rather than the gateway growing until the kernel kills it with every stream it carries.
+# Most bodies hold a few kB: their model comes early, and the rest goes on to the instance as it arrives.
+MAX_BUFFERED = 128 * 1024 * 1024
+WRITE_TIMEOUT = 60.0  # seconds an instance may take to read what was written to it of a request
 UPSTREAM_TIMEOUT = 600.0  # seconds to the first byte of an answer: a long generation may send nothing before its end
 STREAM_IDLE_TIMEOUT = 120.0  # seconds between two chunks of an answer
 WATCH_SECONDS = 0.5  # how often the table and the idle connections are looked at between requests
@@ -80,6 +83,7 @@ class Gateway:
         try_last_seconds: float = TRY_LAST_SECONDS,
         clock: Clock | None = None,
         max_body: int = MAX_BODY,
+        max_buffered: int = MAX_BUFFERED,
         metrics: bool = True,
         canary_weight: float | None = None,
         rng: random.Random | None = None,
@@ -88,10 +92,11 @@ class Gateway:
         """Timeouts are in seconds; None or 0 is no limit. `upstream_timeout`: from sending a request to the
         head of the answer; `stream_idle_timeout`: between two chunks of the answer. `eject_after` timeouts or
         failed connections in a row eject an instance for `eject_for` seconds, longer when it is ejected again
-        soon after; 0 ejects none (see OutlierDetector). `metrics`: count requests for Prometheus (`GET /metrics`,
-        see metrics.py). `canary_weight`: the share of requests that go first to the instances of an unpromoted
-        canary (None: their share of instances; see Balancer). `clock` (time.monotonic) and `rng` (the canary
-        draw) are for tests."""
+        soon after; 0 ejects none (see OutlierDetector). `max_body`: the largest request body (413 above);
+        `max_buffered`: what the bodies read to find their model may hold together (503 past it). `metrics`:
+        count requests for Prometheus (`GET /metrics`, see metrics.py). `canary_weight`: the share of requests
+        that go first to the instances of an unpromoted canary (None: their share of instances; see Balancer).
+        `clock` (time.monotonic) and `rng` (the canary draw) are for tests."""
         self.source = source
         self.keys = ApiKeys(api_keys)
         outliers = OutlierDetector(
@@ -100,10 +105,11 @@ class Gateway:
         self.balancer = Balancer(outliers, canary_weight=canary_weight, rng=rng)
         self.outliers = outliers
         self.max_body = max_body
+        self.budget = BodyBudget(max_buffered)
+        self._started = False
         self.connect_timeout = connect_timeout
         self.upstream_timeout = upstream_timeout or None
         self.stream_idle_timeout = stream_idle_timeout or None
-        self._client: httpx.AsyncClient | None = None
         self._watch: asyncio.Task[None] | None = None
         self._seen: RoutingTable | None = None
         self._routed: frozenset[tuple[bytes, int]] = frozenset()  # pool keys of the passing instances
@@ -122,15 +128,7 @@ class Gateway:
             except BaseException:
                 await self.source.stop()
                 raise
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                transport=self.pool,
-                # No read timeout here: the time to the first byte and the pauses of a stream have limits of
-                # their own (upstream_timeout, stream_idle_timeout), which one read timeout cannot tell apart.
-                timeout=httpx.Timeout(connect=self.connect_timeout, read=None, write=60.0, pool=None),
-                trust_env=False,  # proxy variables must not send model traffic elsewhere
-                follow_redirects=False,
-            )
+        self._started = True
         if self._watch is None:
             self._watch = asyncio.create_task(self._follow_table())
 
@@ -143,9 +141,9 @@ class Gateway:
         if self.waker is not None:
             await self.waker.stop()
         await self.source.stop()
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()  # closes the pool's connections too
+        if self._started:
+            self._started = False
+            await self.pool.aclose()
             self.pool = InstancePool()  # ready for another start()
 
     def asgi(self) -> Starlette:
@@ -302,108 +300,121 @@ class Gateway:
         """Handle one request to a routed path (the ASGI hot path)."""
         start = perf_counter()
         model = ""
+        body: Body | None = None
         waker = self.waker
         try:
-            self._authorize(scope)
-            body = await read_body(receive, self.max_body)
-            model = model_of(body)
-            if waker is not None and waker.knows(model):
-                await self._forward_waking(waker, model, path, body, scope, receive, send, start)
-                return
-            candidates = self.candidates(model)
-        except ApiError as exc:
-            # Only models the table knows get series of their own: a body can name anything.
-            self.metrics.refused(model if model and self.source.table.knows(model) else "", exc.status)
-            await send_error(send, exc)
-            return
-        headers = upstream_headers(scope, drop_authorization=bool(self.keys))
-        query = scope.get("query_string")
-        suffix = f"{path}?{query.decode('latin-1')}" if query else path
-        # The client may leave while the model works: then stop waiting and close the upstream request, which
-        # frees the model's slot instead of generating for nobody.
-        async with anyio.create_task_group() as group:
-            group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
             try:
-                await self._exchange(model, candidates, suffix, body, headers, send, start)
+                # The key first: a client without one gets no byte of its body read or held.
+                self._authorize(scope)
+                body = await read_model(receive, self.budget, self.max_body, _declared(scope))
+                model = body.model
+                if waker is not None and waker.knows(model):
+                    await self._forward_waking(waker, path, body, scope, receive, send, start)
+                    return
+                candidates = self.candidates(model)
             except ApiError as exc:
+                # Only models the table knows get series of their own: a body can name anything.
+                self.metrics.refused(model if model and self.source.table.knows(model) else "", exc.status)
                 await send_error(send, exc)
-            group.cancel_scope.cancel()
+                return
+            await self._guarded(candidates, path, body, scope, receive, send, start)
+        finally:
+            if body is not None and body.held:
+                self.budget.give(body.held)
+                body.held = 0
 
-    async def _forward_waking(
+    async def _guarded(
         self,
-        waker: Waker,
-        model: str,
+        candidates: Sequence[Endpoint] | None,
         path: str,
-        body: bytes,
+        body: Body,
         scope: Scope,
         receive: Receive,
         send: Send,
         start: float,
     ) -> None:
-        """`forward` for a model that may be at zero instances: the request counts as activity (no scale-down
-        while it runs) and, when the model has no passing instance, is held until it wakes."""
-        waker.begin(model)
+        """`_exchange`, stopped when the client leaves: the model may work for a while, and a request cut at
+        the instance frees its slot instead of generating for nobody. (`candidates` None: held for a waking
+        model, looked up once it is awake.)"""
+        watch = _ClientWatch(receive)
         try:
-            headers = upstream_headers(scope, drop_authorization=bool(self.keys))
+            if body.complete:
+                watch.start()  # else once the rest of the body is read: `receive` is the body's until then
+            if candidates is None:
+                waker = self.waker
+                assert waker is not None
+                if waker.must_hold(body.model, self.source.table):
+                    try:
+                        await waker.hold(body.model)
+                    except ApiError as exc:
+                        self.metrics.refused(body.model, exc.status)
+                        raise
+                candidates = self.candidates(body.model)
             query = scope.get("query_string")
-            suffix = f"{path}?{query.decode('latin-1')}" if query else path
-            async with anyio.create_task_group() as group:
-                # A client that leaves while held stops waiting (the wake goes on for the others).
-                group.start_soon(cancel_on_disconnect, receive, group.cancel_scope)
-                try:
-                    if waker.must_hold(model, self.source.table):
-                        try:
-                            await waker.hold(model)
-                        except ApiError as exc:
-                            self.metrics.refused(model, exc.status)
-                            raise
-                    candidates = self.candidates(model)
-                    await self._exchange(model, candidates, suffix, body, headers, send, start)
-                except ApiError as exc:
-                    await send_error(send, exc)
-                group.cancel_scope.cancel()
+            target = path.encode() + b"?" + query if query else path.encode()
+            await self._exchange(candidates, target, body, scope, receive, send, start, watch)
+        except ApiError as exc:
+            await send_error(send, exc)
+        except (asyncio.CancelledError, _ClientLeft):
+            if not watch.left:
+                raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                task.uncancel()
         finally:
-            waker.end(model)
+            watch.stop()
+
+    async def _forward_waking(
+        self, waker: Waker, path: str, body: Body, scope: Scope, receive: Receive, send: Send, start: float
+    ) -> None:
+        """`forward` for a model that may be at zero instances: the request counts as activity (no scale-down
+        while it runs) and, when the model has no passing instance, is held until it wakes (a client that
+        leaves while held stops waiting; the wake goes on for the others)."""
+        waker.begin(body.model)
+        try:
+            await self._guarded(None, path, body, scope, receive, send, start)
+        finally:
+            waker.end(body.model)
 
     async def _exchange(
         self,
-        model: str,
         candidates: Sequence[Endpoint],
-        suffix: str,
-        body: bytes,
-        headers: list[tuple[bytes, bytes]],
+        target: bytes,
+        body: Body,
+        scope: Scope,
+        receive: Receive,
         send: Send,
         start: float,
+        watch: _ClientWatch,
     ) -> None:
         """Send the request to the first candidate that takes it and relay its answer; `start`: when the
         request arrived (perf_counter), for the metrics."""
-        client = self._client
-        if client is None:
+        model = body.model
+        if not self._started:
             self.metrics.refused(model, 503)
             raise ApiError(503, "The gateway is starting.", "server_error", "starting")
         for endpoint in candidates:
-            request = client.build_request("POST", endpoint.origin + suffix, content=body, headers=headers)
             sent = self.balancer.acquire(endpoint)
             upstream = self.metrics.upstream(endpoint)
             upstream.in_flight.inc()
             code = CLIENT_LEFT  # until an answer or an error is sent: the client may leave first
+            connection: Connection | None = None
             try:
                 try:
-                    with anyio.fail_after(self.upstream_timeout):
-                        response = await client.send(request, stream=True)
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    connection = await self._request(endpoint, target, body, scope, receive, watch)
+                except ConnectFailed as exc:
                     # Nothing reached the instance, so another one can take the request safely.
                     code = 0  # not this instance's request: the next one takes it
                     upstream.failures["connection"].inc()
-                    log.warning("model %s: %s %s; trying the next instance", model, _where(endpoint), reason(exc))
+                    log.warning("model %s: %s %s; trying the next instance", model, _where(endpoint), exc)
                     self._report(self.outliers.failed(endpoint, self._peers(endpoint)))
                     continue
-                except (TimeoutError, httpx.TimeoutException) as exc:
+                except UpstreamTimeout as exc:
                     # Not retried elsewhere: the instance may be working on it (or hang), a second run costs.
-                    if isinstance(exc, TimeoutError):
+                    if str(exc):  # it does not even read the request
+                        waited = f"in time ({exc} for {seconds_text(WRITE_TIMEOUT)})"
+                    else:
                         waited = f"within {seconds_text(self.upstream_timeout)}"
-                    else:  # httpx's write timeout: the instance does not even read the request
-                        waited = f"in time ({reason(exc)})"
                     code = 504
                     upstream.failures["timeout"].inc()
                     failure = self.outliers.timed_out(endpoint, sent, self._peers(endpoint))
@@ -417,23 +428,26 @@ class Gateway:
                         "server_error",
                         "upstream_timeout",
                     ) from None
-                except httpx.TransportError as exc:
+                except UpstreamError as exc:
                     # The request may have reached the model: sending it again could run it twice.
                     code = 502
                     upstream.failures["connection"].inc()
-                    log.warning("model %s: %s failed before answering: %s", model, _where(endpoint), reason(exc))
+                    log.warning("model %s: %s failed before answering: %s", model, _where(endpoint), exc)
                     raise ApiError(
                         502,
-                        f"The instance of '{model}' failed before answering: {reason(exc)}.",
+                        f"The instance of '{model}' failed before answering: {exc}.",
                         "server_error",
                         "upstream_error",
                     ) from None
-                code = response.status_code
+                except ApiError as exc:  # the body the client kept sending was too large
+                    code = exc.status
+                    raise
+                code = connection.status
                 if code >= 500:
                     upstream.failures["5xx"].inc()
                 self.outliers.answered(endpoint)
                 try:
-                    relayed = await relay(response, send, self.stream_idle_timeout)
+                    relayed = await relay(connection, send, self.stream_idle_timeout)
                 except StreamCut as cut:
                     upstream.failures["timeout" if cut.timed_out else "connection"].inc()
                     log.warning("model %s: %s stopped in the middle of its answer, which is cut: %s",
@@ -441,18 +455,16 @@ class Gateway:
                     if cut.timed_out:
                         self._report(self.outliers.failed(endpoint, self._peers(endpoint)))
                 else:
+                    watch.stop()  # the answer is whole: the client may go
                     self.outliers.succeeded(endpoint)
-                    if relayed.first_chunk is not None and response.headers.get("content-type", "").startswith(
-                        "text/event-stream"
-                    ):
+                    if relayed.first_chunk is not None and _is_event_stream(connection):
                         upstream.first_byte.observe(relayed.first_chunk - start)
                     if code < 300:
                         upstream.usage(relayed.tail)
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await response.aclose()
                 return
             finally:
+                if connection is not None:
+                    self.pool.checkin(connection)  # kept for the next request only if its answer was read whole
                 if code:
                     upstream.answered(code)
                     upstream.duration.observe(perf_counter() - start)
@@ -461,6 +473,138 @@ class Gateway:
         # Nothing reached any instance: the same outage as when Consul already calls them all critical.
         self.metrics.refused(model, 503)
         raise no_healthy_instance(model, "none of its instances could be reached")
+
+    async def _request(
+        self, endpoint: Endpoint, target: bytes, body: Body, scope: Scope, receive: Receive, watch: _ClientWatch
+    ) -> Connection:
+        """Send the request to the instance and wait for the head of its answer: the connection, answered."""
+        key = instance_key(endpoint.origin)
+        host = b"%s:%d" % (endpoint.address.encode("idna"), endpoint.port)
+        fresh = False
+        while True:
+            connection = await self.pool.checkout(key, self.connect_timeout, fresh=fresh)
+            reused = connection.exchanges > 0
+            try:
+                await self._send_body(connection, host, target, body, scope, receive, watch)
+                await connection.head(self.upstream_timeout)
+                return connection
+            except UpstreamError as exc:
+                self.pool.checkin(connection)  # closed: not kept
+                if reused and exc.unanswered and body.complete:
+                    # The keep-alive race: the instance closed this idle connection as the request went out
+                    # (its idle timeout, or a restart), so it never read it. Sent once more on a new
+                    # connection, as HTTP clients do for a reused connection closed before any answer (Go's
+                    # net/http errServerClosedIdle); a new connection that fails so is not retried, nor a
+                    # request whose body went on from the client as it came (it cannot be sent twice).
+                    fresh = True
+                    continue
+                raise
+            except BaseException:
+                self.pool.checkin(connection)
+                raise
+
+    async def _send_body(
+        self,
+        connection: Connection,
+        host: bytes,
+        target: bytes,
+        body: Body,
+        scope: Scope,
+        receive: Receive,
+        watch: _ClientWatch,
+    ) -> None:
+        """Write the request: its head, the part of the body read to find the model, then the rest of the
+        body as the client sends it (with the client's Content-Length, else in chunks), never more than the
+        socket's buffers ahead of the instance."""
+        declared = None if body.complete else _declared(scope)
+        chunked = not body.complete and declared is None
+        if chunked:
+            framing = b"transfer-encoding: chunked\r\n"
+        else:
+            framing = b"content-length: %d\r\n" % (len(body.head) if declared is None else declared)
+        head = request_head(scope, target, host, framing, drop_authorization=bool(self.keys))
+        first = _chunk(body.head) if chunked and body.head else body.head
+        if len(first) < 65536:
+            connection.send(head + first)
+        else:
+            connection.send(head)
+            connection.write(first)
+        if body.complete:
+            return
+        await connection.drain(WRITE_TIMEOUT)
+        self.budget.give(body.held)  # it went on: the socket's own buffer is bounded by the drain
+        body.held = 0
+        size = len(body.head)
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                watch.left = True
+                raise _ClientLeft
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise too_large(self.max_body)
+            more = message.get("more_body", False)
+            if chunk:
+                connection.write(_chunk(chunk) if chunked else chunk)
+            if not more:
+                break
+            await connection.drain(WRITE_TIMEOUT)
+        if chunked:
+            connection.write(b"0\r\n\r\n")
+        watch.start()
+
+
+class _ClientLeft(Exception):
+    """The client went away while its body was being passed on."""
+
+
+class _ClientWatch:
+    """Cancels the request's task when the client disconnects: ASGI says so only through `receive()`, which
+    belongs to the body until it is read whole."""
+
+    __slots__ = ("_task", "_watch", "left", "receive")
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self._task = asyncio.current_task()
+        self._watch: asyncio.Task[None] | None = None
+        self.left = False
+
+    def start(self) -> None:
+        if self._watch is None:
+            self._watch = asyncio.ensure_future(self._wait())
+
+    async def _wait(self) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.left = True
+                if self._task is not None:
+                    self._task.cancel()
+                return
+
+    def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+
+def _declared(scope: Scope) -> int | None:
+    """The request's Content-Length (uvicorn has checked that it is a number), or None."""
+    value = header(scope, b"content-length")
+    return int(value) if value is not None else None
+
+
+def _chunk(data: bytes | bytearray) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _is_event_stream(connection: Connection) -> bool:
+    for key, value in connection.headers:
+        if key.lower() == b"content-type":
+            return value.startswith(b"text/event-stream")
+    return False
 
 
 def _where(endpoint: Endpoint) -> str:

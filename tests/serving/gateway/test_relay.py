@@ -7,8 +7,10 @@ import threading
 from collections.abc import Callable
 
 import httpx
+import pytest
 
-from nomad_gpustack.serving.gateway import StaticSource, model_of
+from nomad_gpustack.serving.gateway import ApiError, StaticSource, model_of
+from nomad_gpustack.serving.gateway.relay import ModelScan
 
 from ..fakes import FakeBackend, gateway
 from ..test_discovery import wait_until
@@ -53,3 +55,27 @@ def test_client_leaving_closes_the_upstream_stream(backends: Callable[..., FakeB
 
 def test_model_of() -> None:
     assert model_of(b'{"model": "m", "messages": []}') == "m"
+
+
+def test_the_model_is_found_in_a_body_read_piece_by_piece_without_reading_past_it() -> None:
+    body = json.dumps({"messages": [{"role": "user", "content": 'a "quoted" \\ {model} ]'}], "model": "m\u00e9",
+                       "rest": "x" * 1000}).encode()  # fmt: skip
+    scan, buffer = ModelScan(), bytearray()
+    for start in range(0, len(body), 3):  # cut anywhere: in strings, escapes, keys
+        buffer += body[start : start + 3]
+        model = scan.feed(buffer)
+        if model is not None:
+            break
+    assert model == "mé" and len(buffer) < 200  # found before the rest was read
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [(b"{not json", "invalid_json"), (b'["a list"]', "invalid_json"), (b'{"a": 1', "invalid_json"),
+     (b'{"messages": []}', "missing_model"), (b'{"model": 5}', "missing_model"), (b'{"model": ""}', "missing_model"),
+     (b'{"a": {"model": "inner"}}', "missing_model")],
+)  # fmt: skip
+def test_model_of_refuses_what_is_not_an_object_with_a_model(body: bytes, code: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        model_of(body)
+    assert refused.value.status == 400 and refused.value.code == code
