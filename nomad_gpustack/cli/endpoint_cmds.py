@@ -25,6 +25,7 @@ from .connection import (
 from .options import Choice, duration_seconds, format_option
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable
 
     from ..serving.chat import ChatClient, ChatOptions, Conversation
@@ -397,6 +398,20 @@ namespace (examples/acl/nomadgs-gateway.policy.hcl).
     default=100,  # the Waker's MAX_HELD (tested)
     help="requests held per model while it starts; more are answered 429 (default: 100)",
 )
+@click.option(
+    "--workers",
+    metavar="N|auto",
+    default="1",
+    help="processes serving on the one address, each following Consul; auto: one per CPU this process may use "
+    "(default: 1)",
+)
+@click.option(
+    "--drain-timeout",
+    metavar="DURATION",
+    default="30s",  # server.DRAIN_TIMEOUT (tested)
+    help="on SIGTERM or Ctrl-C, how long requests and streams in flight may run before they are cut; 0: no limit "
+    "(default: 30s)",
+)
 @consul_options
 @nomad_options
 def gateway(
@@ -413,13 +428,17 @@ def gateway(
     scale_to_zero: bool | None,
     hold_timeout: str,
     max_held: int,
+    workers: str,
+    drain_timeout: str,
     **connection: Any,
 ) -> int:
     import logging
 
+    from ..serving import gateway as package
     from ..serving.consul import ConsulWatcher
-    from ..serving.gateway import Gateway, bind, is_loopback, load_api_keys, parse_listen, run, serve
+    from ..serving.gateway import ApiKeys, Gateway, bind, is_loopback, load_api_keys, parse_listen, run, worker_count
     from ..urls import openai_base_url
+    from .root import exit_code
 
     host, port = parse_listen(listen)
     # 0 means no limit
@@ -427,6 +446,8 @@ def gateway(
     stream_idle = duration_seconds(stream_idle_timeout, "--stream-idle-timeout") or None
     ejection = duration_seconds(eject_for, "--eject-for")
     hold = duration_seconds(hold_timeout, "--hold-timeout")
+    drain = duration_seconds(drain_timeout, "--drain-timeout")
+    processes = worker_count(workers)
     if scale_to_zero is None:  # on when this gateway is told where Nomad is
         scale_to_zero = bool(connection.get("address") or os.environ.get("NOMAD_ADDR"))
     keys = load_api_keys(list(api_key), api_keys_file, os.environ)
@@ -438,32 +459,52 @@ def gateway(
     logger.setLevel(log_level.upper())
     if not keys and not is_loopback(host):
         say.warning(f"the gateway listens on {host} without API keys: anyone who reaches it can use the models")
-    waker = None
+    nomad = None
     if scale_to_zero:
         from ..serving.gateway.waker import Waker
 
         nomad = nomad_settings(connection)
-        waker = Waker(nomad, hold_timeout=hold, max_held=max_held)
-    sock = bind(host, port)
-    gateway = Gateway(
-        ConsulWatcher(settings, on_change=_log_changes()),
-        api_keys=keys,
-        upstream_timeout=upstream,
-        stream_idle_timeout=stream_idle,
-        eject_for=ejection,
-        metrics=not no_metrics,
-        canary_weight=canary_weight,
-        waker=waker,
-    )
-    zero = f"; scale to zero through Nomad at {waker.settings.address}" if waker is not None else ""
+    sock = bind(host, port, reuse_port=processes > 1)
+
+    def make_gateway() -> Gateway:
+        # Each worker process makes its own: its own watch of Consul, pool, ejections and waker.
+        return Gateway(
+            ConsulWatcher(settings, on_change=_log_changes()),
+            api_keys=keys,
+            upstream_timeout=upstream,
+            stream_idle_timeout=stream_idle,
+            eject_for=ejection,
+            metrics=not no_metrics,
+            canary_weight=canary_weight,
+            waker=Waker(nomad, hold_timeout=hold, max_held=max_held) if nomad is not None else None,
+        )
+
+    def worker(listening: socket.socket, ready: Callable[[], None]) -> int:
+        try:
+            serving = package.serve(make_gateway(), listening, log_level=log_level, access_log=access_log,
+                                    drain_timeout=drain, on_started=ready)  # fmt: skip
+            run(serving)
+        except (Exception, KeyboardInterrupt) as exc:  # in a worker process: said here, with its code
+            return exit_code(exc)
+        return EXIT_OK
+
+    zero = f"; scale to zero through Nomad at {nomad.address}" if nomad is not None else ""
+    several = f"; {processes} worker processes" if processes > 1 else ""
     say.info(
         f"gateway: {openai_base_url(host, port)} for the models in Consul at {settings.address}{zero}; "
-        + (f"{len(gateway.keys)} API key(s) accepted" if keys else "no API key required")
+        + (f"{len(ApiKeys(keys))} API key(s) accepted" if keys else "no API key required")
+        + several
     )
     try:
-        run(serve(gateway, sock, log_level=log_level, access_log=access_log))
-    except KeyboardInterrupt:  # Ctrl-C is how a gateway is stopped: a success, not an interruption
-        say.info("gateway stopped")
+        if processes > 1:
+            code = package.serve_workers(worker, sock, processes)
+        else:
+            gateway = make_gateway()
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C before it listens: stopped all the same
+                run(package.serve(gateway, sock, log_level=log_level, access_log=access_log, drain_timeout=drain))
+            code = EXIT_OK
     finally:
         sock.close()
-    return EXIT_OK
+    if code == EXIT_OK:
+        say.info("gateway stopped")
+    return code
