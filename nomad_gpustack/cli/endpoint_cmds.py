@@ -508,3 +508,60 @@ def gateway(
     if code == EXIT_OK:
         say.info("gateway stopped")
     return code
+
+
+@command(
+    "gateway-job",
+    short_help="the gateway as a Nomad service job (JSON or HCL)",
+    help=preformatted("""\
+The gateway as a Nomad service job: --replicas allocations on distinct nodes, each
+`nomadgs gateway --workers auto` in the image --image (build it with
+docker/build-local-images.sh), registered in Consul as nomadgs-gateway with a /health
+check, tagged for Prometheus. The API keys and the Nomad token are never in the job: the
+task reads them from the Nomad Variable nomad/jobs/nomadgs-gateway (items api_keys,
+nomad_token), e.g.
+  nomad var put nomad/jobs/nomadgs-gateway api_keys=KEY1,KEY2 nomad_token=TOKEN
+jobs/nomadgs-gateway.nomad.json and .hcl are this command's defaults.
+"""),
+)
+@click.option("--replicas", type=click.IntRange(1), default=2, metavar="N", help="gateways, one per node (default: 2)")
+@click.option("--image", metavar="IMAGE", help="the nomadgs image (default: local/nomadgs:VERSION)")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, metavar="PORT",
+    help="static port on every node; 0: one Nomad chooses (default: 8080)",
+)  # fmt: skip
+@click.option("--datacenter", "datacenters", multiple=True, metavar="DC", help="datacenters (repeatable)")
+@click.option(
+    "--nomad-address", metavar="URL",
+    help="Nomad's address from the task, for scale to zero (with the variable's nomad_token); default: off",
+)  # fmt: skip
+@click.option("--format", "output_format", type=Choice(("json", "hcl")), default="json", help="default: json")
+@click.option("-o", "--output", metavar="DIR", help="write DIR/nomadgs-gateway.nomad.json (or .hcl) instead of stdout")
+def gateway_job(
+    replicas: int,
+    image: str | None,
+    port: int,
+    datacenters: tuple[str, ...],
+    nomad_address: str | None,
+    output_format: str,
+    output: str | None,
+) -> int:
+    from pathlib import Path
+
+    from ..compile.gateway_job import IMAGE, JOB_ID, GatewayJobOptions
+    from ..compile.gateway_job import gateway_job as build
+    from ..nomad.render import SUFFIXES, Format, render_text
+    from .atomicfile import write_all_atomic
+
+    options = GatewayJobOptions(
+        replicas=replicas, image=image or IMAGE, port=port, datacenters=datacenters, nomad_address=nomad_address
+    )
+    fmt: Format = "hcl" if output_format == "hcl" else "json"
+    text = render_text(build(options), fmt)
+    if output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    path = Path(output) / f"{JOB_ID}{SUFFIXES[fmt]}"
+    write_all_atomic({path: text})
+    say.info(f"wrote {path}")
+    return EXIT_OK
