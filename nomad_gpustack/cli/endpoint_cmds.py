@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -23,6 +24,7 @@ from .connection import (
     read_secret,
 )
 from .options import Choice, duration_seconds, format_option
+from .root import exit_code
 
 if TYPE_CHECKING:
     import socket
@@ -438,7 +440,6 @@ def gateway(
     from ..serving.consul import ConsulWatcher
     from ..serving.gateway import ApiKeys, Gateway, bind, is_loopback, load_api_keys, parse_listen, run, worker_count
     from ..urls import openai_base_url
-    from .root import exit_code
 
     host, port = parse_listen(listen)
     # 0 means no limit
@@ -546,8 +547,6 @@ def gateway_job(
     output_format: str,
     output: str | None,
 ) -> int:
-    from pathlib import Path
-
     from ..compile.gateway_job import IMAGE, JOB_ID, GatewayJobOptions
     from ..compile.gateway_job import gateway_job as build
     from ..nomad.render import SUFFIXES, Format, render_text
