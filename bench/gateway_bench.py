@@ -3,6 +3,7 @@ its Prometheus metrics cost: the same gateway with them and without them (`--no-
 
     .venv/bin/python bench/gateway_bench.py [--seconds 3] [--concurrency 16] [--requests 1500]
     .venv/bin/python bench/gateway_bench.py --hung [--concurrency 16]
+    .venv/bin/python bench/gateway_bench.py --workers-only [--seconds 6] [--concurrency 16]
 
 A minimal raw-asyncio backend answers a tiny chat completion (JSON) and a streamed one (SSE: the first event at
 once, the others 2 ms apart). The backend and the gateway each run in a process of their own on 127.0.0.1; the
@@ -22,12 +23,18 @@ one core would do: the steadier ratio on a shared machine.
 With --hung, three backends behind the gateway take a steady load while one of them is stopped (SIGSTOP: its
 port still accepts connections) for 5 s: how many requests got a 504 and how long they waited, and the
 throughput before, during and after the hang.
+
+The last table (alone with --workers-only) is `--workers`: the throughput of the gateway with 2 worker
+processes on one socket (`serve_workers`, metrics in multiprocess mode) against 1, in alternating rounds of the
+same run, their ratio, and how the connections spread over the workers. The backend and the load client run on
+the same machine: on 2 cores they take CPU the workers would use, so the ratio is a floor.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -173,6 +180,24 @@ def run_gateway(sock: socket.socket, backend_ports: list[int], options: dict[str
                           health="passing") for n, port in enumerate(backend_ports)]  # fmt: skip
     # As `nomadgs gateway` runs it: on uvloop when installed.
     run(serve(Gateway(StaticSource(endpoints), **options), sock, log_level="warning"))
+
+
+def run_gateway_workers(sock: socket.socket, backend_ports: list[int], count: int) -> None:
+    """The gateway in `count` worker processes on `sock`, as `nomadgs gateway --workers` runs it."""
+    import logging
+
+    from nomad_gpustack.serving.discovery import Endpoint
+    from nomad_gpustack.serving.gateway import Gateway, StaticSource, run, serve, serve_workers
+
+    logging.getLogger("nomadgs").setLevel(logging.ERROR)
+    endpoints = [Endpoint(model=MODEL, service=MODEL, service_id=f"bench-{n}", address="127.0.0.1", port=port,
+                          health="passing") for n, port in enumerate(backend_ports)]  # fmt: skip
+
+    def worker(listening: socket.socket, ready: Callable[[], None]) -> int:
+        run(serve(Gateway(StaticSource(endpoints)), listening, log_level="warning", on_started=ready))
+        return 0
+
+    sys.exit(serve_workers(worker, sock, count))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -352,6 +377,87 @@ def metrics_work() -> float:
     return min(timeit.repeat(one, number=count, repeat=7)) / count
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (the gateway's workers)."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat_file.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat_file.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def accepted_by(pids: list[int], port: int) -> list[int]:
+    """How many established connections to `port` each process holds (from /proc/PID/net/tcp and its fds)."""
+    counts = []
+    for pid in pids:
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        count = 0
+        for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
+                count += 1
+        counts.append(count)
+    return counts
+
+
+def workers_comparison(args: argparse.Namespace) -> None:
+    """Throughput of the gateway with 2 workers against 1, alternating rounds, same backend and client."""
+    context = multiprocessing.get_context("fork")
+    from nomad_gpustack.serving.gateway import bind
+
+    backend_sock, one_sock = bound_socket(), bound_socket()
+    two_sock = bind("127.0.0.1", 0, reuse_port=True)  # as `--workers` binds it: the workers bind their own
+    backend_port, one_port, two_port = (s.getsockname()[1] for s in (backend_sock, one_sock, two_sock))
+    backend_sock.listen(1024)
+    processes = [
+        context.Process(target=run_backend, args=(backend_sock,), daemon=False),
+        context.Process(target=run_gateway, args=(one_sock, [backend_port]), daemon=False),
+        context.Process(target=run_gateway_workers, args=(two_sock, [backend_port], 2), daemon=False),
+    ]
+    for process in processes:
+        process.start()
+    spread: list[int] = []
+
+    async def rounds() -> dict[str, list[float]]:
+        rps: dict[str, list[float]] = {"1": [], "2": []}
+        for _ in range(THROUGHPUT_ROUNDS):
+            for name, port in (("1", one_port), ("2", two_port)):
+                connections = [await Connection(port).open() for _ in range(args.concurrency)]
+                if name == "2" and not spread:
+                    assert processes[2].pid is not None
+                    spread.extend(accepted_by(children(processes[2].pid), port))
+                for connection in connections:
+                    connection.close()
+                rate, _ = await throughput(port, args.concurrency, args.seconds / THROUGHPUT_ROUNDS)
+                rps[name].append(rate)
+        return rps
+
+    try:
+        for port in (backend_port, one_port, two_port):
+            wait_listening(port)
+        rps = asyncio.run(rounds())
+    finally:
+        for process in processes:
+            process.terminate()
+            process.join(15)
+    one, two = statistics.median(rps["1"]), statistics.median(rps["2"])
+    paired = sorted(b / a for a, b in zip(rps["1"], rps["2"], strict=True))
+    print(f"--workers: the gateway with 2 worker processes against 1, {os.cpu_count()} CPUs (backend and client "
+          f"on the same machine), c={args.concurrency}, {THROUGHPUT_ROUNDS} alternating rounds, medians")  # fmt: skip
+    print(f"{'':30}{'1 worker':>10}{'2 workers':>10}{'ratio':>10}")
+    print(f"{'throughput (req/s)':30}{one:10.0f}{two:10.0f}{two / one:10.2f}")
+    print(f"ratio per round: median {statistics.median(paired):.2f} (from {paired[0]:.2f} to {paired[-1]:.2f}); "
+          f"{args.concurrency} connections spread over the workers: {spread}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=6.0, help="throughput time per path (default 6)")
@@ -367,12 +473,16 @@ def main() -> None:
         "--baseline", metavar="DIR", help="with --data-path: also a gateway from another checkout (its nomad_gpustack/)"
     )
     parser.add_argument("--streams", type=int, default=8, help="concurrent streams for --data-path")
+    parser.add_argument("--workers-only", action="store_true", help="only the 2 workers against 1 comparison")
     args = parser.parse_args()
     if args.hung:
         hung_instance(args.concurrency)
         return
     if args.data_path:
         data_path_main(args)
+        return
+    if args.workers_only:
+        workers_comparison(args)
         return
 
     context = multiprocessing.get_context("fork")  # the bound sockets pass to the children as they are
@@ -441,6 +551,8 @@ def main() -> None:
           f"{work / (without_cpu / ms):.1%} of the CPU time of a request without them")  # fmt: skip
     print("(streams run one at a time and each ends in ~8 ms of idle waiting; on this VM every step of the\n"
           " next request then runs about twice as slow, which weighs on the gateway's longer path most)")  # fmt: skip
+    print()
+    workers_comparison(args)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@
 #                                                              with ggml-rpc-server and the RPC backend (distributed)
 #   local/consul:1.8.7                                          Consul dev agent
 #   local/nomadgs-downloader:hf-2.4.0                           Python + huggingface_hub for the prestart download
+#   local/nomadgs:VERSION                                       nomadgs from this checkout's wheel (the gateway job)
+#
+# To build only your own nomadgs image: docker/build-local-images.sh nomadgs (needs local/debian:bookworm-minbase,
+# which the script makes first, or edit docker/nomadgs/Dockerfile's FROM to any Debian bookworm image).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${CACHE:-$(dirname "$HERE")/.cache/docker-local}
@@ -15,6 +19,9 @@ HF_VERSION=2.4.0
 LLAMA_TAGS=(ghcr.io/ggml-org/llama.cpp:server local/llama.cpp:server)
 CONSUL_TAG=local/consul:1.8.7
 DOWNLOADER_TAG=local/nomadgs-downloader:hf-$HF_VERSION
+ROOT=$(dirname "$HERE")
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -1)
+NOMADGS_TAG=local/nomadgs:$VERSION
 mkdir -p "$CACHE"
 # The Debian mirror apt already uses: deb822 sources first, then one-line sources.list.
 MIRROR=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
@@ -59,6 +66,32 @@ build() {  # build TAG CONTEXT [more tags]
          -e '^ *$' >&2)
 }
 
+# nomadgs from this checkout: its wheel and its dependencies' (for bookworm's Python 3.11, x86_64), fetched on
+# the host like the downloader's. Rebuilt when the tag is missing or the sources changed since (a label).
+nomadgs_image() {
+  local sources context
+  sources=$(cd "$ROOT" && cat pyproject.toml $(find nomad_gpustack -name '*.py' | sort) | sha256sum | cut -c1-16)
+  [ "$(docker image inspect -f '{{index .Config.Labels "nomadgs.sources"}}' "$NOMADGS_TAG" 2>/dev/null)" = "$sources" ] \
+    && return 0
+  context="$CACHE/nomadgs-context"
+  rm -rf "$context" && mkdir -p "$context/wheels"
+  cp "$HERE/nomadgs/Dockerfile" "$context/"
+  echo "LABEL nomadgs.sources=$sources" >> "$context/Dockerfile"
+  step "pip wheel nomad-gpustack $VERSION"
+  python3 -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$context/wheels" "$ROOT" >/dev/null
+  python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: --dest "$context/wheels" \
+    --python-version 3.11 --implementation cp --abi cp311 --platform manylinux_2_28_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform linux_x86_64 \
+    "$context"/wheels/nomad_gpustack-*.whl 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+  build "$NOMADGS_TAG" "$context"
+  rm -rf "$context"
+}
+
+if [ "${1:-}" = nomadgs ]; then
+  base bookworm
+  nomadgs_image
+  exit 0
+fi
 base bookworm
 base sid
 have_llama "${LLAMA_TAGS[0]}" || build "${LLAMA_TAGS[0]}" "$HERE/llama" "${LLAMA_TAGS[@]:1}"
@@ -74,5 +107,6 @@ if ! have "$DOWNLOADER_TAG"; then
   build "$DOWNLOADER_TAG" "$context"
   rm -rf "$context"
 fi
+nomadgs_image
 docker image prune -f >/dev/null   # the dangling multi-stage "fetch" image
 docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^(local/|ghcr.io/ggml-org/)' | sort

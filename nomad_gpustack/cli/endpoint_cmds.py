@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -23,8 +24,10 @@ from .connection import (
     read_secret,
 )
 from .options import Choice, duration_seconds, format_option
+from .root import exit_code
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable
 
     from ..serving.chat import ChatClient, ChatOptions, Conversation
@@ -397,6 +400,20 @@ namespace (examples/acl/nomadgs-gateway.policy.hcl).
     default=100,  # the Waker's MAX_HELD (tested)
     help="requests held per model while it starts; more are answered 429 (default: 100)",
 )
+@click.option(
+    "--workers",
+    metavar="N|auto",
+    default="1",
+    help="processes serving on the one address, each following Consul; auto: one per CPU this process may use "
+    "(default: 1)",
+)
+@click.option(
+    "--drain-timeout",
+    metavar="DURATION",
+    default="30s",  # server.DRAIN_TIMEOUT (tested)
+    help="on SIGTERM or Ctrl-C, how long requests and streams in flight may run before they are cut; 0: no limit "
+    "(default: 30s)",
+)
 @consul_options
 @nomad_options
 def gateway(
@@ -413,12 +430,15 @@ def gateway(
     scale_to_zero: bool | None,
     hold_timeout: str,
     max_held: int,
+    workers: str,
+    drain_timeout: str,
     **connection: Any,
 ) -> int:
     import logging
 
+    from ..serving import gateway as package
     from ..serving.consul import ConsulWatcher
-    from ..serving.gateway import Gateway, bind, is_loopback, load_api_keys, parse_listen, run, serve
+    from ..serving.gateway import ApiKeys, Gateway, bind, is_loopback, load_api_keys, parse_listen, run, worker_count
     from ..urls import openai_base_url
 
     host, port = parse_listen(listen)
@@ -427,6 +447,8 @@ def gateway(
     stream_idle = duration_seconds(stream_idle_timeout, "--stream-idle-timeout") or None
     ejection = duration_seconds(eject_for, "--eject-for")
     hold = duration_seconds(hold_timeout, "--hold-timeout")
+    drain = duration_seconds(drain_timeout, "--drain-timeout")
+    processes = worker_count(workers)
     if scale_to_zero is None:  # on when this gateway is told where Nomad is
         scale_to_zero = bool(connection.get("address") or os.environ.get("NOMAD_ADDR"))
     keys = load_api_keys(list(api_key), api_keys_file, os.environ)
@@ -438,32 +460,107 @@ def gateway(
     logger.setLevel(log_level.upper())
     if not keys and not is_loopback(host):
         say.warning(f"the gateway listens on {host} without API keys: anyone who reaches it can use the models")
-    waker = None
+    nomad = None
     if scale_to_zero:
         from ..serving.gateway.waker import Waker
 
         nomad = nomad_settings(connection)
-        waker = Waker(nomad, hold_timeout=hold, max_held=max_held)
-    sock = bind(host, port)
-    gateway = Gateway(
-        ConsulWatcher(settings, on_change=_log_changes()),
-        api_keys=keys,
-        upstream_timeout=upstream,
-        stream_idle_timeout=stream_idle,
-        eject_for=ejection,
-        metrics=not no_metrics,
-        canary_weight=canary_weight,
-        waker=waker,
-    )
-    zero = f"; scale to zero through Nomad at {waker.settings.address}" if waker is not None else ""
+    sock = bind(host, port, reuse_port=processes > 1)
+
+    def make_gateway() -> Gateway:
+        # Each worker process makes its own: its own watch of Consul, pool, ejections and waker.
+        return Gateway(
+            ConsulWatcher(settings, on_change=_log_changes()),
+            api_keys=keys,
+            upstream_timeout=upstream,
+            stream_idle_timeout=stream_idle,
+            eject_for=ejection,
+            metrics=not no_metrics,
+            canary_weight=canary_weight,
+            waker=Waker(nomad, hold_timeout=hold, max_held=max_held) if nomad is not None else None,
+        )
+
+    def worker(listening: socket.socket, ready: Callable[[], None]) -> int:
+        try:
+            serving = package.serve(make_gateway(), listening, log_level=log_level, access_log=access_log,
+                                    drain_timeout=drain, on_started=ready)  # fmt: skip
+            run(serving)
+        except (Exception, KeyboardInterrupt) as exc:  # in a worker process: said here, with its code
+            return exit_code(exc)
+        return EXIT_OK
+
+    zero = f"; scale to zero through Nomad at {nomad.address}" if nomad is not None else ""
+    several = f"; {processes} worker processes" if processes > 1 else ""
     say.info(
         f"gateway: {openai_base_url(host, port)} for the models in Consul at {settings.address}{zero}; "
-        + (f"{len(gateway.keys)} API key(s) accepted" if keys else "no API key required")
+        + (f"{len(ApiKeys(keys))} API key(s) accepted" if keys else "no API key required")
+        + several
     )
     try:
-        run(serve(gateway, sock, log_level=log_level, access_log=access_log))
-    except KeyboardInterrupt:  # Ctrl-C is how a gateway is stopped: a success, not an interruption
-        say.info("gateway stopped")
+        if processes > 1:
+            code = package.serve_workers(worker, sock, processes)
+        else:
+            gateway = make_gateway()
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C before it listens: stopped all the same
+                run(package.serve(gateway, sock, log_level=log_level, access_log=access_log, drain_timeout=drain))
+            code = EXIT_OK
     finally:
         sock.close()
+    if code == EXIT_OK:
+        say.info("gateway stopped")
+    return code
+
+
+@command(
+    "gateway-job",
+    short_help="the gateway as a Nomad service job (JSON or HCL)",
+    help=preformatted("""\
+The gateway as a Nomad service job: --replicas allocations on distinct nodes, each
+`nomadgs gateway --workers auto` in the image --image (build it with
+docker/build-local-images.sh), registered in Consul as nomadgs-gateway with a /health
+check, tagged for Prometheus. The API keys and the Nomad token are never in the job: the
+task reads them from the Nomad Variable nomad/jobs/nomadgs-gateway (items api_keys,
+nomad_token), e.g.
+  nomad var put nomad/jobs/nomadgs-gateway api_keys=KEY1,KEY2 nomad_token=TOKEN
+jobs/nomadgs-gateway.nomad.json and .hcl are this command's defaults.
+"""),
+)
+@click.option("--replicas", type=click.IntRange(1), default=2, metavar="N", help="gateways, one per node (default: 2)")
+@click.option("--image", metavar="IMAGE", help="the nomadgs image (default: local/nomadgs:VERSION)")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, metavar="PORT",
+    help="static port on every node; 0: one Nomad chooses (default: 8080)",
+)  # fmt: skip
+@click.option("--datacenter", "datacenters", multiple=True, metavar="DC", help="datacenters (repeatable)")
+@click.option(
+    "--nomad-address", metavar="URL",
+    help="Nomad's address from the task, for scale to zero (with the variable's nomad_token); default: off",
+)  # fmt: skip
+@click.option("--format", "output_format", type=Choice(("json", "hcl")), default="json", help="default: json")
+@click.option("-o", "--output", metavar="DIR", help="write DIR/nomadgs-gateway.nomad.json (or .hcl) instead of stdout")
+def gateway_job(
+    replicas: int,
+    image: str | None,
+    port: int,
+    datacenters: tuple[str, ...],
+    nomad_address: str | None,
+    output_format: str,
+    output: str | None,
+) -> int:
+    from ..compile.gateway_job import IMAGE, JOB_ID, GatewayJobOptions
+    from ..compile.gateway_job import gateway_job as build
+    from ..nomad.render import SUFFIXES, Format, render_text
+    from .atomicfile import write_all_atomic
+
+    options = GatewayJobOptions(
+        replicas=replicas, image=image or IMAGE, port=port, datacenters=datacenters, nomad_address=nomad_address
+    )
+    fmt: Format = "hcl" if output_format == "hcl" else "json"
+    text = render_text(build(options), fmt)
+    if output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    path = Path(output) / f"{JOB_ID}{SUFFIXES[fmt]}"
+    write_all_atomic({path: text})
+    say.info(f"wrote {path}")
     return EXIT_OK

@@ -51,6 +51,7 @@ COMMANDS: dict[str, str] = {
     "endpoints": "nomad_gpustack.cli.endpoint_cmds:endpoints",
     "chat": "nomad_gpustack.cli.endpoint_cmds:chat",
     "gateway": "nomad_gpustack.cli.endpoint_cmds:gateway",
+    "gateway-job": "nomad_gpustack.cli.endpoint_cmds:gateway_job",
 }
 
 

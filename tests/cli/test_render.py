@@ -179,6 +179,7 @@ def test_jobs_folder_is_in_sync_with_examples(tmp_path: Path) -> None:
                 f"jobs/{rendered.name} is stale: run `nomadgs render examples/*.yaml --output jobs/ --format {fmt}`"
             )
     expected = {p.name for fmt in ("json", "hcl") for p in (tmp_path / fmt).iterdir()}
+    expected |= {"nomadgs-gateway.nomad.json", "nomadgs-gateway.nomad.hcl"}  # `nomadgs gateway-job` (tests/cli)
     assert {p.name for p in (ROOT / "jobs").iterdir()} == expected, "jobs/ holds files no example produces"
 
 

@@ -15,7 +15,8 @@ comes from), `balancer` (which instance takes a request), `outliers` (which inst
 for how long they are out), `pool` (connections to the instances), `relay`
 (a request and its answer passed through), `metrics` (what requests met, for Prometheus: GET /metrics, and
 the scrape targets of GET /metrics/targets), `keys` (API keys), `errors` (OpenAI-shaped errors), `waker` (models
-scaled to zero when idle and back on a request, through Nomad), `server` (listening and running).
+scaled to zero when idle and back on a request, through Nomad), `server` (listening and running,
+in one process or several: `serve_workers`).
 """
 
 from .app import MAX_BODY, ROUTED_PATHS, STREAM_IDLE_TIMEOUT, UPSTREAM_TIMEOUT, Gateway, create_app
@@ -25,12 +26,25 @@ from .keys import API_KEYS_ENV, ApiKeys, load_api_keys
 from .outliers import EJECT_AFTER, EJECT_FOR, MAX_MULTIPLIER, TRY_LAST_SECONDS, Ejection, Failure, OutlierDetector
 from .pool import InstancePool
 from .relay import model_of
-from .server import DEFAULT_LISTEN, BackgroundServer, bind, is_loopback, parse_listen, run, serve, uvicorn_config
+from .server import (
+    DEFAULT_LISTEN,
+    DRAIN_TIMEOUT,
+    BackgroundServer,
+    bind,
+    is_loopback,
+    parse_listen,
+    run,
+    serve,
+    serve_workers,
+    uvicorn_config,
+    worker_count,
+)
 from .source import RouteSource, StaticSource
 
 __all__ = [
     "API_KEYS_ENV",
     "DEFAULT_LISTEN",
+    "DRAIN_TIMEOUT",
     "EJECT_AFTER",
     "EJECT_FOR",
     "MAX_BODY",
@@ -59,5 +73,7 @@ __all__ = [
     "parse_listen",
     "run",
     "serve",
+    "serve_workers",
     "uvicorn_config",
+    "worker_count",
 ]

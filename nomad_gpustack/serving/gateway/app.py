@@ -63,6 +63,7 @@ UPSTREAM_TIMEOUT = 600.0  # seconds to the first byte of an answer: a long gener
 STREAM_IDLE_TIMEOUT = 120.0  # seconds between two chunks of an answer
 WATCH_SECONDS = 0.5  # how often the table and the idle connections are looked at between requests
 METRICS_PATH = "/metrics"
+HEALTH_PATH = "/health"  # the check of the gateway's own Consul service (a gateway run as a Nomad job)
 TARGETS_PATH = "/metrics/targets"  # as GPUStack's server serves its HTTP service discovery
 CLIENT_LEFT = 499  # the status counted for a client that left before its answer began (nginx's code for it)
 
@@ -162,6 +163,7 @@ class Gateway:
             Route("/v1/models", self._list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", self._get_model, methods=["GET"]),
             Route("/healthz", self._healthz, methods=["GET"]),
+            Route(HEALTH_PATH, self._health, methods=["GET"]),
         ]
         if not isinstance(self.metrics, NoMetrics):
             routes.append(Route(METRICS_PATH, self._metrics, methods=["GET"]))
@@ -211,6 +213,13 @@ class Gateway:
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "models": len(self.source.table.routes)})
+
+    async def _health(self, request: Request) -> Response:
+        """200 once the gateway has read its routing table (`start()` reads Consul before anything is served,
+        and a failed read keeps the last table), else 503: for a health check, open like /healthz."""
+        if not self._started:
+            return JSONResponse({"status": "starting"}, 503)
+        return JSONResponse({"status": "ok"})
 
     async def _metrics(self, request: Request) -> Response:
         # Open, like /healthz: Prometheus scrapes without the clients' keys; no secret is in the series.

@@ -11,20 +11,33 @@ scrapes (the gateway's own address), and a clash would rename ours to `exported_
 reaches no instance has `upstream=""`, and `model=""` unless the model is one the routing table knows: model
 names come from request bodies, and unknown ones must not make new series.
 
-One process only. With several worker processes (`--workers`, issue 19), each would count its own requests:
-prometheus_client's multiprocess mode is the seam (PROMETHEUS_MULTIPROC_DIR set before the workers start,
-the gauges created with `multiprocess_mode="livesum"`, and `/metrics` served from a registry holding a
-`MultiProcessCollector`); `GatewayMetrics.__init__` is the one place that creates the metrics.
+Several worker processes (`--workers`): when PROMETHEUS_MULTIPROC_DIR names a directory (set by the process
+that forks the workers: `server.serve_workers`), prometheus_client's multiprocess mode keeps each worker's
+values in files there, and `/metrics`, from whichever worker answers it, reads them all: counters and
+histograms summed over every worker that ever ran (a restarted worker's counts stay), the gauges summed over
+the live ones (`livesum`). The instances per model are the answering worker's view of Consul (each follows it),
+the ejected ones its own: ejections are per process. Series cannot be removed from those files, so the series of
+instances no longer in the table are left out of `/metrics` instead. No process_* series: they would be one
+worker's, named as the gateway's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    multiprocess,
+    values,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.platform_collector import PlatformCollector
@@ -39,6 +52,7 @@ if TYPE_CHECKING:
     from ..discovery import Endpoint, RoutingTable
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's name for it
 PREFIX = "nomadgs_gateway_"
 # LLM answers take from milliseconds (an embedding) to many minutes (a long generation).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -107,6 +121,17 @@ class GatewayMetrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._shared = os.environ.get(MULTIPROCESS_ENV) or None
+        if self._shared:
+            # prometheus_client chooses where values live when it is first imported, maybe before the variable
+            # was set: choose again, before any metric is made.
+            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+            # The metrics made below are kept in `registry` but not read from it: /metrics reads every
+            # worker's files through `_exposed`.
+            self._exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._exposed, self._shared)  # type: ignore[no-untyped-call]
+        else:
+            self._exposed = r
         labels = ("model", "upstream")
         self.requests = Counter(
             PREFIX + "requests", "Requests to the routed OpenAI paths, by the status code the client got.",
@@ -124,12 +149,12 @@ class GatewayMetrics:
         )  # fmt: skip
         self.in_flight = Gauge(
             PREFIX + "requests_in_flight", "Requests sent to an instance and not yet answered in full.",
-            labels, registry=r,
+            labels, registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
         self.held = Gauge(
             PREFIX + "requests_held",
             "Requests held for a model with no instance to take them, waiting for one to start.",
-            ("model",), registry=r,
+            ("model",), registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
         self.scale_calls = Counter(
             PREFIX + "scale_calls",
@@ -169,9 +194,11 @@ class GatewayMetrics:
             PREFIX + "completion_tokens", "Completion tokens, from the OpenAI usage of answers that report it.",
             labels, registry=r,
         )  # fmt: skip
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
+        if not self._shared:
+            ProcessCollector(registry=r)
+        PlatformCollector(registry=self._exposed)
         self._upstreams: dict[tuple[str, str, int], Upstream] = {}
+        self._table: Callable[[], RoutingTable] | None = None
         self._refused: dict[tuple[str, int], Any] = {}
 
     def upstream(self, endpoint: Endpoint) -> Upstream:
@@ -207,13 +234,19 @@ class GatewayMetrics:
 
     def follow(self, table: Callable[[], RoutingTable], ejected: Callable[[], list[Endpoint]]) -> None:
         """Report the instances of each model, and those ejected, as Prometheus reads them."""
-        self.registry.register(_InstancesCollector(table, ejected))
+        self._exposed.register(_InstancesCollector(table, ejected))
+        if self._shared:
+            self._table = table
 
     def forget(self, table: RoutingTable, busy: Callable[[str, int], bool]) -> bool:
         """Drop the series of the instances no longer in `table` whose requests have all ended (`busy(address,
         port)` says whether one runs): each reschedule brings a new address and port, whose series must not
         pile up for the life of the gateway. False while some are left for later (still busy)."""
         current = {(e.model, e.address, e.port) for e in table.endpoints}
+        if self._shared:  # nothing can be removed from the files: `exposition` leaves them out
+            for key in [key for key in self._upstreams if key not in current and not busy(key[1], key[2])]:
+                del self._upstreams[key]
+            return True
         done = True
         for key, upstream in list(self._upstreams.items()):
             if key in current:
@@ -233,7 +266,9 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         """The metrics in Prometheus' text format."""
-        return generate_latest(self.registry)
+        if self._shared and self._table is not None:
+            return generate_latest(_Routed(self._exposed, self._table))
+        return generate_latest(self._exposed)
 
 
 class _Nothing:
@@ -330,6 +365,29 @@ class _InstancesCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # names not known before the first table: the registry asks collect() for them
+
+
+class _Routed(Collector):
+    """A registry's metrics without the series of instances no longer in the routing table (`upstream`
+    not empty and not one of the table's): in multiprocess mode, where they cannot be removed."""
+
+    def __init__(self, registry: CollectorRegistry, table: Callable[[], RoutingTable]) -> None:
+        self._registry = registry
+        self._table = table
+
+    def collect(self) -> Iterator[Metric]:
+        routed = {(e.model, _where(e)) for e in self._table().endpoints}
+        for metric in self._registry.collect():
+            metric.samples = [
+                s for s in metric.samples
+                if not s.labels.get("upstream") or (s.labels.get("model", ""), s.labels["upstream"]) in routed
+            ]  # fmt: skip
+            yield metric
+
+
+def worker_gone(pid: int, directory: str) -> None:
+    """Drop the live gauges of a worker process that ended (its counters stay: they are counts)."""
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 def usage_in(tail: Sequence[bytes]) -> tuple[int, int] | None:

@@ -1,0 +1,69 @@
+"""`nomadgs gateway-job`: the gateway as a Nomad service job, in jobs/, without secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nomad_gpustack import __version__
+from nomad_gpustack.cli import main
+from nomad_gpustack.compile.gateway_job import GatewayJobOptions, gateway_job
+from nomad_gpustack.contract.jobspec import validate_job
+from nomad_gpustack.contract.metadata import GATEWAY_SERVICE, META_METRICS_PATH, TAG_METRICS
+
+from ..support.components import ROOT
+
+
+def test_jobs_folder_holds_the_gateway_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for fmt in ("json", "hcl"):
+        assert main(["gateway-job", "--output", str(tmp_path), "--format", fmt]) == 0
+        name = f"nomadgs-gateway.nomad.{fmt}"
+        assert (ROOT / "jobs" / name).read_text() == (tmp_path / name).read_text(), (
+            f"jobs/{name} is stale: run `nomadgs gateway-job --output jobs/ --format {fmt}`"
+        )
+    capsys.readouterr()
+    assert main(["gateway-job"]) == 0
+    assert capsys.readouterr().out == (ROOT / "jobs" / "nomadgs-gateway.nomad.json").read_text()
+
+
+def test_the_gateway_job() -> None:
+    job = gateway_job(GatewayJobOptions(replicas=3, datacenters=("dc1",)))
+    assert validate_job(json.loads(json.dumps(job))) == job  # the strict models take it as it is
+    assert job["Constraints"] == [{"Operand": "distinct_hosts", "RTarget": "true"}]
+    (group,) = job["TaskGroups"]
+    assert group["Count"] == 3 and job["Datacenters"] == ["dc1"]
+    (service,) = group["Services"]
+    assert service["Name"] == GATEWAY_SERVICE and service["Tags"] == [TAG_METRICS]
+    assert service["Meta"] == {META_METRICS_PATH: "/metrics"}
+    assert [(c["Type"], c["Path"]) for c in service["Checks"]] == [("http", "/health")]
+    (task,) = group["Tasks"]
+    assert task["Config"]["image"] == f"local/nomadgs:{__version__}"
+    args = task["Config"]["args"]
+    assert args[args.index("--workers") + 1] == "auto" and "--no-scale-to-zero" in args
+    assert task["KillSignal"] == "SIGTERM" and task["KillTimeout"] > 30 * 10**9  # longer than the drain
+    (template,) = task["Templates"]
+    assert template["Envvars"] and template["DestPath"].startswith("secrets/")
+    assert 'nomadVar "nomad/jobs/nomadgs-gateway"' in template["EmbeddedTmpl"]
+    with_nomad = gateway_job(GatewayJobOptions(nomad_address="http://127.0.0.1:4646"))
+    task = with_nomad["TaskGroups"][0]["Tasks"][0]
+    assert task["Env"]["NOMAD_ADDR"] == "http://127.0.0.1:4646" and "--no-scale-to-zero" not in task["Config"]["args"]
+
+
+def test_no_secret_reaches_the_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys and tokens in the environment of whoever renders the job never enter it: the task reads them from
+    a Nomad Variable."""
+    monkeypatch.setenv("NOMADGS_GATEWAY_API_KEYS", "sk-secret-key-1,sk-secret-key-2")
+    monkeypatch.setenv("NOMAD_TOKEN", "secret-nomad-token-0000")
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "secret-consul-token-1111")
+    for fmt in ("json", "hcl"):
+        assert main(["gateway-job", "--format", fmt, "--nomad-address", "http://10.0.0.1:4646"]) == 0
+        text = capsys.readouterr().out
+        assert "NOMADGS_GATEWAY_API_KEYS={{ . }}" in text.replace('\\"', '"') and "NOMAD_TOKEN={{ . }}" in text
+        for secret in ("sk-secret-key", "secret-nomad-token", "secret-consul-token"):
+            assert secret not in text
+    for path in (ROOT / "jobs").glob("nomadgs-gateway.*"):
+        assert "secret" not in path.read_text().replace("secrets/gateway.env", "")
