@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from nomad_gpustack.contract.metadata import META_IDLE_AFTER, META_SCALE_GROUP
-
 from .support.components import GGUF_NAME
-from .support.helpers import compile_yaml, http_json, running_gateway, wait_until
+from .support.helpers import http_json, running_gateway, wait_until
+from .support.helpers import sleepy_job as helpers_sleepy_job
 from .test_e2e_docker import LOOPBACK, NOMAD_BLOCK, Cluster, docker_cluster
 
 if TYPE_CHECKING:
@@ -44,14 +43,9 @@ backend_parameters: ["{LOOPBACK}", "--threads 2", "--parallel 4"]
 
 
 def sleepy_job(idle_after: str = IDLE_AFTER) -> dict[str, Any]:
-    """The deployment compiled, made a job that scales to zero by hand (count 0 and the scale-to-zero meta on the
-    compiled job, until the `nomad.scaling` deployment key compiles them)."""
-    job: dict[str, Any] = compile_yaml(DEPLOYMENT).job  # type: ignore[assignment]
-    group = job["TaskGroups"][0]
-    group["Count"] = 0
-    job["Meta"][META_IDLE_AFTER] = idle_after
-    job["Meta"][META_SCALE_GROUP] = group["Name"]
-    return job
+    """The deployment with `nomad.scaling` at min 0 and no replica, compiled; its idle time shortened for the
+    test."""
+    return helpers_sleepy_job(DEPLOYMENT, idle_after)
 
 
 def register(cluster: Cluster, job: dict[str, Any]) -> None:

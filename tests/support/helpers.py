@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from nomad_gpustack.compile.build import Compiled, build
+from nomad_gpustack.contract.metadata import META_IDLE_AFTER
 from nomad_gpustack.spec.backend import Backend
 from nomad_gpustack.spec.catalog import Catalog, parse_backends
 from nomad_gpustack.spec.deployment import Deployment
@@ -90,6 +91,19 @@ def catalog_with(*texts: str) -> Catalog:
 
 def compile_yaml(data: dict[str, Any] | str, *backend_texts: str) -> Compiled:
     return build(deployment(data), catalog_with(*backend_texts))
+
+
+def sleepy_job(deployment_yaml: str, idle_after: str, count: int = 0) -> dict[str, Any]:
+    """The deployment with `nomad.scaling: {min: 0, max: 1, idle_after: 2m}` and `replicas: count`, compiled: a job
+    the gateway scales to zero and back. The key refuses less than 2m (scrape and Autoscaler delays); a test that
+    cannot wait that long shortens the compiled idle time to `idle_after`."""
+    data = yaml.safe_load(deployment_yaml)
+    data["replicas"] = count
+    data["nomad"] = {**(data.get("nomad") or {}), "scaling": {"min": 0, "max": 1, "idle_after": "2m"}}
+    job: dict[str, Any] = compile_yaml(data).job  # type: ignore[assignment]
+    assert job["Meta"][META_IDLE_AFTER] == "2m" and job["TaskGroups"][0]["Count"] == count
+    job["Meta"][META_IDLE_AFTER] = idle_after
+    return job
 
 
 def main_task(compiled: Compiled) -> Any:

@@ -254,7 +254,7 @@ class Gateway:
         instances = table.routes.get(model)
         if instances:
             return self.balancer.order(model, instances)  # never empty: the outliers leave one in rotation
-        if table.knows(model):
+        if table.knows(model) or (self.waker is not None and self.waker.has_job(model)):
             raise no_healthy_instance(model)
         raise not_found(model)
 

@@ -147,6 +147,7 @@ class Waker:
         self.consul = consul
         self.activity: Activity | None = None
         self.sleepers: dict[str, Sleeper] = {}
+        self.deployed: frozenset[str] = frozenset()  # the models of every running job nomadgs compiled
         self.api = NomadAPI(settings)
         self._models: dict[str, _Model] = {}
         self._http: Any = None
@@ -210,6 +211,11 @@ class Waker:
     def knows(self, model: str) -> bool:
         """Whether `model` is one that may be at zero instances."""
         return model in self.sleepers
+
+    def has_job(self, model: str) -> bool:
+        """Whether a job that nomadgs compiled runs `model`, registered instances or not: while its instances
+        are down (a crash, a distributed replica restarting as a whole) it is unavailable, not unknown."""
+        return model in self.deployed
 
     def must_hold(self, model: str, table: RoutingTable) -> bool:
         """Whether a request for `model` must wait for it to wake: it may be at zero and has no passing
@@ -483,6 +489,10 @@ class Waker:
         log.warning("following Nomad's jobs: %s; retried after %.1fs", what, delay)
 
     def _set(self, stubs: Iterable[JobStub]) -> None:
+        stubs = list(stubs)
+        self.deployed = frozenset(
+            model for stub in stubs if not stub.Stop and is_managed(stub.Meta) and (model := model_name(stub.Meta))
+        )
         found = sleepers(stubs)
         for model, sleeper in found.items():
             if model not in self.sleepers:

@@ -22,7 +22,6 @@ import hcl2
 import httpx
 import pytest
 
-from nomad_gpustack.contract.metadata import META_IDLE_AFTER, META_SCALE_GROUP
 from nomad_gpustack.serving.gateway import Gateway, GatewayError, StaticSource
 from nomad_gpustack.serving.gateway.activity import PREFIX
 from nomad_gpustack.serving.gateway.waker import CAPABILITIES, HOLD_TIMEOUT, MAX_HELD, Waker
@@ -31,6 +30,7 @@ from nomad_gpustack.settings import ConsulSettings, NomadSettings
 from ...support.components import ROOT
 from ...support.hcl_reader import OPTIONS
 from ...support.helpers import compile_yaml, http_json, wait_until
+from ...support.helpers import sleepy_job as helpers_sleepy_job
 from ...support.nomad_double import NomadDouble
 from ..fakes import FakeBackend, gateway
 
@@ -38,14 +38,8 @@ EXAMPLE = (ROOT / "examples" / "llamacpp-qwen2.5-0.5b-cpu.yaml").read_text()
 
 
 def sleepy_job(idle_after: str = "1m", count: int = 0) -> dict[str, Any]:
-    """The example deployment compiled, made a job that scales to zero by hand: the scale-to-zero meta and the
-    group's count set on the compiled job (until the `nomad.scaling` deployment key compiles them)."""
-    job: dict[str, Any] = compile_yaml(EXAMPLE).job  # type: ignore[assignment]
-    group = job["TaskGroups"][0]
-    group["Count"] = count
-    job["Meta"][META_IDLE_AFTER] = idle_after
-    job["Meta"][META_SCALE_GROUP] = group["Name"]
-    return job
+    """The example deployment with `nomad.scaling` at min 0, compiled; its idle time shortened for the test."""
+    return helpers_sleepy_job(EXAMPLE, idle_after, count)
 
 
 def register(double: NomadDouble, job: dict[str, Any]) -> None:
@@ -210,6 +204,21 @@ def test_a_request_held_too_long_is_a_503_with_retry_after(
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     error = response.json()["error"]
     assert error["code"] == "model_starting" and "scaled to zero" in error["message"]
+
+
+def test_a_model_whose_job_runs_without_a_passing_instance_is_unavailable_not_unknown(
+    double: NomadDouble, backends: Callable[..., FakeBackend]
+) -> None:
+    """While a model's instances are all down (a crash, a distributed replica restarting as a whole, when Nomad
+    deregisters the leader's service), Consul no longer lists it: the job list still does, so the answer is 503
+    no_healthy_instance (try again), not 404 model_not_found. A model no job runs stays 404."""
+    job: dict[str, Any] = compile_yaml(EXAMPLE).job  # type: ignore[assignment]
+    register(double, job)
+    model = job["Meta"]["gpustack_model"]
+    with sleepy_gateway(double, backends("A"), job) as (client, _, _):  # the gate never opens: no instance
+        down, unknown = ask(client, model), ask(client, "no-such-model")
+    assert down.status_code == 503 and down.json()["error"]["code"] == "no_healthy_instance"
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
 
 
 def test_more_held_requests_than_max_held_are_refused_with_429(
