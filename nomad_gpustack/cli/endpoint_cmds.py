@@ -23,7 +23,7 @@ from .connection import (
     nomad_settings,
     read_secret,
 )
-from .options import Choice, duration_seconds, format_option
+from .options import Choice, duration_seconds, format_option, size_bytes
 from .root import exit_code
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ PROVIDERS = ("consul", "nomad", "all")
 # serving.chat.API_KEY_ENV (tested), written out: the command list imports no client
 CHAT_ENV = (("NOMADGS_API_KEY", "API key for --url (or use --api-key-file)"),)
 GATEWAY_ENV = (("NOMADGS_GATEWAY_API_KEYS", "accepted API keys, comma- or space-separated (never printed)"),)
+MIN_BUFFERED = 1024 * 1024  # --max-buffered: below it a body's first chunks would not fit
 
 
 def discovery_options(f: F) -> F:
@@ -401,6 +402,13 @@ namespace (examples/acl/nomadgs-gateway.policy.hcl).
     help="requests held per model while it starts; more are answered 429 (default: 100)",
 )
 @click.option(
+    "--max-buffered",
+    metavar="SIZE",
+    default="128MiB",  # the Gateway's MAX_BUFFERED (tested)
+    help="what the request bodies read to find their model may hold together; past it, 503 gateway_busy with "
+    "Retry-After (default: 128MiB)",
+)
+@click.option(
     "--workers",
     metavar="N|auto",
     default="1",
@@ -430,6 +438,7 @@ def gateway(
     scale_to_zero: bool | None,
     hold_timeout: str,
     max_held: int,
+    max_buffered: str,
     workers: str,
     drain_timeout: str,
     **connection: Any,
@@ -448,6 +457,9 @@ def gateway(
     ejection = duration_seconds(eject_for, "--eject-for")
     hold = duration_seconds(hold_timeout, "--hold-timeout")
     drain = duration_seconds(drain_timeout, "--drain-timeout")
+    buffered = size_bytes(max_buffered, "--max-buffered")
+    if buffered < MIN_BUFFERED:  # a body's first chunks must fit, or every request would be refused
+        raise InputError(Problem(f"{max_buffered} is too small", field="--max-buffered", hint="at least 1MiB"))
     processes = worker_count(workers)
     if scale_to_zero is None:  # on when this gateway is told where Nomad is
         scale_to_zero = bool(connection.get("address") or os.environ.get("NOMAD_ADDR"))
@@ -477,6 +489,7 @@ def gateway(
             eject_for=ejection,
             metrics=not no_metrics,
             canary_weight=canary_weight,
+            max_buffered=buffered,
             waker=Waker(nomad, hold_timeout=hold, max_held=max_held) if nomad is not None else None,
         )
 

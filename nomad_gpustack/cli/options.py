@@ -98,6 +98,16 @@ def deployment_argument(f: F) -> F:
     )(f)
 
 
+def size_bytes(text: str, flag: str) -> int:
+    """A size flag (`128MiB`, `1GiB`) in bytes; InputError naming the flag when it is not one."""
+    from ..sizes import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise InputError(Problem(str(exc), field=flag)) from None
+
+
 def duration_seconds(text: str, flag: str) -> float:
     """A duration flag (`30s`, `10m`, `2h`) in seconds; InputError naming the flag when it is not one."""
     from ..durations import SECOND, parse_duration

@@ -119,3 +119,24 @@ def test_gateway_command_keeps_metrics_unless_told_not_to(monkeypatch: pytest.Mo
     routes = [{getattr(r, "path", "") for r in g.asgi().routes} for g in served]
     assert "/metrics" in routes[0] and "/metrics" not in routes[1]
     assert "/metrics/targets" in routes[0] & routes[1]
+
+
+def test_gateway_command_body_budget(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from nomad_gpustack.serving.gateway.app import MAX_BUFFERED
+
+    served: list[Gateway] = []
+
+    async def serve(gateway: Gateway, sock: socket.socket, **options: object) -> None:
+        served.append(gateway)
+
+    monkeypatch.setattr("nomad_gpustack.serving.gateway.serve", serve)
+    argv = ["gateway", "--listen", "127.0.0.1:0", "--consul-address", f"127.0.0.1:{free_port()}"]
+    assert main(argv) == 0
+    assert main([*argv, "--max-buffered", "1GiB"]) == 0
+    assert [g.budget.limit for g in served] == [MAX_BUFFERED, 1024**3]  # the command's default is the gateway's
+    capsys.readouterr()
+    assert main([*argv, "--max-buffered", "lots"]) == 2
+    assert "--max-buffered" in capsys.readouterr().err
+    assert main([*argv, "--max-buffered", "100KiB"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-buffered" in err and "too small" in err and "at least 1MiB" in err
