@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..contract.metadata import GATEWAY_HELD, GATEWAY_IN_FLIGHT, GATEWAY_INSTANCES, GATEWAY_REQUESTS
 from ..durations import HOUR, MINUTE, format_duration
 from ..errors import InputError
 from ..spec.deployment import Deployment
@@ -42,12 +43,9 @@ IDLE_MARGIN = MINUTE  # the in-flight floor ends this long before idle_after: sc
 MIN_IDLE_AFTER = 2 * MINUTE
 DEFAULT_TARGET_QUEUE = 1
 
-# The gateway's series (serving/gateway/metrics.py; tests/test_e2e_scaling_queries.py scrapes the gateway's
-# own metrics with them). Labels: model (and upstream, the instance).
-GATEWAY_IN_FLIGHT = "nomadgs_gateway_requests_in_flight"
-GATEWAY_HELD = "nomadgs_gateway_requests_held"
-GATEWAY_INSTANCES = "nomadgs_gateway_instances"
-GATEWAY_REQUESTS = "nomadgs_gateway_requests_total"
+# The gateway's series (declared by serving/gateway/metrics.py with the same contract names;
+# tests/test_e2e_scaling_queries.py scrapes the gateway's own metrics with them). Labels: model (and upstream).
+GATEWAY_REQUESTS_TOTAL = GATEWAY_REQUESTS + "_total"
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ def in_flight_query(model: str, window: int, idle_window: int | None = None) -> 
         f" + (sum(avg_over_time({GATEWAY_HELD}{label}[{w}])) or vector(0))"
     )
     if idle_window is not None:
-        recent = f"sum(increase({GATEWAY_REQUESTS}{label}[{format_duration(idle_window)}])) > bool 0"
+        recent = f"sum(increase({GATEWAY_REQUESTS_TOTAL}{label}[{format_duration(idle_window)}])) > bool 0"
         load = f"clamp_min({load}, scalar({recent} or vector(0)))"
     else:
         load = f"({load})"

@@ -57,6 +57,14 @@ TAG_CANARY = "canary"
 TAG_METRICS = "nomadgs-metrics"
 META_METRICS_PATH = "metrics_path"
 META_METRICS_PORT = "metrics_port"
+# The gateway's series that the compiled scaling policies query (compile.scaling writes the PromQL, the
+# gateway's metrics module declares them): one name for each, here. prometheus_client adds `_total` to a
+# counter's name in the exposition.
+GATEWAY_METRIC_PREFIX = "nomadgs_gateway_"
+GATEWAY_IN_FLIGHT = GATEWAY_METRIC_PREFIX + "requests_in_flight"
+GATEWAY_HELD = GATEWAY_METRIC_PREFIX + "requests_held"
+GATEWAY_INSTANCES = GATEWAY_METRIC_PREFIX + "instances"
+GATEWAY_REQUESTS = GATEWAY_METRIC_PREFIX + "requests"  # a counter: `nomadgs_gateway_requests_total`
 # The gateway's own name as a scrape target (its Consul service, when it runs as a Nomad job, and the target
 # its HTTP service discovery lists for itself).
 GATEWAY_SERVICE = "nomadgs-gateway"

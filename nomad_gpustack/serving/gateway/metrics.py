@@ -44,6 +44,13 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from ...contract.metadata import (
+    GATEWAY_HELD,
+    GATEWAY_IN_FLIGHT,
+    GATEWAY_INSTANCES,
+    GATEWAY_METRIC_PREFIX,
+    GATEWAY_REQUESTS,
+)
 from ...urls import host_port
 
 if TYPE_CHECKING:
@@ -53,7 +60,7 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's name for it
-PREFIX = "nomadgs_gateway_"
+PREFIX = GATEWAY_METRIC_PREFIX
 # LLM answers take from milliseconds (an embedding) to many minutes (a long generation).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 # The first token waits for the prompt's prefill, and for a slot when the engine is busy.
@@ -134,7 +141,7 @@ class GatewayMetrics:
             self._exposed = r
         labels = ("model", "upstream")
         self.requests = Counter(
-            PREFIX + "requests", "Requests to the routed OpenAI paths, by the status code the client got.",
+            GATEWAY_REQUESTS, "Requests to the routed OpenAI paths, by the status code the client got.",
             (*labels, "code"), registry=r,
         )  # fmt: skip
         self.duration = Histogram(
@@ -148,11 +155,11 @@ class GatewayMetrics:
             labels, registry=r, buckets=FIRST_BYTE_BUCKETS,
         )  # fmt: skip
         self.in_flight = Gauge(
-            PREFIX + "requests_in_flight", "Requests sent to an instance and not yet answered in full.",
+            GATEWAY_IN_FLIGHT, "Requests sent to an instance and not yet answered in full.",
             labels, registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
         self.held = Gauge(
-            PREFIX + "requests_held",
+            GATEWAY_HELD,
             "Requests held for a model with no instance to take them, waiting for one to start.",
             ("model",), registry=r, multiprocess_mode="livesum",
         )  # fmt: skip
@@ -348,7 +355,7 @@ class _InstancesCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         table = self._table()
         passing = GaugeMetricFamily(
-            PREFIX + "instances", "Instances of the model passing their health checks (in the routing table).",
+            GATEWAY_INSTANCES, "Instances of the model passing their health checks (in the routing table).",
             labels=["model"],
         )  # fmt: skip
         out = GaugeMetricFamily(
