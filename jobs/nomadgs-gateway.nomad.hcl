@@ -20,7 +20,7 @@ job "nomadgs-gateway" {
         args = [
           "gateway",
           "--listen",
-          "0.0.0.0:${NOMAD_PORT_http}",
+          "${NOMAD_ADDR_http}",
           "--workers",
           "auto",
           "--drain-timeout",

@@ -546,6 +546,10 @@ jobs/nomadgs-gateway.nomad.json and .hcl are this command's defaults.
 )  # fmt: skip
 @click.option("--datacenter", "datacenters", multiple=True, metavar="DC", help="datacenters (repeatable)")
 @click.option(
+    "--consul-address", metavar="URL",
+    help="Consul's address from the task (default: the node's agent, http://127.0.0.1:8500)",
+)  # fmt: skip
+@click.option(
     "--nomad-address", metavar="URL",
     help="Nomad's address from the task, for scale to zero (with the variable's nomad_token); default: off",
 )  # fmt: skip
@@ -556,6 +560,7 @@ def gateway_job(
     image: str | None,
     port: int,
     datacenters: tuple[str, ...],
+    consul_address: str | None,
     nomad_address: str | None,
     output_format: str,
     output: str | None,
@@ -566,7 +571,12 @@ def gateway_job(
     from .atomicfile import write_all_atomic
 
     options = GatewayJobOptions(
-        replicas=replicas, image=image or IMAGE, port=port, datacenters=datacenters, nomad_address=nomad_address
+        replicas=replicas,
+        image=image or IMAGE,
+        port=port,
+        datacenters=datacenters,
+        consul_address=consul_address or GatewayJobOptions.consul_address,
+        nomad_address=nomad_address,
     )
     fmt: Format = "hcl" if output_format == "hcl" else "json"
     text = render_text(build(options), fmt)

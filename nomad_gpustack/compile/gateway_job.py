@@ -61,7 +61,9 @@ def gateway_job(options: GatewayJobOptions = GatewayJobOptions()) -> Job:
     port = Port(Label="http", Value=options.port) if options.port else Port(Label="http")
     network = NetworkResource(ReservedPorts=[port]) if options.port else NetworkResource(DynamicPorts=[port])
     env = {"CONSUL_HTTP_ADDR": options.consul_address, "NO_COLOR": "1"}
-    args = ["gateway", "--listen", "0.0.0.0:${NOMAD_PORT_http}", "--workers", "auto",
+    # The address Nomad gave the port (host network: the node's IP), the one its Consul service is registered
+    # with and checked on; not 0.0.0.0, which would also serve on every other interface of the node.
+    args = ["gateway", "--listen", "${NOMAD_ADDR_http}", "--workers", "auto",
             "--drain-timeout", f"{DRAIN_SECONDS}s"]  # fmt: skip
     if options.nomad_address:
         env["NOMAD_ADDR"] = options.nomad_address

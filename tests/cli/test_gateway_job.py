@@ -42,6 +42,9 @@ def test_the_gateway_job() -> None:
     assert task["Config"]["image"] == f"local/nomadgs:{__version__}"
     args = task["Config"]["args"]
     assert args[args.index("--workers") + 1] == "auto" and "--no-scale-to-zero" in args
+    # The address Nomad gives the port, where its service is registered and checked; not every interface.
+    assert args[args.index("--listen") + 1] == "${NOMAD_ADDR_http}"
+    assert task["Env"]["CONSUL_HTTP_ADDR"] == "http://127.0.0.1:8500"  # the node's agent
     assert task["KillSignal"] == "SIGTERM" and task["KillTimeout"] > 30 * 10**9  # longer than the drain
     (template,) = task["Templates"]
     assert template["Envvars"] and template["DestPath"].startswith("secrets/")
@@ -49,6 +52,20 @@ def test_the_gateway_job() -> None:
     with_nomad = gateway_job(GatewayJobOptions(nomad_address="http://127.0.0.1:4646"))
     task = with_nomad["TaskGroups"][0]["Tasks"][0]
     assert task["Env"]["NOMAD_ADDR"] == "http://127.0.0.1:4646" and "--no-scale-to-zero" not in task["Config"]["args"]
+
+
+def test_addresses_from_the_task(capsys: pytest.CaptureFixture[str]) -> None:
+    """--consul-address and --nomad-address are what the task is told; the port, the static one asked for."""
+    args = ["gateway-job", "--port", "18080", "--consul-address", "http://10.0.0.2:8500"]
+    assert main([*args, "--nomad-address", "http://10.0.0.1:4646"]) == 0
+    (group,) = json.loads(capsys.readouterr().out)["Job"]["TaskGroups"]
+    (task,) = group["Tasks"]
+    assert task["Env"] == {
+        "CONSUL_HTTP_ADDR": "http://10.0.0.2:8500",
+        "NOMAD_ADDR": "http://10.0.0.1:4646",
+        "NO_COLOR": "1",
+    }
+    assert group["Networks"] == [{"ReservedPorts": [{"Label": "http", "Value": 18080}]}]
 
 
 def test_no_secret_reaches_the_job(
