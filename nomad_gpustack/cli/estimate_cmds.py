@@ -26,6 +26,12 @@ weights are never read or downloaded.
   FITS/SEQS  on the deployment's GPUs (nomad.gpu_memory, or a known nomad.gpu_model): whether the
              engine starts, and how many full-length sequences fit at once
 
+A replica over several nodes (nomad.nodes: N, or auto: the fewest nodes whose GPUs hold the model)
+shows GPUS per node and PER NODE, what one node's GPUs hold together: vLLM and SGLang run tensor
+parallel within a node and pipeline parallel across nodes (weights and layers divided by the
+nodes, KV heads by the GPUs of a node; each GPU keeps the engine's whole overhead); llama.cpp splits
+its layers over every GPU of every node, the workers' over RPC.
+
 The model comes from --model PATH (a GGUF file, or a folder with config.json and safetensors
 headers), the deployment's local_path, or the Hugging Face Hub (HF_ENDPOINT, HF_TOKEN; the headers
 are cached, so a second run makes no request). Figures are estimates: engines change, and the
@@ -63,8 +69,15 @@ def print_table(doc: dict[str, Any]) -> None:
     print(engine)
     gpu = doc["gpu_memory"]
     print(f"GPUs      {_size(gpu) + ' (' + doc['gpu_memory_source'] + ')' if gpu else 'memory not stated'}")
+    nodes = doc["nodes"]
+    if nodes > 1:  # the split of the suggested GPU count, else of the first row
+        shown = next((r for r in doc["rows"] if r["gpus"] == doc["suggestion"]["gpus"]), doc["rows"][0])
+        print(f"nodes     {nodes} per replica, {shown['gpus']} GPUs on each: {shown['split']}")
     print()
-    header = ["GPUS", "WEIGHTS", "KV/TOKEN", f"KV@{doc['context']}", "OVERHEAD", "TOTAL", "MIN GPU"]
+    header = ["GPUS/NODE" if nodes > 1 else "GPUS", "WEIGHTS", "KV/TOKEN", f"KV@{doc['context']}", "OVERHEAD",
+              "TOTAL", "MIN GPU"]  # fmt: skip
+    if nodes > 1:
+        header.append("PER NODE")
     if gpu:
         header += ["FITS", "SEQS"]
     rows = []
@@ -72,6 +85,8 @@ def print_table(doc: dict[str, Any]) -> None:
         cache = (_size(r["kv_per_token"]), _size(r["kv_at_context"])) if r["kv_per_token"] else ("-", "-")
         row = [str(r["gpus"]), _size(r["weights"]), *cache, _size(r["overhead"]), _size(r["total"]),
                _size(r["min_gpu_memory"])]  # fmt: skip
+        if nodes > 1:
+            row.append(_size(r["per_node"]))
         if gpu:
             row += ["yes" if r["fits"] else "no", "-" if r["sequences"] is None else str(r["sequences"])]
         rows.append(row)
@@ -92,7 +107,8 @@ def print_table(doc: dict[str, Any]) -> None:
             print(f"  warning: {warning}")
     if suggestion["gpus"]:
         memory = f", gpu_memory: {_size(suggestion['gpu_memory'])}" if suggestion["gpu_memory"] else ""
-        print(f"suggested gpus: {suggestion['gpus']}{memory} ({suggestion['reason']})")
+        on = f"nodes: {nodes}, " if nodes > 1 else ""
+        print(f"suggested {on}gpus: {suggestion['gpus']}{memory} ({suggestion['reason']})")
     else:
         print(f"no suggestion: {suggestion['reason']}")
 

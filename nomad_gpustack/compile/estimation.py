@@ -102,11 +102,14 @@ def estimate_deployment(
 ) -> Estimate:
     """The estimate for a deployment whose metadata was found (`model.facts` set), for its backend's engine
     and the task's `env` (`resolve.backend_and_env`), on the GPUs its `gpu_memory` or known `gpu_model`
-    describe. Raises EstimateError when `model.facts` is None, InputError for a parameter that cannot be split.
+    describe, a replica over its `nomad.nodes` (`auto`: the fewest that hold it, as the compiler chooses).
+    Raises EstimateError when `model.facts` is None, InputError for a parameter that cannot be split.
     """
     if model.facts is None:
         raise EstimateError(model.reason or "no model metadata")
-    return estimate_for(model.facts, engine_inputs(deployment, backend_name, env))
+    nodes = deployment.spec.nomad.nodes
+    inputs = engine_inputs(deployment, backend_name, env)
+    return estimate_for(model.facts, inputs, nodes if isinstance(nodes, int) else None)
 
 
 def estimate_document(
@@ -126,7 +129,8 @@ def estimate_document(
     Raises InputError (bad `model_path`, unknown backend, no metadata, a parameter that cannot be split) or
     UnreachableError (the Hub did not answer); `model_field` names `model_path` in messages. With explicit
     `gpus` on GPUs of known size, "check" holds the verdict `validate` would give:
-    {"gpus", "starts", "refusal", "warnings"}.
+    {"gpus", "starts", "refusal", "warnings"}. A replica over several nodes: "nodes", each row's "gpus" per
+    node, its "per_node" (what one node's GPUs hold) and "split" (how the engine divides the model).
     """
     from ..estimate.local import ModelReadError  # the readers: see the note above
     from ..estimate.plan import check  # the estimate's engine: see the note above

@@ -465,6 +465,28 @@ class _Resolver:
             )
         return requested if isinstance(requested, int) else 1
 
+    def nodes(self, choice: BackendChoice, runtime: Runtime) -> int | None:
+        """The nodes per replica; None: `auto`, left to the estimate, which it can decide only with the GPUs
+        (`gpus: auto`) and a backend that starts its engine across nodes."""
+        nodes = self.d.nomad.nodes
+        if nodes != AUTO:
+            return nodes if isinstance(nodes, int) else 1
+        if self.d.nomad.gpus != AUTO:
+            raise self.fail(
+                ("nomad", "nodes"),
+                "nodes: auto chooses the nodes and the GPUs on each together, and gpus is not auto",
+                "set gpus: auto as well, or write the number of nodes (nodes: 2)",
+            )
+        if runtime.extras.distributed is None or choice.backend is None:
+            raise self.fail(
+                ("nomad", "nodes"),
+                f"nodes: auto may spread a replica over several nodes, and {choice.name} does not say how its engine "
+                "starts across nodes: its backend has no nomad.distributed block",
+                "use nodes: 1, a backend with one (the built-in vLLM, SGLang, llama.cpp), or add nomad.distributed "
+                "to the backend file",
+            )
+        return None
+
     def runtime(self, choice: BackendChoice) -> Runtime:
         """The Nomad extras (the version's over the backend's), the driver, the framework."""
         backend, config = choice.backend, choice.config
@@ -795,9 +817,12 @@ class _Resolver:
         weights = self.weights(runtime.driver)
         env = merged_env(choice, self.d)
         weights = with_download_env(weights, env)
-        gpus = plan_gpus(self.sourced, runtime.framework, self.gpus(runtime.framework), self.model, choice.name, env)
+        nodes = self.nodes(choice, runtime)
+        gpus = plan_gpus(
+            self.sourced, runtime.framework, self.gpus(runtime.framework), self.model, choice.name, env, nodes
+        )
         values = placeholder_values(weights, self.d.name, gpus.gpus)
-        distribution, leader = self.distribution(choice, runtime, weights, values, env)
+        distribution, leader = self.distribution(choice, runtime, weights, values, env, gpus.nodes)
         if distribution is not None:
             values = {**values, **leader_values(distribution.nodes, MAIN_PORT)}
         command = self.command_line(choice, runtime, weights, gpus.gpus, values, env, leader)
@@ -837,10 +862,16 @@ class _Resolver:
     # --- several nodes per replica ------------------------------------------------------------------------
 
     def distribution(
-        self, choice: BackendChoice, runtime: Runtime, weights: Weights, values: dict[str, str], env: dict[str, str]
+        self,
+        choice: BackendChoice,
+        runtime: Runtime,
+        weights: Weights,
+        values: dict[str, str],
+        env: dict[str, str],
+        nodes: int,
     ) -> tuple[Distribution | None, RunCommand | None]:
-        """For `nomad.nodes` > 1: the workers' command line and the leader's run command (None: the usual one)."""
-        nodes = self.d.nomad.nodes
+        """For `nodes` > 1 (nomad.nodes, or what `auto` chose): the workers' command line and the leader's run
+        command (None: the usual one)."""
         if nodes == 1:
             return None, None
         block = runtime.extras.distributed
@@ -893,6 +924,13 @@ def _has_flag(argv: list[str], flag: str) -> bool:
     script (`sh -c "llama-server ... --metrics"`)."""
     word = re.compile(rf"(?:^|\s){re.escape(flag)}(?:=|\s|$)")
     return any(word.search(token) for token in argv)
+
+
+def _nodes_note(d: Deployment, gpus: GpuPlan) -> tuple[str, ...]:
+    """What `render` and `validate` say about the nodes `nodes: auto` chose, and why."""
+    if d.nomad.nodes != AUTO or gpus.sizing is None or gpus.sizing.auto is None:
+        return ()
+    return (f"auto: {gpus.nodes} node{'s' if gpus.nodes != 1 else ''} × {gpus.gpus} GPUs: {gpus.sizing.need}",)
 
 
 def metrics_notes(metrics: MetricsPlan | None, backend: str) -> tuple[str, ...]:
@@ -983,7 +1021,7 @@ def _assemble(
         warnings=warnings,
         sizing=gpus.sizing,
         metrics=metrics,
-        notes=metrics_notes(metrics, choice.name) + (scaling.notes if scaling else ()),
+        notes=metrics_notes(metrics, choice.name) + (scaling.notes if scaling else ()) + _nodes_note(d, gpus),
         distribution=distribution,
         scaling=scaling,
     )

@@ -42,12 +42,13 @@ class Sizing:
 
 
 class GpuPlan(NamedTuple):
-    """GPUs and GPU memory per replica, and what the estimate said about them."""
+    """Nodes, GPUs and GPU memory per replica, and what the estimate said about them."""
 
-    gpus: int  # accelerators per replica; 0 runs on the CPU
+    gpus: int  # accelerators per replica and node; 0 runs on the CPU
     gpu_memory: int | None  # bytes each accelerator must have at least; None: any
     sizing: Sizing | None = None  # None: no estimate was made
     warnings: tuple[str, ...] = ()
+    nodes: int = 1  # Nomad clients per replica (nomad.nodes, or what `nodes: auto` chose)
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,14 @@ def engine_inputs(deployment: Sourced[Deployment], backend_name: str, env: Mappi
     return EngineInputs(engine_settings(backend_name, tokens, env, d.categories or ()), gpu_size(d.nomad))
 
 
-def estimate_for(facts: ModelFacts, inputs: EngineInputs) -> Estimate:
-    """The estimate of a model with these `facts` for a deployment's inputs."""
-    from ..estimate.plan import estimate  # the estimate's engine: see the note above
+def estimate_for(facts: ModelFacts, inputs: EngineInputs, nodes: int | None = 1) -> Estimate:
+    """The estimate of a model with these `facts` for a deployment's inputs, a replica over `nodes` nodes;
+    None (`nodes: auto`): over the fewest nodes on which it fits, when the GPUs' size is known (else one)."""
+    from ..estimate.plan import estimate, fewest_nodes  # the estimate's engine: see the note above
 
-    return estimate(facts, inputs.settings, inputs.gpu)
+    if nodes is None and inputs.gpu is not None:
+        return fewest_nodes(facts, inputs.settings, inputs.gpu)
+    return estimate(facts, inputs.settings, inputs.gpu, nodes=nodes or 1)
 
 
 def plan_gpus(
@@ -101,28 +105,37 @@ def plan_gpus(
     model: ModelLookup | None,
     backend_name: str,
     env: Mapping[str, str],
+    nodes: int | None = 1,
 ) -> GpuPlan:
-    """GPUs and GPU memory per replica: `auto` filled in from the estimate, explicit values checked by it.
+    """Nodes, GPUs and GPU memory per replica: `auto` filled in from the estimate, explicit values checked by it.
 
-    `gpus`: the GPUs the deployment asks for, None for `auto`; `model`: the model's metadata, None when none
-    was looked up. Raises InputError when `auto` cannot be decided, or the engine would not start.
+    `gpus`: the GPUs (per node) the deployment asks for, None for `auto`; `nodes`: its nodes per replica, None
+    for `auto` (which comes with `gpus: auto`: resolve checks that); `model`: the model's metadata, None when
+    none was looked up. Raises InputError when `auto` cannot be decided, or the engine would not start.
     """
     nomad = deployment.spec.nomad
     stated = nomad.gpu_memory if isinstance(nomad.gpu_memory, int) else None
     auto_gpus, auto_memory = gpus is None, nomad.gpu_memory == AUTO
     if not framework.uses_gpus:
-        return GpuPlan(0, stated)
+        if nodes is None:
+            raise deployment.error(
+                ("nomad", "nodes"),
+                "nodes: auto sizes a replica by its GPUs' memory, and this version runs on the CPU",
+                hint="write the number of nodes (nodes: 3), or choose a GPU version with backend_version",
+            )
+        return GpuPlan(0, stated, nodes=nodes)
     if not (auto_gpus or auto_memory) and model is None:
-        return GpuPlan(gpus or 1, stated)  # nothing asked of the estimate, nothing to make one with
+        return GpuPlan(gpus or 1, stated, nodes=nodes or 1)  # nothing asked of the estimate, nothing to make one with
     field: Path = ("nomad", "gpus") if auto_gpus else ("nomad", "gpu_memory")
     gpu = gpu_size(nomad)
     if auto_gpus and gpu is None:
         raise _no_gpu_size(deployment, field)
     if model is None or model.facts is None:
-        return _without_metadata(deployment, field, model, GpuPlan(gpus or 1, stated), auto_gpus or auto_memory)
-    est = estimate_for(model.facts, engine_inputs(deployment, backend_name, env))
+        plan = GpuPlan(gpus or 1, stated, nodes=nodes or 1)
+        return _without_metadata(deployment, field, model, plan, auto_gpus or auto_memory)
+    est = estimate_for(model.facts, engine_inputs(deployment, backend_name, env), nodes)
     if auto_gpus or auto_memory:
-        return _auto(deployment, field, est, gpus, auto_memory, stated)
+        return _auto(deployment, field, est, gpus, auto_memory, stated, auto_nodes=nodes is None)
     return _checked(deployment, est, gpus or 1, stated)
 
 
@@ -156,26 +169,37 @@ def _without_metadata(
     if model is None or gpu_size(deployment.spec.nomad) is None:
         return plan
     warning = f"cannot check that the model fits its GPUs: {reason} ({NO_METADATA_HINT})"
-    return GpuPlan(plan.gpus, plan.gpu_memory, warnings=(warning,))
+    return plan._replace(warnings=(warning,))
 
 
 def _auto(
-    deployment: Sourced[Deployment], field: Path, est: Estimate, gpus: int | None, auto_memory: bool, stated: int | None
+    deployment: Sourced[Deployment],
+    field: Path,
+    est: Estimate,
+    gpus: int | None,
+    auto_memory: bool,
+    stated: int | None,
+    auto_nodes: bool = False,
 ) -> GpuPlan:
-    """`auto` decided by the estimate; explicit GPUs of known size are checked too."""
+    """`auto` decided by the estimate (`est` on the nodes `nodes: auto` chose); explicit GPUs of known size are
+    checked too."""
     from ..estimate.plan import NoFit, check, choose  # the estimate's engine: see the note above
 
     try:
-        chosen = choose(est, gpus, gpus is None, auto_memory)
+        chosen = choose(est, gpus, gpus is None, auto_memory, auto_nodes)
     except NoFit as exc:
-        raise deployment.error(field, str(exc), hint="use bigger GPUs, a shorter context, or a smaller model") from None
+        raise deployment.error(
+            ("nomad", "nodes") if auto_nodes and est.engine_refusal is None else field,
+            str(exc),
+            hint="use bigger GPUs, a shorter context, or a smaller model",
+        ) from None
     if gpus is not None and est.gpu is not None:
         verdict = check(est, chosen.gpus)
         if verdict.refusal:
             raise deployment.error(("nomad", "gpu_model"), verdict.refusal)
     memory = chosen.gpu_memory if auto_memory else stated
     sizing = Sizing(est.need(chosen.row), chosen.row.min_gpu_memory, chosen.reason)
-    return GpuPlan(chosen.gpus, memory, sizing, est.warnings)
+    return GpuPlan(chosen.gpus, memory, sizing, est.warnings, est.nodes)
 
 
 def _checked(deployment: Sourced[Deployment], est: Estimate, count: int, stated: int | None) -> GpuPlan:
@@ -184,8 +208,9 @@ def _checked(deployment: Sourced[Deployment], est: Estimate, count: int, stated:
 
     if est.gpu is None:
         row = est.row(count)
-        return GpuPlan(count, stated, Sizing(est.need(row), row.min_gpu_memory), est.warnings)
+        return GpuPlan(count, stated, Sizing(est.need(row), row.min_gpu_memory), est.warnings, est.nodes)
     verdict = check(est, count)
     if verdict.refusal:
         raise deployment.error(("nomad", "gpus"), verdict.refusal)
-    return GpuPlan(count, stated, Sizing(est.need(verdict.row), verdict.row.min_gpu_memory), verdict.warnings)
+    sizing = Sizing(est.need(verdict.row), verdict.row.min_gpu_memory)
+    return GpuPlan(count, stated, sizing, verdict.warnings, est.nodes)

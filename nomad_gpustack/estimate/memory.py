@@ -67,9 +67,9 @@ def _pad(n: int, to: int) -> int:
 
 @dataclass(frozen=True)
 class GpuFigures:
-    """One GPU's share of one replica running on `gpus` GPUs (bytes)."""
+    """One GPU's share of one replica running on `gpus` GPUs on each of `nodes` nodes (bytes)."""
 
-    gpus: int
+    gpus: int  # per node: what nomad.gpus says
     weights: int
     kv_per_token: int  # per GPU, every layer counted at full length
     kv_context: int  # per GPU, for one sequence of the full context (the whole context for llama.cpp)
@@ -80,6 +80,7 @@ class GpuFigures:
     starts: bool | None = None  # whether the engine starts on the stated GPU (what refuses a deployment)
     sequences: int | None = None  # full-length sequences whose KV cache fits at once
     max_context: int | None = None  # the longest context that starts on the stated GPU
+    nodes: int = 1  # the replica's nodes (nomad.nodes): it runs on gpus × nodes GPUs
 
     @property
     def fits(self) -> bool | None:
@@ -101,6 +102,8 @@ class GpuFigures:
             "fits": self.fits,
             "sequences": self.sequences,
             "max_context": self.max_context,
+            "nodes": self.nodes,
+            "per_node": self.total * self.gpus,
         }
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..contract.metadata import RESERVED_META
 from ..durations import SECOND
+from ..errors import HintedValueError
 from .base import (
     AS_WRITTEN,
+    AUTO,
     CpuMHz,
     Duration,
     EnvMap,
@@ -66,7 +69,23 @@ NodeMetaKey = Annotated[str, AfterValidator(_node_meta_key)]
 
 UpgradeStrategy = Literal["canary", "rolling", "recreate"]
 ReplicaCount = Annotated[int, Field(ge=0, le=1000)]
-NodeCount = Annotated[int, Field(ge=1, le=256)]
+MAX_NODES = 256
+
+
+def _node_count_or_auto(value: Any) -> Any:
+    if value == AUTO:
+        return value
+    if isinstance(value, str) and not value.strip().isdigit():
+        raise HintedValueError(f"'{value}' is not a number of nodes", "write a whole number, or auto")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")  # as GpuCount: the quote hint
+    if not 1 <= value <= MAX_NODES:
+        raise ValueError(f"must be between 1 and {MAX_NODES}, or 'auto'")
+    return value
+
+
+# "auto" (with gpus: auto): the fewest nodes whose GPUs hold the model (compile.sizing, estimate.plan.fewest_nodes)
+NodeCount = Annotated[int | Literal["auto"], BeforeValidator(_node_count_or_auto)]
 
 
 class UpdateKeys(SpecModel):
@@ -98,7 +117,7 @@ class DeploymentNomad(SpecModel):
     gpus: GpuCount | None = None  # "auto": the fewest GPUs the estimate says the model fits on
     gpu_memory: GpuMemory | None = None  # "auto": what each GPU needs, by the estimate
     gpu_model: str | None = None
-    nodes: NodeCount = 1  # Nomad clients per replica: a leader and nodes-1 workers (compile/distributed.py)
+    nodes: NodeCount = 1  # Nomad clients per replica: a leader and nodes-1 workers (compile/distributed.py); or auto
     cpu: CpuMHz = 4000
     memory: MemorySize = 16 * 1024**3
     memory_max: MemorySize | None = None

@@ -149,3 +149,51 @@ def test_model_describes_one_deployment(tmp_path: Path, model: Path) -> None:
     b = write(tmp_path / "b.yaml", {**vllm({}), "name": "other"})
     run = nomadgs("render", a, b, "--model", model, "-o", tmp_path / "out")
     assert run.code == 2 and "--model describes one model" in run.err
+
+
+def test_estimate_of_a_replica_over_nodes_prints_per_node_and_per_gpu(tmp_path: Path) -> None:
+    from ..support.model_fixtures import LLAMA_31_70B, LLAMA_31_70B_BYTES
+
+    model = hf_folder(tmp_path / "Llama-3.1-70B", LLAMA_31_70B, total_size=LLAMA_31_70B_BYTES)
+    data = {**vllm({"nodes": "auto", "gpus": "auto", "gpu_memory": "24 GiB"}, "--max-model-len 8192"),
+            "backend_version": "0.19.0"}  # fmt: skip
+    deployment = write(tmp_path / "d.yaml", data)
+    run = nomadgs("estimate", deployment, "--model", model)
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert (
+        "nodes     2 per replica, 8 GPUs on each: tensor parallel 8 within a node, pipeline parallel 2 across nodes"
+        in lines
+    )
+    header = next(line for line in lines if line.lstrip().startswith("GPUS/NODE"))
+    assert header.split()[-4:] == ["PER", "NODE", "FITS", "SEQS"]
+    eight = next(line for line in lines if line.split()[:1] == ["8"])
+    assert eight.split()[9:11] == ["13.8", "GiB"] and eight.split()[13:15] == ["110.2", "GiB"]  # per GPU, per node
+    assert run.out.rstrip().endswith(
+        "suggested nodes: 2, gpus: 8, gpu_memory: 24 GiB "
+        "(the fewest GPUs of 24 GiB (nomad.gpu_memory) on each of 2 nodes that start the engine)"
+    )
+
+    run = nomadgs("estimate", deployment, "--model", model, "--output", "json")
+    assert run.code == 0, run.err
+    doc = json.loads(run.out)
+    assert doc["nodes"] == 2 and doc["suggestion"]["gpus"] == 8
+    row = next(r for r in doc["rows"] if r["gpus"] == 8)
+    assert row["nodes"] == 2 and row["per_node"] == row["total"] * 8
+    assert row["weights"] == -(-LLAMA_31_70B_BYTES // 16)  # weights over 2 nodes × 8 GPUs
+    assert row["split"] == "tensor parallel 8 within a node, pipeline parallel 2 across nodes"
+
+    # Explicit nodes: the same figures for that count, and the verdict on the deployment's GPUs.
+    explicit = write(tmp_path / "e.yaml", {**data, "nomad": {"nodes": 2, "gpus": 8, "gpu_memory": "24 GiB"}})
+    run = nomadgs("estimate", explicit, "--model", model, "--output", "json")
+    assert run.code == 0, run.err
+    same = json.loads(run.out)
+    assert same["rows"] == doc["rows"] and same["check"]["starts"] is True and same["check"]["refusal"] is None
+
+
+def test_estimate_of_one_node_keeps_its_keys(tmp_path: Path, model: Path) -> None:
+    deployment = write(tmp_path / "d.yaml", vllm({"gpus": 1, "gpu_memory": "24 GiB"}))
+    run = nomadgs("estimate", deployment, "--model", model, "--output", "json")
+    doc = json.loads(run.out)
+    assert doc["nodes"] == 1 and all(r["nodes"] == 1 and r["split"] is None for r in doc["rows"])
+    assert "nodes " not in nomadgs("estimate", deployment, "--model", model).out

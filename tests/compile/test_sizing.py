@@ -140,3 +140,99 @@ def test_gpus_accepts_a_count_or_auto(value: Any) -> None:
 def test_gpus_refuses_anything_else(value: Any, message: str) -> None:
     with pytest.raises(InputError, match=message):
         deployment(vllm({"gpus": value}))
+
+
+# --- nodes: auto: the fewest nodes, then the fewest GPUs on each, whose GPUs hold the model --------------------
+
+
+def vllm_nodes(nomad: dict[str, Any]) -> dict[str, Any]:
+    return {**vllm(nomad, "--max-model-len 8192"), "backend_version": "0.19.0"}
+
+
+def nodes_and_gpus(compiled: Any) -> tuple[int, int]:
+    r = compiled.resolved
+    return (r.distribution.nodes if r.distribution else 1), r.resources.gpus
+
+
+def test_nodes_auto_takes_the_fewest_nodes_then_gpus_whose_gpus_hold_the_model() -> None:
+    # 70B in bf16 (131 GiB) on 24 GiB GPUs: vLLM needs 22.1 GiB on each of 8 GPUs of one node (more than the
+    # 21.6 it uses of 24 GiB), so one node is not enough; two nodes of 8 (tensor parallel 8, pipeline parallel 2)
+    # need 13.8 GiB per GPU, and two nodes of 4 are one node of 8 again.
+    auto = build(deployment(vllm_nodes({"nodes": "auto", "gpus": "auto", "gpu_memory": "24 GiB"})), catalog_with(),
+                 model=LLAMA_70B)  # fmt: skip
+    assert nodes_and_gpus(auto) == (2, 8)
+    for smaller in ({"nodes": 1, "gpus": 8}, {"nodes": 2, "gpus": 4}):
+        text = problem(vllm_nodes({**smaller, "gpu_memory": "24 GiB"}), LLAMA_70B)
+        assert "vLLM needs 22.1 GiB per GPU" in text
+    args = main_task(auto)["Config"]["args"]
+    assert args[args.index("--tensor-parallel-size") + 1] == "8"
+    assert args[args.index("--pipeline-parallel-size") + 1] == "2"
+    assert auto.resolved.notes[-1] == (
+        "auto: 2 nodes × 8 GPUs: vLLM needs 13.8 GiB per GPU on 2 nodes × 8 GPUs at --max-model-len 8192 "
+        "(weights 8.2, KV 0.2, overhead 5.4)"
+    )
+    assert auto.job["Meta"][META_AUTO].endswith("tensor parallel 8 within a node, pipeline parallel 2 across nodes")
+    # Bigger GPUs hold it on one node: the one-node job, no worker groups.
+    one = build(deployment(vllm_nodes({"nodes": "auto", "gpus": "auto", "gpu_memory": "80 GiB"})), catalog_with(),
+                model=LLAMA_70B)  # fmt: skip
+    assert nodes_and_gpus(one) == (1, 4) and [g["Name"] for g in one.job["TaskGroups"]] == ["inference"]
+
+
+def test_nodes_auto_compiles_the_job_of_the_explicit_values_it_chose() -> None:
+    auto = build(deployment(vllm_nodes({"nodes": "auto", "gpus": "auto", "gpu_memory": "24 GiB"})), catalog_with(),
+                 model=LLAMA_70B)  # fmt: skip
+    explicit = build(deployment(vllm_nodes({"nodes": 2, "gpus": 8, "gpu_memory": "24 GiB"})), catalog_with(),
+                     model=LLAMA_70B)  # fmt: skip
+    auto_meta = dict(auto.job["Meta"])
+    assert auto_meta.pop(META_AUTO).startswith("nodes: 2, gpus: 8, the fewest nodes, then GPUs on each")
+    assert META_AUTO not in explicit.job["Meta"]  # the one difference: why auto chose, in the job's meta
+    assert {**auto.job, "Meta": auto_meta} == explicit.job
+
+
+def test_nodes_auto_splits_llama_cpps_layers_over_the_nodes(tmp_path: Any) -> None:
+    from nomad_gpustack.estimate.local import read_local_model
+
+    from ..support.model_fixtures import llama_gguf
+
+    # A 70B-shaped Q4_K GGUF (~40 GiB of layers) on 3 GiB GPUs: the layers split over every GPU of every node.
+    facts = read_local_model(llama_gguf(tmp_path / "m.gguf", layers=80, embd=8192, ff=28672, heads=64))
+    data = {"name": "big", "huggingface_repo_id": "x/y-GGUF", "huggingface_filename": "m.gguf",
+            "backend": "llama.cpp", "backend_version": "cuda", "backend_parameters": ["-c 4096"]}  # fmt: skip
+    model = ModelLookup(facts)
+    auto = build(deployment({**data, "nomad": {"nodes": "auto", "gpus": "auto", "gpu_memory": "3 GiB"}}),
+                 catalog_with(), model=model)  # fmt: skip
+    nodes, gpus = nodes_and_gpus(auto)
+    assert nodes > 1 and "layers split over" in auto.job["Meta"][META_AUTO]
+    assert "--rpc" in main_task(auto)["Config"]["args"]
+    fewer = {"nodes": nodes - 1, "gpus": 8, "gpu_memory": "3 GiB"}
+    assert "llama.cpp needs" in problem({**data, "nomad": fewer}, model)
+    if gpus > 1:
+        assert "llama.cpp needs" in problem(
+            {**data, "nomad": {"nodes": nodes, "gpus": gpus // 2, "gpu_memory": "3 GiB"}}, model
+        )
+
+
+def test_nodes_auto_needs_gpus_auto() -> None:
+    text = problem(vllm_nodes({"nodes": "auto", "gpus": 8, "gpu_memory": "24 GiB"}), LLAMA_70B)
+    assert "nomad.nodes" in text and "nodes: auto chooses the nodes and the GPUs on each together" in text
+    assert "set gpus: auto as well" in text
+
+
+def test_nodes_auto_needs_a_backend_that_starts_across_nodes() -> None:
+    data = {"name": "m", "image_name": "x:1", "backend": "Custom",
+            "nomad": {"nodes": "auto", "gpus": "auto", "gpu_memory": "24 GiB"}}  # fmt: skip
+    text = problem(data, LLAMA_70B)
+    assert "nomad.nodes" in text and "has no nomad.distributed block" in text
+
+
+def test_nodes_auto_too_big_even_at_the_cap_says_so() -> None:
+    # On 4 GiB GPUs vLLM's own overhead (5.4 GiB) never fits, however many nodes.
+    text = problem(vllm_nodes({"nodes": "auto", "gpus": "auto", "gpu_memory": "4 GiB"}), LLAMA_70B)
+    assert "nomad.nodes" in text
+    assert "does not fit on up to 16 nodes (nodes: auto looks no further) of up to 8 GPUs each of 4 GiB" in text
+
+
+@pytest.mark.parametrize(("value", "message"), [(0, "between 1 and 256, or 'auto'"), ("many", "not a number of nodes")])
+def test_nodes_refuses_anything_but_a_count_or_auto(value: Any, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        deployment(vllm({"nodes": value}))
