@@ -29,6 +29,7 @@ bases (NomadDenied is a NomadError and an UnreachableError: its row says 5).
     │       └── HubUnreachable                      5  no answer at all (also an UnreachableError)
     ├── UnreachableError                            5  a service cannot be reached, or refuses us (TLS, ACL token)
     │   └── serving.discovery.DiscoveryError        5  Consul unreachable or unusable
+    │       └── serving.consul.ConsulDenied         5  Consul refused the request: the token lacks a permission
     ├── nomad.runner.AfterRegistration              -  its cause's code: a failure after the job was registered
     └── serving.gateway.errors.GatewayError         1  the gateway cannot start (address taken, ...)
 
@@ -75,6 +76,7 @@ EXIT_CODES: dict[str, int | None] = {
     "nomad_gpustack.serving.chat.ChatError": EXIT_FAILURE,
     "nomad_gpustack.serving.discovery.NoInstanceError": EXIT_FAILURE,
     "nomad_gpustack.serving.discovery.DiscoveryError": EXIT_CONNECTION,
+    "nomad_gpustack.serving.consul.ConsulDenied": EXIT_CONNECTION,
     "nomad_gpustack.serving.gateway.errors.GatewayError": EXIT_FAILURE,
     "nomad_gpustack.errors.EstimateError": EXIT_FAILURE,
     "nomad_gpustack.estimate.gguf.GGUFError": EXIT_FAILURE,

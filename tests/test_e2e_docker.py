@@ -95,12 +95,18 @@ class Cluster:
         return run, results[0]
 
     def containers(self, job_id: str) -> list[Any]:
+        from docker.errors import NotFound
+
         allocs = [a["ID"] for a in self.nomad.allocations.values() if a["JobID"] == job_id]
-        return [
-            c
-            for alloc_id in allocs
-            for c in self.engine.containers.list(all=True, filters={"label": f"{LABEL_ALLOC_ID}={alloc_id}"})
-        ]
+        while True:
+            try:
+                return [
+                    c
+                    for alloc_id in allocs
+                    for c in self.engine.containers.list(all=True, filters={"label": f"{LABEL_ALLOC_ID}={alloc_id}"})
+                ]
+            except NotFound:  # docker-py lists, then inspects each: one removed in between is listed again
+                continue
 
     def consul_instances(self, service: str) -> list[dict[str, Any]]:
         with urllib.request.urlopen(f"{self.consul}/v1/health/service/{service}", timeout=5) as response:

@@ -51,8 +51,8 @@ def test_the_commands_that_print_results_take_format() -> None:
 def test_format_is_how_and_output_is_where(path: tuple[str, ...]) -> None:
     text = CliRunner().invoke(nomadgs, [*path, "--help"]).stdout
     option_lines = [line.strip() for line in text.splitlines() if line.strip().startswith("-")]
-    if path == ("render",):
-        assert any(line.startswith("-o, --output PATH") for line in option_lines), option_lines
+    if path in (("render",), ("gateway-job",)):  # they write job files: -o is where, --format how
+        assert any(line.startswith(("-o, --output PATH", "-o, --output DIR")) for line in option_lines), option_lines
         assert any(line.startswith("--format [json|hcl]") for line in option_lines), option_lines
         return
     assert not any("--output" in line.split("  ")[0] for line in option_lines), "--output is a path, not shown here"

@@ -309,6 +309,6 @@ def test_terraform_fmt_check_fails_exactly_on_the_jobs_with_an_interpolation_onl
 
     jobs = {path.name: path.read_text() for path in sorted((ROOT / "jobs").glob("*.nomad.hcl"))}
     quoted = {name for name, text in jobs.items() if _INTERPOLATION_ONLY.search(text)}
-    assert len(jobs) == 8 and len(quoted) == 7, "the README counts them"
+    assert len(jobs) == 9 and len(quoted) == 7, "the README counts them"
     assert {name for name, text in jobs.items() if check(text) == 3} == quoted
     assert all(check(_INTERPOLATION_ONLY.sub(r"\1\2", text)) == 0 for text in jobs.values())

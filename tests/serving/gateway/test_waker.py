@@ -501,7 +501,10 @@ def test_a_request_in_flight_at_another_gateway_keeps_the_model_up(
         ended(one[1], model)
         clock.now += 1.1
         double.wait_for(lambda d: count(d, job["ID"]) == 0, 30)
-    assert [p["Count"] for p in scale_posts(double, job["ID"])] == [0]
+    # Both gateways judge at the same tick and may both read the count before either scales: Nomad's check-and-set
+    # on the job's modify index lets one scale through and refuses the other (no second scaling event).
+    assert 1 <= len(scale_posts(double, job["ID"])) <= 2
+    assert [e["Count"] for e in events(double, job["ID"], "inference")] == [0]
 
 
 def test_activity_is_written_at_most_once_per_interval_whatever_the_traffic(
