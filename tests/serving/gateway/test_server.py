@@ -79,14 +79,23 @@ def test_gateway_command_serves_models_from_consul(consul: ConsulAgent, backends
     assert "env-secret" not in out + err and "Traceback" not in err
 
 
-def test_gateway_command_timeouts(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+Served = tuple[list[Gateway], list[str]]
+
+
+@pytest.fixture
+def served_gateways(monkeypatch: pytest.MonkeyPatch) -> Served:
+    """`nomadgs gateway` as the command builds its Gateway, without serving it: (the gateways built, the argv)."""
     served: list[Gateway] = []
 
     async def serve(gateway: Gateway, sock: socket.socket, **options: object) -> None:
         served.append(gateway)
 
     monkeypatch.setattr("nomad_gpustack.serving.gateway.serve", serve)
-    argv = ["gateway", "--listen", "127.0.0.1:0", "--consul-address", f"127.0.0.1:{free_port()}"]
+    return served, ["gateway", "--listen", "127.0.0.1:0", "--consul-address", f"127.0.0.1:{free_port()}"]
+
+
+def test_gateway_command_timeouts(capsys: pytest.CaptureFixture[str], served_gateways: Served) -> None:
+    served, argv = served_gateways
     assert main(argv) == 0
     assert main([*argv, "--upstream-timeout", "1h30m", "--stream-idle-timeout", "0", "--eject-for", "2m"]) == 0
     assert main([*argv, "--eject-for", "0"]) == 0
@@ -103,16 +112,10 @@ def test_gateway_command_timeouts(capsys: pytest.CaptureFixture[str], monkeypatc
     assert "--eject-for: '-1s' is not a duration" in capsys.readouterr().err
 
 
-def test_gateway_command_keeps_metrics_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gateway_command_keeps_metrics_unless_told_not_to(served_gateways: Served) -> None:
     from nomad_gpustack.serving.gateway.metrics import NoMetrics
 
-    served: list[Gateway] = []
-
-    async def serve(gateway: Gateway, sock: socket.socket, **options: object) -> None:
-        served.append(gateway)
-
-    monkeypatch.setattr("nomad_gpustack.serving.gateway.serve", serve)
-    argv = ["gateway", "--listen", "127.0.0.1:0", "--consul-address", f"127.0.0.1:{free_port()}"]
+    served, argv = served_gateways
     assert main(argv) == 0
     assert main([*argv, "--no-metrics"]) == 0
     assert [isinstance(g.metrics, NoMetrics) for g in served] == [False, True]
@@ -121,16 +124,10 @@ def test_gateway_command_keeps_metrics_unless_told_not_to(monkeypatch: pytest.Mo
     assert "/metrics/targets" in routes[0] & routes[1]
 
 
-def test_gateway_command_body_budget(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gateway_command_body_budget(capsys: pytest.CaptureFixture[str], served_gateways: Served) -> None:
     from nomad_gpustack.serving.gateway.app import MAX_BUFFERED
 
-    served: list[Gateway] = []
-
-    async def serve(gateway: Gateway, sock: socket.socket, **options: object) -> None:
-        served.append(gateway)
-
-    monkeypatch.setattr("nomad_gpustack.serving.gateway.serve", serve)
-    argv = ["gateway", "--listen", "127.0.0.1:0", "--consul-address", f"127.0.0.1:{free_port()}"]
+    served, argv = served_gateways
     assert main(argv) == 0
     assert main([*argv, "--max-buffered", "1GiB"]) == 0
     assert [g.budget.limit for g in served] == [MAX_BUFFERED, 1024**3]  # the command's default is the gateway's
