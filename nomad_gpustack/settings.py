@@ -81,13 +81,22 @@ def _normalise_address(address: str, default_scheme: str, what: str, source: str
         raise InputError(Problem(f"{what} '{address}' is not a URL ({exc})", hint=hint)) from None
     if parts.scheme not in ("http", "https"):
         raise InputError(
-            Problem(f"{what} '{address}' must be an http:// or https:// address", hint="unix sockets are not supported")
+            Problem(
+                f"{what} '{address}' must be an http:// or https:// address",
+                hint=f"set {source} to one; unix sockets are not supported",
+            )
         )
     if not parts.hostname:
         raise InputError(Problem(f"{what} '{address}' has no host name", hint=hint))
     if "://" not in given and port is None:
         raise InputError(Problem(f"{what} '{given}' is neither a URL nor host:port", hint=hint))
     return address.rstrip("/")
+
+
+def task_address(address: str, what: str, source: str, example: str) -> str:
+    """An address another machine will use (written into a job for its task), checked and normalised as
+    NOMAD_ADDR and CONSUL_HTTP_ADDR are: an http(s) URL or host:port; InputError naming `source` otherwise."""
+    return _normalise_address(address, "http", what, source, example)
 
 
 # What an HTTP header value may hold here: visible ASCII, no whitespace (tokens are UUIDs or keys).

@@ -568,8 +568,14 @@ def gateway_job(
     from ..compile.gateway_job import IMAGE, JOB_ID, GatewayJobOptions
     from ..compile.gateway_job import gateway_job as build
     from ..nomad.render import SUFFIXES, Format, render_text
+    from ..settings import DEFAULT_CONSUL_ADDR, DEFAULT_NOMAD_ADDR, task_address
     from .atomicfile import write_all_atomic
 
+    # Written into the job for the task: checked here as NOMAD_ADDR and CONSUL_HTTP_ADDR are, not at run time.
+    if consul_address:
+        consul_address = task_address(consul_address, "Consul address", "--consul-address", DEFAULT_CONSUL_ADDR)
+    if nomad_address:
+        nomad_address = task_address(nomad_address, "Nomad address", "--nomad-address", DEFAULT_NOMAD_ADDR)
     options = GatewayJobOptions(
         replicas=replicas,
         image=image or IMAGE,

@@ -84,3 +84,26 @@ def test_no_secret_reaches_the_job(
             assert secret not in text
     for path in (ROOT / "jobs").glob("nomadgs-gateway.*"):
         assert "secret" not in path.read_text().replace("secrets/gateway.env", "")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--consul-address", "ftp://10.0.0.2", "must be an http:// or https:// address"),
+        ("--nomad-address", "garbage", "is neither a URL nor host:port"),
+    ],
+)
+def test_an_address_the_task_could_not_use_is_refused(
+    flag: str, value: str, words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked as NOMAD_ADDR and CONSUL_HTTP_ADDR are, before anything is written: not found out by the task."""
+    assert main(["gateway-job", flag, value, "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and flag in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_host_and_port_is_written_as_a_url(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gateway-job", "--consul-address", "10.0.0.2:8500"]) == 0
+    (group,) = json.loads(capsys.readouterr().out)["Job"]["TaskGroups"]
+    assert group["Tasks"][0]["Env"]["CONSUL_HTTP_ADDR"] == "http://10.0.0.2:8500"
