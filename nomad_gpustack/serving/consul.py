@@ -107,13 +107,17 @@ async def _get_json(
     """GET a JSON answer as `shape`, with its X-Consul-Index (errors as `_send`'s)."""
     # Consul answers every path read here (an unknown service is an empty list): a 404 means another server.
     response = await _send(client, settings, "GET", path, params)
+    return _json_as(settings, response, path, shape), blocking.header_index(response.headers, "X-Consul-Index")
+
+
+def _json_as(settings: ConsulSettings, response: httpx.Response, path: str, shape: type[T]) -> T:
+    """An answer's JSON as `shape`; JSON of another shape, or none, means another server than Consul."""
     try:
-        data = shaped(shape, response.json(), path)
+        return shaped(shape, response.json(), path)
     except WrongShape as exc:
         raise _not_consul(settings, str(exc)) from None
     except ValueError:
         raise _not_consul(settings, f"the answer to {path} is not JSON") from None
-    return data, blocking.header_index(response.headers, "X-Consul-Index")
 
 
 _TLS_HINT = "set CONSUL_CACERT, or CONSUL_TLS_SERVER_NAME"
@@ -215,12 +219,7 @@ async def consul_kv_list(client: httpx.AsyncClient, settings: ConsulSettings, pr
     response = await _send(client, settings, "GET", path, params, never_missing=False)
     if response.status_code == 404:
         return []
-    try:
-        entries = shaped(_KV, response.json(), path)
-    except WrongShape as exc:
-        raise _not_consul(settings, str(exc)) from None
-    except ValueError:
-        raise _not_consul(settings, f"the answer to {path} is not JSON") from None
+    entries = _json_as(settings, response, path, _KV)
     found = []
     for entry in entries:
         key, value, index = entry.get("Key"), entry.get("Value"), entry.get("ModifyIndex")
