@@ -435,19 +435,32 @@ def passes(gw: Gateway, n: int = 2) -> None:
     wait_until(lambda: waker.idle_passes >= start + n, 20, f"{n} idle checks")
 
 
-def test_a_gateway_without_traffic_leaves_alone_a_model_another_serves(
+Gateways = tuple[httpx.Client, Gateway, "Follower"]
+
+
+@contextmanager
+def two_idle_gateways(
     double: NomadDouble, backends: Callable[..., FakeBackend], kv: ConsulSettings
-) -> None:
+) -> Iterator[tuple[dict[str, Any], FakeClock, Gateways, Gateways]]:
+    """A model running at 1 that scales to zero after 1s, behind two gateways sharing Consul's KV and one clock
+    (the hosts' clocks: one, as NTP keeps them within far less than idle_after); both ready."""
     job = sleepy_job(idle_after="1s", count=1)
     register(double, job)
-    model = job["Meta"]["gpustack_model"]
     backend = backends("A")
-    clock = FakeClock()  # the hosts' clocks: one, as NTP keeps them within far less than idle_after
+    clock = FakeClock()
     options: dict[str, Any] = {"clock": clock, "wall": clock, "consul": kv}
     with ExitStack() as stack:
         one = stack.enter_context(sleepy_gateway(double, backend, job, **options))
         two = stack.enter_context(sleepy_gateway(double, backend, job, **options))
         ready(double, job, one, two)
+        yield job, clock, one, two
+
+
+def test_a_gateway_without_traffic_leaves_alone_a_model_another_serves(
+    double: NomadDouble, backends: Callable[..., FakeBackend], kv: ConsulSettings
+) -> None:
+    with two_idle_gateways(double, backends, kv) as (job, clock, one, two):
+        model = job["Meta"]["gpustack_model"]
         # Traffic through gateway one only, for 5 times idle_after: gateway two sees none at all.
         for _ in range(12):
             clock.now += 0.4
@@ -479,16 +492,9 @@ def test_a_gateway_without_traffic_leaves_alone_a_model_another_serves(
 def test_a_request_in_flight_at_another_gateway_keeps_the_model_up(
     double: NomadDouble, backends: Callable[..., FakeBackend], kv: ConsulSettings
 ) -> None:
-    job = sleepy_job(idle_after="1s", count=1)
-    register(double, job)
-    model = job["Meta"]["gpustack_model"]
-    backend = backends("A")
-    clock = FakeClock()
-    options: dict[str, Any] = {"clock": clock, "wall": clock, "consul": kv}
-    with ExitStack() as stack, ThreadPoolExecutor(1) as pool:
-        one = stack.enter_context(sleepy_gateway(double, backend, job, **options))
-        two = stack.enter_context(sleepy_gateway(double, backend, job, **options))
-        ready(double, job, one, two)
+    with two_idle_gateways(double, backends, kv) as (job, clock, one, two), ThreadPoolExecutor(1) as pool:
+        model = job["Meta"]["gpustack_model"]
+        backend = one[2].backend
         slow = pool.submit(ask, one[0], model, hold=True)  # in flight at gateway one until released
         assert backend.holding.wait(10)
         # Five times idle_after, in steps shorter than the records' margin (time passes for both gateways at once):
