@@ -57,6 +57,7 @@ async def follow(
     retry_on: type[Exception] | tuple[type[Exception], ...],
     on_retry: Callable[[Exception, float], None],
     index: int = 0,
+    min_interval: float = 0.0,
 ) -> AsyncIterator[T]:
     """Run a blocking query for ever and yield its value each time the index moves.
 
@@ -64,10 +65,18 @@ async def follow(
     `retry_on` kinds are retried with backoff (`on_retry` hears of each), resuming from the last index.
     The first answer is always yielded. It never ends by itself: its caller bounds it (the watcher cancels its
     queries when --timeout passes; the gateway follows Consul until it stops).
+
+    `min_interval`: at most one query that often. A query whose state changes all the time answers at once
+    every time, each answer the whole list; the pause lets the changes gather into one answer (Consul's
+    documentation asks clients of frequently changing data to rate-limit their blocking queries so).
     """
     attempt = 0
+    last_start = -min_interval
     while True:
-        started = time.monotonic()
+        pause = last_start + min_interval - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        started = last_start = time.monotonic()
         try:
             value, returned = await query(index)
         except retry_on as exc:

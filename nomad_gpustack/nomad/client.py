@@ -14,7 +14,7 @@ the same check-and-set index, which cannot register twice. Blocking queries (an 
 their caller follows them and retries (`blocking.follow`).
 
 Some 500s are final, not passing: Nomad refuses an invalid job with a 500 that lists its validation errors
-(JobRefused, exit 2). Every answer becomes typed data in one place (`NomadAPI._shaped`): JSON of another shape
+(JobRefused, exit 2). Every answer becomes typed data in one place (`NomadAPI.shaped`): JSON of another shape
 means the address is not Nomad's HTTP API (NotNomad, exit 5), as an HTML page does.
 """
 
@@ -299,7 +299,7 @@ class NomadAPI:
                 await asyncio.sleep(self.pause_before_retry(exc, attempt, started))
                 attempt += 1
 
-    def _shaped(self, shape: type[T], data: Any, path: str) -> T:
+    def shaped(self, shape: type[T], data: Any, path: str) -> T:
         """The one place an answer of Nomad becomes typed data: JSON of another shape is NotNomad."""
         try:
             return shaped(shape, data, path)
@@ -346,12 +346,12 @@ class NomadAPI:
         """Server-side validation (`/v1/validate/job`), with the `{"Job": ...}` wrapper it needs."""
         path = "/v1/validate/job"
         resp = self._read(path, self.client.validate.validate_job, {"Job": job})
-        return self._shaped(ValidateResponse, self._call(path, resp.json), path)
+        return self.shaped(ValidateResponse, self._call(path, resp.json), path)
 
     def plan(self, job: Job) -> PlanResponse:
         path = f"/v1/job/{job['ID']}/plan"
         answer = self._read(path, self.client.job.plan_job, job["ID"], {"Job": job}, diff=True)
-        return self._shaped(PlanResponse, answer, path)
+        return self.shaped(PlanResponse, answer, path)
 
     def register(self, job: Job, *, modify_index: int, preserve_counts: bool = False) -> RegisterResponse:
         """Register with check-and-set: fails with IndexConflict if the job is not at `modify_index`.
@@ -361,12 +361,12 @@ class NomadAPI:
         body = {"Job": job, "EnforceIndex": True, "JobModifyIndex": modify_index}
         if preserve_counts:
             body["PreserveCounts"] = True
-        return self._shaped(RegisterResponse, self._call(path, self.client.job.register_job, job["ID"], body), path)
+        return self.shaped(RegisterResponse, self._call(path, self.client.job.register_job, job["ID"], body), path)
 
     def job(self, job_id: str) -> JobStub | None:
         path = f"/v1/job/{job_id}"
         try:
-            return self._shaped(JobStub, self._read(path, self.client.job.get_job, job_id), path)
+            return self.shaped(JobStub, self._read(path, self.client.job.get_job, job_id), path)
         except NomadError as exc:
             if exc.status == 404:
                 return None
@@ -375,20 +375,21 @@ class NomadAPI:
     def latest_evaluation(self, job_id: str) -> str:
         """The ID of the job's newest evaluation ("" when it has none)."""
         path = f"/v1/job/{job_id}/evaluations"
-        evals = self._shaped(list[Evaluation], self._read(path, self.client.job.get_evaluations, job_id) or [], path)
+        evals = self.shaped(list[Evaluation], self._read(path, self.client.job.get_evaluations, job_id) or [], path)
         newest = max(evals, key=lambda e: e.CreateIndex, default=None)
         return newest.ID if newest else ""
 
-    def jobs(self) -> list[JobStub]:
-        """Jobs of the namespace with their meta (`?meta=true`)."""
+    def jobs(self, prefix: str = "") -> list[JobStub]:
+        """Jobs of the namespace with their meta (`?meta=true`), those whose ID starts with `prefix` when given."""
         path = "/v1/jobs"
-        response = self._read(path, self.client.jobs.request, method="get", params={"meta": "true"})
-        return self._shaped(list[JobStub], self._call(path, response.json), path)
+        params = {"meta": "true", **({"prefix": prefix} if prefix else {})}
+        response = self._read(path, self.client.jobs.request, method="get", params=params)
+        return self.shaped(list[JobStub], self._call(path, response.json), path)
 
     def stop(self, job_id: str, *, purge: bool = False) -> DeregisterResponse:
         path = f"/v1/job/{job_id}"
         answer = self._call(path, self.client.job.deregister_job, job_id, purge=purge or None)
-        return self._shaped(DeregisterResponse, answer, path)
+        return self.shaped(DeregisterResponse, answer, path)
 
     def versions(self, job_id: str, *, diff_version: int | None = None) -> JobVersions:
         """The job's kept versions, newest first, each with the diff from the one before (`?diffs=true`), or
@@ -396,26 +397,26 @@ class NomadAPI:
         path = f"/v1/job/{job_id}/versions"
         params = {"diffs": "true"} if diff_version is None else {"diffs": "true", "diff_version": str(diff_version)}
         response = self._read(path, self.client.job.request, job_id, "versions", method="get", params=params)
-        return self._shaped(JobVersions, self._call(path, response.json), path)
+        return self.shaped(JobVersions, self._call(path, response.json), path)
 
     def deployment(self, job_id: str) -> Deployment | None:
         """The job's latest deployment (`/v1/job/:id/deployment`); None when it has had none."""
         path = f"/v1/job/{job_id}/deployment"
         answer = self._read(path, self.client.job.get_deployment, job_id)
-        return self._shaped(Deployment | None, answer, path)  # type: ignore[arg-type]
+        return self.shaped(Deployment | None, answer, path)  # type: ignore[arg-type]
 
     def promote(self, deployment_id: str) -> DeploymentUpdateResponse:
         """Promote every canary group of the deployment (`PUT /v1/deployment/promote/:id`, All)."""
         path = f"/v1/deployment/promote/{deployment_id}"
         answer = self._call(path, self.client.deployment.promote_deployment_all, deployment_id, _all=True)
-        return self._shaped(DeploymentUpdateResponse, answer, path)
+        return self.shaped(DeploymentUpdateResponse, answer, path)
 
     def revert(self, job_id: str, version: int, *, prior_version: int) -> RegisterResponse:
         """Register `version` of the job again as a new version (`POST /v1/job/:id/revert`), only while the job
         is still at `prior_version` (EnforcePriorVersion: a check-and-set, as `register`'s EnforceIndex)."""
         path = f"/v1/job/{job_id}/revert"
         answer = self._call(path, self.client.job.revert_job, job_id, version, enforce_prior_version=prior_version)
-        return self._shaped(RegisterResponse, answer, path)
+        return self.shaped(RegisterResponse, answer, path)
 
     # --- watch calls through httpx -------------------------------------------------------------------
 
@@ -447,7 +448,7 @@ class NomadAPI:
             data = response.json()
         except ValueError:
             raise _not_nomad(self.settings, f"the answer to {path} is not JSON") from None
-        return self._shaped(shape, data, path), header_index(response.headers, "X-Nomad-Index")
+        return self.shaped(shape, data, path), header_index(response.headers, "X-Nomad-Index")
 
     async def _get(self, http: Any, path: str, params: dict[str, str], *, json_expected: bool = True) -> Any:
         """One GET with the namespace/region parameters, errors mapped to NomadError."""
@@ -532,7 +533,7 @@ class NomadAPI:
             data = response.json()
         except ValueError:
             raise _not_nomad(self.settings, f"the answer to {path} is not JSON") from None
-        return self._shaped(RegisterResponse, data, path)
+        return self.shaped(RegisterResponse, data, path)
 
     async def allocation(self, http: Any, alloc_id: str) -> Allocation:
         allocation, _ = await self.get(http, f"/v1/allocation/{alloc_id}", Allocation)

@@ -117,3 +117,45 @@ def test_other_errors_end_the_loop() -> None:
     script = Script([("a", 5), Fatal("403")])
     with pytest.raises(Fatal):
         asyncio.run(collect(script, 2))
+
+
+class FakeClock:
+    """blocking's clock and sleep: time passes only when the loop sleeps, and each sleep is recorded."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.now += seconds
+
+
+def test_min_interval_spaces_the_queries_so_changes_gather(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query whose state changes all the time answers at once every time: with `min_interval`, each query
+    starts that long after the one before, the first at once (the changes between gather into one answer)."""
+    clock = FakeClock()
+    monkeypatch.setattr(blocking, "time", clock)
+    monkeypatch.setattr(blocking, "asyncio", clock)
+    starts: list[float] = []
+
+    async def busy(index: int) -> tuple[int, int]:
+        starts.append(clock.now)
+        clock.now += 0.01  # the answer takes 10 ms
+        return index + 1, index + 1  # a new index at every answer
+
+    async def run(**kwargs: float) -> None:
+        async for value in follow(busy, retry_on=Flaky, on_retry=lambda e, d: None, **kwargs):
+            if value >= 4:
+                return
+
+    asyncio.run(run(min_interval=0.25))
+    assert [round(s - starts[0], 6) for s in starts] == [0.0, 0.25, 0.5, 0.75]
+    assert clock.sleeps == [0.24, 0.24, 0.24], "only the time the last query did not take is slept"
+
+    starts.clear(), clock.sleeps.clear()
+    asyncio.run(run())
+    assert clock.sleeps == [], "without it, a changed state is asked again at once"
