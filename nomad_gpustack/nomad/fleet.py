@@ -16,6 +16,7 @@ breaks. Without it, every deployment is registered at once and each rollout runs
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -85,9 +86,12 @@ def check_all(members: Sequence[Member], *, force: bool, notes: Notes, workers: 
     naming every refused deployment (each problem located at its file) when any is refused; any other failure
     (Nomad unreachable ...) is raised as it is. Nothing is registered here."""
 
+    listed = listed_jobs(members)
+
     def check(member: Member) -> None:
+        absent = member.compiled.job_id not in listed[id(member.api)]
         try:
-            member.found = preview(member.api, member.compiled, force=force, notes=notes)
+            member.found = preview(member.api, member.compiled, force=force, notes=notes, absent=absent)
         except InputError as exc:  # the ownership check does not know the file: say which one
             raise InputError([replace(p, file=p.file or member.compiled.file) for p in exc.problems]) from None
 
@@ -102,6 +106,24 @@ def check_all(members: Sequence[Member], *, force: bool, notes: Notes, workers: 
                 raise exc
     if refused:
         raise InputError.merge(refused)
+
+
+def listed_jobs(members: Sequence[Member]) -> dict[int, set[str]]:
+    """The IDs of the jobs that exist among the members', by cluster scope (`id(member.api)`): one listing per
+    scope (`/v1/jobs?prefix=` with the IDs' common prefix), so a job that is not there yet costs no read of its
+    own. A fleet of one reads its job directly instead: the same one request, and it answers the whole job."""
+    scopes: dict[int, list[Member]] = {}
+    for member in members:
+        scopes.setdefault(id(member.api), []).append(member)
+    listed: dict[int, set[str]] = {}
+    for key, scoped in scopes.items():
+        ids = [m.compiled.job_id for m in scoped]
+        if len(ids) == 1:
+            listed[key] = set(ids)  # "maybe there": preview reads it
+        else:
+            prefix = os.path.commonprefix(ids)  # noqa: RUF071 - job IDs, not paths: `?prefix=` matches characters
+            listed[key] = {job.ID for job in scoped[0].api.jobs(prefix=prefix)}
+    return listed
 
 
 def worst(codes: Sequence[int]) -> int:

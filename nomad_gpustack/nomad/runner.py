@@ -31,7 +31,7 @@ from ..settings import NomadSettings
 from .client import IndexConflict, JobRefused, NomadAPI, TransientError, multierror_lines
 from .explain import placement_failure, upgrade_needs
 from .feed import Feed
-from .responses import JobStub, PlanResponse
+from .responses import JobStub, PlanResponse, RegisterResponse
 from .rollout import Rollback, Verdict
 from .watcher import Reporter, WatchResult, watch
 
@@ -121,16 +121,34 @@ def _refusals_as_input(compiled: DeploymentJob) -> Iterator[None]:
 def server_validate(api: NomadAPI, compiled: DeploymentJob, notes: Notes) -> None:
     """Nomad's own validation of the job (`/v1/validate/job`); InputError with every reason it gives."""
     result = api.validate(compiled.job)
-    if result.Warnings:
-        notes.warning(f"{compiled.file}: Nomad: {result.Warnings.strip()}")
+    _warn(compiled, result.Warnings, notes)
     errors = result.ValidationErrors or ([result.Error] if result.Error else [])
     if errors:
         # An error of a task group or task nests its own list: one problem a line, after its parents' words.
         raise _refused(compiled, [line for e in errors for line in multierror_lines(e) or [e.strip()]])
 
 
-def register(api: NomadAPI, compiled: DeploymentJob, plan_index: int, notes: Notes) -> str:
-    """Register with EnforceIndex and return the evaluation ID; a lost answer never registers twice.
+def _warn(compiled: DeploymentJob, warnings: str, notes: Notes) -> None:
+    if warnings:
+        notes.warning(f"{compiled.file}: Nomad: {warnings.strip()}")
+
+
+def checked_plan(api: NomadAPI, compiled: DeploymentJob, notes: Notes) -> PlanResponse:
+    """Nomad's plan for the job, which is also its validation: the plan runs the admission controllers that
+    `/v1/validate/job` runs, mutators and validators, and answers their warnings (nomad/job_endpoint.go Plan:
+    `j.admissionControllers`; Validate: `admissionMutators`, `admissionValidators`). One request where two were
+    made; only a job Nomad refuses is sent to `/v1/validate/job`, which lists the reasons one by one."""
+    try:
+        response = api.plan(compiled.job)
+    except JobRefused as exc:
+        server_validate(api, compiled, notes)  # raises with the reasons listed, when validation gives them
+        raise _refused(compiled, list(exc.problems)) from None
+    _warn(compiled, response.Warnings, notes)
+    return response
+
+
+def register(api: NomadAPI, compiled: DeploymentJob, plan_index: int, notes: Notes) -> RegisterResponse:
+    """Register with EnforceIndex and return Nomad's answer; a lost answer never registers twice.
 
     After a dropped connection or a 5xx the request is sent again with the same index: if the first one
     did arrive, Nomad refuses the second as a conflict, and the plan then shows no difference from ours.
@@ -143,7 +161,7 @@ def register(api: NomadAPI, compiled: DeploymentJob, plan_index: int, notes: Not
         try:
             with _refusals_as_input(compiled):
                 preserve = compiled.counts_follow_load
-                return api.register(compiled.job, modify_index=plan_index, preserve_counts=preserve).EvalID
+                return api.register(compiled.job, modify_index=plan_index, preserve_counts=preserve)
         except TransientError as exc:
             if attempt == REGISTER_ATTEMPTS - 1:
                 raise
@@ -155,7 +173,13 @@ def register(api: NomadAPI, compiled: DeploymentJob, plan_index: int, notes: Not
             with _refusals_as_input(compiled):
                 plan = api.plan(compiled.job) if answer_lost else None
             if plan is not None and plan.Diff is not None and plan.Diff.Type == "None":
-                return api.latest_evaluation(job_id)  # our earlier request arrived; only its answer was lost
+                # Our earlier request arrived; only its answer was lost: its evaluation, and no indexes to trust.
+                return RegisterResponse(EvalID=api.latest_evaluation(job_id))
+            if not plan_index:
+                raise NomadgsError(
+                    f"job '{job_id}' was registered by someone else while nomadgs checked the deployments; "
+                    "nothing was registered. Check `nomadgs status`, then run submit again."
+                ) from None
             raise NomadgsError(
                 f"job '{job_id}' was changed by someone else since nomadgs planned it "
                 f"(expected modify index {plan_index}); nothing was registered. "
@@ -171,37 +195,59 @@ class Registration:
     compiled: DeploymentJob
     version: int | None
     eval_id: str  # "" when nothing was registered because nothing changed
-    plan: PlanResponse
+    plan: PlanResponse | None  # None: a new job of a fleet, validated only (`preview`)
     stable_version: int | None = None  # the job's version before, when it was stable: where an auto-revert goes
     earlier_versions: bool = True  # False: this registration made the job (nothing to roll back to)
     job_create_index: int = 0  # the job's CreateIndex as read back (0: not known)
 
     @property
     def changed(self) -> bool:
-        return bool(self.eval_id) or self.plan.Diff is None or self.plan.Diff.Type != "None"
+        return bool(self.eval_id) or self.plan is None or self.plan.Diff is None or self.plan.Diff.Type != "None"
 
 
 @dataclass(frozen=True)
 class Preview:
-    """What a submit finds before it registers anything: the job on Nomad, and Nomad's plan for ours."""
+    """What a submit finds before it registers anything: the job on Nomad, and Nomad's plan for ours (None: no
+    job was there to plan against, and ours was validated only)."""
 
     existing: JobStub | None
-    plan: PlanResponse
+    plan: PlanResponse | None
+
+    @property
+    def index(self) -> int:
+        """The JobModifyIndex the register's check-and-set holds the job to (0: there must be none)."""
+        return self.plan.JobModifyIndex if self.plan is not None else 0
 
     @property
     def unchanged(self) -> bool:
         """The job runs on Nomad as it is compiled: a submit registers nothing."""
-        e, diff = self.existing, self.plan.Diff
+        e, diff = self.existing, self.plan.Diff if self.plan is not None else None
         return e is not None and not e.Stop and diff is not None and diff.Type == "None"
 
 
-def preview(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes) -> Preview:
-    """The first half of a submit, which changes nothing (a dry run stops here): validate with the server,
-    check ownership, plan."""
-    server_validate(api, compiled, notes)
+def preview(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes, absent: bool = False) -> Preview:
+    """The first half of a submit, which changes nothing (a dry run stops here): check ownership, and plan (which
+    validates with the server).
+
+    `absent`: a listing has just shown no such job (a fleet lists its jobs at once). It is neither read nor
+    planned, only validated: there is no job to diff against or to keep, and the register's check-and-set at
+    index 0 refuses it if one has appeared since (job_endpoint.go Register, EnforceIndex: "job already exists").
+    Nomad's plan runs the scheduler; its validation does not."""
+    if absent:
+        server_validate(api, compiled, notes)
+        return Preview(None, None)
     existing = check_ownership(api, compiled.job_id, force=force)
-    with _refusals_as_input(compiled):
-        return Preview(existing, api.plan(compiled.job))
+    plan = checked_plan(api, compiled, notes)
+    if plan.JobModifyIndex != _job_index(existing):
+        # The job changed between the read and the plan: the register's check-and-set holds to the plan's
+        # index, so the ownership check must see the job the plan saw.
+        existing = check_ownership(api, compiled.job_id, force=force)
+    return Preview(existing, plan)
+
+
+def _job_index(job: JobStub | None) -> int:
+    """The JobModifyIndex a plan reports for this job as read (0: no job; job_endpoint.go Plan)."""
+    return job.JobModifyIndex if job is not None else 0
 
 
 def submit(api: NomadAPI, compiled: DeploymentJob, *, force: bool, notes: Notes) -> Registration:
@@ -223,12 +269,16 @@ def apply(api: NomadAPI, compiled: DeploymentJob, found: Preview, notes: Notes) 
             *_before(found.existing),
             job_create_index=found.existing.CreateIndex,
         )
-    eval_id = register(api, compiled, plan.JobModifyIndex, notes)
-    try:
-        current = api.job(job_id)
-    except NomadgsError as exc:  # the client retried for a while already
-        raise AfterRegistration(job_id, exc, "reading it back") from None
-    version = current.Version if current else None
+    response = register(api, compiled, found.index, notes)
+    eval_id = response.EvalID
+    written = written_version(found, response)
+    if written is None:
+        try:
+            current = api.job(job_id)
+        except NomadgsError as exc:  # the client retried for a while already
+            raise AfterRegistration(job_id, exc, "reading it back") from None
+        written = (current.Version, current.CreateIndex) if current else None
+    version, create_index = written if written else (None, 0)
     notes.info(f"{job_id}: registered version {version} (evaluation {eval_id[:8] or '-'})")
     return Registration(
         compiled,
@@ -236,8 +286,28 @@ def apply(api: NomadAPI, compiled: DeploymentJob, found: Preview, notes: Notes) 
         eval_id,
         plan,
         *_before(found.existing),
-        job_create_index=current.CreateIndex if current else 0,
+        job_create_index=create_index,
     )
+
+
+def written_version(found: Preview, response: RegisterResponse) -> tuple[int, int] | None:
+    """(version, CreateIndex) of the job a register wrote, known without reading it back; None when the answer
+    does not pin them (the job is then read back).
+
+    A register that writes the job answers the raft index of that write as both JobModifyIndex and
+    EvalCreateIndex; one that finds the spec unchanged writes no version and answers the job's old ModifyIndex
+    beside a later evaluation's index (nomad/job_endpoint.go Register). The check-and-set held the job at the
+    preview's index (the plan's, or 0 where there was no job), so when that is the index of the job read
+    before, the write made that job's version + 1 with its CreateIndex, and where no job was, version 0 created
+    at the write's index (nomad/state/state_store.go upsertJobImpl; nomadgs never sends a Version, which
+    api.Job.Canonicalize makes 0)."""
+    index = response.JobModifyIndex
+    if not response.EvalID or not index or index != response.EvalCreateIndex:
+        return None
+    existing = found.existing
+    if found.index != _job_index(existing):
+        return None
+    return (existing.Version + 1, existing.CreateIndex) if existing is not None else (0, index)
 
 
 def _before(existing: JobStub | None) -> tuple[int | None, bool]:

@@ -50,7 +50,9 @@ def test_successful_rollout(nomad: NomadDouble) -> None:
     assert "OpenAI base URL: http://" in run.out
     for state in ("downloading", "starting", "running"):
         assert f"replica 0: {state}" in run.err
-    assert posts(nomad, "/v1/validate/job") == 1
+    # The plan is Nomad's validation too (job_endpoint.go Plan runs the admission validators): one request, and
+    # /v1/validate/job only for a job the plan refuses.
+    assert posts(nomad, f"/v1/job/{VLLM_JOB}/plan") == 1 and posts(nomad, "/v1/validate/job") == 0
     register = [r for r in nomad.requests if r.method == "POST" and r.path == f"/v1/job/{VLLM_JOB}"]
     assert len(register) == 1
     body = json.loads(register[0].body)
@@ -242,21 +244,43 @@ def test_server_errors_and_dropped_connections_are_retried(nomad: NomadDouble) -
 def test_a_leader_election_after_the_register_does_not_end_submit(nomad: NomadDouble) -> None:
     nomad.default_scenario = scenarios.rollout()
     nomad.faults.drop(rf"^/v1/job/{VLLM_JOB}$", method="GET")  # before the register
-    nomad.after_request(  # the register is answered, then the next reads of the job fail
+    nomad.after_request(  # the register is answered, then the watch's first reads fail
         "POST",
         rf"^/v1/job/{VLLM_JOB}$",
-        lambda: nomad.faults.fail(rf"^/v1/job/{VLLM_JOB}$", 500, count=2, body="No cluster leader", method="GET"),
+        lambda: nomad.faults.fail(r"^/v1/allocations$", 500, count=2, body="No cluster leader", method="GET"),
     )
     run = submit(nomad, VLLM)
     assert run.code == 0, run.err
-    assert f"warning: Nomad at {nomad.address} is unavailable: it answered 500: No cluster leader; trying again in" in (
-        run.err
-    )
+    assert f"Nomad at {nomad.address} is unavailable: it answered 500: No cluster leader while watching" in run.err
     assert "registered version 0" in run.err
     assert len(nomad.job_versions(VLLM_JOB)) == 1
 
 
-def test_giving_up_after_the_register_says_the_job_is_registered(nomad: NomadDouble) -> None:
+def test_the_version_registered_is_known_without_reading_the_job_back(nomad: NomadDouble, tmp_path: Path) -> None:
+    """Nomad's answer to the register pins the version it wrote (runner.written_version): after the register,
+    the job is not read again, and a Nomad that cannot answer reads then does not stop the submit."""
+    nomad.default_scenario = scenarios.rollout()
+    assert submit(nomad, VLLM).code == 0
+    changed = tmp_path / "vllm.yaml"
+    changed.write_text(VLLM.read_text().replace("replicas: 1", "replicas: 2"))
+    assert changed.read_text() != VLLM.read_text()
+    nomad.after_request(
+        "POST",
+        rf"^/v1/job/{VLLM_JOB}$",
+        lambda: nomad.faults.fail(rf"^/v1/job/{VLLM_JOB}$", 500, count=1000, body="No cluster leader", method="GET"),
+    )
+    before = len(nomad.requests)
+    run = submit(nomad, changed)
+    assert run.code == 0, run.err
+    assert "registered version 1" in run.err and nomad.job_versions(VLLM_JOB)[-1]["Version"] == 1
+    reads = [r for r in nomad.requests[before:] if r.method == "GET" and r.path == f"/v1/job/{VLLM_JOB}"]
+    assert len(reads) == 1, "the ownership check before the plan; none after the register"
+
+
+def test_giving_up_on_reading_a_job_back_says_the_job_is_registered(nomad: NomadDouble) -> None:
+    """When Nomad's answer does not pin the version (here the job read before the plan was purged by someone
+    else in between: the plan's index is not the read job's), the job is read back; a Nomad that stays
+    unavailable then ends with AfterRegistration, which says the job is registered."""
     from nomad_gpustack.nomad import runner
     from nomad_gpustack.nomad.client import NomadAPI
     from nomad_gpustack.settings import NomadSettings
@@ -265,6 +289,12 @@ def test_giving_up_after_the_register_says_the_job_is_registered(nomad: NomadDou
 
     compiled = compile_yaml(VLLM.read_text())
     nomad.default_scenario = scenarios.manual()
+    api = NomadAPI(NomadSettings(address=nomad.address), retry_for=1.0)
+    api.register(compiled.job, modify_index=0)
+    existing = api.job(VLLM_JOB)
+    api.stop(VLLM_JOB, purge=True)
+    found = runner.Preview(existing, api.plan(compiled.job))
+    assert found.index == 0 and existing is not None and existing.JobModifyIndex > 0
     nomad.after_request(
         "POST",
         rf"^/v1/job/{VLLM_JOB}$",
@@ -278,9 +308,8 @@ def test_giving_up_after_the_register_says_the_job_is_registered(nomad: NomadDou
 
         warning = info
 
-    api = NomadAPI(NomadSettings(address=nomad.address), retry_for=1.0)
     with pytest.raises(runner.AfterRegistration) as caught:
-        runner.submit(api, compiled, force=False, notes=Notes())
+        runner.apply(api, compiled, found, Notes())
     message = str(caught.value)
     assert message.startswith(
         f"{VLLM_JOB} is registered on Nomad, but reading it back failed: Nomad at {nomad.address} is unavailable: "
@@ -351,11 +380,24 @@ def test_server_validation_errors_are_bad_input(nomad: NomadDouble) -> None:
         "Warnings": "",
         "ValidationErrors": ["Task group inference validation failed: minimum CPU value is 20; got 1"],
     }
+    # The plan refuses the job as Nomad's Job.Plan does (its admission validators' multierror, a 500); the
+    # validate endpoint then lists the reasons one by one.
+    plan_refusal = "1 error occurred:\n\t* Task group inference validation failed: minimum CPU value is 20; got 1\n\n"
+    nomad.faults.fail(rf"^/v1/job/{VLLM_JOB}/plan$", status=500, body=plan_refusal)
     nomad.faults.fail(r"^/v1/validate/job$", status=200, body=json.dumps(refusal))
     run = submit(nomad, VLLM)
     assert run.code == 2
     assert "Nomad refused the job: Task group inference validation failed: minimum CPU value is 20; got 1" in run.err
-    assert posts(nomad, f"/v1/job/{VLLM_JOB}") == 0
+    assert posts(nomad, f"/v1/job/{VLLM_JOB}") == 0 and posts(nomad, "/v1/validate/job") == 1
+
+
+def test_a_refusal_of_the_plan_is_said_as_the_plan_said_it_when_validation_lists_nothing(nomad: NomadDouble) -> None:
+    plan_refusal = "1 error occurred:\n\t* Task group inference validation failed: minimum CPU value is 20; got 1\n\n"
+    nomad.faults.fail(rf"^/v1/job/{VLLM_JOB}/plan$", status=500, body=plan_refusal)
+    run = submit(nomad, VLLM)
+    assert run.code == 2
+    assert "Nomad refused the job: Task group inference validation failed: minimum CPU value is 20; got 1" in run.err
+    assert posts(nomad, f"/v1/job/{VLLM_JOB}") == 0 and posts(nomad, "/v1/validate/job") == 1
 
 
 def test_a_state_change_reaches_the_output_without_polling(nomad: NomadDouble) -> None:

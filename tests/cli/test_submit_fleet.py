@@ -102,6 +102,56 @@ def test_a_fleet_is_registered_at_once_and_followed_on_three_connections(tmp_pat
     assert held <= 3 + feed.READS + fleet.WORKERS, f"{held} connections open at once"
 
 
+def test_a_fleet_is_checked_with_one_listing_and_versions_are_known_without_reading_back(tmp_path: Path) -> None:
+    """New jobs: one listing for the fleet, then one validation and one register each (no read, no plan: there is
+    nothing to diff against, and the register's check-and-set at 0 refuses a job that appeared). An upgrade:
+    the listed jobs are read and planned, the unchanged ones not registered, and the version registered is
+    Nomad's without a read after the register."""
+    files = fleet_files(tmp_path, 5)
+    with NomadDouble() as nomad:
+        nomad.default_scenario = scenarios.manual()
+        code, out, err = submit(nomad, *files, "--detach", "--output", "json")
+        assert code == 0, err
+        assert [r["version"] for r in json.loads(out)["results"]] == [0] * 5
+        sent = [(r.method, r.path) for r in nomad.requests]
+        assert sent.count(("GET", "/v1/jobs")) == 1
+        assert sorted(p for m, p in sent if m == "GET" and p.startswith("/v1/job/")) == []
+        assert not [p for _, p in sent if p.endswith("/plan")]
+        assert sent.count(("PUT", "/v1/validate/job")) + sent.count(("POST", "/v1/validate/job")) == 5
+        assert len(registrations(nomad)) == 5
+
+        files[2].write_text(files[2].read_text().replace("replicas: 1", "replicas: 2"))
+        before = len(nomad.requests)
+        code, out, err = submit(nomad, *files, "--detach", "--output", "json")
+        assert code == 0, err
+        versions = {r["job"]: r["version"] for r in json.loads(out)["results"]}
+        assert versions == {"m0": 0, "m1": 0, "m2": 1, "m3": 0, "m4": 0}
+        assert nomad.jobs["default/m2"]["Version"] == 1
+        sent = [(r.method, r.path) for r in nomad.requests[before:]]
+        reads = [p for m, p in sent if m == "GET" and re.fullmatch(r"/v1/job/m\d", p)]
+        assert sorted(reads) == [f"/v1/job/m{i}" for i in range(5)], "each listed job read once, none read back"
+        assert len([p for _, p in sent if p.endswith("/plan")]) == 5
+        assert registrations(nomad)[-1:] == ["/v1/job/m2"] and len(registrations(nomad)) == 6
+
+
+def test_a_job_registered_by_someone_else_after_the_listing_is_not_replaced(tmp_path: Path) -> None:
+    """The listing showed no m1; someone registers a job m1 before nomadgs does: the register's check-and-set at
+    0 refuses it, and m1 ends with an error that says so, the job left as they made it."""
+    files = fleet_files(tmp_path, 2)
+    with NomadDouble() as nomad:
+        nomad.default_scenario = scenarios.manual()
+        theirs = {**build(load_deployment(VLLM), load_catalog(()), check=False).job, "ID": "m1", "Name": "theirs"}
+        api = NomadAPI(NomadSettings(address=nomad.address))
+        nomad.after_request("GET", "^/v1/jobs$", lambda: api.register(theirs, modify_index=0))
+        code, out, err = submit(nomad, *files, "--detach", "--output", "json")
+        assert code != 0, err
+        results = {r["job"]: r for r in json.loads(out)["results"]}
+        assert results["m0"]["status"] == "registered"
+        assert results["m1"]["status"] == "error"
+        assert "registered by someone else while nomadgs checked" in results["m1"]["message"]
+        assert nomad.jobs["default/m1"]["Name"] == "theirs"
+
+
 def test_the_summary_names_each_failure(tmp_path: Path) -> None:
     files = fleet_files(tmp_path, 4)
     with NomadDouble() as nomad:

@@ -12,6 +12,7 @@ from ..support.components import ROOT
 from ..support.helpers import answering, nomadgs, static_files
 from ..support.nomad_double import NomadDouble
 
+VLLM_JOB = "qwen2-5-7b-instruct"
 VLLM = ROOT / "examples" / "vllm-qwen2.5-7b-instruct.yaml"
 OTHER_SHAPE = '{"unexpected":"shape"}'
 
@@ -57,25 +58,25 @@ def test_a_json_api_of_another_shape_is_not_consul(args: list[str]) -> None:
 
 
 def test_a_plain_web_server_is_not_nomad_for_submit_as_for_status(tmp_path: Path) -> None:
-    """`python3 -m http.server` answers 404 to reads and 501 to a POST: neither is retried."""
+    """`python3 -m http.server` answers 404 (an HTML page) to reads: not retried, and not taken for a missing job."""
     with static_files(tmp_path) as (address, received):
         status = nomadgs("status", env={"NOMAD_ADDR": address})
         submit = nomadgs("submit", VLLM, "--timeout", "60s", env={"NOMAD_ADDR": address})
     assert status.code == submit.code == 5, submit.err
     (line,) = errors(submit.err)
     assert line == (
-        f"error: {address} is not a Nomad HTTP API (501 text/html on /v1/validate/job); check NOMAD_ADDR or --address"
+        f"error: {address} is not a Nomad HTTP API (404 text/html on /v1/job/{VLLM_JOB}); check NOMAD_ADDR or --address"
     )
-    assert received == ["GET /v1/jobs", "POST /v1/validate/job"], "each asked once"
+    assert received == ["GET /v1/jobs", f"GET /v1/job/{VLLM_JOB}"], "each asked once"
 
 
 def test_a_nomad_that_stays_unavailable_is_exit_5_within_the_timeout() -> None:
     """A 500 that persists ends as exit 5 with what Nomad answered; the retries keep to --timeout."""
     with NomadDouble() as nomad:
         address = nomad.address
-        nomad.faults.fail(r"^/v1/validate/job$", status=500, body="No cluster leader", count=1000)
+        nomad.faults.fail(rf"^/v1/job/{VLLM_JOB}$", status=500, body="No cluster leader", count=1000)
         run = nomadgs("submit", VLLM, "--timeout", "2s", env={"NOMAD_ADDR": address})
-        asked = sum(1 for r in nomad.requests if r.path == "/v1/validate/job")
+        asked = sum(1 for r in nomad.requests if r.path == f"/v1/job/{VLLM_JOB}")
     assert run.code == 5, run.err
     (line,) = errors(run.err)
     assert line.startswith(f"error: Nomad at {address} is unavailable: it answered 500: No cluster leader (tried")
