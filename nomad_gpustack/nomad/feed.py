@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import functools
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Protocol, TypeVar
 
 from . import blocking
@@ -90,11 +90,11 @@ class Versions:
         self.api, self.path, self.model = api, path, model
         self._known: dict[tuple[Any, Any], Listed] = {}
 
-    def shaped(self, raw: list[dict[str, Any]]) -> list[Listed]:
+    def shaped(self, raw: list[Any]) -> list[Listed]:
         known: dict[tuple[Any, Any], Listed] = {}
         out = []
         for item in raw:
-            key = (item.get("ID"), item.get("ModifyIndex"))
+            key = (item.get("ID"), item.get("ModifyIndex")) if isinstance(item, dict) else (None, None)
             model: Listed | None = self._known.get(key)
             if model is None:
                 model = self.api.shaped(self.model, item, self.path)
@@ -120,6 +120,7 @@ class Feed:
         self._reads = asyncio.Semaphore(reads)
         self._refresh_running: asyncio.Future[None] | None = None
         self._refresh_next: asyncio.Future[None] | None = None
+        self._refresh_jobs: set[str] = set()  # the jobs whose watches wait for the next refresh
         self._nodes: asyncio.Future[list[dict[str, Any]]] | None = None
         self._held = False  # `cover` was called: the queries run until `close`
         self._last: dict[str, list[Any]] = {}  # each query's last answer, for a watch that joins later
@@ -180,15 +181,17 @@ class Feed:
         self._stop_pollers()
         self._last = {}
         self._handed = {}
-        for what, path, shape, deliver in self._queries():
+        for what, path, shape, kind in self._queries():
             params = self._params(path, list(self._covered), resources=False)
-            self._pollers.append(asyncio.create_task(self._follow(what, path, shape, params, deliver)))
+            self._pollers.append(asyncio.create_task(self._follow(what, path, shape, params, kind)))
 
-    def _queries(self) -> list[tuple[str, str, type[Listed], Callable[[list[Any], bool], None]]]:
+    @staticmethod
+    def _queries() -> list[tuple[str, str, type[Listed], str]]:
+        """(what, path, object model, the Subscriber method that hears it) of each long poll."""
         return [
-            ("allocations", "/v1/allocations", Allocation, self._deliver_allocations),
-            ("the deployments", "/v1/deployments", Deployment, self._deliver_deployments),
-            ("the evaluations", "/v1/evaluations", Evaluation, self._deliver_evaluations),
+            ("allocations", "/v1/allocations", Allocation, "on_allocations"),
+            ("the deployments", "/v1/deployments", Deployment, "on_deployments"),
+            ("the evaluations", "/v1/evaluations", Evaluation, "on_evaluations"),
         ]
 
     @staticmethod
@@ -209,7 +212,7 @@ class Feed:
         path: str,
         shape: type[Listed],
         params: dict[str, str],
-        deliver: Callable[[list[Any], bool], None],
+        kind: str,
     ) -> None:
         def retried(exc: Exception, delay: float) -> None:
             self.note(f"{exc} while watching {what}; retried after {delay:.1f}s")
@@ -217,47 +220,42 @@ class Feed:
         versions = Versions(self.api, path, shape)
 
         async def query(index: int) -> tuple[list[Any], int]:
-            raw, returned = await self.api.get(self.http, path, list[dict[str, Any]], index=index, params=params)
+            # A list, its objects shaped one by one (`Versions`): validating them as dicts first would copy each.
+            raw, returned = await self.api.get(self.http, path, list[Any], index=index, params=params)
             return versions.shaped(raw), returned
 
         try:
             pace = blocking_pace(len(self._covered))
             async for value in blocking.follow(query, retry_on=TransientError, on_retry=retried, min_interval=pace):
-                deliver(value, False)
+                self._dispatch(kind, value)
         except Exception as exc:  # a lasting failure (403, 404 ...): every watch ends with it
             for subscribers in list(self._subscribers.values()):
                 for subscriber in list(subscribers):
                     subscriber.on_failure(exc)
 
-    def _dispatch(
-        self, kind: str, items: Sequence[Any], hand: Callable[[Subscriber, list[Any]], None], *, every: bool
-    ) -> None:
-        """Each watch's share of a query's answer, handed to it when it differs from the share handed before (a
-        job's objects and their ModifyIndex: an answer wakes on any job's change, and most shares are as they
-        were), or `every` time (a refresh: its objects carry their resources). A watch that joins later is handed
-        `_last` then, so each watch holds the latest share whichever way it came."""
-        self._last[kind] = list(items)
+    def _dispatch(self, kind: str, items: Sequence[Any], only: Collection[str] | None = None) -> None:
+        """Each watch's share of a query's answer, handed to its `kind` method (`on_allocations` ...) when it
+        differs from the share handed before: a job's objects and their ModifyIndex (an answer wakes on any
+        job's change, and most shares are as they were). A watch that joins later is handed `_last` then, so
+        each watch holds the latest share whichever way it came. `only`: the answer was asked for these jobs
+        alone (a refresh), and each of their watches is handed its share, as it is or not: its objects carry
+        their resources; the others' watches are handed nothing."""
+        if only is None:
+            self._last[kind] = list(items)
         by_job: dict[str, list[Any]] = defaultdict(list)
         for item in items:
             by_job[item.JobID].append(item)
         handed = self._handed.setdefault(kind, {})
         for job_id, subscribers in list(self._subscribers.items()):
+            if only is not None and job_id not in only:
+                continue
             share = by_job.get(job_id, [])
             versions = tuple((item.ID, item.ModifyIndex) for item in share)
-            if not every and handed.get(job_id) == versions:
+            if only is None and handed.get(job_id) == versions:
                 continue
             handed[job_id] = versions
             for subscriber in list(subscribers):
-                hand(subscriber, share)
-
-    def _deliver_allocations(self, allocations: list[Allocation], every: bool) -> None:
-        self._dispatch("on_allocations", allocations, lambda s, share: s.on_allocations(share), every=every)
-
-    def _deliver_deployments(self, deployments: list[Deployment], every: bool) -> None:
-        self._dispatch("on_deployments", deployments, lambda s, share: s.on_deployments(share), every=every)
-
-    def _deliver_evaluations(self, evaluations: list[Evaluation], every: bool) -> None:
-        self._dispatch("on_evaluations", evaluations, lambda s, share: s.on_evaluations(share), every=every)
+                getattr(subscriber, kind)(share)
 
     # --- plain reads ---------------------------------------------------------------------------------------
 
@@ -266,10 +264,11 @@ class Feed:
         async with self._reads:
             return await call()
 
-    async def refresh(self) -> None:
-        """Plain reads of the three lists, dispatched as the long polls' answers are: what was true when this
-        was called. Callers that come while one runs share the next one (the client retries passing failures;
-        TransientError when they last)."""
+    async def refresh(self, job_id: str) -> None:
+        """Plain reads of the three lists for `job_id`'s watches, handed to them as the long polls' answers are:
+        what was true when this was called. Callers that come while one runs share the next one, which reads
+        the jobs of all of them (the client retries passing failures; TransientError when they last)."""
+        self._refresh_jobs.add(job_id)
         if self._refresh_next is None:
             self._refresh_next = asyncio.ensure_future(self._refresh_after(self._refresh_running))
         await asyncio.shield(self._refresh_next)
@@ -279,7 +278,7 @@ class Feed:
             with contextlib.suppress(Exception):
                 await asyncio.shield(previous)
         self._refresh_running, self._refresh_next = self._refresh_next, None
-        jobs = list(self._subscribers)
+        jobs, self._refresh_jobs = sorted(self._refresh_jobs), set()
         reads = [
             self.read(
                 functools.partial(
@@ -293,8 +292,8 @@ class Feed:
             for _, path, shape, _ in self._queries()
         ]
         answers = await asyncio.gather(*reads)
-        for (_, _, _, deliver), (value, _) in zip(self._queries(), answers, strict=True):
-            deliver(value, True)
+        for (_, _, _, kind), (value, _) in zip(self._queries(), answers, strict=True):
+            self._dispatch(kind, value, only=jobs)
 
     async def nodes(self) -> list[dict[str, Any]]:
         """The client nodes, listed once for every watch that needs them (to explain a placement failure)."""

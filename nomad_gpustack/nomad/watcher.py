@@ -229,7 +229,7 @@ class _Watch:
         """Plain reads of everything the watch follows (the client retries them); when they keep failing, the
         verdict rests on what the blocking queries delivered."""
         try:
-            await self.feed.refresh()  # one read for every watch that wants one now
+            await self.feed.refresh(self.target.job_id)  # one read for every watch that wants one now
         except TransientError:
             return
 

@@ -91,22 +91,27 @@ def test_a_watch_is_handed_its_share_only_when_it_changed(nomad: NomadDouble) ->
     assert len(heard_quiet.deployments) == 1
 
 
-def test_a_refresh_hands_every_share_again_with_the_resources(nomad: NomadDouble) -> None:
-    api, _, quiet = two_jobs(nomad)
+def test_a_refresh_reads_the_jobs_that_ask_and_hands_them_their_share_with_the_resources(nomad: NomadDouble) -> None:
+    api, busy, quiet = two_jobs(nomad)
 
-    async def run() -> Heard:
+    async def run() -> tuple[Heard, Heard]:
         async with api.async_client() as http:
             feed = Feed(api, http, note=lambda message: None)
-            heard = Heard(quiet)
-            feed.subscribe(heard)
-            await until(lambda: bool(heard.allocations))
-            await feed.refresh()
+            heard = Heard(busy), Heard(quiet)
+            for subscriber in heard:
+                feed.subscribe(subscriber)
+            await until(lambda: all(h.allocations for h in heard))
+            await feed.refresh(quiet)
             await feed.close()
             return heard
 
-    heard = asyncio.run(run())
-    assert len(heard.allocations) == 2
-    assert all(a.AllocatedResources for a in heard.allocations[1]), "the refresh asks for the ports"
+    before = len(nomad.requests)
+    heard_busy, heard_quiet = asyncio.run(run())
+    assert len(heard_quiet.allocations) == 2, "handed again, unchanged as it is"
+    assert all(a.AllocatedResources for a in heard_quiet.allocations[1]), "the refresh asks for the ports"
+    assert len(heard_busy.allocations) == 1, "a job that did not ask is not handed the refresh"
+    refresh = [r for r in nomad.requests[before:] if r.path == "/v1/allocations" and "resources" in r.query]
+    assert [r.query["filter"] for r in refresh] == [[f"JobID matches `^({quiet})$`"]], "read for the job that asked"
 
 
 def _messages(allocations: list[Allocation]) -> str:
@@ -123,6 +128,8 @@ def test_an_object_is_validated_once_per_version() -> None:
     assert moved[0] is not first[0] and moved[0].ClientStatus == "running"
     with pytest.raises(NotNomad, match="/v1/allocations"):
         versions.shaped([{"ID": "b", "JobID": "j", "ModifyIndex": 7, "ClientStatus": ["not", "text"]}])
+    with pytest.raises(NotNomad, match="/v1/allocations"):
+        versions.shaped(["not an object"])
 
 
 def test_the_pace_of_the_long_polls_grows_with_the_fleet_up_to_a_bound() -> None:
