@@ -36,7 +36,7 @@ Render each deployment, validate it with the server, register it with check-and-
 so a concurrent change is detected, never overwritten), then follow the rollout until every replica
 answers its health check, or explain why it cannot.
 
-Several deployments (a fleet): all are validated and planned before any is registered (one bad file
+Several deployments (a fleet): all are checked by Nomad before any is registered (one bad file
 registers nothing), then registered and followed together, with one summary; --max-parallel N rolls
 out N at a time and starts no further one after a failure.
 
@@ -170,7 +170,7 @@ def submit(
     # A failure before the end: the JSON document of the failure still lists what was done.
     click.get_current_context().meta[PARTIAL_RESULT] = {"results": results}
     notes = _Notes()
-    fleet.check_all(members, force=force, notes=notes)  # validated and planned, all of them, before any register
+    fleet.check_all(members, force=force, notes=notes)  # checked by Nomad, all of them, before any register
 
     live = fleet_view_for(len(members)) if len(members) > 1 and not detach else None
 

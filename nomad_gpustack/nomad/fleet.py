@@ -2,8 +2,9 @@
 check-and-set and all followed together, at most `max_parallel` rollouts at once.
 
 What `nomadgs submit a.yaml b.yaml ...` does (and `submit one.yaml`: a fleet of one, the same code). The
-checks (Nomad's validation, ownership, the plan whose JobModifyIndex the register enforces) run for every
-deployment first: one refused file registers nothing. The watches share one feed per cluster scope (`feed.Feed`:
+checks (one listing of the fleet's jobs; for each listed job, ownership and the plan whose JobModifyIndex the
+register enforces, the plan being Nomad's validation too; for each job not there, Nomad's validation) run for
+every deployment first: one refused file registers nothing. The watches share one feed per cluster scope (`feed.Feed`:
 three blocking queries whatever the number of models) and the one-shot calls run `WORKERS` at once, so the
 connections a fleet opens are bounded whatever its size.
 
@@ -82,7 +83,7 @@ class Member:
 
 
 def check_all(members: Sequence[Member], *, force: bool, notes: Notes, workers: int = WORKERS) -> None:
-    """Nomad's validation, the ownership check and the plan of every member, `workers` at once. InputError
+    """Nomad's checks of every member (`listed_jobs`, then `preview` each), `workers` at once. InputError
     naming every refused deployment (each problem located at its file) when any is refused; any other failure
     (Nomad unreachable ...) is raised as it is. Nothing is registered here."""
 

@@ -410,7 +410,7 @@ def test_a_json_api_of_another_shape_is_not_nomad(tmp_path: Path) -> None:
         play = run_playbook(book, record=True)
     assert play.code == 0, play.text
     for task, words in (
-        ("deploy", "the answer to /v1/validate/job has no 'DriverConfigValidated'"),
+        ("deploy", "the answer to /v1/job/qwen2-5-0-5b-instruct-gguf has no 'ID'"),
         ("info", "the answer to /v1/jobs is not a list"),
     ):
         result = play.results()[task]
