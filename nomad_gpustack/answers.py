@@ -82,13 +82,17 @@ _EXPECTED = {
 
 
 def shaped(shape: type[T], data: Any, path: str) -> T:
-    """`data` (a decoded answer to `path`) as `shape`: a response model, or a type such as `list[Model]`.
+    """`data` (an answer to `path`, decoded, or its raw JSON bytes) as `shape`: a response model, or a type such
+    as `list[Model]`.
 
     The one place an answer becomes typed data: WrongShape says in plain words what does not fit (`the answer
-    to /v1/jobs is not a list`), for the caller to report that the server is not the API it expected.
+    to /v1/jobs is not a list`, `... is not JSON`), for the caller to report that the server is not the API it
+    expected. Raw bytes are read by pydantic's own JSON parser straight into `shape`, without the dicts and
+    lists of `json.loads` in between: a large answer (a fleet's allocations) costs about half.
     """
+    adapter = _adapter(cast(Hashable, shape))
     try:
-        result: T = _adapter(cast(Hashable, shape)).validate_python(data)
+        result: T = adapter.validate_json(data) if isinstance(data, bytes) else adapter.validate_python(data)
     except ValidationError as exc:
         raise WrongShape(_what_does_not_fit(exc, path)) from None
     return result
@@ -102,6 +106,8 @@ def _adapter(shape: Hashable) -> Any:
 def _what_does_not_fit(exc: Any, path: str) -> str:
     error = exc.errors()[0]
     loc, kind = tuple(error["loc"]), error["type"]
+    if kind == "json_invalid":
+        return f"the answer to {path} is not JSON"
     if kind == "missing" and loc:
         return f"{_subject(loc[:-1], path)} has no '{loc[-1]}'"
     expected = _EXPECTED.get(kind)

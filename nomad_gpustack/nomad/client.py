@@ -300,7 +300,8 @@ class NomadAPI:
                 attempt += 1
 
     def shaped(self, shape: type[T], data: Any, path: str) -> T:
-        """The one place an answer of Nomad becomes typed data: JSON of another shape is NotNomad."""
+        """The one place an answer of Nomad becomes typed data (`data` decoded, or the answer's raw bytes): JSON of
+        another shape, or no JSON, is NotNomad."""
         try:
             return shaped(shape, data, path)
         except WrongShape as exc:
@@ -444,11 +445,8 @@ class NomadAPI:
             response = await self._get(http, path, query)
         else:
             response = await self._retrying_async(lambda: self._get(http, path, query))
-        try:
-            data = response.json()
-        except ValueError:
-            raise _not_nomad(self.settings, f"the answer to {path} is not JSON") from None
-        return self.shaped(shape, data, path), header_index(response.headers, "X-Nomad-Index")
+        # The raw bytes, parsed and validated at once (answers.shaped): not JSON is NotNomad as another shape is.
+        return self.shaped(shape, response.content, path), header_index(response.headers, "X-Nomad-Index")
 
     async def _get(self, http: Any, path: str, params: dict[str, str], *, json_expected: bool = True) -> Any:
         """One GET with the namespace/region parameters, errors mapped to NomadError."""
@@ -529,11 +527,7 @@ class NomadAPI:
         if job_modify_index > 0:
             body["JobModifyIndex"] = job_modify_index
         response = await self._send(http, "POST", path, self.settings.params(), body)
-        try:
-            data = response.json()
-        except ValueError:
-            raise _not_nomad(self.settings, f"the answer to {path} is not JSON") from None
-        return self.shaped(RegisterResponse, data, path)
+        return self.shaped(RegisterResponse, response.content, path)
 
     async def allocation(self, http: Any, alloc_id: str) -> Allocation:
         allocation, _ = await self.get(http, f"/v1/allocation/{alloc_id}", Allocation)

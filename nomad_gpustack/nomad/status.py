@@ -140,8 +140,12 @@ def _rank_trouble(alloc: Allocation) -> str:
 def _assess(
     job: JobStub, version: int, request: GroupRequest, deployment: Deployment | None, allocs: Sequence[Allocation]
 ) -> Assessment:
-    snapshot = Snapshot(job.ID, version, Evaluation(ID="", Status="complete"), None, deployment, tuple(allocs))
+    snapshot = Snapshot(job.ID, version, _SETTLED, None, deployment, tuple(allocs))
     return assess(snapshot, request)
+
+
+# The evaluation `status` assesses every job with (it reads none): one, read only, not one model built per job.
+_SETTLED = Evaluation(ID="", Status="complete")
 
 
 def _model_status(

@@ -259,6 +259,8 @@ def test_json_of_another_shape_is_not_nomad(call: str) -> None:
         ('[{"ID": "x"}]', "the answer to /v1/job/x is not an object"),
         ('{"ID": "x", "Version": "two"}', "'Version' in the answer to /v1/job/x is not a whole number"),
         ("this is not JSON", "the answer to /v1/job/x is not JSON"),
+        ('{"ID": "x"', "the answer to /v1/job/x is not JSON"),  # cut short: the raw bytes fail to parse
+        ("", "the answer to /v1/job/x is not JSON"),
     ],
 )
 def test_what_does_not_fit_is_said_in_plain_words(body: str, words: str) -> None:

@@ -389,7 +389,9 @@ class Handler(BaseHTTPRequestHandler):
             if isinstance(payload, queries.NotFound):  # Nomad sets the query meta before answering 404
                 self._send_text(404, payload.message, index)
                 return
-            text = json.dumps(payload, indent=4 if "pretty" in self.path else None)
+            # Encoded under the lock (the payload holds the state's own objects); a state holds no cycles, so the
+            # encoder's check for them, a set of every object encoded, is work spent for nothing on a large list.
+            text = json.dumps(payload, indent=4 if "pretty" in self.path else None, check_circular=False)
         self._send_json(text, index=index, raw=True)
 
     # --- jobs ---------------------------------------------------------------------------------------------

@@ -275,16 +275,7 @@ def _summary(
     summary: JSON = {}
     for group in groups(job):
         mine = [a for a in allocs if a["TaskGroup"] == group["Name"]]
-        live = [a for a in mine if not alloc_terminal(a)]
-        summary[group["Name"]] = {
-            "Queued": max(0, group["Count"] - len(live)) if blocked else 0,
-            "Complete": sum(a["ClientStatus"] == "complete" for a in mine),
-            "Failed": sum(a["ClientStatus"] == "failed" for a in mine),
-            "Running": sum(a["ClientStatus"] == "running" for a in live),
-            "Starting": sum(a["ClientStatus"] == "pending" for a in live),
-            "Lost": sum(a["ClientStatus"] == "lost" for a in mine),
-            "Unknown": sum(a["ClientStatus"] == "unknown" for a in mine),
-        }
+        summary[group["Name"]] = _group_summary(mine, group["Count"], blocked)
     return {
         "JobID": job["ID"],
         "Namespace": job["Namespace"],
@@ -293,6 +284,26 @@ def _summary(
         "CreateIndex": job["CreateIndex"],
         "ModifyIndex": max([job["ModifyIndex"], *(a["ModifyIndex"] for a in allocs)]),
     }
+
+
+def _group_summary(allocs: list[JSON], count: int, blocked: bool) -> JSON:
+    """structs.TaskGroupSummary of one group's allocations, counted in one pass: a terminal allocation counts as
+    complete, failed, lost or unknown as its client says; a live one as running or starting (pending)."""
+    counts = {"Complete": 0, "Failed": 0, "Running": 0, "Starting": 0, "Lost": 0, "Unknown": 0}
+    live = 0
+    for a in allocs:
+        status = a["ClientStatus"]
+        terminal = alloc_terminal(a)
+        live += not terminal
+        if status in _ANY_ALLOC:
+            counts[_ANY_ALLOC[status]] += 1
+        elif not terminal and status in _LIVE_ALLOC:
+            counts[_LIVE_ALLOC[status]] += 1
+    return {"Queued": max(0, count - live) if blocked else 0, **counts}
+
+
+_ANY_ALLOC = {"complete": "Complete", "failed": "Failed", "lost": "Lost", "unknown": "Unknown"}  # terminal or not
+_LIVE_ALLOC = {"running": "Running", "pending": "Starting"}  # counted only while the allocation is live
 
 
 def job_services(state: State, q: Query, job_id: str) -> Result:
