@@ -285,6 +285,21 @@ def test_a_count_change_updates_in_place(nomad: NomadDouble, api: httpx.Client) 
     assert all(a["DeploymentStatus"]["Healthy"] for a in allocs), "health watched again after the update"
     assert second["TaskGroups"]["server"]["DesiredTotal"] == 3
     assert sorted(a["Name"] for a in allocs) == ["web.server[0]", "web.server[1]", "web.server[2]"]
+    assert_indexes_match_the_tables(nomad)
+
+
+def assert_indexes_match_the_tables(nomad: NomadDouble) -> None:
+    """The state's indexes (allocations by job and by deployment, evaluations by job) hold what a scan of the
+    tables finds: an allocation updated in place is under its new deployment only."""
+    state = nomad.cluster.state
+    with state.cond:
+        for key, indexed in state.allocs_by_job.items():
+            assert set(indexed) == {i for i, a in state.allocs.items() if (a["Namespace"], a["JobID"]) == key}
+        for deployment_id, indexed in state.allocs_by_deployment.items():
+            assert set(indexed) == {i for i, a in state.allocs.items() if a["DeploymentID"] == deployment_id}
+        for key, indexed in state.evals_by_job.items():
+            assert set(indexed) == {i for i, e in state.evals.items() if (e["Namespace"], e["JobID"]) == key}
+        assert sum(map(len, state.allocs_by_job.values())) == len(state.allocs)
 
 
 def test_auto_revert_is_to_the_newest_stable_version(nomad: NomadDouble, api: httpx.Client) -> None:

@@ -502,7 +502,7 @@ def _enforce(existing: JSON | None, index: int) -> None:
 
 def _cancel_blocked_evals(tx: Tx, key: JobKey) -> None:
     """A new version or a stop supersedes evaluations still waiting for capacity (spelled `canceled`)."""
-    for ev in list(tx.state.evals.values()):
-        if (ev["Namespace"], ev["JobID"]) == key and ev["Status"] == "blocked":
+    for ev in list(tx.state.evals_by_job[key].values()):
+        if ev["Status"] == "blocked":
             ev.update(Status="canceled", StatusDescription="evaluation canceled: job updated or stopped")
             tx.put_eval(ev)

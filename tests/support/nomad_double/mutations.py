@@ -182,8 +182,8 @@ def alloc_terminal(alloc: JSON) -> bool:
 def job_status(state: State, key: JobKey) -> str:
     """Nomad's getJobStatus: running with a live allocation, pending with an open evaluation, else dead."""
     job = state.jobs[key]
-    allocs = [a for a in state.allocs.values() if (a["Namespace"], a["JobID"]) == key]
-    evals = [e for e in state.evals.values() if (e["Namespace"], e["JobID"]) == key]
+    allocs = list(state.allocs_by_job[key].values())
+    evals = list(state.evals_by_job[key].values())
     if any(not alloc_terminal(a) for a in allocs):
         return "running"
     if any(e["Status"] in ("pending", "blocked") for e in evals):

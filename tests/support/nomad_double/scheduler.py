@@ -14,7 +14,7 @@ from . import mutations, reschedule
 from .jobspec import JSON, groups, ports
 from .objects import ZERO_TIME, alloc_metric, new_alloc, new_eval, parse_rfc3339
 from .reconciler import Place, Result, active, reconcile
-from .state import Tx
+from .state import State, Tx
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -33,10 +33,9 @@ class Placements:
     unstop: set[str] = field(default_factory=set)  # stops taken back (their replacement found no node)
 
 
-def job_allocs(allocs: dict[str, JSON], namespace: str, job_id: str) -> list[JSON]:
+def job_allocs(state: State, namespace: str, job_id: str) -> list[JSON]:
     """AllocsByJob with anyCreateIndex: every allocation of the job ID, oldest first."""
-    found = [a for a in allocs.values() if (a["Namespace"], a["JobID"]) == (namespace, job_id)]
-    return sorted(found, key=lambda a: a["CreateIndex"])
+    return sorted(state.allocs_by_job[(namespace, job_id)].values(), key=lambda a: a["CreateIndex"])
 
 
 def latest_deployment(deployments: dict[str, JSON], namespace: str, job_id: str) -> JSON | None:
@@ -108,7 +107,7 @@ class Scheduler:
         if ev is None or ev["Status"] not in ("pending", "blocked"):
             return
         job = state.jobs.get((ev["Namespace"], ev["JobID"]))
-        allocs = job_allocs(state.allocs, ev["Namespace"], ev["JobID"])
+        allocs = job_allocs(state, ev["Namespace"], ev["JobID"])
         latest = copy.deepcopy(latest_deployment(state.deployments, ev["Namespace"], ev["JobID"]))
         with state.transaction() as tx:
             snapshot = tx.index - 1
@@ -280,7 +279,7 @@ def plan_updates(cluster: Cluster, existing: JSON | None, job: JSON) -> tuple[JS
     submitted job is registered (with the next JobModifyIndex when its spec changed), nothing written.
     Returns (DesiredTGUpdates, FailedTGAllocs)."""
     state = cluster.state
-    allocs = job_allocs(state.allocs, job["Namespace"], job["ID"])
+    allocs = job_allocs(state, job["Namespace"], job["ID"])
     latest = copy.deepcopy(latest_deployment(state.deployments, job["Namespace"], job["ID"]))
     result = reconcile(job, job["ID"], allocs, latest, "plan", job.get("Priority", 50), cluster.clock.now())
     failed: JSON = {}

@@ -110,6 +110,7 @@ class Tx:
     def put_eval(self, ev: JSON) -> None:
         self._stamp(ev, "evals")
         self.state.evals[ev["ID"]] = ev
+        self.state.evals_by_job[(ev["Namespace"], ev["JobID"])][ev["ID"]] = ev
         self.evals.append(ev["ID"])
         self.touched_jobs.add((ev["Namespace"], ev["JobID"]))
         self._event("Evaluation", "EvaluationUpdated", ev["ID"], ev["Namespace"], [ev["JobID"], ev["DeploymentID"]], ev)
@@ -121,6 +122,13 @@ class Tx:
         if kind != "AllocationUpdated":  # a server-side change (placement, desired status), not a client update
             alloc["AllocModifyIndex"] = self.index
         self.state.allocs[alloc["ID"]] = alloc
+        self.state.allocs_by_job[(alloc["Namespace"], alloc["JobID"])][alloc["ID"]] = alloc
+        previous = self.state.alloc_deployment.get(alloc["ID"], "")
+        if previous != alloc["DeploymentID"]:  # placed, or moved to the new deployment by an in-place update
+            self.state.allocs_by_deployment[previous].pop(alloc["ID"], None)
+            self.state.alloc_deployment[alloc["ID"]] = alloc["DeploymentID"]
+        if alloc["DeploymentID"]:
+            self.state.allocs_by_deployment[alloc["DeploymentID"]][alloc["ID"]] = alloc
         self.touched_jobs.add((alloc["Namespace"], alloc["JobID"]))
         if alloc["DeploymentID"]:
             self.touched_deployments.add(alloc["DeploymentID"])
@@ -179,6 +187,12 @@ class State:
         self.job_versions: dict[JobKey, list[JSON]] = defaultdict(list)
         self.evals: dict[str, JSON] = {}
         self.allocs: dict[str, JSON] = {}
+        # The state store's indexes (nomad/state/schema.go: allocs by job and by deployment, evals by job;
+        # state_store.go AllocsByJob, AllocsByDeployment, EvalsByJob): a job's objects without a scan of all.
+        self.allocs_by_job: dict[JobKey, dict[str, JSON]] = defaultdict(dict)
+        self.allocs_by_deployment: dict[str, dict[str, JSON]] = defaultdict(dict)
+        self.evals_by_job: dict[JobKey, dict[str, JSON]] = defaultdict(dict)
+        self.alloc_deployment: dict[str, str] = {}  # the deployment each allocation is indexed under
         self.deployments: dict[str, JSON] = {}
         self.services: dict[str, JSON] = {}
         self.checks: dict[str, dict[str, JSON]] = defaultdict(dict)

@@ -121,8 +121,8 @@ class Watchers:
                 self.cluster.leader.at(cutoff, lambda: self._deadline(deployment_id, cutoff))
 
     def _allocs(self, deployment_id: str) -> list[JSON]:
-        allocs = self.cluster.state.allocs.values()
-        return sorted((a for a in allocs if a["DeploymentID"] == deployment_id), key=lambda a: a["CreateIndex"])
+        allocs = self.cluster.state.allocs_by_deployment[deployment_id].values()
+        return sorted(allocs, key=lambda a: a["CreateIndex"])
 
     def _handle_alloc_update(self, watch: _Watch, deployment: JSON, allocs: list[JSON]) -> _AllocResult:
         """handleAllocUpdate: fail on an unhealthy allocation that cannot be replaced; queue the others for a
@@ -164,8 +164,8 @@ class Watchers:
         """jobEvalStatus: the newest index the scheduler has seen for the job (snapshot, else create index)."""
         key = (deployment["Namespace"], deployment["JobID"])
         found = 0
-        for ev in self.cluster.state.evals.values():
-            if (ev["Namespace"], ev["JobID"]) != key or ev["Status"] == "canceled":
+        for ev in self.cluster.state.evals_by_job[key].values():
+            if ev["Status"] == "canceled":
                 continue
             found = max(found, ev["SnapshotIndex"] or ev["CreateIndex"])
         return found
