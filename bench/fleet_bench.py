@@ -179,15 +179,17 @@ def main() -> None:
             status_bench(base, [int(s) for s in args.status.split(",")], own_process)
 
 
-def submit_bench(base: Compiled, count: int, own_process: bool) -> None:
-    print(f"submit: {count} deployments at once vs 1 (each rollout: placed, started, healthy)")
-    one = submit_fleet(base, 1, own_process)
-    many = submit_fleet(base, count, own_process)
-    for label, (wall, requests, peak, outcomes) in (("1", one), (str(count), many)):
+def submit_bench(base: Compiled, count: int, own_process: bool, rounds: int = 3) -> None:
+    print(f"submit: {count} deployments at once vs 1 (each rollout: placed, started, healthy; median of {rounds})")
+    runs = {size: [submit_fleet(base, size, own_process) for _ in range(rounds)] for size in (1, count)}
+    median = {size: sorted(found, key=lambda run: run[0])[rounds // 2] for size, found in runs.items()}
+    for size, (wall, requests, peak, outcomes) in median.items():
+        walls = ", ".join(f"{run[0]:.2f}" for run in runs[size])
         print(
-            f"  {label:>5} deployments: {wall:6.2f} s  {requests:6d} requests  {peak:3d} peak connections  "
-            f"ends {', '.join(sorted(outcomes))}"
+            f"  {size:>5} deployments: {wall:6.2f} s  {requests:6d} requests  {peak:3d} peak connections  "
+            f"ends {', '.join(sorted(outcomes))}  (runs: {walls} s)"
         )
+    one, many = median[1], median[count]
     print(
         f"  ratio {count}/1: wall x{many[0] / one[0]:.2f}, requests x{many[1] / one[1]:.1f}, "
         f"peak connections x{many[2] / max(1, one[2]):.1f}"
