@@ -297,6 +297,8 @@ def assert_indexes_match_the_tables(nomad: NomadDouble) -> None:
             assert set(indexed) == {i for i, a in state.allocs.items() if (a["Namespace"], a["JobID"]) == key}
         for deployment_id, indexed in state.allocs_by_deployment.items():
             assert set(indexed) == {i for i, a in state.allocs.items() if a["DeploymentID"] == deployment_id}
+        for key, indexed in state.deployments_by_job.items():
+            assert set(indexed) == {i for i, d in state.deployments.items() if (d["Namespace"], d["JobID"]) == key}
         for key, indexed in state.evals_by_job.items():
             assert set(indexed) == {i for i, e in state.evals.items() if (e["Namespace"], e["JobID"]) == key}
         assert sum(map(len, state.allocs_by_job.values())) == len(state.allocs)

@@ -284,7 +284,7 @@ class Cluster:
             raise NomadError(
                 500, f"total count was greater than configured job_max_count: {total} > {self.job_max_count}"
             )
-        deployment = latest_deployment(self.state.deployments, job["Namespace"], job["ID"])
+        deployment = latest_deployment(self.state, job["Namespace"], job["ID"])
         if active(deployment) and deployment is not None and deployment["JobCreateIndex"] == job["CreateIndex"]:
             raise NomadError(400, "job scaling blocked due to active deployment")
         index = int(request.get("JobModifyIndex") or 0)

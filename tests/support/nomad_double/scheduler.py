@@ -38,9 +38,9 @@ def job_allocs(state: State, namespace: str, job_id: str) -> list[JSON]:
     return sorted(state.allocs_by_job[(namespace, job_id)].values(), key=lambda a: a["CreateIndex"])
 
 
-def latest_deployment(deployments: dict[str, JSON], namespace: str, job_id: str) -> JSON | None:
+def latest_deployment(state: State, namespace: str, job_id: str) -> JSON | None:
     """LatestDeploymentByJobID: the job's deployment with the highest CreateIndex."""
-    found = [d for d in deployments.values() if (d["Namespace"], d["JobID"]) == (namespace, job_id)]
+    found = state.deployments_by_job[(namespace, job_id)].values()
     return max(found, key=lambda d: d["CreateIndex"], default=None)
 
 
@@ -108,7 +108,7 @@ class Scheduler:
             return
         job = state.jobs.get((ev["Namespace"], ev["JobID"]))
         allocs = job_allocs(state, ev["Namespace"], ev["JobID"])
-        latest = copy.deepcopy(latest_deployment(state.deployments, ev["Namespace"], ev["JobID"]))
+        latest = copy.deepcopy(latest_deployment(state, ev["Namespace"], ev["JobID"]))
         with state.transaction() as tx:
             snapshot = tx.index - 1
             result = reconcile(copy.deepcopy(job), ev["JobID"], allocs, latest, ev["ID"], ev["Priority"], tx.now)
@@ -280,7 +280,7 @@ def plan_updates(cluster: Cluster, existing: JSON | None, job: JSON) -> tuple[JS
     Returns (DesiredTGUpdates, FailedTGAllocs)."""
     state = cluster.state
     allocs = job_allocs(state, job["Namespace"], job["ID"])
-    latest = copy.deepcopy(latest_deployment(state.deployments, job["Namespace"], job["ID"]))
+    latest = copy.deepcopy(latest_deployment(state, job["Namespace"], job["ID"]))
     result = reconcile(job, job["ID"], allocs, latest, "plan", job.get("Priority", 50), cluster.clock.now())
     failed: JSON = {}
     failures = cluster.scenario_for(job["ID"]).plan_failures(job)

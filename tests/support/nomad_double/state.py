@@ -140,6 +140,7 @@ class Tx:
     def put_deployment(self, deployment: JSON, kind: str = "DeploymentStatusUpdate") -> None:
         self._stamp(deployment, "deployment")
         self.state.deployments[deployment["ID"]] = deployment
+        self.state.deployments_by_job[(deployment["Namespace"], deployment["JobID"])][deployment["ID"]] = deployment
         self.touched_deployments.add(deployment["ID"])
         ns, job_id = deployment["Namespace"], deployment["JobID"]
         self._event("Deployment", kind, deployment["ID"], ns, [job_id], deployment)
@@ -187,11 +188,13 @@ class State:
         self.job_versions: dict[JobKey, list[JSON]] = defaultdict(list)
         self.evals: dict[str, JSON] = {}
         self.allocs: dict[str, JSON] = {}
-        # The state store's indexes (nomad/state/schema.go: allocs by job and by deployment, evals by job;
-        # state_store.go AllocsByJob, AllocsByDeployment, EvalsByJob): a job's objects without a scan of all.
+        # The state store's indexes (nomad/state/schema.go: allocs by job and by deployment, evals and
+        # deployments by job; state_store.go AllocsByJob, AllocsByDeployment, EvalsByJob, DeploymentsByJobID):
+        # a job's objects without a scan of every table.
         self.allocs_by_job: dict[JobKey, dict[str, JSON]] = defaultdict(dict)
         self.allocs_by_deployment: dict[str, dict[str, JSON]] = defaultdict(dict)
         self.evals_by_job: dict[JobKey, dict[str, JSON]] = defaultdict(dict)
+        self.deployments_by_job: dict[JobKey, dict[str, JSON]] = defaultdict(dict)
         self.alloc_deployment: dict[str, str] = {}  # the deployment each allocation is indexed under
         self.deployments: dict[str, JSON] = {}
         self.services: dict[str, JSON] = {}
