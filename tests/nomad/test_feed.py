@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -67,25 +67,32 @@ async def until(predicate: Any, timeout: float = 20.0) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
+async def follow_both(
+    api: NomadAPI, busy: str, quiet: str, act: Callable[[Feed, Heard, Heard], Awaitable[None]]
+) -> tuple[Heard, Heard]:
+    """A feed with a watch of each job: `act` runs once both have heard the first answers; what they heard."""
+    async with api.async_client() as http:
+        feed = Feed(api, http, note=lambda message: None)
+        heard = Heard(busy), Heard(quiet)
+        for subscriber in heard:
+            feed.subscribe(subscriber)
+        await until(lambda: all(h.allocations for h in heard))
+        await act(feed, *heard)
+        await feed.close()
+        return heard
+
+
 def test_a_watch_is_handed_its_share_only_when_it_changed(nomad: NomadDouble) -> None:
     """Changes to one job wake the fleet's query for every job; the other job's watch hears nothing new."""
     api, busy, quiet = two_jobs(nomad)
     busy_alloc = next(a["ID"] for a in nomad.allocations.values() if a["JobID"] == busy)
 
-    async def run() -> tuple[Heard, Heard]:
-        async with api.async_client() as http:
-            feed = Feed(api, http, note=lambda message: None)
-            heard = Heard(busy), Heard(quiet)
-            for subscriber in heard:
-                feed.subscribe(subscriber)
-            await until(lambda: all(h.allocations for h in heard))
-            for n in range(3):  # three client updates, each its own write
-                nomad.update_allocation(busy_alloc, task_events=[{"Type": "Driver", "DisplayMessage": f"step {n}"}])
-                await until(lambda n=n: any(f"step {n}" in _messages(a) for a in heard[0].allocations))
-            await feed.close()
-            return heard
+    async def act(feed: Feed, heard_busy: Heard, heard_quiet: Heard) -> None:
+        for n in range(3):  # three client updates, each its own write
+            nomad.update_allocation(busy_alloc, task_events=[{"Type": "Driver", "DisplayMessage": f"step {n}"}])
+            await until(lambda n=n: any(f"step {n}" in _messages(a) for a in heard_busy.allocations))
 
-    heard_busy, heard_quiet = asyncio.run(run())
+    heard_busy, heard_quiet = asyncio.run(follow_both(api, busy, quiet, act))
     assert len(heard_busy.allocations) >= 4, "the first answer, then each change of its allocation"
     assert len(heard_quiet.allocations) == 1, "its allocations never changed: handed once"
     assert len(heard_quiet.deployments) == 1
@@ -94,19 +101,11 @@ def test_a_watch_is_handed_its_share_only_when_it_changed(nomad: NomadDouble) ->
 def test_a_refresh_reads_the_jobs_that_ask_and_hands_them_their_share_with_the_resources(nomad: NomadDouble) -> None:
     api, busy, quiet = two_jobs(nomad)
 
-    async def run() -> tuple[Heard, Heard]:
-        async with api.async_client() as http:
-            feed = Feed(api, http, note=lambda message: None)
-            heard = Heard(busy), Heard(quiet)
-            for subscriber in heard:
-                feed.subscribe(subscriber)
-            await until(lambda: all(h.allocations for h in heard))
-            await feed.refresh(quiet)
-            await feed.close()
-            return heard
+    async def act(feed: Feed, heard_busy: Heard, heard_quiet: Heard) -> None:
+        await feed.refresh(quiet)
 
     before = len(nomad.requests)
-    heard_busy, heard_quiet = asyncio.run(run())
+    heard_busy, heard_quiet = asyncio.run(follow_both(api, busy, quiet, act))
     assert len(heard_quiet.allocations) == 2, "handed again, unchanged as it is"
     assert all(a.AllocatedResources for a in heard_quiet.allocations[1]), "the refresh asks for the ports"
     assert len(heard_busy.allocations) == 1, "a job that did not ask is not handed the refresh"
