@@ -23,6 +23,7 @@ from tests.support.components import llama_command
 from tests.support.nomad_double import LocalClient, NomadDouble, ScenarioError, scenarios
 from tests.support.nomad_double.api_structs import TABLE_FILE, load
 from tests.support.nomad_double.context import AllocContext
+from tests.support.nomad_double.jsoncopy import clone
 
 SECOND = 10**9
 REFERENCE = Path("/work/shared/reference/nomad-api.md")
@@ -1170,3 +1171,22 @@ def test_python_nomad_client_works_against_the_double(nomad: NomadDouble) -> Non
     client.job.deregister_job("web", purge=True)
     assert "default/web" not in nomad.jobs
     assert [r.method for r in nomad.requests if r.path == "/v1/job/web"][:1] == ["POST"]
+
+
+def test_clone_copies_json_all_the_way_down() -> None:
+    """The double's copies of its stored objects (jsoncopy.clone): a change to the copy, however deep, leaves the
+    stored object as it was; values that are not JSON (a tuple of dicts, a set) are still copied deeply."""
+    stored: dict[str, Any] = {
+        "Job": {"TaskGroups": [{"Name": "g", "Tasks": [{"Env": {"A": "1"}}]}], "Meta": None, "Priority": 50},
+        "Pair": ({"deep": [1]}, "x"),
+        "Labels": {"a", "b"},
+    }
+    copied = clone(stored)
+    assert copied == stored
+    copied["Job"]["TaskGroups"][0]["Tasks"][0]["Env"]["A"] = "2"
+    copied["Job"]["TaskGroups"].append({"Name": "h"})
+    copied["Pair"][0]["deep"].append(2)
+    copied["Labels"].add("c")
+    assert stored["Job"]["TaskGroups"] == [{"Name": "g", "Tasks": [{"Env": {"A": "1"}}]}]
+    assert stored["Pair"] == ({"deep": [1]}, "x")
+    assert stored["Labels"] == {"a", "b"}

@@ -7,7 +7,6 @@ mode.
 
 from __future__ import annotations
 
-import copy
 import functools
 import itertools
 import sys
@@ -20,6 +19,7 @@ from .clock import Clock
 from .context import AllocContext, Runnable, ScenarioAborted, Version
 from .errors import NomadError
 from .jobspec import JSON, PortSpec, canonicalize, group_named, groups, spec_of
+from .jsoncopy import clone
 from .leader import Leader
 from .objects import ZERO_TIME, new_eval, new_id, parse_rfc3339
 from .reconciler import active
@@ -177,7 +177,7 @@ class Cluster:
             if enforce_prior is not None and current["Version"] != enforce_prior:
                 message = f"Current job has version {current['Version']}; enforcing version {enforce_prior}"
                 raise NomadError(500, message)
-            submitted = copy.deepcopy(spec_of(target))
+            submitted = clone(spec_of(target))
             return self.register(
                 namespace, submitted, enforce=enforce_prior is not None, enforce_index=current["JobModifyIndex"]
             )
@@ -193,7 +193,7 @@ class Cluster:
         if expected is not None and expected != stable["Version"]:
             message = f"the scenario expected a rollback to version {expected}, Nomad chose {stable['Version']}"
             self.errors.append(AssertionError(message))
-        job = copy.deepcopy(stable)
+        job = clone(stable)
         job.update(Version=current["Version"] + 1, JobModifyIndex=tx.index, ModifyIndex=0, Status=current["Status"])
         self._add_version(tx, job, runnable)
         version: int = job["Version"]
@@ -233,7 +233,7 @@ class Cluster:
                 raise NomadError(404, f'job "{job_id}" not found')
             if current["Type"] == "system" and count is not None and count > 1:
                 raise NomadError(400, 'jobs of type "system" can only be scaled between 0 and 1')
-            job = copy.deepcopy(current)
+            job = clone(current)
             group = next((g for g in groups(job) if g["Name"] == group_name), None)
             if group is None:
                 raise NomadError(400, f'task group "{group_name}" specified for scaling does not exist in job')
@@ -308,7 +308,7 @@ class Cluster:
                     tx.delete_job(key)
                     job = existing
                 else:
-                    job = copy.deepcopy(existing)
+                    job = clone(existing)
                     job.update(Stop=True, Version=existing["Version"] + 1, SubmitTime=tx.now, JobModifyIndex=tx.index)
                     self._add_version(tx, job, self.version(existing).runnable)
                 _cancel_blocked_evals(tx, key)
@@ -321,7 +321,7 @@ class Cluster:
         """A concurrent change by someone else: a new job version (no evaluation). Returns its JobModifyIndex."""
         key = (namespace, job_id)
         with self.state.cond, self.state.transaction() as tx:
-            job = copy.deepcopy(self.state.jobs[key])
+            job = clone(self.state.jobs[key])
             job["Meta"] = {**(job.get("Meta") or {}), **(meta or {})}
             job.update(Version=job["Version"] + 1, Stable=False, JobModifyIndex=tx.index)
             self._add_version(tx, job, self.scenario_for(job_id))
@@ -342,7 +342,7 @@ class Cluster:
                 planned = existing
             else:
                 base = existing["JobModifyIndex"] + 1 if existing else 100
-                planned = copy.deepcopy(job)
+                planned = clone(job)
                 planned.update(
                     Version=existing["Version"] + 1 if existing else 0,
                     CreateIndex=existing["CreateIndex"] if existing else base,
@@ -446,11 +446,12 @@ class Cluster:
             mutations.retag_nomad_services(tx, tx.state.allocs[alloc_id])
         # The client's own end of an allocation whose tasks are all dead (the double keeps a dead raw_exec
         # task's services until then): when the job is stopped or purged, or the allocation is replaced.
+        # The touched jobs' allocations by the job index (AllocsByJob), not every run of the cluster at each write.
         for key in tx.touched_jobs:
             job = tx.state.jobs.get(key)
-            for alloc_id, run in self.runs.items():
-                alloc = tx.state.allocs[alloc_id]
-                if (alloc["Namespace"], alloc["JobID"]) != key or alloc["ClientStatus"] not in ("complete", "failed"):
+            for alloc_id, alloc in tx.state.allocs_by_job[key].items():
+                run = self.runs.get(alloc_id)
+                if run is None or alloc["ClientStatus"] not in ("complete", "failed"):
                     continue
                 if job is None or job["Stop"] or alloc["NextAllocation"]:
                     run.abort()

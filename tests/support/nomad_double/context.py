@@ -12,7 +12,6 @@ after the change that aborted it).
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from . import mutations
 from .clock import Clock
 from .jobspec import JSON, PortSpec, groups
+from .jsoncopy import clone
 from .objects import alloc_metric, task_event
 from .state import Tx
 
@@ -87,7 +87,7 @@ class AllocContext:
         self.state = cluster.state
         self.clock: Clock = cluster.clock
         self.alloc_id: str = alloc["ID"]
-        self.job = copy.deepcopy(alloc["Job"])  # the version it was placed for
+        self.job = clone(alloc["Job"])  # the version it was placed for
         self.runnable = runnable
         self.stop = threading.Event()
         self.generation = 0  # bumped by each in-place update of the allocation
@@ -142,7 +142,7 @@ class AllocContext:
     def alloc(self) -> JSON:
         """A snapshot of the allocation."""
         with self.state.cond:
-            return copy.deepcopy(self.state.allocs[self.alloc_id])
+            return clone(self.state.allocs[self.alloc_id])
 
     @property
     def node(self) -> tuple[str, str]:

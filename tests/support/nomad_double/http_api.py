@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import bisect
-import copy
 import functools
 import json
 import random
@@ -33,6 +32,7 @@ from .events import Subscription
 from .faults import Fault, Faults
 from .goduration import SECOND, parse_duration
 from .jobspec import JSON, canonicalize
+from .jsoncopy import clone
 from .objects import ZERO_TIME, new_node, node_stub
 from .strict import PLAN_KEYS, REGISTER_KEYS, VALIDATE_KEYS, StrictDecodeError, check_request
 from .validation import multierror, validate
@@ -624,7 +624,7 @@ class Handler(BaseHTTPRequestHandler):
         self._authorize(req)
         state = self.backend.cluster.state
         with state.cond:
-            variable = copy.deepcopy(state.variables.get((req.q.namespace, path)))
+            variable = clone(state.variables.get((req.q.namespace, path)))
             index = state.table_index["variables"] or 1
         if variable is None:
             self._send_text(404, "variable not found", index)
@@ -646,7 +646,7 @@ class Handler(BaseHTTPRequestHandler):
             current = state.variables.get((namespace, path))
             cas = req.q.get("cas")
             if cas and int(cas) != (current["ModifyIndex"] if current else 0):
-                self._send_json(copy.deepcopy(current), index=state.index, status=409)
+                self._send_json(clone(current), index=state.index, status=409)
                 return
             with state.transaction() as tx:
                 variable = {
@@ -659,7 +659,7 @@ class Handler(BaseHTTPRequestHandler):
                     "ModifyTime": 0,
                 }
                 tx.put_variable(variable)
-            answer = copy.deepcopy(variable)
+            answer = clone(variable)
         self._send_json(answer, index=answer["ModifyIndex"])
 
     def _delete_variable(self, req: Request, path: str) -> None:

@@ -5,11 +5,11 @@ Jobs stay plain JSON dicts with Go field names, exactly as they travel over the 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
 from .goduration import SECOND
+from .jsoncopy import clone
 
 JSON = dict[str, Any]
 
@@ -75,7 +75,7 @@ def _merge(defaults: JSON, override: JSON | None) -> JSON:
 
 def canonicalize(submitted: JSON, namespace: str) -> JSON:
     """A copy of the job with the client-side defaults Nomad applies before storing it (nomad-api.md §1.1)."""
-    job = copy.deepcopy(submitted)
+    job = clone(submitted)
     job["ID"] = job.get("ID") or ""  # validation reports a missing ID
     job["Name"] = job.get("Name") or job["ID"]
     job["Type"] = job.get("Type") or "service"

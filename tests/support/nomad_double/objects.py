@@ -7,13 +7,13 @@ endpoint shows. Shapes follow the reference's sample responses (nomad-api.md §3
 
 from __future__ import annotations
 
-import copy
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from .goduration import format_duration
 from .jobspec import JSON, main_tasks, ports
+from .jsoncopy import clone
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, as Nomad prints unset timestamps
 
@@ -215,7 +215,7 @@ def new_alloc(
         "NodeID": node[0],
         "NodeName": node[1],
         "JobID": job["ID"],
-        "Job": copy.deepcopy(job),
+        "Job": clone(job),
         "JobType": job.get("Type", "service"),
         "JobVersion": job["Version"],
         "TaskGroup": group["Name"],

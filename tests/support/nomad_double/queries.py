@@ -7,7 +7,6 @@ does not guarantee a change). A payload of `NotFound` becomes a 404 once the que
 
 from __future__ import annotations
 
-import copy
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +15,7 @@ from . import bexpr
 from . import diff as diffs
 from .errors import NomadError
 from .jobspec import JSON, groups
+from .jsoncopy import clone
 from .mutations import alloc_terminal
 from .objects import alloc_stub, eval_stub, full_alloc, full_eval
 from .state import State
@@ -204,7 +204,7 @@ def job_scale_status(state: State, q: Query, job_id: str) -> Result:
             "Running": 0,
             "Healthy": 0,
             "Unhealthy": 0,
-            "Events": copy.deepcopy(events) if events else None,
+            "Events": clone(events) if events else None,
         }
     index = job["ModifyIndex"]
     for alloc in _of_job(state.allocs, q, job_id):
@@ -359,7 +359,7 @@ def allocation_services(state: State, q: Query, alloc_id: str) -> Result:
 def allocation_checks(state: State, q: Query, alloc_id: str) -> Result:
     if alloc_id not in state.allocs:
         return _index(state, "allocs"), NotFound(f'Unknown allocation "{alloc_id}"')
-    return _index(state, "checks", "allocs"), copy.deepcopy(state.checks.get(alloc_id, {}))
+    return _index(state, "checks", "allocs"), clone(state.checks.get(alloc_id, {}))
 
 
 def deployment(state: State, q: Query, deployment_id: str) -> Result:

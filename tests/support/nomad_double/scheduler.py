@@ -6,12 +6,12 @@ evaluation's own status.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import mutations, reschedule
 from .jobspec import JSON, groups, ports
+from .jsoncopy import clone
 from .objects import ZERO_TIME, alloc_metric, new_alloc, new_eval, parse_rfc3339
 from .reconciler import Place, Result, active, reconcile
 from .state import State, Tx
@@ -89,10 +89,11 @@ def distinct_hosts_metric(nodes: int) -> JSON:
     )
 
 
-def _proposed(allocs: dict[str, JSON], stopped: set[str], placed: list[JSON]) -> list[JSON]:
-    running = [
-        a for a in allocs.values() if a["ClientStatus"] not in ("complete", "failed", "lost") and a["ID"] not in stopped
-    ]
+def _proposed(state: State, job: JSON, stopped: set[str], placed: list[JSON]) -> list[JSON]:
+    """The proposed allocations `choose_node` checks: only the job's own can collide under distinct_hosts, so
+    they are read from the job index (AllocsByJob), not from every allocation of the cluster at each placement."""
+    allocs = state.allocs_by_job[(job["Namespace"], job["ID"])].values()
+    running = [a for a in allocs if a["ClientStatus"] not in ("complete", "failed", "lost") and a["ID"] not in stopped]
     return [*running, *placed]
 
 
@@ -108,10 +109,10 @@ class Scheduler:
             return
         job = state.jobs.get((ev["Namespace"], ev["JobID"]))
         allocs = job_allocs(state, ev["Namespace"], ev["JobID"])
-        latest = copy.deepcopy(latest_deployment(state, ev["Namespace"], ev["JobID"]))
+        latest = clone(latest_deployment(state, ev["Namespace"], ev["JobID"]))
         with state.transaction() as tx:
             snapshot = tx.index - 1
-            result = reconcile(copy.deepcopy(job), ev["JobID"], allocs, latest, ev["ID"], ev["Priority"], tx.now)
+            result = reconcile(clone(job), ev["JobID"], allocs, latest, ev["ID"], ev["Priority"], tx.now)
             self._apply(tx, ev, job, result, latest, snapshot)
 
     # --- applying the plan ----------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ class Scheduler:
         deployment with its health cleared (computeJobAllocs)."""
         assert job is not None
         alloc = tx.state.allocs[updated["ID"]]
-        alloc.update(Job=copy.deepcopy(job), JobVersion=job["Version"], EvalID=ev["ID"])
+        alloc.update(Job=clone(job), JobVersion=job["Version"], EvalID=ev["ID"])
         deployment_id = deployment["ID"] if deployment else ""
         if alloc["DeploymentID"] != deployment_id:
             alloc["DeploymentID"] = deployment_id
@@ -215,7 +216,7 @@ class Scheduler:
                 out.failed[group] = {**failures[group], "CoalescedFailures": 0}
                 self._undo(tx, place, out)
                 continue
-            node = choose_node(self.cluster.nodes, job, place.group, _proposed(tx.state.allocs, stopping, out.placed))
+            node = choose_node(self.cluster.nodes, job, place.group, _proposed(tx.state, job, stopping, out.placed))
             if node is None:
                 out.failed[group] = {**distinct_hosts_metric(len(self.cluster.nodes)), "CoalescedFailures": 0}
                 self._undo(tx, place, out)
@@ -280,7 +281,7 @@ def plan_updates(cluster: Cluster, existing: JSON | None, job: JSON) -> tuple[JS
     Returns (DesiredTGUpdates, FailedTGAllocs)."""
     state = cluster.state
     allocs = job_allocs(state, job["Namespace"], job["ID"])
-    latest = copy.deepcopy(latest_deployment(state, job["Namespace"], job["ID"]))
+    latest = clone(latest_deployment(state, job["Namespace"], job["ID"]))
     result = reconcile(job, job["ID"], allocs, latest, "plan", job.get("Priority", 50), cluster.clock.now())
     failed: JSON = {}
     failures = cluster.scenario_for(job["ID"]).plan_failures(job)
@@ -292,7 +293,7 @@ def plan_updates(cluster: Cluster, existing: JSON | None, job: JSON) -> tuple[JS
             failed[group]["CoalescedFailures"] += 1
         elif failures is not None and group in failures:
             failed[group] = {**failures[group], "CoalescedFailures": 0}
-        elif (node := choose_node(cluster.nodes, job, place.group, _proposed(state.allocs, stopping, placed))) is None:
+        elif (node := choose_node(cluster.nodes, job, place.group, _proposed(state, job, stopping, placed))) is None:
             failed[group] = {**distinct_hosts_metric(len(cluster.nodes)), "CoalescedFailures": 0}
         else:
             placed.append({"NodeID": node[0], "JobID": job["ID"], "Namespace": job["Namespace"], "TaskGroup": group})

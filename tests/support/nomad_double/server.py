@@ -7,7 +7,6 @@ with NomadDouble() as nomad:
 
 from __future__ import annotations
 
-import copy
 import enum
 import ssl
 import threading
@@ -24,6 +23,7 @@ from .context import Runnable
 from .faults import Faults
 from .http_api import Backend, DoubleHTTPServer, RecordedRequest
 from .jobspec import JSON
+from .jsoncopy import clone
 from .objects import main_task_names, task_event
 
 DEPLOYMENT_DESCRIPTIONS = {  # nomad/structs/deployment.go status descriptions
@@ -108,7 +108,7 @@ class NomadDouble:
             heartbeat_interval=heartbeat_interval,
             max_wait=max_wait,
             node_devices=list(node_devices or []),
-            nodes=copy.deepcopy(nodes) if nodes is not None else None,
+            nodes=clone(nodes) if nodes is not None else None,
         )
         self._tls = tls
         self._server: DoubleHTTPServer | None = None
@@ -197,17 +197,17 @@ class NomadDouble:
 
     def _snapshot(self, table: Mapping[str, JSON]) -> dict[str, JSON]:
         with self.cluster.state.cond:
-            return copy.deepcopy(dict(table))
+            return clone(dict(table))
 
     @property
     def jobs(self) -> dict[str, JSON]:
         """Current version of every job, keyed `"<namespace>/<job ID>"`."""
         with self.cluster.state.cond:
-            return {f"{ns}/{job_id}": copy.deepcopy(job) for (ns, job_id), job in self.cluster.state.jobs.items()}
+            return {f"{ns}/{job_id}": clone(job) for (ns, job_id), job in self.cluster.state.jobs.items()}
 
     def job_versions(self, job_id: str, namespace: str = "default") -> list[JSON]:
         with self.cluster.state.cond:
-            return copy.deepcopy(self.cluster.state.job_versions.get((namespace, job_id), []))
+            return clone(self.cluster.state.job_versions.get((namespace, job_id), []))
 
     @property
     def allocations(self) -> dict[str, JSON]:

@@ -7,13 +7,13 @@ version, and serves the promote / fail / pause / allocation-health endpoints.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import mutations, reschedule
 from .errors import NomadError
 from .jobspec import JSON, group_named
+from .jsoncopy import clone
 from .objects import new_eval, parse_rfc3339, rfc3339
 from .reconciler import (
     DEPLOYMENT_DESCRIPTIONS,
@@ -101,7 +101,7 @@ class Watchers:
             job = state.jobs.get(key)
             if job is None:
                 return
-            self.watches[deployment_id] = _Watch(copy.deepcopy(job))
+            self.watches[deployment_id] = _Watch(clone(job))
         watch = self.watches[deployment_id]
         allocs = self._allocs(deployment_id)
         index = max((a["ModifyIndex"] for a in allocs), default=state.table_index["allocs"])
@@ -320,7 +320,7 @@ class Watchers:
         watch = self.watches.get(deployment_id)
         if watch is None:
             job = state.jobs.get((deployment["Namespace"], deployment["JobID"]))
-            watch = self.watches[deployment_id] = _Watch(copy.deepcopy(job or {}))
+            watch = self.watches[deployment_id] = _Watch(clone(job or {}))
         return watch, deployment
 
     def promote(self, deployment_id: str, all_groups: bool, groups: list[str]) -> JSON:
