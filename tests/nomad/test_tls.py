@@ -7,8 +7,10 @@ python-nomad (one-shot calls) and httpx (blocking queries).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import warnings
 
+import httpx
 import pytest
 
 from nomad_gpustack.errors import EXIT_CONNECTION
@@ -68,3 +70,19 @@ def test_skip_verify_works_and_warns_once_in_our_words(tls_nomad: NomadDouble) -
 def test_no_notice_when_verifying_or_on_plain_http() -> None:
     assert NomadSettings(address="https://n:4646").insecure_notice() is None
     assert NomadSettings(address="http://n:4646", tls=TLS(skip_verify=True)).insecure_notice() is None
+
+
+def test_a_plain_http_client_loads_no_ca_and_still_refuses_unverified_tls(
+    tls_nomad: NomadDouble, tls_certs: Certs
+) -> None:
+    """A client for an http:// address loads no CA bundle (the fixed cost of every command), and its context
+    fails closed: sent to an HTTPS address all the same, even one whose CA the settings name, it verifies
+    against nothing and refuses."""
+    settings = NomadSettings(address="http://127.0.0.1:1", tls=TLS(ca_cert=str(tls_certs.ca), server_name="nomad.test"))
+    client = settings.httpx_client(timeout=5.0, asynchronous=False)
+    with client:
+        context = client._transport._pool._ssl_context  # httpx keeps the context it was given
+        assert context.cert_store_stats()["x509_ca"] == 0
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            client.get(f"{tls_nomad.address}/v1/jobs")
