@@ -2,8 +2,12 @@
 of many models against 10, as ratios to the baseline measured in the same run.
 
 Prints figures; asserts nothing. Run: .venv/bin/python bench/fleet_bench.py [--fleet 120] [--status 10,100,1000]
-The double is the HTTP double of Nomad's API in tests/ (no Nomad binary exists here), with its scenario time
-scale; times are loopback times. Requests and peak open connections are counted at the double.
+[--load 0.5,10]. The double is the HTTP double of Nomad's API in tests/ (no Nomad binary exists here), with its
+scenario time scale; times are loopback times. Requests and peak open connections are counted at the double.
+
+`--load` is how long each model server takes to turn healthy once started (real seconds): a rollout of one takes
+about that plus 1.6 s. A fleet's checks and registrations cost the same whatever it is, so the ratio of 120 to 1
+falls as rollouts grow toward a real model's minutes; the bench shows it for each length given.
 
 By default the double runs in a process of its own, as Nomad is a server of its own: in one process with nomadgs,
 the double's work (its scheduler, one thread per allocation's scenario, its JSON) shares nomadgs's GIL, and on 2
@@ -38,10 +42,10 @@ TIME_SCALE = 30.0
 EXAMPLE = ROOT / "examples" / "llamacpp-qwen2.5-0.5b-cpu.yaml"
 
 
-def _serve_double(conn: Connection, time_scale: float | None, scenario: str) -> None:
+def _serve_double(conn: Connection, time_scale: float | None, scenario: str, load: float) -> None:
     """The double in a process of its own: answers the bench's questions about it over `conn`."""
     with NomadDouble(time_scale=time_scale) as nomad:
-        nomad.default_scenario = SCENARIOS[scenario]()
+        nomad.default_scenario = SCENARIOS[scenario](load)
         conn.send(nomad.address)
         while True:
             name, args = conn.recv()
@@ -50,9 +54,9 @@ def _serve_double(conn: Connection, time_scale: float | None, scenario: str) -> 
             conn.send(COMMANDS[name](nomad, *args))
 
 
-SCENARIOS: dict[str, Callable[[], Any]] = {
-    "rollout": lambda: scenarios.rollout(step=0.2, healthy_after=0.5),
-    "manual": scenarios.manual,
+SCENARIOS: dict[str, Callable[[float], Any]] = {
+    "rollout": lambda load: scenarios.rollout(step=0.2, healthy_after=load),
+    "manual": lambda load: scenarios.manual(),
 }
 COMMANDS: dict[str, Callable[..., Any]] = {
     "requests": lambda nomad: len(nomad.requests),
@@ -67,19 +71,20 @@ COMMANDS: dict[str, Callable[..., Any]] = {
 class Double:
     """The double, in this process or in one of its own, asked the same questions either way."""
 
-    def __init__(self, scenario: str, *, own_process: bool, time_scale: float | None = None) -> None:
-        self.scenario, self.own_process, self.time_scale = scenario, own_process, time_scale
+    def __init__(self, scenario: str, *, own_process: bool, time_scale: float | None = None, load: float = 0.5) -> None:
+        self.scenario, self.own_process, self.time_scale, self.load = scenario, own_process, time_scale, load
 
     def __enter__(self) -> Double:
         if self.own_process:
             context = multiprocessing.get_context("spawn")  # no fork of a process with threads
             self._conn, child = context.Pipe()
-            self._process = context.Process(target=_serve_double, args=(child, self.time_scale, self.scenario))
+            args = (child, self.time_scale, self.scenario, self.load)
+            self._process = context.Process(target=_serve_double, args=args)
             self._process.start()
             self.address: str = self._conn.recv()
         else:
             self._nomad = NomadDouble(time_scale=self.time_scale).__enter__()
-            self._nomad.default_scenario = SCENARIOS[self.scenario]()
+            self._nomad.default_scenario = SCENARIOS[self.scenario](self.load)
             self.address = self._nomad.address
         return self
 
@@ -121,11 +126,12 @@ def fleet_of(base: Compiled, count: int) -> list[Compiled]:
     return out
 
 
-def submit_fleet(base: Compiled, count: int, own_process: bool) -> tuple[float, int, int, set[str]]:
-    """Submit `count` deployments at once: (seconds, requests, peak open connections, outcomes)."""
+def submit_fleet(base: Compiled, count: int, own_process: bool, load: float) -> tuple[float, int, int, set[str]]:
+    """Submit `count` deployments at once, each model turning healthy `load` s after it starts: (seconds,
+    requests, peak open connections, outcomes)."""
     # Nomad's time 30 times faster than the wall clock (a 10m progress deadline in 20 s): at the default scale
     # (300) the double's own scenarios, 120 at once in one Python process, fall behind its clock and miss it.
-    with Double("rollout", own_process=own_process, time_scale=TIME_SCALE) as nomad:
+    with Double("rollout", own_process=own_process, time_scale=TIME_SCALE, load=load) as nomad:
         api = NomadAPI(NomadSettings(address=nomad.address))
         members = [fleet.Member(api, compiled) for compiled in fleet_of(base, count)]
         nomad.ask("reset_peak")
@@ -166,6 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fleet", type=int, default=120)
     parser.add_argument("--status", default="10,100,1000")
+    parser.add_argument("--load", default="0.5,10", help="seconds a model takes to turn healthy, one bench each")
     parser.add_argument(
         "--in-process", action="store_true", help="also run the double in this process, beside nomadgs (shared GIL)"
     )
@@ -175,15 +182,18 @@ def main() -> None:
     for own_process in (True, False) if args.in_process else (True,):
         where = "in a process of its own" if own_process else "in nomadgs's process (one GIL for both)"
         print(f"== the Nomad double {where}")
-        if args.fleet:
-            submit_bench(base, args.fleet, own_process)
+        for load in [float(s) for s in args.load.split(",")] if args.fleet else []:
+            submit_bench(base, args.fleet, own_process, load)
         if args.status:
             status_bench(base, [int(s) for s in args.status.split(",")], own_process)
 
 
-def submit_bench(base: Compiled, count: int, own_process: bool, rounds: int = 3) -> None:
-    print(f"submit: {count} deployments at once vs 1 (each rollout: placed, started, healthy; median of {rounds})")
-    runs = {size: [submit_fleet(base, size, own_process) for _ in range(rounds)] for size in (1, count)}
+def submit_bench(base: Compiled, count: int, own_process: bool, load: float, rounds: int = 3) -> None:
+    print(
+        f"submit: {count} deployments at once vs 1 (each rollout: placed, started, healthy {load:g} s after it "
+        f"started; median of {rounds})"
+    )
+    runs = {size: [submit_fleet(base, size, own_process, load) for _ in range(rounds)] for size in (1, count)}
     median = {size: sorted(found, key=lambda run: run[0])[rounds // 2] for size, found in runs.items()}
     for size, (wall, requests, peak, outcomes) in median.items():
         walls = ", ".join(f"{run[0]:.2f}" for run in runs[size])
