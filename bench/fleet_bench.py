@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -95,6 +96,13 @@ class Double:
         else:
             self._nomad.__exit__(None, None, None)
 
+    def cpu(self) -> float:
+        """The CPU seconds the double's process has used (user and system; 0 when it shares this process)."""
+        if not self.own_process:
+            return 0.0
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: proc(5)
+
     def ask(self, name: str, *args: Any) -> Any:
         if not self.own_process:
             return COMMANDS[name](self._nomad, *args)
@@ -146,26 +154,39 @@ def submit_fleet(base: Compiled, count: int, own_process: bool, load: float) -> 
         return wall, nomad.ask("requests") - before, nomad.ask("peak"), {m.status for m in members}
 
 
-def status_of(base: Compiled, count: int, own_process: bool, rounds: int = 3) -> tuple[float, int, int]:
+def status_of(base: Compiled, count: int, own_process: bool, rounds: int = 3) -> tuple[float, int, int, Cpu]:
     """`status` of `count` models, placed and left as they are: (median seconds, requests, peak open
-    connections). Their tasks do not start (the manual scenario), and Nomad's clock runs at wall speed, so no
-    deadline passes while `status` reads (at the scenarios' speed the deployments failed on their progress
-    deadline during the rounds): a quiet double, the same state at each round."""
+    connections, the CPU seconds of nomadgs's process and of the double's in that round). Their tasks do not
+    start (the manual scenario), and Nomad's clock runs at wall speed, so no deadline passes while `status`
+    reads (at the scenarios' speed the deployments failed on their progress deadline during the rounds): a
+    quiet double, the same state at each round."""
     with Double("manual", own_process=own_process, time_scale=1.0) as nomad:
         api = NomadAPI(NomadSettings(address=nomad.address))
         for compiled in fleet_of(base, count):
             api.register(compiled.job, modify_index=0)
         nomad.ask("wait_placed", count)
-        times, requests = [], 0
+        runs: list[tuple[float, Cpu]] = []
+        requests = 0
         nomad.ask("reset_peak")
         for _ in range(rounds):
             before = nomad.ask("requests")
+            cpu_before = (_own_cpu(), nomad.cpu())
             started = time.monotonic()
             found = asyncio.run(all_model_statuses(api))
-            times.append(time.monotonic() - started)
+            wall = time.monotonic() - started
+            runs.append((wall, (_own_cpu() - cpu_before[0], nomad.cpu() - cpu_before[1])))
             requests = nomad.ask("requests") - before
             assert len(found) == count
-        return sorted(times)[len(times) // 2], requests, nomad.ask("peak")
+        wall, cpu = sorted(runs)[len(runs) // 2]
+        return wall, requests, nomad.ask("peak"), cpu
+
+
+Cpu = tuple[float, float]
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def main() -> None:
@@ -212,11 +233,12 @@ def status_bench(base: Compiled, sizes: list[int], own_process: bool) -> None:
     print(f"status: {', '.join(map(str, sizes))} models vs {sizes[0]} (median of 3)")
     baseline = None
     for size in sizes:
-        seconds, requests, peak = status_of(base, size, own_process)
+        seconds, requests, peak, (ours, double) = status_of(base, size, own_process)
         baseline = baseline or seconds
+        cpu = f"  CPU: nomadgs {ours * 1000:.0f} ms, double {double * 1000:.0f} ms" if own_process else ""
         print(
             f"  {size:>5} models: {seconds * 1000:8.1f} ms  {requests:3d} requests  {peak:3d} peak connections  "
-            f"x{seconds / baseline:.2f} the time of {sizes[0]}"
+            f"x{seconds / baseline:.2f} the time of {sizes[0]}{cpu}"
         )
 
 
