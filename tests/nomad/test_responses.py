@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nomad_gpustack.answers import shaped
+import pytest
+
+from nomad_gpustack.answers import WrongShape, shaped
 from nomad_gpustack.nomad.responses import Allocation, Deployment, JobStub
 
 # One allocation of `/v1/allocations?resources=true` as Nomad 1.8 lists it (api.AllocationListStub), with its
@@ -117,3 +119,11 @@ def test_nulls_read_as_empty_maps_and_lists() -> None:
     assert (job.Meta, job.TaskGroups, job.JobSummary) == ({}, [], None)
     (deployment,) = shaped(list[Deployment], b'[{"ID": "d", "TaskGroups": null}]', "/v1/deployments")
     assert deployment.TaskGroups == {}
+
+
+def test_a_collection_of_the_wrong_kind_is_told_as_before() -> None:
+    """A null reads as empty; anything else that is not a map is still told as such (not read as empty)."""
+    with pytest.raises(WrongShape, match=r"^'TaskStates' of item 1 in the answer to /v1/allocations is not an object$"):
+        _listed({**ALLOCATION, "TaskStates": "none"})
+    with pytest.raises(WrongShape, match=r"^'Events' of 't' of 'TaskStates' of item 1 .* is not a list$"):
+        _listed({**ALLOCATION, "TaskStates": {"t": {"Events": {}}}})
