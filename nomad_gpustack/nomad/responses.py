@@ -180,12 +180,14 @@ class Allocation(Response):
     @property
     def index(self) -> int | None:
         """The replica number: `job.group[3]` -> 3."""
-        if self.Name.endswith("]") and "[" in self.Name:
-            try:
-                return int(self.Name[self.Name.rindex("[") + 1 : -1])
-            except ValueError:
-                return None
-        return None
+        name = self.Name  # read once: a model's attribute costs more than a plain object's
+        start = name.rfind("[")
+        if start < 0 or not name.endswith("]"):
+            return None
+        try:
+            return int(name[start + 1 : -1])
+        except ValueError:
+            return None
 
     @property
     def healthy(self) -> bool | None:

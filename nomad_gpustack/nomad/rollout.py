@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Generic, Literal, TypeVar
 
 from ..contract.metadata import DOWNLOAD_TASK
@@ -138,7 +139,7 @@ def _earlier(snapshot: Snapshot) -> dict[int, Allocation]:
 
 def _latest_per_index(allocs: list[Allocation]) -> dict[int, Allocation]:
     latest: dict[int, Allocation] = {}
-    for alloc in sorted(allocs, key=lambda a: a.CreateIndex):
+    for alloc in sorted(allocs, key=attrgetter("CreateIndex")):
         if alloc.index is not None:
             latest[alloc.index] = alloc
     return latest
@@ -283,7 +284,8 @@ def _replicas(
     snapshot: Snapshot, request: GroupRequest, latest: dict[int, Allocation], failures: Sequence[TaskFailure]
 ) -> tuple[Replica, ...]:
     """Every replica the group asks for: its allocation of this version, or one placed before, or pending."""
-    earlier = _earlier(snapshot)
+    # Allocations of other versions matter only for a replica without one of this version: mostly none.
+    earlier = _earlier(snapshot) if any(i not in latest for i in range(request.count)) else {}
     replicas: list[Replica] = []
     for index in range(request.count):
         alloc = latest.get(index)
