@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Generic, Literal, TypeVar
 
 from ..contract.metadata import DOWNLOAD_TASK
@@ -138,7 +139,7 @@ def _earlier(snapshot: Snapshot) -> dict[int, Allocation]:
 
 def _latest_per_index(allocs: list[Allocation]) -> dict[int, Allocation]:
     latest: dict[int, Allocation] = {}
-    for alloc in sorted(allocs, key=lambda a: a.CreateIndex):
+    for alloc in sorted(allocs, key=attrgetter("CreateIndex")):
         if alloc.index is not None:
             latest[alloc.index] = alloc
     return latest
@@ -166,7 +167,10 @@ class Rule(Generic[F, V]):
 
 def decide(rules: Sequence[Rule[F, V]], facts: F) -> V:
     """What the first rule in `rules` whose predicate holds for `facts` gives."""
-    return next(rule.then(facts) for rule in rules if rule.when(facts))
+    for rule in rules:  # a plain loop: a generator costs more than the predicates themselves
+        if rule.when(facts):
+            return rule.then(facts)
+    raise ValueError("no rule holds: the last rule of a table always holds")
 
 
 def _always(facts: object) -> bool:
@@ -280,7 +284,8 @@ def _replicas(
     snapshot: Snapshot, request: GroupRequest, latest: dict[int, Allocation], failures: Sequence[TaskFailure]
 ) -> tuple[Replica, ...]:
     """Every replica the group asks for: its allocation of this version, or one placed before, or pending."""
-    earlier = _earlier(snapshot)
+    # Allocations of other versions matter only for a replica without one of this version: mostly none.
+    earlier = _earlier(snapshot) if any(i not in latest for i in range(request.count)) else {}
     replicas: list[Replica] = []
     for index in range(request.count):
         alloc = latest.get(index)
@@ -332,6 +337,25 @@ class RolloutFacts:
     wait_for_capacity: bool
     stable_version: int | None = None
     earlier_versions: bool = True
+    # What several rules each read, derived from the fields above once (__post_init__) rather than at every read.
+    healthy: int = field(init=False)
+    deployment_status: str = field(init=False)
+    deployment_text: str = field(init=False)
+    group: DeploymentState | None = field(init=False)  # this version's deployment state of the group watched
+    deployment_active: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        deployment = self.deployment
+        status = deployment.Status if deployment is not None else ""
+        derived = {
+            "healthy": sum(1 for r in self.replicas if r.healthy),
+            "deployment_status": status,
+            "deployment_text": deployment.StatusDescription if deployment is not None else "",
+            "group": deployment.TaskGroups.get(self.request.group) if deployment is not None else None,
+            "deployment_active": status in ("running", "pending", "paused", "initializing"),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)  # frozen: set as dataclass __init__ does
 
     @classmethod
     def of(cls, snapshot: Snapshot, request: GroupRequest, wait_for_capacity: bool) -> RolloutFacts:
@@ -357,25 +381,8 @@ class RolloutFacts:
         )
 
     @property
-    def healthy(self) -> int:
-        return sum(1 for r in self.replicas if r.healthy)
-
-    @property
     def progress(self) -> str:
         return f"{self.healthy}/{self.request.count} healthy"
-
-    @property
-    def deployment_status(self) -> str:
-        return self.deployment.Status if self.deployment is not None else ""
-
-    @property
-    def deployment_text(self) -> str:
-        return self.deployment.StatusDescription if self.deployment is not None else ""
-
-    @property
-    def group(self) -> DeploymentState | None:
-        """This version's deployment state of the group watched."""
-        return self.deployment.TaskGroups.get(self.request.group) if self.deployment is not None else None
 
     @property
     def canaries(self) -> int:
@@ -385,10 +392,6 @@ class RolloutFacts:
     @property
     def new_version(self) -> str:
         return on_new_version(self.healthy, self.request.count)
-
-    @property
-    def deployment_active(self) -> bool:
-        return self.deployment_status in ("running", "pending", "paused", "initializing")
 
     @property
     def aftermath(self) -> str | None:
