@@ -27,6 +27,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -34,7 +36,7 @@ from nomad_gpustack.compile.build import Compiled, build  # noqa: E402
 from nomad_gpustack.nomad import fleet  # noqa: E402
 from nomad_gpustack.nomad.client import NomadAPI  # noqa: E402
 from nomad_gpustack.nomad.rollout import Assessment  # noqa: E402
-from nomad_gpustack.nomad.status import all_model_statuses  # noqa: E402
+from nomad_gpustack.nomad.status import MANAGED_FILTER, all_model_statuses  # noqa: E402
 from nomad_gpustack.settings import NomadSettings  # noqa: E402
 from nomad_gpustack.spec.loader import load_catalog, load_deployment  # noqa: E402
 from tests.support.nomad_double import NomadDouble, scenarios  # noqa: E402
@@ -154,9 +156,10 @@ def submit_fleet(base: Compiled, count: int, own_process: bool, load: float) -> 
         return wall, nomad.ask("requests") - before, nomad.ask("peak"), {m.status for m in members}
 
 
-def status_of(base: Compiled, count: int, own_process: bool, rounds: int = 3) -> tuple[float, int, int, Cpu]:
+def status_of(base: Compiled, count: int, own_process: bool, rounds: int = 3) -> tuple[float, int, int, Cpu, float]:
     """`status` of `count` models, placed and left as they are: (median seconds, requests, peak open
-    connections, the CPU seconds of nomadgs's process and of the double's in that round). Their tasks do not
+    connections, the CPU seconds of nomadgs's process and of the double's in that round, and the median seconds
+    of fetching the same three answers without parsing them: the double's share). Their tasks do not
     start (the manual scenario), and Nomad's clock runs at wall speed, so no deadline passes while `status`
     reads (at the scenarios' speed the deployments failed on their progress deadline during the rounds): a
     quiet double, the same state at each round."""
@@ -178,7 +181,26 @@ def status_of(base: Compiled, count: int, own_process: bool, rounds: int = 3) ->
             requests = nomad.ask("requests") - before
             assert len(found) == count
         wall, cpu = sorted(runs)[len(runs) // 2]
-        return wall, requests, nomad.ask("peak"), cpu
+        peak = nomad.ask("peak")
+        return wall, requests, peak, cpu, sorted(_bare_fetch(nomad.address) for _ in range(rounds))[rounds // 2]
+
+
+# The answers `status` reads (nomad/status.py all_model_statuses), for a client that only fetches them.
+STATUS_READS = (
+    ("/v1/jobs", {"meta": "true", "filter": MANAGED_FILTER}),
+    ("/v1/allocations", {"resources": "true", "filter": f"Job.{MANAGED_FILTER}"}),
+    ("/v1/deployments", {}),
+)
+
+
+def _bare_fetch(address: str) -> float:
+    """Seconds to fetch the answers `status` reads with a bare HTTP client, none parsed: what the double's
+    building and encoding them costs, the floor under any client's time."""
+    with httpx.Client(base_url=address) as http:
+        started = time.monotonic()
+        for path, params in STATUS_READS:
+            http.get(path, params=params).raise_for_status()
+        return time.monotonic() - started
 
 
 Cpu = tuple[float, float]
@@ -231,14 +253,19 @@ def submit_bench(base: Compiled, count: int, own_process: bool, load: float, rou
 
 def status_bench(base: Compiled, sizes: list[int], own_process: bool) -> None:
     print(f"status: {', '.join(map(str, sizes))} models vs {sizes[0]} (median of 3)")
-    baseline = None
+    baseline = bare_baseline = None
     for size in sizes:
-        seconds, requests, peak, (ours, double) = status_of(base, size, own_process)
+        seconds, requests, peak, (ours, double), bare = status_of(base, size, own_process)
         baseline = baseline or seconds
+        bare_baseline = bare_baseline or bare
         cpu = f"  CPU: nomadgs {ours * 1000:.0f} ms, double {double * 1000:.0f} ms" if own_process else ""
         print(
             f"  {size:>5} models: {seconds * 1000:8.1f} ms  {requests:3d} requests  {peak:3d} peak connections  "
             f"x{seconds / baseline:.2f} the time of {sizes[0]}{cpu}"
+        )
+        print(
+            f"  {'':>5}  the same answers fetched, not parsed: {bare * 1000:.1f} ms (x{bare / bare_baseline:.2f} of "
+            f"{sizes[0]})"
         )
 
 
