@@ -337,25 +337,6 @@ class RolloutFacts:
     wait_for_capacity: bool
     stable_version: int | None = None
     earlier_versions: bool = True
-    # What several rules each read, derived from the fields above once (__post_init__) rather than at every read.
-    healthy: int = field(init=False)
-    deployment_status: str = field(init=False)
-    deployment_text: str = field(init=False)
-    group: DeploymentState | None = field(init=False)  # this version's deployment state of the group watched
-    deployment_active: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        deployment = self.deployment
-        status = deployment.Status if deployment is not None else ""
-        derived = {
-            "healthy": sum(1 for r in self.replicas if r.healthy),
-            "deployment_status": status,
-            "deployment_text": deployment.StatusDescription if deployment is not None else "",
-            "group": deployment.TaskGroups.get(self.request.group) if deployment is not None else None,
-            "deployment_active": status in ("running", "pending", "paused", "initializing"),
-        }
-        for name, value in derived.items():
-            object.__setattr__(self, name, value)  # frozen: set as dataclass __init__ does
 
     @classmethod
     def of(cls, snapshot: Snapshot, request: GroupRequest, wait_for_capacity: bool) -> RolloutFacts:
@@ -381,8 +362,25 @@ class RolloutFacts:
         )
 
     @property
+    def healthy(self) -> int:
+        return sum(1 for r in self.replicas if r.healthy)
+
+    @property
     def progress(self) -> str:
         return f"{self.healthy}/{self.request.count} healthy"
+
+    @property
+    def deployment_status(self) -> str:
+        return self.deployment.Status if self.deployment is not None else ""
+
+    @property
+    def deployment_text(self) -> str:
+        return self.deployment.StatusDescription if self.deployment is not None else ""
+
+    @property
+    def group(self) -> DeploymentState | None:
+        """This version's deployment state of the group watched."""
+        return self.deployment.TaskGroups.get(self.request.group) if self.deployment is not None else None
 
     @property
     def canaries(self) -> int:
@@ -392,6 +390,10 @@ class RolloutFacts:
     @property
     def new_version(self) -> str:
         return on_new_version(self.healthy, self.request.count)
+
+    @property
+    def deployment_active(self) -> bool:
+        return self.deployment_status in ("running", "pending", "paused", "initializing")
 
     @property
     def aftermath(self) -> str | None:
